@@ -1,0 +1,41 @@
+"""Commands of the spec that are not implemented yet: each says so and exits with code 6.
+
+They exist so that ``cci --help`` shows the whole interface; none pretends to work.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cci_core.errors import NotImplementedYetError
+
+
+def planned_command(name: str, summary: str) -> click.Command:
+    """A command that accepts any arguments and fails with :class:`NotImplementedYetError`."""
+
+    def refuse(args: tuple[str, ...]) -> None:
+        raise NotImplementedYetError(f"'cci {name}' is not implemented yet")
+
+    return click.Command(
+        name,
+        callback=refuse,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        help=f"{summary} (not implemented yet)",
+        short_help=f"{summary} (not implemented yet)",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+
+
+shell = planned_command("shell", "Start an AI coding session in a container")
+attach = planned_command("attach", "Attach to a running session")
+run = planned_command("run", "Run a command in a fresh container and return its exit code")
+list = planned_command("list", "List containers and saved sessions")  # noqa: A001 - the command's name
+shutdown = planned_command("shutdown", "Gracefully stop containers, saving their sessions")
+kill = planned_command("kill", "Force-stop and delete containers")
+clean = planned_command("clean", "Remove stopped and orphaned cci containers")
+container = planned_command("container", "Low-level container operations")
+file = planned_command("file", "Copy files between the host and containers")
+image = planned_command("image", "Manage images")
+tmux = planned_command("tmux", "Talk to the tmux session inside a container")
+doctor = planned_command("doctor", "Check that this machine can run cci")

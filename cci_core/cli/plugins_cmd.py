@@ -1,0 +1,36 @@
+"""``cci plugins``: what plugins are installed, what they provide, and whether they are enabled."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cci_core.cli.state import get_state
+
+
+@click.group()
+def plugins() -> None:
+    """Inspect installed plugins."""
+
+
+@plugins.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def list_plugins(ctx: click.Context, fmt: str) -> None:
+    """List built-in and third-party plugins."""
+    infos = get_state(ctx).plugins.infos
+    if fmt == "json":
+        rows = [
+            {"name": i.name, "kind": i.kind, "distribution": i.distribution, "version": i.version,
+             "enabled": i.enabled, "builtin": i.builtin, "module": i.module, "hooks": list(i.hooks),
+             "provides": list(i.provides)}
+            for i in infos
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [("NAME", "KIND", "DISTRIBUTION", "VERSION", "ENABLED")]
+    table += [(i.name, i.kind, i.distribution, i.version, "yes" if i.enabled else "no") for i in infos]
+    widths = [max(len(row[col]) for row in table) for col in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -1,0 +1,55 @@
+"""Per-invocation state: the global flags, and the config and plugins loaded on first use."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from cci_core.cli.options import GlobalOptions
+
+if TYPE_CHECKING:
+    from cci_core.config import Config
+    from cci_core.plugin_manager import Plugins
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning on stderr."""
+    click.echo(f"cci: warning: {message}", err=True)
+
+
+class AppState:
+    """What one ``cci`` invocation knows; commands reach it as ``click.get_current_context().obj``."""
+
+    def __init__(self, options: GlobalOptions) -> None:
+        self.options = options
+
+    @property
+    def workspace(self) -> Path:
+        """The workspace directory (``--workspace`` or the current directory)."""
+        return self.options.workspace or Path.cwd()
+
+    @cached_property
+    def config(self) -> Config:
+        """The merged config, loaded on first use."""
+        from cci_core.config import load_config
+
+        return load_config(self.workspace, profile=self.options.profile, overrides=self.options.overrides(),
+                           warn=warn)
+
+    @cached_property
+    def plugins(self) -> Plugins:
+        """The plugins enabled by the config, loaded on first use."""
+        from cci_core.plugin_manager import load_plugins
+
+        return load_plugins(self.config.plugins.disabled, warn=warn)
+
+
+def get_state(ctx: click.Context) -> AppState:
+    """The invocation's :class:`AppState`, created from the root command's flags on first call."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState(GlobalOptions.from_params(root.params))
+    return root.obj

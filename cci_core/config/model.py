@@ -1,0 +1,70 @@
+"""The merged configuration handed to the rest of cci, and command-line overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from cci_core.config.schema import (
+    PLUGIN_LISTS,
+    SETTINGS,
+    DefaultsConfig,
+    IncusConfig,
+    NetworkConfig,
+    PathsConfig,
+    PluginsConfig,
+    ProfileConfig,
+    ToolConfig,
+)
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Override:
+    """One command-line setting, e.g. ``Override("defaults.image", "x", "--image")``.
+
+    ``key`` is a dotted config key (``defaults.environment`` takes a dict, or
+    use ``defaults.environment.NAME``; ``plugins.<plugin>.<key>`` sets a plugin
+    setting). A string ``value`` for a non-string key is parsed like an
+    environment variable. ``source`` names the flag in messages.
+    """
+
+    key: str
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The configuration after merging every layer; see :func:`~cci_core.config.load_config`."""
+
+    defaults: DefaultsConfig
+    tool: ToolConfig
+    paths: PathsConfig
+    incus: IncusConfig
+    network: NetworkConfig
+    profiles: Mapping[str, ProfileConfig]
+    plugins: PluginsConfig
+    profile: str | None
+    workspace: Path
+    files: tuple[Path, ...]
+    _sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def source_of(self, dotted_key: str) -> str:
+        """Where the value of ``dotted_key`` came from: ``default``, ``path:line``, ``env CCI_X``, a flag...
+
+        Also answers ``defaults.environment.NAME`` and ``plugins.<plugin>.<key>``
+        for values that were set. Raises ``KeyError`` for anything else.
+        """
+        if dotted_key in self._sources:
+            return self._sources[dotted_key]
+        if dotted_key in SETTINGS or dotted_key in PLUGIN_LISTS:
+            return "default"
+        raise KeyError(f"{dotted_key!r} is not a config key or was not set")
+
+    def plugin_settings(self, name: str) -> Mapping[str, Any]:
+        """The ``[plugins.<name>]`` settings (empty if none)."""
+        return self.plugins.settings.get(name, _EMPTY)

@@ -1,0 +1,64 @@
+"""The per-session context object handed to every lifecycle hook."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cci_core.config import Config
+    from cci_core.tool import ToolAdapter
+
+
+class SessionEvent(enum.Enum):
+    """Why :func:`~cci_core.hookspecs.cci_session_save` is called."""
+
+    DETACH = "detach"
+    PERIODIC = "periodic"
+    REQUESTED = "requested"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory mounted into the container.
+
+    :param device: unique device name (``[a-z0-9-]``), e.g. ``workspace``.
+    :param source: absolute host path.
+    :param path: absolute path inside the container.
+    :param shift: map host ownership to the container user (idmapped mount).
+    :param readonly: mount read-only.
+    """
+
+    device: str
+    source: Path
+    path: str
+    shift: bool = True
+    readonly: bool = False
+
+
+@dataclass
+class LaunchContext:
+    """Everything the lifecycle hooks need to know about one session.
+
+    The core creates it; plugins read it and may adjust the mutable fields
+    (``environment``, ``image``) in :func:`~cci_core.hookspecs.cci_pre_launch`.
+    """
+
+    config: Config
+    workspace: Path
+    container_name: str
+    slot: int
+    session_id: str
+    persistent: bool
+    image: str
+    tool: ToolAdapter | None = None
+    resume_from: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    storage: tuple[Path, ...] = ()
+
+    def plugin_settings(self, plugin: str) -> Mapping[str, Any]:
+        """The ``[plugins.<plugin>]`` settings from the merged config."""
+        return self.config.plugin_settings(plugin)

@@ -1,0 +1,166 @@
+"""The hook specifications: the whole contract between cci's core and its plugins.
+
+Plugins implement these with the :data:`hookimpl` marker::
+
+    from cci_core import hookimpl
+
+    @hookimpl
+    def cci_register(register):
+        register.add_tool(MyTool)
+
+Hooks are always called with keyword arguments, so an implementation may
+accept any subset of a hook's parameters. New parameters may be added to a
+hook without breaking plugins that do not use them.
+
+Two kinds of hook:
+
+* **registration** (:func:`cci_register`): called once when the plugin
+  manager is built; plugins register the named, exactly-one-active things
+  (drivers, tools, network policies, image builders) and extra CLI commands;
+* **lifecycle**: called for every session, in this order::
+
+      cci_pre_launch -> cci_instance_config, cci_mounts, cci_environment
+        -> (container created and started)
+        -> cci_inject_credentials -> cci_post_launch
+        -> ... session runs; cci_session_save at detach and periodically ...
+        -> (session ends) -> cci_post_exit_save -> (container deleted unless persistent)
+        -> cci_session_end
+
+  Many plugins contribute to each lifecycle hook; results are merged by the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from cci_core.context import LaunchContext, Mount, SessionEvent
+    from cci_core.driver import Container
+    from cci_core.registry import Register
+
+PROJECT_NAME = "cci"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def cci_register(register: Register) -> None:
+    """Register what this plugin provides.
+
+    Called once per plugin when the plugin manager is built, with a
+    ``register`` bound to that plugin so that every registration is
+    attributed to it.
+
+    :param register: call ``add_driver``, ``add_tool``, ``add_network_policy``,
+        ``add_image_builder`` or ``add_command`` on it. A name registered twice
+        is an error naming both plugins.
+    """
+
+
+@hookspec
+def cci_pre_launch(ctx: LaunchContext) -> None:
+    """Check and adjust a session before anything is created.
+
+    Raise a :class:`cci_core.errors.CciError` to refuse the launch; nothing
+    has been created yet, so nothing needs undoing.
+
+    :param ctx: the launch being prepared; plugins may change its mutable fields.
+    """
+
+
+@hookspec
+def cci_instance_config(ctx: LaunchContext) -> Mapping[str, str] | None:
+    """Return container configuration keys to set at creation.
+
+    Keys are backend configuration keys (for Incus, e.g.
+    ``security.nesting``). Two plugins returning different values for one
+    key is an error.
+
+    :param ctx: the launch being prepared.
+    :return: a mapping of keys to values, or None.
+    """
+
+
+@hookspec
+def cci_mounts(ctx: LaunchContext) -> Sequence[Mount] | None:
+    """Return extra host directories to mount into the container.
+
+    The workspace mount is made by the core; this hook adds others (for
+    example ``--storage``). Device names must be unique across plugins.
+
+    :param ctx: the launch being prepared.
+    :return: mounts to add, or None.
+    """
+
+
+@hookspec
+def cci_environment(ctx: LaunchContext) -> Mapping[str, str] | None:
+    """Return environment variables for the tool's process in the container.
+
+    Only what a plugin names explicitly is passed: the host environment is
+    never forwarded. Later (higher-priority) plugins win on conflicts.
+
+    :param ctx: the launch being prepared.
+    :return: variables to set, or None.
+    """
+
+
+@hookspec
+def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
+    """Copy credentials into a started container.
+
+    Called on every start and every resume, so credentials are always fresh
+    copies from the host. Credentials must never be written anywhere that is
+    saved (see :func:`cci_post_exit_save`).
+
+    :param ctx: the running session.
+    :param container: the started container.
+    """
+
+
+@hookspec
+def cci_post_launch(ctx: LaunchContext, container: Container) -> None:
+    """Run after the container has started and credentials are in place.
+
+    :param ctx: the running session.
+    :param container: the started container.
+    """
+
+
+@hookspec
+def cci_session_save(ctx: LaunchContext, container: Container, event: SessionEvent) -> None:
+    """Save session state while the session is still alive.
+
+    Called at detach, periodically and on demand, so a host crash loses at
+    most minutes of work. Must be idempotent and must not include credentials.
+
+    :param ctx: the running session.
+    :param container: the running container.
+    :param event: why the save happens.
+    """
+
+
+@hookspec
+def cci_post_exit_save(ctx: LaunchContext, container: Container) -> None:
+    """Save session state after the session ended, before the container may be deleted.
+
+    The container may be stopped. Called exactly once per ended session,
+    including when the session ended while no cci process was alive (the next
+    cci command that finds the stopped container calls it).
+
+    :param ctx: the ended session, rebuilt from the container's metadata if needed.
+    :param container: the ended container.
+    """
+
+
+@hookspec
+def cci_session_end(ctx: LaunchContext, deleted: bool) -> None:
+    """Clean up after a session: the container is gone (``deleted``) or kept for reuse.
+
+    :param ctx: the ended session.
+    :param deleted: whether the container was deleted.
+    """

@@ -1,0 +1,136 @@
+"""Name-keyed registries of the exactly-one-active things plugins provide.
+
+A registry rejects a name registered twice (naming both plugins) and answers
+an unknown name with ``... is not available (plugin may not be installed)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from cci_core.errors import NotAvailableError, PluginError
+
+if TYPE_CHECKING:
+    import click
+
+    from cci_core.driver import Driver
+    from cci_core.image_builder import ImageBuilder
+    from cci_core.network_policy import NetworkPolicy
+    from cci_core.tool import ToolAdapter
+
+T = TypeVar("T")
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered item and the plugin that registered it."""
+
+    name: str
+    item: T
+    plugin: str
+
+
+class Registry(Generic[T]):
+    """Items of one kind (``driver``, ``tool``...) keyed by name."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def add(self, name: str, item: T, *, plugin: str) -> None:
+        """Add ``item`` under ``name``; a malformed or duplicate name is a :class:`PluginError`."""
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise PluginError(
+                f"plugin {plugin!r} registered a {self.kind} with an invalid name {name!r}",
+                hint="names are lowercase letters, digits, '-' and '_'",
+            )
+        if name in self._entries:
+            first = self._entries[name].plugin
+            raise PluginError(
+                f"{self.kind} {name!r} is registered twice: by plugin {first!r} and by plugin {plugin!r}",
+                hint=f"disable one of them in [plugins] disabled",
+            )
+        self._entries[name] = Entry(name, item, plugin)
+
+    def get(self, name: str) -> T:
+        """The item registered under ``name``, or :class:`NotAvailableError`."""
+        try:
+            return self._entries[name].item
+        except KeyError:
+            available = ", ".join(sorted(self._entries)) or "none"
+            raise NotAvailableError(
+                f"{self.kind} {name!r} is not available (plugin may not be installed); available: {available}"
+            ) from None
+
+    def entries(self) -> list[Entry[T]]:
+        """All entries, sorted by name."""
+        return [self._entries[name] for name in sorted(self._entries)]
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class Registries:
+    """All registries, filled by the ``cci_register`` hook."""
+
+    drivers: Registry[type[Driver]] = field(default_factory=lambda: Registry("driver"))
+    tools: Registry[type[ToolAdapter]] = field(default_factory=lambda: Registry("tool"))
+    network_policies: Registry[type[NetworkPolicy]] = field(default_factory=lambda: Registry("network policy"))
+    image_builders: Registry[type[ImageBuilder]] = field(default_factory=lambda: Registry("image builder"))
+    commands: Registry[click.Command] = field(default_factory=lambda: Registry("command"))
+
+    def provided_by(self, plugin: str) -> list[str]:
+        """What ``plugin`` registered, as ``kind:name`` strings."""
+        return [
+            f"{registry.kind}:{entry.name}"
+            for registry in (self.drivers, self.tools, self.network_policies, self.image_builders, self.commands)
+            for entry in registry.entries()
+            if entry.plugin == plugin
+        ]
+
+
+class Register:
+    """The callback object a plugin receives in ``cci_register``; bound to that plugin."""
+
+    def __init__(self, registries: Registries, plugin: str) -> None:
+        self._registries = registries
+        self.plugin = plugin
+
+    def add_driver(self, driver: type[Driver]) -> None:
+        """Register a container backend class under ``driver.name``."""
+        self._registries.drivers.add(_class_name(driver, self.plugin), driver, plugin=self.plugin)
+
+    def add_tool(self, tool: type[ToolAdapter]) -> None:
+        """Register a tool adapter class under ``tool.name``."""
+        self._registries.tools.add(_class_name(tool, self.plugin), tool, plugin=self.plugin)
+
+    def add_network_policy(self, policy: type[NetworkPolicy]) -> None:
+        """Register a network policy class under ``policy.name`` (the ``--network`` mode)."""
+        self._registries.network_policies.add(_class_name(policy, self.plugin), policy, plugin=self.plugin)
+
+    def add_image_builder(self, builder: type[ImageBuilder]) -> None:
+        """Register an image builder class under ``builder.name``."""
+        self._registries.image_builders.add(_class_name(builder, self.plugin), builder, plugin=self.plugin)
+
+    def add_command(self, command: click.Command) -> None:
+        """Add a top-level ``cci`` command (a click command or group)."""
+        self._registries.commands.add(command.name or "", command, plugin=self.plugin)
+
+
+def _class_name(cls: type, plugin: str) -> str:
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str):
+        raise PluginError(f"plugin {plugin!r} registered {cls!r}, which has no 'name' class attribute")
+    return name

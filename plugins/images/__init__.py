@@ -1,0 +1,1 @@
+"""Built-in image builders and the ``cci build`` command."""

@@ -1,0 +1,1 @@
+"""The Incus container backend."""

@@ -1,0 +1,12 @@
+"""Registers the Incus driver. Importing this module does not import pylxd."""
+
+from __future__ import annotations
+
+from cci_core import hookimpl
+from cci_core.registry import Register
+from cci_builtin_plugins.incus.driver import IncusDriver
+
+
+@hookimpl
+def cci_register(register: Register) -> None:
+    register.add_driver(IncusDriver)

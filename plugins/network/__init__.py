@@ -1,0 +1,1 @@
+"""Built-in network policies: restricted (default), allowlist and open."""

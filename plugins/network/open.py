@@ -1,0 +1,21 @@
+"""``open``: no restrictions, for trusted projects only."""
+
+from __future__ import annotations
+
+from cci_core import hookimpl
+from cci_core.config.schema import NetworkConfig
+from cci_core.network_policy import NetworkPolicy
+from cci_core.registry import Register
+
+
+class OpenPolicy(NetworkPolicy):
+    name = "open"
+    summary = "no restrictions (trusted projects only)"
+
+    def validate(self, settings: NetworkConfig) -> None:
+        """Every setting is acceptable: open mode reads none."""
+
+
+@hookimpl
+def cci_register(register: Register) -> None:
+    register.add_network_policy(OpenPolicy)

@@ -1,0 +1,22 @@
+"""``restricted``: the public internet, but no private networks or metadata endpoints."""
+
+from __future__ import annotations
+
+from cci_core import hookimpl
+from cci_core.config.schema import NetworkConfig
+from cci_core.network_policy import NetworkPolicy
+from cci_core.registry import Register
+from cci_builtin_plugins.network.ranges import PRIVATE_IPV4
+
+
+class RestrictedPolicy(NetworkPolicy):
+    name = "restricted"
+    summary = f"public internet allowed; blocks {', '.join(PRIVATE_IPV4)}"
+
+    def validate(self, settings: NetworkConfig) -> None:
+        """Every setting is acceptable: restricted mode reads none."""
+
+
+@hookimpl
+def cci_register(register: Register) -> None:
+    register.add_network_policy(RestrictedPolicy)

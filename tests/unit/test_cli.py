@@ -1,0 +1,219 @@
+"""The command line: parsing, help, plugin commands, config display, and clean one-line errors."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from cci_core.cli.main import cli
+from tests.fake_dists import install_fake_plugin
+
+CRASHING_PLUGIN = """
+    import click
+    from cci_core import hookimpl
+
+    @click.command()
+    def crash():
+        raise RuntimeError("bug in a plugin")
+
+    @hookimpl
+    def cci_register(register):
+        register.add_command(crash)
+"""
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
+    """Invoke cci as a user would; ``cwd`` becomes ``--workspace``."""
+    workspace = ["--workspace", str(cwd)] if cwd else []
+    return CliRunner().invoke(cli, [*workspace, *args], env=env)
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got: {text!r}"
+    return lines[0]
+
+
+def test_version_is_the_distribution_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"cci {metadata.version('claude-code-isolated')}"
+
+
+def test_help_lists_global_flags_core_and_plugin_commands() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    for flag in ("--workspace", "--slot", "--persistent", "--resume", "--continue", "--profile", "--image",
+                 "--env", "--storage", "--network", "--tool", "--debug", "--version"):
+        assert flag in result.output
+    for command in ("shell", "attach", "list", "config", "plugins", "completion", "build"):
+        assert f"\n  {command} " in result.output
+
+
+@pytest.mark.parametrize("command", ["shell", "attach", "run", "list", "shutdown", "kill", "clean", "container",
+                                     "file", "image", "tmux", "doctor", "build"])
+def test_unimplemented_commands_say_so_and_fail(command: str) -> None:
+    result = run(command, "--whatever", "x")
+    assert result.exit_code == 6
+    assert one_line(result.output) == f"cci: 'cci {command}' is not implemented yet"
+
+
+def test_session_flags_on_other_commands_are_refused() -> None:
+    result = run("--slot", "2", "--resume=abc", "plugins", "list")
+    assert result.exit_code == 2
+    assert one_line(result.output) == "cci: --slot, --resume only applies to 'cci shell' and 'cci run', not 'cci plugins'"
+
+
+def test_session_flags_reach_session_commands() -> None:
+    result = run("--slot", "2", "--continue", "--persistent", "shell")
+    assert result.exit_code == 6  # parsed fine; the command itself is not implemented yet
+
+
+@pytest.mark.parametrize("value", ["NOEQUALS", "1BAD=x", "=x"])
+def test_bad_env_flag(value: str) -> None:
+    result = run("--env", value, "config", "show")
+    assert result.exit_code == 2
+    assert "is not KEY=VALUE" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_negative_slot_is_a_usage_error() -> None:
+    assert run("--slot", "-1", "shell").exit_code == 2
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = run("frobnicate")
+    assert result.exit_code == 2
+    assert "No such command 'frobnicate'" in result.output
+
+
+def test_config_show_names_every_source(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text('[defaults]\npersistent = true\n\n[network]\nmode = "open"\n')
+    result = run("--image", "cci-rust", "--env", "FOO=bar", "config", "show", cwd=tmp_path,
+                 env={"CCI_INCUS_CLAUDE_UID": "1001"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith('image = "cci-rust"') and line.endswith("# --image") for line in lines)
+    assert any(line.startswith("persistent = true") and line.endswith(f"# {tmp_path}/.cci.toml:2") for line in lines)
+    assert any(line.startswith('mode = "open"') and line.endswith(f"# {tmp_path}/.cci.toml:5") for line in lines)
+    assert any(line.startswith("claude_uid = 1001") and line.endswith("# env CCI_INCUS_CLAUDE_UID") for line in lines)
+    assert any(line.startswith('name = "claude"') and line.endswith("# default") for line in lines)
+    assert any(line.startswith('FOO = "bar"') and line.endswith("# --env") for line in lines)
+
+
+def test_config_show_json(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text('[profiles.rust]\nimage = "cci-rust"\nenvironment = { RUST_BACKTRACE = "1" }\n')
+    result = run("--profile", "rust", "config", "show", "--format", "json", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["profile"] == "rust"
+    assert data["values"]["defaults.image"]["value"] == "cci-rust"
+    assert data["values"]["defaults.image"]["source"].startswith("profile rust")
+    assert data["values"]["defaults.environment"]["value"] == {"RUST_BACKTRACE": "1"}
+
+
+def test_config_path_lists_the_layers(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text("")
+    result = run("config", "path", cwd=tmp_path)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert [line.split()[0] for line in lines] == ["system", "user", "workspace"]
+    assert lines[2].split()[1] == str(tmp_path / ".cci.toml") and "not present" not in lines[2]
+    assert lines[1].endswith("(not present)")
+
+
+def test_malformed_workspace_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text('[defaults]\nimage = "cci"\npersistent = \n')
+    result = run("config", "show", cwd=tmp_path)
+    assert result.exit_code == 2
+    line = one_line(result.output)
+    assert line.startswith(f"cci: {tmp_path}/.cci.toml:3") and "invalid TOML" in line
+
+
+def test_wrong_type_is_one_line_with_file_line_and_key(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text('[incus]\nproject = "default"\nclaude_uid = "root"\n')
+    result = run("plugins", "list", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert one_line(result.output) == (
+        f'cci: {tmp_path}/.cci.toml:3: incus.claude_uid: expected an integer, got string "root"'
+    )
+
+
+def test_unknown_key_warns_but_works(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text('[defaults]\nimgae = "x"\n')
+    result = run("config", "show", cwd=tmp_path)
+    assert result.exit_code == 0
+    assert "cci: warning:" in result.output and "'defaults.imgae'" in result.output
+    assert "did you mean 'defaults.image'" in result.output
+
+
+def test_missing_workspace_is_exit_2(tmp_path: Path) -> None:
+    result = run("--workspace", str(tmp_path / "nope"), "config", "show")
+    assert result.exit_code == 2
+    assert one_line(result.output) == f"cci: workspace {tmp_path}/nope does not exist"
+
+
+def test_plugins_list_table_and_json(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text('[plugins]\ndisabled = ["network-open"]\n')
+    table = run("plugins", "list", cwd=tmp_path)
+    assert table.exit_code == 0
+    rows = [line.split() for line in table.output.splitlines()]
+    assert rows[0] == ["NAME", "KIND", "DISTRIBUTION", "VERSION", "ENABLED"]
+    assert ["incus", "driver", "claude-code-isolated", metadata.version("claude-code-isolated"), "yes"] in rows
+    assert ["network-open", "-", "claude-code-isolated", metadata.version("claude-code-isolated"), "no"] in rows
+    data = json.loads(run("plugins", "list", "--format", "json", cwd=tmp_path).output)
+    by_name = {row["name"]: row for row in data}
+    assert by_name["network-open"]["enabled"] is False
+    assert by_name["claude"] == {
+        "name": "claude", "kind": "tool", "distribution": "claude-code-isolated",
+        "version": metadata.version("claude-code-isolated"), "enabled": True, "builtin": True,
+        "module": "cci_builtin_plugins.tools.claude", "hooks": ["cci_register"], "provides": ["tool:claude"],
+    }
+
+
+def test_disabling_a_plugin_removes_its_command(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text('[plugins]\ndisabled = ["images"]\n')
+    result = run("build", cwd=tmp_path)
+    assert result.exit_code == 2 and "No such command 'build'" in result.output
+    assert "\n  build " not in run("--help", cwd=tmp_path).output
+
+
+def test_broken_config_keeps_help_usable(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text("[defaults\n")
+    result = run("--help", cwd=tmp_path)
+    assert result.exit_code == 0
+    assert "plugin commands are not listed" in result.output and "\n  shell " in result.output
+
+
+def test_plugin_bug_is_an_internal_error_without_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fake_plugin(tmp_path / "site", monkeypatch, plugin="crasher", module="fake_crash_plugin",
+                        source=CRASHING_PLUGIN, distribution="crash-dist")
+    result = run("crash")
+    assert result.exit_code == 70
+    assert one_line(result.output) == (
+        "cci: internal error: RuntimeError: bug in a plugin (run with --debug for a traceback)"
+    )
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = run("--debug", "--workspace", str(tmp_path / "missing"), "config", "show")
+    assert result.exit_code == 2
+    assert "Traceback (most recent call last)" in result.output
+    assert result.output.strip().endswith(f"cci: workspace {tmp_path}/missing does not exist")
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(shell: str) -> None:
+    result = run("completion", shell)
+    assert result.exit_code == 0
+    assert "_CCI_COMPLETE" in result.output
+
+
+def test_completion_completes_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = CliRunner().invoke(cli, [], env={"_CCI_COMPLETE": "bash_complete", "COMP_WORDS": "cci plu",
+                                              "COMP_CWORD": "1"}, prog_name="cci")
+    assert "plain,plugins" in result.output.splitlines()

@@ -1,0 +1,554 @@
+"""Unit tests for cci_core.config: layering, sources, validation, warnings and rendering."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cci_core.config import (
+    Config,
+    Override,
+    ProfileConfig,
+    load_config,
+    render_toml,
+    to_json,
+    user_config_file,
+)
+from cci_core.config.schema import ENV_VARS
+from cci_core.errors import ConfigError
+
+
+class Layers:
+    """Config files under tmp_path plus a loader that never reads the real machine."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.workspace = tmp_path / "ws"
+        self.workspace.mkdir()
+        self.system = tmp_path / "etc" / "config.toml"
+        self.user = tmp_path / "home" / ".config" / "cci" / "config.toml"
+        self.project = self.workspace / ".cci.toml"
+        self.warnings: list[str] = []
+
+    def write(self, path: Path, text: str) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    def load(self, **kwargs: Any) -> Config:
+        kwargs.setdefault("environ", {})
+        kwargs.setdefault("system_file", self.system)
+        kwargs.setdefault("user_file", self.user)
+        kwargs.setdefault("warn", self.warnings.append)
+        return load_config(kwargs.pop("workspace", self.workspace), **kwargs)
+
+    def error(self, **kwargs: Any) -> ConfigError:
+        with pytest.raises(ConfigError) as info:
+            self.load(**kwargs)
+        return info.value
+
+
+@pytest.fixture
+def layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Layers:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return Layers(tmp_path)
+
+
+# -- defaults and layering ------------------------------------------------------------------------------
+
+
+def test_defaults_without_files(layers: Layers) -> None:
+    config = layers.load()
+    assert config.defaults.image == "cci"
+    assert config.defaults.persistent is False
+    assert config.defaults.mount_claude_config is True
+    assert config.defaults.environment == {}
+    assert config.defaults.driver == "incus"
+    assert (config.tool.name, config.tool.binary) == ("claude", None)
+    assert config.paths.sessions_dir == "~/.cci/sessions"
+    assert config.paths.storage_dir == "~/.cci/storage"
+    assert (config.incus.project, config.incus.group, config.incus.claude_uid) == ("default", "incus-admin", 1000)
+    assert config.incus.socket is None
+    assert (config.network.mode, config.network.allowed_domains) == ("restricted", [])
+    assert config.network.refresh_interval_minutes == 30
+    assert config.plugins.disabled == frozenset()
+    assert config.files == ()
+    assert config.profile is None
+    assert config.workspace == layers.workspace.resolve()
+    assert config.source_of("defaults.image") == "default"
+    assert config.source_of("plugins.disabled") == "default"
+    assert layers.warnings == []
+
+
+def test_config_is_frozen(layers: Layers) -> None:
+    config = layers.load()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.defaults.image = "other"  # type: ignore[misc]
+
+
+def _write_all_layers(layers: Layers) -> None:
+    layers.write(layers.system, '[defaults]\nimage = "system"\n[incus]\nproject = "sys"\n')
+    layers.write(layers.user, '[defaults]\n\nimage = "user"\n')
+    layers.write(layers.project, '[profiles.p]\nimage = "profile"\n\n[defaults]\nimage = "project"\n')
+
+
+LAYER_CASES = [
+    ({}, "project", "{ws}/.cci.toml:5"),
+    ({"profile": "p"}, "profile", "profile p ({ws}/.cci.toml:2)"),
+    ({"profile": "p", "environ": {"CCI_DEFAULTS_IMAGE": "env"}}, "env", "env CCI_DEFAULTS_IMAGE"),
+    (
+        {
+            "profile": "p",
+            "environ": {"CCI_DEFAULTS_IMAGE": "env"},
+            "overrides": [Override("defaults.image", "cli", "--image")],
+        },
+        "cli",
+        "--image",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "image", "source"), LAYER_CASES)
+def test_upper_layers_override_files(layers: Layers, kwargs: dict[str, Any], image: str, source: str) -> None:
+    _write_all_layers(layers)
+    config = layers.load(**kwargs)
+    assert config.defaults.image == image
+    assert config.source_of("defaults.image") == source.format(ws=layers.workspace)
+    assert config.incus.project == "sys"  # untouched by upper layers
+    assert config.source_of("incus.project") == f"{layers.system}:4"
+
+
+def test_user_file_overrides_system_and_source_shortens_home(layers: Layers) -> None:
+    layers.write(layers.system, '[defaults]\nimage = "system"\npersistent = true\n')
+    layers.write(layers.user, '[defaults]\n\nimage = "user"\n')
+    config = layers.load()
+    assert config.defaults.image == "user"
+    assert config.source_of("defaults.image") == "~/.config/cci/config.toml:3"
+    assert config.defaults.persistent is True
+    assert config.source_of("defaults.persistent") == f"{layers.system}:3"
+    assert config.files == (layers.system, layers.user)
+
+
+def test_workspace_file_overrides_user(layers: Layers) -> None:
+    layers.write(layers.user, "[defaults]\npersistent = true\nmount_claude_config = false\n")
+    layers.write(layers.project, "[defaults]\npersistent = false\n")
+    config = layers.load()
+    assert config.defaults.persistent is False
+    assert config.defaults.mount_claude_config is False
+    assert config.files == (layers.user, layers.project)
+
+
+def test_workspace_symlink_is_resolved(layers: Layers, tmp_path: Path) -> None:
+    layers.write(layers.project, '[tool]\nname = "aider"\n')
+    link = tmp_path / "link"
+    link.symlink_to(layers.workspace)
+    config = layers.load(workspace=link)
+    assert config.workspace == layers.workspace.resolve()
+    assert config.tool.name == "aider"
+    assert config.files == (layers.workspace.resolve() / ".cci.toml",)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_bad_workspace_is_an_error(layers: Layers, tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "nowhere"
+    if kind == "file":
+        target.write_text("")
+    error = layers.error(workspace=target)
+    assert str(target) in str(error)
+    assert ("does not exist" if kind == "missing" else "is not a directory") in str(error)
+    assert error.exit_code == 2
+
+
+def test_unreadable_file_is_an_error_naming_it(layers: Layers) -> None:
+    layers.user.mkdir(parents=True)  # a directory where the file should be
+    error = layers.error()
+    assert error.source == "~/.config/cci/config.toml"
+    assert "cannot read config file" in str(error)
+
+
+def test_user_config_file_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert user_config_file() == tmp_path / "xdg" / "cci" / "config.toml"
+
+
+# -- profiles -------------------------------------------------------------------------------------------
+
+
+def test_profile_selected_by_argument(layers: Layers) -> None:
+    layers.write(
+        layers.user,
+        """
+        [profiles.rust]
+        image = "cci-rust"
+        persistent = true
+        tool = "aider"
+        network = "open"
+        """,
+    )
+    config = layers.load(profile="rust")
+    assert config.profile == "rust"
+    assert (config.defaults.image, config.defaults.persistent) == ("cci-rust", True)
+    assert (config.tool.name, config.network.mode) == ("aider", "open")
+    assert config.source_of("tool.name") == "profile rust (~/.config/cci/config.toml:4)"
+    assert config.profiles["rust"] == ProfileConfig(image="cci-rust", persistent=True, tool="aider", network="open")
+
+
+def test_profile_not_applied_unless_selected(layers: Layers) -> None:
+    layers.write(layers.user, '[profiles.rust]\nimage = "cci-rust"\n')
+    config = layers.load()
+    assert config.defaults.image == "cci"
+    assert config.profile is None
+    assert "rust" in config.profiles
+
+
+def test_profile_selected_by_env_and_argument_wins(layers: Layers) -> None:
+    layers.write(layers.user, '[profiles.a]\nimage = "A"\n[profiles.b]\nimage = "B"\n')
+    assert layers.load(environ={"CCI_PROFILE": "a"}).defaults.image == "A"
+    config = layers.load(profile="b", environ={"CCI_PROFILE": "a"})
+    assert (config.profile, config.defaults.image) == ("b", "B")
+
+
+def test_profiles_merge_across_files(layers: Layers) -> None:
+    layers.write(layers.system, '[profiles.rust]\nimage = "sys-rust"\nmount_claude_config = false\n')
+    layers.write(layers.user, '[profiles.rust]\nimage = "user-rust"\nenvironment = { A = "1", B = "1" }\n')
+    layers.write(layers.project, '[profiles.rust]\npersistent = true\nenvironment = { B = "2" }\n')
+    config = layers.load(profile="rust")
+    assert config.defaults.image == "user-rust"
+    assert config.defaults.mount_claude_config is False
+    assert config.defaults.persistent is True
+    assert config.defaults.environment == {"A": "1", "B": "2"}
+    assert config.profiles["rust"].environment == {"A": "1", "B": "2"}
+    assert config.source_of("defaults.image") == "profile rust (~/.config/cci/config.toml:2)"
+
+
+def test_profile_environment_merges_into_defaults(layers: Layers) -> None:
+    layers.write(
+        layers.user,
+        """
+        [defaults]
+        environment = { KEEP = "x", RUST_BACKTRACE = "0" }
+
+        [profiles.rust]
+        environment = { RUST_BACKTRACE = "1" }
+        """,
+    )
+    config = layers.load(profile="rust")
+    assert config.defaults.environment == {"KEEP": "x", "RUST_BACKTRACE": "1"}
+    assert config.source_of("defaults.environment.KEEP") == "~/.config/cci/config.toml:2"
+    assert config.source_of("defaults.environment.RUST_BACKTRACE").startswith("profile rust (")
+
+
+@pytest.mark.parametrize("by_env", [False, True])
+def test_unknown_profile_lists_available(layers: Layers, by_env: bool) -> None:
+    layers.write(layers.user, '[profiles.rust]\nimage = "r"\n[profiles.python]\nimage = "p"\n')
+    kwargs: dict[str, Any] = {"environ": {"CCI_PROFILE": "go"}} if by_env else {"profile": "go"}
+    error = layers.error(**kwargs)
+    assert "unknown profile 'go'" in str(error)
+    assert "python, rust" in str(error)
+    assert error.source == ("env CCI_PROFILE" if by_env else None)
+
+
+def test_unknown_profile_without_profiles(layers: Layers) -> None:
+    assert "none defined" in str(layers.error(profile="x"))
+
+
+# -- environment tables ---------------------------------------------------------------------------------
+
+
+def test_environment_merges_per_key_across_layers(layers: Layers) -> None:
+    layers.write(layers.system, '[defaults]\nenvironment = { A = "sys", B = "sys" }\n')
+    layers.write(layers.user, '[defaults.environment]\nB = "user"\nC = "user"\n')
+    layers.write(layers.project, '[defaults]\nenvironment = { C = "project" }\n')
+    overrides = [
+        Override("defaults.environment", {"D": "cli"}, "--env"),
+        Override("defaults.environment.A", "a", "--env"),
+    ]
+    config = layers.load(overrides=overrides)
+    assert config.defaults.environment == {"A": "a", "B": "user", "C": "project", "D": "cli"}
+    assert config.source_of("defaults.environment.B") == "~/.config/cci/config.toml:2"
+    assert config.source_of("defaults.environment.A") == "--env"
+    with pytest.raises(KeyError):
+        config.source_of("defaults.environment.NOPE")
+
+
+@pytest.mark.parametrize("where", ["defaults", "profile", "override"])
+def test_environment_bad_name_rejected(layers: Layers, where: str) -> None:
+    if where == "defaults":
+        layers.write(layers.user, '[defaults]\nenvironment = { "BAD-NAME" = "1" }\n')
+        kwargs: dict[str, Any] = {}
+    elif where == "profile":
+        layers.write(layers.user, '[profiles.x]\nenvironment = { "1BAD" = "1" }\n')
+        kwargs = {}
+    else:
+        kwargs = {"overrides": [Override("defaults.environment", {"A B": "1"}, "--env")]}
+    error = layers.error(**kwargs)
+    assert "invalid environment variable name" in str(error)
+
+
+# -- CCI_* environment variables ------------------------------------------------------------------------
+
+
+def test_env_var_names_are_derived_from_schema() -> None:
+    expected = {
+        "CCI_DEFAULTS_IMAGE", "CCI_DEFAULTS_PERSISTENT", "CCI_DEFAULTS_DRIVER", "CCI_TOOL_NAME", "CCI_TOOL_BINARY",
+        "CCI_INCUS_CLAUDE_UID", "CCI_INCUS_SOCKET", "CCI_NETWORK_MODE", "CCI_NETWORK_ALLOWED_DOMAINS",
+        "CCI_PLUGINS_DISABLED", "CCI_PLUGINS_ENABLED",
+    }  # fmt: skip
+    assert expected <= set(ENV_VARS)
+    assert "CCI_DEFAULTS_ENVIRONMENT" not in ENV_VARS
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1", True), ("TRUE", True), ("yes", True), ("On", True)]
+    + [("0", False), ("false", False), ("No", False), ("off", False)],
+)
+def test_env_bool_parsing(layers: Layers, text: str, expected: bool) -> None:
+    config = layers.load(environ={"CCI_DEFAULTS_PERSISTENT": text})
+    assert config.defaults.persistent is expected
+    assert config.source_of("defaults.persistent") == "env CCI_DEFAULTS_PERSISTENT"
+
+
+def test_env_int_list_and_optional_parsing(layers: Layers) -> None:
+    layers.write(layers.user, '[tool]\nbinary = "claude-x"\n')
+    environ = {
+        "CCI_INCUS_CLAUDE_UID": " 1001 ",
+        "CCI_NETWORK_ALLOWED_DOMAINS": "github.com, api.anthropic.com,,8.8.8.8",
+        "CCI_NETWORK_REFRESH_INTERVAL_MINUTES": "0",
+        "CCI_TOOL_BINARY": "",
+        "CCI_INCUS_SOCKET": "/run/incus.sock",
+    }
+    config = layers.load(environ=environ)
+    assert config.incus.claude_uid == 1001
+    assert config.network.allowed_domains == ["github.com", "api.anthropic.com", "8.8.8.8"]
+    assert config.network.refresh_interval_minutes == 0
+    assert config.tool.binary is None
+    assert config.incus.socket == "/run/incus.sock"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("CCI_DEFAULTS_PERSISTENT", "maybe", 'expected a boolean (1/0, true/false, yes/no, on/off), got "maybe"'),
+        ("CCI_INCUS_CLAUDE_UID", "abc", 'expected an integer, got "abc"'),
+        ("CCI_INCUS_CLAUDE_UID", "-5", "must be 0 or more, got -5"),
+        ("CCI_NETWORK_MODE", "", "must not be empty"),
+    ],
+)
+def test_env_bad_values(layers: Layers, var: str, value: str, message: str) -> None:
+    error = layers.error(environ={var: value})
+    assert error.source == f"env {var}"
+    assert message in str(error)
+
+
+def test_unknown_env_var_warns_with_suggestion(layers: Layers) -> None:
+    layers.load(environ={"CCI_DEFAULT_IMAGE": "x", "HOME": "/h", "PATH": "/bin"})
+    assert len(layers.warnings) == 1
+    assert "CCI_DEFAULT_IMAGE" in layers.warnings[0]
+    assert "did you mean 'CCI_DEFAULTS_IMAGE'?" in layers.warnings[0]
+
+
+def test_reserved_env_vars_not_warned(layers: Layers) -> None:
+    layers.write(layers.user, '[profiles.p]\nimage = "p"\n')
+    environ = {"CCI_DEBUG": "1", "CCI_TRACE_HOOKS": "1", "CCI_TEST_INCUS": "1", "CCI_TEST_X_Y": "z", "CCI_PROFILE": "p"}
+    config = layers.load(environ=environ)
+    assert layers.warnings == []
+    assert config.defaults.image == "p"
+
+
+# -- TOML syntax and types ------------------------------------------------------------------------------
+
+
+def test_malformed_toml_has_path_and_line(layers: Layers) -> None:
+    layers.write(layers.project, '[defaults]\nimage = "x"\npersistent = yes\n')
+    error = layers.error()
+    assert str(error).startswith(f"{layers.project}:3: invalid TOML: ")
+    assert error.source == f"{layers.project}:3"
+
+
+WRONG_TYPES = [
+    ('[defaults]\npersistent = "yes"\n', 2, "defaults.persistent", 'expected a boolean (true or false), got string "yes"'),
+    ("[incus]\n\nclaude_uid = true\n", 3, "incus.claude_uid", "expected an integer, got boolean true"),
+    ("[incus]\nclaude_uid = \"1000\"\n", 2, "incus.claude_uid", 'expected an integer, got string "1000"'),
+    ("[defaults]\nimage = 3\n", 2, "defaults.image", "expected a string, got integer 3"),
+    ('[network]\nallowed_domains = "a"\n', 2, "network.allowed_domains", 'expected a list of strings, got string "a"'),
+    ("[network]\nallowed_domains = [\"a\", 1]\n", 2, "network.allowed_domains", "got integer 1 at index 1"),
+    ("[defaults]\nenvironment = { A = 1 }\n", 2, "defaults.environment", "expected a table of strings, got integer 1"),
+    ("[defaults]\nenvironment = \"A=1\"\n", 2, "defaults.environment", "expected a table of strings, got string"),
+    ("[network]\nrefresh_interval_minutes = 1.5\n", 2, "network.refresh_interval_minutes", "got float 1.5"),
+    ("[profiles.rust]\nimage = \"r\"\npersistent = \"yes\"\n", 3, "profiles.rust.persistent", "expected a boolean"),
+    ("defaults = 1\n", 1, "defaults", "expected a table, got integer 1"),
+    ("[plugins]\nfoo = 1\n", 2, "plugins.foo", "expected a table of plugin settings, got integer 1"),
+    ("[plugins]\ndisabled = \"foo\"\n", 2, "plugins.disabled", 'expected a list of strings, got string "foo"'),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "key", "message"), WRONG_TYPES)
+def test_wrong_type_names_file_line_and_key(layers: Layers, text: str, line: int, key: str, message: str) -> None:
+    layers.write(layers.project, text)
+    error = layers.error()
+    assert error.source == f"{layers.project}:{line}"
+    assert error.key == key
+    assert message in error.message
+    assert str(error).startswith(f"{layers.project}:{line}: {key}: ")
+
+
+def test_claude_uid_negative_rejected(layers: Layers) -> None:
+    layers.write(layers.user, "[incus]\nclaude_uid = -1\n")
+    error = layers.error()
+    assert error.key == "incus.claude_uid"
+    assert "must be 0 or more, got -1" in str(error)
+
+
+def test_network_mode_is_not_a_fixed_list(layers: Layers) -> None:
+    layers.write(layers.user, '[network]\nmode = "my-plugin-mode"\n')
+    assert layers.load().network.mode == "my-plugin-mode"
+    layers.write(layers.user, '[network]\nmode = " "\n')
+    assert layers.error().key == "network.mode"
+
+
+# -- unknown keys ---------------------------------------------------------------------------------------
+
+
+def test_unknown_key_warns_with_suggestion(layers: Layers) -> None:
+    layers.write(layers.user, '[defaults]\nimage = "x"\nimagee = "y"\n')
+    config = layers.load()
+    assert config.defaults.image == "x"
+    assert layers.warnings == [
+        "~/.config/cci/config.toml:3: unknown key 'defaults.imagee' is ignored (did you mean 'defaults.image'?)"
+    ]
+
+
+def test_unknown_section_and_profile_key_warn(layers: Layers) -> None:
+    layers.write(layers.project, '[defautls]\nimage = "x"\n\n[profiles.rust]\nimge = "r"\n')
+    layers.load()
+    assert layers.warnings == [
+        f"{layers.project}:1: unknown section 'defautls' is ignored (did you mean 'defaults'?)",
+        f"{layers.project}:5: unknown key 'profiles.rust.imge' is ignored (did you mean 'profiles.rust.image'?)",
+    ]
+
+
+def test_unknown_key_without_close_match_has_no_suggestion(layers: Layers) -> None:
+    layers.write(layers.user, "[incus]\nzzz = 1\n")
+    layers.load()
+    assert layers.warnings == ["~/.config/cci/config.toml:2: unknown key 'incus.zzz' is ignored"]
+
+
+def test_sessions_dir_deprecation_warning(layers: Layers) -> None:
+    layers.write(layers.user, '[paths]\nsessions_dir = "~/.cci/sessions"\n')
+    layers.load()
+    assert layers.warnings == []  # the default value is harmless
+    layers.write(layers.user, '[paths]\nsessions_dir = "/data/sessions"\n')
+    config = layers.load()
+    assert config.paths.sessions_dir == "/data/sessions"
+    assert len(layers.warnings) == 1
+    assert layers.warnings[0].startswith("~/.config/cci/config.toml:2: paths.sessions_dir is deprecated and not used")
+    assert "~/.cci/sessions-<tool>/" in layers.warnings[0]
+
+
+# -- plugins --------------------------------------------------------------------------------------------
+
+
+def test_plugins_disabled_enabled_last_mention_wins(layers: Layers) -> None:
+    layers.write(layers.system, '[plugins]\ndisabled = ["a", "b", "c"]\n')
+    layers.write(layers.user, '[plugins]\nenabled = ["a", "b"]\n')
+    layers.write(layers.project, '[plugins]\ndisabled = ["b", "d"]\n')
+    config = layers.load()
+    assert config.plugins.disabled == frozenset({"b", "c", "d"})
+    config = layers.load(environ={"CCI_PLUGINS_ENABLED": "d", "CCI_PLUGINS_DISABLED": "e"})
+    assert config.plugins.disabled == frozenset({"b", "c", "e"})
+    enable = [Override("plugins.enabled", "b,e", "--enable")]
+    config = layers.load(environ={"CCI_PLUGINS_DISABLED": "e"}, overrides=enable)
+    assert config.plugins.disabled == frozenset({"c", "d"})
+    assert config.source_of("plugins.disabled") == "--enable"
+
+
+def test_plugin_settings_merge_per_key(layers: Layers) -> None:
+    layers.write(layers.system, '[plugins.allowlist]\nttl = 10\nmode = "strict"\n')
+    layers.write(layers.user, "[plugins.allowlist]\nttl = 20\n\n[plugins.other]\nflag = true\n")
+    overrides = [Override("plugins.other.level", 3, "--set")]
+    config = layers.load(overrides=overrides)
+    assert dict(config.plugin_settings("allowlist")) == {"ttl": 20, "mode": "strict"}
+    assert dict(config.plugin_settings("other")) == {"flag": True, "level": 3}
+    assert dict(config.plugin_settings("missing")) == {}
+    assert config.source_of("plugins.allowlist.ttl") == "~/.config/cci/config.toml:2"
+    assert config.source_of("plugins.allowlist.mode") == f"{layers.system}:3"
+    assert config.source_of("plugins.other.level") == "--set"
+
+
+# -- command-line overrides -----------------------------------------------------------------------------
+
+
+def test_overrides_parse_strings_and_check_values(layers: Layers) -> None:
+    config = layers.load(
+        overrides=[
+            Override("defaults.persistent", "yes", "--persistent"),
+            Override("incus.claude_uid", 1234, "--uid"),
+            Override("network.allowed_domains", ["x.org"], "--allow"),
+        ]
+    )
+    assert config.defaults.persistent is True
+    assert config.incus.claude_uid == 1234
+    assert config.network.allowed_domains == ["x.org"]
+    assert config.source_of("incus.claude_uid") == "--uid"
+    error = layers.error(overrides=[Override("defaults.persistent", 2, "--persistent")])
+    assert error.source == "--persistent"
+    assert "expected a boolean" in str(error)
+
+
+def test_unknown_override_key_is_an_error(layers: Layers) -> None:
+    error = layers.error(overrides=[Override("defaults.imag", "x", "--image")])
+    assert error.source == "--image"
+    assert "did you mean 'defaults.image'?" in str(error)
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+
+
+def _rendered_config(layers: Layers) -> Config:
+    layers.write(layers.user, '[defaults]\nimage = "u"\n[profiles.rust]\nenvironment = { RUST_BACKTRACE = "1" }\n')
+    layers.write(layers.project, '[plugins]\ndisabled = ["x"]\n[plugins.net]\nttl = 5\n')
+    return layers.load(profile="rust", environ={"CCI_DEFAULTS_PERSISTENT": "1"})
+
+
+def test_render_toml(layers: Layers) -> None:
+    text = render_toml(_rendered_config(layers))
+    assert "# active profile: rust" in text
+    assert "#   ~/.config/cci/config.toml" in text
+    assert f"#   {layers.project}" in text
+    assert 'image = "u"  # ~/.config/cci/config.toml:2' in text
+    assert "persistent = true  # env CCI_DEFAULTS_PERSISTENT" in text
+    assert 'RUST_BACKTRACE = "1"  # profile rust (~/.config/cci/config.toml:4)' in text
+    assert "# binary is not set  # default" in text
+    assert f'disabled = ["x"]  # {layers.project}:2' in text
+    assert f"ttl = 5  # {layers.project}:4" in text
+    headers = [line for line in text.splitlines() if line.startswith("[")]
+    assert headers == ["[defaults]", "[defaults.environment]", "[tool]", "[paths]", "[incus]", "[network]",
+                       "[plugins]", "[plugins.net]"]  # fmt: skip
+
+
+def test_render_toml_is_valid_toml(layers: Layers) -> None:
+    import sys
+
+    toml = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    data = toml.loads(render_toml(_rendered_config(layers)))
+    assert data["defaults"]["image"] == "u"
+    assert data["defaults"]["environment"] == {"RUST_BACKTRACE": "1"}
+    assert data["plugins"]["net"] == {"ttl": 5}
+
+
+def test_to_json(layers: Layers) -> None:
+    data = to_json(_rendered_config(layers))
+    json.dumps(data)  # serialisable
+    assert data["files"] == [str(layers.user), str(layers.project)]
+    assert data["profile"] == "rust"
+    assert data["values"]["defaults.image"] == {"value": "u", "source": "~/.config/cci/config.toml:2"}
+    assert data["values"]["incus.claude_uid"] == {"value": 1000, "source": "default"}
+    assert data["values"]["defaults.environment"]["value"] == {"RUST_BACKTRACE": "1"}
+    assert data["values"]["tool.binary"] == {"value": None, "source": "default"}
+    assert list(data["values"])[0] == "defaults.image"
+    assert data["plugins"] == {"disabled": ["x"], "settings": {"net": {"ttl": 5}}}
