@@ -4,25 +4,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
     from cci_core.config import Config
 
 
-@dataclass(frozen=True)
-class ServerInfo:
+class ServerInfo(NamedTuple):
     """What the backend says about itself."""
 
     server: str
     version: str
     api_version: str
-    details: Mapping[str, str] = field(default_factory=dict)
+    details: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class ExecResult:
+class ExecResult(NamedTuple):
     """The outcome of a command run inside a container."""
 
     exit_code: int
@@ -30,16 +28,19 @@ class ExecResult:
     stderr: str
 
 
-class Container(Protocol):
-    """A handle on one container, as lifecycle hooks see it."""
+class Container(ABC):
+    """A handle on one container, as lifecycle hooks see it. Each driver provides its own."""
 
     @property
+    @abstractmethod
     def name(self) -> str:
         """The container's name."""
 
+    @abstractmethod
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         """Write ``data`` to ``path`` inside the container with the given mode and owner."""
 
+    @abstractmethod
     def exec(
         self,
         argv: Sequence[str],

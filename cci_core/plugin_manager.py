@@ -8,18 +8,17 @@ invocation (and every test) calls :func:`load_plugins`.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import sys
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import pluggy
 
-from cci_core import hookspecs
+from cci_core import __version__, hookspecs
+from cci_core.entry_points import find_entry_points
 from cci_core.errors import PluginError
 from cci_core.registry import Register, Registries
 
@@ -41,8 +40,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
 RESERVED_NAMES = frozenset({"enabled", "disabled"})
 
 
-@dataclass(frozen=True)
-class PluginInfo:
+class PluginInfo(NamedTuple):
     """One plugin as ``cci plugins list`` shows it."""
 
     name: str
@@ -63,13 +61,13 @@ class PluginInfo:
         return "hooks" if self.enabled else "-"
 
 
-@dataclass
 class Plugins:
     """The plugins loaded for one invocation and what they registered."""
 
-    manager: pluggy.PluginManager
-    registries: Registries
-    infos: tuple[PluginInfo, ...]
+    def __init__(self, manager: pluggy.PluginManager, registries: Registries, infos: tuple[PluginInfo, ...]) -> None:
+        self.manager = manager
+        self.registries = registries
+        self.infos = infos
 
     @property
     def hook(self) -> Any:
@@ -77,8 +75,7 @@ class Plugins:
         return self.manager.hook
 
 
-@dataclass(frozen=True)
-class _Candidate:
+class _Candidate(NamedTuple):
     name: str
     distribution: str
     version: str
@@ -141,7 +138,7 @@ def load_plugins(
 
 
 def _builtin_candidates() -> list[_Candidate]:
-    version = _own_version()
+    version = __version__
     return [
         _Candidate(name, DISTRIBUTION, version, True, module, lambda module=module: importlib.import_module(module))
         for name, module in BUILTIN_PLUGINS
@@ -149,21 +146,10 @@ def _builtin_candidates() -> list[_Candidate]:
 
 
 def _entry_point_candidates() -> list[_Candidate]:
-    from importlib import metadata
-
     found = []
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(ep, "dist", None)
-        found.append(
-            _Candidate(
-                ep.name,
-                dist.name if dist else "unknown distribution",
-                dist.version if dist else "",
-                False,
-                ep.value,
-                ep.load,
-            )
-        )
+    for ep in find_entry_points(ENTRY_POINT_GROUP):
+        distribution, version = ep.distribution()
+        found.append(_Candidate(ep.name, distribution, version, False, ep.value, ep.load))
     return found
 
 
@@ -195,6 +181,8 @@ def _check_pending(manager: pluggy.PluginManager) -> None:
             if caller.spec is None and not all(
                 impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin
             ):
+                import difflib
+
                 close = difflib.get_close_matches(caller.name, known, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"known hooks: {', '.join(known)}"
                 raise PluginError(f"plugin {name!r} implements unknown hook {caller.name!r}", hint=hint)
@@ -222,7 +210,7 @@ def _describe(manager: pluggy.PluginManager, registries: Registries, info: Plugi
     if plugin is None:
         return info
     hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(plugin) or []))
-    return PluginInfo(**{**info.__dict__, "hooks": hooks, "provides": tuple(registries.provided_by(info.name))})
+    return info._replace(hooks=hooks, provides=tuple(registries.provided_by(info.name)))
 
 
 def _module_name(obj: object) -> str:
@@ -231,10 +219,3 @@ def _module_name(obj: object) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def _own_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return "unknown"

@@ -7,8 +7,7 @@ an unknown name with ``... is not available (plugin may not be installed)``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from cci_core.errors import NotAvailableError, PluginError
 
@@ -22,15 +21,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
 
-@dataclass(frozen=True)
-class Entry(Generic[T]):
+class Entry(NamedTuple):
     """One registered item and the plugin that registered it."""
 
     name: str
-    item: T
+    item: Any
     plugin: str
 
 
@@ -39,11 +37,11 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._entries: dict[str, Entry[T]] = {}
+        self._entries: dict[str, Entry] = {}
 
     def add(self, name: str, item: T, *, plugin: str) -> None:
         """Add ``item`` under ``name``; a malformed or duplicate name is a :class:`PluginError`."""
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
             raise PluginError(
                 f"plugin {plugin!r} registered a {self.kind} with an invalid name {name!r}",
                 hint="names are lowercase letters, digits, '-' and '_'",
@@ -66,7 +64,7 @@ class Registry(Generic[T]):
                 f"{self.kind} {name!r} is not available (plugin may not be installed); available: {available}"
             ) from None
 
-    def entries(self) -> list[Entry[T]]:
+    def entries(self) -> list[Entry]:
         """All entries, sorted by name."""
         return [self._entries[name] for name in sorted(self._entries)]
 
@@ -81,15 +79,15 @@ class Registry(Generic[T]):
         return len(self._entries)
 
 
-@dataclass
 class Registries:
     """All registries, filled by the ``cci_register`` hook."""
 
-    drivers: Registry[type[Driver]] = field(default_factory=lambda: Registry("driver"))
-    tools: Registry[type[ToolAdapter]] = field(default_factory=lambda: Registry("tool"))
-    network_policies: Registry[type[NetworkPolicy]] = field(default_factory=lambda: Registry("network policy"))
-    image_builders: Registry[type[ImageBuilder]] = field(default_factory=lambda: Registry("image builder"))
-    commands: Registry[click.Command] = field(default_factory=lambda: Registry("command"))
+    def __init__(self) -> None:
+        self.drivers: Registry[type[Driver]] = Registry("driver")
+        self.tools: Registry[type[ToolAdapter]] = Registry("tool")
+        self.network_policies: Registry[type[NetworkPolicy]] = Registry("network policy")
+        self.image_builders: Registry[type[ImageBuilder]] = Registry("image builder")
+        self.commands: Registry[click.Command] = Registry("command")
 
     def provided_by(self, plugin: str) -> list[str]:
         """What ``plugin`` registered, as ``kind:name`` strings."""

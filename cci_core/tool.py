@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 
-@dataclass(frozen=True)
-class CredentialFile:
+class CredentialFile(NamedTuple):
     """A host file copied into the container at every start, never saved with a session.
 
     :param host_path: path on the host; ``~`` is the invoking user's home.

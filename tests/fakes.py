@@ -6,18 +6,20 @@ Everything that touches containers is also tested against the real Incus.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-
-from cci_core.driver import Driver, ExecResult, ServerInfo
+from cci_core.driver import Container, Driver, ExecResult, ServerInfo
 
 
-@dataclass
-class FakeContainer:
+class FakeContainer(Container):
     """Records pushed files and executed commands."""
 
-    name: str
-    files: dict[str, tuple[bytes, int, int, int]] = field(default_factory=dict)
-    commands: list[tuple[str, ...]] = field(default_factory=list)
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self.files: dict[str, tuple[bytes, int, int, int]] = {}
+        self.commands: list[tuple[str, ...]] = []
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         self.files[path] = (data, mode, uid, gid)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from cci_core.cli.state import get_state
@@ -19,7 +17,9 @@ def config() -> None:
 @click.pass_context
 def show(ctx: click.Context, fmt: str) -> None:
     """Print the merged config with the source of every value."""
-    from cci_core.config import render_toml, to_json
+    import json
+
+    from cci_core.config.render import render_toml, to_json
 
     merged = get_state(ctx).config
     click.echo(json.dumps(to_json(merged), indent=2) if fmt == "json" else render_toml(merged), nl=fmt == "json")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +78,8 @@ class CciGroup(click.Group):
             code = INTERRUPTED
         except CciError as exc:
             if debug:
+                import traceback
+
                 traceback.print_exc()
             click.echo(f"cci: {exc}", err=True)
             code = exc.exit_code

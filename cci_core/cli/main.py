@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cci_core import __version__
 from cci_core.cli.group import CciGroup
 from cci_core.cli.options import global_options
 from cci_core.cli.state import get_state
@@ -31,7 +32,7 @@ cli = CciGroup(
     ],
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-cli = click.version_option(package_name="claude-code-isolated", prog_name="cci", message="%(prog)s %(version)s")(cli)
+cli = click.version_option(__version__, prog_name="cci", message="%(prog)s %(version)s")(cli)
 
 
 def main() -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -60,8 +59,7 @@ def global_options() -> list[click.Option]:
     ]
 
 
-@dataclass(frozen=True)
-class GlobalOptions:
+class GlobalOptions(NamedTuple):
     """The parsed global flags; ``None`` means "not given"."""
 
     workspace: Path | None = None
@@ -79,7 +77,7 @@ class GlobalOptions:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> GlobalOptions:
         """Build from click's parsed parameters, ignoring everything that is not a global flag."""
-        names = cls.__dataclass_fields__
+        names = cls._fields
         return cls(**{key: value for key, value in params.items() if key in names and value not in (None, (), {})})
 
     def given_session_flags(self) -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from cci_core.cli.state import get_state
@@ -21,6 +19,8 @@ def list_plugins(ctx: click.Context, fmt: str) -> None:
     """List built-in and third-party plugins."""
     infos = get_state(ctx).plugins.infos
     if fmt == "json":
+        import json
+
         rows = [
             {"name": i.name, "kind": i.kind, "distribution": i.distribution, "version": i.version,
              "enabled": i.enabled, "builtin": i.builtin, "module": i.module, "hooks": list(i.hooks),

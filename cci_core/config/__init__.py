@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from cci_core.config.loader import SYSTEM_FILE, WORKSPACE_FILE, load_config, user_config_file
 from cci_core.config.model import Config, Override
-from cci_core.config.render import render_toml, to_json
 from cci_core.config.schema import (
     DefaultsConfig,
     IncusConfig,
@@ -34,7 +33,5 @@ __all__ = [
     "ProfileConfig",
     "ToolConfig",
     "load_config",
-    "render_toml",
-    "to_json",
     "user_config_file",
 ]

@@ -7,7 +7,6 @@ Supported hints: ``str``, ``bool``, ``int``, ``list[X]``, ``dict[str, X]`` and
 
 from __future__ import annotations
 
-import json
 import types
 from typing import Any, Union, get_args, get_origin
 
@@ -19,6 +18,13 @@ _SCALARS = {
     int: ("an integer", "integers"),
     str: ("a string", "strings"),
 }
+
+
+def _quoted(text: str) -> str:
+    """``text`` in double quotes, escaped as in TOML and JSON (json is imported only for error messages)."""
+    import json
+
+    return json.dumps(text)
 
 
 class Invalid(ValueError):
@@ -51,7 +57,7 @@ def describe_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"{'integer' if isinstance(value, int) else 'float'} {value}"
     if isinstance(value, str):
-        return f"string {json.dumps(value)}"
+        return f"string {_quoted(value)}"
     if isinstance(value, list):
         return "array"
     if isinstance(value, dict):
@@ -104,10 +110,10 @@ def parse_text(tp: Any, text: str) -> Any:
         word = text.strip().lower()
         if word in _TRUE or word in _FALSE:
             return word in _TRUE
-        raise Invalid(f"expected a boolean (1/0, true/false, yes/no, on/off), got {json.dumps(text)}")
+        raise Invalid(f"expected a boolean (1/0, true/false, yes/no, on/off), got {_quoted(text)}")
     if base is int:
         try:
             return int(text.strip())
         except ValueError:
-            raise Invalid(f"expected an integer, got {json.dumps(text)}") from None
+            raise Invalid(f"expected an integer, got {_quoted(text)}") from None
     return text

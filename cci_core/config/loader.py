@@ -7,8 +7,6 @@ environment variables and command-line overrides.
 
 from __future__ import annotations
 
-import copy
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -50,8 +48,15 @@ def _warn_stderr(message: str) -> None:
 
 
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    import difflib
+
     match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _fresh(default: Any) -> Any:
+    """A copy of a list or dict default (flat ones only), so no two configs share the schema's object."""
+    return type(default)(default) if isinstance(default, (list, dict)) else default
 
 
 def _validate(spec: FieldSpec, value: Any, source: str, key: str | None = None, *, text: bool = False) -> Any:
@@ -84,7 +89,7 @@ class _Merger:
 
     def __init__(self, warn: Warn) -> None:
         self.warn = warn
-        self.values: dict[str, Any] = {key: copy.deepcopy(spec.default) for key, spec in SETTINGS.items()}
+        self.values: dict[str, Any] = {key: _fresh(spec.default) for key, spec in SETTINGS.items()}
         self.sources: dict[str, str] = {}
         self.profiles: dict[str, list[tuple[str, Any, str]]] = {}  # name -> (key, value, where), lowest first
         self.disabled: dict[str, bool] = {}
@@ -229,7 +234,7 @@ class _Merger:
             profile=profile,
             workspace=workspace,
             files=tuple(f.path for f in files),
-            _sources=MappingProxyType(dict(self.sources)),
+            sources=MappingProxyType(dict(self.sources)),
         )
 
 

@@ -1,11 +1,9 @@
 """The merged configuration handed to the rest of cci, and command-line overrides."""
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
+# No ``from __future__ import annotations``: NamedTuple would compile every field hint as a ForwardRef.
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from cci_core.config.schema import (
     PLUGIN_LISTS,
@@ -22,8 +20,7 @@ from cci_core.config.schema import (
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Override:
+class Override(NamedTuple):
     """One command-line setting, e.g. ``Override("defaults.image", "x", "--image")``.
 
     ``key`` is a dotted config key (``defaults.environment`` takes a dict, or
@@ -37,8 +34,7 @@ class Override:
     source: str
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """The configuration after merging every layer; see :func:`~cci_core.config.load_config`."""
 
     defaults: DefaultsConfig
@@ -51,7 +47,8 @@ class Config:
     profile: str | None
     workspace: Path
     files: tuple[Path, ...]
-    _sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    sources: Mapping[str, str] = _EMPTY
+    """Dotted key -> where its value was set; :meth:`source_of` also answers for defaults."""
 
     def source_of(self, dotted_key: str) -> str:
         """Where the value of ``dotted_key`` came from: ``default``, ``path:line``, ``env CCI_X``, a flag...
@@ -59,8 +56,8 @@ class Config:
         Also answers ``defaults.environment.NAME`` and ``plugins.<plugin>.<key>``
         for values that were set. Raises ``KeyError`` for anything else.
         """
-        if dotted_key in self._sources:
-            return self._sources[dotted_key]
+        if dotted_key in self.sources:
+            return self.sources[dotted_key]
         if dotted_key in SETTINGS or dotted_key in PLUGIN_LISTS:
             return "default"
         raise KeyError(f"{dotted_key!r} is not a config key or was not set")

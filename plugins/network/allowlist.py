@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from cci_core import hookimpl
@@ -11,17 +10,19 @@ from cci_core.errors import ConfigError
 from cci_core.network_policy import NetworkPolicy
 from cci_core.registry import Register
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
+_LABEL = r"^(?!-)[a-z0-9-]{1,63}(?<!-)$"  # compiled on first use
 
 
 def is_domain_name(text: str) -> bool:
     """True for a fully qualified host name such as ``api.github.com``."""
     labels = text.rstrip(".").split(".")
-    return len(text) <= 253 and len(labels) >= 2 and all(_LABEL.match(label) for label in labels)
+    return len(text) <= 253 and len(labels) >= 2 and all(re.match(_LABEL, label, re.IGNORECASE) for label in labels)
 
 
 def is_ipv4_address(text: str) -> bool:
     """True for a dotted-quad IPv4 address such as ``8.8.8.8``."""
+    import ipaddress
+
     try:
         return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
     except ValueError:

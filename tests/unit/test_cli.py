@@ -217,3 +217,20 @@ def test_completion_completes_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli, [], env={"_CCI_COMPLETE": "bash_complete", "COMP_WORDS": "cci plu",
                                               "COMP_CWORD": "1"}, prog_name="cci")
     assert "plain,plugins" in result.output.splitlines()
+
+
+def test_plugin_command_cannot_shadow_a_core_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fake_plugin(tmp_path / "site", monkeypatch, plugin="shadow", module="fake_shadow_plugin",
+                        distribution="shadow-dist", source="""
+        import click
+        from cci_core import hookimpl
+
+        @hookimpl
+        def cci_register(register):
+            register.add_command(click.Command("config"))
+    """)
+    result = run("frobnicate")
+    assert result.exit_code == 3
+    assert one_line(result.output) == (
+        "cci: plugin 'shadow' registers command 'config', which is a core command"
+    )

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cci_core.config.render import render_toml, to_json
 from cci_core.config import (
     Config,
+    DefaultsConfig,
+    NetworkConfig,
     Override,
     ProfileConfig,
     load_config,
-    render_toml,
-    to_json,
     user_config_file,
 )
-from cci_core.config.schema import ENV_VARS
+from cci_core.config.schema import ENV_VARS, PLUGIN_LISTS, PROFILE_TARGETS, SETTINGS, non_negative
 from cci_core.errors import ConfigError
 
 
@@ -86,8 +88,34 @@ def test_defaults_without_files(layers: Layers) -> None:
 
 def test_config_is_frozen(layers: Layers) -> None:
     config = layers.load()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         config.defaults.image = "other"  # type: ignore[misc]
+
+
+def test_loaded_configs_do_not_share_mutable_defaults(layers: Layers) -> None:
+    first, second = layers.load(), layers.load()
+    first.defaults.environment["A"] = "1"
+    first.network.allowed_domains.append("x.org")
+    assert (second.defaults.environment, second.network.allowed_domains) == ({}, [])
+    assert (DefaultsConfig().environment, NetworkConfig().allowed_domains) == ({}, [])
+
+
+def test_import_skips_modules_the_fast_path_does_not_need() -> None:
+    unneeded = "{'copy', 'dataclasses', 'difflib', 'json', 'tomllib'}"
+    code = f"import sys, cci_core.config; print(sorted({unneeded} & set(sys.modules)))"
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert result.stdout.strip() == "[]"
+
+
+def test_schema_metadata_is_derived_from_annotations() -> None:
+    assert SETTINGS["defaults.image"].help == "Container image to launch."
+    assert SETTINGS["incus.claude_uid"].check is non_negative
+    assert SETTINGS["incus.socket"].type == str | None
+    assert SETTINGS["defaults.environment"].is_table
+    assert SETTINGS["paths.sessions_dir"].deprecated == "sessions are stored in ~/.cci/sessions-<tool>/"
+    assert PROFILE_TARGETS["network"] is SETTINGS["network.mode"]
+    assert list(PLUGIN_LISTS) == ["plugins.disabled", "plugins.enabled"]
 
 
 def _write_all_layers(layers: Layers) -> None:
@@ -532,8 +560,6 @@ def test_render_toml(layers: Layers) -> None:
 
 
 def test_render_toml_is_valid_toml(layers: Layers) -> None:
-    import sys
-
     toml = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
     data = toml.loads(render_toml(_rendered_config(layers)))
     assert data["defaults"]["image"] == "u"

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Wall time of cci's fast paths next to the interpreter's own start-up, measured in the same run.
+
+    python benchmarks/startup.py [--runs N] [--cci PATH]
+
+Prints, for each command, the median and 90th percentile of N runs and the
+ratio to the median of ``python -c pass`` (same interpreter). It also times
+importing cci's required libraries alone (click, pluggy, platformdirs), the
+floor under which no cci command can start. The target for
+``cci --version``, ``cci --help`` and ``cci plugins list`` is a median under
+150 ms on the project's reference machine (2 cores); with ``--check`` the
+script exits 1 when a median is over the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_MS = 150.0
+COMMANDS = (["--version"], ["--help"], ["plugins", "list"])
+DEPENDENCY_FLOOR = "import click, pluggy, platformdirs"
+
+
+def timed_runs(argv: list[str], runs: int, env: dict[str, str]) -> list[float]:
+    """Milliseconds of wall time for each of ``runs`` runs of ``argv`` (after one warm-up run)."""
+    samples = []
+    for index in range(runs + 1):
+        started = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env)
+        if index:  # the first run warms the page cache and writes bytecode
+            samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--cci", default=shutil.which("cci", path=str(Path(sys.executable).parent)) or "cci")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a median is over the target")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as home:
+        # an empty home and workspace: no user config, nothing of this machine's state
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C.UTF-8"}
+        os.chdir(home)
+        baseline = statistics.median(timed_runs([sys.executable, "-c", "pass"], args.runs, env))
+        floor = statistics.median(timed_runs([sys.executable, "-c", DEPENDENCY_FLOOR], args.runs, env))
+        print(f"{'command':<24}{'median ms':>10}{'p90 ms':>9}{'x python':>10}  target < {TARGET_MS:.0f} ms")
+        print(f"{'python -c pass':<24}{baseline:>10.1f}{'':>9}{1.0:>10.2f}")
+        print(f"{'import dependencies':<24}{floor:>10.1f}{'':>9}{floor / baseline:>10.2f}  (floor)")
+        over = []
+        for command in COMMANDS:
+            samples = sorted(timed_runs([args.cci, *command], args.runs, env))
+            median = statistics.median(samples)
+            p90 = samples[int(len(samples) * 0.9) - 1]
+            verdict = "ok" if median < TARGET_MS else "OVER"
+            if median >= TARGET_MS:
+                over.append(command)
+            label = "cci " + " ".join(command)
+            print(f"{label:<24}{median:>10.1f}{p90:>9.1f}{median / baseline:>10.2f}  {verdict}")
+    return 1 if args.check and over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""``python -m cci_core`` runs the ``cci`` command line."""
+
+from cci_core.cli.main import main
+
+main()
