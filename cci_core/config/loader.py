@@ -260,21 +260,26 @@ def load_config(
     profile: str | None = None,
     overrides: Sequence[Override] = (),
     environ: Mapping[str, str] | None = None,
-    system_file: Path = SYSTEM_FILE,
+    system_file: Path | None = None,
     user_file: Path | None = None,
     warn: Warn | None = None,
 ) -> Config:
     """Read and merge every config layer for ``workspace``.
 
     ``profile`` (else ``CCI_PROFILE``) selects a ``[profiles.NAME]``;
-    ``environ`` defaults to ``os.environ``, ``user_file`` to
-    :func:`user_config_file`; ``warn`` receives non-fatal problems (default:
-    printed on stderr). Raises :class:`ConfigError` for anything malformed.
+    ``environ`` defaults to ``os.environ``, ``system_file`` to
+    :data:`SYSTEM_FILE`, ``user_file`` to :func:`user_config_file`; ``warn``
+    receives non-fatal problems (default: printed on stderr). Raises
+    :class:`ConfigError` for anything malformed.
     """
     environ = os.environ if environ is None else environ
     merger = _Merger(warn or _warn_stderr)
     root = _resolve_workspace(workspace)
-    paths = (system_file, user_config_file() if user_file is None else user_file, root / WORKSPACE_FILE)
+    paths = (
+        SYSTEM_FILE if system_file is None else system_file,
+        user_config_file() if user_file is None else user_file,
+        root / WORKSPACE_FILE,
+    )
     files = [f for f in map(read_config_file, paths) if f is not None]
     for f in files:
         merger.add_file(f)

@@ -234,3 +234,10 @@ def test_plugin_command_cannot_shadow_a_core_command(tmp_path: Path, monkeypatch
     assert one_line(result.output) == (
         "cci: plugin 'shadow' registers command 'config', which is a core command"
     )
+
+
+def test_system_config_layer_is_read(isolated_env: Path, tmp_path: Path) -> None:
+    (isolated_env / "etc-cci-config.toml").write_text('[incus]\nproject = "from-etc"\n')
+    result = run("config", "show", "--format", "json", cwd=tmp_path)
+    value = json.loads(result.output)["values"]["incus.project"]
+    assert value == {"value": "from-etc", "source": "~/etc-cci-config.toml:2"}  # HOME is isolated_env
