@@ -1,0 +1,23 @@
+"""The fast paths never import pylxd or requests (about 300 ms on the reference machine)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("pylxd", "requests", "urllib3", "importlib.metadata")
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["plugins", "list"], ["config", "show"]])
+def test_fast_path_imports_nothing_heavy(args: list[str], tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cci_core", "--workspace", str(tmp_path), *args],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "cci_core.cli.main" in imported
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
