@@ -1,14 +1,31 @@
-"""The container-backend interface. The Incus driver is one plugin implementing it."""
+"""The container-backend interface. The Incus driver is one plugin implementing it.
+
+The core and the commands talk to containers only through these classes, so a
+second backend can be added as a plugin (``register.add_driver``).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
+from cci_core.errors import BackendError
+
 if TYPE_CHECKING:
     from cci_core.config import Config
+    from cci_core.context import Mount
+
+#: prefix of the backend config keys that carry cci's own labels (``user.cci.slot``...)
+LABEL_PREFIX = "user.cci."
+
+OutputHandler = Callable[[bytes], None]
+
+
+class ContainerExistsError(BackendError):
+    """A container with this name already exists: the atomic claim of a name failed."""
 
 
 class ServerInfo(NamedTuple):
@@ -28,8 +45,45 @@ class ExecResult(NamedTuple):
     stderr: str
 
 
+class ContainerInfo(NamedTuple):
+    """One container as a listing shows it.
+
+    :param status: lower case: ``running``, ``stopped``, ``frozen``, ``error``...
+    :param labels: cci's labels without the ``user.cci.`` prefix.
+    :param created: creation time, ISO 8601.
+    """
+
+    name: str
+    status: str
+    labels: Mapping[str, str]
+    created: str
+    image: str = ""
+    ephemeral: bool = False
+
+
+class ContainerSpec(NamedTuple):
+    """What to create: ``labels`` become ``user.cci.*`` keys, ``config`` other backend keys."""
+
+    name: str
+    image: str
+    labels: Mapping[str, str] = MappingProxyType({})
+    config: Mapping[str, str] = MappingProxyType({})
+    mounts: Sequence[Mount] = ()
+    ephemeral: bool = False
+
+
+class ImageInfo(NamedTuple):
+    """One image: its fingerprint, aliases, description and creation time (ISO 8601)."""
+
+    fingerprint: str
+    aliases: tuple[str, ...]
+    description: str
+    created: str
+    size: int = 0
+
+
 class Container(ABC):
-    """A handle on one container, as lifecycle hooks see it. Each driver provides its own."""
+    """A handle on one container. Each driver provides its own."""
 
     @property
     @abstractmethod
@@ -37,8 +91,48 @@ class Container(ABC):
         """The container's name."""
 
     @abstractmethod
+    def status(self) -> str:
+        """The current status, as in :attr:`ContainerInfo.status` (asks the backend)."""
+
+    @abstractmethod
+    def labels(self) -> Mapping[str, str]:
+        """cci's labels (``user.cci.*`` keys without the prefix)."""
+
+    @abstractmethod
+    def set_labels(self, labels: Mapping[str, str]) -> None:
+        """Add or replace labels; an empty value removes one."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start and wait until the backend reports it running."""
+
+    @abstractmethod
+    def stop(self, *, force: bool = False, timeout: int = 60) -> None:
+        """Stop: a clean shutdown within ``timeout`` seconds, or at once with ``force``."""
+
+    @abstractmethod
+    def delete(self) -> None:
+        """Delete the container; it must be stopped."""
+
+    @abstractmethod
+    def add_mount(self, mount: Mount) -> None:
+        """Attach a host directory (works on a running container too)."""
+
+    @abstractmethod
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         """Write ``data`` to ``path`` inside the container with the given mode and owner."""
+
+    @abstractmethod
+    def pull_file(self, path: str) -> bytes:
+        """Read a file from the container."""
+
+    @abstractmethod
+    def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0) -> None:
+        """Copy a host directory into the container at ``path``."""
+
+    @abstractmethod
+    def pull_tree(self, path: str, destination: Path) -> None:
+        """Copy a directory from the container to ``destination`` on the host."""
 
     @abstractmethod
     def exec(
@@ -49,8 +143,15 @@ class Container(ABC):
         group: int = 0,
         environment: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        stdout: OutputHandler | None = None,
+        stderr: OutputHandler | None = None,
     ) -> ExecResult:
-        """Run ``argv`` inside the container and wait for it."""
+        """Run ``argv`` inside the container and wait for it.
+
+        Output is returned, or streamed to the handlers as it arrives (then the
+        result's ``stdout``/``stderr`` are empty). Only ``environment`` is passed:
+        never the host's environment.
+        """
 
 
 class Driver(ABC):
@@ -71,3 +172,40 @@ class Driver(ABC):
     @abstractmethod
     def server_info(self) -> ServerInfo:
         """Connect and describe the backend; raise :class:`~cci_core.errors.BackendError` if unreachable."""
+
+    @abstractmethod
+    def create(self, spec: ContainerSpec) -> Container:
+        """Create (not start) a container.
+
+        Atomic on the name: if it exists, or another process creates it at the
+        same moment, raise :class:`ContainerExistsError`. A missing image is a
+        :class:`~cci_core.errors.NotFoundError`.
+        """
+
+    @abstractmethod
+    def get(self, name: str) -> Container:
+        """The container called ``name``, or :class:`~cci_core.errors.NotFoundError`."""
+
+    @abstractmethod
+    def exists(self, name: str) -> bool:
+        """Whether a container called ``name`` exists."""
+
+    @abstractmethod
+    def list_containers(self) -> list[ContainerInfo]:
+        """Every container in the configured project (cci's and others'), in one request."""
+
+    @abstractmethod
+    def list_images(self) -> list[ImageInfo]:
+        """Every image."""
+
+    @abstractmethod
+    def image_exists(self, alias: str) -> bool:
+        """Whether an image alias exists."""
+
+    @abstractmethod
+    def publish(self, container: str, alias: str, *, description: str = "") -> ImageInfo:
+        """Publish a (stopped) container as an image under ``alias``, moving the alias if it exists."""
+
+    @abstractmethod
+    def delete_image(self, alias_or_fingerprint: str) -> None:
+        """Delete an image by alias or fingerprint."""

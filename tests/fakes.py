@@ -5,15 +5,34 @@ Everything that touches containers is also tested against the real Incus.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
-from cci_core.driver import Container, Driver, ExecResult, ServerInfo
+from pathlib import Path
+
+from cci_core.context import Mount
+from cci_core.driver import (
+    Container,
+    ContainerExistsError,
+    ContainerInfo,
+    ContainerSpec,
+    Driver,
+    ExecResult,
+    ImageInfo,
+    OutputHandler,
+    ServerInfo,
+)
+from cci_core.errors import NotFoundError
 
 
 class FakeContainer(Container):
-    """Records pushed files and executed commands."""
+    """Records state, labels, mounts, pushed files and executed commands."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, labels: Mapping[str, str] | None = None, driver: FakeDriver | None = None) -> None:
         self._name = name
+        self._labels = dict(labels or {})
+        self._driver = driver
+        self.state = "stopped"
+        self.mounts: list[Mount] = []
         self.files: dict[str, tuple[bytes, int, int, int]] = {}
         self.commands: list[tuple[str, ...]] = []
 
@@ -21,8 +40,47 @@ class FakeContainer(Container):
     def name(self) -> str:
         return self._name
 
+    def status(self) -> str:
+        return self.state
+
+    def labels(self) -> Mapping[str, str]:
+        return dict(self._labels)
+
+    def set_labels(self, labels: Mapping[str, str]) -> None:
+        self._labels.update(labels)
+
+    def start(self) -> None:
+        self.state = "running"
+
+    def stop(self, *, force: bool = False, timeout: int = 60) -> None:
+        self.state = "stopped"
+
+    def delete(self) -> None:
+        if self._driver:
+            self._driver.containers.pop(self._name, None)
+
+    def add_mount(self, mount: Mount) -> None:
+        self.mounts.append(mount)
+
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         self.files[path] = (data, mode, uid, gid)
+
+    def pull_file(self, path: str) -> bytes:
+        if path not in self.files:
+            raise NotFoundError(f"no file {path}")
+        return self.files[path][0]
+
+    def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0) -> None:
+        for file in source.rglob("*"):
+            if file.is_file():
+                self.push_file(f"{path}/{file.relative_to(source)}", file.read_bytes(), uid=uid, gid=gid)
+
+    def pull_tree(self, path: str, destination: Path) -> None:
+        for name, (data, *_rest) in self.files.items():
+            if name.startswith(path.rstrip("/") + "/"):
+                target = destination / name[len(path.rstrip("/")) + 1:]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
 
     def exec(
         self,
@@ -32,16 +90,59 @@ class FakeContainer(Container):
         group: int = 0,
         environment: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        stdout: OutputHandler | None = None,
+        stderr: OutputHandler | None = None,
     ) -> ExecResult:
         self.commands.append(tuple(argv))
         return ExecResult(0, "", "")
 
 
 class FakeDriver(Driver):
-    """A backend that answers without any daemon."""
+    """A backend that keeps containers in a dict; creation is atomic on the name, as the real one."""
 
     name = "fake"
     summary = "in-memory test driver"
 
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self.containers: dict[str, FakeContainer] = {}
+        self.images: dict[str, ImageInfo] = {}
+        self._lock = threading.Lock()
+
     def server_info(self) -> ServerInfo:
         return ServerInfo(server="fake", version="0", api_version="1.0")
+
+    def create(self, spec: ContainerSpec) -> FakeContainer:
+        with self._lock:
+            if spec.name in self.containers:
+                raise ContainerExistsError(f"container {spec.name} already exists")
+            container = FakeContainer(spec.name, spec.labels, self)
+            container.mounts.extend(spec.mounts)
+            self.containers[spec.name] = container
+            return container
+
+    def get(self, name: str) -> FakeContainer:
+        try:
+            return self.containers[name]
+        except KeyError:
+            raise NotFoundError(f"no container named {name!r}") from None
+
+    def exists(self, name: str) -> bool:
+        return name in self.containers
+
+    def list_containers(self) -> list[ContainerInfo]:
+        return [ContainerInfo(c.name, c.state, c.labels(), "") for c in self.containers.values()]
+
+    def list_images(self) -> list[ImageInfo]:
+        return list(self.images.values())
+
+    def image_exists(self, alias: str) -> bool:
+        return any(alias in image.aliases for image in self.images.values())
+
+    def publish(self, container: str, alias: str, *, description: str = "") -> ImageInfo:
+        image = ImageInfo(f"{len(self.images):064x}", (alias,), description, "")
+        self.images[image.fingerprint] = image
+        return image
+
+    def delete_image(self, alias_or_fingerprint: str) -> None:
+        self.images = {fp: i for fp, i in self.images.items() if alias_or_fingerprint not in (fp, *i.aliases)}

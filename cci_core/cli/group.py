@@ -18,9 +18,11 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "completion": ("cci_core.cli.completion_cmd", "completion"),
     "config": ("cci_core.cli.config_cmd", "config"),
     "plugins": ("cci_core.cli.plugins_cmd", "plugins"),
+    "container": ("cci_core.cli.container_cmd", "container"),
+    "file": ("cci_core.cli.file_cmd", "file"),
+    "image": ("cci_core.cli.image_cmd", "image"),
     **{name: ("cci_core.cli.planned", name) for name in (
-        "shell", "attach", "run", "list", "shutdown", "kill", "clean",
-        "container", "file", "image", "tmux", "doctor",
+        "shell", "attach", "run", "list", "shutdown", "kill", "clean", "tmux", "doctor",
     )},
 }
 

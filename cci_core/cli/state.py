@@ -12,6 +12,7 @@ from cci_core.cli.options import GlobalOptions
 
 if TYPE_CHECKING:
     from cci_core.config import Config
+    from cci_core.driver import Driver
     from cci_core.plugin_manager import Plugins
 
 
@@ -45,6 +46,12 @@ class AppState:
         from cci_core.plugin_manager import load_plugins
 
         return load_plugins(self.config.plugins.disabled, warn=warn)
+
+    @cached_property
+    def driver(self) -> Driver:
+        """The container backend chosen by ``[defaults] driver`` (it connects on first use)."""
+        driver_class = self.plugins.registries.drivers.get(self.config.defaults.driver)
+        return driver_class(self.config)
 
 
 def get_state(ctx: click.Context) -> AppState:

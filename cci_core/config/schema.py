@@ -38,6 +38,11 @@ def env_names(value: Mapping[str, str]) -> str | None:
     return None
 
 
+def https_url(value: str) -> str | None:
+    """Reject anything but an ``https://`` URL."""
+    return None if value.startswith("https://") and len(value) > len("https://") else "must be an https:// URL"
+
+
 class Setting:
     """The metadata of one config key: its help text, an optional check, deprecation note and profile target."""
 
@@ -88,6 +93,10 @@ class IncusConfig(NamedTuple):
     group: Annotated[str, Setting("Host group allowed to use Incus.", check=non_empty)] = "incus-admin"
     claude_uid: Annotated[int, Setting("UID of the tool user inside the container.", check=non_negative)] = 1000
     socket: Annotated[str | None, Setting("Path of the Incus unix socket (default: auto-detect).")] = None
+    url: Annotated[str | None, Setting("HTTPS endpoint of a remote Incus, e.g. https://host:8443.", check=https_url)] = None
+    client_cert: Annotated[str | None, Setting("Client certificate (PEM) for a remote Incus.")] = None
+    client_key: Annotated[str | None, Setting("Client key (PEM) for a remote Incus.")] = None
+    server_cert: Annotated[str | None, Setting("Server certificate (PEM) to trust; default: the system CAs.")] = None
 
 
 class NetworkConfig(NamedTuple):
