@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from cci_core.config import Config
@@ -21,8 +21,7 @@ class SessionEvent(enum.Enum):
     REQUESTED = "requested"
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     """A host directory mounted into the container.
 
     :param device: unique device name (``[a-z0-9-]``), e.g. ``workspace``.

@@ -103,6 +103,17 @@ class Container(ABC):
         """Add or replace labels; an empty value removes one."""
 
     @abstractmethod
+    def compare_and_set_labels(self, expected: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+        """Atomically apply ``labels`` if every ``expected`` label has its value; return whether applied.
+
+        This is how two cci processes agree on who finishes a session.
+        """
+
+    @abstractmethod
+    def configure(self, config: Mapping[str, str], mounts: Sequence[Mount]) -> None:
+        """Set backend config keys and add mounts in one update (before the first start)."""
+
+    @abstractmethod
     def start(self) -> None:
         """Start and wait until the backend reports it running."""
 

@@ -32,6 +32,7 @@ class FakeContainer(Container):
         self._labels = dict(labels or {})
         self._driver = driver
         self.state = "stopped"
+        self.config: dict[str, str] = {}
         self.mounts: list[Mount] = []
         self.files: dict[str, tuple[bytes, int, int, int]] = {}
         self.commands: list[tuple[str, ...]] = []
@@ -48,6 +49,18 @@ class FakeContainer(Container):
 
     def set_labels(self, labels: Mapping[str, str]) -> None:
         self._labels.update(labels)
+
+    def compare_and_set_labels(self, expected: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+        lock = self._driver._lock if self._driver else threading.Lock()
+        with lock:
+            if any(self._labels.get(key, "") != value for key, value in expected.items()):
+                return False
+            self._labels.update(labels)
+            return True
+
+    def configure(self, config: Mapping[str, str], mounts: Sequence[Mount]) -> None:
+        self.config.update(config)
+        self.mounts.extend(mounts)
 
     def start(self) -> None:
         self.state = "running"

@@ -21,8 +21,9 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "container": ("cci_core.cli.container_cmd", "container"),
     "file": ("cci_core.cli.file_cmd", "file"),
     "image": ("cci_core.cli.image_cmd", "image"),
+    "run": ("cci_core.cli.run_cmd", "run"),
     **{name: ("cci_core.cli.planned", name) for name in (
-        "shell", "attach", "run", "list", "shutdown", "kill", "clean", "tmux", "doctor",
+        "shell", "attach", "list", "shutdown", "kill", "clean", "tmux", "doctor",
     )},
 }
 

@@ -31,6 +31,12 @@ def _parse_env(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     return parsed
 
 
+def with_global_options(command: click.Command) -> click.Command:
+    """Let a session command also take the global flags after its name (``cci shell --slot 2``)."""
+    command.params[:0] = global_options()
+    return command
+
+
 def global_options() -> list[click.Option]:
     """Fresh option objects for the global flags (one set per command that accepts them).
 

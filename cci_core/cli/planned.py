@@ -29,7 +29,6 @@ def planned_command(name: str, summary: str) -> click.Command:
 
 shell = planned_command("shell", "Start an AI coding session in a container")
 attach = planned_command("attach", "Attach to a running session")
-run = planned_command("run", "Run a command in a fresh container and return its exit code")
 list = planned_command("list", "List containers and saved sessions")  # noqa: A001 - the command's name
 shutdown = planned_command("shutdown", "Gracefully stop containers, saving their sessions")
 kill = planned_command("kill", "Force-stop and delete containers")

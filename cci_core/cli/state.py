@@ -27,6 +27,13 @@ class AppState:
     def __init__(self, options: GlobalOptions) -> None:
         self.options = options
 
+    def add_options(self, options: GlobalOptions) -> None:
+        """Merge global flags given after a session command's name; they win over the root's."""
+        if "config" in self.__dict__:
+            raise RuntimeError("global flags merged after the config was loaded")
+        given = {name: value for name, value in options._asdict().items() if value not in (None, (), {})}
+        self.options = self.options._replace(**given)
+
     @property
     def workspace(self) -> Path:
         """The workspace directory (``--workspace`` or the current directory)."""

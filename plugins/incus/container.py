@@ -7,12 +7,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cci_core.driver import LABEL_PREFIX, Container, ExecResult, OutputHandler
+from cci_core.errors import BackendError
 from cci_builtin_plugins.incus.errors import incus_errors
 
 if TYPE_CHECKING:
     from pylxd.models import Instance
 
+    from cci_builtin_plugins.incus.idmap import UserMap
+
     from cci_core.context import Mount
+
+
+#: the instance fields a PUT replaces
+_WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
 
 
 def disk_device(mount: Mount) -> dict[str, str]:
@@ -33,8 +40,10 @@ def labels_of(config: Mapping[str, str]) -> dict[str, str]:
 class IncusContainer(Container):
     """A pylxd instance; every call is one REST request (or an operation waited on)."""
 
-    def __init__(self, instance: Instance) -> None:
+    def __init__(self, instance: Instance, user_map: UserMap | None = None, idmapped_mounts: bool = True) -> None:
         self._instance = instance
+        self._user_map = user_map
+        self._idmapped_mounts = idmapped_mounts
 
     @property
     def name(self) -> str:
@@ -53,9 +62,47 @@ class IncusContainer(Container):
         self._patch({"config": config}, f"labelling {self.name}")
         self._instance.config.update(config)
 
+    def compare_and_set_labels(self, expected: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+        from pylxd.exceptions import LXDAPIException
+
+        endpoint = self._instance.api
+        for _attempt in range(10):  # unrelated updates (volatile.* keys) change the ETag too: retry
+            with incus_errors(f"reading {self.name}"):
+                response = endpoint.get()
+            current = response.json()["metadata"]
+            if any(current["config"].get(LABEL_PREFIX + key, "") != value for key, value in expected.items()):
+                return False
+            body = {key: current[key] for key in _WRITABLE if key in current}
+            body["config"] = {**current["config"], **{LABEL_PREFIX + key: value for key, value in labels.items()}}
+            try:
+                updated = endpoint.put(json=body, headers={"If-Match": response.headers.get("ETag", "")})
+            except LXDAPIException as exc:
+                if exc.response.status_code == 412:
+                    continue
+                raise BackendError(f"labelling {self.name}: {exc}") from exc
+            self._wait(updated, f"labelling {self.name}")
+            self._instance.config.update(body["config"])
+            return True
+        raise BackendError(f"labelling {self.name}: it kept changing under us")
+
+    def configure(self, config: Mapping[str, str], mounts: Sequence[Mount]) -> None:
+        config = dict(config)
+        raw_idmap = self._user_map is not None and self._user_map.needs_raw_idmap(self._idmapped_mounts)
+        if raw_idmap and any(mount.shift for mount in mounts):
+            assert self._user_map is not None
+            config["raw.idmap"] = self._user_map.raw_idmap()
+            mounts = [mount._replace(shift=False) for mount in mounts]
+        body = {"config": config, "devices": {mount.device: disk_device(mount) for mount in mounts}}
+        self._patch(body, f"configuring {self.name}")
+
     def start(self) -> None:
         with incus_errors(f"starting {self.name}"):
-            self._instance.start(wait=True)
+            try:
+                self._instance.start(wait=True)
+            except Exception as exc:
+                if self._user_map is not None and "idmap" in str(exc).lower():
+                    raise BackendError(f"starting {self.name}: {exc}", hint=self._user_map.delegation_hint()) from exc
+                raise
 
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
         with incus_errors(f"stopping {self.name}"):
@@ -106,8 +153,13 @@ class IncusContainer(Container):
         """PATCH merges the given config keys and devices into the instance."""
         with incus_errors(action):
             response = self._instance.api.patch(json=body)
-            operation = response.json().get("operation")
-            if operation:
+        self._wait(response, action)
+
+    def _wait(self, response: Any, action: str) -> None:
+        """Wait for the background operation a request started, if any: the instance is busy until then."""
+        operation = response.json().get("operation") if response.status_code == 202 else None
+        if operation:
+            with incus_errors(action):
                 self._instance.client.operations.wait_for_operation(operation)
 
 

@@ -19,6 +19,7 @@ from cci_core.errors import BackendError, NotFoundError
 from cci_builtin_plugins.incus.connection import connect
 from cci_builtin_plugins.incus.container import IncusContainer, disk_device, labels_of
 from cci_builtin_plugins.incus.errors import incus_errors, is_conflict
+from cci_builtin_plugins.incus.idmap import UserMap
 
 if TYPE_CHECKING:
     import pylxd
@@ -49,6 +50,20 @@ class IncusDriver(Driver):
             },
         )
 
+    @cached_property
+    def user_map(self) -> UserMap:
+        """The invoking user and the container user their workspace files map to."""
+        return UserMap(os.getuid(), os.getgid(), self.config.incus.claude_uid)
+
+    @cached_property
+    def idmapped_mounts(self) -> bool:
+        """Whether the server's kernel supports idmapped mounts (``shift=true`` disks); no extra request."""
+        features = self.client.host_info.get("environment", {}).get("kernel_features") or {}
+        return features.get("idmapped_mounts") == "true"
+
+    def _container(self, instance: Any) -> IncusContainer:
+        return IncusContainer(instance, self.user_map, self.idmapped_mounts)
+
     def create(self, spec: ContainerSpec) -> IncusContainer:
         from pylxd.exceptions import LXDAPIException
 
@@ -73,7 +88,7 @@ class IncusDriver(Driver):
     def get(self, name: str) -> IncusContainer:
         try:
             with incus_errors(f"looking up {name}"):
-                return IncusContainer(self.client.instances.get(name))
+                return self._container(self.client.instances.get(name))
         except NotFoundError:
             raise NotFoundError(f"no container named {name!r}", hint="see 'cci list'") from None
 

@@ -54,8 +54,8 @@ def test_help_lists_global_flags_core_and_plugin_commands() -> None:
         assert f"\n  {command} " in result.output
 
 
-@pytest.mark.parametrize("command", ["shell", "attach", "run", "list", "shutdown", "kill", "clean", "container",
-                                     "file", "image", "tmux", "doctor", "build"])
+@pytest.mark.parametrize("command", ["shell", "attach", "list", "shutdown", "kill", "clean", "tmux", "doctor",
+                                     "build"])
 def test_unimplemented_commands_say_so_and_fail(command: str) -> None:
     result = run(command, "--whatever", "x")
     assert result.exit_code == 6
@@ -71,6 +71,18 @@ def test_session_flags_on_other_commands_are_refused() -> None:
 def test_session_flags_reach_session_commands() -> None:
     result = run("--slot", "2", "--continue", "--persistent", "shell")
     assert result.exit_code == 6  # parsed fine; the command itself is not implemented yet
+
+
+@pytest.mark.parametrize("flag", ["--persistent", "--resume", "--continue=abc"])
+def test_run_refuses_session_flags_before_touching_a_container(flag: str, tmp_path: Path) -> None:
+    result = run("run", flag, "--", "true", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert one_line(result.output) == f"cci: {flag.split('=')[0]} does not apply to 'cci run' (it always uses a fresh container)"
+
+
+def test_run_needs_a_command() -> None:
+    result = run("run")
+    assert result.exit_code == 2 and "Missing argument 'COMMAND...'" in result.output
 
 
 @pytest.mark.parametrize("value", ["NOEQUALS", "1BAD=x", "=x"])

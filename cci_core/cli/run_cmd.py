@@ -1,0 +1,61 @@
+"""``cci run``: a command in a fresh container with the workspace mounted; its exit code is cci's."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cci_core.cli.options import GlobalOptions, with_global_options
+from cci_core.cli.signals import interruptible
+from cci_core.cli.state import get_state
+from cci_core.errors import UsageError
+
+
+def _writer(stream: object) -> object:
+    buffer = getattr(stream, "buffer", None)
+
+    def write(chunk: bytes) -> None:
+        if buffer is not None:
+            buffer.write(chunk)
+        else:  # a text-only stream (tests): decode
+            stream.write(chunk.decode("utf-8", errors="replace"))  # type: ignore[attr-defined]
+        stream.flush()  # type: ignore[attr-defined]
+
+    return write
+
+
+@with_global_options
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
+    """Run COMMAND in a fresh container with the workspace at /workspace, and exit with its exit code.
+
+    The command runs as the container user (uid [incus] claude_uid) in
+    /workspace, with only the variables named in the config or with --env.
+    Output is streamed. The container is deleted afterwards, even on Ctrl+C.
+    Put -- before a command that has options of its own: cci run -- ls -la
+    """
+    from cci_core.session import KIND_RUN, LaunchRequest, SessionManager, WORKSPACE_PATH
+
+    state = get_state(ctx)
+    state.add_options(GlobalOptions.from_params(flags))
+    options = state.options
+    for flag, value in (("--resume", options.resume), ("--continue", options.continue_),
+                        ("--persistent", options.persistent)):
+        if value:
+            raise UsageError(f"{flag} does not apply to 'cci run' (it always uses a fresh container)")
+    manager = SessionManager(state.config, state.driver, state.plugins)
+    manager.reconcile()
+    uid = state.config.incus.claude_uid
+    with interruptible():
+        container, session = manager.launch(LaunchRequest(
+            state.workspace, kind=KIND_RUN, slot=options.slot, storage=options.storage, persistent=False))
+        try:
+            result = container.exec(list(command), user=uid, group=uid, cwd=WORKSPACE_PATH,
+                                    environment=manager.user_environment(session),
+                                    stdout=_writer(sys.stdout), stderr=_writer(sys.stderr))
+        finally:
+            manager.finish(container, force=True, delete=True)
+    ctx.exit(result.exit_code)

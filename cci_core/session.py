@@ -1,0 +1,250 @@
+"""The session lifecycle: launch, end (save, then delete unless persistent), and recovery.
+
+State lives in the container's own labels (``user.cci.*``), so any cci process
+can finish what another started (see ``docs/lifecycle.md``)::
+
+    launching --started--> running --stopped: poweroff inside, incus stop--+
+        |                     |                                          v
+        |                     +--cci shutdown / cci kill---------------> ending --save--> deleted (ephemeral)
+        +--launch failed: deleted by the launcher                          |            +--> saved (persistent)
+                                                                         (one process wins the move to ending)
+
+A session that ends while no cci process watches it is finished by the next
+cci command that calls :meth:`SessionManager.reconcile`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from cci_core.context import LaunchContext, Mount
+from cci_core.driver import Container, ContainerInfo, ContainerSpec, Driver
+from cci_core.errors import CciError, PluginError
+from cci_core.slots import claim_slot
+
+if TYPE_CHECKING:
+    from cci_core.config import Config
+    from cci_core.plugin_manager import Plugins
+
+# label values (each stored as user.cci.<key>)
+KIND_SESSION = "session"  # an interactive tool session (cci shell)
+KIND_RUN = "run"  # a one-shot command (cci run)
+LAUNCHING, RUNNING, ENDING, SAVED = "launching", "running", "ending", "saved"
+PERSISTENT, EPHEMERAL = "persistent", "ephemeral"
+
+#: what every session container gets: unprivileged, with nesting so Docker works inside
+BASE_CONFIG: Mapping[str, str] = {
+    "security.privileged": "false",
+    "security.nesting": "true",
+    "security.syscalls.intercept.mknod": "true",
+    "security.syscalls.intercept.setxattr": "true",
+}
+WORKSPACE_PATH = "/workspace"
+CONTAINER_USER = "code"
+CONTAINER_HOME = f"/home/{CONTAINER_USER}"
+
+
+class LaunchRequest(NamedTuple):
+    """What the user asked for; config values already merged in (image, persistence, environment)."""
+
+    workspace: Path
+    kind: str = KIND_SESSION
+    slot: int | None = None
+    storage: tuple[Path, ...] = ()
+    resume_from: str | None = None
+    persistent: bool | None = None  # None: [defaults] persistent
+
+
+def launcher_id() -> str:
+    """This process, unique on this host across reboots: ``<boot id>:<pid>``."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot = handle.read().strip()
+    except OSError:
+        boot = "unknown"
+    return f"{boot}:{os.getpid()}"
+
+
+def launcher_alive(label: str) -> bool:
+    """Whether the process a ``launcher`` label names still runs (on this host, this boot)."""
+    boot, _, pid = label.rpartition(":")
+    if boot != launcher_id().rpartition(":")[0] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_session(labels: Mapping[str, str]) -> bool:
+    """Whether labels mark a container cci made for a session or a run (not a low-level one)."""
+    return labels.get("kind") in (KIND_SESSION, KIND_RUN) and "workspace" in labels and "session" in labels
+
+
+class SessionManager:
+    """Launches and ends sessions for one invocation, through the driver and the plugin hooks."""
+
+    def __init__(self, config: Config, driver: Driver, plugins: Plugins) -> None:
+        self.config = config
+        self.driver = driver
+        self.plugins = plugins
+
+    # -- launch --------------------------------------------------------------------------------------
+
+    def launch(self, request: LaunchRequest) -> tuple[Container, LaunchContext]:
+        """Claim a slot, configure, start: a running container with credentials in place.
+
+        On any failure after the claim, the container is deleted again: nothing half-made is left.
+        """
+        defaults = self.config.defaults
+        tool = self._tool() if request.kind == KIND_SESSION else None
+        workspace = request.workspace.resolve()
+        labels = {
+            "kind": request.kind,
+            "workspace": str(workspace),
+            "tool": tool.name if tool else "",
+            "mode": PERSISTENT if (defaults.persistent if request.persistent is None else request.persistent)
+            else EPHEMERAL,
+            "session": request.resume_from or str(uuid.uuid4()),
+            "state": LAUNCHING,
+            "launcher": launcher_id(),
+        }
+
+        def create(name: str, slot: int) -> Container:
+            spec = ContainerSpec(name, defaults.image, labels={**labels, "slot": str(slot)}, config=BASE_CONFIG)
+            return self.driver.create(spec)
+
+        container = claim_slot(self.driver, workspace, create, slot=request.slot)
+        try:
+            ctx = self.context(container.name, container.labels())
+            ctx.storage = tuple(path.resolve() for path in request.storage)
+            ctx.tool = tool
+            self._configure(container, ctx)
+            container.start()
+            self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
+            container.set_labels({"state": RUNNING})
+            self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
+        except BaseException:
+            self._discard(container)
+            raise
+        return container, ctx
+
+    def _tool(self) -> Any:
+        tool_config = self.config.tool
+        return self.plugins.registries.tools.get(tool_config.name)(tool_config.binary)
+
+    def _configure(self, container: Container, ctx: LaunchContext) -> None:
+        """Run the pre-launch hooks and apply what they contribute (before the first start)."""
+        hook = self.plugins.hook
+        hook.cci_pre_launch(ctx=ctx)
+        for contribution in hook.cci_environment(ctx=ctx):
+            ctx.environment.update(contribution or {})
+        config = dict(BASE_CONFIG)
+        for contribution in hook.cci_instance_config(ctx=ctx):
+            for key, value in (contribution or {}).items():
+                if key in config and config[key] != value and key not in BASE_CONFIG:
+                    raise PluginError(f"two plugins set {key} to different values ({config[key]!r}, {value!r})")
+                config[key] = value
+        mounts = [Mount("workspace", ctx.workspace, WORKSPACE_PATH, shift=True)]
+        mounts += [Mount(f"storage{index}", path, f"/storage/{path.name}", shift=True)
+                   for index, path in enumerate(ctx.storage)]
+        for contribution in hook.cci_mounts(ctx=ctx):
+            mounts.extend(contribution or ())
+        devices = [mount.device for mount in mounts]
+        duplicates = sorted({device for device in devices if devices.count(device) > 1})
+        if duplicates:
+            raise PluginError(f"two mounts use the device name(s) {', '.join(duplicates)}")
+        container.configure(config, mounts)
+
+    def _discard(self, container: Container) -> None:
+        """Delete a container whose launch failed; never mask the original error."""
+        try:
+            if container.status() != "stopped":
+                container.stop(force=True)
+            container.delete()
+        except CciError:
+            pass
+
+    # -- contexts ------------------------------------------------------------------------------------
+
+    def context(self, name: str, labels: Mapping[str, str]) -> LaunchContext:
+        """Rebuild a session's context from its container labels (for hooks run by a later process)."""
+        slot = labels.get("slot", "0")
+        return LaunchContext(
+            config=self.config,
+            workspace=Path(labels.get("workspace", "/")),
+            container_name=name,
+            slot=int(slot) if slot.isdigit() else 0,
+            session_id=labels.get("session", ""),
+            persistent=labels.get("mode") == PERSISTENT,
+            image=self.config.defaults.image,
+            environment=dict(self.config.defaults.environment),
+        )
+
+    def user_environment(self, ctx: LaunchContext) -> dict[str, str]:
+        """The environment of processes cci starts as the container user: only what was named."""
+        return {
+            "HOME": CONTAINER_HOME,
+            "USER": CONTAINER_USER,
+            "LOGNAME": CONTAINER_USER,
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            **ctx.environment,
+        }
+
+    # -- ending --------------------------------------------------------------------------------------
+
+    def finish(self, container: Container, *, force: bool = False, timeout: int = 60,
+               delete: bool | None = None) -> bool:
+        """End a session: stop it if it runs, save it, then delete it unless it is persistent.
+
+        The first process to move the session to ``ending`` does the work; any
+        other returns False at once. ``delete`` overrides the session's mode
+        (``cci kill`` deletes persistent containers too).
+        """
+        labels = container.labels()
+        state = labels.get("state", "")
+        if state not in (RUNNING, SAVED, LAUNCHING):
+            return False
+        if not container.compare_and_set_labels({"state": state}, {"state": ENDING}):
+            return False
+        ctx = self.context(container.name, labels)
+        if container.status() != "stopped":
+            self._stop(container, force=force, timeout=timeout)
+        if state != SAVED:  # a saved session was saved when it ended
+            self.plugins.hook.cci_post_exit_save(ctx=ctx, container=container)
+        deleted = (not ctx.persistent) if delete is None else delete
+        if deleted:
+            container.delete()
+        else:
+            container.set_labels({"state": SAVED})
+        self.plugins.hook.cci_session_end(ctx=ctx, deleted=deleted)
+        return True
+
+    @staticmethod
+    def _stop(container: Container, *, force: bool, timeout: int) -> None:
+        if not force:
+            try:
+                container.stop(timeout=timeout)
+                return
+            except CciError:
+                pass  # did not stop in time: force it
+        container.stop(force=True)
+
+    @staticmethod
+    def ended(containers: Sequence[ContainerInfo]) -> list[ContainerInfo]:
+        """Sessions that stopped while no cci process watched them: running by label, stopped in fact."""
+        return [info for info in containers
+                if is_session(info.labels) and info.labels.get("state") == RUNNING and info.status == "stopped"]
+
+    def reconcile(self, containers: Sequence[ContainerInfo] | None = None) -> list[str]:
+        """Finish every session that ended unwatched (save, then delete unless persistent); return their names."""
+        listing = self.driver.list_containers() if containers is None else containers
+        return [info.name for info in self.ended(listing) if self.finish(self.driver.get(info.name))]

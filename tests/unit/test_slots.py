@@ -1,0 +1,76 @@
+"""Slot allocation: lowest free, explicit slots, and the atomic claim under races (with the fake driver)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from cci_core.driver import ContainerSpec
+from cci_core.errors import UsageError
+from cci_core.naming import container_name, parse_name, workspace_id
+from cci_core.slots import claim_slot, used_slots
+from tests.fakes import FakeDriver
+
+
+def make(driver: FakeDriver):
+    return lambda name, slot: driver.create(ContainerSpec(name, "img", labels={"slot": str(slot)}))
+
+
+def test_names_hash_the_real_path(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert workspace_id(link) == workspace_id(real)
+    assert container_name(link, 3) == f"cci-{workspace_id(real)}-3"
+    assert parse_name(container_name(real, 12)) == (workspace_id(real), 12)
+    assert parse_name("cci-xyz-1") is None and parse_name("cci-0123abcd-0") is None
+    with pytest.raises(ValueError):
+        container_name(real, 0)
+
+
+def test_lowest_free_slot_is_taken(tmp_path: Path) -> None:
+    driver = FakeDriver(None)
+    for slot in (1, 2, 4):
+        make(driver)(container_name(tmp_path, slot), slot)
+    make(driver)("cci-ffffffff-3", 3)  # another workspace's slot 3 does not count
+    container = claim_slot(driver, tmp_path, make(driver))
+    assert container.name == container_name(tmp_path, 3)
+    assert used_slots(tmp_path, driver.containers) == {1, 2, 3, 4}
+
+
+def test_explicit_busy_slot_is_a_usage_error(tmp_path: Path) -> None:
+    driver = FakeDriver(None)
+    make(driver)(container_name(tmp_path, 2), 2)
+    with pytest.raises(UsageError, match=r"slot 2 of this workspace is busy: container cci-\w{8}-2 exists"):
+        claim_slot(driver, tmp_path, make(driver), slot=2)
+    assert claim_slot(driver, tmp_path, make(driver), slot=5).name == container_name(tmp_path, 5)
+
+
+def test_no_cap_on_slots(tmp_path: Path) -> None:
+    driver = FakeDriver(None)
+    names = [claim_slot(driver, tmp_path, make(driver)).name for _ in range(25)]
+    assert names[-1] == container_name(tmp_path, 25)
+
+
+def test_racing_claims_get_distinct_slots(tmp_path: Path) -> None:
+    driver = FakeDriver(None)
+    barrier = threading.Barrier(10)
+    results: list[str] = []
+    original = driver.list_containers
+
+    def list_then_wait():  # every thread sees the same empty listing, then all create at once
+        listing = original()
+        barrier.wait()
+        return listing
+
+    driver.list_containers = list_then_wait  # type: ignore[method-assign]
+    threads = [threading.Thread(target=lambda: results.append(claim_slot(driver, tmp_path, make(driver)).name))
+               for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == sorted(container_name(tmp_path, slot) for slot in range(1, 11))
