@@ -96,7 +96,11 @@ class Container(ABC):
 
     @abstractmethod
     def labels(self) -> Mapping[str, str]:
-        """cci's labels (``user.cci.*`` keys without the prefix)."""
+        """cci's labels (``user.cci.*`` keys without the prefix), as of when this handle was obtained.
+
+        Take a fresh handle (``driver.get``) for a current view; decisions that
+        must not race use :meth:`compare_and_set_labels`.
+        """
 
     @abstractmethod
     def set_labels(self, labels: Mapping[str, str]) -> None:

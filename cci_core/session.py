@@ -44,6 +44,7 @@ BASE_CONFIG: Mapping[str, str] = {
     "security.syscalls.intercept.setxattr": "true",
 }
 WORKSPACE_PATH = "/workspace"
+BOOT_TIMEOUT = 120  # seconds a session waits for the container to finish booting
 CONTAINER_USER = "code"
 CONTAINER_HOME = f"/home/{CONTAINER_USER}"
 
@@ -81,6 +82,23 @@ def launcher_alive(label: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+#: inside the container: wait for systemd's socket to appear, then for the boot to finish
+_WAIT_FOR_BOOT = (
+    "command -v systemctl >/dev/null || exit 0; "
+    "until [ -S /run/systemd/private ]; do sleep 0.05; done; "
+    "systemctl is-system-running --wait >/dev/null"
+)
+
+
+def wait_for_boot(container: Container) -> None:
+    """Block until the container's init has finished booting (systemd reports running or degraded).
+
+    Images without systemd have nothing to wait for. A boot that takes longer
+    than :data:`BOOT_TIMEOUT` is not waited for further.
+    """
+    container.exec(["timeout", str(BOOT_TIMEOUT), "sh", "-c", _WAIT_FOR_BOOT])
 
 
 def is_session(labels: Mapping[str, str]) -> bool:
@@ -128,11 +146,13 @@ class SessionManager:
             ctx.tool = tool
             self._configure(container, ctx)
             container.start()
+            if request.kind == KIND_SESSION:
+                wait_for_boot(container)
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
             container.set_labels({"state": RUNNING})
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
         except BaseException:
-            self._discard(container)
+            self.discard(container)
             raise
         return container, ctx
 
@@ -163,8 +183,8 @@ class SessionManager:
             raise PluginError(f"two mounts use the device name(s) {', '.join(duplicates)}")
         container.configure(config, mounts)
 
-    def _discard(self, container: Container) -> None:
-        """Delete a container whose launch failed; never mask the original error."""
+    def discard(self, container: Container) -> None:
+        """Delete a container at once, without saving (a failed launch, an orphan); never raises."""
         try:
             if container.status() != "stopped":
                 container.stop(force=True)

@@ -22,8 +22,12 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "file": ("cci_core.cli.file_cmd", "file"),
     "image": ("cci_core.cli.image_cmd", "image"),
     "run": ("cci_core.cli.run_cmd", "run"),
+    "list": ("cci_core.cli.list_cmd", "list_"),
+    "shutdown": ("cci_core.cli.stop_cmds", "shutdown"),
+    "kill": ("cci_core.cli.stop_cmds", "kill"),
+    "clean": ("cci_core.cli.clean_cmd", "clean"),
     **{name: ("cci_core.cli.planned", name) for name in (
-        "shell", "attach", "list", "shutdown", "kill", "clean", "tmux", "doctor",
+        "shell", "attach", "tmux", "doctor",
     )},
 }
 

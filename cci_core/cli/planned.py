@@ -29,9 +29,5 @@ def planned_command(name: str, summary: str) -> click.Command:
 
 shell = planned_command("shell", "Start an AI coding session in a container")
 attach = planned_command("attach", "Attach to a running session")
-list = planned_command("list", "List containers and saved sessions")  # noqa: A001 - the command's name
-shutdown = planned_command("shutdown", "Gracefully stop containers, saving their sessions")
-kill = planned_command("kill", "Force-stop and delete containers")
-clean = planned_command("clean", "Remove stopped and orphaned cci containers")
 tmux = planned_command("tmux", "Talk to the tmux session inside a container")
 doctor = planned_command("doctor", "Check that this machine can run cci")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cci_core.cli.state import get_state
+from cci_core.cli.table import print_table
 
 
 @click.group()
@@ -29,8 +30,5 @@ def list_plugins(ctx: click.Context, fmt: str) -> None:
         ]
         click.echo(json.dumps(rows, indent=2))
         return
-    table = [("NAME", "KIND", "DISTRIBUTION", "VERSION", "ENABLED")]
-    table += [(i.name, i.kind, i.distribution, i.version, "yes" if i.enabled else "no") for i in infos]
-    widths = [max(len(row[col]) for row in table) for col in range(len(table[0]))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print_table(["NAME", "KIND", "DISTRIBUTION", "VERSION", "ENABLED"],
+                [[i.name, i.kind, i.distribution, i.version, "yes" if i.enabled else "no"] for i in infos])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cci_core.driver import LABEL_PREFIX, Container, ExecResult, OutputHandler
 from cci_core.errors import BackendError
-from cci_builtin_plugins.incus.errors import incus_errors
+from cci_builtin_plugins.incus.errors import incus_errors, is_busy
 
 if TYPE_CHECKING:
     from pylxd.models import Instance
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from cci_core.context import Mount
 
+
+_T = TypeVar("_T")
 
 #: the instance fields a PUT replaces
 _WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
@@ -50,9 +52,11 @@ class IncusContainer(Container):
         return str(self._instance.name)
 
     def status(self) -> str:
+        # a fresh GET: pylxd's sync() keeps attributes it considers locally modified, and
+        # /state fails while the container shuts down ("Invalid PID")
         with incus_errors(f"reading the state of {self.name}"):
-            self._instance.sync()
-        return str(self._instance.status).lower()
+            instance = self._instance.api.get().json()["metadata"]
+        return str(instance["status"]).lower()
 
     def labels(self) -> Mapping[str, str]:
         return labels_of(self._instance.config)
@@ -75,7 +79,8 @@ class IncusContainer(Container):
             body = {key: current[key] for key in _WRITABLE if key in current}
             body["config"] = {**current["config"], **{LABEL_PREFIX + key: value for key, value in labels.items()}}
             try:
-                updated = endpoint.put(json=body, headers={"If-Match": response.headers.get("ETag", "")})
+                updated = self._when_idle(
+                    lambda: endpoint.put(json=body, headers={"If-Match": response.headers.get("ETag", "")}))
             except LXDAPIException as exc:
                 if exc.response.status_code == 412:
                     continue
@@ -98,7 +103,7 @@ class IncusContainer(Container):
     def start(self) -> None:
         with incus_errors(f"starting {self.name}"):
             try:
-                self._instance.start(wait=True)
+                self._when_idle(lambda: self._instance.start(wait=True))
             except Exception as exc:
                 if self._user_map is not None and "idmap" in str(exc).lower():
                     raise BackendError(f"starting {self.name}: {exc}", hint=self._user_map.delegation_hint()) from exc
@@ -106,11 +111,39 @@ class IncusContainer(Container):
 
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
         with incus_errors(f"stopping {self.name}"):
-            self._instance.stop(force=force, timeout=timeout, wait=True)
+            self._when_idle(lambda: self._instance.stop(force=force, timeout=timeout, wait=True))
 
     def delete(self) -> None:
         with incus_errors(f"deleting {self.name}"):
-            self._instance.delete(wait=True)
+            self._when_idle(lambda: self._instance.delete(wait=True))
+
+    def _when_idle(self, request: Callable[[], _T]) -> _T:
+        """Make ``request``; if Incus says another operation holds the instance, wait for it and retry.
+
+        That happens when another cci process's create of the same name (which
+        will fail) briefly locks this instance.
+        """
+        for _attempt in range(20):
+            try:
+                return request()
+            except Exception as exc:
+                if not is_busy(exc):
+                    raise
+                self._wait_for_other_operations()
+        return request()
+
+    def _wait_for_other_operations(self) -> None:
+        """Wait (on Incus's /wait endpoint, not a timer) for running operations that touch this instance."""
+        client = self._instance.client
+        listing = client.api.operations.get(params={"recursion": 1}).json()["metadata"] or {}
+        for operation in listing.get("running", []):
+            resources = operation.get("resources") or {}
+            if any(url.split("?")[0].rstrip("/").endswith(f"/instances/{self.name}")
+                   for url in resources.get("instances", [])):
+                try:
+                    client.api.operations[operation["id"]].wait.get(params={"timeout": 30})
+                except Exception:  # it may have finished and gone already
+                    pass
 
     def add_mount(self, mount: Mount) -> None:
         self._patch({"devices": {mount.device: disk_device(mount)}}, f"mounting {mount.source} in {self.name}")
@@ -152,7 +185,7 @@ class IncusContainer(Container):
     def _patch(self, body: dict[str, Any], action: str) -> None:
         """PATCH merges the given config keys and devices into the instance."""
         with incus_errors(action):
-            response = self._instance.api.patch(json=body)
+            response = self._when_idle(lambda: self._instance.api.patch(json=body))
         self._wait(response, action)
 
     def _wait(self, response: Any, action: str) -> None:

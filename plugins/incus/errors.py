@@ -23,10 +23,19 @@ def incus_errors(action: str) -> Iterator[None]:
         raise BackendError(f"{action}: lost the connection to Incus ({exc})") from exc
 
 
+#: how Incus says that a create lost the race for its name: the name exists, or is being created
+_CONFLICTS = ("UNIQUE constraint failed", "already exists", "Failed creating instance record: Instance is busy")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether Incus refused because another operation holds the instance (e.g. a racing create of its name)."""
+    return "Instance is busy running" in str(exc)
+
+
 def is_conflict(exc: BaseException) -> bool:
-    """Whether a failed create lost the race for the name (Incus reports a UNIQUE constraint)."""
+    """Whether a failed create lost the race for the name."""
     text = str(exc)
-    return "UNIQUE constraint failed" in text or "already exists" in text
+    return any(marker in text for marker in _CONFLICTS)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -59,3 +59,21 @@ def run_cci(*args: str, env: dict[str, str], cwd: Path | None = None, user: str 
     prefix = ["runuser", "-u", user, "--"] if user else []
     return subprocess.run([*prefix, str(CCI), *args], env=env, cwd=cwd or "/", capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def wait_for_status(driver, name: str, status: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the backend's listing shows ``status`` for ``name`` (polls; fails after ``timeout`` s).
+
+    The listing is what cci's commands see. While systemd powers a container off, Incus
+    may briefly report it stopped and then running again (PID 1 re-executes into
+    systemd-shutdown), so the status must hold for three polls in a row.
+    """
+    import time
+
+    deadline, streak = time.monotonic() + timeout, 0
+    while streak < 3:
+        current = next(info.status for info in driver.list_containers() if info.name == name)
+        streak = streak + 1 if current == status else 0
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} did not become {status} within {timeout} s")
+        time.sleep(0.1)

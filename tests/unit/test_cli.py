@@ -50,12 +50,12 @@ def test_help_lists_global_flags_core_and_plugin_commands() -> None:
     for flag in ("--workspace", "--slot", "--persistent", "--resume", "--continue", "--profile", "--image",
                  "--env", "--storage", "--network", "--tool", "--debug", "--version"):
         assert flag in result.output
-    for command in ("shell", "attach", "list", "config", "plugins", "completion", "build"):
+    for command in ("shell", "attach", "run", "list", "shutdown", "kill", "clean", "container", "file", "image",
+                    "config", "plugins", "completion", "build"):
         assert f"\n  {command} " in result.output
 
 
-@pytest.mark.parametrize("command", ["shell", "attach", "list", "shutdown", "kill", "clean", "tmux", "doctor",
-                                     "build"])
+@pytest.mark.parametrize("command", ["shell", "attach", "tmux", "doctor", "build"])
 def test_unimplemented_commands_say_so_and_fail(command: str) -> None:
     result = run(command, "--whatever", "x")
     assert result.exit_code == 6

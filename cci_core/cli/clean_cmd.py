@@ -1,0 +1,64 @@
+"""``cci clean``: finish stopped sessions and remove orphaned cci containers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from cci_core.cli.sessions import confirm, manager_for
+
+if TYPE_CHECKING:
+    from cci_core.driver import ContainerInfo
+
+
+def orphaned(info: ContainerInfo) -> str | None:
+    """Why a cci container is orphaned, or None when it is not.
+
+    Orphans are containers no cci process will ever finish: a launch or a
+    ``cci run`` whose cci process died, or an end that was interrupted.
+    Saved persistent containers are never orphans.
+    """
+    from cci_core.session import ENDING, KIND_RUN, LAUNCHING, RUNNING, launcher_alive
+
+    labels = info.labels
+    state = labels.get("state")
+    if state == LAUNCHING and not launcher_alive(labels.get("launcher", "")):
+        return "its launch was interrupted"
+    if state == RUNNING and labels.get("kind") == KIND_RUN and not launcher_alive(labels.get("launcher", "")):
+        return "the 'cci run' that started it is gone"
+    if state == ENDING:
+        return "ending it was interrupted"
+    return None
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be cleaned.")
+@click.pass_context
+def clean(ctx: click.Context, force: bool, dry_run: bool) -> None:
+    """Finish stopped sessions (save, delete unless persistent) and delete orphaned cci containers.
+
+    Never touches containers cci did not create, nor saved persistent ones.
+    """
+    from cci_core.session import is_session
+
+    manager = manager_for(ctx)
+    listing = manager.driver.list_containers()
+    ended = manager.ended(listing)
+    orphans = [(info, reason) for info in listing
+               if is_session(info.labels) and info not in ended and (reason := orphaned(info))]
+    plan = [(info, "stopped: save, then delete unless persistent") for info in ended] + orphans
+    if not plan:
+        click.echo("nothing to clean")
+        return
+    for info, reason in plan:
+        click.echo(f"{info.name}: {reason}")
+    if dry_run:
+        return
+    confirm(f"Clean {len(plan)} container(s)?", force)
+    for info in ended:
+        manager.finish(manager.driver.get(info.name))
+    for info, _reason in orphans:
+        manager.discard(manager.driver.get(info.name))
+    click.echo(f"cleaned {len(plan)} container(s)")

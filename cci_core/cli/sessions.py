@@ -1,0 +1,58 @@
+"""Helpers shared by the commands that manage session containers (list, shutdown, kill, clean)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import click
+
+from cci_core.cli.state import get_state
+from cci_core.errors import CciError, NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from cci_core.driver import ContainerInfo
+    from cci_core.session import SessionManager
+
+
+def manager_for(ctx: click.Context) -> SessionManager:
+    """The invocation's session manager (loads config, plugins and driver)."""
+    from cci_core.session import SessionManager
+
+    state = get_state(ctx)
+    return SessionManager(state.config, state.driver, state.plugins)
+
+
+def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything: bool) -> list[ContainerInfo]:
+    """The session containers named (or all of them), checked before anything is done.
+
+    Unknown names and containers cci does not own are refused, so a typo never
+    stops or deletes anything.
+    """
+    from cci_core.session import is_session
+
+    if everything and names:
+        raise UsageError("give container names or --all, not both")
+    if not everything and not names:
+        raise UsageError("name at least one container, or use --all", hint="see 'cci list'")
+    ours = {info.name: info for info in containers if is_session(info.labels)}
+    if everything:
+        return list(ours.values())
+    known = {info.name for info in containers}
+    for name in names:
+        if name not in known:
+            raise NotFoundError(f"no container named {name!r}", hint="see 'cci list'")
+        if name not in ours:
+            raise UsageError(f"{name} is not a cci session container; cci leaves it alone",
+                             hint=f"use 'cci container' commands or incus for it")
+    return [ours[name] for name in dict.fromkeys(names)]
+
+
+def confirm(question: str, force: bool) -> None:
+    """Ask before a bulk action unless ``--force``; without a terminal to ask on, refuse."""
+    if force:
+        return
+    if not click.get_text_stream("stdin").isatty():
+        raise CciError(f"{question} needs confirmation: nothing was done", hint="add --force to skip the question")
+    if not click.confirm(question, default=False):
+        raise CciError("nothing was done")

@@ -1,0 +1,234 @@
+"""Sessions on the real Incus: cci run, slots, ownership, isolation, and every way a session ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cci_core import hookimpl
+from cci_core.config import Config, Override, load_config
+from cci_core.driver import ContainerSpec
+from cci_core.naming import container_name
+from cci_core.plugin_manager import load_plugins
+from cci_core.session import LaunchRequest, SessionManager
+from cci_builtin_plugins.incus.driver import IncusDriver
+from tests import incus_env
+from tests.integration.conftest import run_cci, wait_for_status
+
+pytestmark = pytest.mark.incus
+
+
+def manager(config: Config, driver: IncusDriver, *plugins: tuple[str, object], persistent: bool = False
+            ) -> SessionManager:
+    if persistent:
+        config = load_config(config.workspace, environ={}, overrides=[
+            Override("incus.project", incus_env.PROJECT, "t"), Override("defaults.image", incus_env.IMAGE, "t"),
+            Override("defaults.persistent", True, "t")])
+    return SessionManager(config, driver, load_plugins(entry_points=False, extra=list(plugins)))
+
+
+def in_workspace(driver: IncusDriver, workspace: Path) -> list[str]:
+    """Names of the containers of ``workspace`` (other tests may use the project at the same time)."""
+    return [info.name for info in driver.list_containers() if info.labels.get("workspace") == str(workspace)]
+
+
+def labels_of(driver: IncusDriver, name: str) -> dict[str, str]:
+    return dict(driver.get(name).labels())
+
+
+def test_run_streams_output_and_returns_the_exit_code(config: Config, driver: IncusDriver,
+                                                      cci_environ: dict[str, str]) -> None:
+    (config.workspace / "input.txt").write_text("from the host\n")
+    result = run_cci("--workspace", str(config.workspace), "run", "--", "sh", "-c",
+                     "cat input.txt; echo to-stderr >&2; pwd; exit 7", env=cci_environ)
+    assert result.returncode == 7, result.stderr
+    assert result.stdout == "from the host\n/workspace\n"
+    assert result.stderr == "to-stderr\n"
+    assert in_workspace(driver, config.workspace) == []
+
+
+def test_run_files_belong_to_the_invoking_non_root_user(tmp_path: Path, driver: IncusDriver,
+                                                        cci_environ: dict[str, str]) -> None:
+    workspace = Path("/tmp") / f"cci-owner-{os.getpid()}"
+    workspace.mkdir()
+    try:
+        shutil.chown(workspace, incus_env.TEST_USER, incus_env.TEST_USER)
+        env = {**cci_environ, "HOME": f"/home/{incus_env.TEST_USER}"}
+        result = run_cci("--workspace", str(workspace), "run", "--", "sh", "-c",
+                         "id -u; mkdir sub && echo data > sub/file", env=env, user=incus_env.TEST_USER)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "1000"  # the container user
+        user = os.stat(workspace)
+        for path in (workspace / "sub", workspace / "sub" / "file"):
+            assert (path.stat().st_uid, path.stat().st_gid) == (user.st_uid, user.st_gid) != (0, 0)
+    finally:
+        shutil.rmtree(workspace)
+
+
+def test_run_passes_only_named_variables(config: Config, driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+    secrets = {"AWS_SECRET_ACCESS_KEY": "leak1", "GITHUB_TOKEN": "leak2", "SSH_AUTH_SOCK": "/tmp/agent.sock"}
+    result = run_cci("--workspace", str(config.workspace), "--env", "WANTED=yes", "run", "--", "env",
+                     env={**cci_environ, **secrets})
+    assert result.returncode == 0, result.stderr
+    assert "WANTED=yes" in result.stdout.splitlines()
+    for name, value in secrets.items():
+        assert name not in result.stdout and value not in result.stdout
+
+
+def test_missing_image_is_one_line_and_leaves_nothing(config: Config, driver: IncusDriver,
+                                                      cci_environ: dict[str, str]) -> None:
+    result = run_cci("--workspace", str(config.workspace), "--image", "no-such-image", "run", "--", "true",
+                     env=cci_environ)
+    assert result.returncode == 5
+    assert result.stderr == "cci: image 'no-such-image' not found (build it with 'cci build', or pick another with --image)\n"
+    assert in_workspace(driver, config.workspace) == []
+
+
+def test_missing_workspace_is_one_line(tmp_path: Path, cci_environ: dict[str, str]) -> None:
+    result = run_cci("--workspace", str(tmp_path / "gone"), "run", "--", "true", env=cci_environ)
+    assert (result.returncode, result.stderr) == (2, f"cci: workspace {tmp_path}/gone does not exist\n")
+
+
+def test_ten_concurrent_launches_get_ten_slots(config: Config, driver: IncusDriver,
+                                               cci_environ: dict[str, str]) -> None:
+    command = ("--workspace", str(config.workspace), "run", "--", "cat", "/etc/hostname")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(lambda _: run_cci(*command, env=cci_environ, timeout=300), range(10)))
+    assert [r.returncode for r in results] == [0] * 10, [r.stderr for r in results]
+    names = sorted(r.stdout.strip() for r in results)
+    assert names == sorted(container_name(config.workspace, slot) for slot in range(1, 11))
+    assert in_workspace(driver, config.workspace) == []
+
+
+def test_explicit_busy_slot_is_refused_and_left_alone(config: Config, driver: IncusDriver,
+                                                      cci_environ: dict[str, str]) -> None:
+    container, _ctx = manager(config, driver).launch(LaunchRequest(config.workspace, slot=3))
+    result = run_cci("--workspace", str(config.workspace), "--slot", "3", "run", "--", "true", env=cci_environ)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"cci: slot 3 of this workspace is busy: container {container.name} exists")
+    assert container.status() == "running"
+
+
+def test_container_is_unprivileged_with_nesting(config: Config, driver: IncusDriver) -> None:
+    container, _ctx = manager(config, driver).launch(LaunchRequest(config.workspace))
+    instance = driver.client.instances.get(container.name)
+    assert instance.config["security.nesting"] == "true"
+    assert instance.config["security.privileged"] == "false"
+    assert instance.devices["workspace"]["path"] == "/workspace"
+    labels = labels_of(driver, container.name)
+    assert {k: labels[k] for k in ("kind", "workspace", "slot", "tool", "mode", "state")} == {
+        "kind": "session", "workspace": str(config.workspace), "slot": "1", "tool": "claude",
+        "mode": "ephemeral", "state": "running"}
+    uid_map = container.exec(["cat", "/proc/self/uid_map"]).stdout.split()
+    assert uid_map[:2] == ["0", "1000000"]  # container root is an unprivileged host uid
+
+
+def test_homes_are_isolated_between_slots(config: Config, driver: IncusDriver) -> None:
+    sessions = manager(config, driver)
+    first, _ = sessions.launch(LaunchRequest(config.workspace))
+    second, _ = sessions.launch(LaunchRequest(config.workspace))
+    assert (first.name, second.name) == (container_name(config.workspace, 1), container_name(config.workspace, 2))
+    assert first.exec(["sh", "-c", "echo one > ~/slot1_file"], user=1000, group=1000,
+                      environment={"HOME": "/home/code"}).exit_code == 0
+    assert first.exec(["test", "-f", "/home/code/slot1_file"]).exit_code == 0
+    assert second.exec(["test", "-e", "/home/code/slot1_file"]).exit_code == 1
+
+
+class SaveRecorder:
+    """Records the post-exit save and whether the container still existed at that moment."""
+
+    def __init__(self, driver: IncusDriver) -> None:
+        self.driver = driver
+        self.saved: list[tuple[str, bool]] = []
+
+    @hookimpl
+    def cci_post_exit_save(self, ctx, container):
+        self.saved.append((ctx.session_id, self.driver.exists(container.name)))
+
+
+@pytest.mark.parametrize("how", ["poweroff inside", "incus stop by hand"])
+@pytest.mark.parametrize("persistent", [False, True], ids=["ephemeral", "persistent"])
+def test_session_that_ends_unwatched_is_finished_by_the_next_command(
+    config: Config, driver: IncusDriver, cci_environ: dict[str, str], how: str, persistent: bool
+) -> None:
+    container, ctx = manager(config, driver, persistent=persistent).launch(LaunchRequest(config.workspace))
+    if how == "poweroff inside":
+        container.exec(["sh", "-c", "sudo -u code sudo -n poweroff"])
+    else:
+        container.stop(force=True)
+    wait_for_status(driver, container.name, "stopped")
+    recorder = SaveRecorder(driver)
+    finished = manager(config, driver, ("recorder", recorder)).reconcile()
+    assert finished == [container.name]
+    assert recorder.saved == [(ctx.session_id, True)]  # saved first, while the container still existed
+    assert driver.exists(container.name) is persistent
+    if persistent:
+        assert labels_of(driver, container.name)["state"] == "saved"
+    listing = json.loads(run_cci("list", "--format", "json", env=cci_environ).stdout)["containers"]
+    assert [row["name"] for row in listing] == ([container.name] if persistent else [])
+
+
+def test_list_finishes_a_stopped_session(config: Config, driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+    container, _ctx = manager(config, driver).launch(LaunchRequest(config.workspace))
+    container.stop(force=True)
+    result = run_cci("list", env=cci_environ)
+    assert result.returncode == 0 and result.stdout.strip() == "no cci containers"
+    assert not driver.exists(container.name)
+
+
+def test_shutdown_keeps_persistent_and_deletes_ephemeral(config: Config, driver: IncusDriver,
+                                                         cci_environ: dict[str, str]) -> None:
+    kept, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
+    gone, _ = manager(config, driver).launch(LaunchRequest(config.workspace))
+    result = run_cci("shutdown", "--timeout", "30", kept.name, gone.name, env=cci_environ)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{kept.name}: shut down", f"{gone.name}: shut down"]
+    assert kept.status() == "stopped" and labels_of(driver, kept.name)["state"] == "saved"
+    assert not driver.exists(gone.name)
+    rows = json.loads(run_cci("list", "--format", "json", env=cci_environ).stdout)["containers"]
+    assert [(row["name"], row["mode"], row["status"]) for row in rows] == [(kept.name, "persistent", "stopped")]
+
+
+def test_kill_and_bulk_actions_never_touch_foreign_containers(config: Config, driver: IncusDriver,
+                                                              cci_environ: dict[str, str]) -> None:
+    foreign = driver.create(ContainerSpec("not-a-cci-session", incus_env.IMAGE))
+    session, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
+    refused = run_cci("kill", foreign.name, env=cci_environ)
+    assert refused.returncode == 2 and "is not a cci session container" in refused.stderr
+    unconfirmed = run_cci("kill", "--all", env=cci_environ)
+    assert unconfirmed.returncode == 1 and "needs confirmation: nothing was done" in unconfirmed.stderr
+    assert session.status() == "running"
+    killed = run_cci("kill", "--all", "--force", env=cci_environ)
+    assert killed.returncode == 0 and killed.stdout == f"{session.name}: killed\n"
+    assert not driver.exists(session.name)  # kill deletes persistent containers too
+    assert driver.exists(foreign.name)
+    unknown = run_cci("shutdown", "no-such-container", env=cci_environ)
+    assert (unknown.returncode, unknown.stderr) == (5, "cci: no container named 'no-such-container' (see 'cci list')\n")
+
+
+def test_clean_removes_orphans_and_stopped_sessions_only(config: Config, driver: IncusDriver,
+                                                         cci_environ: dict[str, str]) -> None:
+    labels = {"kind": "session", "workspace": str(config.workspace), "session": "x", "slot": "7",
+              "state": "launching", "launcher": "not-this-boot:1"}
+    orphan = driver.create(ContainerSpec(container_name(config.workspace, 7), incus_env.IMAGE, labels=labels))
+    stopped, _ = manager(config, driver).launch(LaunchRequest(config.workspace))
+    stopped.stop(force=True)
+    kept, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
+    kept.stop(force=True)
+    manager(config, driver).finish(kept)  # a saved persistent container is not an orphan
+    foreign = driver.create(ContainerSpec("foreign-stopped", incus_env.IMAGE))
+    dry = run_cci("clean", "--dry-run", env=cci_environ)
+    assert dry.returncode == 0
+    assert sorted(dry.stdout.splitlines()) == sorted([
+        f"{stopped.name}: stopped: save, then delete unless persistent",
+        f"{orphan.name}: its launch was interrupted"])
+    assert driver.exists(orphan.name) and driver.exists(stopped.name)
+    done = run_cci("clean", "--force", env=cci_environ)
+    assert done.returncode == 0 and done.stdout.endswith("cleaned 2 container(s)\n")
+    assert not driver.exists(orphan.name) and not driver.exists(stopped.name)
+    assert driver.exists(kept.name) and driver.exists(foreign.name)
