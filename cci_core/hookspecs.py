@@ -19,8 +19,8 @@ Two kinds of hook:
   (drivers, tools, network policies, image builders) and extra CLI commands;
 * **lifecycle**: called for every session, in this order::
 
-      cci_pre_launch -> cci_instance_config, cci_mounts, cci_environment
-        -> (container created and started)
+      (slot claimed: container created) -> cci_pre_launch
+        -> cci_environment, cci_instance_config, cci_mounts -> (configured, started)
         -> cci_inject_credentials -> cci_post_launch
         -> ... session runs; cci_session_save at detach and periodically ...
         -> (session ends) -> cci_post_exit_save -> (container deleted unless persistent)
@@ -63,10 +63,12 @@ def cci_register(register: Register) -> None:
 
 @hookspec
 def cci_pre_launch(ctx: LaunchContext) -> None:
-    """Check and adjust a session before anything is created.
+    """Check and adjust a session before its container is configured and started.
 
-    Raise a :class:`cci_core.errors.CciError` to refuse the launch; nothing
-    has been created yet, so nothing needs undoing.
+    The slot is already claimed (the container exists, unconfigured and
+    stopped), so ``ctx.container_name`` and ``ctx.slot`` are final. Raise a
+    :class:`cci_core.errors.CciError` to refuse the launch: cci deletes the
+    container again, leaving nothing behind.
 
     :param ctx: the launch being prepared; plugins may change its mutable fields.
     """
