@@ -95,6 +95,10 @@ class Container(ABC):
         """The current status, as in :attr:`ContainerInfo.status` (asks the backend)."""
 
     @abstractmethod
+    def wait_stopped(self, timeout: float = 60) -> bool:
+        """Wait until the container has stopped for good; False if it still runs after ``timeout`` seconds."""
+
+    @abstractmethod
     def labels(self) -> Mapping[str, str]:
         """cci's labels (``user.cci.*`` keys without the prefix), as of when this handle was obtained.
 
@@ -166,6 +170,22 @@ class Container(ABC):
         Output is returned, or streamed to the handlers as it arrives (then the
         result's ``stdout``/``stderr`` are empty). Only ``environment`` is passed:
         never the host's environment.
+        """
+
+
+    @abstractmethod
+    def attach(
+        self,
+        argv: Sequence[str],
+        *,
+        user: int = 0,
+        group: int = 0,
+        environment: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        """Run ``argv`` on a pty with the user's terminal attached; return its exit code.
+
+        Only ``environment`` (plus the terminal's ``TERM``) is passed.
         """
 
 

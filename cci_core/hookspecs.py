@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from cci_core.config import Config
     from cci_core.context import LaunchContext, Mount, SessionEvent
+    from cci_core.doctor import Check
     from cci_core.driver import Container
     from cci_core.registry import Register
 
@@ -165,4 +167,18 @@ def cci_session_end(ctx: LaunchContext, deleted: bool) -> None:
 
     :param ctx: the ended session.
     :param deleted: whether the container was deleted.
+    """
+
+
+@hookspec
+def cci_doctor_checks(config: Config) -> Sequence[Check] | None:
+    """Check that this machine can run what the plugin provides, for ``cci doctor``.
+
+    Each check is independent and must not raise: a problem is a
+    :class:`cci_core.doctor.Check` with status ``fail`` (or ``warn``) and a
+    ``fix`` telling the user what to run. A driver plugin should return None
+    unless it is the configured driver (``config.defaults.driver``).
+
+    :param config: the merged configuration.
+    :return: the checks, in the order they should be printed, or None.
     """

@@ -101,6 +101,22 @@ def wait_for_boot(container: Container) -> None:
     container.exec(["timeout", str(BOOT_TIMEOUT), "sh", "-c", _WAIT_FOR_BOOT])
 
 
+def shutting_down(container: Container, timeout: float = 60) -> bool:
+    """After the user's terminal let go: is the container powering off (then wait until it has stopped)?
+
+    ``sudo poweroff`` inside ends the attached tmux at once, while systemd takes
+    a moment longer to stop the container; systemd says ``stopping`` meanwhile.
+    """
+    try:
+        state = container.exec(["systemctl", "is-system-running"]).stdout.strip()
+    except CciError:
+        state = "stopping"  # exec refused: the container is going down
+    if container.status() != "stopped" and state not in ("stopping", "offline"):
+        return False
+    container.wait_stopped(timeout)
+    return True
+
+
 def is_session(labels: Mapping[str, str]) -> bool:
     """Whether labels mark a container cci made for a session or a run (not a low-level one)."""
     return labels.get("kind") in (KIND_SESSION, KIND_RUN) and "workspace" in labels and "session" in labels
@@ -191,6 +207,40 @@ class SessionManager:
             container.delete()
         except CciError:
             pass
+
+    def reuse(self, workspace: Path, slot: int | None = None) -> tuple[Container, LaunchContext] | None:
+        """Start this workspace's saved persistent container (the given slot, or the lowest), if there is one."""
+        workspace = workspace.resolve()
+        saved = sorted(
+            (info for info in self.driver.list_containers()
+             if is_session(info.labels) and info.labels.get("kind") == KIND_SESSION
+             and info.labels.get("workspace") == str(workspace) and info.labels.get("state") == SAVED
+             and (not slot or info.labels.get("slot") == str(slot))),
+            key=lambda info: int(info.labels.get("slot", "0") or 0),
+        )
+        for info in saved:
+            container = self.driver.get(info.name)
+            if not container.compare_and_set_labels({"state": SAVED}, {"state": LAUNCHING,
+                                                                       "launcher": launcher_id()}):
+                continue  # another cci process took it
+            ctx = self.context(info.name, container.labels())
+            ctx.tool = self._tool()
+            try:
+                container.start()
+                wait_for_boot(container)
+                self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
+                container.set_labels({"state": RUNNING})
+                self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
+            except BaseException:
+                try:  # back to how it was: stopped and saved
+                    if container.status() != "stopped":
+                        container.stop(force=True)
+                    container.set_labels({"state": SAVED})
+                except CciError:
+                    pass
+                raise
+            return container, ctx
+        return None
 
     # -- contexts ------------------------------------------------------------------------------------
 

@@ -44,6 +44,9 @@ class FakeContainer(Container):
     def status(self) -> str:
         return self.state
 
+    def wait_stopped(self, timeout: float = 60) -> bool:
+        return self.state == "stopped"
+
     def labels(self) -> Mapping[str, str]:
         return dict(self._labels)
 
@@ -108,6 +111,12 @@ class FakeContainer(Container):
     ) -> ExecResult:
         self.commands.append(tuple(argv))
         return ExecResult(0, "", "")
+
+
+    def attach(self, argv: Sequence[str], *, user: int = 0, group: int = 0,
+               environment: Mapping[str, str] | None = None, cwd: str | None = None) -> int:
+        self.commands.append(tuple(argv))
+        return 0
 
 
 class FakeDriver(Driver):

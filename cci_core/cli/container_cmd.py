@@ -1,5 +1,287 @@
-"""Placeholder until the real command lands."""
+"""``cci container``: low-level operations on any container of the project, by name."""
 
-from cci_core.cli.planned import planned_command
+from __future__ import annotations
 
-container = planned_command("container", "container operations")
+import re
+import sys
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from cci_core.cli.options import _parse_env
+from cci_core.cli.state import get_state
+from cci_core.errors import BackendError, NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from cci_core.driver import Container, Driver
+
+#: the label cci puts on containers made by ``cci container launch`` (``user.cci.kind=container``)
+KIND_CONTAINER = "container"
+
+#: an Incus instance name: letters, digits and hyphens, not starting or ending with a hyphen
+_NAME = r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$"
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` can name a container."""
+    return re.match(_NAME, name) is not None
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name a container, else a :class:`UsageError`."""
+    if not is_valid_name(name):
+        raise UsageError(f"invalid container name {name!r}",
+                         hint="use 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen")
+    return name
+
+
+def check_absolute(path: str, what: str) -> str:
+    """``path`` if it is absolute (a path inside a container), else a :class:`UsageError`."""
+    if not path.startswith("/"):
+        raise UsageError(f"{what} must be an absolute path inside the container, got {path!r}")
+    return path
+
+
+def driver_of(ctx: click.Context) -> Driver:
+    """The invocation's container driver."""
+    return get_state(ctx).driver
+
+
+def _done(name: str, what: str) -> None:
+    click.echo(f"{name}: {what}")
+
+
+def _boot(container: Container) -> None:
+    """Start and wait until init has booted, so that a clean stop and exec behave at once."""
+    from cci_core.session import wait_for_boot
+
+    container.start()
+    wait_for_boot(container)
+
+
+@click.group()
+def container() -> None:
+    """Low-level container operations: launch, start, stop, delete, exec, exists, running, mount.
+
+    Containers are named as in Incus and live in the configured project
+    ([incus] project). These commands work on any container there, not only
+    cci's sessions.
+    """
+
+
+@container.command()
+@click.argument("image")
+@click.argument("name")
+@click.option("--ephemeral", is_flag=True, help="Delete the container when it stops (an Incus ephemeral container).")
+@click.pass_context
+def launch(ctx: click.Context, image: str, name: str, ephemeral: bool) -> None:
+    """Create a container NAME from IMAGE, start it and wait for it to boot.
+
+    It is labelled user.cci.kind=container. If it cannot be started, it is
+    deleted again.
+    """
+    from cci_core.driver import ContainerExistsError, ContainerSpec
+
+    spec = ContainerSpec(check_name(name), image, labels={"kind": KIND_CONTAINER}, ephemeral=ephemeral)
+    driver = driver_of(ctx)
+    try:
+        created = driver.create(spec)
+    except ContainerExistsError as exc:
+        raise ContainerExistsError(
+            exc.message, hint=f"pick another name, or delete it first with 'cci container delete --force {name}'"
+        ) from exc
+    try:
+        _boot(created)
+    except BaseException:
+        _discard(driver, name)
+        raise
+    _done(name, "launched")
+
+
+def _discard(driver: Driver, name: str) -> None:
+    """Remove a container we just created and failed to start; never raises (the first error matters)."""
+    try:
+        _remove(driver, driver.get(name))
+    except Exception:  # noqa: BLE001 - best effort cleanup
+        pass
+
+
+def _remove(driver: Driver, target: Container) -> None:
+    """Stop ``target`` at once if it runs, then delete it (Incus deletes an ephemeral one when it stops)."""
+    if target.status() != "stopped":
+        target.stop(force=True)
+        if not driver.exists(target.name):
+            return
+    target.delete()
+
+
+@container.command()
+@click.argument("name")
+@click.pass_context
+def start(ctx: click.Context, name: str) -> None:
+    """Start container NAME and wait for it to boot (nothing to do if it is running)."""
+    target = driver_of(ctx).get(name)
+    if target.status() == "running":
+        _done(name, "already running")
+        return
+    _boot(target)
+    _done(name, "started")
+
+
+@container.command()
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Stop at once (kill) instead of a clean shutdown.")
+@click.option("--timeout", default=60, show_default=True, type=click.IntRange(min=1),
+              help="Seconds to wait for a clean shutdown before failing (ignored with --force).")
+@click.pass_context
+def stop(ctx: click.Context, name: str, force: bool, timeout: int) -> None:
+    """Stop container NAME (nothing to do if it is stopped).
+
+    A clean shutdown that does not finish within --timeout seconds is an
+    error (exit 4) and nothing is forced; --force stops it at once. An
+    ephemeral container is deleted by Incus when it stops.
+    """
+    target = driver_of(ctx).get(name)
+    if target.status() == "stopped":
+        _done(name, "already stopped")
+        return
+    try:
+        target.stop(force=force, timeout=timeout)
+    except BackendError as exc:
+        if force:
+            raise
+        raise BackendError(exc.message, hint="use --force to stop it at once") from exc
+    _done(name, "stopped")
+
+
+@container.command()
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Stop it at once first if it is running.")
+@click.pass_context
+def delete(ctx: click.Context, name: str, force: bool) -> None:
+    """Delete container NAME. A running container is refused unless --force is given."""
+    driver = driver_of(ctx)
+    target = driver.get(name)
+    status = target.status()
+    if status != "stopped" and not force:
+        raise UsageError(f"container {name} is {status}",
+                         hint=f"stop it first with 'cci container stop {name}', or use --force")
+    _remove(driver, target)
+    _done(name, "deleted")
+
+
+@container.command(name="exec")
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, metavar="-- CMD...")
+@click.option("--user", type=click.IntRange(min=0), metavar="UID", help="Run as this uid (default 0, root).")
+@click.option("--group", type=click.IntRange(min=0), metavar="GID", help="Run with this gid (default: --user, else 0).")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", callback=_parse_env,
+              help="Set a variable for the command (repeatable).")
+@click.option("--cwd", metavar="DIR", help="Working directory inside the container (absolute).")
+@click.option("--capture", is_flag=True, help="Collect the output and print it when the command ends (see --format).")
+@click.option("--format", "fmt", type=click.Choice(["json", "raw"]), default=None,
+              help="With --capture: json (default) or raw.")
+@click.pass_context
+def exec_(ctx: click.Context, name: str, command: tuple[str, ...], user: int | None, group: int | None,
+          env: dict[str, str], cwd: str | None, capture: bool, fmt: str | None) -> None:
+    """Run CMD in running container NAME; cci exits with CMD's exit code.
+
+    Put -- before CMD. Only the --env variables are passed (never the host's
+    environment; Incus adds PATH and LANG). stdin is not forwarded.
+
+    \b
+    Without --capture, stdout and stderr are streamed as they arrive.
+    --capture (--format json) prints one JSON object when CMD ends:
+      {"exit_code": N, "stdout": "...", "stderr": "..."}
+    --capture --format raw prints only CMD's stdout, byte for byte, when it
+      ends; CMD's stderr is streamed to cci's stderr.
+    In every mode cci exits with CMD's exit code. When cci itself fails
+    (no such container, not running...), it prints nothing on stdout and one
+    line on stderr, and exits with its own code (2, 4 or 5).
+    """
+    if fmt is not None and not capture:
+        raise UsageError("--format only applies with --capture")
+    if cwd is not None:
+        check_absolute(cwd, "--cwd")
+    target = driver_of(ctx).get(name)
+    if target.status() != "running":
+        raise UsageError(f"container {name} is not running", hint=f"start it with 'cci container start {name}'")
+    uid = user or 0
+    run = partial(target.exec, list(command), user=uid, group=uid if group is None else group, environment=env,
+                  cwd=cwd)
+    if capture and fmt != "raw":
+        import json
+
+        result = run()
+        click.echo(json.dumps({"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}))
+        ctx.exit(result.exit_code)
+    from cci_core.cli.run_cmd import _writer
+
+    chunks: list[bytes] = []
+    result = run(stdout=chunks.append if capture else _writer(sys.stdout), stderr=_writer(sys.stderr))
+    if capture:  # raw: stdout exactly as the command wrote it
+        _writer(sys.stdout)(b"".join(chunks))  # type: ignore[operator]
+    ctx.exit(result.exit_code)
+
+
+@container.command()
+@click.argument("name")
+@click.pass_context
+def exists(ctx: click.Context, name: str) -> None:
+    """Exit 0 if container NAME exists, 1 if not; prints nothing (for scripts).
+
+    A backend failure (Incus unreachable...) is reported and exits 4.
+    """
+    ctx.exit(0 if driver_of(ctx).exists(name) else 1)
+
+
+@container.command()
+@click.argument("name")
+@click.pass_context
+def running(ctx: click.Context, name: str) -> None:
+    """Exit 0 if container NAME is running, 1 if not or if it does not exist; prints nothing (for scripts).
+
+    A backend failure (Incus unreachable...) is reported and exits 4.
+    """
+    try:
+        status = driver_of(ctx).get(name).status()
+    except NotFoundError:
+        status = "missing"
+    ctx.exit(0 if status == "running" else 1)
+
+
+@container.command()
+@click.argument("name")
+@click.argument("device")
+@click.argument("source")
+@click.argument("path")
+@click.option("--shift", is_flag=True,
+              help="Idmapped mount: host uid/gid N appear as N inside the container, and back.")
+@click.option("--readonly", is_flag=True, help="Mount read-only.")
+@click.pass_context
+def mount(ctx: click.Context, name: str, device: str, source: str, path: str, shift: bool, readonly: bool) -> None:
+    """Mount host directory SOURCE at PATH in container NAME, as disk device DEVICE.
+
+    SOURCE must exist (symlinks are resolved); PATH must be absolute. Works
+    on a running container too. A device of the same name is replaced.
+    """
+    from cci_core.context import Mount
+
+    check_absolute(path, "PATH")
+    directory = existing_path(source)
+    if not directory.is_dir():
+        raise UsageError(f"{source} is not a directory")
+    driver_of(ctx).get(name).add_mount(Mount(device, directory, path, shift=shift, readonly=readonly))
+    _done(name, f"mounted {directory} at {path}")
+
+
+def existing_path(path: str) -> Path:
+    """The absolute real path of a host file or directory, or :class:`NotFoundError` if it is missing."""
+    try:
+        return Path(path).resolve(strict=True)
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None

@@ -22,12 +22,15 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "file": ("cci_core.cli.file_cmd", "file"),
     "image": ("cci_core.cli.image_cmd", "image"),
     "run": ("cci_core.cli.run_cmd", "run"),
+    "shell": ("cci_core.cli.shell_cmds", "shell"),
+    "attach": ("cci_core.cli.shell_cmds", "attach"),
+    "tmux": ("cci_core.cli.tmux_cmd", "tmux"),
     "list": ("cci_core.cli.list_cmd", "list_"),
     "shutdown": ("cci_core.cli.stop_cmds", "shutdown"),
     "kill": ("cci_core.cli.stop_cmds", "kill"),
     "clean": ("cci_core.cli.clean_cmd", "clean"),
+    "doctor": ("cci_core.cli.doctor_cmd", "doctor"),
     **{name: ("cci_core.cli.planned", name) for name in (
-        "shell", "attach", "tmux", "doctor",
     )},
 }
 

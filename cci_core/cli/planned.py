@@ -25,9 +25,3 @@ def planned_command(name: str, summary: str) -> click.Command:
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
         add_help_option=False,
     )
-
-
-shell = planned_command("shell", "Start an AI coding session in a container")
-attach = planned_command("attach", "Attach to a running session")
-tmux = planned_command("tmux", "Talk to the tmux session inside a container")
-doctor = planned_command("doctor", "Check that this machine can run cci")

@@ -23,6 +23,22 @@ def manager_for(ctx: click.Context) -> SessionManager:
     return SessionManager(state.config, state.driver, state.plugins)
 
 
+def check_network_policy(ctx: click.Context) -> None:
+    """Refuse an unknown or misconfigured network mode before anything is launched.
+
+    Enforcement of the policies is not implemented yet: say so rather than pretend.
+    """
+    from cci_core.cli.state import warn
+
+    state = get_state(ctx)
+    network = state.config.network
+    policy = state.plugins.registries.network_policies.get(network.mode)
+    policy().validate(network)
+    if network.mode != "open":
+        warn(f"network policy {network.mode!r} is not enforced yet: the container can reach whatever "
+             "its Incus network allows")
+
+
 def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything: bool) -> list[ContainerInfo]:
     """The session containers named (or all of them), checked before anything is done.
 

@@ -58,6 +58,36 @@ class IncusContainer(Container):
             instance = self._instance.api.get().json()["metadata"]
         return str(instance["status"]).lower()
 
+    def wait_stopped(self, timeout: float = 60) -> bool:
+        """Wait for the ``instance-shutdown`` event: while systemd powers off, Incus's status flips
+        between running and stopped for a moment, so a status alone is not proof."""
+        import threading
+
+        from cci_builtin_plugins.incus.websocket import events_resource, on_stop, open_socket
+
+        stopped = threading.Event()
+        client = self._instance.client
+        with incus_errors(f"watching {self.name}"):
+            events = open_socket(client, events_resource(client, "lifecycle"), on_data=on_stop(self.name, stopped.set))
+        threading.Thread(target=events.run, daemon=True).start()
+        try:
+            if self._settled_stopped():
+                return True
+            return stopped.wait(timeout)
+        finally:
+            try:
+                events.close()
+            except Exception:  # already closed
+                pass
+
+    def _settled_stopped(self) -> bool:
+        """Stopped in both the instance's own view and the listing (they disagree while it stops)."""
+        if self.status() != "stopped":
+            return False
+        with incus_errors(f"listing {self.name}"):
+            listing = self._instance.client.api.instances.get(params={"recursion": 1}).json()["metadata"]
+        return any(item["name"] == self.name and item["status"] == "Stopped" for item in listing)
+
     def labels(self) -> Mapping[str, str]:
         return labels_of(self._instance.config)
 
@@ -181,6 +211,20 @@ class IncusContainer(Container):
                 stdout_handler=stdout, stderr_handler=stderr,
             )
         return ExecResult(result.exit_code, _text(result.stdout), _text(result.stderr))
+
+    def attach(
+        self,
+        argv: Sequence[str],
+        *,
+        user: int = 0,
+        group: int = 0,
+        environment: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> int:
+        from cci_builtin_plugins.incus.terminal import attach_terminal
+
+        return attach_terminal(self._instance, argv, user=user, group=group, environment=dict(environment or {}),
+                               cwd=cwd)
 
     def _patch(self, body: dict[str, Any], action: str) -> None:
         """PATCH merges the given config keys and devices into the instance."""

@@ -26,6 +26,9 @@ def cci_environ(isolated_env: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "CCI_INCUS_PROJECT": incus_env.PROJECT,
         "CCI_DEFAULTS_IMAGE": incus_env.IMAGE,
+        # the test bridge has NAT off, so nothing leaves the machine; "open" also keeps cci from
+        # warning that the other policies are not enforced yet
+        "CCI_NETWORK_MODE": "open",
     }
 
 
@@ -39,18 +42,30 @@ def config(tmp_path: Path) -> Config:
     return load_config(workspace, environ={}, overrides=overrides)
 
 
+_NAMED: set[str] = set()
+"""Names handed out by :func:`unique_name` during the current test."""
+
+
 @pytest.fixture
-def driver(config: Config) -> Iterator[IncusDriver]:
-    """The Incus driver on the test project; containers left in the project are deleted afterwards."""
+def driver(config: Config, tmp_path: Path) -> Iterator[IncusDriver]:
+    """The Incus driver on the test project.
+
+    Afterwards it deletes the containers this test made: those for a workspace under the
+    test's ``tmp_path`` and those named by :func:`unique_name`. Containers of other tests
+    (or of a concurrent test run) are left alone.
+    """
     driver = IncusDriver(config)
-    before = {info.name for info in driver.list_containers()}
+    _NAMED.clear()
     yield driver
+    owned_root = str(tmp_path.resolve())
     for info in driver.list_containers():
-        if info.name not in before:
+        workspace = info.labels.get("workspace", "")
+        if info.name in _NAMED or workspace == owned_root or workspace.startswith(owned_root + "/"):
             container = driver.get(info.name)
             if info.status != "stopped":
                 container.stop(force=True)
             container.delete()
+    _NAMED.clear()
 
 
 def run_cci(*args: str, env: dict[str, str], cwd: Path | None = None, user: str | None = None,
@@ -61,19 +76,30 @@ def run_cci(*args: str, env: dict[str, str], cwd: Path | None = None, user: str 
                           timeout=timeout, check=False)
 
 
-def wait_for_status(driver, name: str, status: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    """Wait until the backend's listing shows ``status`` for ``name`` (polls; fails after ``timeout`` s).
+def unique_name() -> str:
+    """A container name no other test (or concurrent test run) uses."""
+    from uuid import uuid4
 
-    The listing is what cci's commands see. While systemd powers a container off, Incus
-    may briefly report it stopped and then running again (PID 1 re-executes into
-    systemd-shutdown), so the status must hold for three polls in a row.
-    """
-    import time
+    name = f"t-{uuid4().hex[:8]}"
+    _NAMED.add(name)
+    return name
 
-    deadline, streak = time.monotonic() + timeout, 0
-    while streak < 3:
-        current = next(info.status for info in driver.list_containers() if info.name == name)
-        streak = streak + 1 if current == status else 0
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} did not become {status} within {timeout} s")
-        time.sleep(0.1)
+
+def assert_error(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
+    """cci failed with ``code`` and one ``cci:`` line on stderr containing every fragment, nothing on stdout."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cci: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def launched(driver: IncusDriver, cci_environ: dict[str, str]) -> str:
+    """The name of a running container made with 'cci container launch' (the driver fixture deletes it)."""
+    name = unique_name()
+    result = run_cci("container", "launch", incus_env.IMAGE, name, env=cci_environ)
+    assert result.returncode == 0, result.stderr
+    return name

@@ -18,7 +18,7 @@ from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import run_cci, wait_for_status
+from tests.integration.conftest import run_cci, unique_name
 
 pytestmark = pytest.mark.incus
 
@@ -163,7 +163,7 @@ def test_session_that_ends_unwatched_is_finished_by_the_next_command(
         container.exec(["sh", "-c", "sudo -u code sudo -n poweroff"])
     else:
         container.stop(force=True)
-    wait_for_status(driver, container.name, "stopped")
+    assert container.wait_stopped(60)
     recorder = SaveRecorder(driver)
     finished = manager(config, driver, ("recorder", recorder)).reconcile()
     assert finished == [container.name]
@@ -198,7 +198,7 @@ def test_shutdown_keeps_persistent_and_deletes_ephemeral(config: Config, driver:
 
 def test_kill_and_bulk_actions_never_touch_foreign_containers(config: Config, driver: IncusDriver,
                                                               cci_environ: dict[str, str]) -> None:
-    foreign = driver.create(ContainerSpec("not-a-cci-session", incus_env.IMAGE))
+    foreign = driver.create(ContainerSpec(unique_name(), incus_env.IMAGE))
     session, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
     refused = run_cci("kill", foreign.name, env=cci_environ)
     assert refused.returncode == 2 and "is not a cci session container" in refused.stderr
@@ -223,7 +223,7 @@ def test_clean_removes_orphans_and_stopped_sessions_only(config: Config, driver:
     kept, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
     kept.stop(force=True)
     manager(config, driver).finish(kept)  # a saved persistent container is not an orphan
-    foreign = driver.create(ContainerSpec("foreign-stopped", incus_env.IMAGE))
+    foreign = driver.create(ContainerSpec(unique_name(), incus_env.IMAGE))
     dry = run_cci("clean", "--dry-run", env=cci_environ)
     assert dry.returncode == 0
     assert sorted(dry.stdout.splitlines()) == sorted([

@@ -55,7 +55,7 @@ def test_help_lists_global_flags_core_and_plugin_commands() -> None:
         assert f"\n  {command} " in result.output
 
 
-@pytest.mark.parametrize("command", ["shell", "attach", "tmux", "doctor", "build"])
+@pytest.mark.parametrize("command", ["build"])
 def test_unimplemented_commands_say_so_and_fail(command: str) -> None:
     result = run(command, "--whatever", "x")
     assert result.exit_code == 6
@@ -253,3 +253,26 @@ def test_system_config_layer_is_read(isolated_env: Path, tmp_path: Path) -> None
     result = run("config", "show", "--format", "json", cwd=tmp_path)
     value = json.loads(result.output)["values"]["incus.project"]
     assert value == {"value": "from-etc", "source": "~/etc-cci-config.toml:2"}  # HOME is isolated_env
+
+
+def test_unknown_network_mode_is_refused_before_launch(tmp_path: Path) -> None:
+    result = run("--network", "wide-open", "run", "--", "true", cwd=tmp_path)
+    assert result.exit_code == 3
+    assert one_line(result.output) == (
+        "cci: network policy 'wide-open' is not available (plugin may not be installed); "
+        "available: allowlist, open, restricted"
+    )
+
+
+def test_allowlist_without_domains_is_refused_before_launch(tmp_path: Path) -> None:
+    result = run("--network", "allowlist", "run", "--", "true", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "allowlist mode needs at least one entry in allowed_domains" in result.output
+
+
+def test_unenforced_network_policy_is_announced(tmp_path: Path) -> None:
+    result = run("run", "--", "true", cwd=tmp_path, env={"CCI_INCUS_SOCKET": str(tmp_path / "no-socket")})
+    assert result.output.splitlines()[0] == (
+        "cci: warning: network policy 'restricted' is not enforced yet: the container can reach whatever "
+        "its Incus network allows")
+    assert result.exit_code == 4  # then it fails to reach Incus, before anything is created

@@ -1,0 +1,125 @@
+"""``cci shell`` and ``cci attach``: the interactive session in tmux, and what happens when you leave it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from cci_core.cli.options import LATEST_SESSION, GlobalOptions, with_global_options
+from cci_core.cli.sessions import check_network_policy, manager_for
+from cci_core.cli.signals import interruptible
+from cci_core.cli.state import get_state
+from cci_core.errors import CciError, NotImplementedYetError, UsageError
+
+if TYPE_CHECKING:
+    from cci_core.context import LaunchContext
+    from cci_core.driver import Container, ContainerInfo
+    from cci_core.session import SessionManager
+
+
+def _require_terminal(command: str) -> None:
+    if not click.get_text_stream("stdin").isatty():
+        raise UsageError(f"'cci {command}' needs a terminal", hint="for scripts and CI use 'cci run -- CMD'")
+
+
+@with_global_options
+@click.command()
+@click.pass_context
+def shell(ctx: click.Context, **flags: object) -> None:
+    """Start the AI tool in a container for the workspace, in tmux, and attach to it.
+
+    When the tool exits you are in bash. Ctrl+b d detaches (the container keeps
+    running: 'cci attach' returns to it); 'sudo poweroff' inside ends the session:
+    it is saved, and the container is deleted unless persistent.
+    """
+    from cci_core.session import LaunchRequest
+
+    state = get_state(ctx)
+    state.add_options(GlobalOptions.from_params(flags))
+    options = state.options
+    if options.resume or options.continue_:
+        raise NotImplementedYetError("resuming a saved session (--resume/--continue) is not implemented yet")
+    _require_terminal("shell")
+    check_network_policy(ctx)
+    manager = manager_for(ctx)
+    manager.reconcile()
+    with interruptible():
+        reused = manager.reuse(state.workspace, options.slot) if state.config.defaults.persistent else None
+        container, session = reused or manager.launch(LaunchRequest(state.workspace, slot=options.slot,
+                                                                    storage=options.storage))
+        tmux = _tmux(manager, container, session)
+        if not tmux.exists():
+            tool = session.tool
+            tmux.start(tool.command(session.session_id, resume=reused is not None) if tool else None)
+        _attach_and_settle(manager, container, session, tmux)
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.pass_context
+def attach(ctx: click.Context, name: str | None) -> None:
+    """Attach to a running session: NAME, or this workspace's (asks when it has several)."""
+    from cci_core.session import is_session
+
+    _require_terminal("attach")
+    manager = manager_for(ctx)
+    listing = manager.driver.list_containers()
+    finished = set(manager.reconcile(listing))
+    running = [info for info in listing
+               if is_session(info.labels) and info.status == "running" and info.name not in finished]
+    info = _pick(running, name, str(get_state(ctx).workspace.resolve()), listing)
+    container = manager.driver.get(info.name)
+    session = manager.context(info.name, info.labels)
+    with interruptible():
+        tmux = _tmux(manager, container, session)
+        if not tmux.exists():  # the user left bash with 'exit': give them a new shell
+            tmux.start()
+        _attach_and_settle(manager, container, session, tmux)
+
+
+def _pick(running: list[ContainerInfo], name: str | None, workspace: str,
+          listing: list[ContainerInfo]) -> ContainerInfo:
+    if name:
+        for info in running:
+            if info.name == name:
+                return info
+        if any(info.name == name for info in listing):
+            raise UsageError(f"{name} is not a running cci session", hint="see 'cci list'")
+        raise UsageError(f"no container named {name!r}", hint="see 'cci list'")
+    ours = [info for info in running if info.labels.get("workspace") == workspace]
+    if not ours:
+        raise UsageError("no running session for this workspace", hint="start one with 'cci shell'")
+    if len(ours) == 1:
+        return ours[0]
+    for number, info in enumerate(ours, start=1):
+        click.echo(f"{number}) {info.name} (slot {info.labels.get('slot', '?')}, {info.labels.get('mode')})")
+    choice = click.prompt("Attach to", type=click.IntRange(1, len(ours)), default=1)
+    return ours[choice - 1]
+
+
+def _tmux(manager: SessionManager, container: Container, session: LaunchContext):  # type: ignore[no-untyped-def]
+    from cci_core.tmux import TmuxSession
+
+    return TmuxSession(container, manager.config.incus.claude_uid, manager.user_environment(session))
+
+
+def _attach_and_settle(manager: SessionManager, container: Container, session: LaunchContext, tmux) -> None:  # type: ignore[no-untyped-def]
+    """Attach; afterwards, end the session if it was powered off, or save it on detach."""
+    from cci_core.context import SessionEvent
+
+    from cci_core.session import shutting_down
+
+    try:
+        tmux.attach()
+    except CciError:
+        if container.status() == "running" and not shutting_down(container):
+            raise  # a real failure; a powered-off container also breaks the attach, handled below
+    if shutting_down(container):
+        manager.finish(container)
+        kept = session.persistent
+        click.echo(f"session ended: saved{'; container kept' if kept else ', container deleted'}", err=True)
+        return
+    manager.plugins.hook.cci_session_save(ctx=session, container=container, event=SessionEvent.DETACH)
+    click.echo(f"detached from {container.name}: 'cci attach {container.name}' returns to it, "
+               f"'cci shutdown {container.name}' ends it", err=True)

@@ -1,0 +1,70 @@
+"""The tmux session inside a container: the tool runs in it, users attach to it, automation drives it.
+
+Every call runs as the container user, so it reaches the very tmux server the
+session runs in (its socket lives under /tmp/tmux-<uid>/), never root's.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+
+from cci_core.driver import Container, ExecResult
+from cci_core.errors import CciError
+
+SESSION = "cci"
+WORKDIR = "/workspace"
+
+
+class TmuxSession:
+    """The ``cci`` tmux session of one container, driven as ``uid``."""
+
+    def __init__(self, container: Container, uid: int, environment: Mapping[str, str]) -> None:
+        self.container = container
+        self.uid = uid
+        self.environment = dict(environment)
+
+    def _tmux(self, *args: str) -> ExecResult:
+        return self.container.exec(["tmux", *args], user=self.uid, group=self.uid, environment=self.environment,
+                                   cwd=WORKDIR)
+
+    def exists(self) -> bool:
+        """Whether the session is running."""
+        return self._tmux("has-session", "-t", SESSION).exit_code == 0
+
+    def start(self, command: Sequence[str] | None = None) -> None:
+        """Start the session: bash runs ``command`` (the tool), then stays as an interactive shell."""
+        script = f"{shlex.join(command)}; exec bash -l" if command else "exec bash -l"
+        result = self._tmux("new-session", "-d", "-s", SESSION, "-c", WORKDIR, "bash", "-lc", script)
+        if result.exit_code != 0:
+            raise CciError(f"could not start tmux in {self.container.name}: {result.stderr.strip()}",
+                           hint="the image needs tmux and bash")
+
+    def attach(self) -> int:
+        """Attach the user's terminal; returns when they detach (Ctrl+b d) or the session ends."""
+        return self.container.attach(["tmux", "attach-session", "-t", SESSION], user=self.uid, group=self.uid,
+                                     environment=self.environment, cwd=WORKDIR)
+
+    def send(self, text: str, *, enter: bool = True) -> None:
+        """Type ``text`` into the session (literally), then Enter."""
+        self._checked("send-keys", "-t", SESSION, "-l", "--", text)
+        if enter:
+            self._checked("send-keys", "-t", SESSION, "Enter")
+
+    def capture(self, *, history: int = 0) -> str:
+        """What the session's pane shows (plus ``history`` lines of scrollback)."""
+        start = ["-S", f"-{history}"] if history else []
+        return self._checked("capture-pane", "-p", "-t", SESSION, *start).stdout
+
+    def describe(self) -> str:
+        """tmux's one-line description of the session, or an empty string when there is none."""
+        result = self._tmux("list-sessions", "-F", "#{session_name}: #{session_windows} windows, "
+                            "created #{t:session_created}#{?session_attached, (attached),}")
+        return result.stdout.strip() if result.exit_code == 0 else ""
+
+    def _checked(self, *args: str) -> ExecResult:
+        result = self._tmux(*args)
+        if result.exit_code != 0:
+            problem = result.stderr.strip() or f"tmux {args[0]} failed"
+            raise CciError(f"{self.container.name}: {problem}", hint=f"start one with 'cci attach {self.container.name}'")
+        return result

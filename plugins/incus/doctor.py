@@ -1,0 +1,392 @@
+"""The Incus checks of ``cci doctor`` (hook ``cci_doctor_checks``).
+
+Each check is independent and never raises: a problem is a ``fail`` (or
+``warn``) :class:`~cci_core.doctor.Check` carrying the fix. One connection
+and one read of the default profile are shared by the checks. When Incus
+cannot be reached, the checks that need it are replaced by one ``warn`` line
+named ``skipped`` (the ``incus reachable`` line already fails the run).
+
+pylxd is imported only when connecting, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Collection, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cci_core import hookimpl
+from cci_core.doctor import FAIL, OK, Check, fail, guarded, ok, skipped, warn
+from cci_core.errors import CciError, NotFoundError
+from cci_builtin_plugins.incus.connection import connect, find_socket
+from cci_builtin_plugins.incus.errors import incus_errors
+from cci_builtin_plugins.incus.idmap import UserMap
+
+if TYPE_CHECKING:
+    import pylxd
+
+    from cci_core.config import Config, IncusConfig
+
+#: the driver name these checks are for: they run only when ``[defaults] driver`` is this
+DRIVER = "incus"
+SUBUID = Path("/etc/subuid")
+SUBGID = Path("/etc/subgid")
+
+#: storage drivers on which every launch copies the whole image instead of a cheap snapshot
+COPYING_DRIVERS = frozenset({"dir"})
+
+INSTALLED = "incus installed"
+GROUP = "incus group"
+REACHABLE = "incus reachable"
+PROJECT = "incus project"
+STORAGE = "storage"
+NETWORK = "network"
+IDMAPPED = "idmapped mounts"
+UID_MAPPING = "uid mapping"
+IMAGE = "image"
+
+#: the checks that need a connection, in the order they are printed
+NEED_CONNECTION = (PROJECT, STORAGE, NETWORK, IDMAPPED, IMAGE)
+
+INSTALL_FIX = ("install Incus (https://linuxcontainers.org/incus/docs/main/installing/) and start it "
+               "('sudo systemctl start incus')")
+RESTART_FIX = "then restart Incus ('sudo systemctl restart incus')"
+
+
+@hookimpl
+def cci_doctor_checks(config: Config) -> list[Check] | None:
+    """The Incus checks, when Incus is the configured driver."""
+    if config.defaults.driver != DRIVER:
+        return None
+    return incus_checks(config, os.environ)
+
+
+def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None = None, gid: int | None = None,
+                 subuid: Path = SUBUID, subgid: Path = SUBGID) -> list[Check]:
+    """Every Incus check, in order (``uid``, ``gid`` and the subid files are parameters for tests)."""
+    incus = config.incus
+    uid = os.getuid() if uid is None else uid
+    gid = os.getgid() if gid is None else gid
+    server = _Server(config, environ)
+
+    checks = [guarded(INSTALLED, installed_check, config, environ)]
+    local_socket_missing = checks[0].status == FAIL and not incus.url
+    if not local_socket_missing:
+        checks.append(guarded(GROUP, group_check, incus, environ, uid=uid))
+    reachable = guarded(REACHABLE, reachable_check, server)
+    checks.append(reachable)
+    if reachable.status != OK:
+        checks.append(guarded(UID_MAPPING, uid_mapping_check, incus, None, uid=uid, gid=gid,
+                              subuid=subuid, subgid=subgid))
+        names = ([GROUP] if local_socket_missing else []) + list(NEED_CONNECTION)
+        checks.append(skipped(names, "Incus is not reachable",
+                              f"resolve '{INSTALLED if local_socket_missing else REACHABLE}' first, then run "
+                              "'cci doctor' again"))
+        return checks
+    idmapped = guarded(IDMAPPED, idmapped_check, server)
+    checks += [
+        guarded(PROJECT, project_check, server),
+        guarded(STORAGE, storage_check, server),
+        guarded(NETWORK, network_check, server),
+        idmapped,
+        guarded(UID_MAPPING, uid_mapping_check, incus, idmapped.status == OK, uid=uid, gid=gid,
+                subuid=subuid, subgid=subgid),
+        guarded(IMAGE, image_check, server, config.defaults.image),
+    ]
+    return checks
+
+
+class _Server:
+    """The connection and the default profile, each made once and shared by the checks."""
+
+    def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
+        self.config = config
+        self.environ = environ
+
+    @cached_property
+    def client(self) -> pylxd.Client:
+        return connect(self.config.incus, self.environ)
+
+    @property
+    def project(self) -> str:
+        return self.config.incus.project
+
+    def read(self, action: str, *path: str) -> Any:
+        """GET ``/1.0/<path...>`` (each segment quoted) and return its metadata; errors become CciErrors."""
+        from urllib.parse import quote
+
+        node = self.client.api
+        for segment in path:
+            node = node[quote(segment, safe="")]
+        with incus_errors(action):
+            return node.get().json()["metadata"]
+
+    @cached_property
+    def profile(self) -> dict[str, Any]:
+        return self.read("reading the default profile", "profiles", "default")
+
+    @property
+    def devices(self) -> dict[str, dict[str, str]]:
+        return dict(self.profile.get("devices") or {})
+
+    def project_flag(self) -> str:
+        """`` --project X`` for fixes that are incus commands, when not the default project."""
+        return f" --project {self.project}" if self.project != "default" else ""
+
+
+# --- the checks ------------------------------------------------------------------------------------------------
+
+
+def installed_check(config: Config, environ: Mapping[str, str]) -> Check:
+    """Incus's unix socket exists, or a remote ``[incus] url`` is set."""
+    incus = config.incus
+    if incus.url:
+        return ok(INSTALLED, f"remote Incus at {incus.url} ([incus] url)")
+    socket = find_socket(incus.socket, environ)
+    setting, origin = _socket_setting(config, environ)
+    chosen = f" ({setting}, set by {origin})" if setting else ""
+    if not socket.exists():
+        if setting:
+            return fail(INSTALLED, f"no Incus socket at {socket}{chosen}",
+                        f"correct or unset {setting}; if Incus is not installed: {INSTALL_FIX}")
+        return fail(INSTALLED, f"no Incus socket at {socket}", f"{INSTALL_FIX}, or set [incus] socket")
+    if not stat.S_ISSOCK(socket.stat().st_mode):
+        return fail(INSTALLED, f"{socket} is not a socket{chosen}",
+                    f"set {setting or '[incus] socket'} to Incus's unix socket, e.g. /var/lib/incus/unix.socket")
+    return ok(INSTALLED, f"socket {socket}{chosen}")
+
+
+def _socket_setting(config: Config, environ: Mapping[str, str]) -> tuple[str, str] | tuple[None, None]:
+    """What chose the socket and where it was set: ``([incus] socket, <source>)``, ``INCUS_SOCKET``, or nothing."""
+    if config.incus.socket:
+        try:
+            return "[incus] socket", config.source_of("incus.socket")
+        except KeyError:
+            return "[incus] socket", "the config"
+    if environ.get("INCUS_SOCKET"):
+        return "INCUS_SOCKET", "the environment"
+    return None, None
+
+
+def group_check(incus: IncusConfig, environ: Mapping[str, str], *, uid: int) -> Check:
+    """This user may read and write the socket; if not, whether joining ``[incus] group`` (or logging in again) fixes it."""
+    if incus.url:
+        return ok(GROUP, "not needed for a remote Incus (client certificate)")
+    socket = find_socket(incus.socket, environ)
+    group = incus.group
+    if os.access(socket, os.R_OK | os.W_OK):
+        return ok(GROUP, access_reason(socket, uid, {*os.getgroups(), os.getgid()}))
+    if _listed_in_group(group, uid):
+        return fail(GROUP, f"no read/write access to {socket}: you were added to group {group}, but this login "
+                           "session started before that", f"log out and in again (or run 'newgrp {group}')")
+    return fail(GROUP, f"no read/write access to {socket}: you are not in group {group}",
+                f"sudo usermod -aG {group} $USER, then log out and in again")
+
+
+def access_reason(socket: Path, uid: int, groups: Collection[int]) -> str:
+    """Why an accessible socket is accessible: root, owner, one of ``groups`` (the user's gids), or open to all."""
+    info = socket.stat()
+    if uid == 0:
+        return f"running as root: {socket} is usable"
+    if info.st_uid == uid:
+        return f"you own {socket}"
+    if info.st_gid in groups:
+        return f"you are in group {_group_name(info.st_gid)}, which may use {socket}"
+    return f"{socket} is open to every user"
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _listed_in_group(group: str, uid: int) -> bool:
+    """Whether /etc/group lists this user in ``group`` (a membership this process may not have yet)."""
+    import grp
+    import pwd
+
+    try:
+        entry = grp.getgrnam(group)
+        user = pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return user.pw_name in entry.gr_mem or user.pw_gid == entry.gr_gid
+
+
+def reachable_check(server: _Server) -> Check:
+    """Connect and read the server's version; the client must be trusted."""
+    try:
+        info = server.client.host_info
+    except CciError as exc:
+        return fail(REACHABLE, exc.message, exc.hint or "check that Incus runs: 'sudo systemctl status incus'")
+    environment = info.get("environment") or {}
+    incus = server.config.incus
+    where = incus.url or str(find_socket(incus.socket, server.environ))
+    if info.get("auth") != "trusted":
+        return fail(REACHABLE, f"connected to {where}, but Incus does not trust this client "
+                               f"(auth: {info.get('auth')})",
+                    "on the server: 'incus config trust add-certificate <your [incus] client_cert>'")
+    return ok(REACHABLE, f"{environment.get('server', 'incus')} {environment.get('server_version', '?')} "
+                         f"(API {info.get('api_version', '?')}) on {where}")
+
+
+def project_check(server: _Server) -> Check:
+    """The configured project exists."""
+    try:
+        server.read(f"reading project {server.project}", "projects", server.project)
+    except NotFoundError:
+        return fail(PROJECT, f"project {server.project!r} does not exist",
+                    f"'incus project create {server.project}', or set [incus] project to an existing one")
+    return ok(PROJECT, server.project)
+
+
+def root_disk(devices: Mapping[str, Mapping[str, str]]) -> tuple[str, Mapping[str, str]] | None:
+    """The profile's root disk: ``(device name, device)`` of the disk mounted at ``/``, or None."""
+    for name, device in sorted(devices.items()):
+        if device.get("type") == "disk" and device.get("path") == "/":
+            return name, device
+    return None
+
+
+def pool_driver_check(pool: str, driver: str) -> Check:
+    """ok for a copy-on-write pool; ``warn`` for ``dir``, where every launch copies the whole image."""
+    if driver in COPYING_DRIVERS:
+        return warn(STORAGE, f"pool {pool} uses the {driver} driver: every launch copies the whole image "
+                             "(slow, and a full copy on disk per container)",
+                    "create a btrfs or zfs pool ('incus storage create cci btrfs') and move the default "
+                    "profile's root disk to it ('incus profile device set default root pool=cci')")
+    return ok(STORAGE, f"pool {pool} ({driver})")
+
+
+def storage_check(server: _Server) -> Check:
+    """The default profile has a root disk on an existing pool, and that pool is not ``dir``."""
+    found = root_disk(server.devices)
+    if found is None:
+        pools = _pool_names(server)
+        if pools:
+            fix = f"incus profile device add default root disk path=/ pool={pools[0]}{server.project_flag()}"
+        else:
+            fix = (f"incus storage create default btrfs, then incus profile device add default root disk path=/ "
+                   f"pool=default{server.project_flag()}")
+        return fail(STORAGE, "the default profile has no root disk, so containers cannot be created", fix)
+    device_name, device = found
+    pool = device.get("pool")
+    if not pool:
+        return fail(STORAGE, f"the default profile's root disk {device_name!r} names no pool",
+                    f"incus profile device set default {device_name} pool=<pool>{server.project_flag()} "
+                    "(see 'incus storage list')")
+    try:
+        info = server.read(f"reading storage pool {pool}", "storage-pools", pool)
+    except NotFoundError:
+        return fail(STORAGE, f"the default profile's root disk uses pool {pool!r}, which does not exist",
+                    f"'incus storage create {pool} btrfs', or point the root disk at an existing pool: "
+                    f"'incus profile device set default {device_name} pool=<pool>{server.project_flag()}'")
+    return pool_driver_check(pool, str(info.get("driver", "unknown")))
+
+
+def _pool_names(server: _Server) -> list[str]:
+    """Names of the storage pools (the API lists them as ``/1.0/storage-pools/<name>`` URLs)."""
+    return sorted(url.rstrip("/").rsplit("/", 1)[-1] for url in server.read("listing storage pools", "storage-pools"))
+
+
+def network_check(server: _Server) -> Check:
+    """The default profile has a nic, and each nic's network (or parent interface) exists."""
+    nics = {name: device for name, device in sorted(server.devices.items()) if device.get("type") == "nic"}
+    if not nics:
+        return fail(NETWORK, "the default profile has no network device: containers would have no network",
+                    "'incus network create incusbr0' if no bridge exists, then 'incus profile device add default "
+                    f"eth0 nic network=incusbr0 name=eth0{server.project_flag()}'")
+    found = []
+    for name, device in nics.items():
+        target = device.get("network") or device.get("parent")
+        if not target:
+            return fail(NETWORK, f"the default profile's nic {name!r} names no network or parent",
+                        f"incus profile device set default {name} network=<network>{server.project_flag()} "
+                        "(see 'incus network list')")
+        try:
+            info = server.read(f"reading network {target}", "networks", target)
+        except NotFoundError:
+            return fail(NETWORK, f"the default profile's nic {name!r} uses network {target!r}, which does not exist",
+                        f"'incus network create {target}', or point the nic at an existing network: "
+                        f"'incus profile device set default {name} network=<network>{server.project_flag()}'")
+        found.append(f"{name} on {target} ({info.get('type', 'unknown')})")
+    return ok(NETWORK, ", ".join(found))
+
+
+def idmapped_check(server: _Server) -> Check:
+    """The server's kernel supports idmapped mounts (``shift=true`` workspace disks)."""
+    environment = server.client.host_info.get("environment") or {}
+    features = environment.get("kernel_features") or {}
+    kernel = environment.get("kernel_version", "unknown")
+    if features.get("idmapped_mounts") == "true":
+        return ok(IDMAPPED, f"supported by the kernel ({kernel})")
+    return warn(IDMAPPED, f"not supported by the kernel ({kernel}): cci falls back to raw.idmap for the workspace",
+                "nothing needed if 'uid mapping' is ok; a newer kernel (6.x) would avoid raw.idmap")
+
+
+def delegated(path: Path, host_id: int, owners: Collection[str] = ("root", "0")) -> bool:
+    """Whether ``path`` (/etc/subuid or /etc/subgid) delegates ``host_id`` to root: a ``root:start:count`` covering it.
+
+    A missing file delegates nothing; malformed lines are ignored, as shadow-utils does.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return False
+    for line in text.splitlines():
+        fields = line.strip().split(":")
+        if len(fields) != 3 or fields[0] not in owners:
+            continue
+        try:
+            start, count = int(fields[1]), int(fields[2])
+        except ValueError:
+            continue
+        if start <= host_id < start + count:
+            return True
+    return False
+
+
+def uid_mapping_check(incus: IncusConfig, idmapped_mounts: bool | None, *, uid: int, gid: int,
+                      subuid: Path = SUBUID, subgid: Path = SUBGID) -> Check:
+    """When cci must map the user with ``raw.idmap``, root delegates their uid and gid in /etc/subuid and /etc/subgid.
+
+    ``idmapped_mounts`` is None when unknown (Incus unreachable): then only the uid decides.
+    """
+    user_map = UserMap(uid, gid, incus.claude_uid)
+    if not user_map.needs_raw_idmap(True if idmapped_mounts is None else idmapped_mounts):
+        if uid == 0:
+            return ok(UID_MAPPING, "running as root: workspace files keep their owners, no mapping needed")
+        return ok(UID_MAPPING, f"your uid {uid} is [incus] claude_uid: idmapped mounts keep file ownership")
+    if uid != incus.claude_uid:
+        reason = f"your uid {uid} is not [incus] claude_uid ({incus.claude_uid})"
+    else:
+        reason = "the kernel lacks idmapped mounts"
+    if incus.url:
+        return warn(UID_MAPPING, f"{reason}, so cci maps you with raw.idmap; the remote server's /etc/subuid "
+                                 "and /etc/subgid cannot be checked from here",
+                    f"on the server: {user_map.delegation_hint()}")
+    missing = [f"'root:{number}:1' to {path}" for number, path in ((uid, subuid), (gid, subgid))
+               if not delegated(path, number)]
+    if missing:
+        return fail(UID_MAPPING, f"{reason}, so cci maps you with raw.idmap, which Incus allows only for ids "
+                                 f"delegated to root in {subuid} and {subgid}; yours are not",
+                    f"add {' and '.join(missing)}, {RESTART_FIX}")
+    return ok(UID_MAPPING, f"{reason}: cci maps you with raw.idmap; root delegates uid {uid} in {subuid} "
+                           f"and gid {gid} in {subgid}")
+
+
+def image_check(server: _Server, alias: str) -> Check:
+    """The configured image alias (``[defaults] image``) exists."""
+    try:
+        target = server.read(f"looking up image {alias}", "images", "aliases", alias).get("target", "")
+    except NotFoundError:
+        return fail(IMAGE, f"image {alias!r} not found in project {server.project}",
+                    "build it with 'cci build', or choose another with --image or [defaults] image")
+    return ok(IMAGE, f"{alias} ({target[:12]})")

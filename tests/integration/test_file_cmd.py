@@ -1,0 +1,127 @@
+"""``cci file push`` and ``cci file pull`` on the real Incus, through the installed ``cci`` executable."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cci_core.driver import ContainerSpec
+from cci_builtin_plugins.incus.driver import IncusDriver
+from tests import incus_env
+from tests.integration.conftest import assert_error, run_cci, unique_name
+
+pytestmark = pytest.mark.incus
+
+BINARY = bytes(range(256))
+
+
+def cci_file(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return run_cci("file", *args, env=env)
+
+
+def in_container(name: str, script: str, env: dict[str, str]) -> str:
+    result = run_cci("container", "exec", name, "--", "sh", "-c", script, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def make_tree(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "a.txt").write_text("alpha\n")
+    (root / "sub" / "b.bin").write_bytes(BINARY)
+    return root
+
+
+def test_push_and_pull_files_keep_content_and_mode(launched: str, cci_environ: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o755)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(BINARY)
+    secret.chmod(0o600)
+
+    for args in ([str(script), f"{launched}:/tmp/run.sh"],
+                 [str(script), f"{launched}:/home/code/", "--uid", "1000", "--gid", "1000"],
+                 [str(secret), f"{launched}:/tmp/secret.bin"]):
+        result = cci_file("push", *args, env=cci_environ)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    stat = in_container(launched, "stat -c '%a %u %g %n' /tmp/run.sh /home/code/run.sh /tmp/secret.bin; /tmp/run.sh",
+                        cci_environ)
+    assert stat == "755 0 0 /tmp/run.sh\n755 1000 1000 /home/code/run.sh\n600 0 0 /tmp/secret.bin\nhi\n"
+
+    into = tmp_path / "out"
+    into.mkdir()
+    assert cci_file("pull", f"{launched}:/tmp/secret.bin", str(into), env=cci_environ).returncode == 0
+    assert (into / "secret.bin").read_bytes() == BINARY
+    copy = tmp_path / "new" / "deeper" / "copy.sh"
+    assert cci_file("pull", f"{launched}:/home/code/run.sh", str(copy), env=cci_environ).returncode == 0
+    assert copy.read_bytes() == script.read_bytes()
+
+
+def test_push_a_directory_recursively(launched: str, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    assert_error(cci_file("push", str(tree), f"{launched}:/tmp/tree", env=cci_environ), 2,
+                 f"{tree} is a directory", "use -r")
+
+    assert cci_file("push", "-r", str(tree), f"{launched}:/tmp/copy", env=cci_environ).returncode == 0
+    assert cci_file("push", "--recursive", str(tree), f"{launched}:/opt/", env=cci_environ).returncode == 0
+    listing = in_container(launched, "cd /tmp/copy && find . | sort && cat a.txt && cd /opt/tree && find . | sort",
+                           cci_environ)
+    found = ".\n./a.txt\n./empty\n./sub\n./sub/b.bin\n"
+    assert listing == found + "alpha\n" + found
+    pulled = tmp_path / "b.bin"
+    assert cci_file("pull", f"{launched}:/tmp/copy/sub/b.bin", str(pulled), env=cci_environ).returncode == 0
+    assert pulled.read_bytes() == BINARY
+
+
+@pytest.mark.xfail(strict=True, reason="IncusContainer.pull_tree copies nothing: pylxd's recursive_get reads "
+                                       "X-LXD-* headers, Incus sends X-Incus-* (fix in plugins/incus)")
+def test_pull_a_directory_recursively(driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    name = unique_name()
+    driver.create(ContainerSpec(name, incus_env.IMAGE))  # files can be copied while it is stopped
+    tree = make_tree(tmp_path / "tree")
+    assert cci_file("push", "-r", str(tree), f"{name}:/root/tree", env=cci_environ).returncode == 0
+
+    result = cci_file("pull", "-r", f"{name}:/root/tree", str(tmp_path / "copy"), env=cci_environ)
+    assert result.returncode == 0, result.stderr
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    result = cci_file("pull", "-r", f"{name}:/root/tree", f"{saved}/", env=cci_environ)
+    assert result.returncode == 0, result.stderr
+    for copy in (tmp_path / "copy", saved / "tree"):
+        assert sorted(str(path.relative_to(copy)) for path in copy.rglob("*")) == ["a.txt", "empty", "sub",
+                                                                                 "sub/b.bin"]
+        assert (copy / "a.txt").read_text() == "alpha\n"
+        assert (copy / "sub" / "b.bin").read_bytes() == BINARY
+
+
+def test_file_errors_are_one_line(driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    name = unique_name()
+    driver.create(ContainerSpec(name, incus_env.IMAGE))
+    local = tmp_path / "local.txt"
+    local.write_text("x")
+
+    for remote in ("no-colon", f"{name}/tmp/x", ":/tmp/x", "./dir:/tmp/x", "bad_name:/tmp/x"):
+        assert_error(cci_file("push", str(local), remote, env=cci_environ), 2, f"'{remote}' is not CONTAINER:PATH")
+        assert_error(cci_file("pull", remote, str(tmp_path), env=cci_environ), 2, f"'{remote}' is not CONTAINER:PATH")
+    assert_error(cci_file("push", str(local), f"{name}:tmp/x", env=cci_environ), 2, "absolute", "'tmp/x'")
+    assert_error(cci_file("pull", f"{name}:", str(tmp_path), env=cci_environ), 2, "absolute")
+
+    unknown = unique_name()
+    assert_error(cci_file("push", str(local), f"{unknown}:/tmp/x", env=cci_environ), 5,
+                 f"no container named '{unknown}'")
+    assert_error(cci_file("pull", f"{unknown}:/tmp/x", str(tmp_path), env=cci_environ), 5,
+                 f"no container named '{unknown}'")
+    assert_error(cci_file("pull", f"{name}:/no/such/file", str(tmp_path / "f"), env=cci_environ), 5, "/no/such/file")
+    assert not (tmp_path / "f").exists()
+    assert_error(cci_file("push", str(tmp_path / "missing"), f"{name}:/tmp/x", env=cci_environ), 5,
+                 f"{tmp_path / 'missing'} does not exist")
+    assert_error(cci_file("push", str(local), f"{name}:/no/such/dir/x", env=cci_environ), 5, "/no/such/dir/x")
+
+    (tmp_path / "hostname").mkdir()
+    assert_error(cci_file("pull", f"{name}:/etc/hostname", str(tmp_path), env=cci_environ), 2,
+                 f"{tmp_path / 'hostname'} is a directory")
