@@ -1,4 +1,4 @@
-"""Connect to Incus through pylxd: a local unix socket or a remote HTTPS endpoint, with actionable errors."""
+"""Where Incus listens (a local unix socket or a remote HTTPS endpoint) and actionable connection errors."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib import parse
 
 from cci_core.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
+    import ssl
+
     import pylxd
 
     from cci_core.config import IncusConfig
@@ -46,29 +49,87 @@ def check_socket(socket: Path, group: str) -> None:
         )
 
 
+class Endpoint(NamedTuple):
+    """Where Incus listens: a local unix ``socket``, or a remote ``url`` with a client certificate."""
+
+    socket: Path | None = None
+    url: str | None = None
+    cert: tuple[str, str] | None = None
+    server_cert: str | None = None
+
+    def __str__(self) -> str:
+        return self.url or str(self.socket)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS for a remote Incus: our client certificate, and the server's pinned one if configured."""
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.server_cert)
+        if self.cert:
+            context.load_cert_chain(*self.cert)
+        return context
+
+    @property
+    def websocket_url(self) -> str:
+        """The endpoint as a ws4py URL."""
+        if self.socket is not None:
+            return f"ws+unix://{self.socket}"
+        return "wss://" + parse.urlsplit(self.url or "").netloc
+
+    @property
+    def ssl_options(self) -> dict[str, Any] | None:
+        """TLS options for ws4py, verifying the server like :meth:`ssl_context` (ws4py skips that by default)."""
+        if self.url is None:
+            return None
+        import ssl
+
+        options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED,
+                                   "ca_certs": self.server_cert or ssl.get_default_verify_paths().cafile}
+        if self.cert:
+            options.update(certfile=self.cert[0], keyfile=self.cert[1])
+        return options
+
+    def connection_error(self, exc: OSError) -> BackendError:
+        """One actionable line for a failed connection."""
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            return BackendError(f"Incus is not running: connection refused on {self}", hint="is incusd running?")
+        if exc.errno == errno.EACCES:
+            return BackendError(f"permission denied on {self}", hint="is your user in the incus-admin group?")
+        return BackendError(f"cannot connect to Incus on {self}: {exc.strerror or exc}")
+
+
+def resolve_endpoint(incus: IncusConfig, environ: Mapping[str, str]) -> Endpoint:
+    """The endpoint ``[incus]`` names: the remote ``url`` if set, else the local socket (checked)."""
+    if incus.url:
+        files = _remote_files(incus)
+        return Endpoint(url=incus.url, cert=(files["client_cert"], files["client_key"]),
+                        server_cert=files.get("server_cert"))
+    socket = find_socket(incus.socket, environ)
+    check_socket(socket, incus.group)
+    return Endpoint(socket=socket)
+
+
 def connect(incus: IncusConfig, environ: Mapping[str, str]) -> pylxd.Client:
-    """A pylxd client for ``[incus]``: the remote ``url`` if set, else the local socket.
+    """A pylxd client on the same endpoint as cci's own client (for ``cci doctor`` and tests).
 
     pylxd (and requests) are imported here, never at module import.
     """
     import pylxd
     from pylxd.exceptions import ClientConnectionFailed, LXDAPIException
 
-    if incus.url:
-        endpoint, options = incus.url, _remote_options(incus)
-    else:
-        socket = find_socket(incus.socket, environ)
-        check_socket(socket, incus.group)
-        endpoint, options = str(socket), {}
+    endpoint = resolve_endpoint(incus, environ)
+    options: dict[str, Any] = {}
+    if endpoint.url:
+        options = {"cert": endpoint.cert, "verify": endpoint.server_cert or True}
     try:
-        return pylxd.Client(endpoint=endpoint, project=incus.project, **options)
+        return pylxd.Client(endpoint=str(endpoint), project=incus.project, **options)
     except ClientConnectionFailed as exc:
-        raise BackendError(_connection_message(endpoint, exc), hint="is incusd running?") from exc
+        raise BackendError(_connection_message(str(endpoint), exc), hint="is incusd running?") from exc
     except LXDAPIException as exc:
         raise BackendError(f"Incus refused the connection on {endpoint}: {exc}") from exc
 
 
-def _remote_options(incus: IncusConfig) -> dict[str, Any]:
+def _remote_files(incus: IncusConfig) -> dict[str, str]:
     if not (incus.client_cert and incus.client_key):
         raise ConfigError("a remote Incus needs client_cert and client_key", key="incus.url",
                           hint="generate a pair and add the certificate with 'incus config trust add-certificate'")
@@ -78,8 +139,7 @@ def _remote_options(incus: IncusConfig) -> dict[str, Any]:
     for key, path in files.items():
         if not path.is_file():
             raise ConfigError(f"{path} does not exist", key=f"incus.{key}")
-    verify = str(files["server_cert"]) if "server_cert" in files else True
-    return {"cert": (str(files["client_cert"]), str(files["client_key"])), "verify": verify}
+    return {key: str(path) for key, path in files.items()}
 
 
 def _connection_message(endpoint: str, exc: Exception) -> str:

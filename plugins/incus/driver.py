@@ -1,4 +1,4 @@
-"""The Incus implementation of :class:`cci_core.driver.Driver`, over the REST API with pylxd."""
+"""The Incus implementation of :class:`cci_core.driver.Driver`, over the REST API (see :mod:`.rest`)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,17 @@ from cci_core.driver import (
     ServerInfo,
 )
 from cci_core.errors import BackendError, NotFoundError
-from cci_builtin_plugins.incus.connection import connect
+from cci_builtin_plugins.incus.connection import connect, resolve_endpoint
 from cci_builtin_plugins.incus.container import IncusContainer, disk_device, labels_of
-from cci_builtin_plugins.incus.errors import incus_errors, is_conflict
+from cci_builtin_plugins.incus.errors import is_conflict
 from cci_builtin_plugins.incus.idmap import UserMap
+from cci_builtin_plugins.incus.rest import APIError, APINotFound, IncusAPI, quote
 
 if TYPE_CHECKING:
     import pylxd
+
+#: the shortest fingerprint prefix accepted in place of an alias (as short as `incus image list` shows)
+MIN_FINGERPRINT_PREFIX = 12
 
 
 class IncusDriver(Driver):
@@ -32,12 +36,22 @@ class IncusDriver(Driver):
     summary = "Incus system containers (local unix socket or remote HTTPS)"
 
     @cached_property
+    def api(self) -> IncusAPI:
+        """cci's REST client; the endpoint is resolved (and a local socket checked) on first use."""
+        return IncusAPI(resolve_endpoint(self.config.incus, os.environ), self.config.incus.project)
+
+    @cached_property
     def client(self) -> pylxd.Client:
-        """The pylxd client, connected on first use."""
+        """A pylxd client on the same endpoint, for callers that want pylxd's object model (tests)."""
         return connect(self.config.incus, os.environ)
 
+    @cached_property
+    def host_info(self) -> dict[str, Any]:
+        """``GET /1.0``: the server's environment and API extensions."""
+        return dict(self.api.get("/1.0", "connecting to Incus") or {})
+
     def server_info(self) -> ServerInfo:
-        info = self.client.host_info
+        info = self.host_info
         environment = info.get("environment", {})
         return ServerInfo(
             server=environment.get("server", "unknown"),
@@ -57,48 +71,48 @@ class IncusDriver(Driver):
 
     @cached_property
     def idmapped_mounts(self) -> bool:
-        """Whether the server's kernel supports idmapped mounts (``shift=true`` disks); no extra request."""
-        features = self.client.host_info.get("environment", {}).get("kernel_features") or {}
+        """Whether the server's kernel supports idmapped mounts (``shift=true`` disks)."""
+        features = self.host_info.get("environment", {}).get("kernel_features") or {}
         return features.get("idmapped_mounts") == "true"
 
-    def _container(self, instance: Any) -> IncusContainer:
-        return IncusContainer(instance, self.user_map, self.idmapped_mounts)
+    def _container(self, instance: dict[str, Any]) -> IncusContainer:
+        return IncusContainer(self.api, instance, self.user_map, self.idmapped_mounts)
 
     def create(self, spec: ContainerSpec) -> IncusContainer:
-        from pylxd.exceptions import LXDAPIException
-
         body = {
             "name": spec.name,
+            "type": "container",
             "source": {"type": "image", "alias": spec.image},
             "config": {**spec.config, **{LABEL_PREFIX + key: value for key, value in spec.labels.items()}},
             "devices": {mount.device: disk_device(mount) for mount in spec.mounts},
             "ephemeral": spec.ephemeral,
         }
         try:
-            self.client.instances.create(body, wait=True)
-        except LXDAPIException as exc:
+            self.api.call("POST", "/1.0/instances", f"creating {spec.name}", body)
+        except APIError as exc:
             if is_conflict(exc):
                 raise ContainerExistsError(f"container {spec.name} already exists") from exc
             if not self.image_exists(spec.image):
                 raise NotFoundError(f"image {spec.image!r} not found",
                                     hint="build it with 'cci build', or pick another with --image") from exc
-            raise BackendError(f"creating {spec.name}: {exc}", hint=_creation_hint(str(exc))) from exc
+            raise BackendError(str(exc), hint=_creation_hint(exc.detail)) from exc
         return self.get(spec.name)
 
     def get(self, name: str) -> IncusContainer:
         try:
-            with incus_errors(f"looking up {name}"):
-                return self._container(self.client.instances.get(name))
-        except NotFoundError:
+            return self._container(self.api.get(f"/1.0/instances/{quote(name)}", f"looking up {name}"))
+        except APINotFound:
             raise NotFoundError(f"no container named {name!r}", hint="see 'cci list'") from None
 
     def exists(self, name: str) -> bool:
-        with incus_errors(f"looking up {name}"):
-            return bool(self.client.instances.exists(name))
+        try:
+            self.api.get(f"/1.0/instances/{quote(name)}", f"looking up {name}")
+        except APINotFound:
+            return False
+        return True
 
     def list_containers(self) -> list[ContainerInfo]:
-        with incus_errors("listing containers"):
-            instances = self.client.api.instances.get(params={"recursion": 1}).json()["metadata"]
+        instances = self.api.get("/1.0/instances", "listing containers", recursion=1) or []
         return [
             ContainerInfo(
                 name=item["name"],
@@ -113,50 +127,52 @@ class IncusDriver(Driver):
         ]
 
     def list_images(self) -> list[ImageInfo]:
-        with incus_errors("listing images"):
-            images = self.client.api.images.get(params={"recursion": 1}).json()["metadata"]
+        images = self.api.get("/1.0/images", "listing images", recursion=1) or []
         return [_image_info(item) for item in images]
 
     def image_exists(self, alias: str) -> bool:
+        if not alias:
+            return False
         try:
-            with incus_errors(f"looking up image {alias}"):
-                self.client.api.images.aliases[alias].get()
-        except NotFoundError:
+            self.api.get(f"/1.0/images/aliases/{quote(alias)}", f"looking up image {alias}")
+        except APINotFound:
             return False
         return True
 
     def publish(self, container: str, alias: str, *, description: str = "") -> ImageInfo:
-        body = {"source": {"type": "instance", "name": container}, "properties": {"description": description}}
-        with incus_errors(f"publishing {container} as {alias}"):
-            response = self.client.api.images.post(json=body)
-            operation = self.client.operations.wait_for_operation(response.json()["operation"])
-            fingerprint = operation.metadata["fingerprint"]
-            aliases = self.client.api.images.aliases
-            if self.image_exists(alias):
-                aliases[alias].put(json={"target": fingerprint, "description": description})
-            else:
-                aliases.post(json={"name": alias, "target": fingerprint, "description": description})
-            return _image_info(self.client.api.images[fingerprint].get().json()["metadata"])
+        action = f"publishing {container} as {alias}"
+        body: dict[str, Any] = {"source": {"type": "instance", "name": container},
+                                "properties": {"description": description}}
+        moving = self.image_exists(alias)
+        if not moving:  # the new image gets its alias in the same operation
+            body["aliases"] = [{"name": alias, "description": description}]
+        operation = self.api.call("POST", "/1.0/images", action, body) or {}
+        fingerprint = (operation.get("metadata") or {})["fingerprint"]
+        if moving:  # one PUT moves the alias: it never points nowhere
+            self.api.call("PUT", f"/1.0/images/aliases/{quote(alias)}", action,
+                          {"target": fingerprint, "description": description})
+        return _image_info(self.api.get(f"/1.0/images/{fingerprint}", action))
 
     def delete_image(self, alias_or_fingerprint: str) -> None:
         fingerprint = self._resolve_image(alias_or_fingerprint)
-        with incus_errors(f"deleting image {alias_or_fingerprint}"):
-            response = self.client.api.images[fingerprint].delete()
-            operation = response.json().get("operation")
-            if operation:
-                self.client.operations.wait_for_operation(operation)
+        self.api.call("DELETE", f"/1.0/images/{fingerprint}", f"deleting image {alias_or_fingerprint}")
 
     def _resolve_image(self, alias_or_fingerprint: str) -> str:
-        """An alias first; otherwise a fingerprint or an unambiguous prefix of one."""
+        """An alias first; otherwise a full fingerprint or an unambiguous prefix of at least 12 hex digits."""
         images = self.list_images()
         for image in images:
-            if alias_or_fingerprint in image.aliases:
+            if alias_or_fingerprint and alias_or_fingerprint in image.aliases:
                 return image.fingerprint
-        matches = [image.fingerprint for image in images if image.fingerprint.startswith(alias_or_fingerprint)]
+        prefix = alias_or_fingerprint.lower()
+        matches = []
+        if len(prefix) >= MIN_FINGERPRINT_PREFIX and all(char in "0123456789abcdef" for char in prefix):
+            matches = [image.fingerprint for image in images if image.fingerprint.startswith(prefix)]
         if len(matches) == 1:
             return matches[0]
-        problem = "is ambiguous" if matches else "matches no image"
-        raise NotFoundError(f"image {alias_or_fingerprint!r} {problem}", hint="see 'cci image list --all'")
+        problem = "is ambiguous" if matches else "matches no image alias or fingerprint"
+        raise NotFoundError(f"image {alias_or_fingerprint!r} {problem}",
+                            hint=f"name an alias, or at least {MIN_FINGERPRINT_PREFIX} hex digits of a fingerprint "
+                                 "(see 'cci image list --all')")
 
 
 def _image_info(item: dict[str, Any]) -> ImageInfo:

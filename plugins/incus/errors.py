@@ -1,4 +1,4 @@
-"""Turn pylxd's exceptions into cci's one-line errors."""
+"""Incus error answers in cci's terms: pylxd exceptions as one-line errors (for pylxd callers), busy and conflict."""
 
 from __future__ import annotations
 

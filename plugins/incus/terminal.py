@@ -19,20 +19,20 @@ import tty
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib import parse
 
 from cci_core.errors import BackendError, UsageError
-from cci_builtin_plugins.incus.errors import incus_errors
-from cci_builtin_plugins.incus.websocket import events_resource, on_stop, open_socket
+from cci_builtin_plugins.incus.execute import ExecStart, exec_body
+from cci_builtin_plugins.incus.websocket import close_quietly, on_stop
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from pylxd.models import Instance
+    from cci_builtin_plugins.incus.rest import IncusAPI
 
 
 def attach_terminal(
-    instance: Instance,
+    api: IncusAPI,
+    instance: str,
     argv: Sequence[str],
     *,
     user: int,
@@ -45,23 +45,11 @@ def attach_terminal(
     if not os.isatty(stdin):
         raise UsageError("this needs a terminal (stdin is not a tty)")
     columns, lines = shutil.get_terminal_size()
-    body = {
-        "command": list(argv),
-        "environment": {"TERM": os.environ.get("TERM", "xterm-256color"), **environment},
-        "wait-for-websocket": True,
-        "interactive": True,
-        "user": user,
-        "group": group,
-        "cwd": cwd,
-        "width": columns,
-        "height": lines,
-    }
-    client = instance.client
-    with incus_errors(f"running {argv[0]} in {instance.name}"):
-        response = instance.api["exec"].post(json=body).json()
-    operation = response["operation"]
-    secrets = response["metadata"]["metadata"]["fds"]
-    path = parse.urlparse(client.api.operations[operation.split("/")[-1].split("?")[0]].websocket._api_endpoint).path
+    environment = {"TERM": os.environ.get("TERM", "xterm-256color"), **environment}
+    body = {**exec_body(argv, user=user, group=group, environment=environment, cwd=cwd, interactive=True),
+            "width": columns, "height": lines}
+    action = f"running {argv[0]} in {instance}"
+    started = ExecStart(api, instance, body, action)
 
     wake_read, wake_write = os.pipe()
 
@@ -71,16 +59,16 @@ def attach_terminal(
         except OSError:
             pass
 
-    data = open_socket(client, f"{path}?secret={secrets['0']}", on_data=lambda chunk: os.write(stdout, chunk),
-                   on_close=wake)
-    control = open_socket(client, f"{path}?secret={secrets['control']}")
+    data = api.websocket(started.resource("0"), on_data=lambda chunk: os.write(stdout, chunk), on_close=wake)
+    control = api.websocket(started.resource("control"))
     threading.Thread(target=data.run, daemon=True).start()
     # the exec operation ends when the command does, also when the container dies under it
     # (then Incus may never close the websocket): wait on it too
     outcome: dict[str, Any] = {}
-    threading.Thread(target=_wait_for_operation, args=(client, operation, outcome, wake), daemon=True).start()
+    threading.Thread(target=_wait_for_operation, args=(api, started.operation, action, outcome, wake),
+                     daemon=True).start()
     # and when the container stops under it (poweroff inside), Incus may keep both open: watch its lifecycle
-    events = open_socket(client, events_resource(client, "lifecycle"), on_data=on_stop(instance.name, wake))
+    events = api.websocket(api.events_resource("lifecycle"), on_data=on_stop(instance, wake))
     threading.Thread(target=events.run, daemon=True).start()
 
     def resize(*_: object) -> None:
@@ -101,23 +89,20 @@ def attach_terminal(
     finally:
         signal.signal(signal.SIGWINCH, previous)
         for socket in (data, control, events):
-            try:
-                socket.close()
-            except Exception:  # already closed by the server
-                pass
+            close_quietly(socket)
         os.close(wake_read)
         os.close(wake_write)
     finished = outcome.get("done")
     if finished is None:  # the user's terminal closed first: the command may still run
         return 0
     if isinstance(finished, Exception):
-        raise BackendError(f"{argv[0]} in {instance.name}: {finished}")
-    return int((finished.metadata or {}).get("return", 0))
+        raise BackendError(f"{argv[0]} in {instance}: {finished}")
+    return int((finished.get("metadata") or {}).get("return", 0))
 
 
-def _wait_for_operation(client: Any, operation: str, outcome: dict[str, Any], wake: Any) -> None:
+def _wait_for_operation(api: IncusAPI, operation: str, action: str, outcome: dict[str, Any], wake: Any) -> None:
     try:
-        outcome["done"] = client.operations.wait_for_operation(operation)
+        outcome["done"] = api.wait(operation, action)
     except Exception as exc:  # reported by the caller
         outcome["done"] = exc
     wake()

@@ -1,23 +1,22 @@
-"""Websockets to Incus (ws4py, which pylxd brings): exec streams and the events feed."""
+"""Websockets to Incus with ws4py (which pylxd brings): exec streams and the events feed."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib import parse
 
-
-def events_resource(client: Any, kind: str) -> str:
-    """The events endpoint for one kind of event (``lifecycle``, ``operation``) in the client's project."""
-    query = {"type": kind}
-    if client.project:
-        query["project"] = client.project
-    return f"/1.0/events?{parse.urlencode(query)}"
+if TYPE_CHECKING:
+    from cci_builtin_plugins.incus.connection import Endpoint
 
 
-def open_socket(client: Any, resource: str, *, on_data: Callable[[bytes], Any] | None = None,
+def open_socket(endpoint: Endpoint, resource: str, *, on_data: Callable[[bytes], Any] | None = None,
                 on_close: Callable[[], Any] | None = None) -> Any:
-    """A connected ws4py client for ``resource`` on the Incus endpoint (unix socket or HTTPS)."""
+    """A connected ws4py client for ``resource``; run its ``run`` method in a thread to receive.
+
+    ``on_data`` gets each non-empty message; ``on_close`` is called when the
+    stream ends (Incus sends an empty message, or closes the socket).
+    """
     from ws4py.client import WebSocketBaseClient
 
     class Socket(WebSocketBaseClient):  # type: ignore[misc]
@@ -32,10 +31,18 @@ def open_socket(client: Any, resource: str, *, on_data: Callable[[bytes], Any] |
             if on_close:
                 on_close()
 
-    socket = Socket(client.websocket_url, ssl_options=client.ssl_options, exclude_headers=["origin"])
+    socket = Socket(endpoint.websocket_url, ssl_options=endpoint.ssl_options, exclude_headers=["origin"])
     socket.resource = resource
     socket.connect()
     return socket
+
+
+def close_quietly(socket: Any) -> None:
+    """Close a websocket that the server may have closed already."""
+    try:
+        socket.close()
+    except (OSError, ValueError, RuntimeError):
+        pass
 
 
 #: lifecycle actions after which an instance no longer runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -78,12 +79,13 @@ def test_push_a_directory_recursively(launched: str, cci_environ: dict[str, str]
     assert pulled.read_bytes() == BINARY
 
 
-@pytest.mark.xfail(strict=True, reason="IncusContainer.pull_tree copies nothing: pylxd's recursive_get reads "
-                                       "X-LXD-* headers, Incus sends X-Incus-* (fix in plugins/incus)")
 def test_pull_a_directory_recursively(driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
     name = unique_name()
     driver.create(ContainerSpec(name, incus_env.IMAGE))  # files can be copied while it is stopped
     tree = make_tree(tmp_path / "tree")
+    (tree / "run.sh").write_text("#!/bin/sh\n")
+    (tree / "run.sh").chmod(0o750)
+    (tree / "link").symlink_to("a.txt")
     assert cci_file("push", "-r", str(tree), f"{name}:/root/tree", env=cci_environ).returncode == 0
 
     result = cci_file("pull", "-r", f"{name}:/root/tree", str(tmp_path / "copy"), env=cci_environ)
@@ -93,10 +95,21 @@ def test_pull_a_directory_recursively(driver: IncusDriver, cci_environ: dict[str
     result = cci_file("pull", "-r", f"{name}:/root/tree", f"{saved}/", env=cci_environ)
     assert result.returncode == 0, result.stderr
     for copy in (tmp_path / "copy", saved / "tree"):
-        assert sorted(str(path.relative_to(copy)) for path in copy.rglob("*")) == ["a.txt", "empty", "sub",
-                                                                                 "sub/b.bin"]
+        assert sorted(str(path.relative_to(copy)) for path in copy.rglob("*")) == ["a.txt", "empty", "link",
+                                                                                 "run.sh", "sub", "sub/b.bin"]
         assert (copy / "a.txt").read_text() == "alpha\n"
+        assert (copy / "run.sh").stat().st_mode & 0o777 == 0o750  # modes survive both ways (umask 022)
+        assert os.readlink(copy / "link") == "a.txt"
         assert (copy / "sub" / "b.bin").read_bytes() == BINARY
+
+    # a single file behind a symlink (Debian's /etc/os-release) is pulled as its content
+    result = cci_file("pull", f"{name}:/etc/os-release", str(tmp_path / "os-release"), env=cci_environ)
+    assert result.returncode == 0, result.stderr
+    assert "ID=debian" in (tmp_path / "os-release").read_text()
+    # and a directory without -r is refused, writing nothing
+    assert_error(cci_file("pull", f"{name}:/root/tree", str(tmp_path / "nothing"), env=cci_environ), 2,
+                 "is a directory", "-r")
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_file_errors_are_one_line(driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:

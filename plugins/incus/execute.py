@@ -1,0 +1,117 @@
+"""Run a command in an Incus instance: the exec API, its websockets, and the command's exit code.
+
+Incus starts the command once every websocket of the exec operation is
+connected: stdin (closed at once, so the command reads end-of-file), stdout,
+stderr and control. Output arrives in binary messages; an empty message or a
+close ends each stream. The operation's ``return`` is the exit code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib import parse
+
+from cci_core.driver import ExecResult, OutputHandler
+from cci_builtin_plugins.incus.rest import APIError, IncusAPI, quote
+from cci_builtin_plugins.incus.websocket import close_quietly
+
+#: how long an exec keeps being retried while the container's init cannot fork commands yet
+NOT_READY_TIMEOUT = 30.0
+#: how long output may trail behind the end of the command
+DRAIN_TIMEOUT = 10.0
+
+
+class ExecStart:
+    """A started exec operation: its URL and the secret of each websocket."""
+
+    def __init__(self, api: IncusAPI, instance: str, body: Mapping[str, Any], action: str) -> None:
+        answer = api.start("POST", f"/1.0/instances/{quote(instance)}/exec", action, dict(body))
+        self.operation: str = answer["operation"]
+        self.secrets: dict[str, str] = answer["metadata"]["metadata"]["fds"]
+        self._path = parse.urlsplit(self.operation).path.rstrip("/") + "/websocket"
+
+    def resource(self, fd: str) -> str:
+        """The websocket resource of one stream (``"0"``, ``"1"``, ``"2"`` or ``"control"``)."""
+        return f"{self._path}?secret={parse.quote(self.secrets[fd])}"
+
+
+def exec_body(argv: Sequence[str], *, user: int, group: int, environment: Mapping[str, str],
+              cwd: str | None, interactive: bool) -> dict[str, Any]:
+    """The exec request for ``argv`` run as ``user``:``group`` with exactly ``environment``."""
+    body: dict[str, Any] = {
+        "command": list(argv),
+        "environment": dict(environment),
+        "wait-for-websocket": True,
+        "interactive": interactive,
+        "user": user,
+        "group": group,
+    }
+    if cwd:
+        body["cwd"] = cwd
+    return body
+
+
+def run_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: int = 0, group: int = 0,
+                environment: Mapping[str, str] | None = None, cwd: str | None = None,
+                stdout: OutputHandler | None = None, stderr: OutputHandler | None = None) -> ExecResult:
+    """Run ``argv`` without a terminal, streaming its output to the handlers; its output and exit code."""
+    action = f"running {argv[0] if argv else '?'} in {instance}"
+    body = exec_body(argv, user=user, group=group, environment=environment or {}, cwd=cwd, interactive=False)
+    deadline = time.monotonic() + NOT_READY_TIMEOUT
+    pause = 0.02
+    while True:
+        try:
+            return _run_once(api, instance, body, action, stdout, stderr)
+        except APIError as exc:
+            # right after a start, the container's init may not be able to fork commands yet; Incus
+            # offers no event for "ready", so retry with a growing pause until the deadline
+            if "Failed to retrieve PID of executing child process" not in exc.detail \
+                    or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
+def _run_once(api: IncusAPI, instance: str, body: Mapping[str, Any], action: str,
+              stdout: OutputHandler | None, stderr: OutputHandler | None) -> ExecResult:
+    started = ExecStart(api, instance, body, action)
+    streams = {"1": _Stream(stdout), "2": _Stream(stderr)}
+    sockets = []
+    try:
+        for fd, stream in streams.items():
+            socket = api.websocket(started.resource(fd), on_data=stream.write, on_close=stream.done.set)
+            sockets.append(socket)
+            threading.Thread(target=socket.run, daemon=True, name=f"exec-{fd}").start()
+        sockets.append(api.websocket(started.resource("control")))
+        stdin = api.websocket(started.resource("0"))
+        sockets.append(stdin)
+        close_quietly(stdin)  # no input: the command reads end-of-file
+        outcome = api.wait(started.operation, action)
+        for stream in streams.values():
+            stream.done.wait(DRAIN_TIMEOUT)
+    finally:
+        for socket in sockets:
+            close_quietly(socket)
+    code = int((outcome.get("metadata") or {}).get("return", -1))
+    return ExecResult(code, streams["1"].text(), streams["2"].text())
+
+
+class _Stream:
+    """One output stream: passed on to its handler as it arrives, or else kept."""
+
+    def __init__(self, handler: OutputHandler | None) -> None:
+        self.handler = handler
+        self.chunks: list[bytes] = []
+        self.done = threading.Event()
+
+    def write(self, chunk: bytes) -> None:
+        if self.handler is None:
+            self.chunks.append(chunk)
+        else:
+            self.handler(chunk)
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", errors="replace")

@@ -1,0 +1,188 @@
+"""A small client for the Incus REST API over the standard library.
+
+cci's own requests go through this client rather than pylxd: importing pylxd
+(with requests and urllib3) takes about 330 ms, longer than a whole
+``incus list``. Here a request is one ``http.client`` round trip on the local
+unix socket, or on HTTPS with a client certificate for a remote Incus.
+Websockets (exec streams, the events feed) use ws4py, imported when needed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Mapping
+from email.message import Message
+from typing import Any, NamedTuple
+from urllib import parse
+
+from cci_core.errors import BackendError, NotFoundError
+from cci_builtin_plugins.incus.connection import Endpoint
+
+
+class Response(NamedTuple):
+    """One HTTP response: status, headers and raw body."""
+
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        """The decoded JSON body (Incus answers every API request with JSON, except file contents)."""
+        return json.loads(self.body or b"{}")
+
+
+class APIError(BackendError):
+    """Incus answered a request with an error; ``status`` is the HTTP status."""
+
+    def __init__(self, action: str, status: int, detail: str) -> None:
+        super().__init__(f"{action}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class APINotFound(APIError, NotFoundError):
+    """Incus answered 404: the instance, image, alias or file does not exist."""
+
+    exit_code = NotFoundError.exit_code
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None = None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.timeout is not None:
+            sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+class IncusAPI:
+    """Requests to one Incus endpoint, scoped to one project; a kept-alive connection per thread."""
+
+    def __init__(self, endpoint: Endpoint, project: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.project = project if project and project != "default" else None
+        self._local = threading.local()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+        return connection
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.endpoint.socket is not None:
+            return _UnixConnection(str(self.endpoint.socket))
+        url = parse.urlsplit(self.endpoint.url or "")
+        return http.client.HTTPSConnection(url.hostname or "", url.port or 8443, context=self.endpoint.ssl_context())
+
+    def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
+        """``path`` with ``params`` and the project as its query string."""
+        query = {key: value for key, value in (params or {}).items() if value is not None}
+        if self.project and "project" not in query:
+            query["project"] = self.project
+        return f"{path}?{parse.urlencode(query)}" if query else path
+
+    def raw(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
+            data: bytes | None = None, headers: Mapping[str, str] | None = None) -> Response:
+        """Send one request and return whatever Incus answers; only a broken connection raises."""
+        payload = json.dumps(body).encode() if body is not None else data
+        request_headers = dict(headers or {})
+        if body is not None:
+            request_headers.setdefault("Content-Type", "application/json")
+        target = self.url(path, params)
+        for attempt in (1, 2):
+            connection = self._connection()
+            try:
+                connection.request(method, target, body=payload, headers=request_headers)
+                reply = connection.getresponse()
+                return Response(reply.status, reply.headers, reply.read())
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                connection.close()  # the server closed a kept-alive connection: reconnect once
+                self._local.connection = None
+                if attempt == 2:
+                    raise BackendError(f"lost the connection to Incus on {self.endpoint}: {exc}") from exc
+            except OSError as exc:
+                connection.close()
+                self._local.connection = None
+                raise self.endpoint.connection_error(exc) from exc
+        raise AssertionError("unreachable")
+
+    def request(self, method: str, path: str, action: str, **kwargs: Any) -> Response:
+        """Like :meth:`raw`, but an error answer raises :class:`APIError` (:class:`APINotFound` for 404)."""
+        response = self.raw(method, path, **kwargs)
+        if response.status >= 400:
+            raise _error(action, response)
+        return response
+
+    def get(self, path: str, action: str, **params: Any) -> Any:
+        """The ``metadata`` of a GET."""
+        return self.request("GET", path, action, params=params).json().get("metadata")
+
+    def call(self, method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
+        """Make a request and, if it started a background operation, wait for it; return the metadata."""
+        answer = self.request(method, path, action, body=body, **kwargs).json()
+        if answer.get("type") == "async":
+            return self.wait(answer["operation"], action)
+        return answer.get("metadata")
+
+    def start(self, method: str, path: str, action: str, body: Any = None) -> dict[str, Any]:
+        """Start a background operation and return the whole answer (operation URL and metadata)."""
+        return dict(self.request(method, path, action, body=body).json())
+
+    def wait(self, operation: str, action: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for an operation (on Incus's ``/wait`` endpoint) and return its metadata; its failure raises."""
+        path = parse.urlsplit(operation).path.rstrip("/") + "/wait"
+        params = {"timeout": -1 if timeout is None else int(timeout)}
+        answer = self.request("GET", path, action, params=params).json()
+        if answer.get("type") == "error":  # a failed operation: HTTP 200 with an error document
+            raise APIError(action, int(answer.get("error_code") or 500), str(answer.get("error") or "failed"))
+        metadata = answer.get("metadata") or {}
+        if str(metadata.get("status", "")).lower() == "failure":
+            raise APIError(action, 500, str(metadata.get("err") or "the operation failed"))
+        return dict(metadata)
+
+    # -- websockets ---------------------------------------------------------------------------
+
+    def websocket(self, resource: str, **handlers: Any) -> Any:
+        """A connected ws4py client for ``resource`` (see :func:`websocket.open_socket`)."""
+        from ws4py.exc import HandshakeError
+
+        from cci_builtin_plugins.incus.websocket import open_socket
+
+        try:
+            return open_socket(self.endpoint, resource, **handlers)
+        except HandshakeError as exc:
+            raise BackendError(f"Incus refused a websocket for {resource.split('?')[0]}: {exc}") from exc
+        except OSError as exc:
+            raise self.endpoint.connection_error(exc) from exc
+
+    def events_resource(self, kind: str) -> str:
+        """The events endpoint for one kind of event (``lifecycle``, ``operation``) in our project."""
+        return self.url("/1.0/events", {"type": kind})
+
+
+def quote(name: str) -> str:
+    """A name as one URL path segment."""
+    return parse.quote(name, safe="")
+
+
+def _error(action: str, response: Response) -> APIError:
+    try:
+        detail = str(response.json().get("error") or "").strip()
+    except ValueError:
+        detail = response.body.decode(errors="replace").strip()
+    detail = detail.splitlines()[0] if detail else f"HTTP {response.status}"
+    kind = APINotFound if response.status == 404 else APIError
+    return kind(action, response.status, detail)
+
+

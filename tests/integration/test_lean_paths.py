@@ -1,0 +1,26 @@
+"""The everyday container paths talk to Incus without pylxd and requests (about 330 ms to import)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_fast_paths import HEAVY
+
+pytestmark = pytest.mark.incus
+
+
+@pytest.mark.parametrize("args", [["list"], ["run", "--", "true"]])
+def test_container_paths_import_nothing_heavy(args: list[str], cci_environ: dict[str, str], tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "cci_core", "--workspace", str(workspace),
+                             *args], env=cci_environ, capture_output=True, text=True, check=False, cwd=workspace,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "cci_builtin_plugins.incus.rest" in imported
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))

@@ -1,0 +1,129 @@
+"""The stdlib Incus REST client against a scripted HTTP server on a unix socket."""
+
+from __future__ import annotations
+
+import json
+import socketserver
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cci_core.config import load_config
+from cci_core.errors import BackendError, NotFoundError
+from cci_builtin_plugins.incus.connection import Endpoint
+from cci_builtin_plugins.incus.driver import IncusDriver
+from cci_builtin_plugins.incus.rest import APIError, IncusAPI, quote
+
+Route = tuple[int, dict[str, Any]]
+
+
+class FakeIncus(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Answers each (method, path) from ``routes``; records every request line."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str) -> None:
+        self.routes: dict[tuple[str, str], Route] = {}
+        self.requests: list[tuple[str, str, Any]] = []
+        super().__init__(path, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FakeIncus
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        self.server.requests.append((self.command, self.path, body))
+        status, document = self.server.routes.get((self.command, self.path.split("?")[0]),
+                                                  (404, {"type": "error", "error_code": 404, "error": "not found"}))
+        data = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[FakeIncus]:
+    fake = FakeIncus(str(tmp_path / "incus.socket"))
+    thread = threading.Thread(target=fake.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield fake
+    fake.shutdown()
+    fake.server_close()
+
+
+def api_for(server: FakeIncus, project: str | None = "proj") -> IncusAPI:
+    return IncusAPI(Endpoint(socket=Path(server.server_address)), project)  # type: ignore[arg-type]
+
+
+def sync(metadata: Any) -> Route:
+    return 200, {"type": "sync", "metadata": metadata}
+
+
+def test_every_request_names_the_project_and_names_are_quoted(server: FakeIncus) -> None:
+    server.routes[("GET", "/1.0/instances/a%2Fb")] = sync({"name": "a/b"})
+    assert api_for(server).get(f"/1.0/instances/{quote('a/b')}", "reading", recursion=1) == {"name": "a/b"}
+    assert server.requests[-1][1] == "/1.0/instances/a%2Fb?recursion=1&project=proj"
+    api_for(server, project="default").get(f"/1.0/instances/{quote('a/b')}", "reading")
+    assert server.requests[-1][1] == "/1.0/instances/a%2Fb"
+
+
+def test_a_404_is_a_not_found_error_with_the_action_and_incus_message(server: FakeIncus) -> None:
+    with pytest.raises(NotFoundError) as raised:
+        api_for(server).get("/1.0/instances/missing", "looking up missing")
+    assert str(raised.value) == "looking up missing: not found"
+    assert raised.value.exit_code == 5
+
+
+def test_a_failed_operation_raises_with_its_error(server: FakeIncus) -> None:
+    server.routes[("POST", "/1.0/instances")] = (202, {"type": "async", "operation": "/1.0/operations/op1"})
+    server.routes[("GET", "/1.0/operations/op1/wait")] = (
+        200, {"type": "error", "error_code": 500, "error": "Image not provided for instance creation"})
+    with pytest.raises(APIError) as raised:
+        api_for(server).call("POST", "/1.0/instances", "creating c1", {"name": "c1"})
+    assert str(raised.value) == "creating c1: Image not provided for instance creation"
+    assert raised.value.exit_code == BackendError.exit_code
+    assert server.requests[-1][:2] == ("GET", "/1.0/operations/op1/wait?timeout=-1&project=proj")
+
+
+def test_an_async_call_returns_the_finished_operation(server: FakeIncus) -> None:
+    server.routes[("DELETE", "/1.0/images/abc")] = (202, {"type": "async", "operation": "/1.0/operations/op2"})
+    server.routes[("GET", "/1.0/operations/op2/wait")] = sync({"status": "Success", "metadata": {"ok": 1}})
+    assert api_for(server).call("DELETE", "/1.0/images/abc", "deleting")["metadata"] == {"ok": 1}
+
+
+def test_a_stopped_daemon_is_one_actionable_line(tmp_path: Path) -> None:
+    api = IncusAPI(Endpoint(socket=tmp_path / "nothing-listens"), None)
+    with pytest.raises(BackendError, match="Incus is not running: connection refused on .*nothing-listens"):
+        api.get("/1.0", "connecting")
+
+
+def test_images_are_named_by_alias_or_a_long_enough_fingerprint_prefix(server: FakeIncus, tmp_path: Path) -> None:
+    images = [{"fingerprint": "abcdef0123456789" + "0" * 48, "aliases": [{"name": "cci"}]},
+              {"fingerprint": "abcdef0123459999" + "0" * 48, "aliases": []}]
+    server.routes[("GET", "/1.0/images")] = sync(images)
+    driver = IncusDriver(load_config(tmp_path, environ={}))
+    driver.__dict__["api"] = api_for(server)
+    assert driver._resolve_image("cci") == images[0]["fingerprint"]
+    assert driver._resolve_image("ABCDEF012345678") == images[0]["fingerprint"]
+    for too_vague in ("", "abc", "abcdef0123"):
+        with pytest.raises(NotFoundError, match="matches no image"):
+            driver._resolve_image(too_vague)
+    with pytest.raises(NotFoundError, match="is ambiguous"):
+        driver._resolve_image("abcdef012345")
