@@ -217,12 +217,12 @@ def exec_(ctx: click.Context, name: str, command: tuple[str, ...], user: int | N
         result = run()
         click.echo(json.dumps({"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}))
         ctx.exit(result.exit_code)
-    from cci_core.cli.run_cmd import _writer
+    from cci_core.cli.streams import binary_writer
 
     chunks: list[bytes] = []
-    result = run(stdout=chunks.append if capture else _writer(sys.stdout), stderr=_writer(sys.stderr))
+    result = run(stdout=chunks.append if capture else binary_writer(sys.stdout), stderr=binary_writer(sys.stderr))
     if capture:  # raw: stdout exactly as the command wrote it
-        _writer(sys.stdout)(b"".join(chunks))  # type: ignore[operator]
+        binary_writer(sys.stdout)(b"".join(chunks))  # type: ignore[operator]
     ctx.exit(result.exit_code)
 
 

@@ -9,21 +9,9 @@ import click
 from cci_core.cli.options import GlobalOptions, with_global_options
 from cci_core.cli.sessions import check_network_policy
 from cci_core.cli.signals import interruptible
+from cci_core.cli.streams import binary_writer
 from cci_core.cli.state import get_state
 from cci_core.errors import UsageError
-
-
-def _writer(stream: object) -> object:
-    buffer = getattr(stream, "buffer", None)
-
-    def write(chunk: bytes) -> None:
-        if buffer is not None:
-            buffer.write(chunk)
-        else:  # a text-only stream (tests): decode
-            stream.write(chunk.decode("utf-8", errors="replace"))  # type: ignore[attr-defined]
-        stream.flush()  # type: ignore[attr-defined]
-
-    return write
 
 
 @with_global_options
@@ -57,7 +45,7 @@ def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
         try:
             result = container.exec(list(command), user=uid, group=uid, cwd=WORKSPACE_PATH,
                                     environment=manager.user_environment(session),
-                                    stdout=_writer(sys.stdout), stderr=_writer(sys.stderr))
+                                    stdout=binary_writer(sys.stdout), stderr=binary_writer(sys.stderr))
         finally:
             manager.finish(container, force=True, delete=True)
     ctx.exit(result.exit_code)

@@ -98,6 +98,11 @@ class Endpoint(NamedTuple):
         return BackendError(f"cannot connect to Incus on {self}: {exc.strerror or exc}")
 
 
+def quote(name: str) -> str:
+    """A name as one URL path segment."""
+    return parse.quote(name, safe="")
+
+
 def resolve_endpoint(incus: IncusConfig, environ: Mapping[str, str]) -> Endpoint:
     """The endpoint ``[incus]`` names: the remote ``url`` if set, else the local socket (checked)."""
     if incus.url:

@@ -9,36 +9,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cci_core.driver import LABEL_PREFIX, Container, ExecResult, OutputHandler
 from cci_core.errors import BackendError
-from cci_builtin_plugins.incus.errors import is_busy
+from cci_builtin_plugins.incus.errors import APIError, is_busy
 from cci_builtin_plugins.incus.files import InstanceFiles
-from cci_builtin_plugins.incus.rest import APIError, IncusAPI, quote
+from cci_builtin_plugins.incus.instance_config import disk_device, labels_of
+from cci_builtin_plugins.incus.rest import IncusAPI, quote
 
 if TYPE_CHECKING:
     from cci_builtin_plugins.incus.idmap import UserMap
 
     from cci_core.context import Mount
 
-
 _T = TypeVar("_T")
 
 #: the instance fields a PUT replaces
 _WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
-
-
-def disk_device(mount: Mount) -> dict[str, str]:
-    """The Incus disk device for a mount."""
-    device = {"type": "disk", "source": str(mount.source), "path": mount.path}
-    if mount.shift:
-        device["shift"] = "true"
-    if mount.readonly:
-        device["readonly"] = "true"
-    return device
-
-
-def labels_of(config: Mapping[str, str]) -> dict[str, str]:
-    """cci's labels from an instance config."""
-    return {key[len(LABEL_PREFIX):]: value for key, value in config.items() if key.startswith(LABEL_PREFIX)}
-
 
 class IncusContainer(Container):
     """An Incus instance; every call is one REST request (or an operation waited on)."""

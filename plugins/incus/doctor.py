@@ -6,7 +6,7 @@ and one read of the default profile are shared by the checks. When Incus
 cannot be reached, the checks that need it are replaced by one ``warn`` line
 named ``skipped`` (the ``incus reachable`` line already fails the run).
 
-pylxd is imported only when connecting, never when this module is imported.
+They use cci's own REST client (:mod:`.rest`), as the driver does, imported only when connecting.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Any
 from cci_core import hookimpl
 from cci_core.doctor import FAIL, OK, Check, fail, guarded, ok, skipped, warn
 from cci_core.errors import CciError, NotFoundError
-from cci_builtin_plugins.incus.connection import connect, find_socket
-from cci_builtin_plugins.incus.errors import incus_errors
+from cci_builtin_plugins.incus.connection import find_socket, quote, resolve_endpoint
 from cci_builtin_plugins.incus.idmap import UserMap
 
 if TYPE_CHECKING:
-    import pylxd
+    from cci_builtin_plugins.incus.rest import IncusAPI
 
     from cci_core.config import Config, IncusConfig
 
@@ -107,8 +106,15 @@ class _Server:
         self.environ = environ
 
     @cached_property
-    def client(self) -> pylxd.Client:
-        return connect(self.config.incus, self.environ)
+    def api(self) -> IncusAPI:
+        from cci_builtin_plugins.incus.rest import IncusAPI
+
+        return IncusAPI(resolve_endpoint(self.config.incus, self.environ), self.config.incus.project)
+
+    @cached_property
+    def host_info(self) -> dict[str, Any]:
+        """``GET /1.0``: the server's environment and whether it trusts us."""
+        return dict(self.api.get("/1.0", "connecting to Incus") or {})
 
     @property
     def project(self) -> str:
@@ -116,13 +122,7 @@ class _Server:
 
     def read(self, action: str, *path: str) -> Any:
         """GET ``/1.0/<path...>`` (each segment quoted) and return its metadata; errors become CciErrors."""
-        from urllib.parse import quote
-
-        node = self.client.api
-        for segment in path:
-            node = node[quote(segment, safe="")]
-        with incus_errors(action):
-            return node.get().json()["metadata"]
+        return self.api.get("/".join(["/1.0", *(quote(segment) for segment in path)]), action)
 
     @cached_property
     def profile(self) -> dict[str, Any]:
@@ -223,7 +223,7 @@ def _listed_in_group(group: str, uid: int) -> bool:
 def reachable_check(server: _Server) -> Check:
     """Connect and read the server's version; the client must be trusted."""
     try:
-        info = server.client.host_info
+        info = server.host_info
     except CciError as exc:
         return fail(REACHABLE, exc.message, exc.hint or "check that Incus runs: 'sudo systemctl status incus'")
     environment = info.get("environment") or {}
@@ -322,7 +322,7 @@ def network_check(server: _Server) -> Check:
 
 def idmapped_check(server: _Server) -> Check:
     """The server's kernel supports idmapped mounts (``shift=true`` workspace disks)."""
-    environment = server.client.host_info.get("environment") or {}
+    environment = server.host_info.get("environment") or {}
     features = environment.get("kernel_features") or {}
     kernel = environment.get("kernel_version", "unknown")
     if features.get("idmapped_mounts") == "true":

@@ -16,14 +16,16 @@ from cci_core.driver import (
     ServerInfo,
 )
 from cci_core.errors import BackendError, NotFoundError
-from cci_builtin_plugins.incus.connection import connect, resolve_endpoint
-from cci_builtin_plugins.incus.container import IncusContainer, disk_device, labels_of
-from cci_builtin_plugins.incus.errors import is_conflict
+from cci_builtin_plugins.incus.connection import connect, quote, resolve_endpoint
+from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.idmap import UserMap
-from cci_builtin_plugins.incus.rest import APIError, APINotFound, IncusAPI, quote
+from cci_builtin_plugins.incus.instance_config import disk_device, labels_of
 
 if TYPE_CHECKING:
     import pylxd
+
+    from cci_builtin_plugins.incus.container import IncusContainer
+    from cci_builtin_plugins.incus.rest import IncusAPI
 
 #: the shortest fingerprint prefix accepted in place of an alias (as short as `incus image list` shows)
 MIN_FINGERPRINT_PREFIX = 12
@@ -38,6 +40,8 @@ class IncusDriver(Driver):
     @cached_property
     def api(self) -> IncusAPI:
         """cci's REST client; the endpoint is resolved (and a local socket checked) on first use."""
+        from cci_builtin_plugins.incus.rest import IncusAPI
+
         return IncusAPI(resolve_endpoint(self.config.incus, os.environ), self.config.incus.project)
 
     @cached_property
@@ -76,6 +80,8 @@ class IncusDriver(Driver):
         return features.get("idmapped_mounts") == "true"
 
     def _container(self, instance: dict[str, Any]) -> IncusContainer:
+        from cci_builtin_plugins.incus.container import IncusContainer
+
         return IncusContainer(self.api, instance, self.user_map, self.idmapped_mounts)
 
     def create(self, spec: ContainerSpec) -> IncusContainer:
@@ -94,7 +100,7 @@ class IncusDriver(Driver):
                 raise ContainerExistsError(f"container {spec.name} already exists") from exc
             if not self.image_exists(spec.image):
                 raise NotFoundError(f"image {spec.image!r} not found",
-                                    hint="build it with 'cci build', or pick another with --image") from exc
+                                    hint="build it with 'cci build', or pick one from 'cci image list'") from exc
             raise BackendError(str(exc), hint=_creation_hint(exc.detail)) from exc
         return self.get(spec.name)
 

@@ -1,26 +1,23 @@
-"""Incus error answers in cci's terms: pylxd exceptions as one-line errors (for pylxd callers), busy and conflict."""
+"""Incus error answers in cci's terms: API errors, and the answers that mean "busy" or "name taken"."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from cci_core.errors import BackendError, NotFoundError
 
 
-@contextmanager
-def incus_errors(action: str) -> Iterator[None]:
-    """Report a failed Incus request as ``<action>: <Incus's message>``."""
-    from pylxd.exceptions import ClientConnectionFailed, LXDAPIException, NotFound
+class APIError(BackendError):
+    """Incus answered a request with an error; ``status`` is the HTTP status."""
 
-    try:
-        yield
-    except NotFound as exc:
-        raise NotFoundError(f"{action}: {_first_line(exc)}") from exc
-    except LXDAPIException as exc:
-        raise BackendError(f"{action}: {_first_line(exc)}") from exc
-    except ClientConnectionFailed as exc:
-        raise BackendError(f"{action}: lost the connection to Incus ({exc})") from exc
+    def __init__(self, action: str, status: int, detail: str) -> None:
+        super().__init__(f"{action}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class APINotFound(APIError, NotFoundError):
+    """Incus answered 404: the instance, image, alias or file does not exist."""
+
+    exit_code = NotFoundError.exit_code
 
 
 #: how Incus says that a create lost the race for its name: the name exists, or is being created
@@ -36,7 +33,3 @@ def is_conflict(exc: BaseException) -> bool:
     """Whether a failed create lost the race for the name."""
     text = str(exc)
     return any(marker in text for marker in _CONFLICTS)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -15,7 +15,8 @@ from typing import Any
 from urllib import parse
 
 from cci_core.driver import ExecResult, OutputHandler
-from cci_builtin_plugins.incus.rest import APIError, IncusAPI, quote
+from cci_builtin_plugins.incus.errors import APIError
+from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.websocket import close_quietly
 
 #: how long an exec keeps being retried while the container's init cannot fork commands yet

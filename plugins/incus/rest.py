@@ -18,8 +18,9 @@ from email.message import Message
 from typing import Any, NamedTuple
 from urllib import parse
 
-from cci_core.errors import BackendError, NotFoundError
-from cci_builtin_plugins.incus.connection import Endpoint
+from cci_core.errors import BackendError
+from cci_builtin_plugins.incus.connection import Endpoint, quote
+from cci_builtin_plugins.incus.errors import APIError, APINotFound
 
 
 class Response(NamedTuple):
@@ -32,21 +33,6 @@ class Response(NamedTuple):
     def json(self) -> Any:
         """The decoded JSON body (Incus answers every API request with JSON, except file contents)."""
         return json.loads(self.body or b"{}")
-
-
-class APIError(BackendError):
-    """Incus answered a request with an error; ``status`` is the HTTP status."""
-
-    def __init__(self, action: str, status: int, detail: str) -> None:
-        super().__init__(f"{action}: {detail}")
-        self.status = status
-        self.detail = detail
-
-
-class APINotFound(APIError, NotFoundError):
-    """Incus answered 404: the instance, image, alias or file does not exist."""
-
-    exit_code = NotFoundError.exit_code
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -169,11 +155,6 @@ class IncusAPI:
     def events_resource(self, kind: str) -> str:
         """The events endpoint for one kind of event (``lifecycle``, ``operation``) in our project."""
         return self.url("/1.0/events", {"type": kind})
-
-
-def quote(name: str) -> str:
-    """A name as one URL path segment."""
-    return parse.quote(name, safe="")
 
 
 def _error(action: str, response: Response) -> APIError:

@@ -85,7 +85,7 @@ def test_missing_image_is_one_line_and_leaves_nothing(config: Config, driver: In
     result = run_cci("--workspace", str(config.workspace), "--image", "no-such-image", "run", "--", "true",
                      env=cci_environ)
     assert result.returncode == 5
-    assert result.stderr == "cci: image 'no-such-image' not found (build it with 'cci build', or pick another with --image)\n"
+    assert result.stderr == "cci: image 'no-such-image' not found (build it with 'cci build', or pick one from 'cci image list')\n"
     assert in_workspace(driver, config.workspace) == []
 
 

@@ -16,7 +16,8 @@ from cci_core.config import load_config
 from cci_core.errors import BackendError, NotFoundError
 from cci_builtin_plugins.incus.connection import Endpoint
 from cci_builtin_plugins.incus.driver import IncusDriver
-from cci_builtin_plugins.incus.rest import APIError, IncusAPI, quote
+from cci_builtin_plugins.incus.errors import APIError
+from cci_builtin_plugins.incus.rest import IncusAPI, quote
 
 Route = tuple[int, dict[str, Any]]
 
