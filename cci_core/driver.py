@@ -143,7 +143,11 @@ class Container(ABC):
 
     @abstractmethod
     def pull_file(self, path: str) -> bytes:
-        """Read a file from the container."""
+        """Read a file from the container (following symlinks); a missing file is a NotFoundError."""
+
+    @abstractmethod
+    def make_directory(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
+        """Create directory ``path`` (its parent must exist); an existing one is left as it is."""
 
     @abstractmethod
     def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0) -> None:

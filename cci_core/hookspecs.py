@@ -21,7 +21,7 @@ Two kinds of hook:
 
       (slot claimed: container created) -> cci_pre_launch
         -> cci_environment, cci_instance_config, cci_mounts -> (configured, started)
-        -> cci_inject_credentials -> cci_post_launch
+        -> cci_session_restore (resuming only) -> cci_inject_credentials -> cci_post_launch
         -> ... session runs; cci_session_save at detach and periodically ...
         -> (session ends) -> cci_post_exit_save -> (container deleted unless persistent)
         -> cci_session_end
@@ -110,6 +110,18 @@ def cci_environment(ctx: LaunchContext) -> Mapping[str, str] | None:
 
     :param ctx: the launch being prepared.
     :return: variables to set, or None.
+    """
+
+
+@hookspec
+def cci_session_restore(ctx: LaunchContext, container: Container) -> None:
+    """Put a saved session's state back into a started container before the tool runs.
+
+    Called only when resuming (``ctx.resume_from`` is the saved session's id)
+    into a fresh container, before :func:`cci_inject_credentials`.
+
+    :param ctx: the session being resumed.
+    :param container: the started container.
     """
 
 

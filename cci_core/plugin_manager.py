@@ -29,6 +29,7 @@ TRACE_ENV = "CCI_TRACE_HOOKS"
 #: (plugin name, module) of every built-in plugin, registered in this order.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("incus", "cci_builtin_plugins.incus.plugin"),
+    ("tool-state", "cci_builtin_plugins.tools.state"),
     ("claude", "cci_builtin_plugins.tools.claude"),
     ("network-restricted", "cci_builtin_plugins.network.restricted"),
     ("network-allowlist", "cci_builtin_plugins.network.allowlist"),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -125,10 +125,13 @@ def is_session(labels: Mapping[str, str]) -> bool:
 class SessionManager:
     """Launches and ends sessions for one invocation, through the driver and the plugin hooks."""
 
-    def __init__(self, config: Config, driver: Driver, plugins: Plugins) -> None:
+    def __init__(self, config: Config, driver: Driver, plugins: Plugins,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.driver = driver
         self.plugins = plugins
+        #: where problems that do not stop the command are reported (None: raise them)
+        self.warn = warn
 
     # -- launch --------------------------------------------------------------------------------------
 
@@ -160,10 +163,13 @@ class SessionManager:
             ctx = self.context(container.name, container.labels())
             ctx.storage = tuple(path.resolve() for path in request.storage)
             ctx.tool = tool
+            ctx.resume_from = request.resume_from
             self._configure(container, ctx)
             container.start()
             if request.kind == KIND_SESSION:
                 wait_for_boot(container)
+            if request.resume_from:
+                self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
             container.set_labels({"state": RUNNING})
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
@@ -172,9 +178,11 @@ class SessionManager:
             raise
         return container, ctx
 
-    def _tool(self) -> Any:
+    def _tool(self, name: str | None = None) -> Any:
+        """The configured tool (or the one named, e.g. by a container's label), ready to use."""
         tool_config = self.config.tool
-        return self.plugins.registries.tools.get(tool_config.name)(tool_config.binary)
+        name = name or tool_config.name
+        return self.plugins.registries.tools.get(name)(tool_config.binary if name == tool_config.name else None)
 
     def _configure(self, container: Container, ctx: LaunchContext) -> None:
         """Run the pre-launch hooks and apply what they contribute (before the first start)."""
@@ -208,14 +216,16 @@ class SessionManager:
         except CciError:
             pass
 
-    def reuse(self, workspace: Path, slot: int | None = None) -> tuple[Container, LaunchContext] | None:
-        """Start this workspace's saved persistent container (the given slot, or the lowest), if there is one."""
+    def reuse(self, workspace: Path, slot: int | None = None,
+              session: str | None = None) -> tuple[Container, LaunchContext] | None:
+        """Start this workspace's saved persistent container (the given slot or session, or the lowest slot)."""
         workspace = workspace.resolve()
         saved = sorted(
             (info for info in self.driver.list_containers()
              if is_session(info.labels) and info.labels.get("kind") == KIND_SESSION
              and info.labels.get("workspace") == str(workspace) and info.labels.get("state") == SAVED
-             and (not slot or info.labels.get("slot") == str(slot))),
+             and (not slot or info.labels.get("slot") == str(slot))
+             and (not session or info.labels.get("session") == session)),
             key=lambda info: int(info.labels.get("slot", "0") or 0),
         )
         for info in saved:
@@ -224,7 +234,6 @@ class SessionManager:
                                                                        "launcher": launcher_id()}):
                 continue  # another cci process took it
             ctx = self.context(info.name, container.labels())
-            ctx.tool = self._tool()
             try:
                 container.start()
                 wait_for_boot(container)
@@ -247,6 +256,7 @@ class SessionManager:
     def context(self, name: str, labels: Mapping[str, str]) -> LaunchContext:
         """Rebuild a session's context from its container labels (for hooks run by a later process)."""
         slot = labels.get("slot", "0")
+        tool_name = labels.get("tool", "")
         return LaunchContext(
             config=self.config,
             workspace=Path(labels.get("workspace", "/")),
@@ -256,6 +266,7 @@ class SessionManager:
             persistent=labels.get("mode") == PERSISTENT,
             image=self.config.defaults.image,
             environment=dict(self.config.defaults.environment),
+            tool=self._tool(tool_name) if tool_name else None,
         )
 
     def user_environment(self, ctx: LaunchContext) -> dict[str, str]:
@@ -285,11 +296,16 @@ class SessionManager:
             return False
         if not container.compare_and_set_labels({"state": state}, {"state": ENDING}):
             return False
-        ctx = self.context(container.name, labels)
-        if container.status() != "stopped":
-            self._stop(container, force=force, timeout=timeout)
-        if state != SAVED:  # a saved session was saved when it ended
-            self.plugins.hook.cci_post_exit_save(ctx=ctx, container=container)
+        try:
+            ctx = self.context(container.name, labels)
+            if container.status() != "stopped":
+                self._stop(container, force=force, timeout=timeout)
+            if state != SAVED:  # a saved session was saved when it ended
+                self.plugins.hook.cci_post_exit_save(ctx=ctx, container=container)
+        except BaseException:
+            # nothing is deleted unsaved: hand the session back so that a later command retries
+            container.set_labels({"state": RUNNING if state == LAUNCHING else state})
+            raise
         deleted = (not ctx.persistent) if delete is None else delete
         if deleted:
             container.delete()
@@ -315,6 +331,19 @@ class SessionManager:
                 if is_session(info.labels) and info.labels.get("state") == RUNNING and info.status == "stopped"]
 
     def reconcile(self, containers: Sequence[ContainerInfo] | None = None) -> list[str]:
-        """Finish every session that ended unwatched (save, then delete unless persistent); return their names."""
+        """Finish every session that ended unwatched (save, then delete unless persistent); return their names.
+
+        A session that cannot be finished now (its save failed) is left for a
+        later command and reported through :attr:`warn`; the others still finish.
+        """
         listing = self.driver.list_containers() if containers is None else containers
-        return [info.name for info in self.ended(listing) if self.finish(self.driver.get(info.name))]
+        finished = []
+        for info in self.ended(listing):
+            try:
+                if self.finish(self.driver.get(info.name)):
+                    finished.append(info.name)
+            except CciError as exc:
+                if self.warn is None:
+                    raise
+                self.warn(f"could not finish the ended session {info.name} (kept, retried by the next command): {exc}")
+        return finished

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple
+from collections.abc import Mapping
+from typing import Any, ClassVar, NamedTuple
 
 
 class CredentialFile(NamedTuple):
@@ -23,7 +24,9 @@ class ToolAdapter(ABC):
     """One AI coding tool, selected by ``[tool] name`` or ``--tool``.
 
     Subclasses set the class attributes and are registered with
-    ``register.add_tool(cls)``.
+    ``register.add_tool(cls)``. The core starts :meth:`command` in tmux as the
+    container user in ``/workspace``; it saves :attr:`state_dir` after every
+    session (without the credential files) and restores it before a resume.
     """
 
     name: ClassVar[str]
@@ -32,6 +35,7 @@ class ToolAdapter(ABC):
     default_binary: ClassVar[str]
     #: the tool's state directory, relative to the container user's home; saved per session
     state_dir: ClassVar[str]
+    #: host files injected fresh at every start and resume (when ``[defaults] mount_claude_config``)
     credential_files: ClassVar[tuple[CredentialFile, ...]] = ()
 
     def __init__(self, binary: str | None = None) -> None:
@@ -39,4 +43,17 @@ class ToolAdapter(ABC):
 
     @abstractmethod
     def command(self, session_id: str, *, resume: bool) -> list[str]:
-        """The argv that starts a new session with ``session_id``, or resumes it."""
+        """The argv that starts a new session with ``session_id`` (a UUID cci chose), or resumes it."""
+
+    def sandbox_settings(self) -> Mapping[str, Mapping[str, Any]]:
+        """JSON files (relative to the container user's home) and the keys merged into them at every start.
+
+        For what the tool needs to run unattended in the sandbox (skip
+        first-run and permission prompts). Merged recursively into what is
+        there (the user's own settings, injected or restored), never replacing it.
+        """
+        return {}
+
+    def environment(self) -> Mapping[str, str]:
+        """Variables the tool needs in the container (added to the session's environment)."""
+        return {}

@@ -35,6 +35,7 @@ class FakeContainer(Container):
         self.config: dict[str, str] = {}
         self.mounts: list[Mount] = []
         self.files: dict[str, tuple[bytes, int, int, int]] = {}
+        self.directories: dict[str, tuple[int, int, int]] = {}
         self.commands: list[tuple[str, ...]] = []
 
     @property
@@ -86,14 +87,21 @@ class FakeContainer(Container):
             raise NotFoundError(f"no file {path}")
         return self.files[path][0]
 
+    def make_directory(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
+        self.directories.setdefault(path, (mode, uid, gid))
+
     def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0) -> None:
         for file in source.rglob("*"):
             if file.is_file():
                 self.push_file(f"{path}/{file.relative_to(source)}", file.read_bytes(), uid=uid, gid=gid)
 
     def pull_tree(self, path: str, destination: Path) -> None:
+        prefix = path.rstrip("/") + "/"
+        if path not in self.directories and not any(name.startswith(prefix) for name in self.files):
+            raise NotFoundError(f"no directory {path}")
+        destination.mkdir(parents=True, exist_ok=True)
         for name, (data, *_rest) in self.files.items():
-            if name.startswith(path.rstrip("/") + "/"):
+            if name.startswith(prefix):
                 target = destination / name[len(path.rstrip("/")) + 1:]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)

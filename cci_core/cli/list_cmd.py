@@ -29,7 +29,7 @@ def list_(ctx: click.Context, everything: bool, fmt: str) -> None:
     listing = manager.driver.list_containers()
     finished = set(manager.reconcile(listing))
     rows = [_container_row(info) for info in listing if is_session(info.labels) and info.name not in finished]
-    sessions = _saved_sessions(manager.config) if everything else None
+    sessions = _saved_sessions() if everything else None
     if fmt == "json":
         import json
 
@@ -64,17 +64,8 @@ def _container_row(info: Any) -> dict[str, Any]:
     }
 
 
-def _saved_sessions(config: Any) -> list[dict[str, Any]]:
-    """Saved sessions of every tool, newest first, from ``~/.cci/sessions-<tool>/<id>/metadata.json``."""
-    import json
-    from pathlib import Path
+def _saved_sessions() -> list[dict[str, Any]]:
+    """Saved sessions of every tool, newest first (see :mod:`cci_core.session_store`)."""
+    from cci_core.session_store import SessionStore
 
-    found = []
-    for metadata in Path("~/.cci").expanduser().glob("sessions-*/*/metadata.json"):
-        try:
-            data = json.loads(metadata.read_text())
-        except (OSError, ValueError):
-            continue
-        found.append({"id": str(data.get("id", metadata.parent.name)), "tool": str(data.get("tool", "")),
-                      "workspace": str(data.get("workspace", "")), "saved": str(data.get("saved", ""))})
-    return sorted(found, key=lambda session: session["saved"], reverse=True)
+    return [session.as_json() for session in SessionStore().sessions()]

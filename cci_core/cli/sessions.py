@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -17,10 +18,11 @@ if TYPE_CHECKING:
 
 def manager_for(ctx: click.Context) -> SessionManager:
     """The invocation's session manager (loads config, plugins and driver)."""
+    from cci_core.cli.state import warn
     from cci_core.session import SessionManager
 
     state = get_state(ctx)
-    return SessionManager(state.config, state.driver, state.plugins)
+    return SessionManager(state.config, state.driver, state.plugins, warn=warn)
 
 
 def check_network_policy(ctx: click.Context) -> None:
@@ -68,7 +70,7 @@ def confirm(question: str, force: bool) -> None:
     """Ask before a bulk action unless ``--force``; without a terminal to ask on, refuse."""
     if force:
         return
-    if not click.get_text_stream("stdin").isatty():
+    if not sys.stdin.isatty():
         raise CciError(f"{question} needs confirmation: nothing was done", hint="add --force to skip the question")
     if not click.confirm(question, default=False):
         raise CciError("nothing was done")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -10,7 +11,7 @@ from cci_core.cli.options import LATEST_SESSION, GlobalOptions, with_global_opti
 from cci_core.cli.sessions import check_network_policy, manager_for
 from cci_core.cli.signals import interruptible
 from cci_core.cli.state import get_state
-from cci_core.errors import CciError, NotImplementedYetError, UsageError
+from cci_core.errors import CciError, UsageError
 
 if TYPE_CHECKING:
     from cci_core.context import LaunchContext
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _require_terminal(command: str) -> None:
-    if not click.get_text_stream("stdin").isatty():
+    if not sys.stdin.isatty():
         raise UsageError(f"'cci {command}' needs a terminal", hint="for scripts and CI use 'cci run -- CMD'")
 
 
@@ -38,21 +39,55 @@ def shell(ctx: click.Context, **flags: object) -> None:
     state = get_state(ctx)
     state.add_options(GlobalOptions.from_params(flags))
     options = state.options
-    if options.resume or options.continue_:
-        raise NotImplementedYetError("resuming a saved session (--resume/--continue) is not implemented yet")
+    wanted = options.resume or options.continue_
+    if wanted and wanted != LATEST_SESSION:
+        from cci_core.session_store import validate_id
+
+        validate_id(wanted)  # a path-like id is refused before anything else happens
     _require_terminal("shell")
     check_network_policy(ctx)
     manager = manager_for(ctx)
-    manager.reconcile()
+    listing = manager.driver.list_containers()
+    manager.reconcile(listing)  # first: a session that just ended unwatched is saved before we look for it
+    resume = _session_to_resume(ctx, wanted)
+    if resume:
+        _refuse_if_running(manager, resume)
     with interruptible():
-        reused = manager.reuse(state.workspace, options.slot) if state.config.defaults.persistent else None
+        reused = None
+        if state.config.defaults.persistent:
+            reused = manager.reuse(state.workspace, options.slot, session=resume)
         container, session = reused or manager.launch(LaunchRequest(state.workspace, slot=options.slot,
-                                                                    storage=options.storage))
+                                                                    storage=options.storage, resume_from=resume))
         tmux = _tmux(manager, container, session)
         if not tmux.exists():
             tool = session.tool
-            tmux.start(tool.command(session.session_id, resume=reused is not None) if tool else None)
+            resuming = reused is not None or resume is not None
+            tmux.start(tool.command(session.session_id, resume=resuming) if tool else None)
         _attach_and_settle(manager, container, session, tmux)
+
+
+def _refuse_if_running(manager: SessionManager, session_id: str) -> None:
+    """Two containers must never run one session: its saves would overwrite each other."""
+    from cci_core.session import SAVED, is_session
+
+    for info in manager.driver.list_containers():
+        if is_session(info.labels) and info.labels.get("session") == session_id \
+                and info.labels.get("state") != SAVED:
+            raise UsageError(f"session {session_id} is still running in {info.name}",
+                             hint=f"attach to it with 'cci attach {info.name}', or end it with 'cci shutdown {info.name}'")
+
+
+def _session_to_resume(ctx: click.Context, wanted: str | None) -> str | None:
+    """The id of the saved session ``--resume``/``--continue`` names (the workspace's latest without an id)."""
+    if wanted is None:
+        return None
+    from cci_core.session_store import SessionStore
+
+    state = get_state(ctx)
+    store, tool = SessionStore(), state.config.tool.name
+    if wanted == LATEST_SESSION:
+        return store.latest(tool, state.workspace).id
+    return store.find(tool, wanted, state.workspace).id
 
 
 @click.command()
@@ -110,8 +145,10 @@ def _attach_and_settle(manager: SessionManager, container: Container, session: L
 
     from cci_core.session import shutting_down
 
+    periodic = _PeriodicSave(manager, session, container)
     try:
-        tmux.attach()
+        with periodic:
+            tmux.attach()
     except CciError:
         if container.status() == "running" and not shutting_down(container):
             raise  # a real failure; a powered-off container also breaks the attach, handled below
@@ -123,3 +160,35 @@ def _attach_and_settle(manager: SessionManager, container: Container, session: L
     manager.plugins.hook.cci_session_save(ctx=session, container=container, event=SessionEvent.DETACH)
     click.echo(f"detached from {container.name}: 'cci attach {container.name}' returns to it, "
                f"'cci shutdown {container.name}' ends it", err=True)
+
+
+#: seconds between saves of a session while the user is attached (a host crash loses at most this much)
+SAVE_INTERVAL = 300.0
+
+
+class _PeriodicSave:
+    """Save the session every :data:`SAVE_INTERVAL` seconds in the background while attached."""
+
+    def __init__(self, manager: SessionManager, session: LaunchContext, container: Container) -> None:
+        import threading
+
+        self._manager, self._session, self._container = manager, session, container
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="periodic-save", daemon=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=SAVE_INTERVAL)
+
+    def _run(self) -> None:
+        from cci_core.context import SessionEvent
+
+        while not self._stop.wait(SAVE_INTERVAL):
+            try:
+                self._manager.plugins.hook.cci_session_save(ctx=self._session, container=self._container,
+                                                            event=SessionEvent.PERIODIC)
+            except CciError:
+                pass  # the terminal belongs to tmux now; the next save (at the latest, at the end) retries

@@ -180,6 +180,9 @@ class IncusContainer(Container):
     def pull_file(self, path: str) -> bytes:
         return self._files.pull_file(path)[0]
 
+    def make_directory(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
+        self._files.write(path, f"creating {path} in {self.name}", kind="directory", mode=mode, uid=uid, gid=gid)
+
     def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0) -> None:
         self._files.push_tree(source, path, uid=uid, gid=gid)
 

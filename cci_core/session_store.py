@@ -1,0 +1,163 @@
+"""Saved sessions on the host: ``~/.cci/sessions-<tool>/<id>/``, one directory per session.
+
+Each holds a copy of the tool's state directory (e.g. ``.claude/``, without
+credential files) and ``metadata.json``::
+
+    {"id": "...", "tool": "claude", "workspace": "/real/path", "container": "cci-1a2b3c4d-1",
+     "slot": 1, "persistent": false, "created": "2026-11-28T10:00:00+00:00", "saved": "..."}
+
+A save builds the new copy beside the old one and swaps it in with renames,
+so a reader (or a crash) sees the previous save or the new one, never half of
+one. Everything is private to the user (directories 0700, files 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cci_core.errors import NotFoundError, UsageError
+
+#: a session id: letters, digits, dots, dashes and underscores, not starting with a dot (no paths)
+_VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+METADATA = "metadata.json"
+
+
+class SavedSession(NamedTuple):
+    """One saved session, as its ``metadata.json`` describes it."""
+
+    id: str
+    tool: str
+    workspace: str
+    container: str
+    slot: int
+    persistent: bool
+    created: str
+    saved: str
+    path: Path
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``metadata.json`` document (without the path)."""
+        return {key: value for key, value in self._asdict().items() if key != "path"}
+
+
+def default_root() -> Path:
+    """``~/.cci`` of the invoking user."""
+    return Path("~/.cci").expanduser()
+
+
+def validate_id(session_id: str) -> str:
+    """``session_id`` if it is a plain id; a :class:`UsageError` for anything path-like."""
+    if not _VALID_ID.match(session_id):
+        raise UsageError(f"{session_id!r} is not a valid session id",
+                         hint="ids are letters, digits, '.', '-' and '_'; see 'cci list --all'")
+    return session_id
+
+
+def now() -> str:
+    """The current time as saved in metadata (UTC, ISO 8601)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SessionStore:
+    """The saved sessions of every tool under one root (default ``~/.cci``)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_root()
+
+    def tool_dir(self, tool: str) -> Path:
+        return self.root / f"sessions-{tool}"
+
+    def sessions(self, tool: str | None = None) -> list[SavedSession]:
+        """Saved sessions (of one tool, or all), newest save first; unreadable entries are skipped."""
+        pattern = f"sessions-{tool}/*/{METADATA}" if tool else f"sessions-*/*/{METADATA}"
+        found = [session for session in map(_read, self.root.glob(pattern)) if session is not None]
+        return sorted(found, key=lambda session: session.saved, reverse=True)
+
+    def latest(self, tool: str, workspace: Path) -> SavedSession:
+        """The newest saved session of ``tool`` for ``workspace`` (its real path)."""
+        real = str(workspace.resolve())
+        for session in self.sessions(tool):
+            if session.workspace == real:
+                return session
+        raise NotFoundError(f"no saved {tool} session for {real}", hint="start one with 'cci shell'")
+
+    def find(self, tool: str, session_id: str, workspace: Path) -> SavedSession:
+        """Saved session ``session_id`` of ``tool``, which must belong to ``workspace``."""
+        path = self.tool_dir(tool) / validate_id(session_id)
+        session = _read(path / METADATA)
+        if session is None:
+            raise NotFoundError(f"no saved {tool} session {session_id!r}", hint="see 'cci list --all'")
+        real = str(workspace.resolve())
+        if session.workspace != real:
+            raise UsageError(f"session {session_id} belongs to another workspace ({session.workspace})",
+                             hint=f"resume it from that directory; sessions are workspace-scoped")
+        return session
+
+    def save(self, metadata: SavedSession, fill: Callable[[Path], None]) -> SavedSession:
+        """Save a session: ``fill(directory)`` writes the state into a fresh directory, swapped in atomically.
+
+        ``created`` is kept from an earlier save of the same id; ``saved`` is now.
+        """
+        tool_dir = self.tool_dir(metadata.tool)
+        _private_dirs(tool_dir)
+        target = tool_dir / validate_id(metadata.id)
+        earlier = _read(target / METADATA)
+        session = metadata._replace(path=target, saved=now(),
+                                    created=earlier.created if earlier else metadata.created or now())
+        staging = tool_dir / f".saving-{metadata.id}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(mode=0o700)
+        try:
+            fill(staging)
+            _write_private(staging / METADATA, json.dumps(session.as_json(), indent=2) + "\n")
+            _swap_in(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return session
+
+
+def _read(path: Path) -> SavedSession | None:
+    try:
+        data = json.loads(path.read_text())
+        return SavedSession(
+            id=str(data["id"]), tool=str(data["tool"]), workspace=str(data["workspace"]),
+            container=str(data.get("container", "")), slot=int(data.get("slot", 0)),
+            persistent=bool(data.get("persistent", False)), created=str(data.get("created", "")),
+            saved=str(data.get("saved", "")), path=path.parent,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _private_dirs(path: Path) -> None:
+    """Create ``path`` (and ``~/.cci``) as 0700 directories; tighten them if they exist."""
+    for directory in (path.parent, path):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        directory.chmod(0o700)
+
+
+def _write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging``: the old copy is renamed away first and removed last."""
+    retired = None
+    if target.exists():
+        retired = target.with_name(f".retired-{target.name}-{uuid.uuid4().hex[:8]}")
+        target.rename(retired)
+    staging.rename(target)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)

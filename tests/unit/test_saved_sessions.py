@@ -1,0 +1,208 @@
+"""Saved sessions: the store on the host, the tool-state plugin, and the session manager's save/resume paths."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from cci_core import hookimpl
+from cci_core.config import Override, load_config
+from cci_core.context import LaunchContext
+from cci_core.errors import CciError, NotFoundError, UsageError
+from cci_core.plugin_manager import load_plugins
+from cci_core.session import RUNNING, LaunchRequest, SessionManager
+from cci_core.session_store import SavedSession, SessionStore, validate_id
+from cci_core.tool import CredentialFile, ToolAdapter
+from cci_builtin_plugins.tools import state
+from tests.fakes import FakeContainer, FakeDriver
+
+
+class Tool(ToolAdapter):
+    name = "demo"
+    summary = "a demo tool"
+    default_binary = "demo"
+    state_dir = ".config/demo"
+    credential_files = (CredentialFile("~/.demo-token", ".config/demo/token"),
+                        CredentialFile("~/.demo.json", ".demo.json"))
+
+    def command(self, session_id: str, *, resume: bool) -> list[str]:
+        return [self.binary, "--resume" if resume else "--new", session_id]
+
+    def sandbox_settings(self):  # type: ignore[no-untyped-def]
+        return {".demo.json": {"prompts": {"first_run": False}}}
+
+
+class Plugin:
+    @hookimpl
+    def cci_register(self, register):  # type: ignore[no-untyped-def]
+        register.add_driver(FakeDriver)
+        register.add_tool(Tool)
+
+
+def metadata(session_id: str, workspace: Path) -> SavedSession:
+    return SavedSession(session_id, "demo", str(workspace.resolve()), "cci-0-1", 1, False, "", "", Path())
+
+
+def context(workspace: Path, session_id: str = "s1", **overrides: object) -> LaunchContext:
+    config = load_config(workspace, environ={}, overrides=[Override(key, value, "test")
+                                                           for key, value in overrides.items()])
+    return LaunchContext(config=config, workspace=workspace.resolve(), container_name="cci-0-1", slot=1,
+                         session_id=session_id, persistent=False, image="cci", tool=Tool())
+
+
+# --- the store ---------------------------------------------------------------------------------------------
+
+
+def test_a_save_is_private_and_keeps_its_creation_time(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "cci")
+    first = store.save(metadata("s1", tmp_path), lambda d: (d / "state.txt").write_text("one"))
+    second = store.save(metadata("s1", tmp_path), lambda d: (d / "state.txt").write_text("two"))
+    assert second.created == first.created and second.saved >= first.saved
+    assert (second.path / "state.txt").read_text() == "two"
+    assert json.loads((second.path / "metadata.json").read_text())["workspace"] == str(tmp_path.resolve())
+    for directory in (store.root, store.tool_dir("demo"), second.path):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((second.path / "metadata.json").stat().st_mode) == 0o600
+    assert [path.name for path in store.tool_dir("demo").iterdir()] == ["s1"]  # no staging or retired copies
+
+
+def test_a_failed_save_leaves_the_previous_one(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    store.save(metadata("s1", tmp_path), lambda d: (d / "state.txt").write_text("good"))
+
+    def broken(directory: Path) -> None:
+        (directory / "state.txt").write_text("half")
+        raise CciError("pull failed")
+
+    with pytest.raises(CciError):
+        store.save(metadata("s1", tmp_path), broken)
+    assert (store.tool_dir("demo") / "s1" / "state.txt").read_text() == "good"
+    assert [path.name for path in store.tool_dir("demo").iterdir()] == ["s1"]
+
+
+def test_sessions_are_workspace_scoped(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "cci")
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir(), other.mkdir()
+    store.save(metadata("old", mine), lambda d: None)
+    store.save(metadata("foreign", other), lambda d: None)
+    store.save(metadata("new", mine), lambda d: None)
+    assert store.latest("demo", mine).id == "new"
+    assert store.find("demo", "old", mine).id == "old"
+    with pytest.raises(UsageError, match="belongs to another workspace"):
+        store.find("demo", "foreign", mine)
+    with pytest.raises(NotFoundError, match="no saved demo session 'missing'"):
+        store.find("demo", "missing", mine)
+    with pytest.raises(NotFoundError, match="no saved demo session for"):
+        store.latest("demo", tmp_path)
+    assert [session.id for session in store.sessions()] == ["new", "foreign", "old"]
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc", ".hidden", "a/b", "", "x" * 200])
+def test_path_like_ids_are_refused(bad: str) -> None:
+    with pytest.raises(UsageError, match="is not a valid session id"):
+        validate_id(bad)
+
+
+# --- the tool-state plugin ---------------------------------------------------------------------------------
+
+
+def test_credentials_are_injected_fresh_and_settings_merged(tmp_path: Path, isolated_env: Path) -> None:
+    (isolated_env / ".demo-token").write_text("token-1")
+    (isolated_env / ".demo.json").write_text('{"user": "me", "prompts": {"theme": "dark"}}')
+    container = FakeContainer("cci-0-1")
+    state.cci_inject_credentials(ctx=context(tmp_path), container=container)
+    assert container.files["/home/code/.config/demo/token"] == (b"token-1", 0o600, 1000, 1000)
+    settings, mode, uid, _gid = container.files["/home/code/.demo.json"]
+    assert json.loads(settings) == {"user": "me", "prompts": {"theme": "dark", "first_run": False}}
+    assert (mode, uid) == (0o600, 1000)
+    assert set(container.directories) == {"/home/code/.config", "/home/code/.config/demo"}
+
+
+def test_no_credentials_without_mount_claude_config(tmp_path: Path, isolated_env: Path) -> None:
+    (isolated_env / ".demo-token").write_text("token-1")
+    container = FakeContainer("cci-0-1")
+    state.cci_inject_credentials(ctx=context(tmp_path, **{"defaults.mount_claude_config": False}),
+                                 container=container)
+    assert list(container.files) == ["/home/code/.demo.json"]  # the sandbox settings only
+    assert json.loads(container.files["/home/code/.demo.json"][0]) == {"prompts": {"first_run": False}}
+
+
+def test_saved_state_has_no_credentials_and_comes_back_on_resume(tmp_path: Path, isolated_env: Path) -> None:
+    running = FakeContainer("cci-0-1")
+    running.push_file("/home/code/.config/demo/history", b"turn 1")
+    running.push_file("/home/code/.config/demo/token", b"secret-token")
+    saved = state.save_state(context(tmp_path), running)
+    assert saved is not None and saved.path == isolated_env / ".cci" / "sessions-demo" / "s1"
+    assert (saved.path / "demo" / "history").read_bytes() == b"turn 1"
+    assert not (saved.path / "demo" / "token").exists()
+    assert b"secret-token" not in b"".join(path.read_bytes() for path in saved.path.rglob("*") if path.is_file())
+
+    fresh = FakeContainer("cci-0-2")
+    ctx = context(tmp_path)
+    ctx.resume_from = "s1"
+    state.cci_session_restore(ctx=ctx, container=fresh)
+    assert fresh.files == {"/home/code/.config/demo/history": (b"turn 1", 0o600, 1000, 1000)}
+
+
+def test_a_tool_that_wrote_no_state_still_records_the_session(tmp_path: Path) -> None:
+    saved = state.save_state(context(tmp_path), FakeContainer("cci-0-1"))
+    assert saved is not None and [path.name for path in saved.path.iterdir()] == ["metadata.json"]
+
+
+# --- the session manager -----------------------------------------------------------------------------------
+
+
+def manager(tmp_path: Path, *extra: object) -> SessionManager:
+    config = load_config(tmp_path, environ={}, overrides=[Override("defaults.driver", "fake", "test"),
+                                                          Override("tool.name", "demo", "test")])
+    plugins = load_plugins(entry_points=False, extra=[("demo", Plugin()), *((f"x{i}", p) for i, p in enumerate(extra))])
+    return SessionManager(config, FakeDriver(config), plugins)
+
+
+def test_resume_restores_before_credentials_and_keeps_the_id(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    class Order:
+        @hookimpl
+        def cci_session_restore(self, ctx, container):  # type: ignore[no-untyped-def]
+            calls.append(f"restore {ctx.resume_from}")
+
+        @hookimpl
+        def cci_inject_credentials(self, ctx, container):  # type: ignore[no-untyped-def]
+            calls.append("credentials")
+
+    SessionStore().save(metadata("s-old", tmp_path), lambda d: None)
+    sessions = manager(tmp_path, Order())
+    container, ctx = sessions.launch(LaunchRequest(tmp_path, resume_from="s-old"))
+    assert calls == ["restore s-old", "credentials"]
+    assert container.labels()["session"] == ctx.session_id == "s-old"
+    calls.clear()
+    sessions.launch(LaunchRequest(tmp_path))
+    assert calls == ["credentials"]
+
+
+def test_a_failed_save_deletes_nothing_and_is_retried(tmp_path: Path) -> None:
+    class FailingSave:
+        fail = True
+
+        @hookimpl
+        def cci_post_exit_save(self, ctx, container):  # type: ignore[no-untyped-def]
+            if self.fail:
+                raise CciError("disk full")
+
+    saver = FailingSave()
+    sessions = manager(tmp_path, saver)
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path))
+    container.stop()  # powered off inside, nobody watching
+    warnings: list[str] = []
+    sessions.warn = warnings.append
+    assert sessions.reconcile() == []
+    assert container.name in sessions.driver.containers and container.labels()["state"] == RUNNING
+    assert "could not finish the ended session" in warnings[0] and "disk full" in warnings[0]
+    saver.fail = False
+    assert sessions.reconcile() == [container.name]
+    assert container.name not in sessions.driver.containers
