@@ -13,6 +13,7 @@ import pytest
 from cci_core.config import Config, Override, load_config
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
+from tests.integration.terminal import Terminal
 
 CCI = Path(sys.executable).with_name("cci")
 
@@ -103,3 +104,11 @@ def launched(driver: IncusDriver, cci_environ: dict[str, str]) -> str:
     result = run_cci("container", "launch", incus_env.IMAGE, name, env=cci_environ)
     assert result.returncode == 0, result.stderr
     return name
+
+
+@pytest.fixture
+def terminal() -> Iterator[Terminal]:
+    """A fresh host terminal (tmux server) per test, killed afterwards."""
+    term = Terminal(f"cci-test-{os.getpid()}")
+    yield term
+    subprocess.run(["tmux", "-L", term.socket, "kill-server"], capture_output=True, check=False)

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,48 +10,9 @@ from cci_core.config import Config
 from cci_core.naming import container_name
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests.integration.conftest import CCI, run_cci
+from tests.integration.terminal import Terminal
 
 pytestmark = pytest.mark.incus
-
-
-class Terminal:
-    """A host tmux server of our own with one window running a command: our user's terminal."""
-
-    def __init__(self, socket: str) -> None:
-        self.socket = socket
-
-    def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True,
-                              text=True).stdout
-
-    def start(self, window: str, command: str, env: dict[str, str]) -> None:
-        exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
-        script = f"env -i {exports} {command}; echo CCI-EXITED-$?; sleep 600"
-        self.tmux("new-session", "-d", "-s", window, "-x", "120", "-y", "30", script)
-
-    def keys(self, window: str, *keys: str) -> None:
-        self.tmux("send-keys", "-t", window, *keys)
-
-    def screen(self, window: str) -> str:
-        return self.tmux("capture-pane", "-p", "-t", window, "-S", "-100")
-
-    def wait_for(self, window: str, text: str, timeout: float = 60) -> str:
-        """Wait until ``text`` is on the screen (polls the screen; fails after ``timeout`` seconds)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen(window)
-            if text in screen:
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} did not appear within {timeout} s; the screen shows:\n{screen}")
-            time.sleep(0.2)
-
-
-@pytest.fixture
-def terminal() -> Iterator[Terminal]:
-    term = Terminal(f"cci-test-{os.getpid()}")
-    yield term
-    subprocess.run(["tmux", "-L", term.socket, "kill-server"], capture_output=True, check=False)
 
 
 def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, terminal: Terminal,

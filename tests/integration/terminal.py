@@ -1,0 +1,40 @@
+"""A terminal on the host for driving interactive cci commands: a tmux server of our own, keys in, screen out."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+
+
+class Terminal:
+    """A host tmux server of our own with one window running a command: our user's terminal."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True,
+                              text=True).stdout
+
+    def start(self, window: str, command: str, env: dict[str, str]) -> None:
+        exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+        script = f"env -i {exports} {command}; echo CCI-EXITED-$?; sleep 600"
+        self.tmux("new-session", "-d", "-s", window, "-x", "120", "-y", "30", script)
+
+    def keys(self, window: str, *keys: str) -> None:
+        self.tmux("send-keys", "-t", window, *keys)
+
+    def screen(self, window: str) -> str:
+        return self.tmux("capture-pane", "-p", "-t", window, "-S", "-100")
+
+    def wait_for(self, window: str, text: str, timeout: float = 60) -> str:
+        """Wait until ``text`` is on the screen (polls the screen; fails after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen(window)
+            if text in screen:
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} did not appear within {timeout} s; the screen shows:\n{screen}")
+            time.sleep(0.2)
