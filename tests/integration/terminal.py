@@ -38,3 +38,10 @@ class Terminal:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{text!r} did not appear within {timeout} s; the screen shows:\n{screen}")
             time.sleep(0.2)
+
+    def kill_command(self, window: str) -> None:
+        """``kill -9`` the command started in ``window`` (the pane's shell survives and reports the exit)."""
+        shell_pid = self.tmux("display-message", "-p", "-t", window, "#{pane_pid}").strip()
+        children = subprocess.run(["pgrep", "-P", shell_pid], capture_output=True, text=True, check=True)
+        for pid in children.stdout.split():
+            subprocess.run(["kill", "-9", pid], check=True)
