@@ -246,5 +246,9 @@ class Driver(ABC):
         """Publish a (stopped) container as an image under ``alias``, moving the alias if it exists."""
 
     @abstractmethod
+    def tag_image(self, alias: str, fingerprint: str, *, description: str = "") -> None:
+        """Point ``alias`` at the image ``fingerprint``: created, or moved in one step if it exists."""
+
+    @abstractmethod
     def delete_image(self, alias_or_fingerprint: str) -> None:
         """Delete an image by alias or fingerprint."""

@@ -174,5 +174,11 @@ class FakeDriver(Driver):
         self.images[image.fingerprint] = image
         return image
 
+    def tag_image(self, alias: str, fingerprint: str, *, description: str = "") -> None:
+        self.images = {fp: image._replace(aliases=tuple(a for a in image.aliases if a != alias))
+                       for fp, image in self.images.items()}
+        image = self.images[fingerprint]
+        self.images[fingerprint] = image._replace(aliases=(*image.aliases, alias))
+
     def delete_image(self, alias_or_fingerprint: str) -> None:
         self.images = {fp: i for fp, i in self.images.items() if alias_or_fingerprint not in (fp, *i.aliases)}

@@ -30,8 +30,6 @@ CORE_COMMANDS: dict[str, tuple[str, str]] = {
     "kill": ("cci_core.cli.stop_cmds", "kill"),
     "clean": ("cci_core.cli.clean_cmd", "clean"),
     "doctor": ("cci_core.cli.doctor_cmd", "doctor"),
-    **{name: ("cci_core.cli.planned", name) for name in (
-    )},
 }
 
 #: exit code for an unexpected exception (a bug in cci or a plugin): EX_SOFTWARE

@@ -1,12 +1,15 @@
-"""Registers ``cci build``. Image builders themselves are not implemented yet."""
+"""Image building: the ``script`` builder and the ``cci build`` commands."""
 
 from __future__ import annotations
 
 from cci_core import hookimpl
-from cci_core.cli.planned import planned_command
 from cci_core.registry import Register
 
 
 @hookimpl
 def cci_register(register: Register) -> None:
-    register.add_command(planned_command("build", "Build the cci image or a custom image"))
+    from cci_builtin_plugins.images.commands import build
+    from cci_builtin_plugins.images.script_builder import ScriptBuilder
+
+    register.add_image_builder(ScriptBuilder)
+    register.add_command(build)

@@ -88,7 +88,7 @@ class IncusDriver(Driver):
         body = {
             "name": spec.name,
             "type": "container",
-            "source": {"type": "image", "alias": spec.image},
+            "source": image_source(spec.image),
             "config": {**spec.config, **{LABEL_PREFIX + key: value for key, value in spec.labels.items()}},
             "devices": {mount.device: disk_device(mount) for mount in spec.mounts},
             "ephemeral": spec.ephemeral,
@@ -154,10 +154,18 @@ class IncusDriver(Driver):
             body["aliases"] = [{"name": alias, "description": description}]
         operation = self.api.call("POST", "/1.0/images", action, body) or {}
         fingerprint = (operation.get("metadata") or {})["fingerprint"]
-        if moving:  # one PUT moves the alias: it never points nowhere
+        if moving:
+            self.tag_image(alias, fingerprint, description=description)
+        return _image_info(self.api.get(f"/1.0/images/{fingerprint}", action))
+
+    def tag_image(self, alias: str, fingerprint: str, *, description: str = "") -> None:
+        action = f"pointing image alias {alias} at {fingerprint[:12]}"
+        if self.image_exists(alias):  # one PUT moves the alias: it never points nowhere
             self.api.call("PUT", f"/1.0/images/aliases/{quote(alias)}", action,
                           {"target": fingerprint, "description": description})
-        return _image_info(self.api.get(f"/1.0/images/{fingerprint}", action))
+        else:
+            self.api.call("POST", "/1.0/images/aliases", action,
+                          {"name": alias, "target": fingerprint, "description": description})
 
     def delete_image(self, alias_or_fingerprint: str) -> None:
         fingerprint = self._resolve_image(alias_or_fingerprint)
@@ -179,6 +187,19 @@ class IncusDriver(Driver):
         raise NotFoundError(f"image {alias_or_fingerprint!r} {problem}",
                             hint=f"name an alias, or at least {MIN_FINGERPRINT_PREFIX} hex digits of a fingerprint "
                                  "(see 'cci image list --all')")
+
+
+#: image servers reachable as ``<remote>:<alias>``, as the incus CLI names them by default
+REMOTES = {"images": "https://images.linuxcontainers.org"}
+
+
+def image_source(image: str) -> dict[str, str]:
+    """The create request's source for ``image``: a local alias, or ``images:<alias>`` on the image server."""
+    remote, colon, alias = image.partition(":")
+    if colon and remote in REMOTES:
+        return {"type": "image", "mode": "pull", "protocol": "simplestreams", "server": REMOTES[remote],
+                "alias": alias}
+    return {"type": "image", "alias": image}
 
 
 def _image_info(item: dict[str, Any]) -> ImageInfo:

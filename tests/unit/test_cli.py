@@ -55,13 +55,6 @@ def test_help_lists_global_flags_core_and_plugin_commands() -> None:
         assert f"\n  {command} " in result.output
 
 
-@pytest.mark.parametrize("command", ["build"])
-def test_unimplemented_commands_say_so_and_fail(command: str) -> None:
-    result = run(command, "--whatever", "x")
-    assert result.exit_code == 6
-    assert one_line(result.output) == f"cci: 'cci {command}' is not implemented yet"
-
-
 def test_session_flags_on_other_commands_are_refused() -> None:
     result = run("--slot", "2", "--resume=abc", "plugins", "list")
     assert result.exit_code == 2

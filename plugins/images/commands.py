@@ -1,0 +1,92 @@
+"""``cci build`` and ``cci build custom``: build images with the configured image builder."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from cci_core.cli.state import get_state
+from cci_core.errors import CciError, NotFoundError, UsageError
+
+#: the alias ``cci build`` makes, and the base it starts from (the public image server)
+CCI_IMAGE = "cci"
+DEFAULT_BASE = "images:ubuntu/22.04"
+BUILTIN_SCRIPT = Path(__file__).with_name("cci-image.sh")
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
+@click.option("--base", default=DEFAULT_BASE, show_default=True, metavar="IMAGE",
+              help="Image to build from (a local alias, or images:<alias> from the image server).")
+@click.option("--offline", is_flag=True, help="Do not wait for or repair the network (the script needs none).")
+@click.pass_context
+def build(ctx: click.Context, force: bool, base: str, offline: bool) -> None:
+    """Build the cci image (Ubuntu 22.04, Docker, Node.js 20, Claude Code, gh, tmux, build tools).
+
+    The image is published as cci-YYYYMMDD-HHMMSS and the cci alias moved to
+    it; a failed build leaves no image and no build container.
+    """
+    if ctx.invoked_subcommand is None:
+        run_build(ctx, CCI_IMAGE, base, BUILTIN_SCRIPT.read_bytes(), force=force, offline=offline)
+
+
+@build.command()
+@click.argument("name")
+@click.option("--script", "script", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Bash script run as root in the build container.")
+@click.option("--base", default=CCI_IMAGE, show_default=True, metavar="IMAGE", help="Image to build from.")
+@click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
+@click.option("--offline", is_flag=True, help="Do not wait for or repair the network (the script needs none).")
+@click.pass_context
+def custom(ctx: click.Context, name: str, script: Path, base: str, force: bool, offline: bool) -> None:
+    """Build image NAME by running SCRIPT on top of BASE (default: the cci image)."""
+    if not _ALIAS.match(name):
+        raise UsageError(f"{name!r} is not a valid image name", hint="use letters, digits, '.', '-' and '_'")
+    try:
+        content = script.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the build script {script}: {exc.strerror}") from None
+    run_build(ctx, name, base, content, force=force, offline=offline)
+
+
+def run_build(ctx: click.Context, alias: str, base: str, script: bytes, *, force: bool, offline: bool) -> None:
+    """Build with the configured builder, streaming to the terminal and a log file."""
+    from cci_core.image_builder import BuildRequest
+
+    state = get_state(ctx)
+    driver = state.driver
+    if not force and driver.image_exists(alias):
+        raise UsageError(f"image {alias!r} exists already", hint="add --force to rebuild it")
+    if ":" not in base and not driver.image_exists(base):
+        raise NotFoundError(f"base image {base!r} not found",
+                            hint="build it first ('cci build'), or pick one from 'cci image list'")
+    builder = state.plugins.registries.image_builders.get(state.config.plugin_settings("images").get(
+        "builder", "script"))()
+    log = _log_path(alias)
+    with log.open("wb") as handle:
+        def output(chunk: bytes) -> None:
+            handle.write(chunk)
+            handle.flush()
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+
+        try:
+            image = builder.build(driver, BuildRequest(alias, base, script, offline=offline), output)
+        except CciError as exc:  # the same kind of error (and exit code), saying what failed and where the log is
+            exc.message = f"building {alias} failed: {exc.message}"
+            exc.hint = f"{exc.hint}; the log is {log}" if exc.hint else f"the log is {log}"
+            raise
+    click.echo(f"built {alias} ({image.fingerprint[:12]}); log: {log}", err=True)
+
+
+def _log_path(alias: str) -> Path:
+    from datetime import datetime, timezone
+
+    directory = Path("~/.cci/logs").expanduser()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return directory / f"build-{alias}-{stamp}.log"

@@ -1,0 +1,92 @@
+"""Image building without a daemon: the DNS decision, image sources, the built-in script, the builder's steps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from cci_core.config import load_config
+from cci_core.errors import CciError
+from cci_core.image_builder import BuildRequest
+from cci_builtin_plugins.images import dns
+from cci_builtin_plugins.images.commands import BUILTIN_SCRIPT
+from cci_builtin_plugins.images.script_builder import ScriptBuilder
+from cci_builtin_plugins.incus.driver import image_source
+from tests.fakes import FakeDriver
+
+STUB = "# managed by systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
+
+
+def test_the_host_only_stub_resolver_is_replaced_when_addresses_work() -> None:
+    verdict = dns.judge(STUB, names_resolve=False, addresses_reachable=True)
+    assert verdict == dns.DnsVerdict(True, "resolv.conf points at the host-only resolver 127.0.0.53")
+
+
+def test_an_empty_resolv_conf_is_replaced_when_addresses_work() -> None:
+    assert dns.judge("", names_resolve=False, addresses_reachable=True).reason == "resolv.conf names no nameserver"
+
+
+def test_working_dns_is_left_alone_even_on_the_stub() -> None:
+    assert not dns.judge(STUB, names_resolve=True, addresses_reachable=True).fix
+
+
+def test_no_fix_without_any_connectivity() -> None:
+    assert not dns.judge(STUB, names_resolve=False, addresses_reachable=False).fix
+
+
+def test_the_fixed_resolv_conf_names_the_public_resolvers() -> None:
+    assert dns.nameservers(dns.fixed_resolv_conf()) == list(dns.PUBLIC_RESOLVERS)
+    assert dns.nameservers("nameserver 10.0.0.1 # lan\n#nameserver 9.9.9.9\nnameserver\n") == ["10.0.0.1"]
+
+
+def test_image_sources() -> None:
+    assert image_source("cci") == {"type": "image", "alias": "cci"}
+    assert image_source("images:ubuntu/22.04") == {
+        "type": "image", "mode": "pull", "protocol": "simplestreams",
+        "server": "https://images.linuxcontainers.org", "alias": "ubuntu/22.04"}
+
+
+def test_the_builtin_build_script_passes_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is missing in CI (scripts/dev-setup installs it)")
+        pytest.skip("shellcheck is not installed (scripts/dev-setup installs it)")
+    result = subprocess.run(["shellcheck", str(BUILTIN_SCRIPT)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+class ScriptedDriver(FakeDriver):
+    """The fake driver whose containers answer the build script with a given exit code."""
+
+    exit_code = 0
+
+    def create(self, spec):  # type: ignore[no-untyped-def]
+        container = super().create(spec)
+        original = container.exec
+
+        def exec_(argv, **kwargs):  # type: ignore[no-untyped-def]
+            result = original(argv, **kwargs)
+            return result._replace(exit_code=self.exit_code) if argv[0] == "bash" else result
+
+        container.exec = exec_  # type: ignore[method-assign]
+        return container
+
+
+def test_a_build_publishes_then_moves_the_alias_and_deletes_its_container(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    driver = ScriptedDriver(load_config(tmp_path, environ={}))
+    output: list[bytes] = []
+    image = ScriptBuilder().build(driver, BuildRequest("demo", "base", b"true\n", offline=True), output.append)
+    assert "demo" in image.aliases and any(alias.startswith("demo-") for alias in image.aliases)
+    assert driver.containers == {}
+    assert b"==> publishing demo-" in b"".join(output)
+
+
+def test_a_failed_build_publishes_nothing_and_deletes_its_container(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    driver = ScriptedDriver(load_config(tmp_path, environ={}))
+    driver.exit_code = 3
+    with pytest.raises(CciError, match="the build script failed with exit code 3"):
+        ScriptBuilder().build(driver, BuildRequest("demo", "base", b"exit 3\n", offline=True), lambda chunk: None)
+    assert driver.images == {} and driver.containers == {}
