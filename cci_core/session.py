@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from cci_core.context import LaunchContext, Mount
 from cci_core.driver import Container, ContainerInfo, ContainerSpec, Driver
 from cci_core.errors import CciError, PluginError
+from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
 from cci_core.slots import claim_slot
 
 if TYPE_CHECKING:
@@ -43,10 +44,7 @@ BASE_CONFIG: Mapping[str, str] = {
     "security.syscalls.intercept.mknod": "true",
     "security.syscalls.intercept.setxattr": "true",
 }
-WORKSPACE_PATH = "/workspace"
 BOOT_TIMEOUT = 120  # seconds a session waits for the container to finish booting
-CONTAINER_USER = "code"
-CONTAINER_HOME = f"/home/{CONTAINER_USER}"
 
 
 class LaunchRequest(NamedTuple):

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 
 from cci_core.driver import Container, ExecResult
 from cci_core.errors import CciError
+from cci_core.layout import WORKSPACE_PATH
 
 SESSION = "cci"
-WORKDIR = "/workspace"
 
 
 class TmuxSession:
@@ -26,7 +26,7 @@ class TmuxSession:
 
     def _tmux(self, *args: str) -> ExecResult:
         return self.container.exec(["tmux", *args], user=self.uid, group=self.uid, environment=self.environment,
-                                   cwd=WORKDIR)
+                                   cwd=WORKSPACE_PATH)
 
     def exists(self) -> bool:
         """Whether the session is running."""
@@ -35,7 +35,7 @@ class TmuxSession:
     def start(self, command: Sequence[str] | None = None) -> None:
         """Start the session: bash runs ``command`` (the tool), then stays as an interactive shell."""
         script = f"{shlex.join(command)}; exec bash -l" if command else "exec bash -l"
-        result = self._tmux("new-session", "-d", "-s", SESSION, "-c", WORKDIR, "bash", "-lc", script)
+        result = self._tmux("new-session", "-d", "-s", SESSION, "-c", WORKSPACE_PATH, "bash", "-lc", script)
         if result.exit_code != 0:
             raise CciError(f"could not start tmux in {self.container.name}: {result.stderr.strip()}",
                            hint="the image needs tmux and bash")
@@ -43,7 +43,7 @@ class TmuxSession:
     def attach(self) -> int:
         """Attach the user's terminal; returns when they detach (Ctrl+b d) or the session ends."""
         return self.container.attach(["tmux", "attach-session", "-t", SESSION], user=self.uid, group=self.uid,
-                                     environment=self.environment, cwd=WORKDIR)
+                                     environment=self.environment, cwd=WORKSPACE_PATH)
 
     def send(self, text: str, *, enter: bool = True) -> None:
         """Type ``text`` into the session (literally), then Enter."""

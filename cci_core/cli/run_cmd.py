@@ -26,7 +26,8 @@ def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
     Output is streamed. The container is deleted afterwards, even on Ctrl+C.
     Put -- before a command that has options of its own: cci run -- ls -la
     """
-    from cci_core.session import KIND_RUN, LaunchRequest, SessionManager, WORKSPACE_PATH
+    from cci_core.layout import WORKSPACE_PATH
+    from cci_core.session import KIND_RUN, LaunchRequest, SessionManager
 
     state = get_state(ctx)
     state.add_options(GlobalOptions.from_params(flags))

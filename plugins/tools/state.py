@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -18,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from cci_core import hookimpl
 from cci_core.errors import NotFoundError
-from cci_core.session import CONTAINER_HOME
-from cci_core.session_store import SavedSession, SessionStore
+from cci_core.layout import CONTAINER_HOME
 
 if TYPE_CHECKING:
     from cci_core.context import LaunchContext, SessionEvent
     from cci_core.driver import Container
+    from cci_core.session_store import SavedSession
     from cci_core.tool import ToolAdapter
 
 
@@ -36,6 +35,8 @@ def cci_environment(ctx: LaunchContext) -> Mapping[str, str] | None:
 def cci_session_restore(ctx: LaunchContext, container: Container) -> None:
     if ctx.tool is None or not ctx.resume_from:
         return
+    from cci_core.session_store import SessionStore
+
     saved = SessionStore().find(ctx.tool.name, ctx.resume_from, ctx.workspace)
     copy = saved.path / saved_name(ctx.tool)
     if copy.is_dir():
@@ -62,7 +63,7 @@ def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
         target = home_path(relative)
         make_parents(container, target, uid)
         merged = merge(_read_json(container, target), keys)
-        container.push_file(target, (json.dumps(merged, indent=2) + "\n").encode(), mode=0o600, uid=uid, gid=uid)
+        container.push_file(target, _json_bytes(merged), mode=0o600, uid=uid, gid=uid)
 
 
 @hookimpl
@@ -77,6 +78,8 @@ def cci_post_exit_save(ctx: LaunchContext, container: Container) -> None:
 
 def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
     """Copy the tool's state directory out of the container (running or stopped), credentials removed."""
+    from cci_core.session_store import SavedSession, SessionStore
+
     tool = ctx.tool
     if tool is None:
         return None
@@ -140,7 +143,15 @@ def merge(base: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _json_bytes(document: Any) -> bytes:
+    import json
+
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
 def _read_json(container: Container, path: str) -> Any:
+    import json
+
     try:
         return json.loads(container.pull_file(path))
     except NotFoundError:
