@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 # label values (each stored as user.cci.<key>)
 KIND_SESSION = "session"  # an interactive tool session (cci shell)
 KIND_RUN = "run"  # a one-shot command (cci run)
+KIND_BUILD = "build"  # a container an image builder is working in (cci build)
 LAUNCHING, RUNNING, ENDING, SAVED = "launching", "running", "ending", "saved"
 PERSISTENT, EPHEMERAL = "persistent", "ephemeral"
 

@@ -15,14 +15,16 @@ if TYPE_CHECKING:
 def orphaned(info: ContainerInfo) -> str | None:
     """Why a cci container is orphaned, or None when it is not.
 
-    Orphans are containers no cci process will ever finish: a launch or a
-    ``cci run`` whose cci process died, or an end that was interrupted.
+    Orphans are containers no cci process will ever finish: a launch, a
+    ``cci run`` or a ``cci build`` whose cci process died, or an end that was interrupted.
     Saved persistent containers are never orphans.
     """
-    from cci_core.session import ENDING, KIND_RUN, LAUNCHING, RUNNING, launcher_alive
+    from cci_core.session import ENDING, KIND_BUILD, KIND_RUN, LAUNCHING, RUNNING, launcher_alive
 
     labels = info.labels
     state = labels.get("state")
+    if labels.get("kind") == KIND_BUILD:
+        return None if launcher_alive(labels.get("launcher", "")) else "the 'cci build' that made it is gone"
     if state == LAUNCHING and not launcher_alive(labels.get("launcher", "")):
         return "its launch was interrupted"
     if state == RUNNING and labels.get("kind") == KIND_RUN and not launcher_alive(labels.get("launcher", "")):
@@ -41,13 +43,14 @@ def clean(ctx: click.Context, force: bool, dry_run: bool) -> None:
 
     Never touches containers cci did not create, nor saved persistent ones.
     """
-    from cci_core.session import is_session
+    from cci_core.session import KIND_BUILD, is_session
 
     manager = manager_for(ctx)
     listing = manager.driver.list_containers()
     ended = manager.ended(listing)
     orphans = [(info, reason) for info in listing
-               if is_session(info.labels) and info not in ended and (reason := orphaned(info))]
+               if (is_session(info.labels) or info.labels.get("kind") == KIND_BUILD) and info not in ended
+               and (reason := orphaned(info))]
     plan = [(info, "stopped: save, then delete unless persistent") for info in ended] + orphans
     if not plan:
         click.echo("nothing to clean")

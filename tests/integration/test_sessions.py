@@ -224,13 +224,16 @@ def test_clean_removes_orphans_and_stopped_sessions_only(config: Config, driver:
     kept.stop(force=True)
     manager(config, driver).finish(kept)  # a saved persistent container is not an orphan
     foreign = driver.create(ContainerSpec(unique_name(), incus_env.IMAGE))
+    build = driver.create(ContainerSpec(unique_name(), incus_env.IMAGE,
+                                        labels={"kind": "build", "launcher": "not-this-boot:1"}))
     dry = run_cci("clean", "--dry-run", env=cci_environ)
     assert dry.returncode == 0
     assert sorted(dry.stdout.splitlines()) == sorted([
         f"{stopped.name}: stopped: save, then delete unless persistent",
-        f"{orphan.name}: its launch was interrupted"])
+        f"{orphan.name}: its launch was interrupted",
+        f"{build.name}: the 'cci build' that made it is gone"])
     assert driver.exists(orphan.name) and driver.exists(stopped.name)
     done = run_cci("clean", "--force", env=cci_environ)
-    assert done.returncode == 0 and done.stdout.endswith("cleaned 2 container(s)\n")
-    assert not driver.exists(orphan.name) and not driver.exists(stopped.name)
+    assert done.returncode == 0 and done.stdout.endswith("cleaned 3 container(s)\n")
+    assert not driver.exists(orphan.name) and not driver.exists(stopped.name) and not driver.exists(build.name)
     assert driver.exists(kept.name) and driver.exists(foreign.name)
