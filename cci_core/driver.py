@@ -73,13 +73,14 @@ class ContainerSpec(NamedTuple):
 
 
 class ImageInfo(NamedTuple):
-    """One image: its fingerprint, aliases, description and creation time (ISO 8601)."""
+    """One image: its fingerprint, aliases, description, creation time (ISO 8601), size and properties."""
 
     fingerprint: str
     aliases: tuple[str, ...]
     description: str
     created: str
     size: int = 0
+    properties: Mapping[str, str] = MappingProxyType({})
 
 
 class Container(ABC):
@@ -244,6 +245,13 @@ class Driver(ABC):
     @abstractmethod
     def publish(self, container: str, alias: str, *, description: str = "") -> ImageInfo:
         """Publish a (stopped) container as an image under ``alias``, moving the alias if it exists."""
+
+    @abstractmethod
+    def import_image(self, tarball: Path, *, description: str = "") -> ImageInfo:
+        """Import an image from a unified tarball (``metadata.yaml``, ``templates/``, ``rootfs/``).
+
+        Importing an image that exists already (same fingerprint) returns it.
+        """
 
     @abstractmethod
     def tag_image(self, alias: str, fingerprint: str, *, description: str = "") -> None:

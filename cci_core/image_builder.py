@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -19,12 +20,14 @@ class BuildRequest:
     :param base: the image to start from (a local alias, or ``images:<alias>``).
     :param script: the build script's content (run as root with bash in the build container).
     :param offline: do not wait for or repair the network (for scripts that need none).
+    :param options: builder-specific settings (e.g. ``mirror`` for the debootstrap builder).
     """
 
     alias: str
     base: str
-    script: bytes
+    script: bytes = b""
     offline: bool = False
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 class ImageBuilder(ABC):

@@ -31,6 +31,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("incus", "cci_builtin_plugins.incus.plugin"),
     ("tool-state", "cci_builtin_plugins.tools.state"),
     ("claude", "cci_builtin_plugins.tools.claude"),
+    ("codex", "cci_builtin_plugins.tools.codex"),
     ("network-restricted", "cci_builtin_plugins.network.restricted"),
     ("network-allowlist", "cci_builtin_plugins.network.allowlist"),
     ("network-open", "cci_builtin_plugins.network.open"),

@@ -174,6 +174,13 @@ class FakeDriver(Driver):
         self.images[image.fingerprint] = image
         return image
 
+    def import_image(self, tarball: Path, *, description: str = "") -> ImageInfo:
+        import hashlib
+
+        image = ImageInfo(hashlib.sha256(tarball.read_bytes()).hexdigest(), (), description, "")
+        self.images.setdefault(image.fingerprint, image)
+        return self.images[image.fingerprint]
+
     def tag_image(self, alias: str, fingerprint: str, *, description: str = "") -> None:
         self.images = {fp: image._replace(aliases=tuple(a for a in image.aliases if a != alias))
                        for fp, image in self.images.items()}

@@ -10,6 +10,8 @@ import click
 
 from cci_core.cli.state import get_state
 from cci_core.errors import CciError, NotFoundError, UsageError
+from cci_core.image_builder import BuildRequest
+from cci_builtin_plugins.images.debootstrap import DEFAULT_MIRROR, DEFAULT_SUITE
 
 #: the alias ``cci build`` makes, and the base it starts from (the public image server)
 CCI_IMAGE = "cci"
@@ -31,7 +33,8 @@ def build(ctx: click.Context, force: bool, base: str, offline: bool) -> None:
     it; a failed build leaves no image and no build container.
     """
     if ctx.invoked_subcommand is None:
-        run_build(ctx, CCI_IMAGE, base, BUILTIN_SCRIPT.read_bytes(), force=force, offline=offline)
+        request = BuildRequest(CCI_IMAGE, base, BUILTIN_SCRIPT.read_bytes(), offline=offline)
+        run_build(ctx, request, force=force)
 
 
 @build.command()
@@ -44,28 +47,59 @@ def build(ctx: click.Context, force: bool, base: str, offline: bool) -> None:
 @click.pass_context
 def custom(ctx: click.Context, name: str, script: Path, base: str, force: bool, offline: bool) -> None:
     """Build image NAME by running SCRIPT on top of BASE (default: the cci image)."""
-    if not _ALIAS.match(name):
-        raise UsageError(f"{name!r} is not a valid image name", hint="use letters, digits, '.', '-' and '_'")
+    _check_alias(name)
     try:
         content = script.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read the build script {script}: {exc.strerror}") from None
-    run_build(ctx, name, base, content, force=force, offline=offline)
+    run_build(ctx, BuildRequest(name, base, content, offline=offline), force=force)
 
 
-def run_build(ctx: click.Context, alias: str, base: str, script: bytes, *, force: bool, offline: bool) -> None:
-    """Build with the configured builder, streaming to the terminal and a log file."""
-    from cci_core.image_builder import BuildRequest
+@build.command()
+@click.argument("name")
+@click.option("--suite", default=DEFAULT_SUITE, show_default=True, help="Debian or Ubuntu release to install.")
+@click.option("--mirror", default=DEFAULT_MIRROR, show_default=True, help="Package mirror to install from.")
+@click.option("--include", "packages", metavar="PKG,...", help="Packages to install (default: what cci needs).")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Keep the image tarball here; the same recipe is then imported again in seconds.")
+@click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
+@click.option("--if-changed", is_flag=True, help="Keep an existing image built from the same recipe.")
+@click.pass_context
+def base(ctx: click.Context, name: str, suite: str, mirror: str, packages: str | None, cache: Path | None,
+         force: bool, if_changed: bool) -> None:
+    """Build base image NAME on the host with debootstrap: no image server needed (needs root).
 
+    Then 'cci build --base NAME' or 'cci build custom ... --base NAME' build on it.
+    """
+    from cci_builtin_plugins.images.debootstrap import recipe_from
+
+    _check_alias(name)
+    options = {"mirror": mirror, **({"packages": packages} if packages else {}),
+               **({"cache": str(cache.resolve())} if cache else {})}
+    request = BuildRequest(name, suite, offline=True, options=options)
+    if if_changed and not force:
+        existing = [image for image in get_state(ctx).driver.list_images() if name in image.aliases]
+        if existing and existing[0].properties.get("cci.recipe") == recipe_from(request).digest():
+            click.echo(f"{name} is up to date ({existing[0].fingerprint[:12]})", err=True)
+            return
+        force = True
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    run_build(ctx, request, force=force, builder_name="debootstrap")
+
+
+def run_build(ctx: click.Context, request: BuildRequest, *, force: bool, builder_name: str | None = None) -> None:
+    """Build with the named (or configured) builder, streaming to the terminal and a log file."""
     state = get_state(ctx)
     driver = state.driver
+    alias, base = request.alias, request.base
     if not force and driver.image_exists(alias):
         raise UsageError(f"image {alias!r} exists already", hint="add --force to rebuild it")
-    if ":" not in base and not driver.image_exists(base):
+    name = builder_name or str(state.config.plugin_settings("images").get("builder", "script"))
+    if name == "script" and ":" not in base and not driver.image_exists(base):
         raise NotFoundError(f"base image {base!r} not found",
                             hint="build it first ('cci build'), or pick one from 'cci image list'")
-    builder = state.plugins.registries.image_builders.get(state.config.plugin_settings("images").get(
-        "builder", "script"))()
+    builder = state.plugins.registries.image_builders.get(name)()
     log = _log_path(alias)
     with log.open("wb") as handle:
         def output(chunk: bytes) -> None:
@@ -75,12 +109,17 @@ def run_build(ctx: click.Context, alias: str, base: str, script: bytes, *, force
             sys.stdout.buffer.flush()
 
         try:
-            image = builder.build(driver, BuildRequest(alias, base, script, offline=offline), output)
+            image = builder.build(driver, request, output)
         except CciError as exc:  # the same kind of error (and exit code), saying what failed and where the log is
             exc.message = f"building {alias} failed: {exc.message}"
             exc.hint = f"{exc.hint}; the log is {log}" if exc.hint else f"the log is {log}"
             raise
     click.echo(f"built {alias} ({image.fingerprint[:12]}); log: {log}", err=True)
+
+
+def _check_alias(name: str) -> None:
+    if not _ALIAS.match(name):
+        raise UsageError(f"{name!r} is not a valid image name", hint="use letters, digits, '.', '-' and '_'")
 
 
 def _log_path(alias: str) -> Path:

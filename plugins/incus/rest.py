@@ -15,7 +15,7 @@ import socket
 import threading
 from collections.abc import Mapping
 from email.message import Message
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 from urllib import parse
 
 from cci_core.errors import BackendError
@@ -79,8 +79,11 @@ class IncusAPI:
         return f"{path}?{parse.urlencode(query)}" if query else path
 
     def raw(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
-            data: bytes | None = None, headers: Mapping[str, str] | None = None) -> Response:
-        """Send one request and return whatever Incus answers; only a broken connection raises."""
+            data: bytes | BinaryIO | None = None, headers: Mapping[str, str] | None = None) -> Response:
+        """Send one request and return whatever Incus answers; only a broken connection raises.
+
+        ``body`` is sent as JSON; ``data`` as it is (a file is streamed: give its Content-Length).
+        """
         payload = json.dumps(body).encode() if body is not None else data
         request_headers = dict(headers or {})
         if body is not None:

@@ -1,14 +1,30 @@
-"""Claude Code, the default tool."""
+"""Claude Code, the default tool.
+
+Flags and settings keys checked against Claude Code 2.1.332 (npm
+``@anthropic-ai/claude-code-linux-x64``): its ``--help`` lists
+``--dangerously-skip-permissions``, ``--session-id <uuid>`` and
+``--resume [id]``; the keys below are the ones its binary reads, and with all
+three set it starts straight at the prompt (without them it shows the
+onboarding, the folder-trust dialog, or the bypass-permissions warning).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from cci_core import hookimpl
+from cci_core.layout import WORKSPACE_PATH
 from cci_core.registry import Register
 from cci_core.tool import CredentialFile, ToolAdapter
 
 
 class ClaudeCode(ToolAdapter):
-    """Anthropic's Claude Code CLI, run with permission prompts off: the container is the sandbox."""
+    """Anthropic's Claude Code CLI, run with permission prompts off: the container is the sandbox.
+
+    cci's session id is Claude's own: a new session starts with
+    ``--session-id``, a resume continues it with ``--resume``.
+    """
 
     name = "claude"
     summary = "Claude Code (Anthropic)"
@@ -22,6 +38,18 @@ class ClaudeCode(ToolAdapter):
     def command(self, session_id: str, *, resume: bool) -> list[str]:
         session = ["--resume", session_id] if resume else ["--session-id", session_id]
         return [self.binary, "--dangerously-skip-permissions", *session]
+
+    def sandbox_settings(self) -> Mapping[str, Mapping[str, Any]]:
+        return {
+            # the global config: first-run onboarding done, the workspace trusted
+            ".claude.json": {
+                "hasCompletedOnboarding": True,
+                "projects": {WORKSPACE_PATH: {"hasTrustDialogAccepted": True}},
+            },
+            # user settings: the bypass-permissions warning accepted (the older
+            # bypassPermissionsModeAccepted in .claude.json is migrated to this key)
+            ".claude/settings.json": {"skipDangerousModePermissionPrompt": True},
+        }
 
 
 @hookimpl

@@ -2,7 +2,8 @@
 
 * at every start and resume: the tool's credential files, fresh from the host
   (when ``[defaults] mount_claude_config``), then its sandbox settings merged
-  into its JSON settings files, all owned by the container user, mode 0600;
+  into its settings files (JSON, or TOML for ``*.toml``), all owned by the
+  container user, mode 0600;
 * at detach, periodically and after the session ends: the tool's state
   directory saved to ``~/.cci/sessions-<tool>/<id>/`` without credential files;
 * on resume into a fresh container: that copy put back before the tool runs.
@@ -59,11 +60,13 @@ def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
                 target = home_path(credential.container_path)
                 make_parents(container, target, uid)
                 container.push_file(target, source.read_bytes(), mode=credential.mode, uid=uid, gid=uid)
+    from cci_builtin_plugins.tools import settings_files
+
     for relative, keys in tool.sandbox_settings().items():
         target = home_path(relative)
         make_parents(container, target, uid)
-        merged = merge(_read_json(container, target), keys)
-        container.push_file(target, _json_bytes(merged), mode=0o600, uid=uid, gid=uid)
+        merged = merge(_read_settings(container, target), keys)
+        container.push_file(target, settings_files.render(target, merged), mode=0o600, uid=uid, gid=uid)
 
 
 @hookimpl
@@ -143,18 +146,12 @@ def merge(base: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _json_bytes(document: Any) -> bytes:
-    import json
-
-    return (json.dumps(document, indent=2) + "\n").encode()
-
-
-def _read_json(container: Container, path: str) -> Any:
-    import json
+def _read_settings(container: Container, path: str) -> Any:
+    from cci_builtin_plugins.tools import settings_files
 
     try:
-        return json.loads(container.pull_file(path))
+        return settings_files.parse(path, container.pull_file(path))
     except NotFoundError:
         return {}
-    except ValueError:  # not JSON: the tool would not read it either, so it is replaced
+    except ValueError:  # not valid JSON/TOML: the tool would not read it either, so it is replaced
         return {}

@@ -44,7 +44,7 @@ def test_driver_reads_the_server_version(tmp_path: Path) -> None:
 def test_test_environment_is_complete(tmp_path: Path) -> None:
     client = make_driver(tmp_path).client
     image = client.images.get_by_alias(incus_env.IMAGE)
-    assert image.properties["cci.recipe"]
+    assert image.properties["cci.recipe"] and image.properties["cci.builder"] == "debootstrap"  # cci build base
     pool = client.storage_pools.get(incus_env.POOL)
     assert pool.driver in {"btrfs", "dir"}
     bridge = client.networks.get(incus_env.BRIDGE)

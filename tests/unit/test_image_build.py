@@ -90,3 +90,34 @@ def test_a_failed_build_publishes_nothing_and_deletes_its_container(tmp_path) ->
     with pytest.raises(CciError, match="the build script failed with exit code 3"):
         ScriptBuilder().build(driver, BuildRequest("demo", "base", b"exit 3\n", offline=True), lambda chunk: None)
     assert driver.images == {} and driver.containers == {}
+
+
+def test_the_base_recipe_names_what_decides_the_image() -> None:
+    from cci_builtin_plugins.images.debootstrap import DEFAULT_PACKAGES, metadata_yaml, recipe_from
+
+    default = recipe_from(BuildRequest("base", "bookworm"))
+    assert default.packages == tuple(sorted(DEFAULT_PACKAGES))
+    same = recipe_from(BuildRequest("other-name", "bookworm", options={"packages": ",".join(DEFAULT_PACKAGES)}))
+    assert same.digest() == default.digest()  # the alias and the package order do not matter
+    for changed in (BuildRequest("base", "trixie"),
+                    BuildRequest("base", "bookworm", options={"mirror": "http://mirror.example/debian"}),
+                    BuildRequest("base", "bookworm", options={"packages": "tmux,sudo"})):
+        assert recipe_from(changed).digest() != default.digest()
+    yaml = metadata_yaml(default, "cci base", 1700000000)
+    assert f"  cci.recipe: '{default.digest()}'" in yaml and "  cci.builder: debootstrap" in yaml
+    assert "  release: bookworm" in yaml and "creation_date: 1700000000" in yaml
+
+
+def test_a_base_build_needs_root_and_debootstrap(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from cci_builtin_plugins.images import debootstrap
+
+    driver = FakeDriver(load_config(tmp_path, environ={}))
+    request = BuildRequest("base", "bookworm")
+    monkeypatch.setattr(debootstrap.os, "geteuid", lambda: 1000)
+    with pytest.raises(CciError, match="building a base image needs root"):
+        debootstrap.DebootstrapBuilder().build(driver, request, lambda chunk: None)
+    monkeypatch.setattr(debootstrap.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(debootstrap.shutil, "which", lambda name: None)
+    with pytest.raises(CciError, match="debootstrap is not installed"):
+        debootstrap.DebootstrapBuilder().build(driver, request, lambda chunk: None)
+    assert driver.images == {}

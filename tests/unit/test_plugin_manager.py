@@ -61,7 +61,7 @@ def test_builtins_are_registered_with_what_they_provide() -> None:
     assert all(info.builtin and info.enabled and info.distribution == "claude-code-isolated" for info in plugins.infos)
     registries = plugins.registries
     assert registries.drivers.names() == ["incus"]
-    assert registries.tools.names() == ["claude"]
+    assert registries.tools.names() == ["claude", "codex"]
     assert registries.network_policies.names() == ["allowlist", "open", "restricted"]
     assert registries.commands.names() == ["build"]
     by_name = {info.name: info for info in plugins.infos}
@@ -165,7 +165,7 @@ def test_unknown_name_is_not_available() -> None:
     plugins = load_plugins(entry_points=False)
     with pytest.raises(NotAvailableError) as caught:
         plugins.registries.tools.get("aider")
-    assert str(caught.value) == "tool 'aider' is not available (plugin may not be installed); available: claude"
+    assert str(caught.value) == "tool 'aider' is not available (plugin may not be installed); available: claude, codex"
 
 
 def test_failure_inside_register_is_a_plugin_error() -> None:
