@@ -46,11 +46,12 @@ class ToolAdapter(ABC):
         """The argv that starts a new session with ``session_id`` (a UUID cci chose), or resumes it."""
 
     def sandbox_settings(self) -> Mapping[str, Mapping[str, Any]]:
-        """JSON files (relative to the container user's home) and the keys merged into them at every start.
+        """Settings files (relative to the container user's home) and the keys merged into them at every start.
 
         For what the tool needs to run unattended in the sandbox (skip
         first-run and permission prompts). Merged recursively into what is
-        there (the user's own settings, injected or restored), never replacing it.
+        there (the user's own settings, injected or restored), never replacing
+        it. A file whose name ends in ``.toml`` is TOML, any other is JSON.
         """
         return {}
 
