@@ -91,7 +91,9 @@ def pull(ctx: click.Context, source: str, destination: str, recursive: bool) -> 
     If DEST is an existing directory or ends with /, the copy goes into it
     under SRC's name; otherwise DEST is the copy's own path. Missing parent
     directories are created. With -r, a directory that exists already is
-    merged into. A pulled file gets the default mode (umask).
+    merged into, files keep their mode bits (less the umask, as cp does) and
+    symlinks stay symlinks. A single pulled file gets the default mode
+    (umask); a symlink is followed.
     """
     remote = parse_remote(source)
     target = Path(destination)
