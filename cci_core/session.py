@@ -26,7 +26,6 @@ from cci_core.context import LaunchContext, Mount
 from cci_core.driver import Container, ContainerInfo, ContainerSpec, Driver
 from cci_core.errors import CciError, PluginError
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
-from cci_core.slots import claim_slot
 
 if TYPE_CHECKING:
     from cci_core.config import Config
@@ -168,6 +167,8 @@ class SessionManager:
         def create(name: str, slot: int) -> Container:
             spec = ContainerSpec(name, defaults.image, labels={**labels, "slot": str(slot)}, config=BASE_CONFIG)
             return self.driver.create(spec)
+
+        from cci_core.slots import claim_slot
 
         container = claim_slot(self.driver, workspace, create, slot=request.slot)
         try:

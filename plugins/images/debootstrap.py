@@ -16,12 +16,8 @@ makes a rebuild of the same recipe an import of seconds.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -52,12 +48,16 @@ class Recipe(NamedTuple):
     architecture: str
 
     def digest(self) -> str:
+        import hashlib
+
         text = "\n".join([BUILDER_VERSION, self.suite, self.mirror, ",".join(self.packages), self.architecture])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def recipe_from(request: BuildRequest) -> Recipe:
     """The recipe a request asks for (``base`` is the suite; ``options`` may set mirror and packages)."""
+    import platform
+
     packages = request.options.get("packages")
     return Recipe(
         suite=request.base or DEFAULT_SUITE,
@@ -104,6 +104,8 @@ class DebootstrapBuilder(ImageBuilder):
             raise UsageError("building a base image needs root (debootstrap and chroot)", hint="run it with sudo")
         if shutil.which("debootstrap") is None:
             raise UsageError("debootstrap is not installed", hint="'sudo apt-get install debootstrap'")
+        import tempfile
+
         cache = Path(request.options["cache"]) if request.options.get("cache") else None
         cached = cache / f"base-{recipe.digest()}.tar.gz" if cache else None
         with tempfile.TemporaryDirectory(prefix="cci-base-", dir=cache) as work:
@@ -161,6 +163,8 @@ def customize(rootfs: Path, output: OutputHandler) -> None:
 
 def _run(argv: Sequence[str], output: OutputHandler, what: str, env: Mapping[str, str] | None = None) -> None:
     """Run a host command, streaming its output; a failure is one error naming the step."""
+    import subprocess
+
     process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **(env or {})})
     assert process.stdout is not None
