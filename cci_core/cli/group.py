@@ -6,30 +6,54 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
 from cci_core.cli.state import get_state, warn
 from cci_core.errors import CciError, PluginError
 
-#: core commands: name -> (module, attribute); imported only when used or listed
-CORE_COMMANDS: dict[str, tuple[str, str]] = {
-    "completion": ("cci_core.cli.completion_cmd", "completion"),
-    "config": ("cci_core.cli.config_cmd", "config"),
-    "plugins": ("cci_core.cli.plugins_cmd", "plugins"),
-    "container": ("cci_core.cli.container_cmd", "container"),
-    "file": ("cci_core.cli.file_cmd", "file"),
-    "image": ("cci_core.cli.image_cmd", "image"),
-    "run": ("cci_core.cli.run_cmd", "run"),
-    "shell": ("cci_core.cli.shell_cmds", "shell"),
-    "attach": ("cci_core.cli.shell_cmds", "attach"),
-    "tmux": ("cci_core.cli.tmux_cmd", "tmux"),
-    "list": ("cci_core.cli.list_cmd", "list_"),
-    "shutdown": ("cci_core.cli.stop_cmds", "shutdown"),
-    "kill": ("cci_core.cli.stop_cmds", "kill"),
-    "clean": ("cci_core.cli.clean_cmd", "clean"),
-    "doctor": ("cci_core.cli.doctor_cmd", "doctor"),
+class CoreCommand(NamedTuple):
+    """Where a core command lives, and its one-line summary for ``cci --help``."""
+
+    module: str
+    attribute: str
+    summary: str
+
+
+#: core commands, imported only when used: ``cci --help`` lists them from their summaries
+#: (a unit test keeps each summary equal to the command's own short help)
+CORE_COMMANDS: dict[str, CoreCommand] = {
+    "completion": CoreCommand("cci_core.cli.completion_cmd", "completion", "Print the completion script for SHELL."),
+    "config": CoreCommand("cci_core.cli.config_cmd", "config", "Show the merged configuration."),
+    "plugins": CoreCommand("cci_core.cli.plugins_cmd", "plugins", "Inspect installed plugins."),
+    "container": CoreCommand("cci_core.cli.container_cmd", "container",
+                             "Low-level container operations: launch, start, stop, delete, exec, exists, running, "
+                             "mount."),
+    "file": CoreCommand("cci_core.cli.file_cmd", "file",
+                        "Copy files and directories between the host and a container, running or stopped."),
+    "image": CoreCommand("cci_core.cli.image_cmd", "image",
+                         "Manage images: list, publish a container, delete, check an alias, clean up old versions."),
+    "run": CoreCommand("cci_core.cli.run_cmd", "run",
+                       "Run COMMAND in a fresh container with the workspace at /workspace, and exit with its exit "
+                       "code."),
+    "shell": CoreCommand("cci_core.cli.shell_cmds", "shell",
+                         "Start the AI tool in a container for the workspace, in tmux, and attach to it."),
+    "attach": CoreCommand("cci_core.cli.shell_cmds", "attach",
+                          "Attach to a running session: NAME, or this workspace's (asks when it has several)."),
+    "tmux": CoreCommand("cci_core.cli.tmux_cmd", "tmux",
+                        "Talk to the tmux session a cci container runs (as the container user)."),
+    "list": CoreCommand("cci_core.cli.list_cmd", "list_",
+                        "List cci containers of every workspace, each ephemeral or persistent."),
+    "shutdown": CoreCommand("cci_core.cli.stop_cmds", "shutdown",
+                            "Stop sessions cleanly (forced after --timeout), save them, delete them unless "
+                            "persistent."),
+    "kill": CoreCommand("cci_core.cli.stop_cmds", "kill",
+                        "Stop sessions at once and delete them (persistent ones too), saving their session first."),
+    "clean": CoreCommand("cci_core.cli.clean_cmd", "clean",
+                         "Finish stopped sessions (save, delete unless persistent) and delete orphaned cci "
+                         "containers."),
+    "doctor": CoreCommand("cci_core.cli.doctor_cmd", "doctor", "Check that this machine can run cci."),
 }
 
 #: exit code for an unexpected exception (a bug in cci or a plugin): EX_SOFTWARE
@@ -50,10 +74,27 @@ class CciGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in CORE_COMMANDS:
-            module, attribute = CORE_COMMANDS[name]
-            command: click.Command = getattr(importlib.import_module(module), attribute)
+            core = CORE_COMMANDS[name]
+            command: click.Command = getattr(importlib.import_module(core.module), core.attribute)
             return command
         return self._plugin_commands(ctx).get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``: core commands from their summaries, without importing them."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in CORE_COMMANDS:
+                rows.append((name, click.Command(name, help=CORE_COMMANDS[name].summary).get_short_help_str(limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
         registry = get_state(ctx).plugins.registries.commands
@@ -99,3 +140,4 @@ class CciGroup(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
+

@@ -272,3 +272,25 @@ def test_unenforced_network_policy_is_announced(tmp_path: Path) -> None:
         "cci: warning: network policy 'restricted' is not enforced yet: the container can reach whatever "
         "its Incus network allows")
     assert result.exit_code == 4  # then it fails to reach Incus, before anything is created
+
+
+def test_core_command_summaries_match_the_commands() -> None:
+    """``cci --help`` lists core commands from CORE_COMMANDS without importing them: the texts must agree."""
+    import importlib
+
+    from cci_core.cli.group import CORE_COMMANDS
+
+    for name, core in CORE_COMMANDS.items():
+        command = getattr(importlib.import_module(core.module), core.attribute)
+        assert command.get_short_help_str(limit=1000) == core.summary, name
+
+
+def test_help_imports_no_core_command_module(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "cci_core", "--help"], capture_output=True,
+                            text=True, check=False, cwd=tmp_path)
+    assert result.returncode == 0 and "shell " in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert not {module for module in imported if module.endswith(("_cmd", "_cmds"))}, sorted(imported)
