@@ -1,4 +1,4 @@
-"""The Incus checks of ``cci doctor`` (hook ``cci_doctor_checks``).
+"""The Incus checks of ``cci doctor`` (the hook ``cci_doctor_checks`` in :mod:`.plugin` calls them).
 
 Each check is independent and never raises: a problem is a ``fail`` (or
 ``warn``) :class:`~cci_core.doctor.Check` carrying the fix. One connection
@@ -53,14 +53,6 @@ NEED_CONNECTION = (PROJECT, STORAGE, NETWORK, IDMAPPED, IMAGE)
 INSTALL_FIX = ("install Incus (https://linuxcontainers.org/incus/docs/main/installing/) and start it "
                "('sudo systemctl start incus')")
 RESTART_FIX = "then restart Incus ('sudo systemctl restart incus')"
-
-
-@hookimpl
-def cci_doctor_checks(config: Config) -> list[Check] | None:
-    """The Incus checks, when Incus is the configured driver."""
-    if config.defaults.driver != DRIVER:
-        return None
-    return incus_checks(config, os.environ)
 
 
 def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None = None, gid: int | None = None,

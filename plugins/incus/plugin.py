@@ -1,13 +1,31 @@
-"""Registers the Incus driver. Importing this module does not import pylxd."""
+"""Registers the Incus driver and its doctor checks; their modules load when they are used."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cci_core import hookimpl
 from cci_core.registry import Register
-from cci_builtin_plugins.incus.doctor import cci_doctor_checks  # noqa: F401  (the doctor hook)
-from cci_builtin_plugins.incus.driver import IncusDriver
+
+if TYPE_CHECKING:
+    from cci_core.config import Config
+    from cci_core.doctor import Check
 
 
 @hookimpl
 def cci_register(register: Register) -> None:
+    from cci_builtin_plugins.incus.driver import IncusDriver
+
     register.add_driver(IncusDriver)
+
+
+@hookimpl
+def cci_doctor_checks(config: Config) -> list[Check] | None:
+    """The Incus checks (:mod:`.doctor`), when Incus is the configured driver."""
+    from cci_builtin_plugins.incus.doctor import DRIVER, incus_checks
+
+    if config.defaults.driver != DRIVER:
+        return None
+    import os
+
+    return incus_checks(config, os.environ)

@@ -34,7 +34,7 @@ from cci_core.doctor import (
 )
 from cci_core.errors import BackendError, ConfigError, NotFoundError, PluginError
 from cci_core.plugin_manager import load_plugins
-from cci_builtin_plugins.incus import doctor as incus_doctor
+from cci_builtin_plugins.incus import plugin as incus_plugin
 from cci_builtin_plugins.incus.doctor import (
     _Server,
     access_reason,
@@ -258,7 +258,7 @@ def test_a_plugin_returning_something_else_than_checks_fails(tmp_path: Path, ret
 def test_the_incus_plugin_stays_silent_for_another_driver(tmp_path: Path) -> None:
     config = make_config(tmp_path, **{"defaults.driver": "stub"})
     plugins = load_plugins(entry_points=False, extra=[("stubby", DoctorPlugin([ok("stub daemon", "up")]))])
-    assert plugins.manager.get_plugin("incus").cci_doctor_checks is incus_doctor.cci_doctor_checks
+    assert plugins.manager.get_plugin("incus").cci_doctor_checks is incus_plugin.cci_doctor_checks
     assert plugin_checks(config, plugins) == [ok("stub daemon", "up")]
 
 
