@@ -17,6 +17,7 @@ from cci_core.errors import BackendError
 if TYPE_CHECKING:
     from cci_core.config import Config
     from cci_core.context import Mount
+    from cci_core.network_policy import NetworkPlan
 
 #: prefix of the backend config keys that carry cci's own labels (``user.cci.slot``...)
 LABEL_PREFIX = "user.cci."
@@ -83,6 +84,22 @@ class ImageInfo(NamedTuple):
     properties: Mapping[str, str] = MappingProxyType({})
 
 
+class PolicyNetwork(NamedTuple):
+    """A network the driver made to enforce a :class:`~cci_core.network_policy.NetworkPlan`, as it is now.
+
+    :param plan: the plan as enforced (rules, settings, addresses, refresh interval).
+    :param refreshed_at: when the plan was last applied, in seconds since the epoch.
+    :param used_by: the containers attached to it.
+    :param subnet: its IPv4 subnet (CIDR), when it has one.
+    """
+
+    name: str
+    plan: NetworkPlan
+    refreshed_at: float
+    used_by: tuple[str, ...] = ()
+    subnet: str = ""
+
+
 class Container(ABC):
     """A handle on one container. Each driver provides its own."""
 
@@ -119,8 +136,12 @@ class Container(ABC):
         """
 
     @abstractmethod
-    def configure(self, config: Mapping[str, str], mounts: Sequence[Mount]) -> None:
-        """Set backend config keys and add mounts in one update (before the first start)."""
+    def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
+        """Set backend config keys, add mounts and attach to ``network`` in one update (before a start).
+
+        ``network`` is a name returned by :meth:`Driver.ensure_network`; None keeps
+        the network the backend's defaults give.
+        """
 
     @abstractmethod
     def start(self) -> None:
@@ -260,3 +281,23 @@ class Driver(ABC):
     @abstractmethod
     def delete_image(self, alias_or_fingerprint: str) -> None:
         """Delete an image by alias or fingerprint."""
+
+    # -- network policies: drivers that cannot enforce them keep these defaults -----------------------
+
+    def ensure_network(self, plan: NetworkPlan) -> str:
+        """Make (or bring up to date) the network that enforces ``plan``; return its name.
+
+        The rules must live outside the container and be in force before a
+        container attached to the network first starts. Idempotent, and safe
+        when two processes ensure the same plan at once.
+        """
+        raise BackendError(f"the {self.name} driver cannot enforce network policies",
+                           hint="use --network open, or a driver that supports them")
+
+    def policy_networks(self) -> list[PolicyNetwork]:
+        """Every network :meth:`ensure_network` made."""
+        return []
+
+    def delete_network(self, name: str) -> None:
+        """Delete a network :meth:`ensure_network` made (it must be unused)."""
+        raise BackendError(f"the {self.name} driver has no network {name!r}")

@@ -1,12 +1,71 @@
-"""The network-policy interface: what a container may reach, chosen by ``[network] mode``."""
+"""The network-policy interface: what a container may reach, chosen by ``[network] mode``.
+
+A policy turns the ``[network]`` settings into a :class:`NetworkPlan`: egress
+rules and a default action. The driver enforces a plan outside the container
+(for Incus: a network ACL on a managed network of the plan's own), so root
+inside cannot lift it, and it is in force before the container first boots.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from cci_core.config.schema import NetworkConfig
+
+Action = Literal["allow", "reject"]
+
+#: longest :attr:`NetworkPlan.key`: network names become Linux interface names (15 bytes) with ``cci-`` before
+MAX_KEY_LENGTH = 11
+
+
+class Rule(NamedTuple):
+    """One egress rule: ``action`` for traffic to any of ``destinations`` (CIDRs or addresses).
+
+    Rejections win over allows, whatever their order: an address in a
+    rejected range stays unreachable even when a rule allows it.
+    """
+
+    action: Action
+    destinations: tuple[str, ...]
+    description: str = ""
+
+
+class NetworkPlan(NamedTuple):
+    """What a policy asks the driver to enforce for every container that uses it.
+
+    :param policy: the policy's name (``[network] mode``).
+    :param identity: what tells two plans of one policy apart (e.g. the allowlist's
+        sorted domains); plans with the same policy and identity share one network.
+    :param default: the action for traffic no rule matches.
+    :param rules: egress rules.
+    :param settings: the ``[network]`` settings the plan was made from; stored with the
+        network so that a refresh can make the plan again without the user's config.
+    :param addresses: for plans built from names: each name's addresses, as enforced.
+    :param refresh_minutes: how often the plan should be made again (0: never).
+    :param notes: what the user should know (e.g. a name that did not resolve).
+    """
+
+    policy: str
+    identity: str
+    default: Action
+    rules: tuple[Rule, ...]
+    settings: Mapping[str, object] = MappingProxyType({})
+    addresses: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+    refresh_minutes: int = 0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """A short stable name for the plan's network: the policy name, or a digest with its identity."""
+        if not self.identity and len(self.policy) <= MAX_KEY_LENGTH:
+            return self.policy
+        digest = hashlib.sha256(f"{self.policy}\0{self.identity}".encode()).hexdigest()[:8]
+        return f"{self.policy[:2]}-{digest}"
 
 
 class NetworkPolicy(ABC):
@@ -23,4 +82,11 @@ class NetworkPolicy(ABC):
         """Reject settings this policy cannot enforce, with a :class:`~cci_core.errors.ConfigError`.
 
         Called before anything is launched.
+        """
+
+    @abstractmethod
+    def plan(self, settings: NetworkConfig) -> NetworkPlan | None:
+        """The rules to enforce for ``settings`` (already validated), or None for no restriction at all.
+
+        May do slow work such as resolving names; called at every launch and refresh.
         """

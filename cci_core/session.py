@@ -29,6 +29,7 @@ from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
 
 if TYPE_CHECKING:
     from cci_core.config import Config
+    from cci_core.networking import Attachment
     from cci_core.plugin_manager import Plugins
 
 # label values (each stored as user.cci.<key>)
@@ -153,6 +154,7 @@ class SessionManager:
         defaults = self.config.defaults
         tool = self._tool() if request.kind == KIND_SESSION else None
         workspace = request.workspace.resolve()
+        attachment = self.attach_network()
         labels = {
             "kind": request.kind,
             "workspace": str(workspace),
@@ -162,6 +164,7 @@ class SessionManager:
             "session": request.resume_from or str(uuid.uuid4()),
             "state": LAUNCHING,
             "launcher": launcher_id(),
+            "network": attachment.policy,
         }
 
         def create(name: str, slot: int) -> Container:
@@ -176,7 +179,7 @@ class SessionManager:
             ctx.storage = tuple(path.resolve() for path in request.storage)
             ctx.tool = tool
             ctx.resume_from = request.resume_from
-            self._configure(container, ctx)
+            self._configure(container, ctx, attachment.network)
             container.start()
             if request.kind == KIND_SESSION:
                 wait_for_boot(container)
@@ -196,7 +199,20 @@ class SessionManager:
         name = name or tool_config.name
         return self.plugins.registries.tools.get(name)(tool_config.binary if name == tool_config.name else None)
 
-    def _configure(self, container: Container, ctx: LaunchContext) -> None:
+    def attach_network(self) -> Attachment:
+        """Have the driver enforce the configured network policy; its notes go to :attr:`warn`."""
+        from cci_core.networking import attach
+
+        attachment = attach(self.config, self.plugins.registries, self.driver)
+        for note in attachment.plan.notes if attachment.plan else ():
+            self._report(f"network policy {attachment.policy}: {note}")
+        return attachment
+
+    def _report(self, message: str) -> None:
+        if self.warn is not None:
+            self.warn(message)
+
+    def _configure(self, container: Container, ctx: LaunchContext, network: str | None) -> None:
         """Run the pre-launch hooks and apply what they contribute (before the first start)."""
         hook = self.plugins.hook
         hook.cci_pre_launch(ctx=ctx)
@@ -217,7 +233,7 @@ class SessionManager:
         duplicates = sorted({device for device in devices if devices.count(device) > 1})
         if duplicates:
             raise PluginError(f"two mounts use the device name(s) {', '.join(duplicates)}")
-        container.configure(config, mounts)
+        container.configure(config, mounts, network)
 
     def discard(self, container: Container) -> None:
         """Delete a container at once, without saving (a failed launch, an orphan); never raises."""
@@ -247,6 +263,7 @@ class SessionManager:
                 continue  # another cci process took it
             ctx = self.context(info.name, container.labels())
             try:
+                self._reattach(container, info.labels.get("network", ""))
                 container.start()
                 wait_for_boot(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
@@ -262,6 +279,17 @@ class SessionManager:
                 raise
             return container, ctx
         return None
+
+    def _reattach(self, container: Container, previous: str) -> None:
+        """Put a saved container under the policy configured now (its plan made afresh) before it starts."""
+        attachment = self.attach_network()
+        if attachment.network is not None:
+            container.configure({}, [], attachment.network)
+        elif previous and previous != attachment.policy:
+            self._report(f"{container.name} keeps its {previous!r} network: a saved container cannot go back "
+                         f"to {attachment.policy!r}; start a new session for that")
+            return
+        container.set_labels({"network": attachment.policy})
 
     # -- contexts ------------------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ from cci_core.driver import (
     ExecResult,
     ImageInfo,
     OutputHandler,
+    PolicyNetwork,
     ServerInfo,
 )
+from cci_core.network_policy import NetworkPlan
 from cci_core.errors import NotFoundError
 
 
@@ -37,6 +39,7 @@ class FakeContainer(Container):
         self.files: dict[str, tuple[bytes, int, int, int]] = {}
         self.directories: dict[str, tuple[int, int, int]] = {}
         self.commands: list[tuple[str, ...]] = []
+        self.network: str | None = None
 
     @property
     def name(self) -> str:
@@ -62,9 +65,11 @@ class FakeContainer(Container):
             self._labels.update(labels)
             return True
 
-    def configure(self, config: Mapping[str, str], mounts: Sequence[Mount]) -> None:
+    def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
         self.config.update(config)
         self.mounts.extend(mounts)
+        if network is not None:
+            self.network = network
 
     def start(self) -> None:
         self.state = "running"
@@ -137,6 +142,7 @@ class FakeDriver(Driver):
         super().__init__(config)
         self.containers: dict[str, FakeContainer] = {}
         self.images: dict[str, ImageInfo] = {}
+        self.networks: dict[str, tuple[NetworkPlan, float]] = {}
         self._lock = threading.Lock()
 
     def server_info(self) -> ServerInfo:
@@ -150,6 +156,20 @@ class FakeDriver(Driver):
             container.mounts.extend(spec.mounts)
             self.containers[spec.name] = container
             return container
+
+    def ensure_network(self, plan: NetworkPlan) -> str:
+        import time
+
+        name = f"cci-{plan.key}"
+        self.networks[name] = (plan, time.time())
+        return name
+
+    def policy_networks(self) -> list[PolicyNetwork]:
+        return [PolicyNetwork(name, plan, at, tuple(c.name for c in self.containers.values() if c.network == name))
+                for name, (plan, at) in sorted(self.networks.items())]
+
+    def delete_network(self, name: str) -> None:
+        del self.networks[name]
 
     def get(self, name: str) -> FakeContainer:
         try:

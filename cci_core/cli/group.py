@@ -54,6 +54,9 @@ CORE_COMMANDS: dict[str, CoreCommand] = {
                          "Finish stopped sessions (save, delete unless persistent) and delete orphaned cci "
                          "containers."),
     "doctor": CoreCommand("cci_core.cli.doctor_cmd", "doctor", "Check that this machine can run cci."),
+    "network": CoreCommand("cci_core.cli.network_cmd", "network",
+                           "Network policies: show the rules in force, refresh allowlist addresses, remove unused "
+                           "networks."),
 }
 
 #: exit code for an unexpected exception (a bug in cci or a plugin): EX_SOFTWARE

@@ -10,7 +10,8 @@ from cci_core.cli.sessions import manager_for
 from cci_core.cli.table import print_table
 
 #: the JSON schema of ``cci list --format json`` (documented in docs/cli.md); add fields, never rename
-CONTAINER_FIELDS = ("name", "status", "mode", "workspace", "slot", "tool", "session", "state", "kind", "created")
+CONTAINER_FIELDS = ("name", "status", "mode", "workspace", "slot", "tool", "session", "state", "kind", "created",
+                    "network")
 
 
 @click.command("list")
@@ -38,8 +39,9 @@ def list_(ctx: click.Context, everything: bool, fmt: str) -> None:
             document["sessions"] = sessions
         click.echo(json.dumps(document, indent=2))
         return
-    print_table(["NAME", "STATUS", "MODE", "WORKSPACE", "SLOT", "TOOL"],
-                [[r["name"], r["status"], r["mode"], r["workspace"], str(r["slot"]), r["tool"] or "-"] for r in rows],
+    print_table(["NAME", "STATUS", "MODE", "NETWORK", "WORKSPACE", "SLOT", "TOOL"],
+                [[r["name"], r["status"], r["mode"], r["network"], r["workspace"], str(r["slot"]), r["tool"] or "-"]
+                 for r in rows],
                 empty="no cci containers")
     if sessions is not None:
         click.echo()
@@ -61,6 +63,7 @@ def _container_row(info: Any) -> dict[str, Any]:
         "state": labels.get("state", ""),
         "kind": labels.get("kind", ""),
         "created": info.created,
+        "network": labels.get("network") or "open",  # containers from before network policies: the profile's
     }
 
 

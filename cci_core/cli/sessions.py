@@ -26,19 +26,24 @@ def manager_for(ctx: click.Context) -> SessionManager:
 
 
 def check_network_policy(ctx: click.Context) -> None:
-    """Refuse an unknown or misconfigured network mode before anything is launched.
-
-    Enforcement of the policies is not implemented yet: say so rather than pretend.
-    """
-    from cci_core.cli.state import warn
+    """Refuse an unknown or misconfigured network mode before anything is launched."""
+    from cci_core.networking import policy_for
 
     state = get_state(ctx)
-    network = state.config.network
-    policy = state.plugins.registries.network_policies.get(network.mode)
-    policy().validate(network)
-    if network.mode != "open":
-        warn(f"network policy {network.mode!r} is not enforced yet: the container can reach whatever "
-             "its Incus network allows")
+    policy_for(state.config.network, state.plugins.registries)
+
+
+def refresh_networks(manager: SessionManager) -> None:
+    """Refresh the network plans in use whose interval has passed; a failure is a warning, never fatal."""
+    from cci_core.cli.state import warn
+    from cci_core.networking import refresh
+
+    try:
+        for refreshed in refresh(manager.driver, manager.plugins.registries):
+            for note in refreshed.notes:
+                warn(f"network {refreshed.network}: {note}")
+    except CciError as exc:
+        warn(f"could not refresh network policies: {exc}")
 
 
 def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything: bool) -> list[ContainerInfo]:

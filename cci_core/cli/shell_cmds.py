@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cci_core.cli.options import LATEST_SESSION, GlobalOptions, with_global_options
-from cci_core.cli.sessions import check_network_policy, manager_for
+from cci_core.cli.sessions import check_network_policy, manager_for, refresh_networks
 from cci_core.cli.signals import interruptible
 from cci_core.cli.state import get_state
 from cci_core.errors import CciError, UsageError
@@ -145,6 +145,7 @@ def _attach_and_settle(manager: SessionManager, container: Container, session: L
 
     from cci_core.session import shutting_down
 
+    refresh_networks(manager)
     periodic = _PeriodicSave(manager, session, container)
     try:
         with periodic:
@@ -167,7 +168,7 @@ SAVE_INTERVAL = 300.0
 
 
 class _PeriodicSave:
-    """Save the session every :data:`SAVE_INTERVAL` seconds in the background while attached."""
+    """Every :data:`SAVE_INTERVAL` seconds while attached: save the session, refresh due network plans."""
 
     def __init__(self, manager: SessionManager, session: LaunchContext, container: Container) -> None:
         import threading
@@ -185,10 +186,16 @@ class _PeriodicSave:
 
     def _run(self) -> None:
         from cci_core.context import SessionEvent
+        from cci_core.networking import refresh
 
+        manager = self._manager
         while not self._stop.wait(SAVE_INTERVAL):
             try:
-                self._manager.plugins.hook.cci_session_save(ctx=self._session, container=self._container,
-                                                            event=SessionEvent.PERIODIC)
+                manager.plugins.hook.cci_session_save(ctx=self._session, container=self._container,
+                                                      event=SessionEvent.PERIODIC)
             except CciError:
                 pass  # the terminal belongs to tmux now; the next save (at the latest, at the end) retries
+            try:
+                refresh(manager.driver, manager.plugins.registries)
+            except CciError:
+                pass  # likewise: the next tick, command or 'cci network refresh' retries

@@ -43,6 +43,19 @@ def https_url(value: str) -> str | None:
     return None if value.startswith("https://") and len(value) > len("https://") else "must be an https:// URL"
 
 
+def subnet_pool(value: str) -> str | None:
+    """Accept ``auto`` or an IPv4 network of /24 or larger."""
+    if value == "auto":
+        return None
+    import ipaddress
+
+    try:
+        network = ipaddress.IPv4Network(value)
+    except ValueError:
+        return f"must be 'auto' or an IPv4 range such as 10.150.0.0/16, got {value!r}"
+    return None if network.prefixlen <= 24 else f"must be a /24 or larger range, got /{network.prefixlen}"
+
+
 class Setting:
     """The metadata of one config key: its help text, an optional check, deprecation note and profile target."""
 
@@ -97,6 +110,16 @@ class IncusConfig(NamedTuple):
     client_cert: Annotated[str | None, Setting("Client certificate (PEM) for a remote Incus.")] = None
     client_key: Annotated[str | None, Setting("Client key (PEM) for a remote Incus.")] = None
     server_cert: Annotated[str | None, Setting("Server certificate (PEM) to trust; default: the system CAs.")] = None
+    network_nat: Annotated[
+        bool, Setting("Masquerade the traffic of the networks cci makes for network policies.")
+    ] = True
+    network_subnets: Annotated[
+        str, Setting("Where those networks take their IPv4 /24s: auto (Incus picks), or a range like 10.150.0.0/16.",
+                     check=subnet_pool)
+    ] = "auto"
+    network_filtering: Annotated[
+        bool, Setting("Drop what a container sends from a MAC or IPv4 address not its own (anti-spoofing).")
+    ] = True
 
 
 class NetworkConfig(NamedTuple):

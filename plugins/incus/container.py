@@ -11,7 +11,7 @@ from cci_core.driver import LABEL_PREFIX, Container, ExecResult, OutputHandler
 from cci_core.errors import BackendError
 from cci_builtin_plugins.incus.errors import APIError, is_busy
 from cci_builtin_plugins.incus.files import InstanceFiles
-from cci_builtin_plugins.incus.instance_config import disk_device, labels_of
+from cci_builtin_plugins.incus.instance_config import disk_device, labels_of, nic_devices
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 
 if TYPE_CHECKING:
@@ -28,10 +28,12 @@ class IncusContainer(Container):
     """An Incus instance; every call is one REST request (or an operation waited on)."""
 
     def __init__(self, api: IncusAPI, instance: Mapping[str, Any], user_map: UserMap | None = None,
-                 idmapped_mounts: bool = True) -> None:
+                 idmapped_mounts: bool = True, nic_filtering: bool = True) -> None:
         self._api = api
         self._name = str(instance["name"])
         self._config = dict(instance.get("config") or {})
+        self._devices = dict(instance.get("expanded_devices") or {})
+        self._nic_filtering = nic_filtering
         self._path = f"/1.0/instances/{quote(self._name)}"
         self._user_map = user_map
         self._idmapped_mounts = idmapped_mounts
@@ -103,10 +105,13 @@ class IncusContainer(Container):
             return {"raw.idmap": user_map.raw_idmap()}, [mount._replace(shift=False) for mount in mounts]
         return {}, list(mounts)
 
-    def configure(self, config: Mapping[str, str], mounts: Sequence[Mount]) -> None:
+    def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
         extra, mounts = self._mounts_and_config(mounts)
-        body = {"config": {**config, **extra}, "devices": {mount.device: disk_device(mount) for mount in mounts}}
-        self._patch(body, f"configuring {self.name}")
+        devices = {mount.device: disk_device(mount) for mount in mounts}
+        if network is not None:
+            devices.update(nic_devices(self._devices, network, filtering=self._nic_filtering))
+        self._patch({"config": {**config, **extra}, "devices": devices}, f"configuring {self.name}")
+        self._devices.update(devices)
 
     def add_mount(self, mount: Mount) -> None:
         extra, (mount,) = self._mounts_and_config([mount])

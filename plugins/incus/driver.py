@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     import pylxd
 
     from cci_builtin_plugins.incus.container import IncusContainer
+    from cci_builtin_plugins.incus.networks import PolicyNetworks
     from cci_builtin_plugins.incus.rest import IncusAPI
+    from cci_core.driver import PolicyNetwork
+    from cci_core.network_policy import NetworkPlan
 
 #: the shortest fingerprint prefix accepted in place of an alias (as short as `incus image list` shows)
 MIN_FINGERPRINT_PREFIX = 12
@@ -84,7 +87,8 @@ class IncusDriver(Driver):
     def _container(self, instance: dict[str, Any]) -> IncusContainer:
         from cci_builtin_plugins.incus.container import IncusContainer
 
-        return IncusContainer(self.api, instance, self.user_map, self.idmapped_mounts)
+        return IncusContainer(self.api, instance, self.user_map, self.idmapped_mounts,
+                              nic_filtering=self.config.incus.network_filtering)
 
     def create(self, spec: ContainerSpec) -> IncusContainer:
         body = {
@@ -105,6 +109,22 @@ class IncusDriver(Driver):
                                     hint="build it with 'cci build', or pick one from 'cci image list'") from exc
             raise BackendError(str(exc), hint=_creation_hint(exc.detail)) from exc
         return self.get(spec.name)
+
+    @cached_property
+    def networks(self) -> PolicyNetworks:
+        """The networks that enforce network policies (see :mod:`.networks`)."""
+        from cci_builtin_plugins.incus.networks import PolicyNetworks
+
+        return PolicyNetworks(self.api, self.config.incus)
+
+    def ensure_network(self, plan: NetworkPlan) -> str:
+        return self.networks.ensure(plan)
+
+    def policy_networks(self) -> list[PolicyNetwork]:
+        return self.networks.list()
+
+    def delete_network(self, name: str) -> None:
+        self.networks.delete(name)
 
     def get(self, name: str) -> IncusContainer:
         try:

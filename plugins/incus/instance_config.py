@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cci_core.driver import LABEL_PREFIX
 
@@ -24,3 +24,17 @@ def disk_device(mount: Mount) -> dict[str, str]:
 def labels_of(config: Mapping[str, str]) -> dict[str, str]:
     """cci's labels from an instance config."""
     return {key[len(LABEL_PREFIX):]: value for key, value in config.items() if key.startswith(LABEL_PREFIX)}
+
+
+def nic_devices(devices: Mapping[str, Mapping[str, Any]], network: str, *, filtering: bool) -> dict[str, dict[str, str]]:
+    """Devices that put the container on ``network`` alone: its first NIC moved there, any other NIC removed.
+
+    With ``filtering``, the NIC drops what the container sends from a MAC or IPv4
+    address that is not its own, so root inside cannot pose as another host.
+    """
+    nics = sorted(name for name, device in devices.items() if device.get("type") == "nic")
+    first = nics[0] if nics else "eth0"
+    nic = {"type": "nic", "network": network, "name": str(devices.get(first, {}).get("name") or "eth0")}
+    if filtering:
+        nic.update({"security.mac_filtering": "true", "security.ipv4_filtering": "true"})
+    return {first: nic, **{name: {"type": "none"} for name in nics[1:]}}

@@ -7,16 +7,19 @@ import re
 from cci_core import hookimpl
 from cci_core.config.schema import NetworkConfig
 from cci_core.errors import ConfigError
-from cci_core.network_policy import NetworkPolicy
+from cci_core.network_policy import NetworkPlan, NetworkPolicy, Rule
 from cci_core.registry import Register
+from cci_builtin_plugins.network.ranges import BLOCKED, is_private
 
 _LABEL = r"^(?!-)[a-z0-9-]{1,63}(?<!-)$"  # compiled on first use
+_KEY = "network.allowed_domains"
 
 
 def is_domain_name(text: str) -> bool:
     """True for a fully qualified host name such as ``api.github.com``."""
     labels = text.rstrip(".").split(".")
-    return len(text) <= 253 and len(labels) >= 2 and all(re.match(_LABEL, label, re.IGNORECASE) for label in labels)
+    return (len(text) <= 253 and len(labels) >= 2 and not labels[-1].isdigit()
+            and all(re.match(_LABEL, label, re.IGNORECASE) for label in labels))
 
 
 def is_ipv4_address(text: str) -> bool:
@@ -29,23 +32,77 @@ def is_ipv4_address(text: str) -> bool:
         return False
 
 
+def _unusable_address(text: str) -> str | None:
+    """Why an IPv4 address can never be a destination worth allowing, or None."""
+    import ipaddress
+
+    address = ipaddress.IPv4Address(text)
+    for what, flag in (("the unspecified address", address.is_unspecified), ("a loopback address", address.is_loopback),
+                       ("a multicast address", address.is_multicast), ("the broadcast address", text == "255.255.255.255")):
+        if flag:
+            return f"{text} is {what}"
+    if is_private(text):
+        return f"{text} is in a private range, which allowlist mode always blocks"
+    return None
+
+
+def split_entries(entries: list[str]) -> tuple[list[str], list[str]]:
+    """``allowed_domains`` as (names, addresses), lower-cased, without duplicates, in their order."""
+    names: list[str] = []
+    addresses: list[str] = []
+    for entry in dict.fromkeys(entry.strip().rstrip(".").lower() for entry in entries):
+        (addresses if is_ipv4_address(entry) else names).append(entry)
+    return names, addresses
+
+
 class AllowlistPolicy(NetworkPolicy):
     name = "allowlist"
-    summary = "only allowed_domains (names or IPv4 addresses); private networks always blocked"
+    summary = "only allowed_domains (names or IPv4 addresses); private networks and IPv6 always blocked"
 
     def validate(self, settings: NetworkConfig) -> None:
         if not settings.allowed_domains:
             raise ConfigError(
                 "allowlist mode needs at least one entry in allowed_domains",
-                key="network.allowed_domains",
+                key=_KEY,
                 hint='e.g. allowed_domains = ["api.anthropic.com"]',
             )
         for entry in settings.allowed_domains:
-            if not (is_ipv4_address(entry) or is_domain_name(entry)):
+            cleaned = entry.strip()
+            if is_ipv4_address(cleaned):
+                problem = _unusable_address(cleaned)
+                if problem:
+                    raise ConfigError(f"{problem}: remove it", key=_KEY)
+            elif not is_domain_name(cleaned):
                 raise ConfigError(
                     f"{entry!r} is neither a domain name nor an IPv4 address",
-                    key="network.allowed_domains",
+                    key=_KEY,
+                    hint="write names like 'api.github.com' (no scheme, port or wildcard) or addresses like '1.1.1.1'",
                 )
+
+    def plan(self, settings: NetworkConfig) -> NetworkPlan:
+        from cci_builtin_plugins.network.resolver import resolve_names
+
+        names, listed = split_entries(settings.allowed_domains)
+        resolution = resolve_names(names)
+        rules = [Rule("allow", found, name) for name, found in resolution.addresses.items() if found]
+        if listed:
+            rules.append(Rule("allow", tuple(listed), "listed addresses"))
+        notes = list(resolution.notes)
+        for name, found in resolution.addresses.items():
+            private = [address for address in found if is_private(address)]
+            if private:
+                notes.append(f"{name} resolves to {', '.join(private)}, in a private range: blocked all the same")
+        return NetworkPlan(
+            self.name,
+            identity=",".join(sorted([*names, *listed])),
+            default="reject",
+            rules=(*BLOCKED, *rules),
+            settings={"mode": self.name, "allowed_domains": [*names, *listed],
+                      "refresh_interval_minutes": settings.refresh_interval_minutes},
+            addresses=resolution.addresses,
+            refresh_minutes=settings.refresh_interval_minutes,
+            notes=tuple(notes),
+        )
 
 
 @hookimpl

@@ -10,10 +10,14 @@ from cci_core.registry import Register
 
 class OpenPolicy(NetworkPolicy):
     name = "open"
-    summary = "no restrictions (trusted projects only)"
+    summary = "no restrictions: the container uses the profile's own network (trusted projects only)"
 
     def validate(self, settings: NetworkConfig) -> None:
         """Every setting is acceptable: open mode reads none."""
+
+    def plan(self, settings: NetworkConfig) -> None:
+        """No plan: the container keeps the network its Incus profile gives it."""
+        return None
 
 
 @hookimpl

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from cci_core import hookimpl
 from cci_core.config.schema import NetworkConfig
-from cci_core.network_policy import NetworkPolicy
+from cci_core.network_policy import NetworkPlan, NetworkPolicy
 from cci_core.registry import Register
-from cci_builtin_plugins.network.ranges import PRIVATE_IPV4
+from cci_builtin_plugins.network.ranges import BLOCKED, PRIVATE_IPV4
 
 
 class RestrictedPolicy(NetworkPolicy):
     name = "restricted"
-    summary = f"public internet allowed; blocks {', '.join(PRIVATE_IPV4)}"
+    summary = f"public internet allowed; blocks {', '.join(PRIVATE_IPV4)} and IPv6"
 
     def validate(self, settings: NetworkConfig) -> None:
         """Every setting is acceptable: restricted mode reads none."""
+
+    def plan(self, settings: NetworkConfig) -> NetworkPlan:
+        return NetworkPlan(self.name, "", "allow", BLOCKED, settings={"mode": self.name})
 
 
 @hookimpl

@@ -266,14 +266,6 @@ def test_allowlist_without_domains_is_refused_before_launch(tmp_path: Path) -> N
     assert "allowlist mode needs at least one entry in allowed_domains" in result.output
 
 
-def test_unenforced_network_policy_is_announced(tmp_path: Path) -> None:
-    result = run("run", "--", "true", cwd=tmp_path, env={"CCI_INCUS_SOCKET": str(tmp_path / "no-socket")})
-    assert result.output.splitlines()[0] == (
-        "cci: warning: network policy 'restricted' is not enforced yet: the container can reach whatever "
-        "its Incus network allows")
-    assert result.exit_code == 4  # then it fails to reach Incus, before anything is created
-
-
 def test_core_command_summaries_match_the_commands() -> None:
     """``cci --help`` lists core commands from CORE_COMMANDS without importing them: the texts must agree."""
     import importlib

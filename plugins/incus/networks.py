@@ -1,0 +1,238 @@
+"""Network policies on Incus: one managed bridge per distinct plan, with the plan as its network ACL.
+
+A network-level ACL works on every kernel seen (NIC-level ACLs need bridge
+conntrack, which some kernels lack), so each plan gets a bridge of its own
+(``cci-<key>``) whose ACL of the same name holds the plan's egress rules.
+Incus applies the rules in the host's nftables, outside the container, and a
+container is attached to the bridge before its first start. Incus itself lets
+DHCP and DNS to the bridge through and orders rejections before allows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from cci_core.driver import LABEL_PREFIX, PolicyNetwork
+from cci_core.errors import BackendError, ConfigError
+from cci_core.network_policy import NetworkPlan, Rule
+from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
+from cci_builtin_plugins.incus.rest import quote
+
+if TYPE_CHECKING:
+    from cci_core.config.schema import IncusConfig
+    from cci_builtin_plugins.incus.rest import IncusAPI
+
+PREFIX = "cci-"
+POLICY_KEY = LABEL_PREFIX + "policy"
+_NO_AUTO_SUBNET = "find an unused IPv4 subnet"
+_SUBNET_TRIES = 8
+
+
+def network_name(plan: NetworkPlan) -> str:
+    """``cci-<key>``: at most 15 characters, as Linux requires of the bridge's interface name."""
+    return PREFIX + plan.key
+
+
+def acl_body(plan: NetworkPlan) -> dict[str, Any]:
+    """The ACL for ``plan``: its egress rules, and the plan itself in ``user.cci.*`` keys."""
+    return {
+        "description": f"cci network policy {plan.policy}",
+        "egress": [{"action": rule.action, "destination": ",".join(rule.destinations),
+                    "description": rule.description, "state": "enabled"}
+                   for rule in plan.rules if rule.destinations],
+        "ingress": [],
+        "config": {key: value for key, value in {  # Incus drops keys with empty values: so do we
+            POLICY_KEY: plan.policy,
+            LABEL_PREFIX + "identity": plan.identity,
+            LABEL_PREFIX + "default": plan.default,
+            LABEL_PREFIX + "settings": json.dumps(dict(plan.settings), sort_keys=True),
+            LABEL_PREFIX + "addresses": json.dumps({name: list(found) for name, found in plan.addresses.items()}),
+            LABEL_PREFIX + "refresh-minutes": str(plan.refresh_minutes),
+            LABEL_PREFIX + "refreshed-at": f"{time.time():.0f}",
+        }.items() if value},
+    }
+
+
+def plan_of(acl: Mapping[str, Any]) -> tuple[NetworkPlan, float]:
+    """The plan an ACL made by :func:`acl_body` enforces, and when it was applied."""
+    config = acl.get("config") or {}
+
+    def value(key: str, default: str = "") -> str:
+        return str(config.get(LABEL_PREFIX + key, default))
+
+    rules = tuple(Rule(rule.get("action", "reject"), tuple(filter(None, rule.get("destination", "").split(","))),
+                       rule.get("description", ""))
+                  for rule in acl.get("egress") or ())
+    addresses = {name: tuple(found) for name, found in json.loads(value("addresses", "{}")).items()}
+    plan = NetworkPlan(
+        policy=value("policy"), identity=value("identity"), default=value("default", "reject"),  # type: ignore[arg-type]
+        rules=rules, settings=json.loads(value("settings", "{}")), addresses=addresses,
+        refresh_minutes=int(value("refresh-minutes", "0") or 0),
+    )
+    return plan, float(value("refreshed-at", "0") or 0)
+
+
+def _same_acl(current: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether an ACL already holds ``body``'s rules and plan (its refresh time aside)."""
+    def comparable(document: Mapping[str, Any]) -> tuple[Any, ...]:
+        config = {key: value for key, value in (document.get("config") or {}).items()
+                  if key != LABEL_PREFIX + "refreshed-at"}
+        egress = [{key: rule.get(key, "") for key in ("action", "destination", "description", "state")}
+                  for rule in document.get("egress") or ()]
+        return document.get("description", ""), egress, config
+
+    return comparable(current) == comparable(body)
+
+
+def _instance_names(used_by: list[str]) -> tuple[str, ...]:
+    """Instance names from a ``used_by`` list of URLs (``/1.0/instances/NAME?project=P``)."""
+    prefix = "/1.0/instances/"
+    from urllib.parse import unquote
+
+    return tuple(unquote(url[len(prefix):].split("?")[0]) for url in used_by if url.startswith(prefix))
+
+
+class PolicyNetworks:
+    """Creates, updates, lists and deletes cci's policy networks and their ACLs."""
+
+    def __init__(self, api: IncusAPI, settings: IncusConfig) -> None:
+        self.api = api
+        self.settings = settings
+
+    def ensure(self, plan: NetworkPlan) -> str:
+        name = network_name(plan)
+        self._put_acl(name, plan)
+        try:
+            network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
+        except APINotFound:
+            network = self._create(name, plan)
+        wanted = self._security(name, plan)
+        config = network.get("config") or {}
+        if any(config.get(key) != value for key, value in wanted.items()):
+            self.api.call("PATCH", f"/1.0/networks/{quote(name)}", f"updating network {name}", {"config": wanted})
+        if str(network.get("status", "Created")) != "Created":
+            raise BackendError(f"network {name} is {network.get('status')}, not ready",
+                               hint=f"see 'incus network show {name}'; 'cci network delete {name}' starts it afresh")
+        return name
+
+    def _put_acl(self, name: str, plan: NetworkPlan) -> None:
+        """Create or update the ACL; an unchanged static plan is left alone (an update costs Incus a
+        firewall reload)."""
+        body = acl_body(plan)
+        path = f"/1.0/network-acls/{quote(name)}"
+        try:
+            current = self.api.get(path, f"reading network ACL {name}")
+        except APINotFound:
+            try:
+                self.api.call("POST", "/1.0/network-acls", f"creating network ACL {name}", {"name": name, **body})
+                return
+            except APIError as exc:
+                if not is_conflict(exc):
+                    raise
+                current = None  # another cci made it meanwhile: ours replaces it
+        if current is not None and not plan.refresh_minutes and _same_acl(current, body):
+            return
+        self.api.call("PUT", path, f"updating network ACL {name}", body)
+
+    def _security(self, name: str, plan: NetworkPlan) -> dict[str, str]:
+        return {
+            "security.acls": name,
+            "security.acls.default.egress.action": plan.default,
+            "security.acls.default.ingress.action": "allow",
+            POLICY_KEY: plan.policy,
+        }
+
+    def _create(self, name: str, plan: NetworkPlan) -> dict[str, Any]:
+        base = {
+            "ipv4.nat": "true" if self.settings.network_nat else "false",
+            "ipv6.address": "none",
+            **self._security(name, plan),
+        }
+        for subnet in self._subnets(name):
+            body = {"name": name, "type": "bridge", "description": f"cci network policy {plan.policy}",
+                    "config": {**base, "ipv4.address": subnet}}
+            try:
+                self.api.call("POST", "/1.0/networks", f"creating network {name}", body)
+            except APIError as exc:
+                if is_conflict(exc):
+                    break  # another cci created it at the same moment: use theirs
+                if _NO_AUTO_SUBNET in exc.detail:
+                    raise ConfigError(
+                        f"Incus could not find a free IPv4 subnet for network {name}",
+                        key="incus.network_subnets",
+                        hint='set it to a range unused on this machine, e.g. network_subnets = "10.150.0.0/16"',
+                    ) from exc
+                if subnet != "auto" and any(word in exc.detail.lower() for word in ("overlap", "in use")):
+                    continue  # taken since we looked: the next one
+                raise
+            break
+        else:
+            raise BackendError(f"no free /24 left in incus.network_subnets ({self.settings.network_subnets}) "
+                               f"for network {name}", hint="give a larger or another range")
+        return dict(self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}"))
+
+    def _subnets(self, name: str) -> Iterator[str]:
+        """Gateway addresses to try: ``auto``, or free /24s of the configured range (from a per-name start)."""
+        pool = self.settings.network_subnets
+        if pool == "auto":
+            yield "auto"
+            return
+        network = ipaddress.IPv4Network(pool)
+        blocks = list(network.subnets(new_prefix=24)) if network.prefixlen <= 24 else [network]
+        used = self._used_subnets()
+        start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(blocks)
+        free = [block for block in blocks[start:] + blocks[:start] if not any(block.overlaps(u) for u in used)]
+        for block in free[:_SUBNET_TRIES]:
+            yield f"{next(block.hosts())}/{block.prefixlen}"
+
+    def _used_subnets(self) -> list[ipaddress.IPv4Network]:
+        """IPv4 subnets of every network Incus knows: managed ones' config, the host's interfaces' state."""
+        used = []
+        for network in self.api.get("/1.0/networks", "listing networks", recursion=1) or []:
+            address = (network.get("config") or {}).get("ipv4.address", "")
+            if network.get("managed") and address and "/" in address:
+                used.append(ipaddress.IPv4Interface(address).network)
+            elif not network.get("managed"):
+                state = self.api.get(f"/1.0/networks/{quote(network['name'])}/state", "reading host addresses")
+                for entry in (state or {}).get("addresses") or ():
+                    if entry.get("family") == "inet":
+                        used.append(ipaddress.IPv4Interface(f"{entry['address']}/{entry['netmask']}").network)
+        return used
+
+    def list(self) -> list[PolicyNetwork]:
+        networks = [network for network in self.api.get("/1.0/networks", "listing networks", recursion=1) or []
+                    if POLICY_KEY in (network.get("config") or {})]
+        if not networks:
+            return []
+        acls = {acl["name"]: acl for acl in self.api.get("/1.0/network-acls", "listing network ACLs", recursion=1)
+                or []}
+        result = []
+        for network in networks:
+            name = network["name"]
+            acl = acls.get(name)
+            if acl is None:
+                continue
+            plan, refreshed_at = plan_of(acl)
+            result.append(PolicyNetwork(name, plan, refreshed_at, _instance_names(network.get("used_by") or []),
+                                        (network.get("config") or {}).get("ipv4.address", "")))
+        return sorted(result, key=lambda item: item.name)
+
+    def delete(self, name: str) -> None:
+        try:
+            network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
+        except APINotFound:
+            network = None
+        if network is not None:
+            if POLICY_KEY not in (network.get("config") or {}):
+                raise BackendError(f"network {name} was not made by cci; cci leaves it alone")
+            self.api.call("DELETE", f"/1.0/networks/{quote(name)}", f"deleting network {name}")
+        try:
+            self.api.call("DELETE", f"/1.0/network-acls/{quote(name)}", f"deleting network ACL {name}")
+        except APINotFound:
+            if network is None:
+                raise

@@ -1,0 +1,238 @@
+"""Network policies: plans, validation, the address cache, refresh decisions, and how a launch uses them.
+
+Enforcement itself (Incus ACLs on real bridges, probed from inside containers) is
+tested in tests/integration/test_network_policies.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from cci_core.config import Override, load_config
+from cci_core.config.schema import NetworkConfig
+from cci_core.errors import ConfigError, NotAvailableError
+from cci_core.network_policy import MAX_KEY_LENGTH, NetworkPlan, Rule
+from cci_core.networking import is_due, refresh, settings_of
+from cci_core.plugin_manager import load_plugins
+from cci_core.session import LaunchRequest, SessionManager
+from cci_builtin_plugins.incus.instance_config import nic_devices
+from cci_builtin_plugins.incus.networks import acl_body, network_name, plan_of
+from cci_builtin_plugins.network import resolver
+from cci_builtin_plugins.network.allowlist import AllowlistPolicy
+from cci_builtin_plugins.network.ranges import PRIVATE_IPV4
+from cci_builtin_plugins.network.restricted import RestrictedPolicy
+from tests.fakes import FakeDriver
+
+DNS: dict[str, tuple[str, ...] | None] = {}
+"""What the faked host resolver answers (None: the lookup fails)."""
+
+
+@pytest.fixture(autouse=True)
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    DNS.clear()
+
+    def resolve(name: str) -> tuple[str, ...]:
+        answer = DNS.get(name)
+        if answer is None:
+            raise socket.gaierror(-2, "Name or service not known")
+        return answer
+
+    monkeypatch.setattr(resolver, "resolve_ipv4", resolve)
+
+
+def allowlist(*entries: str, refresh: int = 30) -> NetworkConfig:
+    return NetworkConfig(mode="allowlist", allowed_domains=list(entries), refresh_interval_minutes=refresh)
+
+
+# --- the built-in policies -------------------------------------------------------------------------------
+
+
+def test_restricted_rejects_private_ranges_and_ipv6_and_allows_the_rest() -> None:
+    plan = RestrictedPolicy().plan(NetworkConfig())
+    assert plan.default == "allow"
+    assert [(rule.action, rule.destinations) for rule in plan.rules] == [("reject", PRIVATE_IPV4), ("reject", ("::/0",))]
+    assert (plan.key, network_name(plan), plan.refresh_minutes) == ("restricted", "cci-restricted", 0)
+
+
+def test_allowlist_allows_resolved_names_and_listed_addresses_only() -> None:
+    DNS.update({"api.example.org": ("198.51.100.2", "198.51.100.3"), "github.com": ("198.51.100.4",)})
+    plan = AllowlistPolicy().plan(allowlist("GitHub.com", "api.example.org", "8.8.8.8", "github.com."))
+    assert plan.default == "reject"
+    assert plan.rules[:2] == RestrictedPolicy().plan(NetworkConfig()).rules  # private ranges and IPv6 always
+    assert [(rule.action, rule.destinations, rule.description) for rule in plan.rules[2:]] == [
+        ("allow", ("198.51.100.4",), "github.com"),
+        ("allow", ("198.51.100.2", "198.51.100.3"), "api.example.org"),
+        ("allow", ("8.8.8.8",), "listed addresses"),
+    ]
+    assert plan.addresses == {"github.com": ("198.51.100.4",), "api.example.org": ("198.51.100.2", "198.51.100.3")}
+    assert plan.refresh_minutes == 30 and plan.notes == ()
+
+
+def test_allowlist_network_depends_on_the_entries_not_their_order_or_addresses() -> None:
+    DNS.update({"a.example.org": ("198.51.100.2",), "b.example.org": ("198.51.100.3",)})
+    first = AllowlistPolicy().plan(allowlist("a.example.org", "b.example.org"))
+    DNS["a.example.org"] = ("198.51.100.9",)
+    second = AllowlistPolicy().plan(allowlist("B.example.org", "a.example.org", refresh=5))
+    other = AllowlistPolicy().plan(allowlist("a.example.org"))
+    assert first.key == second.key != other.key
+    assert first.key.startswith("al-") and len(network_name(first)) <= 15
+
+
+def test_plan_keys_fit_an_interface_name() -> None:
+    long = NetworkPlan("a-very-long-policy-name", "", "allow", ())
+    assert len(long.key) <= MAX_KEY_LENGTH and long.key != NetworkPlan("a-very-long-policy-nam", "", "allow", ()).key
+
+
+@pytest.mark.parametrize(("entries", "message"), [
+    ((), "allowlist mode needs at least one entry in allowed_domains"),
+    (("https://github.com",), "'https://github.com' is neither a domain name nor an IPv4 address"),
+    (("*.github.com",), "is neither a domain name nor an IPv4 address"),
+    (("github",), "is neither a domain name nor an IPv4 address"),
+    (("1.2.3.400",), "is neither a domain name nor an IPv4 address"),
+    (("2001:db8::1",), "is neither a domain name nor an IPv4 address"),
+    (("10.1.2.3",), "10.1.2.3 is in a private range, which allowlist mode always blocks"),
+    (("127.0.0.1",), "127.0.0.1 is a loopback address"),
+    (("0.0.0.0",), "0.0.0.0 is the unspecified address"),
+])
+def test_bad_allowlists_are_refused_naming_the_key(entries: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        AllowlistPolicy().validate(allowlist(*entries))
+    assert message in str(caught.value) and caught.value.key == "network.allowed_domains"
+
+
+# --- resolution and the address cache --------------------------------------------------------------------
+
+
+def test_a_dns_failure_keeps_the_last_good_addresses(isolated_env: Path) -> None:
+    DNS["api.example.org"] = ("198.51.100.2",)
+    AllowlistPolicy().plan(allowlist("api.example.org"))
+    cache = isolated_env / ".cci" / "network" / "addresses.json"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+
+    DNS["api.example.org"] = None  # the resolver is down
+    plan = AllowlistPolicy().plan(allowlist("api.example.org"))
+    assert plan.addresses == {"api.example.org": ("198.51.100.2",)}
+    assert plan.rules[-1] == Rule("allow", ("198.51.100.2",), "api.example.org")
+    assert len(plan.notes) == 1 and "could not resolve api.example.org" in plan.notes[0]
+    assert "keeping its addresses from" in plan.notes[0]
+
+    DNS["api.example.org"] = ("198.51.100.3",)  # back, with a new address: the cache follows
+    assert AllowlistPolicy().plan(allowlist("api.example.org")).addresses == {"api.example.org": ("198.51.100.3",)}
+
+
+def test_a_name_that_never_resolved_is_unreachable_and_said_so() -> None:
+    plan = AllowlistPolicy().plan(allowlist("gone.example.org", "8.8.4.4"))
+    assert plan.addresses == {"gone.example.org": ()}
+    assert [rule.description for rule in plan.rules if rule.action == "allow"] == ["listed addresses"]
+    assert "no earlier addresses are known" in plan.notes[0]
+
+
+def test_a_name_resolving_to_a_private_address_stays_blocked_and_is_reported() -> None:
+    DNS["intranet.example.org"] = ("10.1.2.3",)
+    plan = AllowlistPolicy().plan(allowlist("intranet.example.org"))
+    assert plan.notes == ("intranet.example.org resolves to 10.1.2.3, in a private range: blocked all the same",)
+
+
+def test_a_corrupt_cache_counts_as_empty(isolated_env: Path) -> None:
+    path = isolated_env / "cache.json"
+    path.write_text("{not json")
+    cache = resolver.AddressCache(path)
+    assert cache.load() == {}
+    cache.store({"a.example.org": resolver.Cached(("198.51.100.2",), 1.0)})
+    assert cache.load() == {"a.example.org": resolver.Cached(("198.51.100.2",), 1.0)}
+
+
+# --- the plan as stored by the Incus driver --------------------------------------------------------------
+
+
+def test_an_acl_holds_the_whole_plan() -> None:
+    DNS["api.example.org"] = ("198.51.100.2",)
+    plan = AllowlistPolicy().plan(allowlist("api.example.org", "8.8.8.8", refresh=15))
+    body = acl_body(plan)
+    assert body["egress"][2] == {"action": "allow", "destination": "198.51.100.2", "description": "api.example.org",
+                                 "state": "enabled"}
+    assert "" not in body["config"].values()  # Incus drops empty keys: an update would never compare equal
+    restored, refreshed_at = plan_of(body)
+    assert restored._replace(notes=()) == plan._replace(notes=())
+    assert refreshed_at > 0
+    assert settings_of(restored) == NetworkConfig(mode="allowlist", allowed_domains=["api.example.org", "8.8.8.8"],
+                                                  refresh_interval_minutes=15)
+
+
+def test_the_nic_moves_to_the_policy_network_with_spoofing_filters() -> None:
+    profile = {"eth0": {"type": "nic", "network": "incusbr0", "name": "eth0"}, "root": {"type": "disk"},
+               "eth1": {"type": "nic", "network": "other"}}
+    assert nic_devices(profile, "cci-restricted", filtering=True) == {
+        "eth0": {"type": "nic", "network": "cci-restricted", "name": "eth0",
+                 "security.mac_filtering": "true", "security.ipv4_filtering": "true"},
+        "eth1": {"type": "none"},  # a second way out would bypass the policy
+    }
+    assert nic_devices({}, "cci-x", filtering=False) == {"eth0": {"type": "nic", "network": "cci-x", "name": "eth0"}}
+
+
+# --- launches and refreshes (fake driver) ---------------------------------------------------------------
+
+
+def manager(tmp_path: Path, *overrides: tuple[str, object]) -> SessionManager:
+    config = load_config(tmp_path, environ={}, overrides=[
+        Override("defaults.driver", "fake", "test"),
+        *(Override(key, value, "test") for key, value in overrides)])
+    plugins = load_plugins(entry_points=False, extra=[("fake", FakeDriverPlugin())])
+    return SessionManager(config, FakeDriver(config), plugins, warn=lambda message: None)
+
+
+class FakeDriverPlugin:
+    from cci_core import hookimpl
+
+    @hookimpl
+    def cci_register(self, register):  # type: ignore[no-untyped-def]
+        register.add_driver(FakeDriver)
+
+
+def test_a_launch_attaches_the_container_to_its_policy_network(tmp_path: Path) -> None:
+    sessions = manager(tmp_path)
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path, kind="run"))
+    assert container.network == "cci-restricted"
+    assert container.labels()["network"] == "restricted"
+
+    opened = manager(tmp_path, ("network.mode", "open"))
+    container, _ctx = opened.launch(LaunchRequest(tmp_path, kind="run"))
+    assert container.network is None and container.labels()["network"] == "open"
+    assert opened.driver.networks == {}
+
+
+def test_a_bad_policy_fails_before_any_container_exists(tmp_path: Path) -> None:
+    sessions = manager(tmp_path, ("network.mode", "allowlist"))
+    with pytest.raises(ConfigError):
+        sessions.launch(LaunchRequest(tmp_path, kind="run"))
+    unknown = manager(tmp_path, ("network.mode", "nope"))
+    with pytest.raises(NotAvailableError):
+        unknown.launch(LaunchRequest(tmp_path, kind="run"))
+    assert sessions.driver.containers == {} and unknown.driver.containers == {}
+
+
+def test_only_due_networks_in_use_are_refreshed(tmp_path: Path) -> None:
+    DNS["api.example.org"] = ("198.51.100.2",)
+    sessions = manager(tmp_path, ("network.mode", "allowlist"), ("network.allowed_domains", ["api.example.org"]),
+                       ("network.refresh_interval_minutes", 30))
+    driver, registries = sessions.driver, sessions.plugins.registries
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path, kind="run"))
+    (network,) = driver.policy_networks()
+    assert network.used_by == (container.name,)
+    now = network.refreshed_at
+    assert not is_due(network, now + 29 * 60) and is_due(network, now + 30 * 60)
+
+    DNS["api.example.org"] = ("198.51.100.7",)
+    assert refresh(driver, registries, now=now + 60) == []  # not due yet
+    (done,) = refresh(driver, registries, now=now + 31 * 60)
+    assert done.changes == {"api.example.org": (("198.51.100.2",), ("198.51.100.7",))}
+    assert driver.policy_networks()[0].plan.addresses == {"api.example.org": ("198.51.100.7",)}
+
+    container.network = None  # nobody uses it any more: no refresh, however old
+    assert refresh(driver, registries, now=now + 999 * 60) == []
+    assert [item.network for item in refresh(driver, registries, names=[network.name])] == [network.name]
