@@ -8,7 +8,6 @@ inside cannot lift it, and it is in force before the container first boots.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -64,6 +63,8 @@ class NetworkPlan(NamedTuple):
         """A short stable name for the plan's network: the policy name, or a digest with its identity."""
         if not self.identity and len(self.policy) <= MAX_KEY_LENGTH:
             return self.policy
+        import hashlib
+
         digest = hashlib.sha256(f"{self.policy}\0{self.identity}".encode()).hexdigest()[:8]
         return f"{self.policy[:2]}-{digest}"
 

@@ -12,6 +12,8 @@ IMAGE = os.environ.get("CCI_TEST_IMAGE", "cci-test-base")
 POOL = os.environ.get("CCI_TEST_POOL", "cci-test")
 BRIDGE = os.environ.get("CCI_TEST_BRIDGE", "ccitestbr0")
 TEST_USER = os.environ.get("CCI_TEST_USER", "ccitest")
+#: where cci's policy networks take their subnets in tests (their NAT is off: nothing leaves the machine)
+NETWORK_SUBNETS = os.environ.get("CCI_TEST_NETWORK_SUBNETS", "10.214.0.0/16")
 
 
 @functools.lru_cache(maxsize=1)

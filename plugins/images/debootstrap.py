@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from cci_core.driver import Driver, ImageInfo, OutputHandler
 
 #: bump when the customization below changes, so that cached images and tarballs are rebuilt
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: no resolv.conf of the build host in the image
 DEFAULT_SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 #: what a cci session needs: systemd as init, networking by DHCP, tmux, sudo
@@ -154,6 +154,10 @@ def customize(rootfs: Path, output: OutputHandler) -> None:
     interfaces = rootfs / "etc/network/interfaces"
     if interfaces.parent.is_dir():
         interfaces.write_text("auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n")
+    resolv_conf = rootfs / "etc/resolv.conf"  # debootstrap copied the build host's: DHCP writes it at boot
+    resolv_conf.unlink(missing_ok=True)
+    resolv_conf.write_text("# written by the DHCP client at boot\n")
+    resolv_conf.chmod(0o644)
     (rootfs / "etc/machine-id").write_text("")  # each container gets its own at first boot
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     _run(["chroot", str(rootfs), "apt-get", "clean"], output, "apt-get clean")

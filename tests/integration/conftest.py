@@ -27,9 +27,9 @@ def cci_environ(isolated_env: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "CCI_INCUS_PROJECT": incus_env.PROJECT,
         "CCI_DEFAULTS_IMAGE": incus_env.IMAGE,
-        # the test bridge has NAT off, so nothing leaves the machine; "open" also keeps cci from
-        # warning that the other policies are not enforced yet
-        "CCI_NETWORK_MODE": "open",
+        # sessions get the default policy (restricted) on networks with NAT off: nothing leaves the machine
+        "CCI_INCUS_NETWORK_NAT": "false",
+        "CCI_INCUS_NETWORK_SUBNETS": incus_env.NETWORK_SUBNETS,
     }
 
 
@@ -39,7 +39,9 @@ def config(tmp_path: Path) -> Config:
     workspace = tmp_path / "workspace"
     workspace.mkdir(exist_ok=True)
     overrides = [Override("incus.project", incus_env.PROJECT, "test"),
-                 Override("defaults.image", incus_env.IMAGE, "test")]
+                 Override("defaults.image", incus_env.IMAGE, "test"),
+                 Override("incus.network_nat", False, "test"),
+                 Override("incus.network_subnets", incus_env.NETWORK_SUBNETS, "test")]
     return load_config(workspace, environ={}, overrides=overrides)
 
 

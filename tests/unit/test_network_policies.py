@@ -236,3 +236,31 @@ def test_only_due_networks_in_use_are_refreshed(tmp_path: Path) -> None:
     container.network = None  # nobody uses it any more: no refresh, however old
     assert refresh(driver, registries, now=now + 999 * 60) == []
     assert [item.network for item in refresh(driver, registries, names=[network.name])] == [network.name]
+
+
+def test_a_third_party_policy_is_chosen_by_mode_and_enforced(tmp_path: Path) -> None:
+    from cci_core import hookimpl
+    from cci_core.network_policy import NetworkPolicy
+
+    class Proxy(NetworkPolicy):
+        name = "proxy-only"
+        summary = "only the proxy"
+
+        def validate(self, settings: NetworkConfig) -> None:
+            pass
+
+        def plan(self, settings: NetworkConfig) -> NetworkPlan:
+            return NetworkPlan(self.name, "", "reject", (Rule("allow", ("198.51.100.8",), "proxy"),))
+
+    class Plugin:
+        @hookimpl
+        def cci_register(self, register):  # type: ignore[no-untyped-def]
+            register.add_driver(FakeDriver)
+            register.add_network_policy(Proxy)
+
+    config = load_config(tmp_path, environ={}, overrides=[Override("defaults.driver", "fake", "test"),
+                                                          Override("network.mode", "proxy-only", "test")])
+    sessions = SessionManager(config, FakeDriver(config), load_plugins(entry_points=False, extra=[("proxy", Plugin())]))
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path, kind="run"))
+    assert container.network == "cci-proxy-only" and container.labels()["network"] == "proxy-only"
+    assert sessions.driver.networks["cci-proxy-only"][0].rules == (Rule("allow", ("198.51.100.8",), "proxy"),)

@@ -1,0 +1,249 @@
+"""The network-policy test hosts (tests/network_hosts.py), checked from this machine only (no Incus)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import network_hosts
+from tests.network_hosts import (DNS_SERVER, ECHO_ADDRESSES, HOST_LINKS, INTERNET_HOSTS, METADATA_HOST, NAMESPACES,
+                                 PRIVATE_HOST, TMP_PREFIX, TestHosts, pid_alive, fetch, lookup, probe_script,
+                                 route_conflicts)
+
+pytestmark = pytest.mark.incus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True, check=True).stdout.strip()
+    return {entry["name"] for entry in json.loads(out)} if out else set()
+
+
+def links() -> set[str]:
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {entry["ifname"] for entry in json.loads(out)}
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def assert_nothing_left(pids: list[int], tmp_dir: Path) -> None:
+    assert not namespaces() & set(NAMESPACES)
+    assert not links() & set(HOST_LINKS)
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert [pid for pid in processes_mentioning(str(tmp_dir)) if pid_alive(pid)] == []
+    assert not tmp_dir.exists()
+    assert not list(tmp_dir.parent.glob(TMP_PREFIX + "*"))
+
+
+def in_namespace(ns: str, script: str) -> str:
+    """Run a bash command line inside a test namespace (as a container would), returning its stdout."""
+    return subprocess.run(["ip", "netns", "exec", ns, "bash", "-c", script], capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+
+
+def host_getent(hosts: TestHosts, name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(hosts.host_command(["getent", "ahostsv4", name]), capture_output=True, text=True,
+                          timeout=10, check=False)
+
+
+def getent_addresses(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return sorted({line.split()[0] for line in result.stdout.splitlines()})
+
+
+# Runs first (file order) and alone: a second TestHosts cannot exist next to the shared one below.
+def test_setup_cleans_up_a_killed_run_and_teardown_leaves_nothing() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import json, time\n"
+         "from tests.network_hosts import TestHosts\n"
+         "hosts = TestHosts(); hosts.setup()\n"
+         "print(json.dumps([list(hosts.pids.values()), str(hosts.tmp_dir)]), flush=True)\n"
+         "time.sleep(120)\n"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout
+        ready, _, _ = select.select([child.stdout], [], [], 20)
+        assert ready, "the child did not set up its hosts"
+        old_pids, old_tmp = json.loads(child.stdout.readline())
+    finally:
+        child.send_signal(signal.SIGKILL)  # a killed run: no teardown
+        child.wait()
+        if child.stdout:
+            child.stdout.close()
+    assert len(old_pids) == 4 and all(pid_alive(pid) for pid in old_pids)
+    assert set(NAMESPACES) <= namespaces()
+    assert Path(old_tmp).is_dir()
+    # a namespace deleted by hand leaves its processes running, out of reach of 'ip netns pids'
+    subprocess.run(["ip", "netns", "del", "ccit-meta"], check=True)
+
+    hosts = TestHosts()
+    start = time.monotonic()
+    hosts.setup()
+    setup_seconds = time.monotonic() - start
+    try:
+        assert [pid for pid in old_pids if pid_alive(pid)] == []
+        assert not Path(old_tmp).exists()
+        assert fetch(INTERNET_HOSTS[0]) == INTERNET_HOSTS[0]
+        pids = list(hosts.pids.values())
+        assert len(pids) == 4 and not set(pids) & set(old_pids)
+        tmp_dir = hosts.tmp_dir
+        assert tmp_dir is not None
+    finally:
+        start = time.monotonic()
+        hosts.teardown()
+        teardown_seconds = time.monotonic() - start
+    assert_nothing_left([*pids, *old_pids], tmp_dir)
+    hosts.teardown()  # idempotent
+    assert setup_seconds < 5 and teardown_seconds < 5, (setup_seconds, teardown_seconds)
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[TestHosts]:
+    with TestHosts() as hosts:
+        yield hosts
+
+
+@pytest.fixture
+def names(hosts: TestHosts) -> Iterator[dict[str, list[str]]]:
+    """A starting set of names (DNS running); the names are cleared and DNS restarted afterwards."""
+    mapping = {"one.ccit.test": [INTERNET_HOSTS[0]], "two.ccit.test": [INTERNET_HOSTS[1], INTERNET_HOSTS[2]]}
+    hosts.start_dns()
+    hosts.set_names(mapping)
+    yield mapping
+    hosts.start_dns()
+    hosts.set_names({})
+
+
+def test_a_second_setup_is_refused_while_the_hosts_exist(hosts: TestHosts) -> None:
+    other = TestHosts()
+    with pytest.raises(RuntimeError, match="another TestHosts"):
+        other.setup()
+    assert fetch(PRIVATE_HOST) == PRIVATE_HOST
+    assert set(NAMESPACES) <= namespaces()
+
+
+def test_each_echo_server_answers_with_its_own_address(hosts: TestHosts) -> None:
+    assert {address: fetch(address) for address in ECHO_ADDRESSES} == {a: a for a in ECHO_ADDRESSES}
+    assert set(ECHO_ADDRESSES) >= {*INTERNET_HOSTS, DNS_SERVER, PRIVATE_HOST, METADATA_HOST}
+    # many connections, one after the other
+    assert {fetch(INTERNET_HOSTS[1]) for _ in range(50)} == {INTERNET_HOSTS[1]}
+    with pytest.raises(ConnectionRefusedError):
+        fetch(INTERNET_HOSTS[0], port=81)
+
+
+def test_probe_script_through_host_routing(hosts: TestHosts) -> None:
+    """From another namespace, as from a container: the traffic is routed through this machine."""
+    assert in_namespace("ccit-priv", probe_script(INTERNET_HOSTS[2])) == INTERNET_HOSTS[2]
+    assert in_namespace("ccit-priv", probe_script(METADATA_HOST)) == METADATA_HOST
+    assert in_namespace("ccit-meta", probe_script(PRIVATE_HOST)) == PRIVATE_HOST
+    assert in_namespace("ccit-priv", probe_script(INTERNET_HOSTS[0], port=81, timeout=2)) == "blocked"
+    with pytest.raises(ValueError):
+        probe_script("1.2.3.4; rm -rf /")
+
+
+def test_dns_answers_the_names_set_and_follows_changes(hosts: TestHosts, names: dict[str, list[str]]) -> None:
+    assert lookup("one.ccit.test") == [INTERNET_HOSTS[0]]
+    assert lookup("two.ccit.test") == [INTERNET_HOSTS[1], INTERNET_HOSTS[2]]
+    assert lookup("unknown.ccit.test") == []
+    assert getent_addresses(host_getent(hosts, "two.ccit.test")) == [INTERNET_HOSTS[1], INTERNET_HOSTS[2]]
+
+    hosts.set_names({"one.ccit.test": [INTERNET_HOSTS[2]], "three.ccit.test": [PRIVATE_HOST]})
+    assert hosts.names == {"one.ccit.test": [INTERNET_HOSTS[2]], "three.ccit.test": [PRIVATE_HOST]}
+    assert lookup("one.ccit.test") == [INTERNET_HOSTS[2]]
+    assert lookup("three.ccit.test") == [PRIVATE_HOST]
+    assert lookup("two.ccit.test") == []
+    assert getent_addresses(host_getent(hosts, "one.ccit.test")) == [INTERNET_HOSTS[2]]
+    assert host_getent(hosts, "two.ccit.test").returncode == 2  # not found
+
+
+def test_dns_answers_other_subnets_and_never_forwards(hosts: TestHosts, names: dict[str, list[str]]) -> None:
+    # a query from another subnet (as from a container on the Incus bridge) is answered too
+    out = subprocess.run(["ip", "netns", "exec", "ccit-priv", sys.executable, "-c",
+                          "from tests.network_hosts import lookup; print(lookup('one.ccit.test'))"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=10, check=True).stdout
+    assert out.strip() == str([INTERNET_HOSTS[0]])
+    assert lookup("example.com") == []
+    log = hosts.dns_log.read_text()
+    assert "query[A] example.com" in log and "from 10.99.0.2" in log
+    assert "forwarded" not in log
+
+
+def test_host_command_uses_the_test_dns_and_leaves_etc_resolv_conf_alone(hosts: TestHosts) -> None:
+    before = Path("/etc/resolv.conf").read_text()
+    seen = subprocess.run(hosts.host_command(["cat", "/etc/resolv.conf"]), capture_output=True, text=True,
+                          timeout=10, check=True).stdout
+    assert seen.splitlines()[0] == f"nameserver {DNS_SERVER}"
+    assert Path("/etc/resolv.conf").read_text() == before
+    assert str(hosts.resolv_conf) not in Path("/proc/self/mountinfo").read_text()
+    # the command's arguments and exit status pass through unchanged
+    status = subprocess.run(hosts.host_command(["sh", "-c", 'test "$1" = "a b" && exit 7', "sh", "a b"]),
+                            timeout=10, check=False).returncode
+    assert status == 7
+
+
+def test_dns_outage_and_recovery(hosts: TestHosts, names: dict[str, list[str]]) -> None:
+    dns_pid = hosts.pids["dnsmasq"]
+    hosts.stop_dns()
+    assert not hosts.dns_running and "dnsmasq" not in hosts.pids and not pid_alive(dns_pid)
+    with pytest.raises(OSError):
+        lookup("one.ccit.test")
+    start = time.monotonic()
+    assert host_getent(hosts, "one.ccit.test").returncode != 0
+    assert time.monotonic() - start < 5
+    assert fetch(DNS_SERVER) == DNS_SERVER  # the host itself stays up: only DNS is out
+
+    hosts.set_names({"one.ccit.test": [INTERNET_HOSTS[1]]})  # changed during the outage
+    hosts.start_dns()
+    assert hosts.dns_running
+    assert lookup("one.ccit.test") == [INTERNET_HOSTS[1]]
+    assert getent_addresses(host_getent(hosts, "one.ccit.test")) == [INTERNET_HOSTS[1]]
+
+
+def test_host_command_mounts_over_the_target_of_a_symlinked_resolv_conf(
+        hosts: TestHosts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "real-resolv.conf"
+    target.write_text("# the real one\n")
+    link = tmp_path / "resolv.conf"
+    link.symlink_to(target)
+    monkeypatch.setattr(network_hosts, "ETC_RESOLV_CONF", link)
+    seen = subprocess.run(hosts.host_command(["cat", str(link)]), capture_output=True, text=True, timeout=10,
+                          check=True).stdout
+    assert seen.splitlines()[0] == f"nameserver {DNS_SERVER}"
+    assert target.read_text() == "# the real one\n" and link.is_symlink()
+    target.unlink()
+    with pytest.raises(RuntimeError, match="not a file"):
+        hosts.host_command(["true"])
+
+
+def test_route_conflicts(hosts: TestHosts) -> None:
+    assert route_conflicts() == []  # this machine, with the hosts set up: their routes are on our links
+    routes: list[dict[str, object]] = [
+        {"dst": "default", "gateway": "192.0.2.1", "dev": "eth0"},
+        {"dst": "10.213.7.0/24", "dev": "ccitestbr0"},
+        {"dst": "198.51.100.0/24", "dev": "ccit-inet-h"},
+        {"dst": "10.0.0.0/8", "dev": "tun0"},
+        {"dst": "169.254.169.254", "dev": "eth0", "table": "local"},
+    ]
+    conflicts = route_conflicts(routes)
+    assert len(conflicts) == 2
+    assert "10.0.0.0/8 dev tun0" in conflicts[0] and "169.254.169.254 dev eth0 table local" in conflicts[1]

@@ -1,0 +1,249 @@
+"""Network policies enforced by the real Incus, probed from inside containers.
+
+The hosts probed are this test's own (tests/network_hosts.py): "internet" hosts in
+198.51.100.0/24, a private host in 10.0.0.0/8, a metadata host at 169.254.169.254
+and a DNS server, each in a network namespace. No test traffic goes anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cci_core.config import Config, Override, load_config
+from cci_core.driver import Container
+from cci_core.plugin_manager import load_plugins
+from cci_core.session import KIND_RUN, LaunchRequest, SessionManager
+from cci_builtin_plugins.incus.driver import IncusDriver
+from cci_builtin_plugins.network import resolver
+from tests import incus_env, network_hosts
+from tests.integration.conftest import CCI, assert_error, run_cci
+from tests.network_hosts import DNS_SERVER, INTERNET_HOSTS, METADATA_HOST, PRIVATE_HOST, TestHosts, probe_script
+
+pytestmark = pytest.mark.incus
+
+ALLOWED = "allowed.cci-test.example"
+OTHER = "other.cci-test.example"
+#: waits (up to 20 s) for the DHCP lease: 'cci run' does not wait for the boot
+WAIT_FOR_ADDRESS = "for i in $(seq 100); do ip -4 -o addr show eth0 | grep -q inet && break; sleep 0.2; done"
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[TestHosts]:
+    with TestHosts() as made:
+        made.set_names({ALLOWED: [INTERNET_HOSTS[0]], OTHER: [INTERNET_HOSTS[1]]})
+        yield made
+
+
+def probes(*targets: str) -> str:
+    """A script printing ``target=answer`` for each target (``blocked`` when unreachable)."""
+    return "; ".join([WAIT_FOR_ADDRESS, *(f'echo "{target}=$({probe_script(target)})"' for target in targets)])
+
+
+def answers(output: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+
+
+def cci_in_test_dns(hosts: TestHosts, *args: str, env: dict[str, str], cwd: Path,
+                    timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``cci ARGS`` whose host-side name resolution goes to the test DNS server."""
+    return subprocess.run(hosts.host_command([str(CCI), *args]), env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def workspace_with(tmp_path: Path, toml: str) -> Path:
+    workspace = tmp_path / f"ws-{uuid.uuid4().hex[:6]}"
+    workspace.mkdir()
+    (workspace / ".cci.toml").write_text(toml)
+    return workspace
+
+
+def allowlist_toml(*entries: str, refresh: int = 30) -> str:
+    listed = ", ".join(f'"{entry}"' for entry in entries)
+    return f'[network]\nmode = "allowlist"\nallowed_domains = [{listed}]\nrefresh_interval_minutes = {refresh}\n'
+
+
+def launch(config: Config, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[SessionManager, Container]:
+    """A running container launched in this process; host-side names resolve through the test DNS server."""
+    monkeypatch.setattr(resolver, "resolve_ipv4", lambda name: tuple(network_hosts.lookup(name)) or _fail(name))
+    manager = SessionManager(config, IncusDriver(config), load_plugins(entry_points=False))
+    container, _ctx = manager.launch(LaunchRequest(workspace, kind=KIND_RUN))
+    return manager, container
+
+
+def _fail(name: str) -> tuple[str, ...]:
+    raise OSError(f"{name} did not resolve")
+
+
+def config_for(workspace: Path) -> Config:
+    return load_config(workspace, environ={}, overrides=[
+        Override("incus.project", incus_env.PROJECT, "test"), Override("defaults.image", incus_env.IMAGE, "test"),
+        Override("incus.network_nat", False, "test"),
+        Override("incus.network_subnets", incus_env.NETWORK_SUBNETS, "test")])
+
+
+def as_root(container: Container, script: str) -> str:
+    result = container.exec(["bash", "-c", script])
+    return result.stdout
+
+
+# --- what each mode reaches ------------------------------------------------------------------------------
+
+
+def test_restricted_reaches_the_internet_but_not_private_networks_or_metadata(
+        hosts: TestHosts, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    result = run_cci("run", "--", "bash", "-c", probes(INTERNET_HOSTS[0], PRIVATE_HOST, METADATA_HOST),
+                     env=cci_environ, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert answers(result.stdout) == {INTERNET_HOSTS[0]: INTERNET_HOSTS[0], PRIVATE_HOST: "blocked",
+                                      METADATA_HOST: "blocked"}
+
+
+def test_open_reaches_everything(hosts: TestHosts, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    result = run_cci("--network", "open", "run", "--", "bash", "-c",
+                     probes(INTERNET_HOSTS[0], PRIVATE_HOST, METADATA_HOST), env=cci_environ, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert answers(result.stdout) == {INTERNET_HOSTS[0]: INTERNET_HOSTS[0], PRIVATE_HOST: PRIVATE_HOST,
+                                      METADATA_HOST: METADATA_HOST}
+
+
+def test_allowlist_reaches_only_the_listed_names_and_addresses(
+        hosts: TestHosts, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    # the container resolves names through the test DNS server, so that one is listed too
+    workspace = workspace_with(tmp_path, allowlist_toml(ALLOWED, INTERNET_HOSTS[2], DNS_SERVER))
+    use_test_dns = (f"{WAIT_FOR_ADDRESS}; for i in $(seq 50); do grep -q ^nameserver /etc/resolv.conf && break;"
+                    f" sleep 0.1; done; echo nameserver {DNS_SERVER} | sudo tee /etc/resolv.conf >/dev/null")
+    script = probes(ALLOWED, OTHER, INTERNET_HOSTS[1], INTERNET_HOSTS[2], PRIVATE_HOST, METADATA_HOST)
+    result = cci_in_test_dns(hosts, "run", "--", "bash", "-c", f"{use_test_dns}; {script}", env=cci_environ,
+                             cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert answers(result.stdout) == {
+        ALLOWED: INTERNET_HOSTS[0],  # resolved on the host to .2, which the ACL allows
+        OTHER: "blocked", INTERNET_HOSTS[1]: "blocked",  # resolvable, but not listed
+        INTERNET_HOSTS[2]: INTERNET_HOSTS[2],  # a listed address
+        PRIVATE_HOST: "blocked", METADATA_HOST: "blocked",
+    }
+
+
+# --- root inside cannot lift the rules -------------------------------------------------------------------
+
+
+def test_root_inside_cannot_flush_the_rules_or_change_its_address(
+        hosts: TestHosts, driver: IncusDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace = workspace_with(tmp_path, "")
+    _manager, container = launch(config_for(workspace), workspace, monkeypatch)
+    before = answers(as_root(container, probes(INTERNET_HOSTS[0], PRIVATE_HOST)))
+    assert before == {INTERNET_HOSTS[0]: INTERNET_HOSTS[0], PRIVATE_HOST: "blocked"}
+
+    flushed = container.exec(["nft", "flush", "ruleset"])
+    assert flushed.exit_code == 0, flushed.stderr  # it may flush its own rules: cci's are not in there
+    assert answers(as_root(container, probes(PRIVATE_HOST))) == {PRIVATE_HOST: "blocked"}
+
+    # pose as another host of the bridge: what it sends from that address is dropped
+    spoof = ("set -e; own=$(ip -4 -o addr show eth0 | awk '{print $4}'); gw=$(ip route | awk '/default/ {print $3}');"
+             " other=${own%.*/*}.250/${own#*/}; ip addr flush dev eth0; ip addr add $other dev eth0;"
+             " ip route add default via $gw")
+    changed = container.exec(["bash", "-c", spoof])
+    assert changed.exit_code == 0, changed.stderr
+    assert answers(as_root(container, probes(INTERNET_HOSTS[0]))) == {INTERNET_HOSTS[0]: "blocked"}
+
+
+# --- allowlist addresses: cache and refresh --------------------------------------------------------------
+
+
+def test_a_dns_outage_keeps_the_addresses_and_a_refresh_follows_a_change(
+        hosts: TestHosts, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = f"refresh-{uuid.uuid4().hex[:8]}.cci-test.example"  # a network of this test's own
+    hosts.set_names({ALLOWED: [INTERNET_HOSTS[0]], OTHER: [INTERNET_HOSTS[1]], marker: [INTERNET_HOSTS[2]]})
+    workspace = workspace_with(tmp_path, allowlist_toml(ALLOWED, marker))
+    _manager, container = launch(config_for(workspace), workspace, monkeypatch)
+    (network,) = [item for item in driver.policy_networks() if container.name in item.used_by]
+    check = probes(INTERNET_HOSTS[0], INTERNET_HOSTS[1])
+    assert answers(as_root(container, check)) == {INTERNET_HOSTS[0]: INTERNET_HOSTS[0],
+                                                  INTERNET_HOSTS[1]: "blocked"}
+
+    # the host's cache is the user's: the subprocesses below share this test's HOME
+    environ = {**cci_environ, "HOME": str(Path.home())}
+    hosts.stop_dns()
+    result = cci_in_test_dns(hosts, "network", "refresh", network.name, env=environ, cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert f"{network.name}: addresses unchanged" in result.stdout
+    assert f"could not resolve {ALLOWED}" in result.stderr and "keeping its addresses" in result.stderr
+    assert answers(as_root(container, check)) == {INTERNET_HOSTS[0]: INTERNET_HOSTS[0],
+                                                  INTERNET_HOSTS[1]: "blocked"}
+
+    hosts.start_dns()
+    hosts.set_names({ALLOWED: [INTERNET_HOSTS[1]], marker: [INTERNET_HOSTS[2]]})  # the name moved
+    result = cci_in_test_dns(hosts, "network", "refresh", network.name, env=environ, cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert f"{network.name}: {ALLOWED}: {INTERNET_HOSTS[0]} -> {INTERNET_HOSTS[1]}" in result.stdout
+    assert answers(as_root(container, check)) == {INTERNET_HOSTS[0]: "blocked", INTERNET_HOSTS[1]: INTERNET_HOSTS[1]}
+
+    shown = json.loads(run_cci("network", "show", container.name, "--format", "json", env=environ).stdout)
+    assert shown["addresses"][ALLOWED] == [INTERNET_HOSTS[1]] and shown["used_by"] == [container.name]
+    hosts.set_names({ALLOWED: [INTERNET_HOSTS[0]], OTHER: [INTERNET_HOSTS[1]]})
+
+
+# --- visibility, bad input, concurrency ------------------------------------------------------------------
+
+
+def test_list_and_show_tell_each_containers_policy(
+        hosts: TestHosts, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    workspace = workspace_with(tmp_path, "")
+    _manager, container = launch(config_for(workspace), workspace, monkeypatch)
+    listing = json.loads(run_cci("list", "--format", "json", env=cci_environ).stdout)["containers"]
+    (row,) = [row for row in listing if row["name"] == container.name]
+    assert row["network"] == "restricted"
+    table = run_cci("list", env=cci_environ).stdout.splitlines()
+    assert table[0].split()[:4] == ["NAME", "STATUS", "MODE", "NETWORK"]
+
+    shown = run_cci("network", "show", container.name, env=cci_environ)
+    assert shown.returncode == 0, shown.stderr
+    assert "policy   restricted" in shown.stdout and container.name in shown.stdout
+    assert "reject  10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16" in shown.stdout
+    assert "reject  ::/0" in shown.stdout
+    document = json.loads(run_cci("network", "show", "--format", "json", env=cci_environ, cwd=workspace).stdout)
+    assert (document["policy"], document["default"], document["network"]) == ("restricted", "allow", "cci-restricted")
+    assert_error(run_cci("network", "show", "no-such-container", env=cci_environ), 5, "no container named")
+
+
+@pytest.mark.parametrize(("toml", "fragment"), [
+    (allowlist_toml("not a domain"), "'not a domain' is neither a domain name nor an IPv4 address"),
+    ('[network]\nmode = "allowlist"\n', "allowlist mode needs at least one entry in allowed_domains"),
+    ('[network]\nallowed_domains = "github.com"\n', "expected a list of strings"),
+    ('[network]\nmode = "wide-open"\n', "available: allowlist, open, restricted"),
+])
+def test_bad_network_settings_fail_before_anything_is_launched(
+        cci_environ: dict[str, str], driver: IncusDriver, tmp_path: Path, toml: str, fragment: str) -> None:
+    workspace = workspace_with(tmp_path, toml)
+    before = {item.name for item in driver.policy_networks()}
+    result = run_cci("run", "--", "true", env=cci_environ, cwd=workspace)
+    assert result.returncode in (2, 3)
+    assert_error(result, result.returncode, fragment)
+    assert not [info for info in driver.list_containers() if info.labels.get("workspace") == str(workspace)]
+    assert {item.name for item in driver.policy_networks()} == before
+
+
+def test_two_launches_make_one_new_network_at_once(
+        hosts: TestHosts, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    unique = f"198.51.100.{100 + uuid.uuid4().int % 100}"  # a plan (and network) no other test has
+    workspace = workspace_with(tmp_path, allowlist_toml(INTERNET_HOSTS[2], unique))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: run_cci("run", "--", "bash", "-c", probes(INTERNET_HOSTS[2]),
+                                                  env=cci_environ, cwd=workspace), range(2)))
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert answers(result.stdout) == {INTERNET_HOSTS[2]: INTERNET_HOSTS[2]}
+    made = [item for item in driver.policy_networks() if unique in item.plan.settings.get("allowed_domains", [])]
+    assert len(made) == 1 and made[0].used_by == ()
+    deleted = run_cci("network", "delete", made[0].name, env=cci_environ)
+    assert deleted.returncode == 0, deleted.stderr
+    assert made[0].name not in {item.name for item in driver.policy_networks()}

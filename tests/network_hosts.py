@@ -1,0 +1,567 @@
+"""Test hosts for network-policy integration tests: an "internet", a private and a metadata host.
+
+Each host is a network namespace joined to this machine by a veth pair, so an Incus container
+reaches it through the host's routing and nothing ever leaves the machine. Every namespace
+address serves a TCP "who am I" on port 80 (it writes the address it was reached at, then
+closes), and the internet namespace runs a dnsmasq that answers only the names a test sets
+and never forwards a query. Needs root, ``ip`` (iproute2), ``dnsmasq`` and ``unshare``.
+
+    with TestHosts() as hosts:
+        hosts.set_names({"allowed.ccit.test": [INTERNET_HOSTS[0]]})
+        container_runs(probe_script(INTERNET_HOSTS[0]))   # -> "198.51.100.2" or "blocked"
+
+Only one set of hosts can exist on a machine at a time (a lock guards it). Setup first
+removes what a killed earlier run left behind: namespaces and links with these exact names
+and the processes inside those namespaces.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+INTERNET_GATEWAY = "198.51.100.1"
+"""This machine's address on the internet hosts' link."""
+INTERNET_HOSTS = ("198.51.100.2", "198.51.100.3", "198.51.100.4")
+"""Three "public internet" hosts (TEST-NET-2), all in the namespace ``ccit-inet``."""
+DNS_SERVER = "198.51.100.53"
+"""The test dnsmasq (also in ``ccit-inet``; it serves port 80 too)."""
+PRIVATE_HOST = "10.99.0.2"
+"""A host in a private range (RFC 1918), namespace ``ccit-priv``."""
+METADATA_HOST = "169.254.169.254"
+"""A cloud metadata look-alike (link-local), namespace ``ccit-meta``."""
+ECHO_PORT = 80
+"""The port every test host serves its address on."""
+
+LOCK_FILE = Path("/run/lock/ccit-network-hosts.lock")
+"""Held for as long as a :class:`TestHosts` is set up."""
+TMP_PREFIX = "ccit-hosts-"
+"""Prefix of the temp dir holding the hosts file, resolv.conf, logs and the echo server."""
+ETC_RESOLV_CONF = Path("/etc/resolv.conf")
+
+# Ranges this machine uses itself (uplink, registry route, resolver, Incus test bridge): never ours.
+_FORBIDDEN = tuple(ipaddress.ip_network(net) for net in
+                   ("192.0.2.0/24", "203.0.113.0/24", "10.255.255.0/24", "10.213.7.0/24"))
+
+
+@dataclass(frozen=True)
+class Link:
+    """One test namespace and the veth joining it to this machine."""
+
+    namespace: str
+    host_link: str
+    host_address: str
+    addresses: tuple[str, ...]
+    network: ipaddress.IPv4Network
+
+
+LINKS = (
+    Link("ccit-inet", "ccit-inet-h", INTERNET_GATEWAY, (*INTERNET_HOSTS, DNS_SERVER),
+         ipaddress.IPv4Network("198.51.100.0/24")),
+    Link("ccit-priv", "ccit-priv-h", "10.99.0.1", (PRIVATE_HOST,), ipaddress.IPv4Network("10.99.0.0/24")),
+    Link("ccit-meta", "ccit-meta-h", "169.254.169.1", (METADATA_HOST,), ipaddress.IPv4Network("169.254.169.0/24")),
+)
+NAMESPACES = tuple(link.namespace for link in LINKS)
+HOST_LINKS = tuple(link.host_link for link in LINKS)
+ECHO_ADDRESSES = tuple(address for link in LINKS for address in link.addresses)
+"""Every address that serves :data:`ECHO_PORT`."""
+
+_NS_LINK = "eth0"
+"""The veth end's name inside each namespace."""
+
+_ECHO_SERVER = '''\
+import selectors, socket, sys
+port, addresses = int(sys.argv[1]), sys.argv[2:]
+sel = selectors.DefaultSelector()
+for address in addresses:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((address, port))
+    server.listen(256)
+    server.setblocking(False)
+    sel.register(server, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        try:
+            conn, _ = key.fileobj.accept()
+        except OSError:
+            continue
+        with conn:
+            try:
+                conn.settimeout(2)
+                conn.sendall((conn.getsockname()[0] + "\\n").encode())
+            except OSError:
+                pass
+'''
+
+
+class DnsError(Exception):
+    """The test DNS server answered with an error code other than NXDOMAIN."""
+
+
+def probe_script(address: str, port: int = ECHO_PORT, timeout: float = 3) -> str:
+    """A shell command line (for ``bash -c`` or ``sh -c`` in a container) printing what
+    ``address:port`` answers, or ``blocked`` when it cannot connect (refused, dropped, timed out).
+
+    Needs only bash and coreutils' ``timeout``. ``address`` may also be a host name: bash then
+    resolves it through the container's resolver.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", address):
+        raise ValueError(f"not an address or host name: {address!r}")
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port: {port}")
+    if timeout <= 0:
+        raise ValueError(f"bad timeout: {timeout}")
+    return (f"timeout {timeout:g} bash -c 'exec 3<>/dev/tcp/{address}/{port} && cat <&3' 2>/dev/null"
+            " || echo blocked")
+
+
+def fetch(address: str, port: int = ECHO_PORT, timeout: float = 3) -> str:
+    """What the echo server at ``address`` answers (stripped), read from this machine.
+
+    Raises :class:`OSError` (e.g. ``ConnectionRefusedError``, ``TimeoutError``) when it cannot connect.
+    """
+    with socket.create_connection((address, port), timeout=timeout) as conn:
+        chunks = []
+        while chunk := conn.recv(4096):
+            chunks.append(chunk)
+    return b"".join(chunks).decode().strip()
+
+
+def lookup(name: str, server: str = DNS_SERVER, timeout: float = 1.0) -> list[str]:
+    """The IPv4 addresses ``server`` gives for ``name`` (sorted; ``[]`` for NXDOMAIN or no A record).
+
+    A raw UDP query, independent of this machine's resolver. Raises :class:`OSError` when the
+    server does not answer (``ConnectionRefusedError`` when nothing listens, ``TimeoutError``)
+    and :class:`DnsError` for an error answer such as REFUSED or SERVFAIL.
+    """
+    query_id = secrets.randbelow(1 << 16)
+    qname = b"".join(bytes([len(label)]) + label.encode("ascii") for label in name.rstrip(".").split("."))
+    query = struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + qname + b"\0" + struct.pack("!HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((server, 53))
+        sock.send(query)
+        deadline = time.monotonic() + timeout
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            reply = sock.recv(4096)
+            if len(reply) >= 12 and struct.unpack("!H", reply[:2])[0] == query_id:
+                break
+    _, flags, qdcount, ancount, _, _ = struct.unpack("!HHHHHH", reply[:12])
+    rcode = flags & 0xF
+    if rcode == 3:
+        return []
+    if rcode:
+        raise DnsError(f"{server} answered rcode {rcode} for {name}")
+    offset = 12
+    for _ in range(qdcount):
+        offset = _skip_name(reply, offset) + 4
+    addresses = []
+    for _ in range(ancount):
+        offset = _skip_name(reply, offset)
+        rtype, _, _, rdlength = struct.unpack("!HHIH", reply[offset:offset + 10])
+        offset += 10
+        if rtype == 1 and rdlength == 4:
+            addresses.append(socket.inet_ntoa(reply[offset:offset + 4]))
+        offset += rdlength
+    return sorted(addresses, key=ipaddress.IPv4Address)
+
+
+def _skip_name(message: bytes, offset: int) -> int:
+    """The offset just past the (possibly compressed) domain name at ``offset``."""
+    while True:
+        length = message[offset]
+        if length >= 0xC0:
+            return offset + 2
+        offset += 1 + length
+        if length == 0:
+            return offset
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    if check and result.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate ``proc`` (SIGKILL after 3 s), reap it and close its pipes."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=3)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe:
+            pipe.close()
+
+
+def _existing_namespaces() -> set[str]:
+    out = _run("ip", "-j", "netns", "list").stdout.strip()
+    return {entry["name"] for entry in json.loads(out)} if out else set()
+
+
+def _link_exists(name: str) -> bool:
+    return _run("ip", "link", "show", "dev", name, check=False).returncode == 0
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def route_conflicts(routes: list[dict[str, object]] | None = None) -> list[str]:
+    """Routes reaching into the test ranges that are not on our links.
+
+    ``routes`` is ``ip -j -4 route show table all`` output; by default this machine's.
+    """
+    if routes is None:
+        routes = json.loads(_run("ip", "-j", "-4", "route", "show", "table", "all").stdout or "[]")
+    conflicts = []
+    for route in routes:
+        dst = route.get("dst", "default")
+        if dst == "default" or route.get("dev") in HOST_LINKS:
+            continue
+        network = ipaddress.ip_network(str(dst), strict=False)
+        for link in LINKS:
+            if network.overlaps(link.network):
+                conflicts.append(f"{dst} dev {route.get('dev', '?')} table {route.get('table', 'main')}"
+                                 f" overlaps {link.network}")
+    return conflicts
+
+
+class TestHosts:
+    """The test namespaces, their echo servers and the test dnsmasq; a context manager.
+
+    ``setup()`` builds everything (about 0.3 s), ``teardown()`` removes it; both are idempotent.
+    Fits a session-scoped pytest fixture: ``with TestHosts() as hosts: yield hosts``.
+    """
+
+    __test__ = False  # not a pytest test class despite its name
+
+    def __init__(self) -> None:
+        self.tmp_dir: Path | None = None
+        self._lock: int | None = None
+        self._echo: dict[str, subprocess.Popen[bytes]] = {}
+        self._dns: subprocess.Popen[bytes] | None = None
+        self._names: dict[str, list[str]] = {}
+        self._set_ip_forward = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> TestHosts:
+        self.setup()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.teardown()
+
+    def setup(self) -> None:
+        """Create the namespaces, links, echo servers and dnsmasq (no names yet)."""
+        if self._lock is not None:
+            return
+        if os.geteuid() != 0:
+            raise RuntimeError("TestHosts needs root (network namespaces, veth, unshare)")
+        for link in LINKS:
+            bad = [str(net) for net in _FORBIDDEN if link.network.overlaps(net)]
+            if bad:
+                raise RuntimeError(f"test range {link.network} overlaps a range of this machine: {bad}")
+        self._acquire_lock()
+        try:
+            _remove_leftovers()
+            conflicts = route_conflicts()
+            if conflicts:
+                raise RuntimeError("test ranges are already routed on this machine, refusing to set up: "
+                                   + "; ".join(conflicts))
+            self.tmp_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+            self.tmp_dir.chmod(0o755)  # dnsmasq drops to "nobody" and re-reads the hosts file on SIGHUP
+            (self.tmp_dir / "echo_server.py").write_text(_ECHO_SERVER)
+            self.resolv_conf.write_text(f"nameserver {DNS_SERVER}\noptions timeout:1 attempts:1\n")
+            self._write_hosts({})
+            if Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0":
+                Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+                self._set_ip_forward = True
+            for link in LINKS:
+                self._make_link(link)
+            for link in LINKS:
+                self._echo[link.namespace] = self._start_echo(link)
+            for link in LINKS:
+                self._wait_ready(link.namespace, self._echo[link.namespace])
+            self.start_dns()
+        except BaseException:
+            self.teardown()
+            raise
+
+    def teardown(self) -> None:
+        """Stop the processes (by pid), delete the namespaces, links and temp files; release the lock."""
+        procs = [*self._echo.values(), *([self._dns] if self._dns else [])]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            _stop(proc)
+        self._echo.clear()
+        self._dns = None
+        if self._lock is not None:
+            _remove_leftovers()
+        if self._set_ip_forward:
+            Path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
+            self._set_ip_forward = False
+        if self.tmp_dir is not None:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self.tmp_dir = None
+        self._names = {}
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(f"another TestHosts is set up on this machine (lock {LOCK_FILE} is held)") from None
+        self._lock = fd
+
+    def _make_link(self, link: Link) -> None:
+        ns = link.namespace
+        prefix = link.network.prefixlen
+        _run("ip", "netns", "add", ns)
+        _run("ip", "link", "add", link.host_link, "type", "veth", "peer", "name", _NS_LINK, "netns", ns)
+        _run("ip", "addr", "add", f"{link.host_address}/{prefix}", "dev", link.host_link)
+        _run("ip", "link", "set", link.host_link, "up")
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+        for address in link.addresses:
+            _run("ip", "-n", ns, "addr", "add", f"{address}/{prefix}", "dev", _NS_LINK)
+        _run("ip", "-n", ns, "link", "set", _NS_LINK, "up")
+        _run("ip", "-n", ns, "route", "add", "default", "via", link.host_address)
+
+    def _start_echo(self, link: Link) -> subprocess.Popen[bytes]:
+        assert self.tmp_dir
+        with open(self.tmp_dir / f"echo-{link.namespace}.log", "wb") as log:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", link.namespace, sys.executable, "-I",
+                 str(self.tmp_dir / "echo_server.py"), str(ECHO_PORT), *link.addresses],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+
+    def _wait_ready(self, namespace: str, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout and self.tmp_dir
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        if not ready or proc.stdout.readline() != b"ready\n":
+            log = (self.tmp_dir / f"echo-{namespace}.log").read_text(errors="replace")
+            raise RuntimeError(f"echo server in {namespace} did not start: {log.strip()}")
+
+    # -- paths and state -------------------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        if self.tmp_dir is None:
+            raise RuntimeError("TestHosts is not set up")
+        return self.tmp_dir / name
+
+    @property
+    def resolv_conf(self) -> Path:
+        """A resolv.conf naming only the test dnsmasq (``nameserver 198.51.100.53``)."""
+        return self._path("resolv.conf")
+
+    @property
+    def hosts_file(self) -> Path:
+        """dnsmasq's addn-hosts file, rewritten by :meth:`set_names`."""
+        return self._path("hosts")
+
+    @property
+    def dns_log(self) -> Path:
+        """dnsmasq's log (it logs every query)."""
+        return self._path("dnsmasq.log")
+
+    @property
+    def names(self) -> dict[str, list[str]]:
+        """The names dnsmasq answers, as last given to :meth:`set_names`."""
+        return {name: list(addresses) for name, addresses in self._names.items()}
+
+    @property
+    def dns_running(self) -> bool:
+        """Whether dnsmasq runs (false after :meth:`stop_dns`)."""
+        return self._dns is not None and self._dns.poll() is None
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Pids of the running processes: ``echo:NAMESPACE`` and ``dnsmasq``."""
+        pids = {f"echo:{ns}": proc.pid for ns, proc in self._echo.items() if proc.poll() is None}
+        if self._dns is not None and self._dns.poll() is None:
+            pids["dnsmasq"] = self._dns.pid
+        return pids
+
+    # -- DNS ---------------------------------------------------------------------------------
+
+    def set_names(self, mapping: dict[str, list[str]]) -> None:
+        """Make dnsmasq answer exactly these names (name -> IPv4 addresses); others get NXDOMAIN.
+
+        Rewrites the hosts file and, when dnsmasq runs, reloads it (SIGHUP) and waits until the
+        answers match.
+        """
+        clean: dict[str, list[str]] = {}
+        for name, addresses in mapping.items():
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", name):
+                raise ValueError(f"bad host name: {name!r}")
+            if isinstance(addresses, str):
+                raise TypeError(f"addresses of {name} must be a list, not a string")
+            clean[name] = sorted({str(ipaddress.IPv4Address(a)) for a in addresses}, key=ipaddress.IPv4Address)
+        removed = set(self._names) - set(clean)
+        self._write_hosts(clean)
+        self._names = clean
+        if self.dns_running:
+            assert self._dns
+            self._dns.send_signal(signal.SIGHUP)
+            self._wait_dns({**clean, **{name: [] for name in removed}})
+
+    def stop_dns(self) -> None:
+        """Stop dnsmasq (a DNS outage: queries to :data:`DNS_SERVER` are refused)."""
+        if self._dns is not None:
+            _stop(self._dns)
+            self._dns = None
+
+    def start_dns(self) -> None:
+        """Start dnsmasq (again) with the current names and wait until it answers them."""
+        if self.dns_running:
+            return
+        self._dns = subprocess.Popen(
+            ["ip", "netns", "exec", "ccit-inet", "dnsmasq",
+             "--keep-in-foreground",
+             "--conf-file=/dev/null",      # never read /etc/dnsmasq.conf
+             "--no-resolv", "--no-hosts", "--no-poll",
+             "--local=/#/",                 # every domain is local: answer from the hosts file or NXDOMAIN
+             f"--addn-hosts={self.hosts_file}",
+             f"--listen-address={DNS_SERVER}", "--bind-interfaces", "--port=53",
+             "--no-negcache", "--pid-file=", "--user=nobody",
+             f"--log-facility={self.dns_log}", "--log-queries"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            self._wait_dns(self._names)
+        except BaseException:
+            self.stop_dns()
+            raise
+
+    def _write_hosts(self, mapping: dict[str, list[str]]) -> None:
+        lines = [f"{address} {name}\n" for name, addresses in mapping.items() for address in addresses]
+        tmp = self._path("hosts.new")
+        tmp.write_text("".join(lines))
+        tmp.chmod(0o644)
+        tmp.replace(self.hosts_file)
+
+    def _wait_dns(self, expected: dict[str, list[str]], timeout: float = 5) -> None:
+        """Wait until dnsmasq answers (``expected`` maps names to their addresses, [] for NXDOMAIN)."""
+        probes = expected or {"ready.ccit.invalid": []}
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while True:
+            if self._dns is None or self._dns.poll() is not None:
+                err = self._dns.stderr.read().decode(errors="replace") if self._dns and self._dns.stderr else ""
+                raise RuntimeError(f"dnsmasq exited: {err.strip()}")
+            try:
+                answers = {name: lookup(name, timeout=0.2) for name in probes}
+                if answers == probes:
+                    return
+                last = answers
+            except (OSError, DnsError) as exc:
+                last = exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dnsmasq does not answer as expected {probes}: {last}")
+            time.sleep(0.02)
+
+    # -- host-side commands ----------------------------------------------------------------
+
+    def host_command(self, argv: Sequence[str]) -> list[str]:
+        """A command line running ``argv`` on this machine with name resolution through the test dnsmasq.
+
+        It runs in a private mount namespace in which :attr:`resolv_conf` is bind-mounted over
+        /etc/resolv.conf (over its target when that is a symlink); the real file is untouched.
+        """
+        target = ETC_RESOLV_CONF.resolve()
+        if not target.is_file():
+            raise RuntimeError(f"{ETC_RESOLV_CONF} resolves to {target}, which is not a file to mount over")
+        return ["unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"',
+                "sh", str(self.resolv_conf), str(target), *argv]
+
+
+def _orphans() -> list[int]:
+    """Echo servers and dnsmasq processes of an earlier run, found by their command lines.
+
+    Catches those whose namespace is already gone (``ip netns del`` does not stop them).
+    """
+    tmp = os.path.join(tempfile.gettempdir(), TMP_PREFIX)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = [arg.decode(errors="replace") for arg in (entry / "cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            continue
+        echo = any(arg.startswith(tmp) and arg.endswith("/echo_server.py") for arg in argv)
+        dns = os.path.basename(argv[0]) == "dnsmasq" and any(arg.startswith("--addn-hosts=" + tmp) for arg in argv)
+        if echo or dns:
+            found.append(int(entry.name))
+    return found
+
+
+def _remove_leftovers() -> None:
+    """Delete the test namespaces and links of an earlier (killed) run, killing the processes inside.
+
+    Only touches namespaces and links with this module's exact names. The processes killed (by pid)
+    are those inside those namespaces (``ip netns pids``) and this module's echo servers and dnsmasq
+    found by command line (:func:`_orphans`): only this module starts either.
+    """
+    existing = _existing_namespaces()
+    pids = set(_orphans())
+    for ns in NAMESPACES:
+        if ns in existing:
+            pids.update(int(pid) for pid in _run("ip", "netns", "pids", ns, check=False).stdout.split())
+    pids.discard(os.getpid())
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while any(pid_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"leftover test host processes {sorted(pids)} do not die")
+        time.sleep(0.01)
+    for link in HOST_LINKS:
+        if _link_exists(link):
+            _run("ip", "link", "del", "dev", link)
+    for ns in NAMESPACES:
+        if ns in existing:
+            _run("ip", "netns", "del", ns)
+    # a killed run also leaves its temp dir; the lock guarantees no live run owns one
+    for stale in Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
