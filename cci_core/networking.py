@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
+from cci_core.errors import NotAvailableError
+
 if TYPE_CHECKING:
     from cci_core.config import Config
     from cci_core.config.schema import NetworkConfig
@@ -78,7 +80,12 @@ def refresh(driver: Driver, registries: Registries, *, force: bool = False,
             continue
         if not (force or wanted) and not is_due(network, now):
             continue
-        plan = registries.network_policies.get(network.plan.policy)().plan(settings_of(network.plan))
+        try:
+            policy = registries.network_policies.get(network.plan.policy)()
+        except NotAvailableError as exc:  # its plugin was disabled or removed: the rules stay as they are
+            refreshed.append(Refreshed(network.name, {}, (f"not refreshed: {exc}",)))
+            continue
+        plan = policy.plan(settings_of(network.plan))
         if plan is None:
             continue
         driver.ensure_network(plan)

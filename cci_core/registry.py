@@ -32,6 +32,34 @@ class Entry(NamedTuple):
     plugin: str
 
 
+class Lazy(NamedTuple):
+    """Something registered by reference (``"module:attribute"``), imported only when first used.
+
+    Lets a plugin register a driver, tool, policy, builder or command without
+    importing its module on every ``cci`` start. ``name`` must equal the loaded
+    object's name; ``summary`` stands in for a command's short help in ``cci --help``.
+    """
+
+    name: str
+    reference: str
+    summary: str = ""
+
+    def load(self, plugin: str) -> Any:
+        """Import the referenced object; a failure is a :class:`PluginError` naming the plugin."""
+        import importlib
+
+        module, _, attribute = self.reference.partition(":")
+        try:
+            item = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(f"plugin {plugin!r} registered {self.name!r} as {self.reference!r}, which cannot be "
+                              f"loaded: {exc}") from exc
+        if getattr(item, "name", None) != self.name:
+            raise PluginError(f"plugin {plugin!r} registered {self.name!r}, but {self.reference} is named "
+                              f"{getattr(item, 'name', None)!r}")
+        return item
+
+
 class Registry(Generic[T]):
     """Items of one kind (``driver``, ``tool``...) keyed by name."""
 
@@ -57,12 +85,15 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The item registered under ``name``, or :class:`NotAvailableError`."""
         try:
-            return self._entries[name].item
+            entry = self._entries[name]
         except KeyError:
             available = ", ".join(sorted(self._entries)) or "none"
             raise NotAvailableError(
                 f"{self.kind} {name!r} is not available (plugin may not be installed); available: {available}"
             ) from None
+        if isinstance(entry.item, Lazy):
+            entry = self._entries[name] = entry._replace(item=entry.item.load(entry.plugin))
+        return entry.item  # type: ignore[no-any-return]
 
     def entries(self) -> list[Entry]:
         """All entries, sorted by name."""
@@ -106,28 +137,28 @@ class Register:
         self._registries = registries
         self.plugin = plugin
 
-    def add_driver(self, driver: type[Driver]) -> None:
+    def add_driver(self, driver: type[Driver] | Lazy) -> None:
         """Register a container backend class under ``driver.name``."""
         self._registries.drivers.add(_class_name(driver, self.plugin), driver, plugin=self.plugin)
 
-    def add_tool(self, tool: type[ToolAdapter]) -> None:
+    def add_tool(self, tool: type[ToolAdapter] | Lazy) -> None:
         """Register a tool adapter class under ``tool.name``."""
         self._registries.tools.add(_class_name(tool, self.plugin), tool, plugin=self.plugin)
 
-    def add_network_policy(self, policy: type[NetworkPolicy]) -> None:
+    def add_network_policy(self, policy: type[NetworkPolicy] | Lazy) -> None:
         """Register a network policy class under ``policy.name`` (the ``--network`` mode)."""
         self._registries.network_policies.add(_class_name(policy, self.plugin), policy, plugin=self.plugin)
 
-    def add_image_builder(self, builder: type[ImageBuilder]) -> None:
+    def add_image_builder(self, builder: type[ImageBuilder] | Lazy) -> None:
         """Register an image builder class under ``builder.name``."""
         self._registries.image_builders.add(_class_name(builder, self.plugin), builder, plugin=self.plugin)
 
-    def add_command(self, command: click.Command) -> None:
+    def add_command(self, command: click.Command | Lazy) -> None:
         """Add a top-level ``cci`` command (a click command or group)."""
         self._registries.commands.add(command.name or "", command, plugin=self.plugin)
 
 
-def _class_name(cls: type, plugin: str) -> str:
+def _class_name(cls: type | Lazy, plugin: str) -> str:
     name = getattr(cls, "name", None)
     if not isinstance(name, str):
         raise PluginError(f"plugin {plugin!r} registered {cls!r}, which has no 'name' class attribute")

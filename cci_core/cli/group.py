@@ -12,6 +12,7 @@ import click
 
 from cci_core.cli.state import get_state, warn
 from cci_core.errors import CciError, PluginError
+from cci_core.registry import Lazy
 
 class CoreCommand(NamedTuple):
     """Where a core command lives, and its one-line summary for ``cci --help``."""
@@ -80,7 +81,10 @@ class CciGroup(click.Group):
             core = CORE_COMMANDS[name]
             command: click.Command = getattr(importlib.import_module(core.module), core.attribute)
             return command
-        return self._plugin_commands(ctx).get(name)
+        if name not in self._plugin_commands(ctx):
+            return None
+        loaded: click.Command = get_state(ctx).plugins.registries.commands.get(name)
+        return loaded
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list of ``--help``: core commands from their summaries, without importing them."""
@@ -93,13 +97,16 @@ class CciGroup(click.Group):
             if name in CORE_COMMANDS:
                 rows.append((name, click.Command(name, help=CORE_COMMANDS[name].summary).get_short_help_str(limit)))
                 continue
-            command = self.get_command(ctx, name)
-            if command is not None and not command.hidden:
-                rows.append((name, command.get_short_help_str(limit)))
+            registered = self._plugin_commands(ctx)[name]
+            if isinstance(registered, Lazy):  # listed from its summary, without importing it
+                rows.append((name, click.Command(name, help=registered.summary).get_short_help_str(limit)))
+                continue
+            if not registered.hidden:
+                rows.append((name, registered.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
-    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command | Lazy]:
         registry = get_state(ctx).plugins.registries.commands
         commands = {}
         for entry in registry.entries():

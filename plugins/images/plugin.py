@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from cci_core import hookimpl
-from cci_core.registry import Register
+from cci_core.registry import Lazy, Register
+
+#: ``cci build``'s short help, for ``cci --help`` without importing the command (a test keeps it equal)
+BUILD_SUMMARY = "Build the cci image (Ubuntu 22.04, Docker, Node.js 20, Claude Code, gh, tmux, build tools)."
 
 
 @hookimpl
 def cci_register(register: Register) -> None:
-    from cci_builtin_plugins.images.commands import build
-    from cci_builtin_plugins.images.debootstrap import DebootstrapBuilder
-    from cci_builtin_plugins.images.script_builder import ScriptBuilder
-
-    register.add_image_builder(ScriptBuilder)
-    register.add_image_builder(DebootstrapBuilder)
-    register.add_command(build)
+    register.add_image_builder(Lazy("script", "cci_builtin_plugins.images.script_builder:ScriptBuilder"))
+    register.add_image_builder(Lazy("debootstrap", "cci_builtin_plugins.images.debootstrap:DebootstrapBuilder"))
+    register.add_command(Lazy("build", "cci_builtin_plugins.images.commands:build", BUILD_SUMMARY))

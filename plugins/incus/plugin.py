@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cci_core import hookimpl
-from cci_core.registry import Register
+from cci_core.registry import Lazy, Register
 
 if TYPE_CHECKING:
     from cci_core.config import Config
@@ -14,9 +14,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def cci_register(register: Register) -> None:
-    from cci_builtin_plugins.incus.driver import IncusDriver
-
-    register.add_driver(IncusDriver)
+    register.add_driver(Lazy("incus", "cci_builtin_plugins.incus.driver:IncusDriver"))
 
 
 @hookimpl

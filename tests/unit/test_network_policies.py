@@ -264,3 +264,10 @@ def test_a_third_party_policy_is_chosen_by_mode_and_enforced(tmp_path: Path) -> 
     container, _ctx = sessions.launch(LaunchRequest(tmp_path, kind="run"))
     assert container.network == "cci-proxy-only" and container.labels()["network"] == "proxy-only"
     assert sessions.driver.networks["cci-proxy-only"][0].rules == (Rule("allow", ("198.51.100.8",), "proxy"),)
+
+
+def test_a_network_whose_policy_plugin_is_gone_is_left_as_it_is(tmp_path: Path) -> None:
+    sessions = manager(tmp_path)
+    sessions.driver.networks["cci-gone"] = (NetworkPlan("gone", "", "reject", (), refresh_minutes=5), 0.0)
+    (result,) = refresh(sessions.driver, sessions.plugins.registries, names=["cci-gone"])
+    assert result.changes == {} and "network policy 'gone' is not available" in result.notes[0]

@@ -70,12 +70,14 @@ def test_builtins_are_registered_with_what_they_provide() -> None:
     assert by_name["claude"].hooks == ("cci_register",)
 
 
-def test_loading_builtins_does_not_import_pylxd() -> None:
+def test_loading_builtins_imports_neither_the_driver_nor_pylxd() -> None:
     for name in [module for module in sys.modules if module.startswith(("pylxd", "cci_builtin_plugins.incus"))]:
         del sys.modules[name]
-    load_plugins(entry_points=False)
-    assert "cci_builtin_plugins.incus.driver" in sys.modules
-    assert "pylxd" not in sys.modules
+    plugins = load_plugins(entry_points=False)
+    assert "cci_builtin_plugins.incus.plugin" in sys.modules
+    assert "cci_builtin_plugins.incus.driver" not in sys.modules  # registered lazily
+    assert plugins.registries.drivers.get("incus").__name__ == "IncusDriver"
+    assert "cci_builtin_plugins.incus.driver" in sys.modules and "pylxd" not in sys.modules
 
 
 def test_disabled_builtin_is_blocked_before_import(monkeypatch: pytest.MonkeyPatch) -> None:
