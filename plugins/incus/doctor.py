@@ -43,12 +43,13 @@ REACHABLE = "incus reachable"
 PROJECT = "incus project"
 STORAGE = "storage"
 NETWORK = "network"
+ACLS = "network acls"
 IDMAPPED = "idmapped mounts"
 UID_MAPPING = "uid mapping"
 IMAGE = "image"
 
 #: the checks that need a connection, in the order they are printed
-NEED_CONNECTION = (PROJECT, STORAGE, NETWORK, IDMAPPED, IMAGE)
+NEED_CONNECTION = (PROJECT, STORAGE, NETWORK, ACLS, IDMAPPED, IMAGE)
 
 INSTALL_FIX = ("install Incus (https://linuxcontainers.org/incus/docs/main/installing/) and start it "
                "('sudo systemctl start incus')")
@@ -82,6 +83,7 @@ def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None 
         guarded(PROJECT, project_check, server),
         guarded(STORAGE, storage_check, server),
         guarded(NETWORK, network_check, server),
+        guarded(ACLS, acl_check, server, config),
         idmapped,
         guarded(UID_MAPPING, uid_mapping_check, incus, idmapped.status == OK, uid=uid, gid=gid,
                 subuid=subuid, subgid=subgid),
@@ -310,6 +312,20 @@ def network_check(server: _Server) -> Check:
                         f"'incus profile device set default {name} network=<network>{server.project_flag()}'")
         found.append(f"{name} on {target} ({info.get('type', 'unknown')})")
     return ok(NETWORK, ", ".join(found))
+
+
+def acl_check(server: _Server, config: Config) -> Check:
+    """Network policies other than ``open`` need network ACLs (enforced on a bridge per policy)."""
+    mode = config.network.mode
+    if mode == "open":
+        return ok(ACLS, "not needed: the network policy is open")
+    if "network_acl" not in (server.host_info.get("api_extensions") or ()):
+        return fail(ACLS, f"this Incus has no network ACLs (API extension network_acl): policy {mode!r} "
+                          "cannot be enforced", "upgrade Incus, or set [network] mode = \"open\" for trusted projects")
+    incus = config.incus
+    subnets = "subnets picked by Incus" if incus.network_subnets == "auto" else f"subnets from {incus.network_subnets}"
+    return ok(ACLS, f"supported: {mode!r} gets a bridge of its own (NAT {'on' if incus.network_nat else 'off'}, "
+                    f"{subnets}; see 'cci network list')")
 
 
 def idmapped_check(server: _Server) -> Check:

@@ -28,8 +28,8 @@ def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, s
 
 
 NAMES = ("config", "plugins", "driver", "tool", "network policy", "incus installed", "incus group",
-         "incus reachable", "incus project", "storage", "network", "idmapped mounts", "uid mapping", "image",
-         "skipped")
+         "incus reachable", "incus project", "storage", "network", "network acls", "idmapped mounts",
+         "uid mapping", "image", "skipped")
 
 
 def _name_of(rest: str) -> str:
@@ -46,7 +46,7 @@ def test_everything_is_ok_as_root(cci_environ: dict[str, str]) -> None:
     checks = lines_of(result)
     assert list(checks) == ["config", "plugins", "driver", "tool", "network policy", "incus installed",
                             "incus group", "incus reachable", "incus project", "storage", "network",
-                            "idmapped mounts", "uid mapping", "image"]
+                            "network acls", "idmapped mounts", "uid mapping", "image"]
     assert {status for status, _ in checks.values()} == {"ok"}
     assert checks["incus installed"][1].endswith(f"socket {incus_env.SOCKET}")
     assert "running as root" in checks["incus group"][1]
@@ -55,6 +55,8 @@ def test_everything_is_ok_as_root(cci_environ: dict[str, str]) -> None:
     assert checks["incus project"][1].endswith(incus_env.PROJECT)
     assert checks["storage"][1].endswith(f"pool {incus_env.POOL} (btrfs)")
     assert checks["network"][1].endswith(f"eth0 on {incus_env.BRIDGE} (bridge)")
+    assert checks["network acls"][1] == (f"supported: 'restricted' gets a bridge of its own (NAT off, subnets from "
+                                         f"{incus_env.NETWORK_SUBNETS}; see 'cci network list')")
     assert "supported by the kernel" in checks["idmapped mounts"][1]
     assert "running as root" in checks["uid mapping"][1]
     assert checks["image"][1].startswith(f"{incus_env.IMAGE} (")
@@ -123,5 +125,5 @@ def test_no_incus_socket(cci_environ: dict[str, str]) -> None:
     assert checks["incus reachable"] == ("fail", "Incus is not running: no socket at /nonexistent  "
                                                  "fix: install Incus and start it (e.g. 'sudo systemctl start "
                                                  "incus'), or set [incus] socket")
-    assert checks["skipped"][0] == "warn" and "storage, network, idmapped mounts, image" in checks["skipped"][1]
+    assert checks["skipped"][0] == "warn" and "storage, network, network acls, idmapped mounts, image" in checks["skipped"][1]
     assert result.stderr == "cci: 2 checks failed: incus installed, incus reachable\n"

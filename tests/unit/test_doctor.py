@@ -429,6 +429,23 @@ def server(devices: dict[str, Any], **resources: Any) -> FakeServer:
     return FakeServer({"profiles/default": {"devices": devices}, **resources})
 
 
+@pytest.mark.parametrize(("mode", "extensions", "status", "detail"), [
+    ("open", [], "ok", "not needed: the network policy is open"),
+    ("restricted", ["network_acl"], "ok", "supported: 'restricted' gets a bridge of its own (NAT on, subnets picked "
+                                          "by Incus; see 'cci network list')"),
+    ("allowlist", ["storage"], "fail", "this Incus has no network ACLs (API extension network_acl): policy "
+                                       "'allowlist' cannot be enforced"),
+])
+def test_network_acls_are_needed_unless_open(mode: str, extensions: list[str], status: str, detail: str) -> None:
+    from cci_builtin_plugins.incus.doctor import acl_check
+    from cci_core.config.schema import NetworkConfig
+
+    fake = server({})
+    fake.__dict__["host_info"] = {"api_extensions": extensions}
+    check = acl_check(fake, SimpleNamespace(network=NetworkConfig(mode=mode), incus=IncusConfig()))  # type: ignore[arg-type]
+    assert (check.status, check.detail) == (status, detail)
+
+
 def test_dir_pool_warns_and_suggests_btrfs_or_zfs() -> None:
     check = pool_driver_check("default", "dir")
     assert check.status == "warn"
@@ -559,4 +576,4 @@ def test_unreachable_incus_skips_the_checks_that_need_it(tmp_path: Path) -> None
         ("incus installed", "fail"), ("incus reachable", "fail"), ("uid mapping", "ok"), ("skipped", "warn")]
     assert checks[1].detail == f"Incus is not running: no socket at {tmp_path / 'absent'}"
     assert checks[3].detail == ("not checked because Incus is not reachable: incus group, incus project, storage, "
-                                "network, idmapped mounts, image")
+                                "network, network acls, idmapped mounts, image")

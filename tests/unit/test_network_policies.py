@@ -271,3 +271,27 @@ def test_a_network_whose_policy_plugin_is_gone_is_left_as_it_is(tmp_path: Path) 
     sessions.driver.networks["cci-gone"] = (NetworkPlan("gone", "", "reject", (), refresh_minutes=5), 0.0)
     (result,) = refresh(sessions.driver, sessions.plugins.registries, names=["cci-gone"])
     assert result.changes == {} and "network policy 'gone' is not available" in result.notes[0]
+
+
+def test_a_saved_container_takes_the_policy_configured_when_it_is_resumed(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    first = manager(tmp_path, ("defaults.persistent", True))
+    container, _ctx = first.launch(LaunchRequest(tmp_path))
+    first.finish(container)
+    assert container.labels()["state"] == "saved" and container.network == "cci-restricted"
+
+    DNS["api.example.org"] = ("198.51.100.2",)
+    later = manager(tmp_path, ("defaults.persistent", True), ("network.mode", "allowlist"),
+                    ("network.allowed_domains", ["api.example.org"]))
+    later.driver = first.driver
+    resumed, _ctx = later.reuse(tmp_path)
+    assert resumed is container
+    assert container.network.startswith("cci-al-") and container.labels()["network"] == "allowlist"
+    later.finish(container)
+
+    opened = manager(tmp_path, ("defaults.persistent", True), ("network.mode", "open"))
+    opened.driver, opened.warn = first.driver, warnings.append
+    opened.reuse(tmp_path)
+    assert container.network.startswith("cci-al-") and container.labels()["network"] == "allowlist"
+    assert warnings == [f"{container.name} keeps its 'allowlist' network: a saved container cannot go back to "
+                        "'open'; start a new session for that"]
