@@ -110,7 +110,11 @@ class PolicyNetworks:
         try:
             network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
         except APINotFound:
-            network = self._create(name, plan)
+            try:
+                network = self._create(name, plan)
+            except BaseException:
+                self._delete_acl_quietly(name)  # nothing half-made is left: the ACL serves this network only
+                raise
         wanted = self._security(name, plan)
         config = network.get("config") or {}
         if any(config.get(key) != value for key, value in wanted.items()):
@@ -138,6 +142,12 @@ class PolicyNetworks:
         if current is not None and not plan.refresh_minutes and _same_acl(current, body):
             return
         self.api.call("PUT", path, f"updating network ACL {name}", body)
+
+    def _delete_acl_quietly(self, name: str) -> None:
+        try:
+            self.api.call("DELETE", f"/1.0/network-acls/{quote(name)}", f"deleting network ACL {name}")
+        except APIError:
+            pass  # in use by a network another cci made meanwhile, or gone already
 
     def _security(self, name: str, plan: NetworkPlan) -> dict[str, str]:
         return {

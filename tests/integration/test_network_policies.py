@@ -163,14 +163,13 @@ def test_a_dns_outage_keeps_the_addresses_and_a_refresh_follows_a_change(
     marker = f"refresh-{uuid.uuid4().hex[:8]}.cci-test.example"  # a network of this test's own
     hosts.set_names({ALLOWED: [INTERNET_HOSTS[0]], OTHER: [INTERNET_HOSTS[1]], marker: [INTERNET_HOSTS[2]]})
     workspace = workspace_with(tmp_path, allowlist_toml(ALLOWED, marker))
-    _manager, container = launch(config_for(workspace), workspace, monkeypatch)
+    manager, container = launch(config_for(workspace), workspace, monkeypatch)
     (network,) = [item for item in driver.policy_networks() if container.name in item.used_by]
     check = probes(INTERNET_HOSTS[0], INTERNET_HOSTS[1])
     assert answers(as_root(container, check)) == {INTERNET_HOSTS[0]: INTERNET_HOSTS[0],
                                                   INTERNET_HOSTS[1]: "blocked"}
 
-    # the host's cache is the user's: the subprocesses below share this test's HOME
-    environ = {**cci_environ, "HOME": str(Path.home())}
+    environ = cci_environ  # the same HOME as this process: the same address cache
     hosts.stop_dns()
     result = cci_in_test_dns(hosts, "network", "refresh", network.name, env=environ, cwd=workspace)
     assert result.returncode == 0, result.stderr
@@ -189,6 +188,8 @@ def test_a_dns_outage_keeps_the_addresses_and_a_refresh_follows_a_change(
     shown = json.loads(run_cci("network", "show", container.name, "--format", "json", env=environ).stdout)
     assert shown["addresses"][ALLOWED] == [INTERNET_HOSTS[1]] and shown["used_by"] == [container.name]
     hosts.set_names({ALLOWED: [INTERNET_HOSTS[0]], OTHER: [INTERNET_HOSTS[1]]})
+    manager.finish(container, force=True, delete=True)
+    driver.delete_network(network.name)  # this test's own plan: not left behind
 
 
 # --- visibility, bad input, concurrency ------------------------------------------------------------------
@@ -247,3 +248,16 @@ def test_two_launches_make_one_new_network_at_once(
     deleted = run_cci("network", "delete", made[0].name, env=cci_environ)
     assert deleted.returncode == 0, deleted.stderr
     assert made[0].name not in {item.name for item in driver.policy_networks()}
+
+
+def test_a_network_that_cannot_be_made_leaves_nothing_behind(
+        driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    unique = f"198.51.100.{100 + uuid.uuid4().int % 100}"
+    workspace = workspace_with(tmp_path, allowlist_toml(unique))
+    acls_before = set(driver.api.get("/1.0/network-acls", "listing ACLs") or [])
+    # the only /24 of this range is the test bridge's own: no room for another network
+    full = {**cci_environ, "CCI_INCUS_NETWORK_SUBNETS": incus_env.BRIDGE_SUBNET}
+    result = run_cci("run", "--", "true", env=full, cwd=workspace)
+    assert_error(result, 4, f"no free /24 left in incus.network_subnets ({incus_env.BRIDGE_SUBNET})")
+    assert set(driver.api.get("/1.0/network-acls", "listing ACLs") or []) == acls_before
+    assert not [info for info in driver.list_containers() if info.labels.get("workspace") == str(workspace)]
