@@ -8,6 +8,7 @@ and a DNS server, each in a network namespace. No test traffic goes anywhere els
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.network import resolver
 from tests import incus_env, network_hosts
 from tests.integration.conftest import CCI, assert_error, run_cci
+from tests.integration.terminal import Terminal
 from tests.network_hosts import DNS_SERVER, INTERNET_HOSTS, METADATA_HOST, PRIVATE_HOST, TestHosts, probe_script
 
 pytestmark = pytest.mark.incus
@@ -261,3 +263,31 @@ def test_a_network_that_cannot_be_made_leaves_nothing_behind(
     assert_error(result, 4, f"no free /24 left in incus.network_subnets ({incus_env.BRIDGE_SUBNET})")
     assert set(driver.api.get("/1.0/network-acls", "listing ACLs") or []) == acls_before
     assert not [info for info in driver.list_containers() if info.labels.get("workspace") == str(workspace)]
+
+
+def test_attaching_refreshes_a_due_plan(
+        hosts: TestHosts, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, terminal: Terminal) -> None:
+    marker = f"attach-{uuid.uuid4().hex[:8]}.cci-test.example"
+    hosts.set_names({ALLOWED: [INTERNET_HOSTS[0]], marker: [INTERNET_HOSTS[2]]})
+    workspace = workspace_with(tmp_path, allowlist_toml(ALLOWED, marker, refresh=1))
+    manager, container = launch(config_for(workspace), workspace, monkeypatch)
+    (network,) = [item for item in driver.policy_networks() if container.name in item.used_by]
+    # the plan was made two minutes ago, and the name has moved since
+    subprocess.run(["incus", "network", "acl", "set", network.name,
+                    f"user.cci.refreshed-at={network.refreshed_at - 120:.0f}"], check=True)
+    hosts.set_names({ALLOWED: [INTERNET_HOSTS[1]], marker: [INTERNET_HOSTS[2]]})
+
+    attach = shlex.join(hosts.host_command([str(CCI), "attach", container.name]))
+    terminal.start("one", attach, {**cci_environ, "TERM": "xterm"})
+    terminal.wait_for("one", f"@{container.name}:/workspace$")
+    (refreshed,) = [item for item in driver.policy_networks() if item.name == network.name]
+    assert refreshed.plan.addresses[ALLOWED] == (INTERNET_HOSTS[1],)
+    assert refreshed.refreshed_at > network.refreshed_at
+    assert answers(as_root(container, probes(INTERNET_HOSTS[0], INTERNET_HOSTS[1]))) == {
+        INTERNET_HOSTS[0]: "blocked", INTERNET_HOSTS[1]: INTERNET_HOSTS[1]}
+    terminal.keys("one", "C-b", "d")
+    terminal.wait_for("one", "CCI-EXITED-0")
+    hosts.set_names({ALLOWED: [INTERNET_HOSTS[0]], OTHER: [INTERNET_HOSTS[1]]})
+    manager.finish(container, force=True, delete=True)
+    driver.delete_network(network.name)

@@ -295,3 +295,25 @@ def test_a_saved_container_takes_the_policy_configured_when_it_is_resumed(tmp_pa
     assert container.network.startswith("cci-al-") and container.labels()["network"] == "allowlist"
     assert warnings == [f"{container.name} keeps its 'allowlist' network: a saved container cannot go back to "
                         "'open'; start a new session for that"]
+
+
+def test_an_attached_session_refreshes_due_plans_in_the_background(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from cci_core.cli import shell_cmds
+
+    DNS["api.example.org"] = ("198.51.100.2",)
+    sessions = manager(tmp_path, ("network.mode", "allowlist"), ("network.allowed_domains", ["api.example.org"]),
+                       ("network.refresh_interval_minutes", 1))
+    container, ctx = sessions.launch(LaunchRequest(tmp_path, kind="run"))
+    (name,) = sessions.driver.networks
+    plan, _at = sessions.driver.networks[name]
+    sessions.driver.networks[name] = (plan, time.time() - 61)  # made a minute ago: due
+    DNS["api.example.org"] = ("198.51.100.9",)
+    monkeypatch.setattr(shell_cmds, "SAVE_INTERVAL", 0.02)
+    with shell_cmds._PeriodicSave(sessions, ctx, container):
+        deadline = time.monotonic() + 5
+        while sessions.driver.networks[name][0].addresses["api.example.org"] != ("198.51.100.9",):
+            assert time.monotonic() < deadline, "not refreshed while attached"
+            time.sleep(0.01)
