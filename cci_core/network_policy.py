@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 Action = Literal["allow", "reject"]
 
+#: the description of the rule by which a driver keeps containers away from the host's own addresses
+HOST_RULE = "this host"
+
 #: longest :attr:`NetworkPlan.key`: network names become Linux interface names (15 bytes) with ``cci-`` before
 MAX_KEY_LENGTH = 11
 
@@ -47,6 +50,9 @@ class NetworkPlan(NamedTuple):
     :param addresses: for plans built from names: each name's addresses, as enforced.
     :param refresh_minutes: how often the plan should be made again (0: never).
     :param notes: what the user should know (e.g. a name that did not resolve).
+    :param block_host: the driver also rejects the addresses of the host the containers run on
+        (all but the DHCP and DNS of their network), whatever they are; a policy that must reach a
+        service on the host (a proxy, say) sets it to False.
     """
 
     policy: str
@@ -57,6 +63,7 @@ class NetworkPlan(NamedTuple):
     addresses: Mapping[str, tuple[str, ...]] = MappingProxyType({})
     refresh_minutes: int = 0
     notes: tuple[str, ...] = ()
+    block_host: bool = True
 
     @property
     def key(self) -> str:

@@ -15,11 +15,12 @@ import ipaddress
 import json
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cci_core.driver import LABEL_PREFIX, PolicyNetwork
 from cci_core.errors import BackendError, ConfigError
-from cci_core.network_policy import NetworkPlan, Rule
+from cci_core.network_policy import HOST_RULE, NetworkPlan, Rule
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.rest import quote
 
@@ -77,6 +78,23 @@ def plan_of(acl: Mapping[str, Any]) -> tuple[NetworkPlan, float]:
     return plan, float(value("refreshed-at", "0") or 0)
 
 
+def local_addresses(fib_trie: Path = Path("/proc/net/fib_trie")) -> list[str]:
+    """Every IPv4 address of this machine (the kernel's ``host LOCAL`` routes), without running ``ip``."""
+    found: set[str] = set()
+    last = ""
+    try:
+        lines = fib_trie.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        text = line.strip()
+        if text.startswith(("|--", "+--")):
+            last = text[3:].split()[0]
+        elif text.startswith("/32 host LOCAL") and last:
+            found.add(last)
+    return sorted(found, key=ipaddress.IPv4Address)
+
+
 def _same_acl(current: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
     """Whether an ACL already holds ``body``'s rules and plan (its refresh time aside)."""
     def comparable(document: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -106,6 +124,8 @@ class PolicyNetworks:
 
     def ensure(self, plan: NetworkPlan) -> str:
         name = network_name(plan)
+        if plan.block_host:
+            plan = plan._replace(rules=(*plan.rules, self._host_rule()))
         self._put_acl(name, plan)
         try:
             network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
@@ -200,19 +220,34 @@ class PolicyNetworks:
         for block in free[:_SUBNET_TRIES]:
             yield f"{next(block.hosts())}/{block.prefixlen}"
 
-    def _used_subnets(self) -> list[ipaddress.IPv4Network]:
-        """IPv4 subnets of every network Incus knows: managed ones' config, the host's interfaces' state."""
-        used = []
+    def _host_interfaces(self) -> list[ipaddress.IPv4Interface]:
+        """The IPv4 addresses of the host Incus runs on: its interfaces' state and the bridges' own."""
+        found = []
         for network in self.api.get("/1.0/networks", "listing networks", recursion=1) or []:
             address = (network.get("config") or {}).get("ipv4.address", "")
             if network.get("managed") and address and "/" in address:
-                used.append(ipaddress.IPv4Interface(address).network)
+                found.append(ipaddress.IPv4Interface(address))
             elif not network.get("managed"):
                 state = self.api.get(f"/1.0/networks/{quote(network['name'])}/state", "reading host addresses")
-                for entry in (state or {}).get("addresses") or ():
-                    if entry.get("family") == "inet":
-                        used.append(ipaddress.IPv4Interface(f"{entry['address']}/{entry['netmask']}").network)
-        return used
+                found += [ipaddress.IPv4Interface(f"{entry['address']}/{entry['netmask']}")
+                          for entry in (state or {}).get("addresses") or () if entry.get("family") == "inet"]
+        return found
+
+    def _used_subnets(self) -> list[ipaddress.IPv4Network]:
+        """IPv4 subnets of every network Incus knows."""
+        return [interface.network for interface in self._host_interfaces()]
+
+    def _host_rule(self) -> Rule:
+        """Keep containers away from the host itself, whatever its addresses (DHCP and DNS of the bridge stay).
+
+        Incus lists most of the host's interfaces but not all (veth pairs, say): on a local
+        Incus the kernel's own list of local addresses completes it.
+        """
+        found = {interface.ip for interface in self._host_interfaces()}
+        if self.api.endpoint.socket is not None:
+            found.update(ipaddress.IPv4Address(address) for address in local_addresses())
+        addresses = sorted(address for address in found if not address.is_loopback)
+        return Rule("reject", tuple(map(str, addresses)), HOST_RULE)
 
     def list(self) -> list[PolicyNetwork]:
         networks = [network for network in self.api.get("/1.0/networks", "listing networks", recursion=1) or []

@@ -107,6 +107,33 @@ def test_restricted_reaches_the_internet_but_not_private_networks_or_metadata(
                                       METADATA_HOST: "blocked"}
 
 
+@pytest.fixture
+def host_service(hosts: TestHosts) -> Iterator[tuple[str, int]]:
+    """A TCP service on this host itself (at the host's own address on the test link) answering ``host``."""
+    import socketserver
+    import threading
+
+    class Answer(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(b"host\n")
+
+    with socketserver.ThreadingTCPServer((network_hosts.INTERNET_GATEWAY, 0), Answer) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield network_hosts.INTERNET_GATEWAY, server.server_address[1]
+        server.shutdown()
+
+
+def test_no_policy_but_open_reaches_the_host_itself(
+        host_service: tuple[str, int], cci_environ: dict[str, str], tmp_path: Path) -> None:
+    address, port = host_service
+    probe = f"{WAIT_FOR_ADDRESS}; {probe_script(address, port)}"
+    for mode, expected in (("restricted", "blocked"), ("allowlist", "blocked"), ("open", "host")):
+        workspace = workspace_with(tmp_path, allowlist_toml(address) if mode == "allowlist" else "")
+        result = run_cci("--network", mode, "run", "--", "bash", "-c", probe, env=cci_environ, cwd=workspace)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected, mode
+
+
 def test_open_reaches_everything(hosts: TestHosts, cci_environ: dict[str, str], tmp_path: Path) -> None:
     result = run_cci("--network", "open", "run", "--", "bash", "-c",
                      probes(INTERNET_HOSTS[0], PRIVATE_HOST, METADATA_HOST), env=cci_environ, cwd=tmp_path)

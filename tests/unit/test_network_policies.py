@@ -317,3 +317,32 @@ def test_an_attached_session_refreshes_due_plans_in_the_background(tmp_path: Pat
         while sessions.driver.networks[name][0].addresses["api.example.org"] != ("198.51.100.9",):
             assert time.monotonic() < deadline, "not refreshed while attached"
             time.sleep(0.01)
+
+
+def test_the_hosts_own_addresses_are_read_from_the_kernel(tmp_path: Path) -> None:
+    from cci_builtin_plugins.incus.networks import local_addresses
+
+    trie = tmp_path / "fib_trie"
+    trie.write_text("""Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 10.213.7.0/24 2 0 2
+        |-- 10.213.7.0
+           /24 link UNICAST
+        |-- 10.213.7.1
+           /32 host LOCAL
+        |-- 10.213.7.255
+           /32 link BROADCAST
+  +-- 127.0.0.0/8 2 0 2
+     |-- 127.0.0.1
+        /32 host LOCAL
+Local:
+  +-- 192.0.2.0/24 2 0 2
+     |-- 192.0.2.2
+        /32 host LOCAL
+     |-- 10.213.7.1
+        /32 host LOCAL
+""")
+    assert local_addresses(trie) == ["10.213.7.1", "127.0.0.1", "192.0.2.2"]
+    assert local_addresses(tmp_path / "missing") == []
