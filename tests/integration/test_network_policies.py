@@ -243,6 +243,12 @@ def test_list_and_show_tell_each_containers_policy(
     document = json.loads(run_cci("network", "show", "--format", "json", env=cci_environ, cwd=workspace).stdout)
     assert (document["policy"], document["default"], document["network"]) == ("restricted", "allow", "cci-restricted")
     assert_error(run_cci("network", "show", "no-such-container", env=cci_environ), 5, "no container named")
+    networks = {item["network"]: item for item in json.loads(run_cci("network", "list", "--format", "json",
+                                                                      env=cci_environ).stdout)}
+    assert container.name in networks["cci-restricted"]["used_by"]
+    assert networks["cci-restricted"]["rules"][-1]["description"] == "this host"
+    assert_error(run_cci("network", "delete", "cci-restricted", env=cci_environ), 2,
+                 "network cci-restricted is used by", container.name)
 
 
 @pytest.mark.parametrize(("toml", "fragment"), [
