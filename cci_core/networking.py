@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cci_core.errors import NotAvailableError
 
@@ -59,7 +59,7 @@ def settings_of(plan: NetworkPlan) -> NetworkConfig:
     """The ``[network]`` settings a stored plan was made from."""
     from cci_core.config.schema import NetworkConfig
 
-    known = {key: value for key, value in plan.settings.items() if key in NetworkConfig._fields}
+    known: dict[str, Any] = {key: value for key, value in plan.settings.items() if key in NetworkConfig._fields}
     return NetworkConfig(**{"mode": plan.policy, **known})
 
 

@@ -67,7 +67,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def add(self, name: str, item: T, *, plugin: str) -> None:
+    def add(self, name: str, item: T | Lazy, *, plugin: str) -> None:
         """Add ``item`` under ``name``; a malformed or duplicate name is a :class:`PluginError`."""
         if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
             raise PluginError(
