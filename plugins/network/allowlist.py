@@ -100,7 +100,7 @@ class AllowlistPolicy(NetworkPolicy):
             settings={"mode": self.name, "allowed_domains": [*names, *listed],
                       "refresh_interval_minutes": settings.refresh_interval_minutes},
             addresses=resolution.addresses,
-            refresh_minutes=settings.refresh_interval_minutes,
+            refresh_minutes=settings.refresh_interval_minutes if names else 0,  # addresses alone never change
             notes=tuple(notes),
         )
 

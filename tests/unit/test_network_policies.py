@@ -127,7 +127,8 @@ def test_a_dns_failure_keeps_the_last_good_addresses(isolated_env: Path) -> None
 
 def test_a_name_that_never_resolved_is_unreachable_and_said_so() -> None:
     plan = AllowlistPolicy().plan(allowlist("gone.example.org", "8.8.4.4"))
-    assert plan.addresses == {"gone.example.org": ()}
+    assert plan.addresses == {"gone.example.org": ()} and plan.refresh_minutes == 30
+    assert AllowlistPolicy().plan(allowlist("8.8.4.4")).refresh_minutes == 0  # nothing to resolve again
     assert [rule.description for rule in plan.rules if rule.action == "allow"] == ["listed addresses"]
     assert "no earlier addresses are known" in plan.notes[0]
 
