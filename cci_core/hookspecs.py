@@ -19,8 +19,8 @@ Two kinds of hook:
   (drivers, tools, network policies, image builders) and extra CLI commands;
 * **lifecycle**: called for every session, in this order::
 
-      (slot claimed: container created) -> cci_pre_launch
-        -> cci_environment, cci_instance_config, cci_mounts -> (configured, started)
+      (network policy's plan enforced) -> (slot claimed: container created) -> cci_pre_launch
+        -> cci_environment, cci_instance_config, cci_mounts -> (configured, on the policy's network, started)
         -> cci_session_restore (resuming only) -> cci_inject_credentials -> cci_post_launch
         -> ... session runs; cci_session_save at detach and periodically ...
         -> (session ends) -> cci_post_exit_save -> (container deleted unless persistent)
