@@ -170,7 +170,10 @@ class PolicyNetworks:
             pass  # in use by a network another cci made meanwhile, or gone already
 
     def _security(self, name: str, plan: NetworkPlan) -> dict[str, str]:
+        """The bridge settings the plan depends on; set again whenever they drifted (e.g. changed by hand)."""
         return {
+            "ipv4.nat": "true" if self.settings.network_nat else "false",
+            "ipv6.address": "none",
             "security.acls": name,
             "security.acls.default.egress.action": plan.default,
             "security.acls.default.ingress.action": "allow",
@@ -178,14 +181,9 @@ class PolicyNetworks:
         }
 
     def _create(self, name: str, plan: NetworkPlan) -> dict[str, Any]:
-        base = {
-            "ipv4.nat": "true" if self.settings.network_nat else "false",
-            "ipv6.address": "none",
-            **self._security(name, plan),
-        }
         for subnet in self._subnets(name):
             body = {"name": name, "type": "bridge", "description": f"cci network policy {plan.policy}",
-                    "config": {**base, "ipv4.address": subnet}}
+                    "config": {**self._security(name, plan), "ipv4.address": subnet}}
             try:
                 self.api.call("POST", "/1.0/networks", f"creating network {name}", body)
             except APIError as exc:

@@ -324,3 +324,16 @@ def test_attaching_refreshes_a_due_plan(
     hosts.set_names({ALLOWED: [INTERNET_HOSTS[0]], OTHER: [INTERNET_HOSTS[1]]})
     manager.finish(container, force=True, delete=True)
     driver.delete_network(network.name)
+
+
+def test_bridge_settings_changed_by_hand_are_set_back_at_the_next_launch(
+        driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    assert run_cci("run", "--", "true", env=cci_environ, cwd=tmp_path).returncode == 0  # the bridge exists
+    # (NAT stays off: test bridges never get it, not even for a moment)
+    subprocess.run(["incus", "network", "set", "cci-restricted", "ipv6.address=fd42:cc1:0:1::1/64",
+                    "security.acls.default.egress.action=reject"], check=True)
+    result = run_cci("run", "--", "true", env=cci_environ, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = driver.api.get("/1.0/networks/cci-restricted", "reading")["config"]
+    assert (config["ipv6.address"], config["ipv4.nat"], config["security.acls.default.egress.action"]) == (
+        "none", "false", "allow")
