@@ -9,7 +9,7 @@ from cci_core.cli.state import get_state
 
 @click.group()
 def config() -> None:
-    """Show the merged configuration."""
+    """Show the merged configuration, and trust a workspace's .cci.toml."""
 
 
 @config.command()
@@ -34,4 +34,34 @@ def path(ctx: click.Context) -> None:
     workspace = get_state(ctx).workspace.resolve()
     for label, file in (("system", SYSTEM_FILE), ("user", user_config_file()),
                         ("workspace", workspace / WORKSPACE_FILE)):
-        click.echo(f"{label:<10} {file}{'' if file.is_file() else '  (not present)'}")
+        state = "" if file.is_file() else "  (not present)"
+        if label == "workspace" and file.is_file():
+            merged = get_state(ctx).config
+            if merged.workspace_digest:
+                from cci_core.config.trust import TrustStore
+
+                state = "  (trusted)" if TrustStore().trusts(file, merged.workspace_digest) else "  (not trusted)"
+        click.echo(f"{label:<10} {file}{state}")
+
+
+@config.command()
+@click.option("--revoke", is_flag=True, help="Stop trusting it.")
+@click.pass_context
+def trust(ctx: click.Context, revoke: bool) -> None:
+    """Trust this workspace's .cci.toml as it is now (read it first: code in a container can write it)."""
+    from cci_core.config.sources import display_path
+    from cci_core.config.trust import TrustStore, workspace_file
+
+    merged = get_state(ctx).config  # a malformed file is refused here, before it could be trusted
+    file = workspace_file(merged)
+    store = TrustStore()
+    if revoke:
+        click.echo(f"{display_path(file)}: {'no longer trusted' if store.revoke(file) else 'was not trusted'}")
+        return
+    if not merged.workspace_digest:
+        click.echo(f"{display_path(file)} sets nothing: there is nothing to trust")
+        return
+    store.trust(file, merged.workspace_digest)
+    keys = sorted(key for key, source in merged.sources.items() if source.startswith(display_path(file) + ":"))
+    click.echo(f"trusted {display_path(file)} as it is now (sha256 {merged.workspace_digest[:12]}): "
+               f"{', '.join(keys) or 'no settings'}; any change needs 'cci config trust' again")

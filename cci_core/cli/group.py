@@ -26,7 +26,8 @@ class CoreCommand(NamedTuple):
 #: (a unit test keeps each summary equal to the command's own short help)
 CORE_COMMANDS: dict[str, CoreCommand] = {
     "completion": CoreCommand("cci_core.cli.completion_cmd", "completion", "Print the completion script for SHELL."),
-    "config": CoreCommand("cci_core.cli.config_cmd", "config", "Show the merged configuration."),
+    "config": CoreCommand("cci_core.cli.config_cmd", "config",
+                          "Show the merged configuration, and trust a workspace's .cci.toml."),
     "plugins": CoreCommand("cci_core.cli.plugins_cmd", "plugins", "Inspect installed plugins."),
     "container": CoreCommand("cci_core.cli.container_cmd", "container",
                              "Low-level container operations: launch, start, stop, delete, exec, exists, running, "

@@ -49,9 +49,15 @@ class AppState:
 
     @cached_property
     def plugins(self) -> Plugins:
-        """The plugins enabled by the config, loaded on first use."""
+        """The plugins enabled by the config, loaded on first use.
+
+        Everything that acts goes through here (the driver too), so this is where a
+        workspace config that is not trusted stops the command (see :mod:`cci_core.config.trust`).
+        """
+        from cci_core.config.trust import require_trusted
         from cci_core.plugin_manager import load_plugins
 
+        require_trusted(self.config)
         return load_plugins(self.config.plugins.disabled, warn=warn)
 
     @cached_property

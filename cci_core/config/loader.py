@@ -235,6 +235,7 @@ class _Merger:
             workspace=workspace,
             files=tuple(f.path for f in files),
             sources=MappingProxyType(dict(self.sources)),
+            workspace_digest=next((f.digest() for f in files if f.path == workspace / WORKSPACE_FILE and f.data), ""),
         )
 
 

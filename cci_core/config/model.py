@@ -49,6 +49,8 @@ class Config(NamedTuple):
     files: tuple[Path, ...]
     sources: Mapping[str, str] = _EMPTY
     """Dotted key -> where its value was set; :meth:`source_of` also answers for defaults."""
+    workspace_digest: str = ""
+    """SHA-256 of the workspace's ``.cci.toml`` as read, when it sets anything (see :mod:`cci_core.config.trust`)."""
 
     def source_of(self, dotted_key: str) -> str:
         """Where the value of ``dotted_key`` came from: ``default``, ``path:line``, ``env CCI_X``, a flag...

@@ -60,6 +60,13 @@ class ConfigFile(NamedTuple):
     path: Path
     data: Mapping[str, Any]
     lines: Mapping[tuple[str, ...], int]
+    raw: bytes = b""
+
+    def digest(self) -> str:
+        """SHA-256 of the bytes that were parsed (what a user trusts, see :mod:`cci_core.config.trust`)."""
+        import hashlib
+
+        return hashlib.sha256(self.raw).hexdigest()
 
     def where(self, *key: str) -> str:
         """``path:line`` of the key, or of its nearest enclosing key; just the path if none is found."""
@@ -100,4 +107,4 @@ def read_config_file(path: Path) -> ConfigFile | None:
         line = line or str(max(1, len(text.splitlines())))
         detail = f"{reason} (column {column})" if column else reason
         raise ConfigError(f"invalid TOML: {detail}", source=f"{display_path(path)}:{line}") from exc
-    return ConfigFile(path, data, index_lines(text))
+    return ConfigFile(path, data, index_lines(text), raw)

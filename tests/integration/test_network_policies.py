@@ -27,6 +27,7 @@ from tests import incus_env, network_hosts
 from tests.integration.conftest import CCI, assert_error, run_cci
 from tests.integration.terminal import Terminal
 from tests.network_hosts import DNS_SERVER, INTERNET_HOSTS, METADATA_HOST, PRIVATE_HOST, TestHosts, probe_script
+from tests.workspace_config import write_trusted
 
 pytestmark = pytest.mark.incus
 
@@ -62,7 +63,7 @@ def cci_in_test_dns(hosts: TestHosts, *args: str, env: dict[str, str], cwd: Path
 def workspace_with(tmp_path: Path, toml: str) -> Path:
     workspace = tmp_path / f"ws-{uuid.uuid4().hex[:6]}"
     workspace.mkdir()
-    (workspace / ".cci.toml").write_text(toml)
+    write_trusted(workspace, toml)
     return workspace
 
 
@@ -337,3 +338,14 @@ def test_bridge_settings_changed_by_hand_are_set_back_at_the_next_launch(
     config = driver.api.get("/1.0/networks/cci-restricted", "reading")["config"]
     assert (config["ipv6.address"], config["ipv4.nat"], config["security.acls.default.egress.action"]) == (
         "none", "false", "allow")
+
+
+def test_a_config_written_from_inside_the_container_is_refused(
+        driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    escape = 'printf "[network]\\nmode = \\"open\\"\\n" | sudo tee /workspace/.cci.toml >/dev/null'
+    written = run_cci("run", "--", "bash", "-c", escape, env=cci_environ, cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    assert (tmp_path / ".cci.toml").read_text() == '[network]\nmode = "open"\n'
+    refused = run_cci("run", "--", "true", env=cci_environ, cwd=tmp_path)
+    assert_error(refused, 2, f"{tmp_path}/.cci.toml is not trusted", "cci config trust")
+    assert not [info for info in driver.list_containers() if info.labels.get("workspace") == str(tmp_path)]

@@ -18,6 +18,7 @@ from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
 from tests.integration.conftest import CCI, run_cci
 from tests.integration.terminal import Terminal
+from tests.workspace_config import write_trusted
 
 pytestmark = pytest.mark.incus
 
@@ -35,7 +36,7 @@ def workspace(tmp_path: Path, isolated_env: Path) -> Path:
     root.mkdir()
     shutil.copy(SCRIPT, root / ".stand-in")
     (root / ".stand-in").chmod(0o755)
-    (root / ".cci.toml").write_text('[tool]\nname = "stand-in"\nbinary = "/workspace/.stand-in"\n')
+    write_trusted(root, '[tool]\nname = "stand-in"\nbinary = "/workspace/.stand-in"\n')
     (isolated_env / ".stand-in").mkdir()
     (isolated_env / ".stand-in" / "credentials.json").write_text(CREDENTIAL)
     (isolated_env / ".ssh").mkdir()

@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 
 from cci_core.cli.main import cli
 from tests.fake_dists import install_fake_plugin
+from tests.workspace_config import write_trusted
 
 CRASHING_PLUGIN = """
     import click
@@ -166,7 +167,7 @@ def test_missing_workspace_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_plugins_list_table_and_json(tmp_path: Path) -> None:
-    (tmp_path / ".cci.toml").write_text('[plugins]\ndisabled = ["network-open"]\n')
+    write_trusted(tmp_path, '[plugins]\ndisabled = ["network-open"]\n')
     table = run("plugins", "list", cwd=tmp_path)
     assert table.exit_code == 0
     rows = [line.split() for line in table.output.splitlines()]
@@ -184,7 +185,7 @@ def test_plugins_list_table_and_json(tmp_path: Path) -> None:
 
 
 def test_disabling_a_plugin_removes_its_command(tmp_path: Path) -> None:
-    (tmp_path / ".cci.toml").write_text('[plugins]\ndisabled = ["images"]\n')
+    write_trusted(tmp_path, '[plugins]\ndisabled = ["images"]\n')
     result = run("build", cwd=tmp_path)
     assert result.exit_code == 2 and "No such command 'build'" in result.output
     assert "\n  build " not in run("--help", cwd=tmp_path).output

@@ -13,6 +13,7 @@ import pytest
 from cci_core.config import load_config
 from cci_core.context import LaunchContext
 from cci_core.plugin_manager import load_plugins
+from tests.workspace_config import write_trusted
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cci-hello-plugin"
 CCI = Path(sys.executable).with_name("cci")
@@ -49,7 +50,7 @@ def test_installed_plugin_is_listed_and_its_command_works(site: Path, tmp_path: 
 
 
 def test_installed_plugin_can_be_disabled_in_the_workspace_config(site: Path, tmp_path: Path) -> None:
-    (tmp_path / ".cci.toml").write_text('[plugins]\ndisabled = ["hello"]\n')
+    write_trusted(tmp_path, '[plugins]\ndisabled = ["hello"]\n')
     listing = cci(site, tmp_path, "plugins", "list")
     row = next(line.split() for line in listing.stdout.splitlines() if line.startswith("hello "))
     assert row == ["hello", "-", "cci-hello-plugin", "1.0.0", "no"]

@@ -1,0 +1,88 @@
+"""Trusting a workspace's ``.cci.toml``: it takes effect only as the user approved it.
+
+The workspace is mounted read-write into the container, so whatever runs there
+can write ``.cci.toml``, and a workspace config can loosen the sandbox: open the
+network, point cci at another Incus, enable a plugin, change which tool's
+credentials are copied in. So cci acts on a workspace config only when its exact
+content was trusted with ``cci config trust`` (as direnv and mise do); the SHA-256
+of each trusted file is kept in ``~/.cci/trusted-configs.json`` (0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cci_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cci_core.config.model import Config
+
+
+def default_store() -> Path:
+    """``~/.cci/trusted-configs.json`` of the invoking user."""
+    return Path("~/.cci/trusted-configs.json").expanduser()
+
+
+class TrustStore:
+    """Trusted workspace config files: resolved path -> SHA-256 of the trusted content."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_store()
+
+    def load(self) -> dict[str, str]:
+        """Every trusted file; an unreadable store trusts nothing."""
+        try:
+            document = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(key): str(value) for key, value in document.items()} if isinstance(document, dict) else {}
+
+    def trusts(self, file: Path, digest: str) -> bool:
+        return self.load().get(str(file)) == digest
+
+    def trust(self, file: Path, digest: str) -> None:
+        self._write({**self.load(), str(file): digest})
+
+    def revoke(self, file: Path) -> bool:
+        """Forget ``file``; whether it was trusted."""
+        entries = self.load()
+        if entries.pop(str(file), None) is None:
+            return False
+        self._write(entries)
+        return True
+
+    def _write(self, entries: dict[str, str]) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as stream:
+            json.dump(dict(sorted(entries.items())), stream, indent=1)
+        os.replace(temporary, self.path)
+
+
+def workspace_file(config: Config) -> Path:
+    """The workspace's ``.cci.toml`` (whether or not it exists)."""
+    from cci_core.config.loader import WORKSPACE_FILE
+
+    return config.workspace / WORKSPACE_FILE
+
+
+def require_trusted(config: Config, store: TrustStore | None = None) -> None:
+    """Refuse a workspace config that sets anything and is not trusted as it is now."""
+    if not config.workspace_digest:
+        return
+    file = workspace_file(config)
+    store = store or TrustStore()
+    if store.trusts(file, config.workspace_digest):
+        return
+    changed = str(file) in store.load()
+    from cci_core.config.sources import display_path
+
+    raise ConfigError(
+        f"{display_path(file)} {'changed since you trusted it' if changed else 'is not trusted'}: a workspace "
+        "config can loosen the sandbox, and code in a container can write it",
+        hint="read it, then run 'cci config trust' in the workspace",
+    )
