@@ -63,6 +63,8 @@ def find_entry_points(group: str, path: Iterable[str] | None = None) -> list[Ent
         except OSError:
             continue
         for folder in names:
+            if not folder.endswith((".dist-info", ".egg-info")):  # cheap test first: most entries are packages
+                continue
             match = re.match(_METADATA_DIR, folder)
             if not match:
                 continue
