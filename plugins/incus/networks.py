@@ -139,10 +139,21 @@ class PolicyNetworks:
         config = network.get("config") or {}
         if any(config.get(key) != value for key, value in wanted.items()):
             self.api.call("PATCH", f"/1.0/networks/{quote(name)}", f"updating network {name}", {"config": wanted})
-        if str(network.get("status", "Created")) != "Created":
-            raise BackendError(f"network {name} is {network.get('status')}, not ready",
-                               hint=f"see 'incus network show {name}'; 'cci network delete {name}' starts it afresh")
+        self._wait_created(name, network)
         return name
+
+    def _wait_created(self, name: str, network: Mapping[str, Any], timeout: float = 30) -> None:
+        """Wait while another process is still creating the bridge (Incus says ``Pending`` meanwhile)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while str(network.get("status", "Created")) == "Pending" and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
+        status = str(network.get("status", "Created"))
+        if status != "Created":
+            raise BackendError(f"network {name} is {status}, not ready",
+                               hint=f"see 'incus network show {name}'; 'cci network delete {name}' starts it afresh")
 
     def _put_acl(self, name: str, plan: NetworkPlan) -> None:
         """Create or update the ACL; an unchanged static plan is left alone (an update costs Incus a

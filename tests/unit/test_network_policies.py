@@ -347,3 +347,21 @@ Local:
 """)
     assert local_addresses(trie) == ["10.213.7.1", "127.0.0.1", "192.0.2.2"]
     assert local_addresses(tmp_path / "missing") == []
+
+
+def test_a_bridge_another_process_is_still_creating_is_waited_for() -> None:
+    from types import SimpleNamespace
+
+    from cci_core.errors import BackendError
+    from cci_builtin_plugins.incus.networks import PolicyNetworks
+
+    answers = iter([{"status": "Pending"}, {"status": "Pending"}, {"status": "Created"}])
+    reads: list[str] = []
+    api = SimpleNamespace(get=lambda path, action: reads.append(path) or next(answers))
+    networks = PolicyNetworks(api, None)  # type: ignore[arg-type]
+    networks._wait_created("cci-x", {"status": "Pending"})
+    assert reads == ["/1.0/networks/cci-x"] * 3
+
+    stuck = SimpleNamespace(get=lambda path, action: {"status": "Pending"})
+    with pytest.raises(BackendError, match="network cci-x is Pending, not ready"):
+        PolicyNetworks(stuck, None)._wait_created("cci-x", {"status": "Pending"}, timeout=0.1)  # type: ignore[arg-type]
