@@ -135,15 +135,15 @@ class PolicyNetworks:
             except BaseException:
                 self._delete_acl_quietly(name)  # nothing half-made is left: the ACL serves this network only
                 raise
+        network = self._wait_created(name, network)
         wanted = self._security(name, plan)
         config = network.get("config") or {}
         if any(config.get(key) != value for key, value in wanted.items()):
             self.api.call("PATCH", f"/1.0/networks/{quote(name)}", f"updating network {name}", {"config": wanted})
-        self._wait_created(name, network)
         return name
 
-    def _wait_created(self, name: str, network: Mapping[str, Any], timeout: float = 30) -> None:
-        """Wait while another process is still creating the bridge (Incus says ``Pending`` meanwhile)."""
+    def _wait_created(self, name: str, network: Mapping[str, Any], timeout: float = 30) -> Mapping[str, Any]:
+        """The bridge once created: waits while another process is still creating it (Incus says ``Pending``)."""
         deadline = time.monotonic() + timeout
         delay = 0.02
         while str(network.get("status", "Created")) == "Pending" and time.monotonic() < deadline:
@@ -154,6 +154,7 @@ class PolicyNetworks:
         if status != "Created":
             raise BackendError(f"network {name} is {status}, not ready",
                                hint=f"see 'incus network show {name}'; 'cci network delete {name}' starts it afresh")
+        return network
 
     def _put_acl(self, name: str, plan: NetworkPlan) -> None:
         """Create or update the ACL; an unchanged static plan is left alone (an update costs Incus a
