@@ -36,6 +36,10 @@ class TmuxSession:
         """Start the session: bash runs ``command`` (the tool), then stays as an interactive shell."""
         script = f"{shlex.join(command)}; exec bash -l" if command else "exec bash -l"
         result = self._tmux("new-session", "-d", "-s", SESSION, "-c", WORKSPACE_PATH, "bash", "-lc", script)
+        if result.exit_code != 0 and "duplicate session" in result.stderr and self.exists():
+            # right after a start, Incus may report an exec as failed ("Failed to retrieve PID") although
+            # it ran; the retry then finds the session it made: started, as asked
+            return
         if result.exit_code != 0:
             raise CciError(f"could not start tmux in {self.container.name}: {result.stderr.strip()}",
                            hint="the image needs tmux and bash")
