@@ -108,7 +108,10 @@ def attach(ctx: click.Context, name: str | None) -> None:
     session = manager.context(info.name, info.labels)
     with interruptible():
         tmux = _tmux(manager, container, session)
-        if not tmux.exists():  # the user left bash with 'exit': give them a new shell
+        if not tmux.exists():  # the user left bash with 'exit', or a 'cci run' container: a new shell
+            from cci_core.session import wait_for_boot
+
+            wait_for_boot(container)  # a tmux started mid-boot loses its socket when systemd cleans /tmp
             tmux.start()
         _attach_and_settle(manager, container, session, tmux)
 

@@ -111,6 +111,8 @@ def launched(driver: IncusDriver, cci_environ: dict[str, str]) -> str:
 @pytest.fixture
 def terminal() -> Iterator[Terminal]:
     """A fresh host terminal (tmux server) per test, killed afterwards."""
-    term = Terminal(f"cci-test-{os.getpid()}")
+    from uuid import uuid4
+
+    term = Terminal(f"cci-test-{os.getpid()}-{uuid4().hex[:8]}")  # never the server of a test before, still dying
     yield term
     subprocess.run(["tmux", "-L", term.socket, "kill-server"], capture_output=True, check=False)

@@ -14,8 +14,10 @@ class Terminal:
         self.socket = socket
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True,
-                              text=True).stdout
+        result = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=False)
+        if result.returncode:
+            raise AssertionError(f"host tmux {args[0]} failed ({result.returncode}): {result.stderr.strip()}")
+        return result.stdout
 
     def start(self, window: str, command: str, env: dict[str, str]) -> None:
         exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())

@@ -20,7 +20,7 @@ import pytest
 from cci_core.config import Config, Override, load_config
 from cci_core.driver import Container
 from cci_core.plugin_manager import load_plugins
-from cci_core.session import KIND_RUN, LaunchRequest, SessionManager, wait_for_boot
+from cci_core.session import KIND_RUN, LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.network import resolver
 from tests import incus_env, network_hosts
@@ -306,7 +306,6 @@ def test_attaching_refreshes_a_due_plan(
     hosts.set_names({ALLOWED: [INTERNET_HOSTS[0]], marker: [INTERNET_HOSTS[2]]})
     workspace = workspace_with(tmp_path, allowlist_toml(ALLOWED, marker, refresh=1))
     manager, container = launch(config_for(workspace), workspace, monkeypatch)
-    wait_for_boot(container)  # as a session's container is before anyone attaches
     (network,) = [item for item in driver.policy_networks() if container.name in item.used_by]
     # the plan was made two minutes ago, and the name has moved since
     subprocess.run(["incus", "network", "acl", "set", network.name,
