@@ -14,7 +14,6 @@ one. Everything is private to the user (directories 0700, files 0600).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import uuid
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cci_core.errors import NotFoundError, UsageError
+from cci_core.private_files import write_private
 
 #: a session id: letters, digits, dots, dashes and underscores, not starting with a dot (no paths)
 _VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -116,7 +116,7 @@ class SessionStore:
         staging.mkdir(mode=0o700)
         try:
             fill(staging)
-            _write_private(staging / METADATA, json.dumps(session.as_json(), indent=2) + "\n")
+            write_private(staging / METADATA, json.dumps(session.as_json(), indent=2) + "\n")
             _swap_in(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -142,14 +142,6 @@ def _private_dirs(path: Path) -> None:
     for directory in (path.parent, path):
         directory.mkdir(mode=0o700, exist_ok=True)
         directory.chmod(0o700)
-
-
-def _write_private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _swap_in(staging: Path, target: Path) -> None:

@@ -6,13 +6,16 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
 from cci_core.cli.state import get_state, warn
 from cci_core.errors import CciError, PluginError
-from cci_core.registry import Lazy
+
+if TYPE_CHECKING:
+    from cci_core.registry import Lazy
+
 
 class CoreCommand(NamedTuple):
     """Where a core command lives, and its one-line summary for ``cci --help``."""
@@ -99,7 +102,7 @@ class CciGroup(click.Group):
                 rows.append((name, click.Command(name, help=CORE_COMMANDS[name].summary).get_short_help_str(limit)))
                 continue
             registered = self._plugin_commands(ctx)[name]
-            if isinstance(registered, Lazy):  # listed from its summary, without importing it
+            if not isinstance(registered, click.Command):  # a registry Lazy: listed from its summary
                 rows.append((name, click.Command(name, help=registered.summary).get_short_help_str(limit)))
                 continue
             if not registered.hidden:

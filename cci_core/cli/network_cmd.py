@@ -54,7 +54,8 @@ def show(ctx: click.Context, name: str | None, fmt: str) -> None:
         plan = policy_for(settings, state.plugins.registries).plan(settings)
         found: PolicyNetwork | None = None
         if plan is not None:
-            found = next((item for item in state.driver.policy_networks() if item.name.endswith(plan.key)), None)
+            found = next((item for item in state.driver.policy_networks()
+                          if (item.plan.policy, item.plan.identity) == (plan.policy, plan.identity)), None)
         _show(plan, found, settings.mode, fmt)
         return
     networks = state.driver.policy_networks()

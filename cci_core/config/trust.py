@@ -11,7 +11,6 @@ of each trusted file is kept in ``~/.cci/trusted-configs.json`` (0600).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,12 +54,9 @@ class TrustStore:
         return True
 
     def _write(self, entries: dict[str, str]) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as stream:
-            json.dump(dict(sorted(entries.items())), stream, indent=1)
-        os.replace(temporary, self.path)
+        from cci_core.private_files import replace_private_json
+
+        replace_private_json(self.path, dict(sorted(entries.items())))
 
 
 def workspace_file(config: Config) -> Path:

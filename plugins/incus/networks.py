@@ -124,14 +124,15 @@ class PolicyNetworks:
 
     def ensure(self, plan: NetworkPlan) -> str:
         name = network_name(plan)
-        if plan.block_host:
-            plan = plan._replace(rules=(*plan.rules, self._host_rule()))
+        interfaces = self._host_interfaces() if plan.block_host else None  # read once, for the rule and subnets
+        if interfaces is not None:
+            plan = plan._replace(rules=(*plan.rules, self._host_rule(interfaces)))
         self._put_acl(name, plan)
         try:
             network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
         except APINotFound:
             try:
-                network = self._create(name, plan)
+                network = self._create(name, plan, interfaces)
             except BaseException:
                 self._delete_acl_quietly(name)  # nothing half-made is left: the ACL serves this network only
                 raise
@@ -192,8 +193,9 @@ class PolicyNetworks:
             POLICY_KEY: plan.policy,
         }
 
-    def _create(self, name: str, plan: NetworkPlan) -> dict[str, Any]:
-        for subnet in self._subnets(name):
+    def _create(self, name: str, plan: NetworkPlan,
+                interfaces: list[ipaddress.IPv4Interface] | None) -> dict[str, Any]:
+        for subnet in self._subnets(name, interfaces):
             body = {"name": name, "type": "bridge", "description": f"cci network policy {plan.policy}",
                     "config": {**self._security(name, plan), "ipv4.address": subnet}}
             try:
@@ -216,7 +218,7 @@ class PolicyNetworks:
                                f"for network {name}", hint="give a larger or another range")
         return dict(self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}"))
 
-    def _subnets(self, name: str) -> Iterator[str]:
+    def _subnets(self, name: str, interfaces: list[ipaddress.IPv4Interface] | None) -> Iterator[str]:
         """Gateway addresses to try: ``auto``, or free /24s of the configured range (from a per-name start)."""
         pool = self.settings.network_subnets
         if pool == "auto":
@@ -224,7 +226,8 @@ class PolicyNetworks:
             return
         network = ipaddress.IPv4Network(pool)
         blocks = list(network.subnets(new_prefix=24)) if network.prefixlen <= 24 else [network]
-        used = self._used_subnets()
+        used = [interface.network for interface in
+                (self._host_interfaces() if interfaces is None else interfaces)]
         start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(blocks)
         free = [block for block in blocks[start:] + blocks[:start] if not any(block.overlaps(u) for u in used)]
         for block in free[:_SUBNET_TRIES]:
@@ -243,17 +246,13 @@ class PolicyNetworks:
                           for entry in (state or {}).get("addresses") or () if entry.get("family") == "inet"]
         return found
 
-    def _used_subnets(self) -> list[ipaddress.IPv4Network]:
-        """IPv4 subnets of every network Incus knows."""
-        return [interface.network for interface in self._host_interfaces()]
-
-    def _host_rule(self) -> Rule:
+    def _host_rule(self, interfaces: list[ipaddress.IPv4Interface]) -> Rule:
         """Keep containers away from the host itself, whatever its addresses (DHCP and DNS of the bridge stay).
 
         Incus lists most of the host's interfaces but not all (veth pairs, say): on a local
         Incus the kernel's own list of local addresses completes it.
         """
-        found = {interface.ip for interface in self._host_interfaces()}
+        found = {interface.ip for interface in interfaces}
         if self.api.endpoint.socket is not None:
             found.update(ipaddress.IPv4Address(address) for address in local_addresses())
         addresses = sorted(address for address in found if not address.is_loopback)

@@ -8,7 +8,6 @@ allowed rather than the name becoming unreachable.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -64,15 +63,11 @@ class AddressCache:
         """Merge ``fresh`` entries into the file, atomically (a concurrent reader sees old or new)."""
         if not fresh:
             return
+        from cci_core.private_files import replace_private_json
+
         entries = {**self.load(), **fresh}
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        document = {name: {"addresses": list(entry.addresses), "resolved_at": entry.resolved_at}
-                    for name, entry in sorted(entries.items())}
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as stream:
-            json.dump(document, stream, indent=1)
-        os.replace(temporary, self.path)
+        replace_private_json(self.path, {name: {"addresses": list(entry.addresses), "resolved_at": entry.resolved_at}
+                                         for name, entry in sorted(entries.items())})
 
 
 def _when(timestamp: float) -> str:
