@@ -8,6 +8,14 @@ from pathlib import Path
 from typing import Any
 
 
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path``, or None when it is missing, unreadable or malformed."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` with mode 0600 (from creation on), flushed to disk."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

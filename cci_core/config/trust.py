@@ -10,7 +10,6 @@ of each trusted file is kept in ``~/.cci/trusted-configs.json`` (0600).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,10 +32,9 @@ class TrustStore:
 
     def load(self) -> dict[str, str]:
         """Every trusted file; an unreadable store trusts nothing."""
-        try:
-            document = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
+        from cci_core.private_files import read_json
+
+        document = read_json(self.path)
         return {str(key): str(value) for key, value in document.items()} if isinstance(document, dict) else {}
 
     def trusts(self, file: Path, digest: str) -> bool:

@@ -7,7 +7,6 @@ allowed rather than the name becoming unreachable.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -52,11 +51,13 @@ class AddressCache:
 
     def load(self) -> dict[str, Cached]:
         """Every cached name; an unreadable or malformed cache counts as empty."""
+        from cci_core.private_files import read_json
+
+        document = read_json(self.path)
         try:
-            document = json.loads(self.path.read_text())
             return {name: Cached(tuple(str(a) for a in entry["addresses"]), float(entry["resolved_at"]))
                     for name, entry in document.items()}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             return {}
 
     def store(self, fresh: Mapping[str, Cached]) -> None:
