@@ -1,5 +1,5 @@
 """``python -m cci_core`` runs the ``cci`` command line."""
 
-from cci_core.cli.main import main
+from cci_core.cli.entry import main
 
 main()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
+from cci_core.cli.entry import resume_gc
 from cci_core.cli.state import get_state, warn
 from cci_core.errors import CciError, PluginError
 
@@ -118,6 +119,10 @@ class CciGroup(click.Group):
                 raise PluginError(f"plugin {entry.plugin!r} registers command {entry.name!r}, which is a core command")
             commands[entry.name] = entry.item
         return commands
+
+    def invoke(self, ctx: click.Context) -> Any:
+        resume_gc()  # start-up is over: a command runs from here on
+        return super().invoke(ctx)
 
     def main(  # type: ignore[override]
         self,

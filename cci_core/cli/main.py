@@ -36,5 +36,5 @@ cli = click.version_option(__version__, prog_name="cci", message="%(prog)s %(ver
 
 
 def main() -> None:
-    """Console-script entry point (``cci`` and ``claude-code-isolated``)."""
+    """Run the command line (the console scripts start it through :func:`cci_core.cli.entry.main`)."""
     cli.main(prog_name="cci")

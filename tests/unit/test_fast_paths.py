@@ -21,3 +21,37 @@ def test_fast_path_imports_nothing_heavy(args: list[str], tmp_path: Path) -> Non
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "cci_core.cli.main" in imported
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+GC_AFTER = """
+import gc, sys
+from cci_core.cli import entry
+sys.argv = ["cci", *sys.argv[1:]]
+try:
+    entry.main()
+except SystemExit:
+    pass
+print("collector", "on" if gc.isenabled() else "off")
+"""
+
+
+@pytest.mark.parametrize(("args", "state"), [(["--help"], "off"), (["config", "path"], "on")])
+def test_the_collector_is_paused_until_a_command_runs(args: list[str], state: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", GC_AFTER, "--workspace", str(tmp_path), *args],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+    assert result.stdout.splitlines()[-1] == f"collector {state}", result.stderr
+
+
+def test_resuming_leaves_a_collector_paused_by_someone_else_alone() -> None:
+    import gc
+
+    from cci_core.cli.entry import resume_gc
+
+    gc.disable()
+    try:
+        resume_gc()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
