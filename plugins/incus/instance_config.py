@@ -29,12 +29,16 @@ def labels_of(config: Mapping[str, str]) -> dict[str, str]:
 def nic_devices(devices: Mapping[str, Mapping[str, Any]], network: str, *, filtering: bool) -> dict[str, dict[str, str]]:
     """Devices that put the container on ``network`` alone: its first NIC moved there, any other NIC removed.
 
-    With ``filtering``, the NIC drops what the container sends from a MAC or IPv4
-    address that is not its own, so root inside cannot pose as another host.
+    The NIC is an isolated bridge port: containers on the same network cannot reach
+    each other, whether or not the host's firewall sees bridged traffic (the ACL only
+    does with ``br_netfilter`` loaded). With ``filtering``, the NIC also drops what the
+    container sends from a MAC or IPv4 address that is not its own, so root inside
+    cannot pose as another host.
     """
     nics = sorted(name for name, device in devices.items() if device.get("type") == "nic")
     first = nics[0] if nics else "eth0"
-    nic = {"type": "nic", "network": network, "name": str(devices.get(first, {}).get("name") or "eth0")}
+    nic = {"type": "nic", "network": network, "name": str(devices.get(first, {}).get("name") or "eth0"),
+           "security.port_isolation": "true"}
     if filtering:
         nic.update({"security.mac_filtering": "true", "security.ipv4_filtering": "true"})
     return {first: nic, **{name: {"type": "none"} for name in nics[1:]}}

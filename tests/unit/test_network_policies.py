@@ -165,15 +165,16 @@ def test_an_acl_holds_the_whole_plan() -> None:
                                                   refresh_interval_minutes=15)
 
 
-def test_the_nic_moves_to_the_policy_network_with_spoofing_filters() -> None:
+def test_the_nic_moves_to_the_policy_network_isolated_and_with_spoofing_filters() -> None:
     profile = {"eth0": {"type": "nic", "network": "incusbr0", "name": "eth0"}, "root": {"type": "disk"},
                "eth1": {"type": "nic", "network": "other"}}
     assert nic_devices(profile, "cci-restricted", filtering=True) == {
-        "eth0": {"type": "nic", "network": "cci-restricted", "name": "eth0",
+        "eth0": {"type": "nic", "network": "cci-restricted", "name": "eth0", "security.port_isolation": "true",
                  "security.mac_filtering": "true", "security.ipv4_filtering": "true"},
         "eth1": {"type": "none"},  # a second way out would bypass the policy
     }
-    assert nic_devices({}, "cci-x", filtering=False) == {"eth0": {"type": "nic", "network": "cci-x", "name": "eth0"}}
+    assert nic_devices({}, "cci-x", filtering=False) == {
+        "eth0": {"type": "nic", "network": "cci-x", "name": "eth0", "security.port_isolation": "true"}}
 
 
 # --- launches and refreshes (fake driver) ---------------------------------------------------------------
