@@ -79,12 +79,16 @@ def container() -> None:
 def launch(ctx: click.Context, image: str, name: str, ephemeral: bool) -> None:
     """Create a container NAME from IMAGE, start it and wait for it to boot.
 
-    It is labelled user.cci.kind=container. If it cannot be started, it is
-    deleted again.
+    It is labelled user.cci.kind=container and runs under the configured network
+    policy (--network), as sessions do. If it cannot be started, it is deleted again.
     """
+    from cci_core.cli.sessions import manager_for
     from cci_core.driver import ContainerExistsError, ContainerSpec
 
-    spec = ContainerSpec(check_name(name), image, labels={"kind": KIND_CONTAINER}, ephemeral=ephemeral)
+    check_name(name)
+    attachment = manager_for(ctx).attach_network()  # a bad [network] stops here, before anything is made
+    spec = ContainerSpec(name, image, labels={"kind": KIND_CONTAINER, "network": attachment.policy},
+                         ephemeral=ephemeral)
     driver = driver_of(ctx)
     try:
         created = driver.create(spec)
@@ -93,6 +97,8 @@ def launch(ctx: click.Context, image: str, name: str, ephemeral: bool) -> None:
             exc.message, hint=f"pick another name, or delete it first with 'cci container delete --force {name}'"
         ) from exc
     try:
+        if attachment.network is not None:
+            created.configure({}, [], attachment.network)
         _boot(created)
     except BaseException:
         _discard(driver, name)

@@ -99,6 +99,12 @@ def assert_error(result: subprocess.CompletedProcess[str], code: int, *fragments
         assert fragment in lines[0]
 
 
+def nic_network(driver: IncusDriver, name: str) -> str:
+    """The network a container's eth0 is on."""
+    instance = driver.api.get(f"/1.0/instances/{name}", "reading", project=incus_env.PROJECT)
+    return str(instance["expanded_devices"]["eth0"]["network"])
+
+
 @pytest.fixture
 def launched(driver: IncusDriver, cci_environ: dict[str, str]) -> str:
     """The name of a running container made with 'cci container launch' (the driver fixture deletes it)."""

@@ -11,7 +11,7 @@ import pytest
 
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import CCI, assert_error, run_cci, unique_name
+from tests.integration.conftest import CCI, assert_error, nic_network, run_cci, unique_name
 
 pytestmark = pytest.mark.incus
 
@@ -32,7 +32,8 @@ def test_launch_labels_starts_and_boots_and_refuses_a_taken_name(launched: str, 
                                                                  cci_environ: dict[str, str]) -> None:
     info = info_of(driver, launched)
     assert info.status == "running"
-    assert info.labels == {"kind": "container"}
+    assert info.labels == {"kind": "container", "network": "restricted"}
+    assert nic_network(driver, launched) == "cci-restricted"  # the configured policy, as for sessions
     assert info.ephemeral is False
     booted = driver.get(launched).exec(["systemctl", "is-system-running"])
     assert booted.stdout.strip() in {"running", "degraded"}
@@ -45,8 +46,18 @@ def test_failed_launches_leave_nothing(driver: IncusDriver, cci_environ: dict[st
     name = unique_name()
     assert_error(container("launch", "no-such-image-x", name, env=cci_environ), 5, "image 'no-such-image-x' not found")
     assert_error(container("launch", incus_env.IMAGE, "bad_name", env=cci_environ), 2, "invalid container name")
+    assert_error(run_cci("--network", "no-such-mode", "container", "launch", incus_env.IMAGE, name, env=cci_environ),
+                 3, "network policy 'no-such-mode' is not available")
     assert not driver.exists(name)
     assert not driver.exists("bad_name")
+
+
+def test_launch_with_open_network_keeps_the_profile_network(driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+    name = unique_name()
+    result = run_cci("--network", "open", "container", "launch", incus_env.IMAGE, name, env=cci_environ)
+    assert result.returncode == 0, result.stderr
+    assert info_of(driver, name).labels["network"] == "open"
+    assert nic_network(driver, name) == incus_env.BRIDGE
 
 
 def test_stop_start_delete_lifecycle(launched: str, driver: IncusDriver, cci_environ: dict[str, str]) -> None:

@@ -25,7 +25,7 @@ from cci_core.session import KIND_RUN, LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.network import resolver
 from tests import incus_env, network_hosts
-from tests.integration.conftest import CCI, assert_error, run_cci
+from tests.integration.conftest import CCI, assert_error, nic_network, run_cci
 from tests.integration.terminal import Terminal
 from tests.network_hosts import DNS_SERVER, INTERNET_HOSTS, METADATA_HOST, PRIVATE_HOST, TestHosts, probe_script
 from tests.workspace_config import write_trusted
@@ -209,9 +209,7 @@ def test_containers_on_one_policy_network_cannot_reach_each_other(
     addresses = [as_root(container, own_address).strip() for container in (first, second)]
     assert all(addresses) and addresses[0] != addresses[1]
     # the same bridge (so only the bridge itself can keep them apart), and the internet still works
-    networks = [driver.api.get(f"/1.0/instances/{container.name}", "reading", project=incus_env.PROJECT)
-                ["expanded_devices"]["eth0"]["network"] for container in (first, second)]
-    assert networks[0] == networks[1]
+    assert nic_network(driver, first.name) == nic_network(driver, second.name)
     assert answers(as_root(first, probes(INTERNET_HOSTS[0]))) == {INTERNET_HOSTS[0]: INTERNET_HOSTS[0]}
     ping = f"ping -c 2 -W 1 {addresses[1]} >/dev/null 2>&1 && echo reached || echo blocked"
     assert as_root(first, ping).strip() == "blocked"
