@@ -5,7 +5,7 @@
 
 (a) ``cci run -- true`` against the floor: the same steps by hand with the
     incus CLI (create with cci's config, add the workspace disk, put the NIC on
-    the default policy's network with its anti-spoofing filter, start, exec
+    the default policy's network, isolated and with its anti-spoofing filter, start, exec
     ``true`` as uid 1000 in /workspace, delete). Target: within 1.3x. The policy
     networks have NAT off here, as in the tests.
 (b) ``cci list`` with 20 cci containers against ``incus list``. Target: within 2x.
@@ -78,7 +78,7 @@ def main() -> int:
             sh(*incus, "config", "device", "add", name, "workspace", "disk", f"source={workspace}",
                "path=/workspace", "shift=true")
             sh(*incus, "config", "device", "add", name, "eth0", "nic", "network=cci-restricted", "name=eth0",
-               "security.mac_filtering=true", "security.ipv4_filtering=true")
+               "security.port_isolation=true", "security.mac_filtering=true", "security.ipv4_filtering=true")
             sh(*incus, "start", name)
             sh(*incus, "exec", name, "--user", "1000", "--group", "1000", "--cwd", "/workspace", "--", "true")
             sh(*incus, "delete", "--force", name)
