@@ -2,7 +2,7 @@
 
 A check is a :class:`Check`: a name, a status (``ok``, ``warn`` or ``fail``),
 what was found, and for a problem the fix. The core checks here are not
-backend-specific (the config loads, the plugins load, the configured driver,
+backend-specific (the config loads, a workspace config is trusted, the plugins load, the configured driver,
 tool and network policy exist); each plugin adds its own through the hook
 ``cci_doctor_checks(config)``: the Incus plugin checks the daemon, storage,
 network, id mapping and image.
@@ -110,6 +110,14 @@ def config_check(config: Config) -> Check:
     return ok("config", f"read {files}{profile}")
 
 
+def trust_check(config: Config) -> Check:
+    """The workspace's ``.cci.toml`` is trusted as it is now (only asked when it sets something)."""
+    from cci_core.config.trust import require_trusted, workspace_file
+
+    require_trusted(config)
+    return ok("workspace trust", f"{workspace_file(config)} is trusted as it is")
+
+
 def plugins_check(plugins: Plugins) -> Check:
     """The plugins loaded: which are enabled."""
     enabled = [info.name for info in plugins.infos if info.enabled]
@@ -193,7 +201,7 @@ def _valid(plugin: str, result: Any) -> list[Check]:
 
 
 def run_checks(load_config: Callable[[], Config], load_plugins: Callable[[Config], Plugins]) -> list[Check]:
-    """Every check, in order: config, plugins, registries, then each plugin's own. Never raises."""
+    """Every check, in order: config, workspace trust, plugins, registries, then each plugin's own. Never raises."""
     try:
         config = load_config()
     except CciError as exc:
@@ -201,6 +209,12 @@ def run_checks(load_config: Callable[[], Config], load_plugins: Callable[[Config
                 skipped(["plugins", "driver", "tool", "network policy", "backend"], "the config did not load",
                         "correct the config first, then run 'cci doctor' again")]
     checks = [guarded("config", config_check, config)]
+    if config.workspace_digest:
+        checks.append(guarded("workspace trust", trust_check, config))
+        if checks[-1].status == FAIL:
+            return [*checks, skipped(["plugins", "driver", "tool", "network policy", "backend"],
+                                     "cci does not act on an untrusted workspace config",
+                                     "resolve 'workspace trust' first, then run 'cci doctor' again")]
     try:
         plugins = load_plugins(config)
     except CciError as exc:

@@ -324,6 +324,21 @@ def test_command_reports_a_broken_config_instead_of_crashing(tmp_path: Path) -> 
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_an_untrusted_workspace_config_is_its_own_fail_line_and_trusting_it_clears_it(tmp_path: Path) -> None:
+    (tmp_path / ".cci.toml").write_text("[defaults]\npersistent = true\n")
+    result = doctor(workspace=tmp_path)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("fail  workspace trust  ") and "is not trusted" in lines[1]
+    assert "cci config trust" in lines[1]
+    assert lines[2].startswith("warn  skipped") and "untrusted workspace config" in lines[2] and len(lines) == 3
+
+    assert CliRunner().invoke(cli, ["--workspace", str(tmp_path), "config", "trust"]).exit_code == 0
+    rows = json.loads(doctor("--format", "json", workspace=tmp_path).stdout)
+    assert [(row["name"], row["status"]) for row in rows[:3]] == [("config", "ok"), ("workspace trust", "ok"),
+                                                                   ("plugins", "ok")]
+
+
 def test_command_with_an_unknown_driver_fails_without_backend_checks(tmp_path: Path) -> None:
     result = doctor(workspace=tmp_path, env={"CCI_DEFAULTS_DRIVER": "nope"})
     assert result.exit_code == 1
