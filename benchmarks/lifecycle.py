@@ -63,6 +63,7 @@ def main() -> int:
 
     from cci_core.session import BASE_CONFIG
     from tests.incus_env import NETWORK_SUBNETS
+    from tests.integration.conftest import RESTRICTED_NETWORK
 
     incus = ["incus", "--project", args.project]
     with tempfile.TemporaryDirectory() as scratch:
@@ -77,7 +78,7 @@ def main() -> int:
             sh(*incus, "init", args.image, name, *config)
             sh(*incus, "config", "device", "add", name, "workspace", "disk", f"source={workspace}",
                "path=/workspace", "shift=true")
-            sh(*incus, "config", "device", "add", name, "eth0", "nic", "network=cci-restricted", "name=eth0",
+            sh(*incus, "config", "device", "add", name, "eth0", "nic", f"network={RESTRICTED_NETWORK}", "name=eth0",
                "security.port_isolation=true", "security.mac_filtering=true", "security.ipv4_filtering=true")
             sh(*incus, "start", name)
             sh(*incus, "exec", name, "--user", "1000", "--group", "1000", "--cwd", "/workspace", "--", "true")

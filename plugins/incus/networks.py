@@ -2,7 +2,8 @@
 
 A network-level ACL works on every kernel seen (NIC-level ACLs need bridge
 conntrack, which some kernels lack), so each plan gets a bridge of its own
-(``cci-<key>``) whose ACL of the same name holds the plan's egress rules.
+(``cci-<key>``, see :func:`network_name`) whose ACL of the same name holds the
+plan's egress rules.
 Incus applies the rules in the host's nftables, outside the container, and a
 container is attached to the bridge before its first start. Incus itself lets
 DHCP and DNS to the bridge through and orders rejections before allows.
@@ -34,9 +35,16 @@ _NO_AUTO_SUBNET = "find an unused IPv4 subnet"
 _SUBNET_TRIES = 8
 
 
-def network_name(plan: NetworkPlan) -> str:
-    """``cci-<key>``: at most 15 characters, as Linux requires of the bridge's interface name."""
-    return PREFIX + plan.key
+def network_name(plan: NetworkPlan, *, nat: bool = True) -> str:
+    """The bridge of ``plan``: at most 15 characters, as Linux requires of an interface name.
+
+    ``cci-<key>``; without NAT (``[incus] network_nat = false``) ``cci-nonat-<digest of
+    the key>``, another bridge: a cci whose config differs in NAT (cci's own tests, say)
+    never switches the NAT of the bridges in use by another.
+    """
+    if nat:
+        return PREFIX + plan.key
+    return f"{PREFIX}nonat-{hashlib.sha256(plan.key.encode()).hexdigest()[:5]}"
 
 
 def acl_body(plan: NetworkPlan) -> dict[str, Any]:
@@ -123,7 +131,7 @@ class PolicyNetworks:
         self.settings = settings
 
     def ensure(self, plan: NetworkPlan) -> str:
-        name = network_name(plan)
+        name = network_name(plan, nat=self.settings.network_nat)
         interfaces = self._host_interfaces() if plan.block_host else None  # read once, for the rule and subnets
         if interfaces is not None:
             plan = plan._replace(rules=(*plan.rules, self._host_rule(interfaces)))

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cci_core.config import Config, Override, load_config
+from cci_core.config import Config, NetworkConfig, Override, load_config
 from cci_builtin_plugins.incus.driver import IncusDriver
+from cci_builtin_plugins.incus.networks import network_name
+from cci_builtin_plugins.network.restricted import RestrictedPolicy
 from tests import incus_env
 from tests.integration.terminal import Terminal
 
@@ -97,6 +99,10 @@ def assert_error(result: subprocess.CompletedProcess[str], code: int, *fragments
     assert len(lines) == 1 and lines[0].startswith("cci: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+#: the default policy's bridge in tests (NAT off: not the bridge of real sessions on this machine)
+RESTRICTED_NETWORK = network_name(RestrictedPolicy().plan(NetworkConfig()), nat=False)
 
 
 def nic_network(driver: IncusDriver, name: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import CCI, assert_error, nic_network, run_cci, unique_name
+from tests.integration.conftest import CCI, RESTRICTED_NETWORK, assert_error, nic_network, run_cci, unique_name
 
 pytestmark = pytest.mark.incus
 
@@ -33,7 +33,7 @@ def test_launch_labels_starts_and_boots_and_refuses_a_taken_name(launched: str, 
     info = info_of(driver, launched)
     assert info.status == "running"
     assert info.labels == {"kind": "container", "network": "restricted"}
-    assert nic_network(driver, launched) == "cci-restricted"  # the configured policy, as for sessions
+    assert nic_network(driver, launched) == RESTRICTED_NETWORK  # the configured policy, as for sessions
     assert info.ephemeral is False
     booted = driver.get(launched).exec(["systemctl", "is-system-running"])
     assert booted.stdout.strip() in {"running", "degraded"}

@@ -25,7 +25,7 @@ from cci_core.session import KIND_RUN, LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.network import resolver
 from tests import incus_env, network_hosts
-from tests.integration.conftest import CCI, assert_error, nic_network, run_cci
+from tests.integration.conftest import CCI, RESTRICTED_NETWORK, assert_error, nic_network, run_cci
 from tests.integration.terminal import Terminal
 from tests.network_hosts import DNS_SERVER, INTERNET_HOSTS, METADATA_HOST, PRIVATE_HOST, TestHosts, probe_script
 from tests.workspace_config import write_trusted
@@ -276,14 +276,14 @@ def test_list_and_show_tell_each_containers_policy(
     assert "reject  10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16" in shown.stdout
     assert "reject  ::/0" in shown.stdout
     document = json.loads(run_cci("network", "show", "--format", "json", env=cci_environ, cwd=workspace).stdout)
-    assert (document["policy"], document["default"], document["network"]) == ("restricted", "allow", "cci-restricted")
+    assert (document["policy"], document["default"], document["network"]) == ("restricted", "allow", RESTRICTED_NETWORK)
     assert_error(run_cci("network", "show", "no-such-container", env=cci_environ), 5, "no container named")
     networks = {item["network"]: item for item in json.loads(run_cci("network", "list", "--format", "json",
                                                                       env=cci_environ).stdout)}
-    assert container.name in networks["cci-restricted"]["used_by"]
-    assert networks["cci-restricted"]["rules"][-1]["description"] == "this host"
-    assert_error(run_cci("network", "delete", "cci-restricted", env=cci_environ), 2,
-                 "network cci-restricted is used by", container.name)
+    assert container.name in networks[RESTRICTED_NETWORK]["used_by"]
+    assert networks[RESTRICTED_NETWORK]["rules"][-1]["description"] == "this host"
+    assert_error(run_cci("network", "delete", RESTRICTED_NETWORK, env=cci_environ), 2,
+                 f"network {RESTRICTED_NETWORK} is used by", container.name)
 
 
 @pytest.mark.parametrize(("toml", "fragment"), [
@@ -365,11 +365,11 @@ def test_bridge_settings_changed_by_hand_are_set_back_at_the_next_launch(
         driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
     assert run_cci("run", "--", "true", env=cci_environ, cwd=tmp_path).returncode == 0  # the bridge exists
     # (NAT stays off: test bridges never get it, not even for a moment)
-    subprocess.run(["incus", "network", "set", "cci-restricted", "ipv6.address=fd42:cc1:0:1::1/64",
+    subprocess.run(["incus", "network", "set", RESTRICTED_NETWORK, "ipv6.address=fd42:cc1:0:1::1/64",
                     "security.acls.default.egress.action=reject"], check=True)
     result = run_cci("run", "--", "true", env=cci_environ, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    config = driver.api.get("/1.0/networks/cci-restricted", "reading")["config"]
+    config = driver.api.get(f"/1.0/networks/{RESTRICTED_NETWORK}", "reading")["config"]
     assert (config["ipv6.address"], config["ipv4.nat"], config["security.acls.default.egress.action"]) == (
         "none", "false", "allow")
 

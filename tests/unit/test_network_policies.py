@@ -87,6 +87,14 @@ def test_plan_keys_fit_an_interface_name() -> None:
     assert len(long.key) <= MAX_KEY_LENGTH and long.key != NetworkPlan("a-very-long-policy-nam", "", "allow", ()).key
 
 
+def test_a_bridge_without_nat_is_another_bridge() -> None:
+    plans = [RestrictedPolicy().plan(NetworkConfig()), NetworkPlan("a-very-long-policy-name", "", "allow", ()),
+             NetworkPlan("allowlist", "x.example.org", "reject", ())]
+    names = [network_name(plan, nat=nat) for plan in plans for nat in (True, False)]
+    assert len(set(names)) == len(names) and all(len(name) <= 15 for name in names)
+    assert network_name(plans[0], nat=False).startswith("cci-nonat-")
+
+
 @pytest.mark.parametrize(("entries", "message"), [
     ((), "allowlist mode needs at least one entry in allowed_domains"),
     (("https://github.com",), "'https://github.com' is neither a domain name nor an IPv4 address"),
