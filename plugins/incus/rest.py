@@ -95,16 +95,24 @@ class IncusAPI:
                 connection.request(method, target, body=payload, headers=request_headers)
                 reply = connection.getresponse()
                 return Response(reply.status, reply.headers, reply.read())
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                connection.close()  # the server closed a kept-alive connection: reconnect once
-                self._local.connection = None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                    http.client.HTTPException) as exc:
+                self._drop(connection)  # the server closed a kept-alive connection: reconnect once
                 if attempt == 2:
                     raise BackendError(f"lost the connection to Incus on {self.endpoint}: {exc}") from exc
             except OSError as exc:
-                connection.close()
-                self._local.connection = None
+                self._drop(connection)
                 raise self.endpoint.connection_error(exc) from exc
+            except BaseException:
+                # Ctrl+C (or a signal) mid-request: the connection is half-used, and the cleanup
+                # that follows (deleting the container, putting labels back) needs a fresh one
+                self._drop(connection)
+                raise
         raise AssertionError("unreachable")
+
+    def _drop(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        self._local.connection = None
 
     def request(self, method: str, path: str, action: str, **kwargs: Any) -> Response:
         """Like :meth:`raw`, but an error answer raises :class:`APIError` (:class:`APINotFound` for 404)."""

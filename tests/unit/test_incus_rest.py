@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socketserver
 import threading
@@ -107,6 +108,26 @@ def test_an_async_call_returns_the_finished_operation(server: FakeIncus) -> None
     server.routes[("DELETE", "/1.0/images/abc")] = (202, {"type": "async", "operation": "/1.0/operations/op2"})
     server.routes[("GET", "/1.0/operations/op2/wait")] = sync({"status": "Success", "metadata": {"ok": 1}})
     assert api_for(server).call("DELETE", "/1.0/images/abc", "deleting")["metadata"] == {"ok": 1}
+
+
+def test_a_request_interrupted_by_ctrl_c_leaves_the_next_one_working(server: FakeIncus,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cleanup after Ctrl+C (delete the container, labels back) must not fail on a half-used connection."""
+    server.routes[("GET", "/1.0")] = sync({"api_version": "1.0"})
+    api = api_for(server)
+    real = http.client.HTTPConnection.getresponse
+    interrupted: list[bool] = []
+
+    def getresponse(self: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        if not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt  # the request went out; the answer never was read
+        return real(self)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "getresponse", getresponse)
+    with pytest.raises(KeyboardInterrupt):
+        api.get("/1.0", "reading")
+    assert api.get("/1.0", "reading") == {"api_version": "1.0"}
 
 
 def test_a_stopped_daemon_is_one_actionable_line(tmp_path: Path) -> None:
