@@ -13,16 +13,18 @@ one. Everything is private to the user (directories 0700, files 0600).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cci_core.errors import NotFoundError, UsageError
+from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_core.private_files import write_private
 
 #: a session id: letters, digits, dots, dashes and underscores, not starting with a dot (no paths)
@@ -113,13 +115,18 @@ class SessionStore:
         session = metadata._replace(path=target, saved=now(),
                                     created=earlier.created if earlier else metadata.created or now())
         staging = tool_dir / f".saving-{metadata.id}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(mode=0o700)
         try:
+            staging.mkdir(mode=0o700)
             fill(staging)
             write_private(staging / METADATA, json.dumps(session.as_json(), indent=2) + "\n")
-            _swap_in(staging, target)
-        except BaseException:
+            with _locked(tool_dir):  # two saves of one id at once (an attach and a detach elsewhere): one by one
+                _swap_in(staging, target)
+        except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, OSError):  # disk full, ~/.cci unwritable...: the earlier copy stays
+                raise CciError(f"could not save session {metadata.id} to {target}: {exc.strerror or exc}",
+                               hint="free some space or fix the permissions of ~/.cci; the last save is kept") \
+                    from exc
             raise
         return session
 
@@ -142,6 +149,19 @@ def _private_dirs(path: Path) -> None:
     for directory in (path.parent, path):
         directory.mkdir(mode=0o700, exist_ok=True)
         directory.chmod(0o700)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory``'s ``.lock`` file (released when the process dies, too)."""
+    import fcntl
+
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _swap_in(staging: Path, target: Path) -> None:

@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from cci_core.errors import CciError, UsageError
+from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_builtin_plugins.incus.rest import IncusAPI, Response, quote
 
 
@@ -86,7 +86,12 @@ class InstanceFiles:
         if kind == "directory":
             destination.mkdir(exist_ok=True)
             for name in response.json().get("metadata") or []:
-                self._pull(str(PurePosixPath(path, name)), destination / name, root)
+                try:
+                    self._pull(str(PurePosixPath(path, name)), destination / name, root)
+                except NotFoundError:
+                    # removed since the listing (a tool's temporary file): not copied. Unless the
+                    # directory, or the container, went away: reading it again raises then.
+                    self.read(path, f"copying {self.instance}:{path} to {destination}")
         elif kind == "symlink":
             target = _link_target(response)
             if target == root or target.startswith(root.rstrip("/") + "/"):

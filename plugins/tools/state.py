@@ -92,7 +92,9 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
         try:
             container.pull_tree(home_path(tool.state_dir), copy)
         except NotFoundError:
-            return  # the tool never wrote state: the metadata alone records the session
+            container.status()  # the container itself is gone: this raises, and the last save stays
+            shutil.rmtree(copy, ignore_errors=True)  # the directory went away while it was copied
+            return  # the tool has no state: the metadata alone records the session
         strip_credentials(tool, copy)
 
     metadata = SavedSession(id=ctx.session_id, tool=tool.name, workspace=str(ctx.workspace),

@@ -7,6 +7,7 @@ import json
 import socketserver
 import threading
 from collections.abc import Iterator
+from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,9 @@ from cci_core.config import load_config
 from cci_core.errors import BackendError, NotFoundError
 from cci_builtin_plugins.incus.connection import Endpoint
 from cci_builtin_plugins.incus.driver import IncusDriver
-from cci_builtin_plugins.incus.errors import APIError
-from cci_builtin_plugins.incus.rest import IncusAPI, quote
+from cci_builtin_plugins.incus.errors import APIError, APINotFound
+from cci_builtin_plugins.incus.files import InstanceFiles
+from cci_builtin_plugins.incus.rest import IncusAPI, Response, quote
 
 Route = tuple[int, dict[str, Any]]
 
@@ -149,3 +151,40 @@ def test_images_are_named_by_alias_or_a_long_enough_fingerprint_prefix(server: F
             driver._resolve_image(too_vague)
     with pytest.raises(NotFoundError, match="is ambiguous"):
         driver._resolve_image("abcdef012345")
+
+
+class ScriptedFiles(InstanceFiles):
+    """An instance's files from a dict (path -> directory entries, or file bytes); ``vanish`` names files
+    deleted between a directory listing and their reading; ``gone`` makes the whole instance disappear then."""
+
+    def __init__(self, tree: dict[str, list[str] | bytes], vanish: set[str], gone: bool = False) -> None:
+        super().__init__(None, "c1")  # type: ignore[arg-type]
+        self.tree, self.vanish, self.gone = tree, vanish, gone
+
+    def read(self, path: str, action: str) -> Response:
+        if path in self.vanish:
+            if self.gone:
+                self.tree = {}
+            raise APINotFound(action, 404, "not found")
+        if path not in self.tree:
+            raise APINotFound(action, 404, "Instance not found" if self.gone else "not found")
+        entry = self.tree[path]
+        headers = Message()
+        headers["X-Incus-Type"] = "directory" if isinstance(entry, list) else "file"
+        headers["X-Incus-Mode"] = "0644"
+        body = json.dumps({"metadata": entry}).encode() if isinstance(entry, list) else entry
+        return Response(200, headers, body)
+
+
+TREE: dict[str, list[str] | bytes] = {"/s": ["a", "tmp", "d"], "/s/a": b"kept", "/s/d": ["b"], "/s/d/b": b"too"}
+
+
+def test_a_tree_pull_skips_files_removed_since_the_listing(tmp_path: Path) -> None:
+    ScriptedFiles(TREE, vanish={"/s/tmp"}).pull_tree("/s", tmp_path / "copy")
+    assert sorted(str(path.relative_to(tmp_path / "copy")) for path in (tmp_path / "copy").rglob("*")) == [
+        "a", "d", "d/b"]
+
+
+def test_a_tree_pull_fails_when_the_container_goes_away_meanwhile(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        ScriptedFiles(TREE, vanish={"/s/tmp"}, gone=True).pull_tree("/s", tmp_path / "copy")

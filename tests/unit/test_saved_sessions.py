@@ -66,7 +66,7 @@ def test_a_save_is_private_and_keeps_its_creation_time(tmp_path: Path) -> None:
     for directory in (store.root, store.tool_dir("demo"), second.path):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE((second.path / "metadata.json").stat().st_mode) == 0o600
-    assert [path.name for path in store.tool_dir("demo").iterdir()] == ["s1"]  # no staging or retired copies
+    assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".lock", "s1"]  # no staging or retired copies
 
 
 def test_a_failed_save_leaves_the_previous_one(tmp_path: Path) -> None:
@@ -80,7 +80,33 @@ def test_a_failed_save_leaves_the_previous_one(tmp_path: Path) -> None:
     with pytest.raises(CciError):
         store.save(metadata("s1", tmp_path), broken)
     assert (store.tool_dir("demo") / "s1" / "state.txt").read_text() == "good"
-    assert [path.name for path in store.tool_dir("demo").iterdir()] == ["s1"]
+    assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".lock", "s1"]
+
+
+def test_a_disk_error_is_one_clean_error_and_the_previous_save_stays(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    store.save(metadata("s1", tmp_path), lambda d: (d / "state.txt").write_text("good"))
+
+    def disk_full(directory: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(CciError, match="could not save session s1 to .*: No space left on device"):
+        store.save(metadata("s1", tmp_path), disk_full)
+    assert (store.tool_dir("demo") / "s1" / "state.txt").read_text() == "good"
+
+
+def test_saves_of_one_session_at_once_all_land(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = SessionStore(tmp_path)
+
+    def save(index: int) -> None:
+        store.save(metadata("s1", tmp_path), lambda d: (d / "state.txt").write_text(str(index)))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(save, range(40)))  # any failed swap raises here
+    assert (store.tool_dir("demo") / "s1" / "state.txt").read_text() in {str(index) for index in range(40)}
+    assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".lock", "s1"]
 
 
 def test_sessions_are_workspace_scoped(tmp_path: Path) -> None:
@@ -146,6 +172,26 @@ def test_saved_state_has_no_credentials_and_comes_back_on_resume(tmp_path: Path,
     ctx.resume_from = "s1"
     state.cci_session_restore(ctx=ctx, container=fresh)
     assert fresh.files == {"/home/code/.config/demo/history": (b"turn 1", 0o600, 1000, 1000)}
+
+
+class DeletedContainer(FakeContainer):
+    """A container deleted (by another cci, or by hand) before its state could be copied."""
+
+    def pull_tree(self, path: str, destination: Path) -> None:
+        raise NotFoundError("Instance not found")
+
+    def status(self) -> str:
+        raise NotFoundError("Instance not found")
+
+
+def test_a_container_gone_before_the_save_leaves_the_last_save_as_it_was(tmp_path: Path) -> None:
+    running = FakeContainer("cci-0-1")
+    running.push_file("/home/code/.config/demo/history", b"turn 1")
+    saved = state.save_state(context(tmp_path), running)
+    assert saved is not None
+    with pytest.raises(NotFoundError):
+        state.save_state(context(tmp_path), DeletedContainer("cci-0-1"))
+    assert (saved.path / "demo" / "history").read_bytes() == b"turn 1"
 
 
 def test_a_tool_that_wrote_no_state_still_records_the_session(tmp_path: Path) -> None:
