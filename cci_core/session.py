@@ -121,8 +121,8 @@ def shutting_down(container: Container, timeout: float = 60) -> bool:
         except CciError:
             state = "stopping"  # exec refused: the container is going down
         if state in ("stopping", "offline") or container.status() == "stopped":
-            container.wait_stopped(timeout)
-            return True
+            # no stop within the timeout (say, exec failed while Incus restarted): up after all?
+            return container.wait_stopped(timeout) or container.status() == "stopped"
         if state in _UP_STATES or time.monotonic() > deadline:
             return False
         time.sleep(0.1)  # systemd is between states: ask again (there is no event for this)
@@ -186,10 +186,11 @@ class SessionManager:
             if request.resume_from:
                 self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
-            container.set_labels({"state": RUNNING})
+            self._started(container, labels["launcher"])
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
         except BaseException:
-            self.discard(container)
+            if self._reclaim(container, labels["launcher"]):
+                self.discard(container)
             raise
         return container, ctx
 
@@ -258,8 +259,9 @@ class SessionManager:
         )
         for info in saved:
             container = self.driver.get(info.name)
-            if not container.compare_and_set_labels({"state": SAVED}, {"state": LAUNCHING,
-                                                                       "launcher": launcher_id()}):
+            me = launcher_id()
+            if not container.compare_and_set_labels({"state": SAVED}, {"state": LAUNCHING, "launcher": me,
+                                                                       "previous": SAVED}):
                 continue  # another cci process took it
             ctx = self.context(info.name, container.labels())
             try:
@@ -267,18 +269,59 @@ class SessionManager:
                 container.start()
                 wait_for_boot(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
-                container.set_labels({"state": RUNNING})
+                self._started(container, me)
                 self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
             except BaseException:
-                try:  # back to how it was: stopped and saved
-                    if container.status() != "stopped":
-                        container.stop(force=True)
-                    container.set_labels({"state": SAVED})
+                try:  # back to how it was, stopped and saved, unless another cci process is ending it
+                    if self._reclaim(container, me):
+                        self._put_back(container)
                 except CciError:
                     pass
                 raise
             return container, ctx
         return None
+
+    @staticmethod
+    def _started(container: Container, me: str) -> None:
+        """LAUNCHING -> RUNNING, unless another cci process took the container over meanwhile (to end it)."""
+        if not container.compare_and_set_labels({"state": LAUNCHING, "launcher": me}, {"state": RUNNING}):
+            raise CciError(f"{container.name} was ended by another cci command while it started")
+
+    @staticmethod
+    def _reclaim(container: Container, me: str) -> bool:
+        """Take back a container this process launched (to undo the launch): False if another cci process
+        took it over meanwhile. When Incus cannot tell, it counts as ours: nothing else would undo it."""
+        try:
+            return any(container.compare_and_set_labels({"state": state, "launcher": me}, {"state": ENDING})
+                       for state in (LAUNCHING, RUNNING))
+        except CciError:
+            return True
+
+    @staticmethod
+    def _put_back(container: Container) -> None:
+        """A persistent container whose restart failed: stopped, and saved as it was."""
+        if container.status() != "stopped":
+            container.stop(force=True)
+        container.set_labels({"state": SAVED})
+
+    def recover(self, container: Container) -> None:
+        """Put right a container whose cci process died (see ``cci clean``).
+
+        An end it interrupted is done again (saved first); a persistent container it
+        was restarting or ending without a save to make is stopped and saved as it was;
+        any other launch is deleted.
+        """
+        labels = container.labels()
+        owner = {"state": labels.get("state", ""), "launcher": labels.get("launcher", "")}
+        previous = labels.get("previous", "")
+        if owner["state"] == ENDING and previous in (RUNNING, ""):
+            if container.compare_and_set_labels(owner, {"state": RUNNING}):
+                self.finish(self.driver.get(container.name))
+        elif previous == SAVED or (owner["state"] == ENDING and labels.get("mode") == PERSISTENT):
+            if container.compare_and_set_labels(owner, {"state": ENDING, "launcher": launcher_id()}):
+                self._put_back(container)
+        else:
+            self.discard(container)
 
     def _reattach(self, container: Container, previous: str) -> None:
         """Put a saved container under the policy configured now (its plan made afresh) before it starts."""
@@ -334,13 +377,14 @@ class SessionManager:
         state = labels.get("state", "")
         if state not in (RUNNING, SAVED, LAUNCHING):
             return False
-        if not container.compare_and_set_labels({"state": state}, {"state": ENDING}):
+        if not container.compare_and_set_labels({"state": state}, {"state": ENDING, "launcher": launcher_id(),
+                                                                   "previous": state}):
             return False
         try:
             ctx = self.context(container.name, labels)
             if container.status() != "stopped":
                 self._stop(container, force=force, timeout=timeout)
-            if state != SAVED:  # a saved session was saved when it ended
+            if state == RUNNING:  # a saved session was saved when it ended; a launch never ran the tool
                 self.plugins.hook.cci_post_exit_save(ctx=ctx, container=container)
         except BaseException:
             # nothing is deleted unsaved: hand the session back so that a later command retries

@@ -15,22 +15,27 @@ if TYPE_CHECKING:
 def orphaned(info: ContainerInfo) -> str | None:
     """Why a cci container is orphaned, or None when it is not.
 
-    Orphans are containers no cci process will ever finish: a launch, a
-    ``cci run`` or a ``cci build`` whose cci process died, or an end that was interrupted.
+    Orphans are containers no cci process will ever finish: a launch, a restart,
+    a ``cci run``, a ``cci build`` or an end whose cci process died
+    (:meth:`~cci_core.session.SessionManager.recover` puts each right).
     Saved persistent containers are never orphans.
     """
-    from cci_core.session import ENDING, KIND_BUILD, KIND_RUN, LAUNCHING, RUNNING, launcher_alive
+    from cci_core.session import ENDING, KIND_BUILD, KIND_RUN, LAUNCHING, RUNNING, SAVED, launcher_alive
 
     labels = info.labels
     state = labels.get("state")
+    if launcher_alive(labels.get("launcher", "")):
+        return None  # its cci process is still at work
     if labels.get("kind") == KIND_BUILD:
-        return None if launcher_alive(labels.get("launcher", "")) else "the 'cci build' that made it is gone"
-    if state == LAUNCHING and not launcher_alive(labels.get("launcher", "")):
+        return "the 'cci build' that made it is gone"
+    if state == LAUNCHING:
+        if labels.get("previous") == SAVED:
+            return "its restart was interrupted: stop it and keep it saved"
         return "its launch was interrupted"
-    if state == RUNNING and labels.get("kind") == KIND_RUN and not launcher_alive(labels.get("launcher", "")):
+    if state == RUNNING and labels.get("kind") == KIND_RUN:
         return "the 'cci run' that started it is gone"
     if state == ENDING:
-        return "ending it was interrupted"
+        return "ending it was interrupted: end it again"
     return None
 
 
@@ -63,5 +68,5 @@ def clean(ctx: click.Context, force: bool, dry_run: bool) -> None:
     for info in ended:
         manager.finish(manager.driver.get(info.name))
     for info, _reason in orphans:
-        manager.discard(manager.driver.get(info.name))
+        manager.recover(manager.driver.get(info.name))
     click.echo(f"cleaned {len(plan)} container(s)")

@@ -11,7 +11,7 @@ from cci_core.cli.options import LATEST_SESSION, GlobalOptions, with_global_opti
 from cci_core.cli.sessions import check_network_policy, manager_for, refresh_networks
 from cci_core.cli.signals import interruptible
 from cci_core.cli.state import get_state
-from cci_core.errors import CciError, UsageError
+from cci_core.errors import CciError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from cci_core.context import LaunchContext
@@ -151,15 +151,23 @@ def _attach_and_settle(manager: SessionManager, container: Container, session: L
     refresh_networks(manager)
     periodic = _PeriodicSave(manager, session, container)
     try:
-        with periodic:
-            tmux.attach()
-    except CciError:
-        if container.status() == "running" and not shutting_down(container):
-            raise  # a real failure; a powered-off container also breaks the attach, handled below
-    if shutting_down(container):
-        manager.finish(container)
-        kept = session.persistent
-        click.echo(f"session ended: saved{'; container kept' if kept else ', container deleted'}", err=True)
+        try:
+            with periodic:
+                tmux.attach()
+        except CciError:
+            if container.status() == "running" and not shutting_down(container):
+                raise  # a real failure; a powered-off container also breaks the attach, handled below
+        if shutting_down(container):
+            if manager.finish(container):
+                kept = session.persistent
+                click.echo(f"session ended: saved{'; container kept' if kept else ', container deleted'}", err=True)
+            else:
+                click.echo(f"session ended: another cci command is ending {container.name}", err=True)
+            return
+    except NotFoundError:
+        if manager.driver.exists(container.name):
+            raise
+        click.echo(f"session ended: another cci command deleted {container.name}", err=True)
         return
     manager.plugins.hook.cci_session_save(ctx=session, container=container, event=SessionEvent.DETACH)
     click.echo(f"detached from {container.name}: 'cci attach {container.name}' returns to it, "

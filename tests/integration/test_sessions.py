@@ -237,3 +237,27 @@ def test_clean_removes_orphans_and_stopped_sessions_only(config: Config, driver:
     assert done.returncode == 0 and done.stdout.endswith("cleaned 3 container(s)\n")
     assert not driver.exists(orphan.name) and not driver.exists(stopped.name) and not driver.exists(build.name)
     assert driver.exists(kept.name) and driver.exists(foreign.name)
+
+
+def test_clean_ends_an_interrupted_end_again_and_undoes_an_interrupted_restart(
+        config: Config, driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+    from cci_core.session import launcher_id
+
+    ending, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
+    restarting, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
+    busy, _ = manager(config, driver).launch(LaunchRequest(config.workspace))
+    dead = "not-this-boot:1"  # the cci process that was at work is gone
+    ending.set_labels({"state": "ending", "launcher": dead, "previous": "running"})
+    restarting.set_labels({"state": "launching", "launcher": dead, "previous": "saved"})
+    busy.set_labels({"state": "ending", "launcher": launcher_id(), "previous": "running"})  # this one is at it
+    ours = {ending.name, restarting.name, busy.name}
+    dry = run_cci("clean", "--dry-run", env=cci_environ)
+    assert sorted(line for line in dry.stdout.splitlines() if line.split(":")[0] in ours) == sorted([
+        f"{ending.name}: ending it was interrupted: end it again",
+        f"{restarting.name}: its restart was interrupted: stop it and keep it saved"])
+    done = run_cci("clean", "--force", env=cci_environ)
+    assert done.returncode == 0, done.stderr
+    for name in (ending.name, restarting.name):  # persistent: ended (saved) and kept, never deleted
+        container = driver.get(name)
+        assert (container.status(), container.labels()["state"]) == ("stopped", "saved")
+    assert driver.get(busy.name).status() == "running" and labels_of(driver, busy.name)["state"] == "ending"

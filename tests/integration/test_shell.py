@@ -41,6 +41,19 @@ def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, t
     assert not driver.exists(name)
 
 
+def test_a_session_killed_from_another_terminal_ends_the_attached_shell_cleanly(
+    config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
+) -> None:
+    name = container_name(config.workspace, 1)
+    terminal.start("one", f"{CCI} --workspace {config.workspace} shell", {**cci_environ, "TERM": "xterm"})
+    terminal.wait_for("one", f"code@{name}:/workspace$")
+    killed = run_cci("kill", "--force", name, env=cci_environ)
+    assert killed.returncode == 0, killed.stderr
+    screen = terminal.wait_for("one", "CCI-EXITED-0")
+    assert "session ended: another cci command" in screen and "Traceback" not in screen
+    assert not driver.exists(name)
+
+
 def test_exit_in_bash_keeps_the_container_and_attach_gives_a_new_shell(
     config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:

@@ -252,3 +252,38 @@ def test_a_failed_save_deletes_nothing_and_is_retried(tmp_path: Path) -> None:
     saver.fail = False
     assert sessions.reconcile() == [container.name]
     assert container.name not in sessions.driver.containers
+
+
+def test_a_launch_taken_over_by_another_cci_is_left_to_it(tmp_path: Path) -> None:
+    from cci_core.session import ENDING, launcher_id
+
+    class KillMeanwhile:
+        """Another cci process ('cci kill') claims the container while this one still launches it."""
+
+        @hookimpl
+        def cci_inject_credentials(self, ctx, container):  # type: ignore[no-untyped-def]
+            assert container.compare_and_set_labels({"state": "launching"}, {"state": ENDING,
+                                                                             "launcher": "elsewhere:1"})
+
+    sessions = manager(tmp_path, KillMeanwhile())
+    with pytest.raises(CciError, match="was ended by another cci command while it started"):
+        sessions.launch(LaunchRequest(tmp_path))
+    [container] = sessions.driver.containers.values()  # not deleted under the other process's feet
+    assert container.labels()["state"] == ENDING and container.labels()["launcher"] == "elsewhere:1"
+    assert launcher_id() != "elsewhere:1"
+
+
+def test_ending_a_launch_saves_nothing_over_the_saved_session(tmp_path: Path) -> None:
+    saves: list[str] = []
+
+    class Saver:
+        @hookimpl
+        def cci_post_exit_save(self, ctx, container):  # type: ignore[no-untyped-def]
+            saves.append(container.name)
+
+    sessions = manager(tmp_path, Saver())
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path))
+    container.set_labels({"state": "launching"})  # e.g. 'cci kill' while a resume still restores its state
+    assert sessions.finish(container) and saves == []
+    running, _ctx = sessions.launch(LaunchRequest(tmp_path))
+    assert sessions.finish(running) and saves == [running.name]
