@@ -91,6 +91,18 @@ class SessionStore:
                 return session
         raise NotFoundError(f"no saved {tool} session for {real}", hint="start one with 'cci shell'")
 
+    @contextlib.contextmanager
+    def resuming(self, tool: str, session_id: str) -> Iterator[None]:
+        """Be the one cci process resuming ``session_id`` until the block ends (the container carrying it
+        exists then): another is refused at once, so one session never runs in two containers."""
+        tool_dir = self.tool_dir(tool)
+        _private_dirs(tool_dir)
+        with _locked(tool_dir, f".resume-{validate_id(session_id)}.lock", wait=False) as mine:
+            if not mine:
+                raise UsageError(f"session {session_id} is being resumed by another cci command",
+                                 hint="attach to it with 'cci attach' once it runs")
+            yield
+
     def find(self, tool: str, session_id: str, workspace: Path) -> SavedSession:
         """Saved session ``session_id`` of ``tool``, which must belong to ``workspace``."""
         path = self.tool_dir(tool) / validate_id(session_id)
@@ -152,14 +164,21 @@ def _private_dirs(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory``'s ``.lock`` file (released when the process dies, too)."""
+def _locked(directory: Path, name: str = ".lock", *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on the file ``directory/name`` (released when the process dies, too).
+
+    Without ``wait``, yields False at once when another process holds it.
+    """
     import fcntl
 
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 

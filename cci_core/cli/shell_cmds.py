@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import click
@@ -50,20 +52,32 @@ def shell(ctx: click.Context, **flags: object) -> None:
     listing = manager.driver.list_containers()
     manager.reconcile(listing)  # first: a session that just ended unwatched is saved before we look for it
     resume = _session_to_resume(ctx, wanted)
-    if resume:
-        _refuse_if_running(manager, resume)
     with interruptible():
-        reused = None
-        if state.config.defaults.persistent:
-            reused = manager.reuse(state.workspace, options.slot, session=resume)
-        container, session = reused or manager.launch(LaunchRequest(state.workspace, slot=options.slot,
-                                                                    storage=options.storage, resume_from=resume))
+        with _resuming(manager, resume):
+            reused = None
+            if state.config.defaults.persistent:
+                reused = manager.reuse(state.workspace, options.slot, session=resume)
+            container, session = reused or manager.launch(LaunchRequest(
+                state.workspace, slot=options.slot, storage=options.storage, resume_from=resume))
         tmux = _tmux(manager, container, session)
         if not tmux.exists():
             tool = session.tool
             resuming = reused is not None or resume is not None
             tmux.start(tool.command(session.session_id, resume=resuming) if tool else None)
         _attach_and_settle(manager, container, session, tmux)
+
+
+@contextlib.contextmanager
+def _resuming(manager: SessionManager, session_id: str | None) -> Iterator[None]:
+    """While launching: the only cci process resuming ``session_id``, which runs nowhere else."""
+    if session_id is None:
+        yield
+        return
+    from cci_core.session_store import SessionStore
+
+    with SessionStore().resuming(manager.config.tool.name, session_id):
+        _refuse_if_running(manager, session_id)
+        yield
 
 
 def _refuse_if_running(manager: SessionManager, session_id: str) -> None:

@@ -109,6 +109,29 @@ def test_saves_of_one_session_at_once_all_land(tmp_path: Path) -> None:
     assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".lock", "s1"]
 
 
+def test_one_process_at_a_time_resumes_a_session(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store = SessionStore(tmp_path)
+    holder = ("import sys; from pathlib import Path; from cci_core.session_store import SessionStore\n"
+              "with SessionStore(Path(sys.argv[1])).resuming('demo', 's1'):\n    print('held', flush=True); "
+              "sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        with pytest.raises(UsageError, match="session s1 is being resumed by another cci command"):
+            with store.resuming("demo", "s1"):
+                pass
+        with store.resuming("demo", "s2"):  # another session: no wait
+            pass
+    finally:
+        other.communicate("")
+    with store.resuming("demo", "s1"):  # free again once that process let go
+        pass
+
+
 def test_sessions_are_workspace_scoped(tmp_path: Path) -> None:
     store = SessionStore(tmp_path / "cci")
     mine, other = tmp_path / "mine", tmp_path / "other"
