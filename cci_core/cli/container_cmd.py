@@ -264,7 +264,8 @@ def running(ctx: click.Context, name: str) -> None:
 @click.argument("source")
 @click.argument("path")
 @click.option("--shift", is_flag=True,
-              help="Idmapped mount: host uid/gid N appear as N inside the container, and back.")
+              help="Keep host ownership: your files appear as the container user's ([incus] claude_uid) and what "
+                   "it writes is yours (a raw.idmap of your ids alone; the container must be stopped to add one).")
 @click.option("--readonly", is_flag=True, help="Mount read-only.")
 @click.pass_context
 def mount(ctx: click.Context, name: str, device: str, source: str, path: str, shift: bool, readonly: bool) -> None:

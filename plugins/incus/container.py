@@ -28,7 +28,7 @@ class IncusContainer(Container):
     """An Incus instance; every call is one REST request (or an operation waited on)."""
 
     def __init__(self, api: IncusAPI, instance: Mapping[str, Any], user_map: UserMap | None = None,
-                 idmapped_mounts: bool = True, nic_filtering: bool = True) -> None:
+                 nic_filtering: bool = True) -> None:
         self._api = api
         self._name = str(instance["name"])
         self._config = dict(instance.get("config") or {})
@@ -36,7 +36,6 @@ class IncusContainer(Container):
         self._nic_filtering = nic_filtering
         self._path = f"/1.0/instances/{quote(self._name)}"
         self._user_map = user_map
-        self._idmapped_mounts = idmapped_mounts
 
     @property
     def name(self) -> str:
@@ -98,10 +97,9 @@ class IncusContainer(Container):
         raise BackendError(f"{action}: it kept changing under us")
 
     def _mounts_and_config(self, mounts: Sequence[Mount]) -> tuple[dict[str, str], list[Mount]]:
-        """Where idmapped mounts cannot keep host ownership, shifted mounts become a ``raw.idmap``."""
+        """Shifted mounts become a ``raw.idmap`` of the host user alone (see :mod:`.idmap`)."""
         user_map = self._user_map
-        if user_map is not None and user_map.needs_raw_idmap(self._idmapped_mounts) \
-                and any(mount.shift for mount in mounts):
+        if user_map is not None and user_map.needs_raw_idmap() and any(mount.shift for mount in mounts):
             return {"raw.idmap": user_map.raw_idmap()}, [mount._replace(shift=False) for mount in mounts]
         return {}, list(mounts)
 

@@ -71,7 +71,7 @@ def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None 
     reachable = guarded(REACHABLE, reachable_check, server)
     checks.append(reachable)
     if reachable.status != OK:
-        checks.append(guarded(UID_MAPPING, uid_mapping_check, incus, None, uid=uid, gid=gid,
+        checks.append(guarded(UID_MAPPING, uid_mapping_check, incus, uid=uid, gid=gid,
                               subuid=subuid, subgid=subgid))
         names = ([GROUP] if local_socket_missing else []) + list(NEED_CONNECTION)
         checks.append(skipped(names, "Incus is not reachable",
@@ -85,8 +85,7 @@ def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None 
         guarded(NETWORK, network_check, server),
         guarded(ACLS, acl_check, server, config),
         idmapped,
-        guarded(UID_MAPPING, uid_mapping_check, incus, idmapped.status == OK, uid=uid, gid=gid,
-                subuid=subuid, subgid=subgid),
+        guarded(UID_MAPPING, uid_mapping_check, incus, uid=uid, gid=gid, subuid=subuid, subgid=subgid),
         guarded(IMAGE, image_check, server, config.defaults.image),
     ]
     return checks
@@ -335,8 +334,9 @@ def idmapped_check(server: _Server) -> Check:
     kernel = environment.get("kernel_version", "unknown")
     if features.get("idmapped_mounts") == "true":
         return ok(IDMAPPED, f"supported by the kernel ({kernel})")
-    return warn(IDMAPPED, f"not supported by the kernel ({kernel}): cci falls back to raw.idmap for the workspace",
-                "nothing needed if 'uid mapping' is ok; a newer kernel (6.x) would avoid raw.idmap")
+    return warn(IDMAPPED, f"not supported by the kernel ({kernel}): cci run as root cannot mount the workspace "
+                          "(other users are mapped with raw.idmap and do not need them)",
+                "run cci as a regular user, or use a newer kernel (6.x)")
 
 
 def delegated(path: Path, host_id: int, owners: Collection[str] = ("root", "0")) -> bool:
@@ -361,33 +361,24 @@ def delegated(path: Path, host_id: int, owners: Collection[str] = ("root", "0"))
     return False
 
 
-def uid_mapping_check(incus: IncusConfig, idmapped_mounts: bool | None, *, uid: int, gid: int,
+def uid_mapping_check(incus: IncusConfig, *, uid: int, gid: int,
                       subuid: Path = SUBUID, subgid: Path = SUBGID) -> Check:
-    """When cci must map the user with ``raw.idmap``, root delegates their uid and gid in /etc/subuid and /etc/subgid.
-
-    ``idmapped_mounts`` is None when unknown (Incus unreachable): then only the uid decides.
-    """
+    """cci maps the user with ``raw.idmap``, which needs their uid and gid delegated to root in /etc/subuid and
+    /etc/subgid (see :mod:`cci_builtin_plugins.incus.idmap`)."""
     user_map = UserMap(uid, gid, incus.claude_uid)
-    if not user_map.needs_raw_idmap(True if idmapped_mounts is None else idmapped_mounts):
-        if uid == 0:
-            return ok(UID_MAPPING, "running as root: workspace files keep their owners, no mapping needed")
-        return ok(UID_MAPPING, f"your uid {uid} is [incus] claude_uid: idmapped mounts keep file ownership")
-    if uid != incus.claude_uid:
-        reason = f"your uid {uid} is not [incus] claude_uid ({incus.claude_uid})"
-    else:
-        reason = "the kernel lacks idmapped mounts"
+    if not user_map.needs_raw_idmap():
+        return ok(UID_MAPPING, "running as root: workspace files keep their owners, no mapping needed")
+    reason = (f"cci maps your uid {uid} onto the container user ({incus.claude_uid}) with raw.idmap, so that root "
+              "in the container cannot own files on the host")
     if incus.url:
-        return warn(UID_MAPPING, f"{reason}, so cci maps you with raw.idmap; the remote server's /etc/subuid "
-                                 "and /etc/subgid cannot be checked from here",
-                    f"on the server: {user_map.delegation_hint()}")
+        return warn(UID_MAPPING, f"{reason}; the remote server's /etc/subuid and /etc/subgid cannot be checked "
+                                 "from here", f"on the server: {user_map.delegation_hint()}")
     missing = [f"'root:{number}:1' to {path}" for number, path in ((uid, subuid), (gid, subgid))
                if not delegated(path, number)]
     if missing:
-        return fail(UID_MAPPING, f"{reason}, so cci maps you with raw.idmap, which Incus allows only for ids "
-                                 f"delegated to root in {subuid} and {subgid}; yours are not",
-                    f"add {' and '.join(missing)}, {RESTART_FIX}")
-    return ok(UID_MAPPING, f"{reason}: cci maps you with raw.idmap; root delegates uid {uid} in {subuid} "
-                           f"and gid {gid} in {subgid}")
+        return fail(UID_MAPPING, f"{reason}; Incus allows that only for ids delegated to root in {subuid} and "
+                                 f"{subgid}, and yours are not", f"add {' and '.join(missing)}, {RESTART_FIX}")
+    return ok(UID_MAPPING, f"{reason}; root delegates uid {uid} in {subuid} and gid {gid} in {subgid}")
 
 
 def image_check(server: _Server, alias: str) -> Check:

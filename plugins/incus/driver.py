@@ -78,17 +78,10 @@ class IncusDriver(Driver):
         """The invoking user and the container user their workspace files map to."""
         return UserMap(os.getuid(), os.getgid(), self.config.incus.claude_uid)
 
-    @cached_property
-    def idmapped_mounts(self) -> bool:
-        """Whether the server's kernel supports idmapped mounts (``shift=true`` disks)."""
-        features = self.host_info.get("environment", {}).get("kernel_features") or {}
-        return features.get("idmapped_mounts") == "true"
-
     def _container(self, instance: dict[str, Any]) -> IncusContainer:
         from cci_builtin_plugins.incus.container import IncusContainer
 
-        return IncusContainer(self.api, instance, self.user_map, self.idmapped_mounts,
-                              nic_filtering=self.config.incus.network_filtering)
+        return IncusContainer(self.api, instance, self.user_map, nic_filtering=self.config.incus.network_filtering)
 
     def create(self, spec: ContainerSpec) -> IncusContainer:
         body = {

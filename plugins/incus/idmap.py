@@ -1,12 +1,16 @@
-"""How a workspace mount keeps host ownership: an idmapped mount, or a ``raw.idmap`` entry.
+"""How a workspace mount keeps host ownership: a ``raw.idmap`` entry, not an idmapped mount.
 
 Files the container user writes must belong to the invoking host user. An
-idmapped mount (``shift=true``) shows host uid N as container uid N, which is
-right when the host user's uid equals the container user's (``claude_uid``,
-1000 on most desktops). Otherwise, or when the kernel lacks idmapped mounts,
-the container gets ``raw.idmap`` mapping the host user onto the container
-user; Incus allows that only for ids delegated to root in /etc/subuid and
-/etc/subgid (``root:<uid>:1``).
+idmapped mount (``shift=true``) would show host uid N as container uid N for
+*every* N: root in the container (which the agent is, through sudo) could then
+make files owned by the host's root, setuid ones included, in the workspace,
+for anyone on the host to run. So cci maps the host user alone onto the
+container user with ``raw.idmap``: everything else the container writes there
+belongs to its unprivileged range. Incus allows that only for ids delegated to
+root in /etc/subuid and /etc/subgid (``root:<uid>:1``).
+
+Host root is the exception: mapping uid 0 into a container would hand it root's
+files, so root's sessions use idmapped mounts.
 """
 
 from __future__ import annotations
@@ -21,14 +25,9 @@ class UserMap(NamedTuple):
     host_gid: int
     container_uid: int
 
-    def needs_raw_idmap(self, idmapped_mounts: bool) -> bool:
-        """Whether shifted mounts must use ``raw.idmap`` instead of an idmapped mount.
-
-        Never for host root: mapping uid 0 into a container would hand it root's files.
-        """
-        if self.host_uid == 0:
-            return False
-        return not idmapped_mounts or self.host_uid != self.container_uid
+    def needs_raw_idmap(self) -> bool:
+        """Whether shifted mounts use ``raw.idmap`` instead of an idmapped mount: for every user but root."""
+        return self.host_uid != 0
 
     def raw_idmap(self) -> str:
         """The ``raw.idmap`` value mapping the host user and group onto the container user."""

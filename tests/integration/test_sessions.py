@@ -70,6 +70,29 @@ def test_run_files_belong_to_the_invoking_non_root_user(tmp_path: Path, driver: 
         shutil.rmtree(workspace)
 
 
+def test_root_in_the_container_cannot_own_files_on_the_host(driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+    """Not even where the host user's uid is the container user's (an idmapped mount would map root to root)."""
+    import pwd
+
+    uid = pwd.getpwnam(incus_env.TEST_USER).pw_uid
+    workspace = Path("/tmp") / f"cci-root-owned-{os.getpid()}"
+    workspace.mkdir()
+    try:
+        shutil.chown(workspace, incus_env.TEST_USER, incus_env.TEST_USER)
+        env = {**cci_environ, "HOME": f"/home/{incus_env.TEST_USER}", "CCI_INCUS_CLAUDE_UID": str(uid)}
+        name = unique_name()
+        for args in (("launch", incus_env.IMAGE, name), ("stop", name),
+                     ("mount", name, "ws", str(workspace), "/w", "--shift"), ("start", name),
+                     ("exec", name, "--", "sh", "-c", "cp /bin/true /w/x && chown 0:0 /w/x && chmod 4755 /w/x")):
+            result = run_cci("container", *args, env=env, user=incus_env.TEST_USER)
+            assert result.returncode == 0, (args, result.stderr)
+        planted = (workspace / "x").stat()
+        assert planted.st_mode & 0o4000 and (planted.st_uid, planted.st_gid) != (0, 0)  # setuid, but not root's
+        assert planted.st_uid >= 65536  # an id of the container's own unprivileged range
+    finally:
+        shutil.rmtree(workspace)
+
+
 def test_run_passes_only_named_variables(config: Config, driver: IncusDriver, cci_environ: dict[str, str]) -> None:
     secrets = {"AWS_SECRET_ACCESS_KEY": "leak1", "GITHUB_TOKEN": "leak2", "SSH_AUTH_SOCK": "/tmp/agent.sock"}
     result = run_cci("--workspace", str(config.workspace), "--env", "WANTED=yes", "run", "--", "env",

@@ -380,42 +380,37 @@ def subid_files(tmp_path: Path, subuid: str, subgid: str) -> dict[str, Path]:
 
 def test_uid_mapping_fails_with_the_lines_to_add(tmp_path: Path) -> None:
     files = subid_files(tmp_path, "root:1000000:1000000000\n", "root:1000000:1000000000\n")
-    check = uid_mapping_check(IncusConfig(), True, uid=1001, gid=1002, **files)
+    check = uid_mapping_check(IncusConfig(), uid=1001, gid=1002, **files)
     assert check.status == "fail"
-    assert "your uid 1001 is not [incus] claude_uid (1000)" in check.detail
+    assert "cci maps your uid 1001 onto the container user (1000) with raw.idmap" in check.detail
     assert check.fix == (f"add 'root:1001:1' to {files['subuid']} and 'root:1002:1' to {files['subgid']}, "
                          "then restart Incus ('sudo systemctl restart incus')")
 
 
 def test_uid_mapping_names_only_what_is_missing(tmp_path: Path) -> None:
     files = subid_files(tmp_path, "root:1001:1\n", "")
-    check = uid_mapping_check(IncusConfig(), True, uid=1001, gid=1001, **files)
+    check = uid_mapping_check(IncusConfig(), uid=1001, gid=1001, **files)
     assert check.status == "fail"
     assert check.fix.startswith(f"add 'root:1001:1' to {files['subgid']}, then restart Incus")
 
 
 def test_uid_mapping_ok_when_delegated(tmp_path: Path) -> None:
     files = subid_files(tmp_path, "root:1001:1\n", "root:1000:5\n")
-    check = uid_mapping_check(IncusConfig(), True, uid=1001, gid=1003, **files)
+    check = uid_mapping_check(IncusConfig(), uid=1001, gid=1003, **files)
     assert check.status == "ok" and "raw.idmap" in check.detail
 
 
-def test_uid_mapping_not_needed_for_root_or_the_container_uid(tmp_path: Path) -> None:
+def test_uid_mapping_is_needed_for_everyone_but_root_even_the_container_uid(tmp_path: Path) -> None:
+    """A shifted mount would let root in the container own files on the host (setuid ones too)."""
     files = subid_files(tmp_path, "", "")
-    assert uid_mapping_check(IncusConfig(), True, uid=0, gid=0, **files).status == "ok"
-    assert uid_mapping_check(IncusConfig(), None, uid=1000, gid=1000, **files).status == "ok"
-    assert uid_mapping_check(IncusConfig(claude_uid=1001), True, uid=1001, gid=1001, **files).status == "ok"
-
-
-def test_uid_mapping_needed_without_idmapped_mounts_even_for_the_container_uid(tmp_path: Path) -> None:
-    files = subid_files(tmp_path, "", "")
-    check = uid_mapping_check(IncusConfig(), False, uid=1000, gid=1000, **files)
-    assert check.status == "fail" and "the kernel lacks idmapped mounts" in check.detail
+    assert uid_mapping_check(IncusConfig(), uid=0, gid=0, **files).status == "ok"
+    same = uid_mapping_check(IncusConfig(), uid=1000, gid=1000, **files)
+    assert same.status == "fail" and "root in the container cannot own files on the host" in same.detail
 
 
 def test_uid_mapping_of_a_remote_server_is_only_a_warning(tmp_path: Path) -> None:
     files = subid_files(tmp_path, "", "")
-    check = uid_mapping_check(IncusConfig(url="https://incus.example:8443"), True, uid=1001, gid=1001, **files)
+    check = uid_mapping_check(IncusConfig(url="https://incus.example:8443"), uid=1001, gid=1001, **files)
     assert check.status == "warn" and check.fix.startswith("on the server: ")
 
 
