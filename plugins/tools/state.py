@@ -40,7 +40,8 @@ def cci_session_restore(ctx: LaunchContext, container: Container) -> None:
 
     saved = SessionStore().find(ctx.tool.name, ctx.resume_from, ctx.workspace)
     copy = saved.path / saved_name(ctx.tool)
-    if copy.is_dir():
+    if copy.is_dir() and not copy.is_symlink():  # (a link would make the host directory it names the state)
+        drop_escaping_links(copy)  # saves made before cci dropped them
         uid = ctx.config.incus.claude_uid
         target = home_path(ctx.tool.state_dir)
         make_parents(container, target, uid)
@@ -95,12 +96,33 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
             container.status()  # the container itself is gone: this raises, and the last save stays
             shutil.rmtree(copy, ignore_errors=True)  # the directory went away while it was copied
             return  # the tool has no state: the metadata alone records the session
+        if copy.is_symlink():  # the state directory made a link by the agent: nothing of it is saved
+            copy.unlink()
+            return
+        drop_escaping_links(copy)  # first: removing credentials must not follow a link out of the copy
         strip_credentials(tool, copy)
 
     metadata = SavedSession(id=ctx.session_id, tool=tool.name, workspace=str(ctx.workspace),
                             container=ctx.container_name, slot=ctx.slot, persistent=ctx.persistent,
                             created="", saved="", path=Path())
     return SessionStore().save(metadata, fill)
+
+
+def drop_escaping_links(copy: Path) -> None:
+    """Remove the symlinks of a saved copy that lead outside it.
+
+    Their targets were chosen inside the container; on the host, ``/home/you/.ssh``
+    is your own directory, and anything that followed such a link (removing the
+    credential files, restoring the copy) would act on it.
+    """
+    import os
+
+    root = os.path.realpath(copy)
+    for directory, subdirectories, files in os.walk(copy):
+        for name in subdirectories + files:
+            path = os.path.join(directory, name)
+            if os.path.islink(path) and os.path.commonpath([root, os.path.realpath(path)]) != root:
+                os.unlink(path)
 
 
 def strip_credentials(tool: ToolAdapter, copy: Path) -> None:

@@ -217,6 +217,54 @@ def test_a_container_gone_before_the_save_leaves_the_last_save_as_it_was(tmp_pat
     assert (saved.path / "demo" / "history").read_bytes() == b"turn 1"
 
 
+class PlantedLinks(FakeContainer):
+    """A container whose agent made links to host paths in the state directory (or made it one)."""
+
+    def __init__(self, name: str, host: Path, *, root_link: bool = False) -> None:
+        super().__init__(name)
+        self.host, self.root_link = host, root_link
+
+    def pull_tree(self, path: str, destination: Path) -> None:
+        if self.root_link:
+            destination.symlink_to(self.host)
+            return
+        destination.mkdir(parents=True)
+        (destination / "history").write_bytes(b"turn 1")
+        (destination / "inner").symlink_to("history")  # inside the copy: kept
+        (destination / "token").symlink_to(self.host / "token")  # the credential's name, leading to the host
+        (destination / "keys").symlink_to(self.host)
+        (destination / "up").symlink_to("..")
+
+
+def host_secrets(tmp_path: Path) -> Path:
+    host = tmp_path / "host-home"
+    host.mkdir()
+    (host / "token").write_bytes(b"host credentials")
+    (host / "id_ed25519").write_bytes(b"private key")
+    return host
+
+
+def test_links_out_of_a_saved_copy_are_dropped_and_never_followed(tmp_path: Path) -> None:
+    host = host_secrets(tmp_path)
+    saved = state.save_state(context(tmp_path), PlantedLinks("cci-0-1", host))
+    assert saved is not None
+    assert sorted(path.name for path in (saved.path / "demo").iterdir()) == ["history", "inner"]
+    assert (host / "token").read_bytes() == b"host credentials"  # removing 'token' did not follow the link
+
+
+def test_a_state_directory_made_a_link_saves_nothing_and_restores_nothing(tmp_path: Path) -> None:
+    host = host_secrets(tmp_path)
+    saved = state.save_state(context(tmp_path), PlantedLinks("cci-0-1", host, root_link=True))
+    assert saved is not None and [path.name for path in saved.path.iterdir()] == ["metadata.json"]
+    assert sorted(path.name for path in host.iterdir()) == ["id_ed25519", "token"]
+    (saved.path / "demo").symlink_to(host)  # a link in a copy saved by an older cci
+    fresh = FakeContainer("cci-0-2")
+    ctx = context(tmp_path)
+    ctx.resume_from = "s1"
+    state.cci_session_restore(ctx=ctx, container=fresh)
+    assert fresh.files == {}  # the host directory it names is not pushed into the container
+
+
 def test_a_tool_that_wrote_no_state_still_records_the_session(tmp_path: Path) -> None:
     saved = state.save_state(context(tmp_path), FakeContainer("cci-0-1"))
     assert saved is not None and [path.name for path in saved.path.iterdir()] == ["metadata.json"]
