@@ -55,3 +55,16 @@ def test_resuming_leaves_a_collector_paused_by_someone_else_alone() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_python_m_does_not_import_from_the_workspace(tmp_path: Path) -> None:
+    """The agent can write the workspace, the usual current directory: nothing planted there may run."""
+    (tmp_path / "click.py").write_text("raise SystemExit('planted click imported')\n")
+    planted = tmp_path / "evil-1.0.dist-info"
+    planted.mkdir()
+    (planted / "entry_points.txt").write_text("[cci]\nevil = evilmod\n")
+    (tmp_path / "evilmod.py").write_text("raise SystemExit('planted plugin imported')\n")
+    result = subprocess.run([sys.executable, "-m", "cci_core", "--workspace", str(tmp_path), "plugins", "list"],
+                            capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "planted" not in result.stdout + result.stderr and "evil" not in result.stdout
