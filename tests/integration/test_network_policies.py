@@ -273,7 +273,7 @@ def test_list_and_show_tell_each_containers_policy(
     shown = run_cci("network", "show", container.name, env=cci_environ)
     assert shown.returncode == 0, shown.stderr
     assert "policy   restricted" in shown.stdout and container.name in shown.stdout
-    assert "reject  10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16" in shown.stdout
+    assert "reject  10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 169.254.0.0/16 100.64.0.0/10" in shown.stdout
     assert "reject  ::/0" in shown.stdout
     document = json.loads(run_cci("network", "show", "--format", "json", env=cci_environ, cwd=workspace).stdout)
     assert (document["policy"], document["default"], document["network"]) == ("restricted", "allow", RESTRICTED_NETWORK)

@@ -103,6 +103,7 @@ def test_a_bridge_without_nat_is_another_bridge() -> None:
     (("1.2.3.400",), "is neither a domain name nor an IPv4 address"),
     (("2001:db8::1",), "is neither a domain name nor an IPv4 address"),
     (("10.1.2.3",), "10.1.2.3 is in a private range, which allowlist mode always blocks"),
+    (("100.100.100.100",), "100.100.100.100 is in a private range"),  # a Tailscale peer's resolver
     (("127.0.0.1",), "127.0.0.1 is a loopback address"),
     (("0.0.0.0",), "0.0.0.0 is the unspecified address"),
 ])
