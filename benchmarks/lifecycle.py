@@ -67,7 +67,8 @@ def main() -> int:
 
     incus = ["incus", "--project", args.project]
     with tempfile.TemporaryDirectory() as scratch:
-        workspace = Path(scratch)
+        workspace = Path(scratch) / "workspace"  # not the home itself: cci refuses to mount that
+        workspace.mkdir()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": scratch, "LANG": "C.UTF-8",
                "CCI_INCUS_PROJECT": args.project, "CCI_DEFAULTS_IMAGE": args.image,
                "CCI_INCUS_NETWORK_NAT": "false", "CCI_INCUS_NETWORK_SUBNETS": NETWORK_SUBNETS}

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cci_core.context import LaunchContext, Mount
 from cci_core.driver import Container, ContainerInfo, ContainerSpec, Driver
-from cci_core.errors import CciError, PluginError
+from cci_core.errors import CciError, PluginError, UsageError
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
 
 if TYPE_CHECKING:
@@ -128,6 +128,23 @@ def shutting_down(container: Container, timeout: float = 60) -> bool:
         time.sleep(0.1)  # systemd is between states: ask again (there is no event for this)
 
 
+def check_mountable(workspace: Path) -> None:
+    """Refuse a workspace that holds your home or cci's own files, or lies inside cci's.
+
+    The workspace is mounted read-write: the agent could read all of your home
+    (``~/.ssh`` too) and rewrite cci's config or saved sessions, which no trust check guards.
+    """
+    from cci_core.config import user_config_file
+
+    home = Path.home().resolve()
+    for what, path, inside_too in (("your home directory", home, False), ("cci's files", home / ".cci", True),
+                                   ("your cci config", user_config_file().parent.resolve(), True)):
+        holds = workspace == path or workspace in path.parents
+        if holds or (inside_too and path in workspace.parents):
+            raise UsageError(f"workspace {workspace} {'holds' if holds else 'is in'} {what} ({path}): the container "
+                             "would get it read-write", hint="run cci in a project directory (or pass --workspace DIR)")
+
+
 def is_session(labels: Mapping[str, str]) -> bool:
     """Whether labels mark a container cci made for a session or a run (not a low-level one)."""
     return labels.get("kind") in (KIND_SESSION, KIND_RUN) and "workspace" in labels and "session" in labels
@@ -154,6 +171,7 @@ class SessionManager:
         defaults = self.config.defaults
         tool = self._tool() if request.kind == KIND_SESSION else None
         workspace = request.workspace.resolve()
+        check_mountable(workspace)
         attachment = self.attach_network()
         labels = {
             "kind": request.kind,

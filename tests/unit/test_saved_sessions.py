@@ -358,3 +358,21 @@ def test_ending_a_launch_saves_nothing_over_the_saved_session(tmp_path: Path) ->
     assert sessions.finish(container) and saves == []
     running, _ctx = sessions.launch(LaunchRequest(tmp_path))
     assert sessions.finish(running) and saves == [running.name]
+
+
+@pytest.mark.parametrize("where", ["home", "root", "cci files", "config"])
+def test_a_workspace_holding_your_home_or_ccis_files_is_refused(where: str, isolated_env: Path) -> None:
+    workspace = {"home": isolated_env, "root": Path("/"), "cci files": isolated_env / ".cci" / "sessions-demo",
+                 "config": isolated_env / ".config" / "cci"}[where]
+    workspace.mkdir(parents=True, exist_ok=True)
+    sessions = manager(workspace)
+    with pytest.raises(UsageError, match="the container would get it read-write"):
+        sessions.launch(LaunchRequest(workspace))
+    assert sessions.driver.containers == {}
+
+
+def test_a_project_in_your_home_is_fine(isolated_env: Path) -> None:
+    workspace = isolated_env / "projects" / "app"
+    workspace.mkdir(parents=True)
+    container, _ctx = manager(workspace).launch(LaunchRequest(workspace))
+    assert container.labels()["workspace"] == str(workspace.resolve())
