@@ -10,6 +10,7 @@ import click
 
 from cci_core.cli.container_cmd import check_absolute, driver_of, existing_path, is_valid_name
 from cci_core.errors import BackendError, CciError, UsageError
+from cci_core.host_files import write_no_follow
 
 
 class Remote(NamedTuple):
@@ -93,10 +94,15 @@ def pull(ctx: click.Context, source: str, destination: str, recursive: bool) -> 
     directories are created. With -r, a directory that exists already is
     merged into, files keep their mode bits (less the umask, as cp does) and
     symlinks stay symlinks. A single pulled file gets the default mode
-    (umask); a symlink is followed.
+    (umask); a symlink is followed. A DEST that is a symlink is refused, and
+    a symlink found where a file or directory is written is replaced, never
+    followed: the container may have put it there.
     """
     remote = parse_remote(source)
     target = Path(destination)
+    if target.is_symlink():  # in the workspace, the container may have made it: lead the copy anywhere
+        raise UsageError(f"{destination} is a symlink (to {os.readlink(target)})",
+                         hint="name where it leads, or remove it first")
     if destination.endswith(os.sep) or target.is_dir():
         target = Path(_into(destination, PurePosixPath(remote.path).name, source))
     if target.is_dir() and not recursive:
@@ -108,7 +114,7 @@ def pull(ctx: click.Context, source: str, destination: str, recursive: bool) -> 
         if recursive:
             container.pull_tree(remote.path, target)
         else:
-            target.write_bytes(container.pull_file(remote.path))
+            write_no_follow(target, container.pull_file(remote.path))
     except OSError as exc:
         raise CciError(f"cannot write {exc.filename or target}: {exc.strerror}") from None
     if not existed and not target.exists():  # the driver reported success but wrote nothing

@@ -13,6 +13,7 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from cci_core.errors import CciError, NotFoundError, UsageError
+from cci_core.host_files import write_no_follow
 from cci_builtin_plugins.incus.rest import IncusAPI, Response, quote
 
 
@@ -84,6 +85,7 @@ class InstanceFiles:
         response = self.read(path, f"copying {self.instance}:{path} to {destination}")
         kind = _kind(response)
         if kind == "directory":
+            _unlink_symlink(destination)  # never merge into where a link (the container's, maybe) leads
             destination.mkdir(exist_ok=True)
             for name in response.json().get("metadata") or []:
                 try:
@@ -100,15 +102,12 @@ class InstanceFiles:
                 destination.unlink()
             destination.symlink_to(target)
         else:
-            write_host_file(destination, response.body, _mode(response, 0o644))
+            write_no_follow(destination, response.body, _mode(response, 0o644))
 
 
-def write_host_file(destination: Path, data: bytes, mode: int) -> None:
-    """Write a pulled file with the container's mode bits, limited by the umask like ``cp``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    destination.write_bytes(data)
-    destination.chmod(mode & 0o777 & ~umask)
+def _unlink_symlink(path: Path) -> None:
+    if path.is_symlink():
+        path.unlink()
 
 
 def _link_target(response: Response) -> str:

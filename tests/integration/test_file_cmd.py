@@ -138,3 +138,27 @@ def test_file_errors_are_one_line(driver: IncusDriver, cci_environ: dict[str, st
     (tmp_path / "hostname").mkdir()
     assert_error(cci_file("pull", f"{name}:/etc/hostname", str(tmp_path), env=cci_environ), 2,
                  f"{tmp_path / 'hostname'} is a directory")
+
+
+def test_pull_never_writes_through_symlinks_at_the_destination(launched: str, cci_environ: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """Where a copy lands (often the workspace), the container may have planted links to the user's files."""
+    victim = tmp_path / "home-ssh"
+    victim.mkdir()
+    (victim / "authorized_keys").write_text("mine\n")
+    dest = tmp_path / "tree"  # an earlier copy, merged into
+    dest.mkdir()
+    (dest / "keys").symlink_to(victim)  # a directory the pull merges into
+    (dest / "note.txt").symlink_to(victim / "authorized_keys")  # a file the pull writes
+    in_container(launched, "mkdir -p /tmp/tree/keys && echo attacker > /tmp/tree/keys/authorized_keys"
+                           " && echo attacker > /tmp/tree/note.txt", cci_environ)
+    result = cci_file("pull", "-r", f"{launched}:/tmp/tree", str(tmp_path), env=cci_environ)
+    assert result.returncode == 0, result.stderr
+    assert (victim / "authorized_keys").read_text() == "mine\n" and sorted(os.listdir(victim)) == ["authorized_keys"]
+    assert not (dest / "keys").is_symlink() and (dest / "keys" / "authorized_keys").read_text() == "attacker\n"
+    assert not (dest / "note.txt").is_symlink() and (dest / "note.txt").read_text() == "attacker\n"
+
+    (tmp_path / "single").symlink_to(victim / "authorized_keys")
+    assert_error(cci_file("pull", f"{launched}:/tmp/tree/note.txt", str(tmp_path / "single"), env=cci_environ),
+                 2, "is a symlink")
+    assert (victim / "authorized_keys").read_text() == "mine\n"
