@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -15,6 +16,8 @@ _DOTTED = rf"{_PART}(?:\s*\.\s*{_PART})*"
 # Compiled on first use (re.compile caches): no config file, no regex compilation on the fast paths.
 _HEADER = rf"^\s*\[\[?\s*({_DOTTED})\s*\]\]?\s*(?:#.*)?$"
 _KEY = rf"^\s*({_DOTTED})\s*="
+#: config files are a few hundred bytes; anything near this is not one
+MAX_CONFIG_BYTES = 1024 * 1024
 _TOML_POSITION = r"^(.*?)\s*\(at (?:line (\d+), column (\d+)|end of document)\)$"
 
 
@@ -89,11 +92,18 @@ def _tomllib() -> Any:
 def read_config_file(path: Path) -> ConfigFile | None:
     """Parse ``path``; ``None`` if it does not exist, :class:`ConfigError` if unreadable or malformed."""
     try:
-        raw = path.read_bytes()
+        # a FIFO or device (a link the container made?) is refused, not read; O_NONBLOCK: opening a FIFO waits
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError("cannot read config file: not a regular file", source=display_path(path))
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", source=display_path(path)) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"cannot read config file: larger than {MAX_CONFIG_BYTES // 1024} KiB",
+                          source=display_path(path))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -578,3 +578,18 @@ def test_to_json(layers: Layers) -> None:
     assert data["values"]["tool.binary"] == {"value": None, "source": "default"}
     assert list(data["values"])[0] == "defaults.image"
     assert data["plugins"] == {"disabled": ["x"], "settings": {"net": {"ttl": 5}}}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_a_config_file_that_is_not_one_is_refused_without_reading_it(kind: str, tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / ".cci.toml"
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would wait forever
+    elif kind == "device":
+        path.symlink_to("/dev/zero")  # reading it would never end
+    else:
+        path.write_text("# " + "x" * (1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match="cannot read config file: (not a regular file|larger than 1024 KiB)"):
+        load_config(tmp_path, environ={})
