@@ -355,18 +355,24 @@ class SessionManager:
     # -- contexts ------------------------------------------------------------------------------------
 
     def context(self, name: str, labels: Mapping[str, str]) -> LaunchContext:
-        """Rebuild a session's context from its container labels (for hooks run by a later process)."""
+        """Rebuild a session's context from its container labels (for hooks run by a later process).
+
+        Its environment is this invocation's ``[defaults] environment`` only for a
+        container of this invocation's workspace: what one project's config names
+        (its tokens, say) never goes into another project's container.
+        """
         slot = labels.get("slot", "0")
         tool_name = labels.get("tool", "")
+        workspace = labels.get("workspace", "/")
         return LaunchContext(
             config=self.config,
-            workspace=Path(labels.get("workspace", "/")),
+            workspace=Path(workspace),
             container_name=name,
             slot=int(slot) if slot.isdigit() else 0,
             session_id=labels.get("session", ""),
             persistent=labels.get("mode") == PERSISTENT,
             image=self.config.defaults.image,
-            environment=dict(self.config.defaults.environment),
+            environment=dict(self.config.defaults.environment) if workspace == str(self.config.workspace) else {},
             tool=self._tool(tool_name) if tool_name else None,
         )
 

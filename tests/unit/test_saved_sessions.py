@@ -376,3 +376,17 @@ def test_a_project_in_your_home_is_fine(isolated_env: Path) -> None:
     workspace.mkdir(parents=True)
     container, _ctx = manager(workspace).launch(LaunchRequest(workspace))
     assert container.labels()["workspace"] == str(workspace.resolve())
+
+
+def test_a_sessions_context_carries_this_workspaces_environment_only_to_its_own_containers(tmp_path: Path) -> None:
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    ours.mkdir()
+    other.mkdir()
+    config = load_config(ours, environ={}, overrides=[Override("defaults.driver", "fake", "test"),
+                                                      Override("tool.name", "demo", "test"),
+                                                      Override("defaults.environment.API_TOKEN", "secret", "test")])
+    sessions = SessionManager(config, FakeDriver(config), load_plugins(entry_points=False, extra=[("demo", Plugin())]))
+    own = sessions.context("cci-a-1", {"workspace": str(ours.resolve()), "session": "s1"})
+    foreign = sessions.context("cci-b-1", {"workspace": str(other.resolve()), "session": "s2"})
+    assert own.environment == {"API_TOKEN": "secret"}
+    assert foreign.environment == {} and "API_TOKEN" not in sessions.user_environment(foreign)
