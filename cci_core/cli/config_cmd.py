@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cci_core.cli.state import get_state
+from cci_core.errors import ConfigError
 
 
 @click.group()
@@ -61,7 +62,15 @@ def trust(ctx: click.Context, revoke: bool) -> None:
     if not merged.workspace_digest:
         click.echo(f"{display_path(file)} sets nothing: there is nothing to trust")
         return
+    from cci_core.config.sources import read_config_file
+
+    # what is trusted is shown in full: the file may have changed since you read it
+    read = read_config_file(file)
+    if read is None or read.digest() != merged.workspace_digest:
+        raise ConfigError(f"{display_path(file)} changed while it was being trusted",
+                          hint="read it again, then run 'cci config trust'")
     store.trust(file, merged.workspace_digest)
-    keys = sorted(key for key, source in merged.sources.items() if source.startswith(display_path(file) + ":"))
-    click.echo(f"trusted {display_path(file)} as it is now (sha256 {merged.workspace_digest[:12]}): "
-               f"{', '.join(keys) or 'no settings'}; any change needs 'cci config trust' again")
+    click.echo(f"trusted {display_path(file)} as it is now (sha256 {merged.workspace_digest[:12]}); any change "
+               "needs 'cci config trust' again. What it sets:")
+    for line in read.raw.decode().splitlines():
+        click.echo(f"  {line}")

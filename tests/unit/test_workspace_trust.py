@@ -37,7 +37,8 @@ def test_trust_covers_exactly_the_content_trusted(tmp_path: Path, isolated_env: 
     config = tmp_path / ".cci.toml"
     config.write_text('[network]\nmode = "open"\n')
     trusted = run(tmp_path, "config", "trust")
-    assert trusted.exit_code == 0 and "trusted" in trusted.output and "network.mode" in trusted.output
+    assert trusted.exit_code == 0 and "trusted" in trusted.output
+    assert trusted.output.splitlines()[-2:] == ["  [network]", '  mode = "open"']  # exactly what is trusted
     assert run(tmp_path, "plugins", "list").exit_code == 0
     assert run(tmp_path, "config", "path").output.splitlines()[-1].endswith("(trusted)")
     store = isolated_env / ".cci" / "trusted-configs.json"
@@ -74,3 +75,20 @@ def test_trust_is_per_file(tmp_path: Path) -> None:
     require_trusted(load_config(one, environ={}))
     with pytest.raises(ConfigError, match="is not trusted"):  # the same content elsewhere is another file
         require_trusted(load_config(two, environ={}))
+
+
+def test_a_file_changed_while_being_trusted_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_core.config import sources
+
+    (tmp_path / ".cci.toml").write_text('[network]\nmode = "allowlist"\nallowed_domains = ["example.org"]\n')
+    real = sources.read_config_file
+
+    def swapped(path: Path):  # type: ignore[no-untyped-def]
+        path.write_text('[network]\nmode = "open"\n')  # the container rewrites it between the load and the trust
+        return real(path)
+
+    monkeypatch.setattr(sources, "read_config_file", swapped)
+    refused = run(tmp_path, "config", "trust")
+    assert refused.exit_code == 2 and "changed while it was being trusted" in refused.output
+    monkeypatch.undo()
+    assert run(tmp_path, "config", "path").output.splitlines()[-1].endswith("(not trusted)")
