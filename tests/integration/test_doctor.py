@@ -92,10 +92,10 @@ def test_as_a_user_in_the_incus_group(cci_environ: dict[str, str]) -> None:
     checks = lines_of(result)
     assert checks["incus group"] == ("ok", f"you are in group incus-admin, which may use "
                                            f"{incus_env.SOCKET}")
-    # uid 1001 is not the container's 1000, so cci uses raw.idmap: /etc/subuid and /etc/subgid delegate it
+    # cci maps every user but root with raw.idmap: /etc/subuid and /etc/subgid delegate the test user's ids
     status, line = checks["uid mapping"]
     assert status == "ok"
-    assert "your uid 1001 is not [incus] claude_uid (1000): cci maps you with raw.idmap" in line
+    assert "cci maps your uid 1001 onto the container user (1000) with raw.idmap" in line
     assert "root delegates uid 1001 in /etc/subuid and gid 1001 in /etc/subgid" in line
     assert checks["image"][0] == checks["storage"][0] == checks["incus reachable"][0] == "ok"
 
