@@ -9,6 +9,7 @@ from typing import NamedTuple
 import click
 
 from cci_core.cli.container_cmd import check_absolute, driver_of, existing_path, is_valid_name
+from cci_core.cli.state import get_state
 from cci_core.errors import BackendError, CciError, UsageError
 from cci_core.host_files import write_no_follow
 
@@ -81,6 +82,18 @@ def push(ctx: click.Context, source: str, destination: str, recursive: bool, uid
     container.push_file(target, data, mode=mode, uid=uid, gid=gid)
 
 
+def _refuse_planted_links(destination: Path, workspace: Path) -> None:
+    """Refuse a DEST that is a symlink, or that goes through one inside the workspace: the container
+    can make those, and lead the copy anywhere (``~/.ssh``, say)."""
+    inside = os.path.realpath(workspace)
+    path = Path(os.path.abspath(destination))
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink() and (candidate == path or os.path.commonpath(
+                [inside, os.path.realpath(candidate.parent)]) == inside):
+            raise UsageError(f"{destination} {'is' if candidate == path else 'goes through'} a symlink: "
+                             f"{candidate} -> {os.readlink(candidate)}", hint="name where it leads instead")
+
+
 @file.command()
 @click.argument("source", metavar="CONTAINER:SRC")
 @click.argument("destination", metavar="DEST")
@@ -94,15 +107,14 @@ def pull(ctx: click.Context, source: str, destination: str, recursive: bool) -> 
     directories are created. With -r, a directory that exists already is
     merged into, files keep their mode bits (less the umask, as cp does) and
     symlinks stay symlinks. A single pulled file gets the default mode
-    (umask); a symlink is followed. A DEST that is a symlink is refused, and
-    a symlink found where a file or directory is written is replaced, never
-    followed: the container may have put it there.
+    (umask); a symlink is followed. A DEST that is a symlink, or goes through
+    one inside the workspace, is refused, and a symlink found where a file or
+    directory is written is replaced, never followed: the container may have
+    put it there.
     """
     remote = parse_remote(source)
     target = Path(destination)
-    if target.is_symlink():  # in the workspace, the container may have made it: lead the copy anywhere
-        raise UsageError(f"{destination} is a symlink (to {os.readlink(target)})",
-                         hint="name where it leads, or remove it first")
+    _refuse_planted_links(target, get_state(ctx).workspace)
     if destination.endswith(os.sep) or target.is_dir():
         target = Path(_into(destination, PurePosixPath(remote.path).name, source))
     if target.is_dir() and not recursive:

@@ -161,4 +161,10 @@ def test_pull_never_writes_through_symlinks_at_the_destination(launched: str, cc
     (tmp_path / "single").symlink_to(victim / "authorized_keys")
     assert_error(cci_file("pull", f"{launched}:/tmp/tree/note.txt", str(tmp_path / "single"), env=cci_environ),
                  2, "is a symlink")
+    workspace = tmp_path / "ws-with-links"
+    workspace.mkdir()
+    (workspace / "out").symlink_to(victim)  # a directory on the way, inside the workspace
+    through = run_cci("--workspace", str(workspace), "file", "pull", f"{launched}:/tmp/tree/note.txt",
+                      str(workspace / "out" / "authorized_keys"), env=cci_environ)
+    assert_error(through, 2, "goes through a symlink")
     assert (victim / "authorized_keys").read_text() == "mine\n"

@@ -301,3 +301,20 @@ def test_lazily_registered_command_summaries_match_the_commands() -> None:
     assert [entry.name for entry in lazy] == ["build"]
     for entry in lazy:
         assert commands.get(entry.name).get_short_help_str(limit=1000) == entry.item.summary
+
+
+def test_pull_destinations_through_links_inside_the_workspace_are_refused_others_not(tmp_path: Path) -> None:
+    from cci_core.cli.file_cmd import _refuse_planted_links
+    from cci_core.errors import UsageError
+
+    workspace, real = tmp_path / "ws", tmp_path / "real"
+    workspace.mkdir()
+    real.mkdir()
+    (workspace / "planted").symlink_to(real)
+    (tmp_path / "mine").symlink_to(real)  # the user's own link, outside the workspace
+    _refuse_planted_links(tmp_path / "mine" / "file", workspace)
+    _refuse_planted_links(workspace / "sub" / "file", workspace)
+    for destination, message in ((workspace / "planted" / "file", "goes through a symlink"),
+                                 (workspace / "planted", "is a symlink"), (tmp_path / "mine", "is a symlink")):
+        with pytest.raises(UsageError, match=message):
+            _refuse_planted_links(destination, workspace)
