@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from cci_core.context import LaunchContext, SessionEvent
     from cci_core.driver import Container
     from cci_core.session_store import SavedSession
-    from cci_core.tool import ToolAdapter
+    from cci_core.tool import CredentialFile, ToolAdapter
 
 
 @hookimpl
@@ -126,7 +126,8 @@ def drop_escaping_links(copy: Path) -> None:
 
 
 def strip_credentials(tool: ToolAdapter, copy: Path) -> None:
-    """Remove the tool's credential files from a saved copy of its state directory."""
+    """Remove the tool's credential files from a saved copy of its state directory, and any copy of the
+    host's credentials under another name (the agent may have made one, to have it restored later)."""
     state_dir = PurePosixPath(tool.state_dir)
     for credential in tool.credential_files:
         path = PurePosixPath(credential.container_path)
@@ -136,6 +137,18 @@ def strip_credentials(tool: ToolAdapter, copy: Path) -> None:
                 found.unlink()
             elif found.is_dir():
                 shutil.rmtree(found)
+    secrets = {content for content in map(_host_bytes, tool.credential_files) if content}
+    sizes = {len(content) for content in secrets}
+    for file in (path for path in copy.rglob("*") if path.is_file() and not path.is_symlink()):
+        if file.stat().st_size in sizes and file.read_bytes() in secrets:
+            file.unlink()
+
+
+def _host_bytes(credential: CredentialFile) -> bytes:
+    try:
+        return Path(credential.host_path).expanduser().read_bytes()
+    except OSError:
+        return b""
 
 
 def saved_name(tool: ToolAdapter) -> str:

@@ -265,6 +265,17 @@ def test_a_state_directory_made_a_link_saves_nothing_and_restores_nothing(tmp_pa
     assert fresh.files == {}  # the host directory it names is not pushed into the container
 
 
+def test_a_copy_of_the_host_credentials_under_another_name_is_not_saved(tmp_path: Path, isolated_env: Path) -> None:
+    (isolated_env / ".demo-token").write_bytes(b"host-secret-token")
+    running = FakeContainer("cci-0-1")
+    running.push_file("/home/code/.config/demo/history", b"turn 1")
+    running.push_file("/home/code/.config/demo/cache/notes.bak", b"host-secret-token")  # cp token notes.bak
+    saved = state.save_state(context(tmp_path), running)
+    assert saved is not None
+    assert sorted(str(p.relative_to(saved.path)) for p in saved.path.rglob("*") if p.is_file()) == [
+        "demo/history", "metadata.json"]
+
+
 def test_a_tool_that_wrote_no_state_still_records_the_session(tmp_path: Path) -> None:
     saved = state.save_state(context(tmp_path), FakeContainer("cci-0-1"))
     assert saved is not None and [path.name for path in saved.path.iterdir()] == ["metadata.json"]
