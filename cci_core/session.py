@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cci_core.context import LaunchContext, Mount
-from cci_core.driver import Container, ContainerInfo, ContainerSpec, Driver
+from cci_core.driver import Container, ContainerExistsError, ContainerInfo, ContainerSpec, Driver
 from cci_core.errors import CciError, PluginError, UsageError
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
 
@@ -187,7 +187,13 @@ class SessionManager:
 
         def create(name: str, slot: int) -> Container:
             spec = ContainerSpec(name, defaults.image, labels={**labels, "slot": str(slot)}, config=BASE_CONFIG)
-            return self.driver.create(spec)
+            try:
+                return self.driver.create(spec)
+            except ContainerExistsError:
+                raise  # another launch's: the next slot is tried
+            except BaseException:  # Ctrl+C while Incus made it, say: it may exist all the same
+                self._undo_create(name, labels["launcher"])
+                raise
 
         from cci_core.slots import claim_slot
 
@@ -314,6 +320,15 @@ class SessionManager:
                        for state in (LAUNCHING, RUNNING))
         except CciError:
             return True
+
+    def _undo_create(self, name: str, me: str) -> None:
+        """Delete container ``name`` if this process made it after all; never raises (the first error matters)."""
+        try:
+            container = self.driver.get(name)
+        except CciError:
+            return  # not made
+        if self._reclaim(container, me):
+            self.discard(container)
 
     @staticmethod
     def _put_back(container: Container) -> None:

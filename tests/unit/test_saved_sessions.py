@@ -401,3 +401,17 @@ def test_a_sessions_context_carries_this_workspaces_environment_only_to_its_own_
     foreign = sessions.context("cci-b-1", {"workspace": str(other.resolve()), "session": "s2"})
     assert own.environment == {"API_TOKEN": "secret"}
     assert foreign.environment == {} and "API_TOKEN" not in sessions.user_environment(foreign)
+
+
+def test_ctrl_c_while_the_container_is_created_leaves_nothing(tmp_path: Path) -> None:
+    sessions = manager(tmp_path)
+    real_create = sessions.driver.create
+
+    def interrupted(spec):  # type: ignore[no-untyped-def]
+        real_create(spec)  # Incus made it, but the answer never arrived
+        raise KeyboardInterrupt
+
+    sessions.driver.create = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        sessions.launch(LaunchRequest(tmp_path))
+    assert sessions.driver.containers == {}
