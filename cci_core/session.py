@@ -426,8 +426,10 @@ class SessionManager:
             if state == RUNNING:  # a saved session was saved when it ended; a launch never ran the tool
                 self.plugins.hook.cci_post_exit_save(ctx=ctx, container=container)
         except BaseException:
-            # nothing is deleted unsaved: hand the session back so that a later command retries
-            container.set_labels({"state": RUNNING if state == LAUNCHING else state})
+            # nothing is deleted unsaved: hand the session back (to its own cci process, if it has one that
+            # still runs: a 'cci run') so that a later command retries
+            container.set_labels({"state": RUNNING if state == LAUNCHING else state,
+                                  "launcher": labels.get("launcher", "")})
             raise
         deleted = (not ctx.persistent) if delete is None else delete
         if deleted:

@@ -325,12 +325,15 @@ def test_a_failed_save_deletes_nothing_and_is_retried(tmp_path: Path) -> None:
     saver = FailingSave()
     sessions = manager(tmp_path, saver)
     container, _ctx = sessions.launch(LaunchRequest(tmp_path))
+    container.set_labels({"launcher": "a-cci-run:1"})
+    launched_by = container.labels()["launcher"]
     container.stop()  # powered off inside, nobody watching
     warnings: list[str] = []
     sessions.warn = warnings.append
     assert sessions.reconcile() == []
     assert container.name in sessions.driver.containers and container.labels()["state"] == RUNNING
     assert "could not finish the ended session" in warnings[0] and "disk full" in warnings[0]
+    assert container.labels()["launcher"] == launched_by  # handed back to its own cci process, not the finisher
     saver.fail = False
     assert sessions.reconcile() == [container.name]
     assert container.name not in sessions.driver.containers
