@@ -128,21 +128,22 @@ def shutting_down(container: Container, timeout: float = 60) -> bool:
         time.sleep(0.1)  # systemd is between states: ask again (there is no event for this)
 
 
-def check_mountable(workspace: Path) -> None:
-    """Refuse a workspace that holds your home or cci's own files, or lies inside cci's.
+def check_mountable(directory: Path, kind: str = "workspace") -> None:
+    """Refuse a workspace (or ``--storage`` directory) that holds your home or cci's own files, or lies in cci's.
 
-    The workspace is mounted read-write: the agent could read all of your home
-    (``~/.ssh`` too) and rewrite cci's config or saved sessions, which no trust check guards.
+    It is mounted read-write: the agent could read all of your home (``~/.ssh``
+    too) and rewrite cci's config or saved sessions, which no trust check guards.
     """
     from cci_core.config import user_config_file
 
     home = Path.home().resolve()
-    for what, path, inside_too in (("your home directory", home, False), ("cci's files", home / ".cci", True),
+    for what, path, inside_too in (("your home directory", home, False),
+                                   ("cci's files", (home / ".cci").resolve(), True),
                                    ("your cci config", user_config_file().parent.resolve(), True)):
-        holds = workspace == path or workspace in path.parents
-        if holds or (inside_too and path in workspace.parents):
-            raise UsageError(f"workspace {workspace} {'holds' if holds else 'is in'} {what} ({path}): the container "
-                             "would get it read-write", hint="run cci in a project directory (or pass --workspace DIR)")
+        holds = directory == path or directory in path.parents
+        if holds or (inside_too and path in directory.parents):
+            raise UsageError(f"{kind} {directory} {'holds' if holds else 'is in'} {what} ({path}): the container "
+                             "would get it read-write", hint=f"use a project directory as the {kind}")
 
 
 def is_session(labels: Mapping[str, str]) -> bool:
@@ -172,6 +173,8 @@ class SessionManager:
         tool = self._tool() if request.kind == KIND_SESSION else None
         workspace = request.workspace.resolve()
         check_mountable(workspace)
+        for path in request.storage:
+            check_mountable(path.resolve(), "storage directory")
         attachment = self.attach_network()
         labels = {
             "kind": request.kind,
@@ -213,7 +216,7 @@ class SessionManager:
             self._started(container, labels["launcher"])
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
         except BaseException:
-            if self._reclaim(container, labels["launcher"]):
+            if self._reclaim(container, labels["launcher"], LAUNCHING):
                 self.discard(container)
             raise
         return container, ctx
@@ -297,7 +300,7 @@ class SessionManager:
                 self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
             except BaseException:
                 try:  # back to how it was, stopped and saved, unless another cci process is ending it
-                    if self._reclaim(container, me):
+                    if self._reclaim(container, me, SAVED):
                         self._put_back(container)
                 except CciError:
                     pass
@@ -312,11 +315,16 @@ class SessionManager:
             raise CciError(f"{container.name} was ended by another cci command while it started")
 
     @staticmethod
-    def _reclaim(container: Container, me: str) -> bool:
+    def _reclaim(container: Container, me: str, previous: str) -> bool:
         """Take back a container this process launched (to undo the launch): False if another cci process
-        took it over meanwhile. When Incus cannot tell, it counts as ours: nothing else would undo it."""
+        took it over meanwhile. When Incus cannot tell, it counts as ours: nothing else would undo it.
+
+        ``previous`` tells :meth:`recover` what to do if the undoing is cut short: a new
+        launch (``launching``) is deleted, never saved; a restart (``saved``) is put back.
+        """
         try:
-            return any(container.compare_and_set_labels({"state": state, "launcher": me}, {"state": ENDING})
+            return any(container.compare_and_set_labels({"state": state, "launcher": me},
+                                                        {"state": ENDING, "previous": previous})
                        for state in (LAUNCHING, RUNNING))
         except CciError:
             return True
@@ -327,7 +335,7 @@ class SessionManager:
             container = self.driver.get(name)
         except CciError:
             return  # not made
-        if self._reclaim(container, me):
+        if self._reclaim(container, me, LAUNCHING):
             self.discard(container)
 
     @staticmethod
@@ -350,9 +358,11 @@ class SessionManager:
         if owner["state"] == ENDING and previous in (RUNNING, ""):
             if container.compare_and_set_labels(owner, {"state": RUNNING}):
                 self.finish(self.driver.get(container.name))
-        elif previous == SAVED or (owner["state"] == ENDING and labels.get("mode") == PERSISTENT):
-            if container.compare_and_set_labels(owner, {"state": ENDING, "launcher": launcher_id()}):
-                self._put_back(container)
+        elif not container.compare_and_set_labels(owner, {"state": ENDING, "launcher": launcher_id()}):
+            return  # another cci process acted on it meanwhile
+        elif previous == SAVED or (owner["state"] == ENDING and previous != LAUNCHING
+                                   and labels.get("mode") == PERSISTENT):
+            self._put_back(container)
         else:
             self.discard(container)
 
@@ -428,8 +438,7 @@ class SessionManager:
         except BaseException:
             # nothing is deleted unsaved: hand the session back (to its own cci process, if it has one that
             # still runs: a 'cci run') so that a later command retries
-            container.set_labels({"state": RUNNING if state == LAUNCHING else state,
-                                  "launcher": labels.get("launcher", "")})
+            container.set_labels({"state": state, "launcher": labels.get("launcher", "")})
             raise
         deleted = (not ctx.persistent) if delete is None else delete
         if deleted:

@@ -128,10 +128,12 @@ class SessionStore:
                                     created=earlier.created if earlier else metadata.created or now())
         staging = tool_dir / f".saving-{metadata.id}-{uuid.uuid4().hex[:8]}"
         try:
-            staging.mkdir(mode=0o700)
-            fill(staging)
-            write_private(staging / METADATA, json.dumps(session.as_json(), indent=2) + "\n")
-            with _locked(tool_dir):  # two saves of one id at once (an attach and a detach elsewhere): one by one
+            # two saves of one session at once (a periodic one and a detach, two attached terminals): one
+            # after the other, so that the later copy is the one kept
+            with _locked(tool_dir, f".save-{metadata.id}.lock"):
+                staging.mkdir(mode=0o700)
+                fill(staging)
+                write_private(staging / METADATA, json.dumps(session.as_json(), indent=2) + "\n")
                 _swap_in(staging, target)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -164,7 +166,7 @@ def _private_dirs(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path, name: str = ".lock", *, wait: bool = True) -> Iterator[bool]:
+def _locked(directory: Path, name: str, *, wait: bool = True) -> Iterator[bool]:
     """Hold an exclusive lock on the file ``directory/name`` (released when the process dies, too).
 
     Without ``wait``, yields False at once when another process holds it.

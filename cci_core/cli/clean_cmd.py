@@ -9,10 +9,10 @@ import click
 from cci_core.cli.sessions import confirm, manager_for
 
 if TYPE_CHECKING:
-    from cci_core.driver import ContainerInfo
+    from collections.abc import Mapping
 
 
-def orphaned(info: ContainerInfo) -> str | None:
+def orphaned(labels: Mapping[str, str]) -> str | None:
     """Why a cci container is orphaned, or None when it is not.
 
     Orphans are containers no cci process will ever finish: a launch, a restart,
@@ -22,7 +22,6 @@ def orphaned(info: ContainerInfo) -> str | None:
     """
     from cci_core.session import ENDING, KIND_BUILD, KIND_RUN, LAUNCHING, RUNNING, SAVED, launcher_alive
 
-    labels = info.labels
     state = labels.get("state")
     if launcher_alive(labels.get("launcher", "")):
         return None  # its cci process is still at work
@@ -55,7 +54,7 @@ def clean(ctx: click.Context, force: bool, dry_run: bool) -> None:
     ended = manager.ended(listing)
     orphans = [(info, reason) for info in listing
                if (is_session(info.labels) or info.labels.get("kind") == KIND_BUILD) and info not in ended
-               and (reason := orphaned(info))]
+               and (reason := orphaned(info.labels))]
     plan = [(info, "stopped: save, then delete unless persistent") for info in ended] + orphans
     if not plan:
         click.echo("nothing to clean")
@@ -68,5 +67,7 @@ def clean(ctx: click.Context, force: bool, dry_run: bool) -> None:
     for info in ended:
         manager.finish(manager.driver.get(info.name))
     for info, _reason in orphans:
-        manager.recover(manager.driver.get(info.name))
+        container = manager.driver.get(info.name)
+        if orphaned(container.labels()):  # still: another cci may have acted since the listing (or the prompt)
+            manager.recover(container)
     click.echo(f"cleaned {len(plan)} container(s)")

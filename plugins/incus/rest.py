@@ -95,11 +95,13 @@ class IncusAPI:
                 connection.request(method, target, body=payload, headers=request_headers)
                 reply = connection.getresponse()
                 return Response(reply.status, reply.headers, reply.read())
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
-                    http.client.HTTPException) as exc:
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._drop(connection)  # the server closed a kept-alive connection: reconnect once
                 if attempt == 2:
                     raise BackendError(f"lost the connection to Incus on {self.endpoint}: {exc}") from exc
+            except http.client.HTTPException as exc:  # a broken answer: Incus may have acted, so no retry
+                self._drop(connection)
+                raise BackendError(f"bad answer from Incus on {self.endpoint}: {type(exc).__name__}: {exc}") from exc
             except OSError as exc:
                 self._drop(connection)
                 raise self.endpoint.connection_error(exc) from exc

@@ -140,8 +140,16 @@ def strip_credentials(tool: ToolAdapter, copy: Path) -> None:
     secrets = {content for content in map(_host_bytes, tool.credential_files) if content}
     sizes = {len(content) for content in secrets}
     for file in (path for path in copy.rglob("*") if path.is_file() and not path.is_symlink()):
-        if file.stat().st_size in sizes and file.read_bytes() in secrets:
+        if file.stat().st_size in sizes and _holds_one_of(file, secrets):
             file.unlink()
+
+
+def _holds_one_of(file: Path, contents: set[bytes]) -> bool:
+    """Whether ``file`` holds exactly one of ``contents``; one that cannot be read (mode 000) counts too."""
+    try:
+        return file.read_bytes() in contents
+    except OSError:
+        return True
 
 
 def _host_bytes(credential: CredentialFile) -> bytes:

@@ -132,6 +132,26 @@ def test_a_request_interrupted_by_ctrl_c_leaves_the_next_one_working(server: Fak
     assert api.get("/1.0", "reading") == {"api_version": "1.0"}
 
 
+def test_a_broken_answer_is_not_sent_again(server: FakeIncus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Incus may have acted on it (an exec run, a container made): resending could do it twice."""
+    server.routes[("POST", "/1.0/instances")] = sync({})
+    real_request = http.client.HTTPConnection.request
+    sent: list[str] = []
+
+    def request(self: http.client.HTTPConnection, method: str, url: str, *args: Any, **kwargs: Any) -> None:
+        sent.append(f"{method} {url}")
+        real_request(self, method, url, *args, **kwargs)
+
+    def broken(self: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        raise http.client.IncompleteRead(b"")
+
+    monkeypatch.setattr(http.client.HTTPConnection, "request", request)
+    monkeypatch.setattr(http.client.HTTPConnection, "getresponse", broken)
+    with pytest.raises(BackendError, match="bad answer from Incus"):
+        api_for(server).request("POST", "/1.0/instances", "creating c1", body={"name": "c1"})
+    assert sent == ["POST /1.0/instances?project=proj"]
+
+
 def test_a_stopped_daemon_is_one_actionable_line(tmp_path: Path) -> None:
     api = IncusAPI(Endpoint(socket=tmp_path / "nothing-listens"), None)
     with pytest.raises(BackendError, match="Incus is not running: connection refused on .*nothing-listens"):

@@ -66,7 +66,7 @@ def test_a_save_is_private_and_keeps_its_creation_time(tmp_path: Path) -> None:
     for directory in (store.root, store.tool_dir("demo"), second.path):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE((second.path / "metadata.json").stat().st_mode) == 0o600
-    assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".lock", "s1"]  # no staging or retired copies
+    assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".save-s1.lock", "s1"]  # no staging or retired copies
 
 
 def test_a_failed_save_leaves_the_previous_one(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_a_failed_save_leaves_the_previous_one(tmp_path: Path) -> None:
     with pytest.raises(CciError):
         store.save(metadata("s1", tmp_path), broken)
     assert (store.tool_dir("demo") / "s1" / "state.txt").read_text() == "good"
-    assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".lock", "s1"]
+    assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".save-s1.lock", "s1"]
 
 
 def test_a_disk_error_is_one_clean_error_and_the_previous_save_stays(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_saves_of_one_session_at_once_all_land(tmp_path: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(save, range(40)))  # any failed swap raises here
     assert (store.tool_dir("demo") / "s1" / "state.txt").read_text() in {str(index) for index in range(40)}
-    assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".lock", "s1"]
+    assert sorted(path.name for path in store.tool_dir("demo").iterdir()) == [".save-s1.lock", "s1"]
 
 
 def test_one_process_at_a_time_resumes_a_session(tmp_path: Path) -> None:
@@ -358,20 +358,25 @@ def test_a_launch_taken_over_by_another_cci_is_left_to_it(tmp_path: Path) -> Non
     assert launcher_id() != "elsewhere:1"
 
 
+class Saver:
+    """Records the containers whose session was saved at its end."""
+
+    def __init__(self) -> None:
+        self.saves: list[str] = []
+
+    @hookimpl
+    def cci_post_exit_save(self, ctx, container):  # type: ignore[no-untyped-def]
+        self.saves.append(container.name)
+
+
 def test_ending_a_launch_saves_nothing_over_the_saved_session(tmp_path: Path) -> None:
-    saves: list[str] = []
-
-    class Saver:
-        @hookimpl
-        def cci_post_exit_save(self, ctx, container):  # type: ignore[no-untyped-def]
-            saves.append(container.name)
-
-    sessions = manager(tmp_path, Saver())
+    saver = Saver()
+    sessions = manager(tmp_path, saver)
     container, _ctx = sessions.launch(LaunchRequest(tmp_path))
     container.set_labels({"state": "launching"})  # e.g. 'cci kill' while a resume still restores its state
-    assert sessions.finish(container) and saves == []
+    assert sessions.finish(container) and saver.saves == []
     running, _ctx = sessions.launch(LaunchRequest(tmp_path))
-    assert sessions.finish(running) and saves == [running.name]
+    assert sessions.finish(running) and saver.saves == [running.name]
 
 
 @pytest.mark.parametrize("where", ["home", "root", "cci files", "config"])
@@ -417,4 +422,23 @@ def test_ctrl_c_while_the_container_is_created_leaves_nothing(tmp_path: Path) ->
     sessions.driver.create = interrupted  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         sessions.launch(LaunchRequest(tmp_path))
+    assert sessions.driver.containers == {}
+
+
+def test_clean_deletes_a_launch_whose_undoing_was_cut_short_and_saves_nothing(tmp_path: Path) -> None:
+    saver = Saver()
+    sessions = manager(tmp_path, saver)
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path, resume_from=None))
+    # the launcher reclaimed it to delete it, then died (a second Ctrl+C)
+    container.set_labels({"state": "ending", "launcher": "not-this-boot:1", "previous": "launching"})
+    sessions.recover(container)
+    assert saver.saves == [] and container.name not in sessions.driver.containers
+
+
+def test_a_storage_directory_holding_your_home_is_refused(tmp_path: Path, isolated_env: Path) -> None:
+    workspace = isolated_env / "project"
+    workspace.mkdir()
+    sessions = manager(workspace)
+    with pytest.raises(UsageError, match="storage directory .* holds your home directory"):
+        sessions.launch(LaunchRequest(workspace, storage=(isolated_env,)))
     assert sessions.driver.containers == {}
