@@ -11,7 +11,7 @@ import click
 from cci_core.cli.container_cmd import check_absolute, driver_of, existing_path, is_valid_name
 from cci_core.cli.state import get_state
 from cci_core.errors import BackendError, CciError, UsageError
-from cci_core.host_files import write_no_follow
+from cci_core.host_files import leads_inside, write_no_follow
 
 
 class Remote(NamedTuple):
@@ -85,11 +85,9 @@ def push(ctx: click.Context, source: str, destination: str, recursive: bool, uid
 def _refuse_planted_links(destination: Path, workspace: Path) -> None:
     """Refuse a DEST that is a symlink, or that goes through one inside the workspace: the container
     can make those, and lead the copy anywhere (``~/.ssh``, say)."""
-    inside = os.path.realpath(workspace)
     path = Path(os.path.abspath(destination))
     for candidate in (path, *path.parents):
-        if candidate.is_symlink() and (candidate == path or os.path.commonpath(
-                [inside, os.path.realpath(candidate.parent)]) == inside):
+        if candidate.is_symlink() and (candidate == path or leads_inside(candidate.parent, workspace)):
             raise UsageError(f"{destination} {'is' if candidate == path else 'goes through'} a symlink: "
                              f"{candidate} -> {os.readlink(candidate)}", hint="name where it leads instead")
 

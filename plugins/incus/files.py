@@ -13,7 +13,7 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from cci_core.errors import CciError, NotFoundError, UsageError
-from cci_core.host_files import write_no_follow
+from cci_core.host_files import remove_link, write_no_follow
 from cci_builtin_plugins.incus.rest import IncusAPI, Response, quote
 
 
@@ -82,10 +82,11 @@ class InstanceFiles:
         self._pull(path, destination, root=str(PurePosixPath(path)))
 
     def _pull(self, path: str, destination: Path, root: str) -> None:
-        response = self.read(path, f"copying {self.instance}:{path} to {destination}")
+        action = f"copying {self.instance}:{path} to {destination}"
+        response = self.read(path, action)
         kind = _kind(response)
         if kind == "directory":
-            _unlink_symlink(destination)  # never merge into where a link (the container's, maybe) leads
+            remove_link(destination)  # never merge into where a link (the container's, maybe) leads
             destination.mkdir(exist_ok=True)
             for name in response.json().get("metadata") or []:
                 try:
@@ -93,7 +94,7 @@ class InstanceFiles:
                 except NotFoundError:
                     # removed since the listing (a tool's temporary file): not copied. Unless the
                     # directory, or the container, went away: reading it again raises then.
-                    self.read(path, f"copying {self.instance}:{path} to {destination}")
+                    self.read(path, action)
         elif kind == "symlink":
             target = _link_target(response)
             if target == root or target.startswith(root.rstrip("/") + "/"):
@@ -103,11 +104,6 @@ class InstanceFiles:
             destination.symlink_to(target)
         else:
             write_no_follow(destination, response.body, _mode(response, 0o644))
-
-
-def _unlink_symlink(path: Path) -> None:
-    if path.is_symlink():
-        path.unlink()
 
 
 def _link_target(response: Response) -> str:

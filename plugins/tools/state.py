@@ -117,11 +117,12 @@ def drop_escaping_links(copy: Path) -> None:
     """
     import os
 
-    root = os.path.realpath(copy)
+    from cci_core.host_files import leads_inside
+
     for directory, subdirectories, files in os.walk(copy):
         for name in subdirectories + files:
             path = os.path.join(directory, name)
-            if os.path.islink(path) and os.path.commonpath([root, os.path.realpath(path)]) != root:
+            if os.path.islink(path) and not leads_inside(path, copy):
                 os.unlink(path)
 
 

@@ -15,6 +15,14 @@ from tests.integration.terminal import Terminal
 pytestmark = pytest.mark.incus
 
 
+def start_shell(terminal: Terminal, config: Config, cci_environ: dict[str, str]) -> str:
+    """Run 'cci shell' for the workspace in terminal window "one"; return the container's name once bash is up."""
+    name = container_name(config.workspace, 1)
+    terminal.start("one", f"{CCI} --workspace {config.workspace} shell", {**cci_environ, "TERM": "xterm"})
+    terminal.wait_for("one", f"code@{name}:/workspace$")
+    return name
+
+
 def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, terminal: Terminal,
                                           cci_environ: dict[str, str]) -> None:
     name = container_name(config.workspace, 1)
@@ -44,9 +52,7 @@ def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, t
 def test_a_session_killed_from_another_terminal_ends_the_attached_shell_cleanly(
     config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
-    name = container_name(config.workspace, 1)
-    terminal.start("one", f"{CCI} --workspace {config.workspace} shell", {**cci_environ, "TERM": "xterm"})
-    terminal.wait_for("one", f"code@{name}:/workspace$")
+    name = start_shell(terminal, config, cci_environ)
     killed = run_cci("kill", "--force", name, env=cci_environ)
     assert killed.returncode == 0, killed.stderr
     screen = terminal.wait_for("one", "CCI-EXITED-0")
@@ -57,9 +63,7 @@ def test_a_session_killed_from_another_terminal_ends_the_attached_shell_cleanly(
 def test_exit_in_bash_keeps_the_container_and_attach_gives_a_new_shell(
     config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
-    name = container_name(config.workspace, 1)
-    terminal.start("one", f"{CCI} --workspace {config.workspace} shell", {**cci_environ, "TERM": "xterm"})
-    terminal.wait_for("one", f"code@{name}:/workspace$")
+    name = start_shell(terminal, config, cci_environ)
     terminal.keys("one", "exit", "Enter")
     terminal.wait_for("one", "CCI-EXITED-0")
     assert driver.get(name).status() == "running"
