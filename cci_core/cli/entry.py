@@ -17,7 +17,7 @@ _paused = False
 
 
 def main() -> None:
-    """Console-script entry point (``cci``, ``claude-code-isolated`` and ``python -m cci_core``)."""
+    """Console-script entry point (``cci`` and ``claude-code-isolated``; ``python -m cci_core`` is none: docs/cli.md)."""
     global _paused
     if gc.isenabled():
         gc.disable()

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cci_core.cli.main import cli
+from tests import CCI_SCRIPT
 from tests.fake_dists import install_fake_plugin
 from tests.workspace_config import write_trusted
 
@@ -282,7 +283,7 @@ def test_help_imports_no_core_command_module(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "cci_core", "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-X", "importtime", str(CCI_SCRIPT), "--help"], capture_output=True,
                             text=True, check=False, cwd=tmp_path)
     assert result.returncode == 0 and "shell " in result.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
