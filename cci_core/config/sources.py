@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 from cci_core.errors import ConfigError
+from cci_core.nesting import MAX_NESTING, nested_too_deep
 
 _PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
 _DOTTED = rf"{_PART}(?:\s*\.\s*{_PART})*"
@@ -117,4 +118,9 @@ def read_config_file(path: Path) -> ConfigFile | None:
         line = line or str(max(1, len(text.splitlines())))
         detail = f"{reason} (column {column})" if column else reason
         raise ConfigError(f"invalid TOML: {detail}", source=f"{display_path(path)}:{line}") from exc
+    except RecursionError:
+        data = None
+    if data is None or nested_too_deep(data):
+        raise ConfigError(f"invalid config: tables or arrays nested more than {MAX_NESTING} levels deep",
+                          source=display_path(path), hint="flatten the file; cci's settings nest two levels")
     return ConfigFile(path, data, index_lines(text), raw)

@@ -19,7 +19,20 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def parse(path: str, data: bytes) -> Any:
-    """The document in ``data``; :class:`ValueError` if it is not valid JSON or TOML (as its suffix says)."""
+    """The document in ``data``; :class:`ValueError` if it is not valid JSON or TOML (as its suffix says),
+    or nests deeper than :data:`~cci_core.nesting.MAX_NESTING` levels (the container wrote it)."""
+    from cci_core.nesting import MAX_NESTING, nested_too_deep
+
+    try:
+        document = _load(path, data)
+    except RecursionError:
+        document = None
+    if document is None or nested_too_deep(document):
+        raise ValueError(f"{path} nests more than {MAX_NESTING} levels deep")
+    return document
+
+
+def _load(path: str, data: bytes) -> Any:
     if not is_toml(path):
         return json.loads(data)
     if sys.version_info >= (3, 11):

@@ -319,3 +319,16 @@ def test_pull_destinations_through_links_inside_the_workspace_are_refused_others
                                  (workspace / "planted", "is a symlink"), (tmp_path / "mine", "is a symlink")):
         with pytest.raises(UsageError, match=message):
             _refuse_planted_links(destination, workspace)
+
+
+@pytest.mark.parametrize("document", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 3000 + "1" + "}" * 3000,
+                                      "[" + ".".join(["a"] * 100) + "]"])
+@pytest.mark.parametrize("command", [("config", "show"), ("config", "trust"), ("plugins", "list")])
+def test_a_config_nested_thousands_deep_is_one_line_exit_2(document: str, command: tuple[str, ...],
+                                                           tmp_path: Path) -> None:
+    """The agent can write the workspace's .cci.toml: no nesting makes every command crash (was RecursionError)."""
+    (tmp_path / ".cci.toml").write_text(document + "\n")
+    result = run(*command, cwd=tmp_path)
+    assert result.exit_code == 2
+    assert one_line(result.output) == (f"cci: {tmp_path}/.cci.toml: invalid config: tables or arrays nested more "
+                                       "than 64 levels deep (flatten the file; cci's settings nest two levels)")

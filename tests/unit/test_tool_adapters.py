@@ -203,3 +203,12 @@ def test_stand_in_script_keeps_one_history_per_session(tmp_path: Path) -> None:
     resumed = stand_in(tmp_path, "--resume", "s1", stdin="second\n")
     assert (resumed.returncode, resumed.stdout) == (0, "started s1\nfirst line\nresumed s1\nnoted: second\n")
     assert history.read_text() == "started s1\nfirst line\nresumed s1\nsecond\n"
+
+
+@pytest.mark.parametrize(("path", "data"), [("x/settings.json", b"[" * 100_000 + b"]" * 100_000),
+                                            ("x/settings.json", b'{"a":' * 70 + b"1" + b"}" * 70),
+                                            ("x/config.toml", b"a = " + b"[" * 5000 + b"]" * 5000)])
+def test_a_settings_file_nested_too_deep_is_a_value_error(path: str, data: bytes) -> None:
+    """The container writes its settings files: one nested too deep is replaced (a ValueError), never a crash."""
+    with pytest.raises(ValueError, match="nests more than 64 levels deep"):
+        settings_files.parse(path, data)
