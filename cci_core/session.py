@@ -26,6 +26,7 @@ from cci_core.context import LaunchContext, Mount
 from cci_core.driver import Container, ContainerExistsError, ContainerInfo, ContainerSpec, Driver
 from cci_core.errors import CciError, PluginError, UsageError
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
+from cci_core.mount_checks import check_mountable
 
 if TYPE_CHECKING:
     from cci_core.config import Config
@@ -39,9 +40,11 @@ KIND_BUILD = "build"  # a container an image builder is working in (cci build)
 LAUNCHING, RUNNING, ENDING, SAVED = "launching", "running", "ending", "saved"
 PERSISTENT, EPHEMERAL = "persistent", "ephemeral"
 
-#: what every session container gets: unprivileged, with nesting so Docker works inside
+#: what every session container gets: unprivileged, with nesting so Docker works inside, and no guest API
+#: (``/dev/incus`` would show the host's workspace path and cci's labels; a plugin that needs it sets it "true")
 BASE_CONFIG: Mapping[str, str] = {
     "security.privileged": "false",
+    "security.guestapi": "false",
     "security.nesting": "true",
     "security.syscalls.intercept.mknod": "true",
     "security.syscalls.intercept.setxattr": "true",
@@ -126,24 +129,6 @@ def shutting_down(container: Container, timeout: float = 60) -> bool:
         if state in _UP_STATES or time.monotonic() > deadline:
             return False
         time.sleep(0.1)  # systemd is between states: ask again (there is no event for this)
-
-
-def check_mountable(directory: Path, kind: str = "workspace") -> None:
-    """Refuse a workspace (or ``--storage`` directory) that holds your home or cci's own files, or lies in cci's.
-
-    It is mounted read-write: the agent could read all of your home (``~/.ssh``
-    too) and rewrite cci's config or saved sessions, which no trust check guards.
-    """
-    from cci_core.config import user_config_file
-
-    home = Path.home().resolve()
-    for what, path, inside_too in (("your home directory", home, False),
-                                   ("cci's files", (home / ".cci").resolve(), True),
-                                   ("your cci config", user_config_file().parent.resolve(), True)):
-        holds = directory == path or directory in path.parents
-        if holds or (inside_too and path in directory.parents):
-            raise UsageError(f"{kind} {directory} {'holds' if holds else 'is in'} {what} ({path}): the container "
-                             "would get it read-write", hint=f"use a project directory as the {kind}")
 
 
 def is_session(labels: Mapping[str, str]) -> bool:

@@ -103,6 +103,26 @@ def test_run_passes_only_named_variables(config: Config, driver: IncusDriver, cc
         assert name not in result.stdout and value not in result.stdout
 
 
+def test_the_guest_api_is_off_unless_a_plugin_asks_for_it(config: Config, driver: IncusDriver,
+                                                          cci_environ: dict[str, str]) -> None:
+    """/dev/incus (mode 0666) would show anyone inside the host's workspace path and cci's labels."""
+    probe = "if [ -e /dev/incus/sock ]; then echo open; else echo closed; fi"
+    result = run_cci("--workspace", str(config.workspace), "run", "--", "sh", "-c", probe, env=cci_environ)
+    assert (result.returncode, result.stdout) == (0, "closed\n"), result.stderr
+
+    class WantsGuestAPI:
+        @hookimpl
+        def cci_instance_config(self) -> dict[str, str]:
+            return {"security.guestapi": "true"}
+
+    sessions = manager(config, driver, ("wants-guest-api", WantsGuestAPI()))
+    container, _ctx = sessions.launch(LaunchRequest(config.workspace, kind="run"))
+    try:
+        assert container.exec(["sh", "-c", probe]).stdout == "open\n"
+    finally:
+        sessions.discard(container)
+
+
 def test_missing_image_is_one_line_and_leaves_nothing(config: Config, driver: IncusDriver,
                                                       cci_environ: dict[str, str]) -> None:
     result = run_cci("--workspace", str(config.workspace), "--image", "no-such-image", "run", "--", "true",

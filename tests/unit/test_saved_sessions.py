@@ -390,6 +390,24 @@ def test_a_workspace_holding_your_home_or_ccis_files_is_refused(where: str, isol
     assert sessions.driver.containers == {}
 
 
+@pytest.mark.parametrize("where", [".ssh", ".gnupg/private-keys-v1.d", ".aws", ".kube", ".docker", ".config",
+                                   ".local/bin", ".claude", ".codex", "link to .ssh"])
+def test_a_workspace_in_your_credentials_or_trusted_directories_is_refused(where: str, isolated_env: Path) -> None:
+    """The agent could read keys there, or plant ones (or programs) your machine trusts: refused as home is."""
+    (isolated_env / ".ssh").mkdir()
+    (isolated_env / "projects").mkdir()
+    workspace = isolated_env / "projects" / "keys" if where == "link to .ssh" else isolated_env / where
+    if where == "link to .ssh":
+        workspace.symlink_to(isolated_env / ".ssh")
+    workspace.mkdir(parents=True, exist_ok=True)
+    sessions = manager(workspace)
+    with pytest.raises(UsageError, match=r"workspace .* (is in|holds) (~/\.[a-z]+|your cci config) .*the container would get it"):
+        sessions.launch(LaunchRequest(workspace))
+    with pytest.raises(UsageError, match=r"storage directory .* (is in|holds) (~/\.[a-z]+|your cci config)"):
+        manager(isolated_env / "projects").launch(LaunchRequest(isolated_env / "projects", storage=(workspace,)))
+    assert sessions.driver.containers == {}
+
+
 def test_a_project_in_your_home_is_fine(isolated_env: Path) -> None:
     workspace = isolated_env / "projects" / "app"
     workspace.mkdir(parents=True)
