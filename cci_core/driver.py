@@ -165,7 +165,20 @@ class Container(ABC):
 
     @abstractmethod
     def pull_file(self, path: str) -> bytes:
-        """Read a file from the container (following symlinks); a missing file is a NotFoundError."""
+        """Read a regular file from the container (following symlinks); a missing file is a NotFoundError."""
+
+    def pull_file_to(self, path: str, destination: Path, *, untrusted: Sequence[Path] = ()) -> None:
+        """Copy a regular file from the container (following symlinks) to host file ``destination``.
+
+        Missing parent directories are made; no symlink is followed in ``untrusted``
+        directories, nor at ``destination`` (see :mod:`cci_core.host_files`). Drivers
+        stream the content; this default reads it whole.
+        """
+        from cci_core.host_files import open_parent
+
+        content = self.pull_file(path)
+        with open_parent(destination, untrusted=untrusted, create=True) as (directory, name):
+            directory.write(name, [content])
 
     @abstractmethod
     def make_directory(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
@@ -176,8 +189,15 @@ class Container(ABC):
         """Copy a host directory into the container at ``path``."""
 
     @abstractmethod
-    def pull_tree(self, path: str, destination: Path) -> None:
-        """Copy a directory from the container to ``destination`` on the host."""
+    def pull_tree(self, path: str, destination: Path, *, untrusted: Sequence[Path] = (),
+                  on_skip: Callable[[str, str], None] | None = None) -> None:
+        """Copy a directory (or one file) from the container to ``destination`` on the host.
+
+        Regular files, directories and symlinks are copied; nothing else is opened
+        (FIFOs, sockets, devices): each is passed to ``on_skip`` (its path, what it is).
+        No symlink is followed at ``destination`` or below it, nor in ``untrusted``
+        directories (see :func:`cci_core.host_files.open_directory`).
+        """
 
     @abstractmethod
     def exec(

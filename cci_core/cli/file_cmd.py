@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 import click
 
 from cci_core.cli.container_cmd import check_absolute, driver_of, existing_path, is_valid_name
-from cci_core.cli.state import get_state
-from cci_core.errors import BackendError, CciError, UsageError
-from cci_core.host_files import leads_inside, write_no_follow
+from cci_core.cli.state import get_state, warn
+from cci_core.errors import CciError, UsageError
+from cci_core.host_files import open_directory, open_parent
 
 
 class Remote(NamedTuple):
@@ -82,14 +83,35 @@ def push(ctx: click.Context, source: str, destination: str, recursive: bool, uid
     container.push_file(target, data, mode=mode, uid=uid, gid=gid)
 
 
-def _refuse_planted_links(destination: Path, workspace: Path) -> None:
-    """Refuse a DEST that is a symlink, or that goes through one inside the workspace: the container
-    can make those, and lead the copy anywhere (``~/.ssh``, say)."""
+def _pull_target(destination: str, source: Remote, workspace: Path, recursive: bool) -> Path:
+    """Where a pull writes: DEST, or SRC's name inside DEST when DEST is a directory or ends with /.
+
+    A DEST that is a symlink is refused (with a trailing / it is a directory on the
+    way), and so is one going through a symlink inside the workspace: the container
+    can make those, to lead the copy to ``~/.ssh``, say. This check is for a clear
+    message; the writes themselves never follow such a link, even one made later.
+    """
     path = Path(os.path.abspath(destination))
-    for candidate in (path, *path.parents):
-        if candidate.is_symlink() and (candidate == path or leads_inside(candidate.parent, workspace)):
-            raise UsageError(f"{destination} {'is' if candidate == path else 'goes through'} a symlink: "
-                             f"{candidate} -> {os.readlink(candidate)}", hint="name where it leads instead")
+    try:
+        if not destination.endswith(os.sep):
+            with open_parent(path, untrusted=[workspace]) as (parent, name):
+                info = parent.lstat(name)
+                if info is not None and stat.S_ISLNK(info.st_mode):
+                    raise UsageError(f"{destination} is a symlink: {path} -> {os.readlink(name, dir_fd=parent.fd)}",
+                                     hint="name where it leads instead")
+            if info is None or not stat.S_ISDIR(info.st_mode):
+                return path
+        target = Path(_into(str(path), PurePosixPath(source.path).name, f"{source.container}:{source.path}"))
+        if not recursive:
+            with open_directory(path, untrusted=[workspace]) as into:
+                found = into.lstat(target.name)
+            if found is not None and stat.S_ISDIR(found.st_mode):
+                raise UsageError(f"{target} is a directory", hint="name the file to write, or use -r for a directory")
+        return target
+    except FileNotFoundError:  # made by the copy
+        return path if not destination.endswith(os.sep) else target
+    except OSError as exc:
+        raise CciError(f"cannot write {exc.filename or destination}: {exc.strerror}") from None
 
 
 @file.command()
@@ -103,30 +125,27 @@ def pull(ctx: click.Context, source: str, destination: str, recursive: bool) -> 
     If DEST is an existing directory or ends with /, the copy goes into it
     under SRC's name; otherwise DEST is the copy's own path. Missing parent
     directories are created. With -r, a directory that exists already is
-    merged into, files keep their mode bits (less the umask, as cp does) and
-    symlinks stay symlinks. A single pulled file gets the default mode
-    (umask); a symlink is followed. A DEST that is a symlink, or goes through
-    one inside the workspace, is refused, and a symlink found where a file or
-    directory is written is replaced, never followed: the container may have
-    put it there.
+    merged into, files keep their mode bits (less the umask, as cp does),
+    symlinks stay symlinks, and FIFOs, sockets and devices are skipped with a
+    warning. A single pulled file gets the default mode (umask); a symlink is
+    followed, and anything but a regular file is refused. No symlink is ever
+    followed on the host inside the workspace, nor at or below where the copy
+    is written, even one the container makes while the copy runs: a DEST that
+    is a symlink, or goes through one inside the workspace, is refused, and a
+    symlink found where a file or directory is written is replaced.
     """
     remote = parse_remote(source)
-    target = Path(destination)
-    _refuse_planted_links(target, get_state(ctx).workspace)
-    if destination.endswith(os.sep) or target.is_dir():
-        target = Path(_into(destination, PurePosixPath(remote.path).name, source))
-    if target.is_dir() and not recursive:
-        raise UsageError(f"{target} is a directory", hint="name the file to write, or use -r for a directory")
+    workspace = get_state(ctx).workspace
+    target = _pull_target(destination, remote, workspace, recursive)
     container = driver_of(ctx).get(remote.container)
-    existed = target.exists()
+
+    def skipped(path: str, kind: str) -> None:
+        warn(f"skipped {remote.container}:{path}: a {kind} (only regular files, directories and symlinks are copied)")
+
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         if recursive:
-            container.pull_tree(remote.path, target)
+            container.pull_tree(remote.path, target, untrusted=[workspace], on_skip=skipped)
         else:
-            write_no_follow(target, container.pull_file(remote.path))
+            container.pull_file_to(remote.path, target, untrusted=[workspace])
     except OSError as exc:
         raise CciError(f"cannot write {exc.filename or target}: {exc.strerror}") from None
-    if not existed and not target.exists():  # the driver reported success but wrote nothing
-        raise BackendError(f"copying {source} to {target} wrote nothing",
-                           hint="the container driver did not copy the directory; this is a bug in it")

@@ -181,7 +181,10 @@ class IncusContainer(Container):
         self._files.write(path, f"writing {path} in {self.name}", data=data, mode=mode, uid=uid, gid=gid)
 
     def pull_file(self, path: str) -> bytes:
-        return self._files.pull_file(path)[0]
+        return self._files.pull_file(path)
+
+    def pull_file_to(self, path: str, destination: Path, *, untrusted: Sequence[Path] = ()) -> None:
+        self._files.pull_file_to(path, destination, untrusted=untrusted)
 
     def make_directory(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         self._files.write(path, f"creating {path} in {self.name}", kind="directory", mode=mode, uid=uid, gid=gid)
@@ -189,8 +192,9 @@ class IncusContainer(Container):
     def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0) -> None:
         self._files.push_tree(source, path, uid=uid, gid=gid)
 
-    def pull_tree(self, path: str, destination: Path) -> None:
-        self._files.pull_tree(path, destination)
+    def pull_tree(self, path: str, destination: Path, *, untrusted: Sequence[Path] = (),
+                  on_skip: Callable[[str, str], None] | None = None) -> None:
+        self._files.pull_tree(path, destination, untrusted=untrusted, on_skip=on_skip)
 
     def exec(
         self,

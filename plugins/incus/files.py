@@ -1,24 +1,30 @@
-"""Files in an Incus instance over the files API: single files, and whole trees in both directions.
+"""Files in an Incus instance: single files, and whole trees in both directions.
 
-A GET of a path answers with its type in ``X-Incus-Type``: a file's content,
-a directory's entry names (JSON), or a symlink's target resolved to an
-absolute path. A POST creates one
-file, directory or symlink with the owner and mode in ``X-Incus-*`` headers.
+Pushes go through the files API (a POST creates one file, directory or symlink
+with the owner and mode in ``X-Incus-*`` headers). Pulls go over SFTP
+(:mod:`sftp`): only there does Incus tell a FIFO, socket or device from a regular
+file before opening it, and a file is read in chunks. What a pull writes on the
+host goes through :mod:`cci_core.host_files`, never following a symlink that the
+container may have made.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
-from cci_core.errors import CciError, NotFoundError, UsageError
-from cci_core.host_files import remove_link, write_no_follow
-from cci_builtin_plugins.incus.rest import IncusAPI, Response, quote
+from cci_core.errors import CciError, UsageError
+from cci_core.host_files import SafeDirectory, open_parent
+from cci_builtin_plugins.incus.errors import APINotFound
+from cci_builtin_plugins.incus.rest import IncusAPI, quote
+from cci_builtin_plugins.incus.sftp import Attributes, SFTPSession
 
-
-#: symlinks followed when reading one file before giving up (as the kernel's ELOOP limit)
-MAX_SYMLINK_HOPS = 40
+#: the most :meth:`InstanceFiles.pull_file` reads into memory (a copy to a host file has no limit)
+MAX_READ = 64 << 20
+#: the hint when a pull meets something that is not copied
+ONLY_FILES = "only regular files, directories and symlinks are copied"
 
 
 class InstanceFiles:
@@ -29,10 +35,6 @@ class InstanceFiles:
         self.instance = instance
         self._path = f"/1.0/instances/{quote(instance)}/files"
 
-    def read(self, path: str, action: str) -> Response:
-        """GET ``path``: its type is in the ``X-Incus-Type`` header."""
-        return self.api.request("GET", self._path, action, params={"path": path})
-
     def write(self, path: str, action: str, *, kind: str = "file", data: bytes = b"", mode: int = 0o644,
               uid: int = 0, gid: int = 0) -> None:
         """Create or replace one file, directory or symlink (``data`` is a symlink's target)."""
@@ -42,19 +44,31 @@ class InstanceFiles:
             headers["X-Incus-write"] = "overwrite"
         self.api.request("POST", self._path, action, params={"path": path}, data=data, headers=headers)
 
-    def pull_file(self, path: str) -> tuple[bytes, int]:
-        """A regular file's content and mode, following symlinks; a directory is refused."""
-        action = f"reading {path} in {self.instance}"
-        response = self.read(path, action)
-        for _hop in range(MAX_SYMLINK_HOPS):
-            if _kind(response) != "symlink":
-                break
-            response = self.read(_link_target(response), action)
-        else:
-            raise CciError(f"{action}: too many levels of symbolic links")
-        if _kind(response) == "directory":
-            raise UsageError(f"{self.instance}:{path} is a directory", hint="copy a directory with -r")
-        return response.body, _mode(response, 0o644)
+    def pull_file(self, path: str) -> bytes:
+        """A regular file's content (symlinks followed inside the instance), at most :data:`MAX_READ` bytes."""
+        with self._sftp() as session:
+            handle, size = self._open_file(session, path)
+            try:
+                content = bytearray()
+                for chunk in session.chunks(handle, path, size):
+                    content += chunk
+                    if len(content) > MAX_READ:
+                        raise CciError(f"{self.instance}:{path} has more than the {MAX_READ >> 20} MiB that cci "
+                                       "reads into memory")
+                return bytes(content)
+            finally:
+                session.close_handle(handle)
+
+    def pull_file_to(self, path: str, destination: Path, *, untrusted: Sequence[Path] = ()) -> None:
+        """Copy regular file ``path`` (symlinks followed inside the instance) to host file ``destination``,
+        in chunks and keeping holes; missing parent directories are made (see :func:`open_parent`)."""
+        with self._sftp() as session:
+            handle, size = self._open_file(session, path)
+            try:
+                with open_parent(destination, untrusted=untrusted, create=True) as (into, name):
+                    into.write(name, session.chunks(handle, path, size))
+            finally:
+                session.close_handle(handle)
 
     def push_tree(self, source: Path, path: str, *, uid: int, gid: int) -> None:
         """Copy host directory ``source`` to ``path``, keeping modes and symlinks; merged into what exists."""
@@ -73,53 +87,89 @@ class InstanceFiles:
                     self.write(target, action, data=_read(local), mode=_host_mode(local), uid=uid, gid=gid)
             directories[:] = [name for name in directories if not Path(root, name).is_symlink()]
 
-    def pull_tree(self, path: str, destination: Path) -> None:
+    def pull_tree(self, path: str, destination: Path, *, untrusted: Sequence[Path] = (),
+                  on_skip: Callable[[str, str], None] | None = None) -> None:
         """Copy ``path`` (a directory, or a single file) to host path ``destination``.
 
-        Symlinks stay symlinks; Incus reports their targets resolved to absolute
-        paths, so a target inside the copied tree becomes relative again.
+        Regular files keep their mode bits, symlinks stay symlinks (a target inside the
+        copied tree, given absolute, becomes relative); a directory that exists is
+        merged into. Nothing else is opened: FIFOs, sockets and devices are skipped,
+        each reported to ``on_skip`` (its path, what it is). No symlink is followed on
+        the host at ``destination`` or below it, nor in ``untrusted`` directories
+        (see :func:`cci_core.host_files.open_directory`).
         """
-        self._pull(path, destination, root=str(PurePosixPath(path)))
+        root = str(PurePosixPath(path))
+        with self._sftp() as session:
+            attributes = session.lstat(root)
+            if attributes.kind not in ("file", "directory", "symlink"):
+                raise UsageError(f"{self.instance}:{root} is a {attributes.kind}", hint=ONLY_FILES)
+            with open_parent(destination, untrusted=untrusted, create=True) as (into, name):
+                _TreeCopy(self.instance, session, root, on_skip or _ignore).copy(root, attributes, into, name)
 
-    def _pull(self, path: str, destination: Path, root: str) -> None:
-        action = f"copying {self.instance}:{path} to {destination}"
-        response = self.read(path, action)
-        kind = _kind(response)
+    def _sftp(self) -> SFTPSession:
+        return SFTPSession(self.api, self.instance)
+
+    def _open_file(self, session: SFTPSession, path: str) -> tuple[bytes, int]:
+        """A read handle on regular file ``path`` and its size; anything else is refused before it is opened."""
+        kind = session.stat(path).kind
         if kind == "directory":
-            remove_link(destination)  # never merge into where a link (the container's, maybe) leads
-            destination.mkdir(exist_ok=True)
-            for name in response.json().get("metadata") or []:
-                try:
-                    self._pull(str(PurePosixPath(path, name)), destination / name, root)
-                except NotFoundError:
-                    # removed since the listing (a tool's temporary file): not copied. Unless the
-                    # directory, or the container, went away: reading it again raises then.
-                    self.read(path, action)
+            raise UsageError(f"{self.instance}:{path} is a directory", hint="copy a directory with -r")
+        if kind != "file":
+            raise UsageError(f"{self.instance}:{path} is a {kind}", hint=ONLY_FILES)
+        handle = session.open(path)
+        attributes = session.fstat(handle, path)  # it may have been swapped since the check
+        if attributes.kind != "file":
+            session.close_handle(handle)
+            raise UsageError(f"{self.instance}:{path} is a {attributes.kind}", hint=ONLY_FILES)
+        return handle, attributes.size
+
+
+class _TreeCopy:
+    """One recursive copy over one SFTP session."""
+
+    def __init__(self, instance: str, session: SFTPSession, root: str, on_skip: Callable[[str, str], None]) -> None:
+        self.instance, self.session, self.root, self.on_skip = instance, session, root, on_skip
+
+    def copy(self, path: str, attributes: Attributes, into: SafeDirectory, name: str) -> None:
+        """Copy ``path`` (whose ``lstat`` is ``attributes``) to entry ``name`` of ``into``."""
+        kind = attributes.kind
+        if kind == "directory":
+            with into.directory(name, create=True, replace_link=True) as directory:
+                for child, child_attributes in sorted(self.session.listdir(path)):
+                    self._copy_child(str(PurePosixPath(path, child)), child_attributes, directory, child, path)
         elif kind == "symlink":
-            target = _link_target(response)
-            if target == root or target.startswith(root.rstrip("/") + "/"):
+            target = self.session.readlink(path)
+            if target == self.root or target.startswith(self.root.rstrip("/") + "/"):
                 target = os.path.relpath(target, str(PurePosixPath(path).parent))
-            if destination.is_symlink() or destination.exists():
-                destination.unlink()
-            destination.symlink_to(target)
+            into.symlink(name, target)
+        elif kind == "file":
+            self._copy_file(path, into, name)
         else:
-            write_no_follow(destination, response.body, _mode(response, 0o644))
+            self.on_skip(path, kind)
+
+    def _copy_child(self, path: str, attributes: Attributes, into: SafeDirectory, name: str, parent: str) -> None:
+        try:
+            self.copy(path, attributes, into, name)
+        except APINotFound:
+            # removed since the listing (a tool's temporary file): not copied. Unless the
+            # directory, or the container, went away: reading it again raises then.
+            self.session.lstat(parent)
+
+    def _copy_file(self, path: str, into: SafeDirectory, name: str) -> None:
+        session = self.session
+        handle = session.open(path)
+        try:
+            attributes = session.fstat(handle, path)
+            if attributes.kind != "file":  # swapped since the listing (a device opens at once): not read
+                self.on_skip(path, attributes.kind)
+                return
+            into.write(name, session.chunks(handle, path, attributes.size), attributes.mode)
+        finally:
+            session.close_handle(handle)
 
 
-def _link_target(response: Response) -> str:
-    return response.body.decode(errors="surrogateescape")
-
-
-def _kind(response: Response) -> str:
-    return str(response.headers.get("X-Incus-Type") or response.headers.get("X-LXD-Type") or "file")
-
-
-def _mode(response: Response, default: int) -> int:
-    value = response.headers.get("X-Incus-Mode") or response.headers.get("X-LXD-Mode")
-    try:
-        return int(value, 8) if value else default
-    except ValueError:
-        return default
+def _ignore(_path: str, _kind: str) -> None:
+    pass
 
 
 def _host_mode(path: Path) -> int:

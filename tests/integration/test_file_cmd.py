@@ -168,3 +168,27 @@ def test_pull_never_writes_through_symlinks_at_the_destination(launched: str, cc
                       str(workspace / "out" / "authorized_keys"), env=cci_environ)
     assert_error(through, 2, "goes through a symlink")
     assert (victim / "authorized_keys").read_text() == "mine\n"
+
+
+def test_pull_copies_no_fifo_socket_or_device_and_never_hangs_on_one(launched: str, cci_environ: dict[str, str],
+                                                                     tmp_path: Path) -> None:
+    """Incus's file API waits forever for a writer when asked to read a FIFO: a pull never asks it."""
+    in_container(launched, "mkdir -p /tmp/odd/sub && echo a > /tmp/odd/a.txt && echo b > /tmp/odd/sub/b.txt"
+                           " && mkfifo /tmp/odd/fifo /tmp/odd/sub/pipe && ln -s /dev/null /tmp/odd/null"
+                           " && perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Local => \"/tmp/odd/sock\","
+                           " Listen => 1) or die $!'", cci_environ)
+    result = run_cci("file", "pull", "-r", f"{launched}:/tmp/odd", str(tmp_path), env=cci_environ, timeout=60)
+    assert result.returncode == 0, result.stderr
+    only = "(only regular files, directories and symlinks are copied)"
+    assert sorted(result.stderr.splitlines()) == [
+        f"cci: warning: skipped {launched}:/tmp/odd/{path}: a {kind} {only}"
+        for path, kind in (("fifo", "FIFO"), ("sock", "socket"), ("sub/pipe", "FIFO"))]
+    copy = tmp_path / "odd"
+    assert sorted(str(path.relative_to(copy)) for path in copy.rglob("*")) == ["a.txt", "null", "sub", "sub/b.txt"]
+    assert (copy / "sub" / "b.txt").read_text() == "b\n" and os.readlink(copy / "null") == "/dev/null"
+
+    for path, kind in (("/tmp/odd/fifo", "FIFO"), ("/tmp/odd/sock", "socket"), ("/tmp/odd/null", "device"),
+                       ("/dev/zero", "device")):
+        single = run_cci("file", "pull", f"{launched}:{path}", str(tmp_path / "single"), env=cci_environ, timeout=60)
+        assert_error(single, 2, f"{launched}:{path} is a {kind}", "only regular files")
+        assert not (tmp_path / "single").exists()

@@ -305,7 +305,7 @@ def test_lazily_registered_command_summaries_match_the_commands() -> None:
 
 
 def test_pull_destinations_through_links_inside_the_workspace_are_refused_others_not(tmp_path: Path) -> None:
-    from cci_core.cli.file_cmd import _refuse_planted_links
+    from cci_core.cli.file_cmd import Remote, _pull_target
     from cci_core.errors import UsageError
 
     workspace, real = tmp_path / "ws", tmp_path / "real"
@@ -313,12 +313,15 @@ def test_pull_destinations_through_links_inside_the_workspace_are_refused_others
     real.mkdir()
     (workspace / "planted").symlink_to(real)
     (tmp_path / "mine").symlink_to(real)  # the user's own link, outside the workspace
-    _refuse_planted_links(tmp_path / "mine" / "file", workspace)
-    _refuse_planted_links(workspace / "sub" / "file", workspace)
+    source = Remote("c1", "/src/file")
+    assert _pull_target(str(tmp_path / "mine" / "file"), source, workspace, False) == tmp_path / "mine" / "file"
+    assert _pull_target(str(workspace / "sub" / "file"), source, workspace, False) == workspace / "sub" / "file"
+    assert _pull_target(f"{tmp_path / 'mine'}/", source, workspace, False) == tmp_path / "mine" / "file"
     for destination, message in ((workspace / "planted" / "file", "goes through a symlink"),
+                                 (f"{workspace / 'planted'}/", "goes through a symlink"),
                                  (workspace / "planted", "is a symlink"), (tmp_path / "mine", "is a symlink")):
         with pytest.raises(UsageError, match=message):
-            _refuse_planted_links(destination, workspace)
+            _pull_target(str(destination), source, workspace, False)
 
 
 @pytest.mark.parametrize("document", ["a = " + "[" * 5000 + "]" * 5000, "a = " + "{b = " * 3000 + "1" + "}" * 3000,

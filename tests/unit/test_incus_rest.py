@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socketserver
+import stat
 import threading
 from collections.abc import Iterator
 from email.message import Message
@@ -15,12 +16,13 @@ from typing import Any
 import pytest
 
 from cci_core.config import load_config
-from cci_core.errors import BackendError, NotFoundError
+from cci_core.errors import BackendError, NotFoundError, UsageError
 from cci_builtin_plugins.incus.connection import Endpoint
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.incus.errors import APIError, APINotFound
 from cci_builtin_plugins.incus.files import InstanceFiles
 from cci_builtin_plugins.incus.rest import IncusAPI, Response, quote
+from cci_builtin_plugins.incus.sftp import Attributes
 
 Route = tuple[int, dict[str, Any]]
 
@@ -173,38 +175,101 @@ def test_images_are_named_by_alias_or_a_long_enough_fingerprint_prefix(server: F
         driver._resolve_image("abcdef012345")
 
 
-class ScriptedFiles(InstanceFiles):
-    """An instance's files from a dict (path -> directory entries, or file bytes); ``vanish`` names files
-    deleted between a directory listing and their reading; ``gone`` makes the whole instance disappear then."""
+class ScriptedSession:
+    """An SFTP session on a dict (path -> directory entries, file bytes, or a file type such as "FIFO");
+    ``vanish`` names files deleted between a directory listing and their reading; ``gone`` makes the
+    whole instance disappear then; ``swapped`` names files that are a FIFO once opened."""
 
-    def __init__(self, tree: dict[str, list[str] | bytes], vanish: set[str], gone: bool = False) -> None:
-        super().__init__(None, "c1")  # type: ignore[arg-type]
-        self.tree, self.vanish, self.gone = tree, vanish, gone
+    def __init__(self, tree: dict[str, Any], vanish: set[str], gone: bool = False,
+                 swapped: frozenset[str] = frozenset()) -> None:
+        self.tree, self.vanish, self.gone, self.swapped = tree, vanish, gone, swapped
+        self.opened: list[str] = []
 
-    def read(self, path: str, action: str) -> Response:
+    def __enter__(self) -> ScriptedSession:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        pass
+
+    def lstat(self, path: str) -> Attributes:
         if path in self.vanish:
             if self.gone:
                 self.tree = {}
-            raise APINotFound(action, 404, "not found")
+            raise APINotFound("reading", 404, "not found")
         if path not in self.tree:
-            raise APINotFound(action, 404, "Instance not found" if self.gone else "not found")
+            raise APINotFound("reading", 404, "Instance not found" if self.gone else "not found")
         entry = self.tree[path]
-        headers = Message()
-        headers["X-Incus-Type"] = "directory" if isinstance(entry, list) else "file"
-        headers["X-Incus-Mode"] = "0644"
-        body = json.dumps({"metadata": entry}).encode() if isinstance(entry, list) else entry
-        return Response(200, headers, body)
+        if isinstance(entry, list):
+            return Attributes(stat.S_IFDIR | 0o755)
+        if isinstance(entry, bytes):
+            return Attributes(stat.S_IFREG | 0o640, len(entry))
+        return Attributes({"FIFO": stat.S_IFIFO, "socket": stat.S_IFSOCK, "device": stat.S_IFCHR}[entry] | 0o644)
+
+    stat = lstat
+
+    def listdir(self, path: str) -> list[tuple[str, Attributes]]:
+        names = self.tree[path]
+        return [(name, self.lstat(f"{path}/{name}") if f"{path}/{name}" not in self.vanish else Attributes(
+            stat.S_IFREG | 0o644)) for name in names]
+
+    def open(self, path: str) -> bytes:
+        assert isinstance(self.lstat(path), Attributes) and isinstance(self.tree[path], bytes), path
+        self.opened.append(path)
+        return path.encode()
+
+    def fstat(self, handle: bytes, path: str) -> Attributes:
+        return Attributes(stat.S_IFIFO | 0o644) if path in self.swapped else self.lstat(path)
+
+    def chunks(self, handle: bytes, path: str, size: int) -> Iterator[bytes]:
+        yield self.tree[path]
+
+    def close_handle(self, handle: bytes) -> None:
+        pass
 
 
-TREE: dict[str, list[str] | bytes] = {"/s": ["a", "tmp", "d"], "/s/a": b"kept", "/s/d": ["b"], "/s/d/b": b"too"}
+class ScriptedFiles(InstanceFiles):
+    """Instance files over a :class:`ScriptedSession`."""
+
+    def __init__(self, session: ScriptedSession) -> None:
+        super().__init__(None, "c1")  # type: ignore[arg-type]
+        self.session = session
+
+    def _sftp(self) -> Any:
+        return self.session
+
+
+TREE: dict[str, Any] = {"/s": ["a", "tmp", "d"], "/s/a": b"kept", "/s/d": ["b"], "/s/d/b": b"too"}
+
+
+def copied(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
 
 
 def test_a_tree_pull_skips_files_removed_since_the_listing(tmp_path: Path) -> None:
-    ScriptedFiles(TREE, vanish={"/s/tmp"}).pull_tree("/s", tmp_path / "copy")
-    assert sorted(str(path.relative_to(tmp_path / "copy")) for path in (tmp_path / "copy").rglob("*")) == [
-        "a", "d", "d/b"]
+    ScriptedFiles(ScriptedSession(TREE, vanish={"/s/tmp"})).pull_tree("/s", tmp_path / "copy")
+    assert copied(tmp_path / "copy") == ["a", "d", "d/b"]
+    assert (tmp_path / "copy" / "a").stat().st_mode & 0o777 == 0o640
 
 
 def test_a_tree_pull_fails_when_the_container_goes_away_meanwhile(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError):
-        ScriptedFiles(TREE, vanish={"/s/tmp"}, gone=True).pull_tree("/s", tmp_path / "copy")
+        ScriptedFiles(ScriptedSession(TREE, vanish={"/s/tmp"}, gone=True)).pull_tree("/s", tmp_path / "copy")
+
+
+def test_a_tree_pull_never_opens_fifos_sockets_or_devices(tmp_path: Path) -> None:
+    tree = {**TREE, "/s": ["a", "d", "fifo", "sock", "null", "late"], "/s/fifo": "FIFO", "/s/sock": "socket",
+            "/s/null": "device", "/s/late": b"a file when listed, a FIFO when opened"}
+    session = ScriptedSession(tree, vanish=set(), swapped=frozenset({"/s/late"}))
+    skipped: list[tuple[str, str]] = []
+    ScriptedFiles(session).pull_tree("/s", tmp_path / "copy", on_skip=lambda *found: skipped.append(found))
+    assert copied(tmp_path / "copy") == ["a", "d", "d/b"]
+    assert skipped == [("/s/fifo", "FIFO"), ("/s/late", "FIFO"), ("/s/null", "device"), ("/s/sock", "socket")]
+    assert session.opened == ["/s/a", "/s/d/b", "/s/late"]  # never the FIFO, socket or device
+    for single in ("/s/fifo", "/s/sock", "/s/null"):
+        with pytest.raises(UsageError, match=f"c1:{single} is a .*only regular files, directories and symlinks"):
+            ScriptedFiles(session).pull_file_to(single, tmp_path / "single")
+        with pytest.raises(UsageError, match=f"c1:{single} is a "):
+            ScriptedFiles(session).pull_tree(single, tmp_path / "single")
+    with pytest.raises(UsageError, match="c1:/s/late is a FIFO"):
+        ScriptedFiles(session).pull_file("/s/late")
+    assert not (tmp_path / "single").exists()

@@ -1,0 +1,325 @@
+"""A small SFTP (version 3) client on Incus's ``/1.0/instances/NAME/sftp`` endpoint.
+
+The files API (GET ``.../files``) cannot tell a FIFO, a socket or a device from an
+empty regular file (all are ``X-Incus-Type: file``, size 0), and it opens what it
+reads: on a FIFO it waits for a writer forever. Over SFTP an ``lstat`` gives the
+real file type, a directory listing comes with every entry's type in a few round
+trips, an open file can be checked (``fstat``) before a byte is read, and a file
+is read in chunks, never whole. Every answer has a deadline: a FIFO swapped in
+between a check and an open makes the open fail in time instead of hanging.
+"""
+
+from __future__ import annotations
+
+import socket
+import stat
+import struct
+from collections.abc import Iterator
+from email.message import Message
+from typing import BinaryIO, NamedTuple
+
+from cci_builtin_plugins.incus.connection import Endpoint, quote
+from cci_builtin_plugins.incus.errors import APIError, APINotFound
+from cci_builtin_plugins.incus.rest import IncusAPI, Response, _error
+
+#: seconds an answer may take (Incus answers in milliseconds; a FIFO being opened never answers)
+TIMEOUT = 30.0
+#: bytes asked for per read (pkg/sftp's server answers at most 32 KiB a read)
+CHUNK = 32 * 1024
+#: reads kept in flight at once while a file is copied
+WINDOW = 16
+
+_INIT, _VERSION, _OPEN, _CLOSE, _READ, _LSTAT, _FSTAT, _OPENDIR, _READDIR, _STAT, _READLINK = (
+    1, 2, 3, 4, 5, 7, 8, 11, 12, 17, 19)
+_STATUS, _HANDLE, _DATA, _NAME, _ATTRS = 101, 102, 103, 104, 105
+_EOF, _NO_SUCH_FILE = 1, 2
+_SIZE, _UIDGID, _PERMISSIONS, _ACMODTIME, _EXTENDED = 0x1, 0x2, 0x4, 0x8, 0x80000000
+_READ_ONLY = 0x1
+
+
+class Attributes(NamedTuple):
+    """What SFTP tells of a file: ``mode`` holds the type bits (``stat.S_ISREG`` etc.) and the permissions."""
+
+    mode: int
+    size: int = 0
+    uid: int = 0
+    gid: int = 0
+
+    @property
+    def kind(self) -> str:
+        """``file``, ``directory``, ``symlink``, or what else it is (``FIFO``, ``socket``, ``device``)."""
+        return kind_of(self.mode)
+
+
+def kind_of(mode: int) -> str:
+    """The name of a file type, as cci's messages say it."""
+    for test, name in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symlink"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device"),
+                       (stat.S_ISBLK, "device")):
+        if test(mode):
+            return name
+    return "file of unknown type"
+
+
+class SFTPError(APIError):
+    """The server refused a request (a status other than OK)."""
+
+
+class SFTPNotFound(SFTPError, APINotFound):
+    """No such file."""
+
+
+class SFTPSession:
+    """One SFTP connection to an instance; use it as a context manager."""
+
+    def __init__(self, api: IncusAPI, instance: str, *, timeout: float = TIMEOUT) -> None:
+        self.instance = instance
+        self._sock, self._reader = _upgrade(api, f"/1.0/instances/{quote(instance)}/sftp", timeout,
+                                            f"opening the files of {instance}")
+        self._next_id = 0
+        self._send(_INIT, struct.pack(">I", 3), with_id=False)
+        kind, _payload = self._receive()
+        if kind != _VERSION:
+            raise SFTPError(f"opening the files of {instance}", 500, f"unexpected SFTP answer {kind}")
+
+    def __enter__(self) -> SFTPSession:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the connection (the server ends its side)."""
+        self._reader.close()
+        self._sock.close()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def lstat(self, path: str) -> Attributes:
+        """``path`` itself (a symlink is not followed)."""
+        return _attributes(self._expect(_ATTRS, self._call(_LSTAT, _string(path)), path))
+
+    def stat(self, path: str) -> Attributes:
+        """``path``, symlinks followed (inside the instance)."""
+        return _attributes(self._expect(_ATTRS, self._call(_STAT, _string(path)), path))
+
+    def readlink(self, path: str) -> str:
+        """A symlink's target as it was written."""
+        payload = self._expect(_NAME, self._call(_READLINK, _string(path)), path)
+        (name, _rest), = _names(payload)
+        return name
+
+    def listdir(self, path: str) -> list[tuple[str, Attributes]]:
+        """The entries of directory ``path`` (without ``.`` and ``..``), each with its attributes."""
+        handle = _handle(self._expect(_HANDLE, self._call(_OPENDIR, _string(path)), path))
+        entries: list[tuple[str, Attributes]] = []
+        try:
+            while True:
+                kind, payload = self._call(_READDIR, _string(handle))
+                if kind == _STATUS and _status(payload)[0] == _EOF:
+                    return entries
+                for name, attributes in _names(self._expect(_NAME, (kind, payload), path)):
+                    if name not in (".", ".."):
+                        entries.append((name, attributes))
+        finally:
+            self._close_handle(handle)
+
+    def open(self, path: str) -> bytes:
+        """A read handle on ``path`` (check it with :meth:`fstat` before reading: it may not be a file)."""
+        return _handle(self._expect(_HANDLE, self._call(_OPEN, _string(path) + struct.pack(">II", _READ_ONLY, 0)),
+                                    path))
+
+    def fstat(self, handle: bytes, path: str) -> Attributes:
+        """What an open handle is."""
+        return _attributes(self._expect(_ATTRS, self._call(_FSTAT, _string(handle)), path))
+
+    def chunks(self, handle: bytes, path: str, size: int) -> Iterator[bytes]:
+        """The content of an open regular file of ``size`` bytes (as :meth:`fstat` said), chunk by chunk.
+
+        A few reads are kept in flight; the file ends at the first short read (or at its end, if it grew).
+        """
+        offset = 0
+        while True:
+            count = min(WINDOW, max(size - offset, 0) // CHUNK + 1)
+            requests = [(self._send(_READ, _string(handle) + struct.pack(">QI", offset + index * CHUNK, CHUNK)),
+                         offset + index * CHUNK) for index in range(count)]
+            answers = self._collect({request for request, _at in requests})
+            for request, at in requests:
+                kind, payload = answers[request]
+                if kind == _STATUS and _status(payload)[0] == _EOF:
+                    return
+                data = _string_at(self._expect(_DATA, (kind, payload), path), 0)[0]
+                if data:
+                    yield data
+                offset = at + len(data)
+                if len(data) < CHUNK:
+                    return
+
+    def close_handle(self, handle: bytes) -> None:
+        """Close an open file or directory handle."""
+        self._close_handle(handle)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _close_handle(self, handle: bytes) -> None:
+        self._call(_CLOSE, _string(handle))
+
+    def _call(self, kind: int, payload: bytes) -> tuple[int, bytes]:
+        request = self._send(kind, payload)
+        return self._collect({request})[request]
+
+    def _collect(self, requests: set[int]) -> dict[int, tuple[int, bytes]]:
+        """The answers to ``requests`` (sent already), by request id, in whatever order they come."""
+        answers: dict[int, tuple[int, bytes]] = {}
+        while len(answers) < len(requests):
+            kind, body = self._receive()
+            request = struct.unpack(">I", body[:4])[0] if len(body) >= 4 else 0
+            if request not in requests:
+                raise SFTPError(self._action(""), 500, f"an SFTP answer to no request ({request})")
+            answers[request] = (kind, body[4:])
+        return answers
+
+    def _send(self, kind: int, payload: bytes, *, with_id: bool = True) -> int:
+        self._next_id += 1
+        body = bytes([kind]) + (struct.pack(">I", self._next_id) if with_id else b"") + payload
+        try:
+            self._sock.sendall(struct.pack(">I", len(body)) + body)
+        except OSError as exc:
+            raise self._broken(exc) from None
+        return self._next_id
+
+    def _receive(self) -> tuple[int, bytes]:
+        try:
+            header = self._reader.read(4)
+            length = struct.unpack(">I", header)[0] if len(header) == 4 else 0
+            body = self._reader.read(length) if length else b""
+        except OSError as exc:
+            raise self._broken(exc) from None
+        if not length or len(body) != length:
+            raise SFTPError(self._action(""), 500, "Incus closed the SFTP connection")
+        return body[0], body[1:]
+
+    def _broken(self, exc: OSError) -> SFTPError:
+        if isinstance(exc, socket.timeout):
+            return SFTPError(self._action(""), 504, "no answer in time (a FIFO swapped in, or Incus is stuck)")
+        return SFTPError(self._action(""), 500, f"the SFTP connection broke: {exc}")
+
+    def _expect(self, kind: int, answer: tuple[int, bytes], path: str) -> bytes:
+        got, payload = answer
+        if got == kind:
+            return payload
+        if got == _STATUS:
+            code, message = _status(payload)
+            error = SFTPNotFound if code == _NO_SUCH_FILE else SFTPError
+            raise error(self._action(path), 404 if code == _NO_SUCH_FILE else 500, message or f"SFTP status {code}")
+        raise SFTPError(self._action(path), 500, f"unexpected SFTP answer {got}")
+
+    def _action(self, path: str) -> str:
+        return f"reading {path} in {self.instance}" if path else f"reading the files of {self.instance}"
+
+
+def _string(value: str | bytes) -> bytes:
+    data = value.encode(errors="surrogateescape") if isinstance(value, str) else value
+    return struct.pack(">I", len(data)) + data
+
+
+def _string_at(payload: bytes, offset: int) -> tuple[bytes, int]:
+    """The SFTP string at ``offset`` and the offset after it."""
+    (length,) = struct.unpack_from(">I", payload, offset)
+    end = offset + 4 + length
+    if end > len(payload):
+        raise ValueError("a truncated SFTP packet")
+    return payload[offset + 4:end], end
+
+
+def _handle(payload: bytes) -> bytes:
+    return _string_at(payload, 0)[0]
+
+
+def _status(payload: bytes) -> tuple[int, str]:
+    (code,) = struct.unpack_from(">I", payload, 0)
+    try:
+        message = _string_at(payload, 4)[0].decode(errors="replace")
+    except (ValueError, struct.error):
+        message = ""
+    return code, message
+
+
+def _attributes_at(payload: bytes, offset: int) -> tuple[Attributes, int]:
+    (flags,) = struct.unpack_from(">I", payload, offset)
+    offset += 4
+    size = uid = gid = mode = 0
+    if flags & _SIZE:
+        (size,) = struct.unpack_from(">Q", payload, offset)
+        offset += 8
+    if flags & _UIDGID:
+        uid, gid = struct.unpack_from(">II", payload, offset)
+        offset += 8
+    if flags & _PERMISSIONS:
+        (mode,) = struct.unpack_from(">I", payload, offset)
+        offset += 4
+    if flags & _ACMODTIME:
+        offset += 8
+    if flags & _EXTENDED:
+        (count,) = struct.unpack_from(">I", payload, offset)
+        offset += 4
+        for _pair in range(2 * count):
+            offset = _string_at(payload, offset)[1]
+    return Attributes(mode, size, uid, gid), offset
+
+
+def _attributes(payload: bytes) -> Attributes:
+    return _attributes_at(payload, 0)[0]
+
+
+def _names(payload: bytes) -> list[tuple[str, Attributes]]:
+    """The entries of a NAME answer: file name (surrogate-escaped), long name (skipped), attributes."""
+    (count,) = struct.unpack_from(">I", payload, 0)
+    offset, entries = 4, []
+    for _entry in range(count):
+        name, offset = _string_at(payload, offset)
+        offset = _string_at(payload, offset)[1]
+        attributes, offset = _attributes_at(payload, offset)
+        entries.append((name.decode(errors="surrogateescape"), attributes))
+    return entries
+
+
+def _upgrade(api: IncusAPI, path: str, timeout: float, action: str) -> tuple[socket.socket, BinaryIO]:
+    """A socket on which Incus switched ``path`` to SFTP (HTTP 101); an error answer raises as in :mod:`rest`."""
+    endpoint: Endpoint = api.endpoint
+    try:
+        if endpoint.socket is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(str(endpoint.socket))
+            host = "localhost"
+        else:
+            from urllib import parse
+
+            url = parse.urlsplit(endpoint.url or "")
+            host = url.hostname or ""
+            raw = socket.create_connection((host, url.port or 8443), timeout=timeout)
+            sock = endpoint.ssl_context().wrap_socket(raw, server_hostname=host)
+    except OSError as exc:
+        raise endpoint.connection_error(exc) from exc
+    request = (f"GET {api.url(path)} HTTP/1.1\r\nHost: {host}\r\nUpgrade: sftp\r\n"
+               "Connection: Upgrade\r\n\r\n")
+    try:
+        sock.sendall(request.encode())
+        reader = sock.makefile("rb")
+        status_line = reader.readline(65536).decode("latin-1")
+        headers = Message()
+        while (line := reader.readline(65536)) not in (b"\r\n", b"\n", b""):
+            name, _colon, value = line.decode("latin-1").partition(":")
+            headers[name.strip()] = value.strip()
+        parts = status_line.split()
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        if status != 101:
+            length = int(headers.get("Content-Length") or 0)
+            body = reader.read(min(length, 1 << 20)) if length else b""
+            sock.close()
+            raise _error(action, Response(status or 500, headers, body))
+    except OSError as exc:
+        sock.close()
+        raise endpoint.connection_error(exc) from exc
+    return sock, reader  # the reader may hold bytes read past the headers
