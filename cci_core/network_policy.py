@@ -21,6 +21,14 @@ Action = Literal["allow", "reject"]
 #: the description of the rule by which a driver keeps containers away from the host's own addresses
 HOST_RULE = "this host"
 
+#: the description of the rule by which a driver rejects multicast and broadcast, whatever the plan
+BROADCAST_RULE = "multicast and broadcast"
+
+#: what :data:`BROADCAST_RULE` always holds: every multicast group and the limited broadcast (the driver adds
+#: the broadcast address of each of the host's networks). Such datagrams are delivered to the host itself,
+#: to every service listening on all of its addresses, and are never forwarded anywhere a container needs.
+MULTICAST_AND_BROADCAST = ("224.0.0.0/4", "255.255.255.255")
+
 #: longest :attr:`NetworkPlan.key`: network names become Linux interface names (15 bytes) with ``cci-`` before
 MAX_KEY_LENGTH = 11
 
@@ -51,8 +59,9 @@ class NetworkPlan(NamedTuple):
     :param refresh_minutes: how often the plan should be made again (0: never).
     :param notes: what the user should know (e.g. a name that did not resolve).
     :param block_host: the driver also rejects the addresses of the host the containers run on
-        (all but the DHCP and DNS of their network), whatever they are; a policy that must reach a
-        service on the host (a proxy, say) sets it to False.
+        (all but the DHCP and DNS of their network), whatever they are, including those it gets
+        later; a policy that must reach a service on the host (a proxy, say) sets it to False.
+        Multicast and broadcast (:data:`BROADCAST_RULE`) are rejected for every plan either way.
     """
 
     policy: str

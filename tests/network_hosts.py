@@ -565,3 +565,166 @@ def _remove_leftovers() -> None:
     # a killed run also leaves its temp dir; the lock guarantees no live run owns one
     for stale in Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+# --- services and addresses of this machine itself ------------------------------------------------------
+
+EXTRA_ADDRESS_PREFIX = "ccit-x"
+"""Prefix of the veth pairs :func:`extra_host_address` makes (with 8 hex digits: 14 characters)."""
+
+
+def datagram_script(port: int, *targets: str) -> str:
+    """A shell command line for a container: one UDP datagram ``cci-probe <target>`` to each target.
+
+    Broadcast is allowed on the socket; a target may be a shell expression (``$brd``). Needs only
+    perl-base, which every Debian has. Prints nothing; an unsendable datagram is skipped.
+    """
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port: {port}")
+    for target in targets:
+        if not re.fullmatch(r"[0-9.]+|\$[a-z]+", target):
+            raise ValueError(f"not an address: {target!r}")
+    listed = " ".join(f'"{target}"' for target in targets)
+    return ("perl -MIO::Socket::INET -e 'my $p = shift; for my $t (@ARGV) {"
+            " my $s = IO::Socket::INET->new(Proto => \"udp\", Broadcast => 1) or next;"
+            " send($s, \"cci-probe $t\", 0, Socket::pack_sockaddr_in($p, Socket::inet_aton($t))) }'"
+            f" {port} {listed}")
+
+
+class HostListener:
+    """A UDP and a TCP service on this machine, on one port of every address (``0.0.0.0``).
+
+    The TCP service answers ``host``; the UDP one keeps the datagrams it gets (and answers
+    ``host`` too). A context manager.
+    """
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        import threading
+
+        self.datagrams: list[tuple[bytes, str]] = []
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        for _ in range(20):  # a port free for both protocols
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("0.0.0.0", 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                self.tcp.bind(("0.0.0.0", self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+        else:
+            raise RuntimeError("no port free for both UDP and TCP")
+        self.tcp.listen(16)
+
+    def __enter__(self) -> HostListener:
+        import threading
+
+        for target in (self._serve_udp, self._serve_tcp):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for sock in (self.udp, self.tcp):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=3)
+
+    def _serve_udp(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.udp], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                data, peer = self.udp.recvfrom(512)
+            except OSError:
+                return
+            with self._changed:
+                self.datagrams.append((data, peer[0]))
+                self._changed.notify_all()
+            try:
+                self.udp.sendto(b"host\n", peer)
+            except OSError:
+                pass
+
+    def _serve_tcp(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.tcp], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.sendall(b"host\n")
+                except OSError:
+                    pass
+
+    def probes_received(self, *, expected: int = 0, timeout: float = 2.0) -> list[str]:
+        """The targets of the ``cci-probe`` datagrams received, once ``expected`` arrived or after ``timeout`` s.
+
+        With ``expected=0`` it waits the whole ``timeout``: that is how long a datagram is given to arrive.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [data.decode(errors="replace").split(" ", 1)[-1] for data, _ in self.datagrams
+                         if data.startswith(b"cci-probe ")]
+                left = deadline - time.monotonic()
+                if (expected and len(found) >= expected) or left <= 0:
+                    return sorted(found)
+                self._changed.wait(left)
+
+
+class extra_host_address:  # noqa: N801 - used like a function: ``with extra_host_address(...)``
+    """Addresses added to this machine on a link of their own, removed (with the link) on exit.
+
+    The link is one end of a veth pair whose other end also stays on this machine (some kernels
+    lack the ``dummy`` link type).
+    """
+
+    def __init__(self, *addresses: str) -> None:
+        for address in addresses:
+            network = ipaddress.ip_network(address, strict=False)
+            if any(network.overlaps(forbidden) for forbidden in _FORBIDDEN):
+                raise ValueError(f"{address} is in a range this machine uses itself")
+        self.addresses = addresses
+        self.link = f"{EXTRA_ADDRESS_PREFIX}{secrets.token_hex(4)}"
+
+    def __enter__(self) -> extra_host_address:
+        routes = json.loads(_run("ip", "-j", "-4", "route", "show", "table", "all").stdout or "[]")
+        for address in self.addresses:  # free here, or on a test link of ours
+            network = ipaddress.ip_network(address, strict=False)
+            taken = [route for route in routes if route.get("dst", "default") != "default"
+                     and route.get("dev") not in HOST_LINKS
+                     and ipaddress.ip_network(str(route["dst"]), strict=False).overlaps(network)]
+            if taken:
+                raise RuntimeError(f"{address} is routed on this machine already: {taken[0]}")
+        peer = self.link.replace(EXTRA_ADDRESS_PREFIX, EXTRA_ADDRESS_PREFIX[:-1] + "y", 1)
+        _run("ip", "link", "add", self.link, "type", "veth", "peer", "name", peer)
+        try:
+            for link in (self.link, peer):
+                _run("ip", "link", "set", link, "up")
+            for address in self.addresses:
+                _run("ip", "addr", "add", address if "/" in address else f"{address}/32", "dev", self.link)
+        except BaseException:
+            _run("ip", "link", "del", "dev", self.link, check=False)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _run("ip", "link", "del", "dev", self.link, check=False)

@@ -169,10 +169,11 @@ def _show(plan: NetworkPlan | None, found: PolicyNetwork | None, policy: str, fm
     click.echo("rules (egress; rejections win over allows):")
     print_table(["  ACTION", "DESTINATIONS", "WHY"],
                 [[f"  {rule.action}", " ".join(rule.destinations), rule.description] for rule in plan.rules])
-    from cci_core.network_policy import HOST_RULE
+    from cci_core.network_policy import BROADCAST_RULE
 
-    if plan.block_host and not any(rule.description == HOST_RULE for rule in plan.rules):
-        click.echo("  and the driver rejects every address of the host itself (but DHCP and DNS of the network)")
+    if not any(rule.description == BROADCAST_RULE for rule in plan.rules):  # a plan not enforced yet
+        host = ", and every address of the host itself" if plan.block_host else ""
+        click.echo(f"  and the driver rejects multicast and broadcast{host} (but DHCP and DNS of the network)")
     if plan.addresses:
         click.echo("addresses:")
         print_table(["  NAME", "IPV4"],

@@ -7,6 +7,13 @@ plan's egress rules.
 Incus applies the rules in the host's nftables, outside the container, and a
 container is attached to the bridge before its first start. Incus itself lets
 DHCP and DNS to the bridge through and orders rejections before allows.
+
+Traffic to the host itself goes through the same ACL rules as traffic the host
+forwards (Incus jumps to one chain from its input and its forward hooks), and an
+ACL rule names addresses only: nothing in Incus says "any address of this host".
+So the driver adds rules of its own to every plan (:func:`host_rules`):
+multicast and broadcast, and the host's addresses as they are now;
+:mod:`.host_guard` puts the addresses it gets later in as they appear.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cci_core.driver import LABEL_PREFIX, PolicyNetwork
 from cci_core.errors import BackendError, ConfigError
-from cci_core.network_policy import HOST_RULE, NetworkPlan, Rule
+from cci_core.network_policy import BROADCAST_RULE, HOST_RULE, MULTICAST_AND_BROADCAST, NetworkPlan, Rule
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.rest import quote
 
@@ -33,6 +40,10 @@ PREFIX = "cci-"
 POLICY_KEY = LABEL_PREFIX + "policy"
 _NO_AUTO_SUBNET = "find an unused IPv4 subnet"
 _SUBNET_TRIES = 8
+#: the rules :func:`host_rules` adds (a refresh of the host's addresses replaces them)
+DRIVER_RULES = (BROADCAST_RULE, HOST_RULE)
+#: every loopback address: a bridge with ``route_localnet`` on would deliver them to the host's local services
+LOOPBACK = "127.0.0.0/8"
 
 
 def network_name(plan: NetworkPlan, *, nat: bool = True) -> str:
@@ -51,9 +62,7 @@ def acl_body(plan: NetworkPlan) -> dict[str, Any]:
     """The ACL for ``plan``: its egress rules, and the plan itself in ``user.cci.*`` keys."""
     return {
         "description": f"cci network policy {plan.policy}",
-        "egress": [{"action": rule.action, "destination": ",".join(rule.destinations),
-                    "description": rule.description, "state": "enabled"}
-                   for rule in plan.rules if rule.destinations],
+        "egress": [_acl_rule(rule) for rule in plan.rules if rule.destinations],
         "ingress": [],
         "config": {key: value for key, value in {  # Incus drops keys with empty values: so do we
             POLICY_KEY: plan.policy,
@@ -62,6 +71,7 @@ def acl_body(plan: NetworkPlan) -> dict[str, Any]:
             LABEL_PREFIX + "settings": json.dumps(dict(plan.settings), sort_keys=True),
             LABEL_PREFIX + "addresses": json.dumps({name: list(found) for name, found in plan.addresses.items()}),
             LABEL_PREFIX + "refresh-minutes": str(plan.refresh_minutes),
+            LABEL_PREFIX + "block-host": "true" if plan.block_host else "false",
             LABEL_PREFIX + "refreshed-at": f"{time.time():.0f}",
         }.items() if value},
     }
@@ -82,25 +92,83 @@ def plan_of(acl: Mapping[str, Any]) -> tuple[NetworkPlan, float]:
         policy=value("policy"), identity=value("identity"), default=value("default", "reject"),  # type: ignore[arg-type]
         rules=rules, settings=json.loads(value("settings", "{}")), addresses=addresses,
         refresh_minutes=int(value("refresh-minutes", "0") or 0),
+        block_host=blocks_host(acl),
     )
     return plan, float(value("refreshed-at", "0") or 0)
 
 
-def local_addresses(fib_trie: Path = Path("/proc/net/fib_trie")) -> list[str]:
-    """Every IPv4 address of this machine (the kernel's ``host LOCAL`` routes), without running ``ip``."""
-    found: set[str] = set()
+class KernelAddresses(NamedTuple):
+    """This machine's IPv4 addresses as its kernel routes them: its own, and its networks' broadcast addresses."""
+
+    local: tuple[str, ...] = ()
+    broadcast: tuple[str, ...] = ()
+
+
+def blocks_host(acl: Mapping[str, Any]) -> bool:
+    """Whether an ACL made by :func:`acl_body` keeps containers away from the host (older ACLs: its host rule)."""
+    stored = (acl.get("config") or {}).get(LABEL_PREFIX + "block-host")
+    if stored is not None:
+        return str(stored) == "true"
+    return any(rule.get("description") == HOST_RULE for rule in acl.get("egress") or ())
+
+
+def kernel_addresses(fib_trie: Path = Path("/proc/net/fib_trie")) -> KernelAddresses:
+    """Every ``host LOCAL`` and ``link BROADCAST`` address of the kernel's routing tables, without running ``ip``."""
+    found: dict[str, set[str]] = {"host LOCAL": set(), "link BROADCAST": set()}
     last = ""
     try:
         lines = fib_trie.read_text().splitlines()
     except OSError:
-        return []
+        return KernelAddresses()
     for line in lines:
         text = line.strip()
         if text.startswith(("|--", "+--")):
             last = text[3:].split()[0]
-        elif text.startswith("/32 host LOCAL") and last:
-            found.add(last)
-    return sorted(found, key=ipaddress.IPv4Address)
+        elif text.startswith("/32 ") and last and text[4:] in found:
+            found[text[4:]].add(last)
+
+    def ordered(addresses: set[str]) -> tuple[str, ...]:
+        return tuple(sorted(addresses, key=ipaddress.IPv4Address))
+
+    return KernelAddresses(ordered(found["host LOCAL"]), ordered(found["link BROADCAST"]))
+
+
+def host_rules(interfaces: list[ipaddress.IPv4Interface], kernel: KernelAddresses, *,
+               block_host: bool) -> tuple[Rule, ...]:
+    """The rules the driver adds to a plan: multicast and broadcast, and (``block_host``) the host's own addresses.
+
+    ``interfaces`` are the host's addresses Incus reports, ``kernel`` those its kernel routes
+    (none for a remote Incus). A datagram to a multicast group, to the limited broadcast or to
+    the broadcast address of one of the host's networks is delivered to the host itself: every
+    service listening on all of its addresses gets it.
+    """
+    broadcasts = {interface.network.broadcast_address for interface in interfaces if interface.network.prefixlen < 31}
+    broadcasts.update(map(ipaddress.IPv4Address, kernel.broadcast))
+    covered = [ipaddress.IPv4Network(cidr) for cidr in MULTICAST_AND_BROADCAST]
+    extra = sorted(address for address in broadcasts
+                   if not address.is_loopback and not any(address in network for network in covered))
+    rules = [Rule("reject", (*MULTICAST_AND_BROADCAST, *map(str, extra)), BROADCAST_RULE)]
+    if block_host:
+        own = {interface.ip for interface in interfaces} | set(map(ipaddress.IPv4Address, kernel.local))
+        rules.append(Rule("reject", (LOOPBACK, *map(str, sorted(address for address in own
+                                                                 if not address.is_loopback))), HOST_RULE))
+    return tuple(rules)
+
+
+def with_host_rules(egress: list[Mapping[str, Any]], rules: tuple[Rule, ...]) -> list[dict[str, Any]]:
+    """An ACL's egress rules with the driver's own (:data:`DRIVER_RULES`) replaced by ``rules``."""
+    kept = [dict(rule) for rule in egress if rule.get("description") not in DRIVER_RULES]
+    return kept + [_acl_rule(rule) for rule in rules]
+
+
+def _acl_rule(rule: Rule) -> dict[str, Any]:
+    return {"action": rule.action, "destination": ",".join(rule.destinations), "description": rule.description,
+            "state": "enabled"}
+
+
+def _comparable_rules(rules: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """ACL rules with the keys cci sets only (Incus answers with every key, empty ones included)."""
+    return [{key: rule.get(key, "") for key in ("action", "destination", "description", "state")} for rule in rules]
 
 
 def _same_acl(current: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
@@ -108,9 +176,7 @@ def _same_acl(current: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
     def comparable(document: Mapping[str, Any]) -> tuple[Any, ...]:
         config = {key: value for key, value in (document.get("config") or {}).items()
                   if key != LABEL_PREFIX + "refreshed-at"}
-        egress = [{key: rule.get(key, "") for key in ("action", "destination", "description", "state")}
-                  for rule in document.get("egress") or ()]
-        return document.get("description", ""), egress, config
+        return document.get("description", ""), _comparable_rules(document.get("egress") or []), config
 
     return comparable(current) == comparable(body)
 
@@ -132,9 +198,8 @@ class PolicyNetworks:
 
     def ensure(self, plan: NetworkPlan) -> str:
         name = network_name(plan, nat=self.settings.network_nat)
-        interfaces = self._host_interfaces() if plan.block_host else None  # read once, for the rule and subnets
-        if interfaces is not None:
-            plan = plan._replace(rules=(*plan.rules, self._host_rule(interfaces)))
+        interfaces = self._host_interfaces()  # read once, for the rules and the subnets
+        plan = plan._replace(rules=(*plan.rules, *self._host_rules(interfaces, block_host=plan.block_host)))
         self._put_acl(name, plan)
         try:
             network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
@@ -149,6 +214,10 @@ class PolicyNetworks:
         config = network.get("config") or {}
         if any(config.get(key) != value for key, value in wanted.items()):
             self.api.call("PATCH", f"/1.0/networks/{quote(name)}", f"updating network {name}", {"config": wanted})
+        if self.api.endpoint.socket is not None:  # the host's later addresses: see host_guard
+            from cci_builtin_plugins.incus import host_guard
+
+            host_guard.ensure_running(self.api.endpoint.socket, self.api.project)
         return name
 
     def _wait_created(self, name: str, network: Mapping[str, Any], timeout: float = 30) -> Mapping[str, Any]:
@@ -201,8 +270,7 @@ class PolicyNetworks:
             POLICY_KEY: plan.policy,
         }
 
-    def _create(self, name: str, plan: NetworkPlan,
-                interfaces: list[ipaddress.IPv4Interface] | None) -> dict[str, Any]:
+    def _create(self, name: str, plan: NetworkPlan, interfaces: list[ipaddress.IPv4Interface]) -> dict[str, Any]:
         for subnet in self._subnets(name, interfaces):
             body = {"name": name, "type": "bridge", "description": f"cci network policy {plan.policy}",
                     "config": {**self._security(name, plan), "ipv4.address": subnet}}
@@ -226,7 +294,7 @@ class PolicyNetworks:
                                f"for network {name}", hint="give a larger or another range")
         return dict(self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}"))
 
-    def _subnets(self, name: str, interfaces: list[ipaddress.IPv4Interface] | None) -> Iterator[str]:
+    def _subnets(self, name: str, interfaces: list[ipaddress.IPv4Interface]) -> Iterator[str]:
         """Gateway addresses to try: ``auto``, or free /24s of the configured range (from a per-name start)."""
         pool = self.settings.network_subnets
         if pool == "auto":
@@ -234,8 +302,7 @@ class PolicyNetworks:
             return
         network = ipaddress.IPv4Network(pool)
         blocks = list(network.subnets(new_prefix=24)) if network.prefixlen <= 24 else [network]
-        used = [interface.network for interface in
-                (self._host_interfaces() if interfaces is None else interfaces)]
+        used = [interface.network for interface in interfaces]
         start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(blocks)
         free = [block for block in blocks[start:] + blocks[:start] if not any(block.overlaps(u) for u in used)]
         for block in free[:_SUBNET_TRIES]:
@@ -249,22 +316,60 @@ class PolicyNetworks:
             if network.get("managed") and address and "/" in address:
                 found.append(ipaddress.IPv4Interface(address))
             elif not network.get("managed"):
-                state = self.api.get(f"/1.0/networks/{quote(network['name'])}/state", "reading host addresses")
+                try:
+                    state = self.api.get(f"/1.0/networks/{quote(network['name'])}/state", "reading host addresses")
+                except APINotFound:
+                    continue  # gone since the list was made
                 found += [ipaddress.IPv4Interface(f"{entry['address']}/{entry['netmask']}")
                           for entry in (state or {}).get("addresses") or () if entry.get("family") == "inet"]
         return found
 
-    def _host_rule(self, interfaces: list[ipaddress.IPv4Interface]) -> Rule:
-        """Keep containers away from the host itself, whatever its addresses (DHCP and DNS of the bridge stay).
+    def _host_rules(self, interfaces: list[ipaddress.IPv4Interface], *, block_host: bool) -> tuple[Rule, ...]:
+        """:func:`host_rules` for this host (DHCP and DNS of the bridge pass before any ACL rule).
 
         Incus lists most of the host's interfaces but not all (veth pairs, say): on a local
-        Incus the kernel's own list of local addresses completes it.
+        Incus the kernel's own list of addresses completes it.
         """
-        found = {interface.ip for interface in interfaces}
-        if self.api.endpoint.socket is not None:
-            found.update(ipaddress.IPv4Address(address) for address in local_addresses())
-        addresses = sorted(address for address in found if not address.is_loopback)
-        return Rule("reject", tuple(map(str, addresses)), HOST_RULE)
+        kernel = kernel_addresses() if self.api.endpoint.socket is not None else KernelAddresses()
+        return host_rules(interfaces, kernel, block_host=block_host)
+
+    def update_host_rules(self) -> list[str]:
+        """Put the host's current addresses into every cci ACL (they may have changed since it was written).
+
+        Only the driver's own rules change; an ACL changed meanwhile by another process is read
+        again (Incus refuses an update whose ETag is stale). Returns the names of the ACLs changed.
+        """
+        interfaces = self._host_interfaces()
+        rules = {block_host: self._host_rules(interfaces, block_host=block_host) for block_host in (False, True)}
+        changed = []
+        for acl in self.api.get("/1.0/network-acls", "listing network ACLs", recursion=1) or []:
+            if POLICY_KEY in (acl.get("config") or {}) and self._update_host_rules(acl["name"], rules):
+                changed.append(acl["name"])
+        return changed
+
+    def _update_host_rules(self, name: str, rules: Mapping[bool, tuple[Rule, ...]], tries: int = 5) -> bool:
+        """Replace the driver's rules in one ACL by ``rules[block_host]``; whether it changed."""
+        path = f"/1.0/network-acls/{quote(name)}"
+        for _ in range(tries):
+            try:
+                response = self.api.request("GET", path, f"reading network ACL {name}")
+            except APINotFound:
+                return False  # deleted meanwhile
+            acl = response.json().get("metadata") or {}
+            egress = acl.get("egress") or []
+            wanted = with_host_rules(egress, rules[blocks_host(acl)])
+            if _comparable_rules(wanted) == _comparable_rules(egress):
+                return False
+            body = {"description": acl.get("description", ""), "egress": wanted,
+                    "ingress": acl.get("ingress") or [], "config": acl.get("config") or {}}
+            try:
+                self.api.call("PUT", path, f"updating network ACL {name}", body,
+                              headers={"If-Match": response.headers.get("ETag", "")})
+                return True
+            except APIError as exc:
+                if exc.status != 412:  # 412: changed since it was read: read it again
+                    raise
+        raise BackendError(f"network ACL {name} kept changing while its host rules were updated")
 
     def list(self) -> list[PolicyNetwork]:
         networks = [network for network in self.api.get("/1.0/networks", "listing networks", recursion=1) or []

@@ -8,9 +8,12 @@ and a DNS server, each in a network namespace. No test traffic goes anywhere els
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
+import secrets
 import shlex
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +30,18 @@ from cci_builtin_plugins.network import resolver
 from tests import incus_env, network_hosts
 from tests.integration.conftest import CCI, RESTRICTED_NETWORK, assert_error, nic_network, run_cci
 from tests.integration.terminal import Terminal
-from tests.network_hosts import DNS_SERVER, INTERNET_HOSTS, METADATA_HOST, PRIVATE_HOST, TestHosts, probe_script
+from tests.network_hosts import (
+    DNS_SERVER,
+    INTERNET_HOSTS,
+    LINKS,
+    METADATA_HOST,
+    PRIVATE_HOST,
+    HostListener,
+    TestHosts,
+    datagram_script,
+    extra_host_address,
+    probe_script,
+)
 from tests.workspace_config import write_trusted
 
 pytestmark = pytest.mark.incus
@@ -149,6 +163,63 @@ def test_no_policy_but_open_reaches_the_host_itself(
         result = run_cci("--network", mode, "run", "--", "bash", "-c", probe, env=cci_environ, cwd=workspace)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == expected, mode
+
+
+#: the broadcast address of the internet test hosts' link: one of this host's networks
+INTERNET_BROADCAST = str(LINKS[0].network.broadcast_address)
+#: prints the container's leased address (``lease=...``) and keeps its network's broadcast address in $brd
+LEASE = f"{WAIT_FOR_ADDRESS}; set -- $(ip -4 -o addr show eth0 | awk '{{print $4, $6}}'); echo \"lease=$1\"; brd=$2"
+
+
+@pytest.mark.parametrize("mode", ["restricted", "allowlist", "open"])
+def test_multicast_and_broadcast_reach_the_host_only_in_open_mode(
+        mode: str, hosts: TestHosts, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    workspace = workspace_with(tmp_path, allowlist_toml(INTERNET_HOSTS[2]) if mode == "allowlist" else "")
+    with HostListener() as listener:  # a host service on 0.0.0.0
+        targets = ("224.0.0.1", "255.255.255.255", "$brd", INTERNET_BROADCAST)
+        result = run_cci("--network", mode, "run", "--", "bash", "-c",
+                         f"{LEASE}; {datagram_script(listener.port, *targets)}", env=cci_environ, cwd=workspace)
+        assert result.returncode == 0, result.stderr
+        lease = ipaddress.ip_interface(answers(result.stdout)["lease"])
+        if mode == "open":  # nothing changes: all four reach the host
+            received = listener.probes_received(expected=len(targets), timeout=10)
+            assert received == sorted(["224.0.0.1", "255.255.255.255", str(lease.network.broadcast_address),
+                                       INTERNET_BROADCAST])
+        else:
+            assert listener.probes_received() == []
+    # DHCP to the bridge still works: the container got its lease from the bridge of its policy
+    bridges = incus_env.BRIDGE_SUBNET if mode == "open" else incus_env.NETWORK_SUBNETS
+    assert lease.ip in ipaddress.ip_network(bridges), lease
+
+
+@pytest.mark.parametrize("mode", ["restricted", "allowlist"])
+def test_an_address_the_host_gets_while_a_container_runs_is_out_of_its_reach(
+        mode: str, hosts: TestHosts, driver: IncusDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    public = f"198.51.100.{200 + secrets.randbelow(50)}"  # on no test host: it can only be this machine
+    private = f"10.97.0.{2 + secrets.randbelow(200)}"
+    # the allowlist lists the address the host gets later (a plan, and network, of this test's own)
+    workspace = workspace_with(tmp_path, allowlist_toml(INTERNET_HOSTS[2], public) if mode == "allowlist" else "")
+    manager, container = launch(config_for(workspace), workspace, monkeypatch)
+    assert answers(as_root(container, LEASE))["lease"]
+    with HostListener() as listener, extra_host_address(public, private):
+        deadline = time.monotonic() + 20
+        while as_root(container, probe_script(public, listener.port, timeout=1)).strip() != "blocked":
+            assert time.monotonic() < deadline, f"{public}, added to the host after the launch, is still reachable"
+            time.sleep(0.1)
+        reached = as_root(container, probes_on(listener.port, public, private))
+        assert answers(reached) == {public: "blocked", private: "blocked"}
+        as_root(container, datagram_script(listener.port, public, private))
+        assert listener.probes_received() == []
+    assert answers(as_root(container, probes(INTERNET_HOSTS[2]))) == {INTERNET_HOSTS[2]: INTERNET_HOSTS[2]}
+    if mode == "allowlist":  # this test's own plan: not left behind
+        network = nic_network(driver, container.name)
+        manager.finish(container, force=True, delete=True)
+        driver.delete_network(network)
+
+
+def probes_on(port: int, *targets: str) -> str:
+    """Like :func:`probes`, on another port than the test hosts' own."""
+    return "; ".join(f'echo "{target}=$({probe_script(target, port)})"' for target in targets)
 
 
 def test_open_reaches_everything(hosts: TestHosts, cci_environ: dict[str, str], tmp_path: Path) -> None:

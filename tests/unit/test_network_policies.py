@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -330,8 +331,8 @@ def test_an_attached_session_refreshes_due_plans_in_the_background(tmp_path: Pat
             time.sleep(0.01)
 
 
-def test_the_hosts_own_addresses_are_read_from_the_kernel(tmp_path: Path) -> None:
-    from cci_builtin_plugins.incus.networks import local_addresses
+def test_the_hosts_own_and_broadcast_addresses_are_read_from_the_kernel(tmp_path: Path) -> None:
+    from cci_builtin_plugins.incus.networks import KernelAddresses, kernel_addresses
 
     trie = tmp_path / "fib_trie"
     trie.write_text("""Main:
@@ -354,9 +355,148 @@ Local:
         /32 host LOCAL
      |-- 10.213.7.1
         /32 host LOCAL
+     |-- 192.0.2.255
+        /32 link BROADCAST
 """)
-    assert local_addresses(trie) == ["10.213.7.1", "127.0.0.1", "192.0.2.2"]
-    assert local_addresses(tmp_path / "missing") == []
+    assert kernel_addresses(trie) == KernelAddresses(("10.213.7.1", "127.0.0.1", "192.0.2.2"),
+                                                     ("10.213.7.255", "192.0.2.255"))
+    assert kernel_addresses(tmp_path / "missing") == KernelAddresses((), ())
+
+
+def test_every_plan_rejects_multicast_and_broadcast_and_a_host_blocking_one_every_host_address() -> None:
+    from ipaddress import IPv4Interface
+
+    from cci_builtin_plugins.incus.networks import KernelAddresses, host_rules
+
+    interfaces = [IPv4Interface("10.150.3.1/24"), IPv4Interface("203.0.113.7/28"), IPv4Interface("198.51.100.9/32")]
+    kernel = KernelAddresses(("127.0.0.1", "192.0.2.2", "203.0.113.7"),
+                             ("127.255.255.255", "192.0.2.255", "255.255.255.255"))
+    broadcast = Rule("reject", ("224.0.0.0/4", "255.255.255.255", "10.150.3.255", "192.0.2.255", "203.0.113.15"),
+                     "multicast and broadcast")
+    assert host_rules(interfaces, kernel, block_host=False) == (broadcast,)
+    assert host_rules(interfaces, kernel, block_host=True) == (broadcast, Rule(
+        "reject", ("127.0.0.0/8", "10.150.3.1", "192.0.2.2", "198.51.100.9", "203.0.113.7"), "this host"))
+    # with nothing known about the host, what holds for any host still holds
+    assert host_rules([], KernelAddresses(), block_host=True) == (
+        Rule("reject", ("224.0.0.0/4", "255.255.255.255"), "multicast and broadcast"),
+        Rule("reject", ("127.0.0.0/8",), "this host"))
+
+
+class FakeACLs:
+    """``/1.0/network-acls`` of a fake Incus with ETags: enough for :meth:`PolicyNetworks.update_host_rules`."""
+
+    def __init__(self, acls: dict[str, dict[str, Any]], races: int = 0) -> None:
+        from types import SimpleNamespace
+
+        self.acls = acls
+        self.races = races  # how many updates another process slips in before ours
+        self.puts: list[str] = []
+        self.endpoint = SimpleNamespace(socket=None)
+
+    def get(self, path: str, action: str, **params: Any) -> Any:
+        if path == "/1.0/networks":
+            return [{"name": "eth0", "managed": False}]
+        if path == "/1.0/networks/eth0/state":
+            return {"addresses": [{"family": "inet", "address": "198.51.100.9", "netmask": "24"}]}
+        assert path == "/1.0/network-acls" and params == {"recursion": 1}
+        return [{"name": name, **acl} for name, acl in self.acls.items()]
+
+    def request(self, method: str, path: str, action: str, **kwargs: Any) -> Any:
+        import json as json_module
+        from email.message import Message
+
+        from cci_builtin_plugins.incus.rest import Response
+
+        name = path.rsplit("/", 1)[1]
+        headers = Message()
+        headers["ETag"] = str(hash(json_module.dumps(self.acls[name], sort_keys=True)))
+        return Response(200, headers, json_module.dumps({"metadata": self.acls[name]}).encode())
+
+    def call(self, method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
+        import json as json_module
+
+        from cci_builtin_plugins.incus.errors import APIError
+
+        name = path.rsplit("/", 1)[1]
+        if self.races:
+            self.races -= 1
+            self.acls[name]["egress"].insert(0, {"action": "allow", "destination": "192.0.2.99",
+                                                 "description": "changed meanwhile", "state": "enabled"})
+        if kwargs["headers"]["If-Match"] != str(hash(json_module.dumps(self.acls[name], sort_keys=True))):
+            raise APIError(action, 412, "ETag doesn't match")
+        self.puts.append(name)
+        self.acls[name] = body
+
+
+def test_the_host_rules_of_every_cci_acl_follow_the_hosts_addresses() -> None:
+    from cci_builtin_plugins.incus.networks import PolicyNetworks
+
+    private = {"action": "reject", "destination": "10.0.0.0/8", "description": "private networks", "state": "enabled"}
+    old_host = {"action": "reject", "destination": "127.0.0.0/8,192.0.2.2", "description": "this host",
+                "state": "enabled", "source": "", "protocol": ""}
+    api = FakeACLs({
+        "cci-restricted": {"egress": [private, old_host], "config": {"user.cci.policy": "restricted"}},
+        "cci-proxy": {"egress": [private], "config": {"user.cci.policy": "proxy", "user.cci.block-host": "false"}},
+        "theirs": {"egress": [], "config": {}},
+    }, races=1)
+    networks = PolicyNetworks(api, None)  # type: ignore[arg-type]
+    assert networks.update_host_rules() == ["cci-restricted", "cci-proxy"]
+    restricted = api.acls["cci-restricted"]["egress"]
+    assert restricted[0]["description"] == "changed meanwhile"  # another process's update is kept
+    assert restricted[1:] == [private, {
+        "action": "reject", "destination": "224.0.0.0/4,255.255.255.255,198.51.100.255", "state": "enabled",
+        "description": "multicast and broadcast"}, {
+        "action": "reject", "destination": "127.0.0.0/8,198.51.100.9", "description": "this host",
+        "state": "enabled"}]
+    assert [rule["description"] for rule in api.acls["cci-proxy"]["egress"]] == [
+        "private networks", "multicast and broadcast"]
+    assert api.acls["theirs"] == {"egress": [], "config": {}}
+    puts = list(api.puts)
+    assert networks.update_host_rules() == []  # nothing changed since: nothing written
+    assert api.puts == puts
+
+
+def test_the_host_guard_starts_once_and_a_request_keeps_an_idle_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+    import os
+    import subprocess
+
+    from cci_builtin_plugins.incus import host_guard
+
+    monkeypatch.setattr(host_guard.tempfile, "gettempdir", lambda: str(tmp_path))
+    started: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv))
+    incus = Path("/var/lib/incus/unix.socket")
+    host_guard.ensure_running(incus, "cci-test")
+    assert started[0][1:] == ["-I", "-m", "cci_builtin_plugins.incus.host_guard", str(incus), "cci-test"]
+    path = host_guard.lock_path(incus, "cci-test")
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+    fd = os.open(path, os.O_RDWR)  # a guard runs: it holds the lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.utime(path, (0, 0))
+    host_guard.ensure_running(incus, "cci-test")
+    assert len(started) == 1  # not another one
+    assert not host_guard._may_exit(fd, path)  # the request just made keeps the running one
+    os.utime(path, (0, 0))
+    assert host_guard._may_exit(fd, path)  # nobody asked for a long time
+    os.close(fd)
+
+
+def test_a_host_guard_lock_of_another_user_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from cci_builtin_plugins.incus import host_guard
+
+    monkeypatch.setattr(host_guard.tempfile, "gettempdir", lambda: str(tmp_path))
+    path = host_guard.lock_path(Path("/s"), None)
+    path.parent.mkdir(mode=0o777)
+    os.chmod(path.parent, 0o777)  # a directory anyone could have made
+    host_guard.ensure_running(Path("/s"), None)
+    assert "cannot start the host guard" in capsys.readouterr().err
+    assert not path.exists()
 
 
 def test_a_bridge_another_process_is_still_creating_is_waited_for() -> None:

@@ -1,0 +1,203 @@
+"""The host guard: keeps the addresses the host gets later out of the containers' reach.
+
+An Incus ACL names addresses, not "this host" (see :mod:`.networks`): the rules list the
+host's addresses as they were when written. The guard is a small background process of the
+user's, one per user and local Incus socket, started by every cci process that enforces a plan
+there (:func:`ensure_running`). It listens to the kernel's address events (rtnetlink, which
+needs no privilege) and, moments after an address appears or goes, writes the host's current
+addresses into every cci ACL; it also checks every :data:`CHECK_SECONDS` (an event it missed, a
+rule changed by hand). It exits once no container has used a cci network for
+:data:`IDLE_SECONDS` and no cci process has asked for it meanwhile.
+
+    python -I -m cci_builtin_plugins.incus.host_guard SOCKET [PROJECT]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
+
+    from cci_builtin_plugins.incus.networks import PolicyNetworks
+
+#: how often the guard checks the rules without an event (and whether the networks are still used)
+CHECK_SECONDS = 15.0
+#: how long the networks stay unused (and nobody asks for the guard) before it exits
+IDLE_SECONDS = 600.0
+#: a burst of address events (an interface coming up with several) is applied once it has been quiet this long
+SETTLE_SECONDS = 0.05
+_RTMGRP_IPV4_IFADDR = 0x10
+
+
+def lock_path(socket: Path, project: str | None) -> Path:
+    """The guard's lock file for this user, Incus socket and project (the guard holds it while it runs).
+
+    It lives in a directory of the user's own under the temporary directory, so that one user
+    has one guard whatever ``HOME`` each cci process had.
+    """
+    digest = hashlib.sha256(f"{socket}\0{project or ''}".encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"cci-{os.getuid()}" / f"host-guard-{digest}.lock"
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, opened; its directory made private; refused when anyone but this user owns either."""
+    import stat
+
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+    except FileExistsError:
+        pass
+    info = os.lstat(path.parent)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise PermissionError(f"{path.parent} is not a private directory of this user")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if os.fstat(fd).st_uid != os.getuid():
+        os.close(fd)
+        raise PermissionError(f"{path} belongs to another user")
+    return fd
+
+
+def ensure_running(socket: Path, project: str | None) -> None:
+    """Start the guard for ``socket`` unless one runs; asks a running one to stay. Never fails the caller."""
+    import fcntl
+    import subprocess
+
+    path = lock_path(socket, project)
+    try:
+        fd = _open_lock(path)
+    except OSError as exc:
+        print(f"cci: warning: cannot start the host guard ({exc}): an address this host gets from now on stays "
+              "reachable from containers until the next launch", file=sys.stderr, flush=True)
+        return
+    try:
+        os.utime(fd)  # asked for now: a guard about to exit for idleness stays (see _may_exit)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # one runs
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        log = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600)
+        try:
+            subprocess.Popen([sys.executable, "-I", "-m", __name__, str(socket), project or ""], cwd="/",
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        finally:
+            os.close(log)
+    finally:
+        os.close(fd)
+
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def _apply(networks: PolicyNetworks) -> None:
+    from cci_core.errors import CciError
+
+    try:
+        changed = networks.update_host_rules()
+    except CciError as exc:
+        _log(f"could not update the host rules: {exc}")
+        return
+    if changed:
+        _log(f"host addresses updated in {', '.join(changed)}")
+
+
+def _in_use(networks: PolicyNetworks) -> bool:
+    from cci_core.errors import CciError
+
+    try:
+        return any(network.used_by for network in networks.list())
+    except CciError:
+        return False  # Incus is gone: nothing to guard
+
+
+def _may_exit(fd: int, path: Path) -> bool:
+    """Whether the guard may go: nobody asked for it lately; a request that comes while it lets go keeps it."""
+    import fcntl
+
+    if time.time() - os.fstat(fd).st_mtime < IDLE_SECONDS:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    if time.time() - os.stat(path).st_mtime >= IDLE_SECONDS:
+        return True  # a launch from now on finds the lock free and starts a new guard
+    try:  # asked for just now, and that process may have seen the lock still held: stay
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True  # a new guard has taken over
+    return False
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read every pending event, until none came for :data:`SETTLE_SECONDS`."""
+    import select
+
+    while select.select([sock], [], [], SETTLE_SECONDS)[0]:
+        try:
+            sock.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:  # ENOBUFS: events were lost; the caller reads the addresses afresh anyway
+            continue
+
+
+def guard(networks: PolicyNetworks, fd: int, path: Path) -> None:
+    """Keep the host rules current until the networks have been unused for long enough."""
+    import select
+    import socket
+
+    events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+    events.bind((0, _RTMGRP_IPV4_IFADDR))
+    events.setblocking(False)
+    _apply(networks)
+    idle_since: float | None = None
+    next_check = time.monotonic() + CHECK_SECONDS
+    while True:
+        if select.select([events], [], [], max(next_check - time.monotonic(), 0))[0]:
+            _drain(events)
+            _apply(networks)
+            continue
+        next_check = time.monotonic() + CHECK_SECONDS
+        _apply(networks)
+        if _in_use(networks):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= IDLE_SECONDS and _may_exit(fd, path):
+            _log("no container uses a cci network: exiting")
+            return
+
+
+def main(argv: list[str]) -> int:
+    import fcntl
+
+    from cci_core.config.schema import IncusConfig
+    from cci_builtin_plugins.incus.connection import Endpoint
+    from cci_builtin_plugins.incus.networks import PolicyNetworks
+    from cci_builtin_plugins.incus.rest import IncusAPI
+
+    socket_path, project = Path(argv[0]), (argv[1] if len(argv) > 1 else "") or None
+    path = lock_path(socket_path, project)
+    fd = _open_lock(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another one was started at the same moment
+    try:
+        os.ftruncate(2, 0)  # the log: this guard's own
+    except OSError:
+        pass  # not a file
+    _log(f"guarding the host's addresses for the cci networks on {socket_path}")
+    guard(PolicyNetworks(IncusAPI(Endpoint(socket=socket_path), project), IncusConfig()), fd, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
