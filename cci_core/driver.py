@@ -160,6 +160,10 @@ class Container(ABC):
         """Attach a host directory (works on a running container too)."""
 
     @abstractmethod
+    def remove_mounts(self, devices: Sequence[str]) -> None:
+        """Remove the mounts with these device names (names it does not have are ignored)."""
+
+    @abstractmethod
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         """Write ``data`` to ``path`` inside the container with the given mode and owner."""
 

@@ -20,7 +20,8 @@ Two kinds of hook:
 * **lifecycle**: called for every session, in this order::
 
       (network policy's plan enforced) -> (slot claimed: container created) -> cci_pre_launch
-        -> cci_environment, cci_instance_config, cci_mounts -> (configured, on the policy's network, started)
+        -> cci_environment, cci_instance_config, cci_mounts -> (configured, on the policy's network)
+        -> cci_pre_start -> (started)
         -> cci_session_restore (resuming only) -> cci_inject_credentials -> cci_post_launch
         -> ... session runs; cci_session_save at detach and periodically ...
         -> (session ends) -> cci_post_exit_save -> (container deleted unless persistent)
@@ -31,7 +32,7 @@ Two kinds of hook:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -114,6 +115,20 @@ def cci_environment(ctx: LaunchContext) -> Mapping[str, str] | None:
 
 
 @hookspec
+def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> None:
+    """Run right before a session's container starts: a new one once it is configured, or a saved
+    persistent one (``restart``) before it starts again. Nothing runs in it yet.
+
+    Raise a :class:`cci_core.errors.CciError` to refuse the start: the launch is undone.
+
+    :param ctx: the session about to start.
+    :param container: the stopped, configured container.
+    :param restart: True for a saved persistent container started again (its rootfs is what the
+        previous session left, the agent's to change).
+    """
+
+
+@hookspec
 def cci_session_restore(ctx: LaunchContext, container: Container) -> None:
     """Put a saved session's state back into a started container before the tool runs.
 
@@ -174,11 +189,12 @@ def cci_post_exit_save(ctx: LaunchContext, container: Container) -> None:
 
 
 @hookspec
-def cci_session_end(ctx: LaunchContext, deleted: bool) -> None:
+def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], None]) -> None:
     """Clean up after a session: the container is gone (``deleted``) or kept for reuse.
 
     :param ctx: the ended session.
     :param deleted: whether the container was deleted.
+    :param report: prints one line the user should read (a warning) with the command's output.
     """
 
 

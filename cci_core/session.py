@@ -192,6 +192,7 @@ class SessionManager:
             ctx.tool = tool
             ctx.resume_from = request.resume_from
             self._configure(container, ctx, attachment.network)
+            self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
             container.start()
             if request.kind == KIND_SESSION:
                 wait_for_boot(container)
@@ -278,6 +279,7 @@ class SessionManager:
             ctx = self.context(info.name, container.labels())
             try:
                 self._reattach(container, info.labels.get("network", ""))
+                self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=True)
                 container.start()
                 wait_for_boot(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
@@ -430,7 +432,7 @@ class SessionManager:
             container.delete()
         else:
             container.set_labels({"state": SAVED})
-        self.plugins.hook.cci_session_end(ctx=ctx, deleted=deleted)
+        self.plugins.hook.cci_session_end(ctx=ctx, deleted=deleted, report=self._report)
         return True
 
     @staticmethod

@@ -84,6 +84,9 @@ class FakeContainer(Container):
     def add_mount(self, mount: Mount) -> None:
         self.mounts.append(mount)
 
+    def remove_mounts(self, devices: Sequence[str]) -> None:
+        self.mounts = [mount for mount in self.mounts if mount.device not in devices]
+
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         self.files[path] = (data, mode, uid, gid)
 

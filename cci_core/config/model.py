@@ -14,6 +14,7 @@ from cci_core.config.schema import (
     PathsConfig,
     PluginsConfig,
     ProfileConfig,
+    SecurityConfig,
     ToolConfig,
 )
 
@@ -42,6 +43,7 @@ class Config(NamedTuple):
     paths: PathsConfig
     incus: IncusConfig
     network: NetworkConfig
+    security: SecurityConfig
     profiles: Mapping[str, ProfileConfig]
     plugins: PluginsConfig
     profile: str | None

@@ -56,6 +56,18 @@ def subnet_pool(value: str) -> str | None:
     return None if network.prefixlen <= 24 else f"must be a /24 or larger range, got /{network.prefixlen}"
 
 
+def workspace_paths(value: list[str]) -> str | None:
+    """Reject entries that are not plain relative paths inside the workspace (``.git/hooks``, ``.envrc``)."""
+    for entry in value:
+        parts = entry.split("/")
+        if not entry or entry.startswith("/") or entry.endswith("/") or "" in parts or "\\" in entry:
+            return f"{entry!r} is not a relative path: write a path inside the workspace (e.g. .git/hooks)"
+        if any(part in (".", "..") for part in parts) or any(ord(char) < 32 for char in entry):
+            return (f"{entry!r} has a '.' or '..' part or a control character: write a path inside the "
+                    "workspace (e.g. .git/hooks)")
+    return None
+
+
 class Setting:
     """The metadata of one config key: its help text, an optional check, deprecation note and profile target."""
 
@@ -132,6 +144,14 @@ class NetworkConfig(NamedTuple):
     ] = 30
 
 
+class SecurityConfig(NamedTuple):
+    """``[security]``: what the container may not change in the workspace (see docs/security.md)."""
+
+    protected_paths: Annotated[
+        list[str], Setting("Workspace paths mounted read-only into sessions; [] protects none.", check=workspace_paths)
+    ] = [".git/config", ".git/hooks", ".envrc", ".vscode", ".idea", ".devcontainer"]
+
+
 class ProfileConfig(NamedTuple):
     """``[profiles.NAME]``: optional settings applied on top of the files when selected.
 
@@ -171,6 +191,7 @@ SECTIONS: dict[str, type] = {
     "paths": PathsConfig,
     "incus": IncusConfig,
     "network": NetworkConfig,
+    "security": SecurityConfig,
 }
 """The plain sections, in display order; each is an attribute of the same name on ``Config``."""
 

@@ -24,6 +24,12 @@ _T = TypeVar("_T")
 #: the instance fields a PUT replaces
 _WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
 
+def _has_nested_mounts(devices: Mapping[str, Mapping[str, Any]]) -> bool:
+    from cci_builtin_plugins.incus.mount_check import nested_devices
+
+    return bool(nested_devices(devices))
+
+
 class IncusContainer(Container):
     """An Incus instance; every call is one REST request (or an operation waited on)."""
 
@@ -106,6 +112,8 @@ class IncusContainer(Container):
     def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
         extra, mounts = self._mounts_and_config(mounts)
         devices = {mount.device: disk_device(mount) for mount in mounts}
+        if _has_nested_mounts({**self._devices, **devices}):
+            extra["boot.autostart"] = "false"  # only cci starts it, checking those mounts (not Incus at boot)
         if network is not None:
             devices.update(nic_devices(self._devices, network, filtering=self._nic_filtering))
         self._patch({"config": {**config, **extra}, "devices": devices}, f"configuring {self.name}")
@@ -131,6 +139,46 @@ class IncusContainer(Container):
             if self._user_map is not None and "idmap" in exc.detail.lower():
                 raise BackendError(str(exc), hint=self._user_map.delegation_hint()) from exc
             raise
+        self._check_nested_mounts()
+
+    def _check_nested_mounts(self) -> None:
+        """Stop the container if a mount inside another is not what its device names (see :mod:`.mount_check`)."""
+        from cci_builtin_plugins.incus.mount_check import mismatches
+
+        if not _has_nested_mounts(self._devices):
+            return
+        try:
+            pid = int(self._api.get(f"{self._path}/state", f"reading {self.name}")["pid"])
+            with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
+                wrong = mismatches(self._devices, handle.read())
+        except (OSError, ValueError, KeyError, TypeError, APIError) as exc:
+            wrong = [f"(cannot read its mount table: {exc})"]
+        if wrong:
+            self.stop(force=True)
+            raise BackendError(f"{self.name} was stopped: the mount(s) {', '.join(wrong)} did not come from the "
+                               "place their device names (a path in the workspace changed while it started)",
+                               hint="start the session again; if it keeps failing, check the workspace for links")
+
+    def remove_mounts(self, devices: Sequence[str]) -> None:
+        action = f"removing mounts from {self.name}"
+        for _attempt in range(10):
+            response = self._api.request("GET", self._path, f"reading {self.name}")
+            current = response.json()["metadata"]
+            if not any(name in (current.get("devices") or {}) for name in devices):
+                break
+            body = {key: current[key] for key in _WRITABLE if key in current}
+            body["devices"] = {name: device for name, device in current["devices"].items() if name not in devices}
+            try:
+                self._when_idle(lambda: self._api.call("PUT", self._path, action, body,
+                                                       headers={"If-Match": response.headers.get("ETag", "")}))
+                break
+            except APIError as exc:
+                if exc.status != 412:
+                    raise
+        else:
+            raise BackendError(f"{action}: it kept changing under us")
+        for name in devices:
+            self._devices.pop(name, None)
 
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
         self._state("stop", f"stopping {self.name}", force=force, timeout=timeout)

@@ -556,7 +556,7 @@ def test_render_toml(layers: Layers) -> None:
     assert f"ttl = 5  # {layers.project}:4" in text
     headers = [line for line in text.splitlines() if line.startswith("[")]
     assert headers == ["[defaults]", "[defaults.environment]", "[tool]", "[paths]", "[incus]", "[network]",
-                       "[plugins]", "[plugins.net]"]  # fmt: skip
+                       "[security]", "[plugins]", "[plugins.net]"]  # fmt: skip
 
 
 def test_render_toml_is_valid_toml(layers: Layers) -> None:

@@ -39,6 +39,10 @@ class Recorder:
         return {"SETTING": str(ctx.plugin_settings("recorder").get("value"))}
 
     @hookimpl
+    def cci_pre_start(self, ctx, container, restart):
+        self.calls.append(("cci_pre_start", restart))
+
+    @hookimpl
     def cci_inject_credentials(self, ctx, container):
         container.push_file("/home/code/.token", b"secret", mode=0o600, uid=1000, gid=1000)
 
@@ -55,7 +59,8 @@ class Recorder:
         self.calls.append(("cci_post_exit_save", container.name))
 
     @hookimpl
-    def cci_session_end(self, ctx, deleted):
+    def cci_session_end(self, ctx, deleted, report):
+        report("ended")
         self.calls.append(("cci_session_end", deleted))
 
 
@@ -74,14 +79,18 @@ def test_every_lifecycle_hook_round_trip(tmp_path: Path) -> None:
     assert hook.cci_instance_config(ctx=ctx) == [{"security.nesting": "true"}]
     assert hook.cci_mounts(ctx=ctx) == [[Mount("storage", tmp_path, "/storage")]]
     assert hook.cci_environment(ctx=ctx) == [{"SETTING": "42"}]
+    hook.cci_pre_start(ctx=ctx, container=container, restart=False)
     hook.cci_inject_credentials(ctx=ctx, container=container)
     assert container.files == {"/home/code/.token": (b"secret", 0o600, 1000, 1000)}
     hook.cci_post_launch(ctx=ctx, container=container)
     hook.cci_session_save(ctx=ctx, container=container, event=SessionEvent.DETACH)
     hook.cci_post_exit_save(ctx=ctx, container=container)
-    hook.cci_session_end(ctx=ctx, deleted=True)
+    reported: list[str] = []
+    hook.cci_session_end(ctx=ctx, deleted=True, report=reported.append)
+    assert reported == ["ended"]
     assert recorder.calls == [
         ("cci_pre_launch", "cci-0123abcd-1"),
+        ("cci_pre_start", False),
         ("cci_post_launch", "cci-0123abcd-1"),
         ("cci_session_save", SessionEvent.DETACH),
         ("cci_post_exit_save", "cci-0123abcd-1"),

@@ -1,0 +1,132 @@
+"""The workspace guard: what the agent may not change in the workspace, and what the user is told at the end.
+
+* At each first start, every ``[security] protected_paths`` entry present in the
+  workspace is mounted read-only over itself, and a ``.git`` directory gets a
+  mount of its own so it cannot be renamed or replaced (:func:`protected_mounts`).
+* Before each start, the files that can make the host run code are
+  fingerprinted; when cci ends the session it prints one warning per such file
+  that changed or appeared, and clears setuid/setgid bits in the workspace.
+
+What this does and does not protect: docs/security.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cci_core import hookimpl
+from cci_core.context import Mount
+from cci_core.layout import WORKSPACE_PATH
+
+if TYPE_CHECKING:
+    from cci_core.context import LaunchContext
+    from cci_core.driver import Container
+
+#: the label listing the protection mounts of a container (to take them off before a restart)
+LABEL = "protected"
+DEVICE_PREFIX = "protect-"
+
+
+def protected_mounts(workspace: Path, paths: Sequence[str]) -> list[Mount]:
+    """Read-only mounts of each of ``paths`` that is a real file or directory in ``workspace`` now.
+
+    Links, FIFOs and devices, and paths with a link on the way, are not mounted
+    (Incus would follow the link). When any path is in ``.git``, a ``.git``
+    directory is mounted read-write over itself first (the container cannot
+    rename a mount point) and a ``.git`` file (a worktree's or submodule's
+    link) is mounted read-only.
+    """
+    import stat
+
+    from cci_builtin_plugins.workspace.walk import lstat_at, opened_dir
+
+    mounts = []
+    try:
+        with opened_dir(str(workspace)) as root_fd:
+            if any(path == ".git" or path.startswith(".git/") for path in paths):
+                git = lstat_at(root_fd, ".git")
+                if git is not None and (stat.S_ISDIR(git.st_mode) or stat.S_ISREG(git.st_mode)):
+                    mounts.append(_mount("git", ".git", workspace, readonly=stat.S_ISREG(git.st_mode)))
+            for index, path in enumerate(dict.fromkeys(paths)):
+                info = lstat_at(root_fd, path)
+                if path != ".git" and info is not None and (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+                    mounts.append(_mount(str(index), path, workspace, readonly=True))
+    except OSError:
+        return []
+    return mounts
+
+
+def _mount(name: str, path: str, workspace: Path, *, readonly: bool) -> Mount:
+    return Mount(f"{DEVICE_PREFIX}{name}", workspace / path, f"{WORKSPACE_PATH}/{path}", shift=True,
+                 readonly=readonly)
+
+
+def watched_paths(protected: Sequence[str]) -> list[str]:
+    """The protected paths and every known executable-config path, each once."""
+    from cci_builtin_plugins.workspace.fingerprint import EXECUTABLE_CONFIG
+
+    return list(dict.fromkeys((*protected, *EXECUTABLE_CONFIG)))
+
+
+def baseline_file(container: str) -> Path:
+    """Where a session's fingerprints from its start are kept until it ends."""
+    from cci_core.session_store import default_root
+
+    return default_root() / "workspace-guard" / f"{container}.json"
+
+
+@hookimpl
+def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> None:
+    """Mount the protected paths (a first start only) and record the watched files as they are."""
+    from cci_builtin_plugins.workspace.fingerprint import fingerprint
+    from cci_core.private_files import replace_private_json
+
+    protected = list(ctx.config.security.protected_paths)
+    if restart:
+        # the rootfs is the agent's and any other session of the workspace could be racing a path into a
+        # link while Incus mounts it: no protection mounts for a restart (docs/security.md)
+        names = [name for name in container.labels().get(LABEL, "").split(",") if name]
+        if names:
+            container.remove_mounts(names)
+            container.set_labels({LABEL: ""})
+    else:
+        mounts = protected_mounts(ctx.workspace, protected)
+        if mounts:
+            container.configure({}, mounts)
+            container.set_labels({LABEL: ",".join(mount.device for mount in mounts)})
+    paths = watched_paths(protected)
+    replace_private_json(baseline_file(container.name), {
+        "workspace": str(ctx.workspace), "session": ctx.session_id, "paths": paths,
+        "fingerprint": fingerprint(ctx.workspace, paths)})
+
+
+@hookimpl
+def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], None]) -> None:
+    """Warn about each watched file that changed since the start; clear setuid/setgid bits in the workspace."""
+    from cci_builtin_plugins.workspace.fingerprint import advice, changes, fingerprint
+    from cci_builtin_plugins.workspace.setuid import clear_setuid
+    from cci_core.private_files import read_json
+
+    path = baseline_file(ctx.container_name)
+    start = read_json(path)
+    if isinstance(start, dict) and start.get("workspace") == str(ctx.workspace) and \
+            isinstance(start.get("paths"), list) and isinstance(start.get("fingerprint"), dict):
+        now = fingerprint(ctx.workspace, [str(item) for item in start["paths"]])
+        for changed, how in changes(start["fingerprint"], now):
+            report(f"workspace file {changed} was {how} during session {ctx.container_name}: {advice(changed)}")
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    setuid = clear_setuid(ctx.workspace)
+    for cleared in setuid.cleared:
+        report(f"cleared the setuid/setgid bit of workspace file {cleared} (set in the container: anyone who "
+               "can reach it could have run it as you)")
+    for left in setuid.left:
+        report(f"workspace file {left} is setuid/setgid and not yours: cci cannot clear it; remove it "
+               "(e.g. sudo rm) before anyone runs it")
+    for skipped in setuid.skipped:
+        report(f"could not check workspace directory {skipped} for setuid files")

