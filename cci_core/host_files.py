@@ -62,6 +62,17 @@ class SafeDirectory:
         except FileNotFoundError:
             return None
 
+    def readlink(self, name: str) -> str | None:
+        """The target of symlink ``name``, or None when ``name`` is not a symlink (or not there)."""
+        try:
+            return os.readlink(name, dir_fd=self.fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return None
+            raise _with_name(exc, self.join(name)) from None
+
     def remove_link(self, name: str) -> None:
         """Remove entry ``name`` if it is a symlink (so that what comes next makes a real file or directory)."""
         info = self.lstat(name)
@@ -172,13 +183,19 @@ def open_directory(path: str | Path, *, untrusted: Sequence[str | Path] = (), cr
             try:
                 child = current.directory(name, create=create)
             except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or not _is_link(current, name):
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
-                target = os.readlink(name, dir_fd=current.fd)
+                hops += 1
+                target = current.readlink(name)
+                if target is None:
+                    info = current.lstat(name)
+                    if (info is None or stat.S_ISDIR(info.st_mode)) and hops <= MAX_SYMLINK_HOPS:
+                        pending.insert(0, name)  # changed since the open (swapped, or gone): tried again
+                        continue
+                    raise exc from None
                 if inside:
                     raise PlantedLinkError(f"{absolute} goes through a symlink: {current.join(name)} -> {target}",
                                            hint="name where it leads instead") from None
-                hops += 1
                 if hops > MAX_SYMLINK_HOPS:
                     raise _with_name(OSError(errno.ELOOP, os.strerror(errno.ELOOP)), absolute) from None
                 pending[:0] = target.split("/")
@@ -215,11 +232,6 @@ def leads_inside(path: str | Path, directory: str | Path) -> bool:
 
 def _identity(info: os.stat_result) -> tuple[int, int]:
     return info.st_dev, info.st_ino
-
-
-def _is_link(directory: SafeDirectory, name: str) -> bool:
-    info = directory.lstat(name)
-    return info is not None and stat.S_ISLNK(info.st_mode)
 
 
 def _check_name(name: str) -> None:

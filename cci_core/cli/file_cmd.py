@@ -93,23 +93,28 @@ def _pull_target(destination: str, source: Remote, workspace: Path, recursive: b
     """
     path = Path(os.path.abspath(destination))
     try:
-        if not destination.endswith(os.sep):
-            with open_parent(path, untrusted=[workspace]) as (parent, name):
-                info = parent.lstat(name)
-                if info is not None and stat.S_ISLNK(info.st_mode):
-                    raise UsageError(f"{destination} is a symlink: {path} -> {os.readlink(name, dir_fd=parent.fd)}",
-                                     hint="name where it leads instead")
-            if info is None or not stat.S_ISDIR(info.st_mode):
+        into = destination.endswith(os.sep)
+        if not into:
+            try:
+                with open_parent(path, untrusted=[workspace]) as (parent, name):
+                    info, link = parent.lstat(name), parent.readlink(name)
+            except FileNotFoundError:  # made by the copy
                 return path
+            if link is not None:
+                raise UsageError(f"{destination} is a symlink: {path} -> {link}", hint="name where it leads instead")
+            into = info is not None and stat.S_ISDIR(info.st_mode)
+        if not into:
+            return path
         target = Path(_into(str(path), PurePosixPath(source.path).name, f"{source.container}:{source.path}"))
         if not recursive:
-            with open_directory(path, untrusted=[workspace]) as into:
-                found = into.lstat(target.name)
+            try:
+                with open_directory(path, untrusted=[workspace]) as directory:
+                    found = directory.lstat(target.name)
+            except FileNotFoundError:
+                found = None
             if found is not None and stat.S_ISDIR(found.st_mode):
                 raise UsageError(f"{target} is a directory", hint="name the file to write, or use -r for a directory")
         return target
-    except FileNotFoundError:  # made by the copy
-        return path if not destination.endswith(os.sep) else target
     except OSError as exc:
         raise CciError(f"cannot write {exc.filename or destination}: {exc.strerror}") from None
 

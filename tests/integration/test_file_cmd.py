@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from cci_core.context import Mount
 from cci_core.driver import ContainerSpec
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import assert_error, run_cci, unique_name
+from tests.integration.conftest import CCI, assert_error, run_cci, unique_name
 
 pytestmark = pytest.mark.incus
 
@@ -192,3 +194,62 @@ def test_pull_copies_no_fifo_socket_or_device_and_never_hangs_on_one(launched: s
         single = run_cci("file", "pull", f"{launched}:{path}", str(tmp_path / "single"), env=cci_environ, timeout=60)
         assert_error(single, 2, f"{launched}:{path} is a {kind}", "only regular files")
         assert not (tmp_path / "single").exists()
+
+
+def test_pull_into_the_workspace_never_writes_through_a_link_swapped_in_meanwhile(
+        driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    """The container swaps the destination for a link to a host directory over and over while pulls run:
+    a check of the path before writing would pass, and the writes would follow the link."""
+    workspace, victim = tmp_path / "ws", tmp_path / "home-ssh"
+    workspace.mkdir()
+    victim.mkdir()
+    name = unique_name()
+    driver.create(ContainerSpec(name, incus_env.IMAGE, mounts=[Mount("workspace", workspace, "/workspace")])).start()
+    in_container(name, "mkdir -p /root/tree/sub && for i in $(seq 1 60); do echo $i > /root/tree/sub/f$i; done"
+                       " && echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIattacker attacker' > /root/tree/authorized_keys",
+                 cci_environ)
+    # out/ is a directory, then a link to the victim, then the directory again..., swapped with renames (never
+    # missing for long). The link's target is a host path: meaningless inside, followed by whoever opens it on
+    # the host. A pull that opens out/ while it is the directory writes into it, wherever it is moved to.
+    swap = ("mkdir '/workspace/out'; symlink $ARGV[0], '/workspace/.link'; until (-e '/workspace/stop') {"
+            " rename '/workspace/out', '/workspace/.dir'; rename '/workspace/.link', '/workspace/out'; for (1..2e4) {}"
+            " rename '/workspace/out', '/workspace/.link'; rename '/workspace/.dir', '/workspace/out'; for (1..2e4) {} }")
+    swapper = subprocess.Popen([str(CCI), "container", "exec", name, "--", "timeout", "300", "perl", "-e", swap,
+                                str(victim)],
+                               env=cci_environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (workspace / "out").is_symlink():  # the swapping has begun
+            assert swapper.poll() is None, swapper.communicate()[1]
+            assert time.monotonic() < deadline, "the swap loop did not start"
+        copied = 0
+        for _attempt in range(12):
+            result = run_cci("--workspace", str(workspace), "file", "pull", "-r", f"{name}:/root/tree",
+                             f"{workspace}/out/", env=cci_environ)
+            assert sorted(os.listdir(victim)) == [], result.stderr
+            if result.returncode:  # out/ was the link when it was opened
+                assert_error(result, 2, f"{workspace}/out goes through a symlink: {workspace}/out -> {victim}")
+            copied += result.returncode == 0
+    finally:
+        (workspace / "stop").touch()
+        swapper.wait(timeout=60)
+    copy = next(path for path in (workspace / "out", workspace / ".dir") if path.is_dir() and not path.is_symlink())
+    assert copied and (copy / "tree" / "authorized_keys").read_text().startswith("ssh-ed25519")
+    assert len(os.listdir(copy / "tree" / "sub")) == 60
+
+
+def test_a_large_sparse_file_is_streamed_and_stays_sparse(launched: str, cci_environ: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """A file is never read whole into memory: cci runs with 300 MB of address space for a 512 MiB file."""
+    in_container(launched, "mkdir /tmp/big && truncate -s 512M /tmp/big/sparse && printf end >> /tmp/big/sparse",
+                 cci_environ)
+    size = (512 << 20) + 3
+    for args in ([f"{launched}:/tmp/big/sparse", str(tmp_path / "one")], ["-r", f"{launched}:/tmp/big", str(tmp_path)]):
+        result = subprocess.run(["prlimit", "--as=300000000", str(CCI), "file", "pull", *args], env=cci_environ,
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert (result.returncode, result.stderr) == (0, "")
+    for copy in (tmp_path / "one", tmp_path / "big" / "sparse"):
+        assert copy.stat().st_size == size and copy.stat().st_blocks * 512 < 1 << 20
+        with copy.open("rb") as handle:
+            handle.seek(size - 4)
+            assert handle.read() == b"\0end"
