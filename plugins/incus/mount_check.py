@@ -17,8 +17,11 @@ from typing import Any, NamedTuple
 
 
 class MountEntry(NamedTuple):
-    """One line of a mountinfo file: the filesystem (``major:minor``) and the path of the mount's root in it."""
+    """One line of a mountinfo file: the mount's id and its parent's, the filesystem (``major:minor``), and
+    the path of the mount's root in that filesystem."""
 
+    id: str
+    parent: str
     device: str
     root: str
 
@@ -36,7 +39,7 @@ def parse_mountinfo(text: str) -> dict[str, MountEntry]:
     for line in text.splitlines():
         fields = line.split(" ")
         if len(fields) >= 5:
-            mounts[_unescape(fields[4])] = MountEntry(fields[2], _unescape(fields[3]))
+            mounts[_unescape(fields[4])] = MountEntry(fields[0], fields[1], fields[2], _unescape(fields[3]))
     return mounts
 
 
@@ -60,12 +63,13 @@ def nested_devices(devices: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, 
 
 
 def mismatches(devices: Mapping[str, Mapping[str, Any]], mountinfo: str) -> list[str]:
-    """The nested devices that are not mounted from their parent's source, as the container sees it."""
+    """The nested devices that are not mounted, on top, right on their parent's mount, from its filesystem at
+    the place their source names, as the container sees it."""
     mounts = parse_mountinfo(mountinfo)
     wrong = []
     for name, parent, relative in nested_devices(devices):
         inner, outer = mounts.get(devices[name]["path"]), mounts.get(devices[parent]["path"])
-        if inner is None or outer is None or inner.device != outer.device or \
+        if inner is None or outer is None or inner.parent != outer.id or inner.device != outer.device or \
                 inner.root != f"{outer.root.rstrip('/')}/{relative}":
             wrong.append(name)
     return wrong

@@ -247,7 +247,10 @@ def test_a_nested_mount_that_followed_a_link_is_caught() -> None:
     assert mismatches(DEVICES, unmounted) == ["protect-1"]
     covered = GOOD + "290 282 0:50 / /workspace/.git/hooks rw - tmpfs tmpfs rw\n"
     assert mismatches(DEVICES, covered) == ["protect-1"]
+    # mounted before .git (under it, hidden): its parent is the workspace's mount, not .git's
+    hidden = GOOD.replace("282 281 254:1 /u/p/.git/hooks", "282 280 254:1 /u/p/.git/hooks")
+    assert mismatches(DEVICES, hidden) == ["protect-1"]
 
 
 def test_mountinfo_escapes_are_undone() -> None:
-    assert parse_mountinfo("1 2 8:1 /a\\040b /w\\040x rw - ext4 /dev/x rw\n") == {"/w x": ("8:1", "/a b")}
+    assert parse_mountinfo("1 2 8:1 /a\\040b /w\\040x rw - ext4 /dev/x rw\n") == {"/w x": ("1", "2", "8:1", "/a b")}
