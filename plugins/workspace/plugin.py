@@ -59,6 +59,15 @@ def protected_mounts(workspace: Path, paths: Sequence[str]) -> list[Mount]:
     return mounts
 
 
+def protected_paths(workspace: Path, configured: Sequence[str]) -> list[str]:
+    """The configured paths, and with ``.git/config`` the hooks directory and config files it names in the
+    workspace (``core.hooksPath``, includes: :mod:`.git_refs`)."""
+    from cci_builtin_plugins.workspace.git_refs import referenced_paths
+
+    extra = referenced_paths(workspace) if ".git/config" in configured else []
+    return list(dict.fromkeys((*configured, *extra)))
+
+
 def _mount(name: str, path: str, workspace: Path, *, readonly: bool) -> Mount:
     return Mount(f"{DEVICE_PREFIX}{name}", workspace / path, f"{WORKSPACE_PATH}/{path}", shift=True,
                  readonly=readonly)
@@ -84,7 +93,7 @@ def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> No
     from cci_builtin_plugins.workspace.fingerprint import fingerprint
     from cci_core.private_files import replace_private_json
 
-    protected = list(ctx.config.security.protected_paths)
+    protected = protected_paths(ctx.workspace, ctx.config.security.protected_paths)
     if restart:
         # the rootfs is the agent's and any other session of the workspace could be racing a path into a
         # link while Incus mounts it: no protection mounts for a restart (docs/security.md)

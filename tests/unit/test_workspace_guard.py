@@ -254,3 +254,33 @@ def test_a_nested_mount_that_followed_a_link_is_caught() -> None:
 
 def test_mountinfo_escapes_are_undone() -> None:
     assert parse_mountinfo("1 2 8:1 /a\\040b /w\\040x rw - ext4 /dev/x rw\n") == {"/w x": ("1", "2", "8:1", "/a b")}
+
+
+# -- what .git/config points at ------------------------------------------------------------------------
+
+
+def test_hooks_path_and_includes_inside_the_workspace_are_protected_too(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    (tmp_path / ".git/config").write_text(
+        '[core]\n\tbare = false\n\thooksPath = .husky\n[include]\n\tpath = ../shared.gitconfig\n'
+        f'[includeIf "gitdir:~/work/"]\n\tpath = "{tmp_path}/conf/extra"\n[include]\n\tpath = ~/.gitconfig-x\n'
+        '[include]\n\tpath = ../../outside\n')
+    for path in (".husky", "conf"):
+        (tmp_path / path).mkdir()
+    (tmp_path / "shared.gitconfig").write_text("")
+    (tmp_path / "conf/extra").write_text("")
+    paths = guard.protected_paths(tmp_path, [".git/config", ".git/hooks"])
+    assert paths == [".git/config", ".git/hooks", ".husky", "shared.gitconfig", "conf/extra"]
+    assert [m.path for m in guard.protected_mounts(tmp_path, paths)][-3:] == [
+        "/workspace/.husky", "/workspace/shared.gitconfig", "/workspace/conf/extra"]
+    assert guard.protected_paths(tmp_path, [".git/hooks"]) == [".git/hooks"]  # config not protected: not read
+
+
+def test_a_git_config_that_is_a_fifo_or_a_link_names_nothing(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    os.mkfifo(tmp_path / ".git/config")
+    assert guard.protected_paths(tmp_path, [".git/config"]) == [".git/config"]
+    (tmp_path / ".git/config").unlink()
+    (tmp_path / "real").write_text("[core]\nhooksPath = .husky\n")
+    (tmp_path / ".git/config").symlink_to(tmp_path / "real")
+    assert guard.protected_paths(tmp_path, [".git/config"]) == [".git/config"]
