@@ -195,3 +195,17 @@ def test_a_persistent_restart_takes_the_protection_mounts_off_first(config: Conf
 
 def instance(driver: IncusDriver, name: str) -> dict:  # type: ignore[type-arg]
     return dict(driver.api.get(f"/1.0/instances/{name}", "reading", project=incus_env.PROJECT))
+
+
+def test_root_that_unmounts_the_protection_is_still_reported_at_the_end(
+        workspace: Path, cci_environ: dict[str, str]) -> None:
+    """The mounts are not locked in an unprivileged container (docs/security.md): the report is the backstop."""
+    result = cci_run(workspace, cci_environ, """
+        sudo umount /workspace/.git/config /workspace/.git/hooks; echo umount=$?
+        sudo sh -c 'echo "[core] fsmonitor = true" >> .git/config && echo "#!/bin/sh" > .git/hooks/post-checkout'
+        echo write=$?
+    """)
+    assert (result.returncode, outcomes(result.stdout)) == (0, {"umount": "0", "write": "0"}), result.stderr
+    assert [line.split(" during ")[0] for line in result.stderr.splitlines()] == [
+        "cci: warning: workspace file .git/config was changed",
+        "cci: warning: workspace file .git/hooks/post-checkout was created"]

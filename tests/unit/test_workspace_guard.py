@@ -284,3 +284,17 @@ def test_a_git_config_that_is_a_fifo_or_a_link_names_nothing(tmp_path: Path) -> 
     (tmp_path / "real").write_text("[core]\nhooksPath = .husky\n")
     (tmp_path / ".git/config").symlink_to(tmp_path / "real")
     assert guard.protected_paths(tmp_path, [".git/config"]) == [".git/config"]
+
+
+def test_directories_too_deep_to_walk_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_builtin_plugins.workspace import walk
+
+    monkeypatch.setattr(walk, "MAX_DEPTH", 3)
+    (tmp_path / "a/b/c/d").mkdir(parents=True)
+    (tmp_path / "a/b/c/d/x").write_text("x")
+    (tmp_path / "a/b/c/d/x").chmod(0o4755)
+    ctx = LaunchContext(config=config_with(tmp_path, ""), workspace=tmp_path, container_name="cci-0-4", slot=4,
+                        session_id="s", persistent=False, image="cci")
+    reported: list[str] = []
+    guard.cci_session_end(ctx=ctx, deleted=True, report=reported.append)
+    assert reported == ["could not check workspace directory a/b/c for setuid files"]
