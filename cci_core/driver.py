@@ -189,8 +189,13 @@ class Container(ABC):
         """Create directory ``path`` (its parent must exist); an existing one is left as it is."""
 
     @abstractmethod
-    def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0) -> None:
-        """Copy a host directory into the container at ``path``."""
+    def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0,
+                  untrusted: Sequence[Path] = ()) -> None:
+        """Copy a host directory into the container at ``path``.
+
+        No symlink in the host tree is followed (each is copied as a link), nor one in
+        ``untrusted`` directories on the way to it; only regular files are read.
+        """
 
     @abstractmethod
     def pull_tree(self, path: str, destination: Path, *, untrusted: Sequence[Path] = (),

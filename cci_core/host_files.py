@@ -33,9 +33,10 @@ class PlantedLinkError(UsageError):
 class SafeDirectory:
     """An open host directory; every name given to its methods is one entry in it, never followed if a symlink."""
 
-    def __init__(self, fd: int, path: str) -> None:
+    def __init__(self, fd: int, path: str, *, untrusted: bool = False) -> None:
         self.fd = fd
         self.path = path  #: where it was when opened (for messages: it may have moved since)
+        self.untrusted = untrusted  #: whether it lies in a directory the container can write
 
     def __enter__(self) -> SafeDirectory:
         return self
@@ -101,9 +102,29 @@ class SafeDirectory:
     def _open_directory(self, name: str) -> SafeDirectory:
         _check_name(name)
         try:
-            return SafeDirectory(os.open(name, _DIRECTORY_FLAGS, dir_fd=self.fd), self.join(name))
+            return SafeDirectory(os.open(name, _DIRECTORY_FLAGS, dir_fd=self.fd), self.join(name),
+                                 untrusted=self.untrusted)
         except OSError as exc:
             raise _with_name(exc, self.join(name)) from None
+
+    def names(self) -> list[str]:
+        """The names of its entries, sorted."""
+        return sorted(os.listdir(self.fd))
+
+    def read(self, name: str) -> tuple[bytes, int]:
+        """The content and permission bits of regular file ``name``; anything else (a symlink, a FIFO...) is an
+        error, and is never followed nor waited on."""
+        _check_name(name)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError as exc:
+            raise _with_name(exc, self.join(name)) from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", self.join(name))
+            os.set_blocking(fd, True)
+            return handle.read(), stat.S_IMODE(info.st_mode)
 
     def write(self, name: str, chunks: Iterable[bytes], mode: int | None = None) -> None:
         """Create or replace file ``name`` with ``chunks``; a symlink in its place is replaced, never followed.
@@ -204,8 +225,8 @@ def open_directory(path: str | Path, *, untrusted: Sequence[str | Path] = (), cr
                         stack.pop()[0].close()
                 continue
             stack.append((child, inside or _identity(os.fstat(child.fd)) in roots))
-        directory = stack.pop()[0]
-        directory.path = absolute
+        directory, inside = stack.pop()
+        directory.path, directory.untrusted = absolute, inside
         return directory
     finally:
         for directory, _inside in stack:
@@ -213,15 +234,28 @@ def open_directory(path: str | Path, *, untrusted: Sequence[str | Path] = (), cr
 
 
 @contextmanager
-def open_parent(path: str | Path, *, untrusted: Sequence[str | Path] = (),
-                create: bool = False) -> Iterator[tuple[SafeDirectory, str]]:
-    """The directory holding ``path`` (opened as :func:`open_directory` does) and ``path``'s last name."""
+def open_parent(path: str | Path, *, untrusted: Sequence[str | Path] = (), create: bool = False,
+                follow: bool = False) -> Iterator[tuple[SafeDirectory, str]]:
+    """The directory holding ``path`` (opened as :func:`open_directory` does) and ``path``'s last name.
+
+    ``follow``: a symlink at the last name is followed too, under the same rule (only
+    outside ``untrusted`` directories; inside one it raises :class:`PlantedLinkError`).
+    """
     absolute = os.path.abspath(path)
-    parent, name = os.path.split(absolute)
-    if not name:
-        raise UsageError(f"{path} has no name to write a file under", hint="give a path below /")
-    with open_directory(parent, untrusted=untrusted, create=create) as directory:
-        yield directory, name
+    for _hop in range(MAX_SYMLINK_HOPS + 1):
+        parent, name = os.path.split(absolute)
+        if not name:
+            raise UsageError(f"{path} has no name", hint="give a path below /")
+        with open_directory(parent, untrusted=untrusted, create=create) as directory:
+            target = directory.readlink(name) if follow else None
+            if target is None:
+                yield directory, name
+                return
+            if directory.untrusted:
+                raise PlantedLinkError(f"{path} is a symlink inside the workspace: {directory.join(name)} -> {target}",
+                                       hint="name where it leads instead")
+            absolute = os.path.join(parent, target)
+    raise _with_name(OSError(errno.ELOOP, os.strerror(errno.ELOOP)), str(path))
 
 
 def leads_inside(path: str | Path, directory: str | Path) -> bool:

@@ -9,9 +9,9 @@ from typing import NamedTuple
 
 import click
 
-from cci_core.cli.container_cmd import check_absolute, driver_of, existing_path, is_valid_name
+from cci_core.cli.container_cmd import check_absolute, driver_of, is_valid_name
 from cci_core.cli.state import get_state, warn
-from cci_core.errors import CciError, UsageError
+from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_core.host_files import open_directory, open_parent
 
 
@@ -60,26 +60,36 @@ def push(ctx: click.Context, source: str, destination: str, recursive: bool, uid
     DEST ending in / means "into that directory", under SRC's name;
     otherwise DEST is the copy's own path. Its parent directory must exist in
     the container. A file keeps its mode bits; with -r, DEST becomes a copy of
-    SRC's content (merged into DEST if it exists). Everything written is
-    owned by --uid/--gid.
+    SRC's content (merged into DEST if it exists), symlinks are copied as
+    links and only regular files are read. Everything written is owned by
+    --uid/--gid. A SRC that is, or goes through, a symlink inside the
+    workspace is refused: the container may have made it.
     """
     remote = parse_remote(destination)
-    local = existing_path(source)
+    workspace = get_state(ctx).workspace
     target = remote.path
     if target.endswith("/"):
         target = _into(target, Path(os.path.abspath(source)).name, source)
-    if local.is_dir() and not recursive:
-        raise UsageError(f"{source} is a directory", hint="use -r to copy a directory")
-    if not (local.is_dir() or local.is_file()):
-        raise UsageError(f"{source} is neither a regular file nor a directory")
-    container = driver_of(ctx).get(remote.container)
-    if local.is_dir():
-        container.push_tree(local, target, uid=uid, gid=gid)
-        return
     try:
-        data, mode = local.read_bytes(), local.stat().st_mode & 0o7777
+        # a symlink inside the workspace is not followed: the container may have made it, to have your
+        # ~/.ssh/id_rsa pushed in, say
+        with open_parent(source, untrusted=[workspace], follow=True) as (parent, name):
+            info = parent.lstat(name)
+            if info is None:
+                raise NotFoundError(f"{source} does not exist")
+            if stat.S_ISDIR(info.st_mode) and not recursive:
+                raise UsageError(f"{source} is a directory", hint="use -r to copy a directory")
+            if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+                raise UsageError(f"{source} is neither a regular file nor a directory")
+            container = driver_of(ctx).get(remote.container)
+            if stat.S_ISDIR(info.st_mode):
+                container.push_tree(Path(parent.join(name)), target, uid=uid, gid=gid, untrusted=[workspace])
+                return
+            data, mode = parent.read(name)
+    except FileNotFoundError:
+        raise NotFoundError(f"{source} does not exist") from None
     except OSError as exc:
-        raise CciError(f"cannot read {source}: {exc.strerror}") from None
+        raise CciError(f"cannot read {exc.filename or source}: {exc.strerror}") from None
     container.push_file(target, data, mode=mode, uid=uid, gid=gid)
 
 

@@ -237,8 +237,9 @@ class IncusContainer(Container):
     def make_directory(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         self._files.write(path, f"creating {path} in {self.name}", kind="directory", mode=mode, uid=uid, gid=gid)
 
-    def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0) -> None:
-        self._files.push_tree(source, path, uid=uid, gid=gid)
+    def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0,
+                  untrusted: Sequence[Path] = ()) -> None:
+        self._files.push_tree(source, path, uid=uid, gid=gid, untrusted=untrusted)
 
     def pull_tree(self, path: str, destination: Path, *, untrusted: Sequence[Path] = (),
                   on_skip: Callable[[str, str], None] | None = None) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from cci_core.errors import CciError, UsageError
-from cci_core.host_files import SafeDirectory, open_parent
+from cci_core.host_files import SafeDirectory, open_directory, open_parent
 from cci_builtin_plugins.incus.errors import APINotFound
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.sftp import Attributes, SFTPSession
@@ -70,22 +70,36 @@ class InstanceFiles:
             finally:
                 session.close_handle(handle)
 
-    def push_tree(self, source: Path, path: str, *, uid: int, gid: int) -> None:
-        """Copy host directory ``source`` to ``path``, keeping modes and symlinks; merged into what exists."""
+    def push_tree(self, source: Path, path: str, *, uid: int, gid: int, untrusted: Sequence[Path] = ()) -> None:
+        """Copy host directory ``source`` to ``path``, keeping modes and symlinks; merged into what exists.
+
+        The host side is read through directory file descriptors: no symlink in the tree
+        is followed (each is copied as a link), nor one in ``untrusted`` directories on
+        the way to it; FIFOs, sockets and devices are never opened, and not copied.
+        """
         action = f"copying {source} to {self.instance}:{path}"
-        self.write(path, action, kind="directory", mode=_host_mode(source), uid=uid, gid=gid)
-        for root, directories, files in os.walk(source):
-            relative = PurePosixPath(path, Path(root).relative_to(source).as_posix())
-            for name in sorted(directories) + sorted(files):
-                local = Path(root, name)
-                target = str(relative / name)
-                if local.is_symlink():
-                    self.write(target, action, kind="symlink", data=os.readlink(local).encode(), uid=uid, gid=gid)
-                elif local.is_dir():
-                    self.write(target, action, kind="directory", mode=_host_mode(local), uid=uid, gid=gid)
-                elif local.is_file():
-                    self.write(target, action, data=_read(local), mode=_host_mode(local), uid=uid, gid=gid)
-            directories[:] = [name for name in directories if not Path(root, name).is_symlink()]
+        try:
+            with open_directory(source, untrusted=untrusted) as directory:
+                self._push_directory(directory, path, action, uid=uid, gid=gid)
+        except OSError as exc:
+            raise CciError(f"cannot read {exc.filename or source}: {exc.strerror}") from None
+
+    def _push_directory(self, directory: SafeDirectory, path: str, action: str, *, uid: int, gid: int) -> None:
+        self.write(path, action, kind="directory", mode=stat.S_IMODE(os.fstat(directory.fd).st_mode), uid=uid, gid=gid)
+        for name in directory.names():
+            target, info = str(PurePosixPath(path, name)), directory.lstat(name)
+            if info is None:
+                continue  # removed since the listing
+            if stat.S_ISLNK(info.st_mode):
+                link = directory.readlink(name)
+                if link is not None:
+                    self.write(target, action, kind="symlink", data=os.fsencode(link), uid=uid, gid=gid)
+            elif stat.S_ISDIR(info.st_mode):
+                with directory.directory(name) as child:
+                    self._push_directory(child, target, action, uid=uid, gid=gid)
+            elif stat.S_ISREG(info.st_mode):
+                data, mode = directory.read(name)
+                self.write(target, action, data=data, mode=mode, uid=uid, gid=gid)
 
     def pull_tree(self, path: str, destination: Path, *, untrusted: Sequence[Path] = (),
                   on_skip: Callable[[str, str], None] | None = None) -> None:
@@ -170,14 +184,3 @@ class _TreeCopy:
 
 def _ignore(_path: str, _kind: str) -> None:
     pass
-
-
-def _host_mode(path: Path) -> int:
-    return stat.S_IMODE(path.lstat().st_mode)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CciError(f"cannot read {path}: {exc.strerror}") from None

@@ -62,7 +62,7 @@ def kind_of(mode: int) -> str:
 
 
 class SFTPError(APIError):
-    """The server refused a request (a status other than OK)."""
+    """An SFTP request failed: refused, not answered in time, or the connection broke."""
 
 
 class SFTPNotFound(SFTPError, APINotFound):
@@ -122,7 +122,7 @@ class SFTPSession:
                     if name not in (".", ".."):
                         entries.append((name, attributes))
         finally:
-            self._close_handle(handle)
+            self.close_handle(handle)
 
     def open(self, path: str) -> bytes:
         """A read handle on ``path`` (check it with :meth:`fstat` before reading: it may not be a file)."""
@@ -157,12 +157,9 @@ class SFTPSession:
 
     def close_handle(self, handle: bytes) -> None:
         """Close an open file or directory handle."""
-        self._close_handle(handle)
+        self._call(_CLOSE, _string(handle))
 
     # -- plumbing ------------------------------------------------------------------------------
-
-    def _close_handle(self, handle: bytes) -> None:
-        self._call(_CLOSE, _string(handle))
 
     def _call(self, kind: int, payload: bytes) -> tuple[int, bytes]:
         request = self._send(kind, payload)

@@ -253,3 +253,32 @@ def test_a_large_sparse_file_is_streamed_and_stays_sparse(launched: str, cci_env
         with copy.open("rb") as handle:
             handle.seek(size - 4)
             assert handle.read() == b"\0end"
+
+
+def test_push_never_reads_through_symlinks_planted_in_the_workspace(launched: str, cci_environ: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    """A link the container made in the workspace must not carry the user's files into it."""
+    workspace, victim = tmp_path / "ws", tmp_path / "home-ssh"
+    (workspace / "dir").mkdir(parents=True)
+    victim.mkdir()
+    (victim / "id_ed25519").write_text("PRIVATE KEY\n")
+    (workspace / "notes.txt").symlink_to(victim / "id_ed25519")
+    (workspace / "dir" / "keys").symlink_to(victim)
+    (workspace / "ssh").symlink_to(victim)
+    os.mkfifo(workspace / "dir" / "fifo")
+    (tmp_path / "mine").symlink_to(workspace / "dir")  # the user's own link, outside: followed
+
+    def push(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cci("--workspace", str(workspace), "file", "push", *args, env=cci_environ, timeout=60)
+
+    assert_error(push(str(workspace / "notes.txt"), f"{launched}:/tmp/notes"), 2,
+                 f"{workspace / 'notes.txt'} is a symlink inside the workspace")
+    assert_error(push("-r", str(workspace / "ssh"), f"{launched}:/tmp/ssh"), 2, "is a symlink inside the workspace")
+    assert_error(push(str(workspace / "ssh" / "id_ed25519"), f"{launched}:/tmp/key"), 2, "goes through a symlink")
+    for source in (workspace, tmp_path / "mine"):
+        result = push("-r", str(source), f"{launched}:/tmp/{source.name}")
+        assert (result.returncode, result.stderr) == (0, "")
+    listing = in_container(launched, "cd /tmp && find ws mine | sort && readlink ws/notes.txt ws/dir/keys mine/keys"
+                                     " && ! grep -r PRIVATE ws mine", cci_environ)
+    assert listing == "\n".join(["mine", "mine/keys", "ws", "ws/dir", "ws/dir/keys", "ws/notes.txt", "ws/ssh",
+                                 str(victim / "id_ed25519"), str(victim), str(victim)]) + "\n"

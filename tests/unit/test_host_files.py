@@ -137,3 +137,27 @@ def test_open_parent_names_the_last_component(layout: tuple[Path, Path]) -> None
     with pytest.raises(UsageError, match="no name"):
         with open_parent("/"):
             pass
+
+
+def test_reading_follows_the_users_last_link_only_and_never_waits_on_a_fifo(layout: tuple[Path, Path],
+                                                                            tmp_path: Path) -> None:
+    workspace, victim = layout
+    (victim / "key").write_text("secret")
+    (workspace / "key").symlink_to(victim / "key")  # planted
+    (tmp_path / "mine").symlink_to(workspace / "sub")  # the user's
+    (workspace / "sub" / "notes").write_text("notes")
+    (workspace / "sub" / "notes").chmod(0o640)
+    os.mkfifo(workspace / "sub" / "fifo")
+    with open_parent(tmp_path / "mine", untrusted=[workspace], follow=True) as (directory, name):
+        assert (directory.path, name, directory.untrusted) == (str(workspace), "sub", True)
+    with open_parent(tmp_path / "mine" / "notes", untrusted=[workspace], follow=True) as (directory, name):
+        assert directory.read(name) == (b"notes", 0o640)
+        assert directory.names() == ["fifo", "notes"]
+        with pytest.raises(OSError, match="not a regular file"):
+            directory.read("fifo")  # opened without waiting for a writer, then refused
+    with pytest.raises(PlantedLinkError, match=f"is a symlink inside the workspace: {workspace / 'key'} -> "):
+        with open_parent(workspace / "key", untrusted=[workspace], follow=True):
+            pass
+    with open_parent(workspace / "key", untrusted=[workspace]) as (directory, name):
+        with pytest.raises(OSError, match="is a symlink"):
+            directory.read(name)

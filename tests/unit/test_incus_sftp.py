@@ -1,0 +1,150 @@
+"""The SFTP client against a scripted server on a unix socket (the real Incus: tests/integration/test_file_cmd.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cci_core.errors import NotFoundError
+from cci_builtin_plugins.incus.connection import Endpoint
+from cci_builtin_plugins.incus.rest import IncusAPI
+from cci_builtin_plugins.incus.sftp import CHUNK, SFTPError, SFTPSession
+
+CONTENT = os.urandom(5 * CHUNK + 7)
+#: path -> (mode, content or link target or directory entries)
+FILES: dict[str, tuple[int, object]] = {
+    "/d": (stat.S_IFDIR | 0o755, ["f", "fifo", "link"]),
+    "/d/f": (stat.S_IFREG | 0o640, CONTENT),
+    "/d/fifo": (stat.S_IFIFO | 0o644, b""),
+    "/d/link": (stat.S_IFLNK | 0o777, "f"),
+}
+
+
+def _string(data: bytes | str) -> bytes:
+    data = data.encode() if isinstance(data, str) else data
+    return struct.pack(">I", len(data)) + data
+
+
+def _attrs(path: str) -> bytes:
+    mode, content = FILES[path]
+    size = len(content) if isinstance(content, bytes) else 0
+    return struct.pack(">IQIII", 0x1 | 0x2 | 0x4, size, 0, 0, mode)
+
+
+class Server:
+    """Answers one HTTP upgrade and then SFTP requests; an OPEN of ``/slow`` is never answered."""
+
+    def __init__(self, path: Path) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen()
+        self.listed: set[str] = set()  # directory handles read to their end
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _address = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(connection,), daemon=True).start()
+
+    def handle(self, connection: socket.socket) -> None:
+        reader = connection.makefile("rb")
+        request = reader.readline().decode()
+        while reader.readline() not in (b"\r\n", b""):
+            pass
+        if "/instances/gone/" in request:
+            body = json.dumps({"error": "Instance not found"}).encode()
+            connection.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            return
+        connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: sftp\r\nConnection: Upgrade\r\n\r\n")
+        while header := reader.read(4):
+            packet = reader.read(struct.unpack(">I", header)[0])
+            kind = packet[0]
+            if kind == 1:
+                self.send(connection, 2, struct.pack(">I", 3))
+                continue
+            request_id, payload = packet[1:5], packet[5:]
+            answer = self.answer(kind, payload)
+            if answer is not None:
+                self.send(connection, answer[0], request_id + answer[1])
+
+    def answer(self, kind: int, payload: bytes) -> tuple[int, bytes] | None:
+        (length,) = struct.unpack_from(">I", payload)
+        argument = payload[4:4 + length].decode()
+        if kind in (3, 11) and argument == "/slow":  # an OPEN that waits for a FIFO's writer
+            return None
+        if kind in (8, 12, 5, 4):  # FSTAT, READDIR, READ, CLOSE take a handle: the path itself here
+            path = argument
+            if kind == 4:
+                return 101, struct.pack(">I", 0) + _string("") + _string("")
+            if kind == 8:
+                return 105, _attrs(path)
+            if kind == 12:
+                if path in self.listed:
+                    return 101, struct.pack(">I", 1) + _string("EOF") + _string("")
+                self.listed.add(path)
+                names = [".", *FILES[path][1]]  # type: ignore[misc]
+                return 104, struct.pack(">I", len(names)) + b"".join(
+                    _string(name) + _string("long name") + (_attrs(f"{path}/{name}") if name != "." else _attrs(path))
+                    for name in names)
+            offset, size = struct.unpack_from(">QI", payload, 4 + length)
+            data = FILES[path][1][offset:offset + size]  # type: ignore[index]
+            return (103, _string(data)) if data else (101, struct.pack(">I", 1) + _string("EOF") + _string(""))
+        if argument not in FILES:
+            return 101, struct.pack(">I", 2) + _string("no such file") + _string("")
+        if kind in (7, 17):
+            return 105, _attrs(argument)
+        if kind == 19:
+            return 104, struct.pack(">I", 1) + _string(FILES[argument][1]) + _string("") + struct.pack(">I", 0)
+        return 102, _string(argument)  # OPEN, OPENDIR: the handle is the path
+
+    def send(self, connection: socket.socket, kind: int, body: bytes) -> None:
+        connection.sendall(struct.pack(">I", len(body) + 1) + bytes([kind]) + body)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[IncusAPI]:
+    server = Server(tmp_path / "incus.socket")
+    yield IncusAPI(Endpoint(socket=tmp_path / "incus.socket"))
+    server.listener.close()
+
+
+def test_types_listings_links_and_chunked_reads(api: IncusAPI) -> None:
+    with SFTPSession(api, "c1", timeout=5) as session:
+        assert [session.lstat(path).kind for path in FILES] == ["directory", "file", "FIFO", "symlink"]
+        assert session.readlink("/d/link") == "f"
+        assert [(name, found.kind) for name, found in session.listdir("/d")] == [
+            ("f", "file"), ("fifo", "FIFO"), ("link", "symlink")]
+        handle = session.open("/d/f")
+        found = session.fstat(handle, "/d/f")
+        assert (found.kind, found.size, found.mode & 0o777) == ("file", len(CONTENT), 0o640)
+        chunks = list(session.chunks(handle, "/d/f", found.size))
+        assert b"".join(chunks) == CONTENT and max(map(len, chunks)) == CHUNK
+        session.close_handle(handle)
+        with pytest.raises(NotFoundError, match="reading /nope in c1: no such file"):
+            session.lstat("/nope")
+
+
+def test_an_open_that_never_answers_fails_in_time(api: IncusAPI) -> None:
+    with SFTPSession(api, "c1", timeout=0.5) as session:
+        started = time.monotonic()
+        with pytest.raises(SFTPError, match="no answer in time"):
+            session.open("/slow")
+        assert time.monotonic() - started < 3
+
+
+def test_a_missing_instance_is_not_found(api: IncusAPI) -> None:
+    with pytest.raises(NotFoundError, match="opening the files of gone: Instance not found"):
+        SFTPSession(api, "gone")
