@@ -36,8 +36,8 @@ def protected_mounts(workspace: Path, paths: Sequence[str]) -> list[Mount]:
     Links, FIFOs and devices, and paths with a link on the way, are not mounted
     (Incus would follow the link). When any path is in ``.git``, a ``.git``
     directory is mounted read-write over itself first (the container cannot
-    rename a mount point) and a ``.git`` file (a worktree's or submodule's
-    link) is mounted read-only.
+    rename a mount point); a ``.git`` file (a worktree's or submodule's
+    link), or ``.git`` listed itself, is mounted read-only.
     """
     import stat
 
@@ -49,7 +49,8 @@ def protected_mounts(workspace: Path, paths: Sequence[str]) -> list[Mount]:
             if any(path == ".git" or path.startswith(".git/") for path in paths):
                 git = lstat_at(root_fd, ".git")
                 if git is not None and (stat.S_ISDIR(git.st_mode) or stat.S_ISREG(git.st_mode)):
-                    mounts.append(_mount("git", ".git", workspace, readonly=stat.S_ISREG(git.st_mode)))
+                    readonly = stat.S_ISREG(git.st_mode) or ".git" in paths
+                    mounts.append(_mount("git", ".git", workspace, readonly=readonly))
             for index, path in enumerate(dict.fromkeys(paths)):
                 info = lstat_at(root_fd, path)
                 if path != ".git" and info is not None and (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):

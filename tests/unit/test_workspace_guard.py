@@ -68,6 +68,7 @@ def test_protection_mounts_cover_what_exists_read_only_and_make_git_a_mount_poin
         ("protect-3", tmp_path / ".vscode", "/workspace/.vscode", True),
     ]
     assert all(m.shift for m in mounts)  # the workspace's ownership
+    assert [(m.device, m.readonly) for m in guard.protected_mounts(tmp_path, [".git"])] == [("protect-git", True)]
     assert guard.protected_mounts(tmp_path, []) == []
 
 
