@@ -7,10 +7,11 @@ second backend can be added as a plugin (``register.add_driver``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, NamedTuple
 
 from cci_core.errors import BackendError
 
@@ -98,6 +99,46 @@ class PolicyNetwork(NamedTuple):
     refreshed_at: float
     used_by: tuple[str, ...] = ()
     subnet: str = ""
+
+
+class TreeEntry(NamedTuple):
+    """One entry of a directory tree read out of a container (:meth:`Container.read_tree`).
+
+    Everything in it is the container's word, to be checked by the reader.
+
+    :param path: relative to the tree's root, ``/``-separated; ``.`` is the root itself.
+    :param kind: ``file``, ``directory`` or ``symlink``: drivers pass no other kind.
+    :param size: a file's size in bytes.
+    :param target: a symlink's target, as stored.
+    :param data: a file's content, to be read before the next entry is asked for; None when
+        the driver did not read it because it is over :attr:`TreeLimits.max_file`.
+    """
+
+    path: str
+    kind: str
+    mode: int = 0o600
+    size: int = 0
+    target: str = ""
+    data: BinaryIO | None = None
+
+
+class TreeLimits(NamedTuple):
+    """Bounds on reading a tree out of a container.
+
+    :param max_file: files larger than this are passed without their content.
+    :param max_bytes: what a driver may take in for the whole tree before it gives up.
+    :param timeout: seconds for the whole tree.
+    :param idle: seconds without any progress before it gives up.
+    """
+
+    max_file: int
+    max_bytes: int
+    timeout: float
+    idle: float
+
+
+class TreeReadError(BackendError):
+    """A tree could not be read within its :class:`TreeLimits`, or the container sent something malformed."""
 
 
 class Container(ABC):
@@ -207,6 +248,20 @@ class Container(ABC):
         No symlink is followed at ``destination`` or below it, nor in ``untrusted``
         directories (see :func:`cci_core.host_files.open_directory`).
         """
+
+    def read_tree(self, path: str, limits: TreeLimits) -> AbstractContextManager[Iterator[TreeEntry]]:
+        """The directory ``path`` as entries (the directory itself first), read within ``limits``.
+
+        Only regular files, directories and symlinks are passed, and nothing
+        else in the container is opened (a FIFO or a device would block or never
+        end). A missing ``path`` is a :class:`~cci_core.errors.NotFoundError`; one
+        that is not a directory gives no entries. Exceeding a limit raises
+        :class:`TreeReadError`. This default copies with :meth:`pull_tree` into a
+        private temporary directory; drivers override it to stream.
+        """
+        from cci_core.tree_copy import entries_of_pulled_tree
+
+        return entries_of_pulled_tree(self, path, limits)
 
     @abstractmethod
     def exec(

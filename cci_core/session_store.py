@@ -8,7 +8,10 @@ credential files) and ``metadata.json``::
 
 A save builds the new copy beside the old one and swaps it in with renames,
 so a reader (or a crash) sees the previous save or the new one, never half of
-one. Everything is private to the user (directories 0700, files 0600).
+one. Everything is private to the user (directories 0700, files 0600). What a
+killed save leaves behind (a staging copy, filtered as it was written, so it
+holds no credentials) is removed by the next command (:meth:`SessionStore.tidy`),
+and so are the lock files of sessions that no longer exist.
 """
 
 from __future__ import annotations
@@ -103,6 +106,27 @@ class SessionStore:
                                  hint="attach to it with 'cci attach' once it runs")
             yield
 
+    def tidy(self) -> None:
+        """Remove what killed saves left behind (staging and retired copies whose save lock is free) and the
+        lock files of sessions that no longer exist."""
+        for tool_dir in self.root.glob("sessions-*"):
+            if tool_dir.is_symlink() or not tool_dir.is_dir():
+                continue
+            for path in tool_dir.iterdir():
+                name = path.name
+                for prefix in (".saving-", ".retired-"):
+                    session_id = name[len(prefix):-9] if name.startswith(prefix) and len(name) > len(prefix) + 9 \
+                        else ""
+                    if session_id and _VALID_ID.match(session_id):
+                        with _locked(tool_dir, f".save-{session_id}.lock", wait=False) as free:
+                            if free:
+                                shutil.rmtree(path, ignore_errors=True)
+                for kind in (".save-", ".resume-"):
+                    session_id = name[len(kind):-len(".lock")] if name.startswith(kind) and name.endswith(".lock") \
+                        else ""
+                    if session_id and _VALID_ID.match(session_id) and not (tool_dir / session_id).exists():
+                        _remove_lock(tool_dir, name, tool_dir / session_id)
+
     def find(self, tool: str, session_id: str, workspace: Path) -> SavedSession:
         """Saved session ``session_id`` of ``tool``, which must belong to ``workspace``."""
         path = self.tool_dir(tool) / validate_id(session_id)
@@ -122,6 +146,7 @@ class SessionStore:
         """
         tool_dir = self.tool_dir(metadata.tool)
         _private_dirs(tool_dir)
+        self.tidy()
         target = tool_dir / validate_id(metadata.id)
         earlier = _read(target / METADATA)
         session = metadata._replace(path=target, saved=now(),
@@ -173,16 +198,36 @@ def _locked(directory: Path, name: str, *, wait: bool = True) -> Iterator[bool]:
     """
     import fcntl
 
-    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    while True:
+        fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
+            os.close(fd)
             yield False
             return
+        if _same_file(fd, directory / name):
+            break
+        os.close(fd)  # removed (tidied) while we waited for it: lock the file that is there now
+    try:
         yield True
     finally:
         os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
+def _remove_lock(directory: Path, name: str, session: Path) -> None:
+    """Remove lock file ``name`` if no process holds it and ``session`` still does not exist."""
+    with _locked(directory, name, wait=False) as free:
+        if free and not session.exists():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory / name)
 
 
 def _swap_in(staging: Path, target: Path) -> None:

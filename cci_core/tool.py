@@ -37,6 +37,10 @@ class ToolAdapter(ABC):
     state_dir: ClassVar[str]
     #: host files injected fresh at every start and resume (when ``[defaults] mount_claude_config``)
     credential_files: ClassVar[tuple[CredentialFile, ...]] = ()
+    #: keys whose values are secrets in the tool's JSON files (tokens, API keys): removed, with their values,
+    #: from every JSON file a save keeps (backups too), and their values in the injected credential files
+    #: make any saved file holding one of them be left out
+    secret_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, binary: str | None = None) -> None:
         self.binary = binary or self.default_binary

@@ -7,10 +7,10 @@ import sys
 import click
 
 from cci_core.cli.options import GlobalOptions, with_global_options
-from cci_core.cli.sessions import check_network_policy
+from cci_core.cli.sessions import check_network_policy, manager_for
 from cci_core.cli.signals import interruptible
 from cci_core.cli.streams import binary_writer
-from cci_core.cli.state import get_state, warn
+from cci_core.cli.state import get_state
 from cci_core.errors import UsageError
 
 
@@ -27,7 +27,7 @@ def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
     Put -- before a command that has options of its own: cci run -- ls -la
     """
     from cci_core.layout import WORKSPACE_PATH
-    from cci_core.session import KIND_RUN, LaunchRequest, SessionManager
+    from cci_core.session import KIND_RUN, LaunchRequest
 
     state = get_state(ctx)
     state.add_options(GlobalOptions.from_params(flags))
@@ -37,7 +37,7 @@ def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
         if value:
             raise UsageError(f"{flag} does not apply to 'cci run' (it always uses a fresh container)")
     check_network_policy(ctx)
-    manager = SessionManager(state.config, state.driver, state.plugins, warn=warn)
+    manager = manager_for(ctx)
     manager.reconcile()
     uid = state.config.incus.claude_uid
     with interruptible():

@@ -21,7 +21,13 @@ def manager_for(ctx: click.Context) -> SessionManager:
     from cci_core.cli.state import warn
     from cci_core.session import SessionManager
 
+    from cci_core.session_store import SessionStore
+
     state = get_state(ctx)
+    try:
+        SessionStore().tidy()  # what killed saves left behind
+    except OSError as exc:
+        warn(f"could not tidy ~/.cci: {exc}")
     return SessionManager(state.config, state.driver, state.plugins, warn=warn)
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cci_core.driver import LABEL_PREFIX, Container, ExecResult, OutputHandler
+from cci_core.driver import LABEL_PREFIX, Container, ExecResult, OutputHandler, TreeEntry, TreeLimits
 from cci_core.errors import BackendError
 from cci_builtin_plugins.incus.errors import APIError, is_busy
 from cci_builtin_plugins.incus.files import InstanceFiles
@@ -244,6 +245,11 @@ class IncusContainer(Container):
     def pull_tree(self, path: str, destination: Path, *, untrusted: Sequence[Path] = (),
                   on_skip: Callable[[str, str], None] | None = None) -> None:
         self._files.pull_tree(path, destination, untrusted=untrusted, on_skip=on_skip)
+
+    def read_tree(self, path: str, limits: TreeLimits) -> AbstractContextManager[Iterator[TreeEntry]]:
+        from cci_builtin_plugins.incus.tree_reader import read_tree
+
+        return read_tree(self._api, self.name, path, limits, running=self.status() == "running")
 
     def exec(
         self,

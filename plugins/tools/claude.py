@@ -34,6 +34,11 @@ class ClaudeCode(ToolAdapter):
         CredentialFile("~/.claude/.credentials.json", ".claude/.credentials.json"),
         CredentialFile("~/.claude.json", ".claude.json"),
     )
+    #: where Claude Code keeps secrets: the OAuth tokens of ``.credentials.json`` (``claudeAiOauth``), the API
+    #: key of ``.claude.json`` (and its copies in ``~/.claude/backups/``) with the key suffixes it remembers,
+    #: and keys or tokens set in a settings file's ``env``
+    secret_keys = frozenset({"accessToken", "refreshToken", "primaryApiKey", "customApiKeyResponses",
+                             "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"})
 
     def command(self, session_id: str, *, resume: bool) -> list[str]:
         session = ["--resume", session_id] if resume else ["--session-id", session_id]

@@ -39,6 +39,8 @@ class Codex(ToolAdapter):
     default_binary = "codex"
     state_dir = ".codex"
     credential_files = (CredentialFile("~/.codex/auth.json", ".codex/auth.json"),)
+    #: ``auth.json`` holds an API key or the ChatGPT login's tokens
+    secret_keys = frozenset({"OPENAI_API_KEY", "access_token", "refresh_token", "id_token"})
 
     def command(self, session_id: str, *, resume: bool) -> list[str]:
         # session_id is not passed: Codex would look for a thread of that id and fail

@@ -5,7 +5,8 @@
   into its settings files (JSON, or TOML for ``*.toml``), all owned by the
   container user, mode 0600;
 * at detach, periodically and after the session ends: the tool's state
-  directory saved to ``~/.cci/sessions-<tool>/<id>/`` without credential files;
+  directory saved to ``~/.cci/sessions-<tool>/<id>/`` without credentials
+  (files by name, files holding an injected secret, secret keys of JSON files);
 * on resume into a fresh container: that copy put back before the tool runs.
 """
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from cci_core.driver import Container
     from cci_core.session_store import SavedSession
     from cci_core.tool import CredentialFile, ToolAdapter
+    from cci_core.tree_copy import CopyPolicy, CopyReport
 
 
 @hookimpl
@@ -81,39 +83,79 @@ def cci_post_exit_save(ctx: LaunchContext, container: Container) -> None:
 
 
 def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
-    """Copy the tool's state directory out of the container (running or stopped), credentials removed."""
+    """Copy the tool's state directory out of the container (running or stopped), credentials left out.
+
+    The copy is filtered while it streams, before anything is written (see
+    :mod:`cci_core.tree_copy`). A copy that cannot finish within its bounds is
+    abandoned with a warning: the last save stays, and None is returned.
+    """
+    from cci_core.driver import TreeReadError
     from cci_core.session_store import SavedSession, SessionStore
+    from cci_core.tree_copy import LIMITS, CopyReport, copy_tree
 
     tool = ctx.tool
     if tool is None:
         return None
+    source = home_path(tool.state_dir)
+    policy = copy_policy(tool)
+    reports: list[CopyReport] = []
 
     def fill(directory: Path) -> None:
         copy = directory / saved_name(tool)
         try:
-            container.pull_tree(home_path(tool.state_dir), copy)
+            with container.read_tree(source, LIMITS) as entries:
+                reports.append(copy_tree(entries, copy, policy, source=source))
         except NotFoundError:
             container.status()  # the container itself is gone: this raises, and the last save stays
             shutil.rmtree(copy, ignore_errors=True)  # the directory went away while it was copied
             return  # the tool has no state: the metadata alone records the session
-        if copy.is_symlink():  # the state directory made a link by the agent: nothing of it is saved
-            copy.unlink()
-            return
-        drop_escaping_links(copy)  # first: removing credentials must not follow a link out of the copy
-        strip_credentials(tool, copy)
+        if copy.is_dir():
+            drop_escaping_links(copy)  # links through links, which a single entry cannot show
 
     metadata = SavedSession(id=ctx.session_id, tool=tool.name, workspace=str(ctx.workspace),
                             container=ctx.container_name, slot=ctx.slot, persistent=ctx.persistent,
                             created="", saved="", path=Path())
-    return SessionStore().save(metadata, fill)
+    try:
+        saved = SessionStore().save(metadata, fill)
+    except TreeReadError as exc:
+        warn(f"session {ctx.session_id} was not saved this time ({exc}); its last save is kept")
+        return None
+    for report in reports:
+        _warn_about(ctx.session_id, report)
+    return saved
+
+
+def _warn_about(session_id: str, report: CopyReport) -> None:
+    from cci_core.tree_copy import MAX_FILE, MAX_TOTAL, printable
+
+    def names(paths: list[str]) -> str:
+        shown = ", ".join(printable(path) for path in paths[:5])
+        return shown + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+
+    if report.too_large:
+        warn(f"session {session_id}: {len(report.too_large)} file(s) over {MAX_FILE >> 20} MiB not saved: "
+             f"{names(report.too_large)}")
+    if report.dropped:
+        warn(f"session {session_id}: {len(report.dropped)} file(s) holding a credential not saved: "
+             f"{names(report.dropped)}")
+    if report.truncated:
+        warn(f"session {session_id}: the save stopped at its bound ({MAX_TOTAL >> 20} MiB); the files after "
+             "that point were not saved")
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr."""
+    import sys
+
+    print(f"cci: warning: {message}", file=sys.stderr, flush=True)
 
 
 def drop_escaping_links(copy: Path) -> None:
     """Remove the symlinks of a saved copy that lead outside it.
 
     Their targets were chosen inside the container; on the host, ``/home/you/.ssh``
-    is your own directory, and anything that followed such a link (removing the
-    credential files, restoring the copy) would act on it.
+    is your own directory, and anything that followed such a link (restoring
+    the copy) would act on it.
     """
     import os
 
@@ -126,36 +168,64 @@ def drop_escaping_links(copy: Path) -> None:
                 os.unlink(path)
 
 
-def strip_credentials(tool: ToolAdapter, copy: Path) -> None:
-    """Remove the tool's credential files from a saved copy of its state directory, and any copy of the
-    host's credentials under another name (the agent may have made one, to have it restored later)."""
+def copy_policy(tool: ToolAdapter) -> CopyPolicy:
+    """What a save of ``tool``'s state leaves out: its credential files by name, any file holding a secret
+    value of the credentials injected, and the tool's secret keys in JSON files."""
+    from cci_core.tree_copy import CopyPolicy
+
     state_dir = PurePosixPath(tool.state_dir)
+    excluded = frozenset(PurePosixPath(credential.container_path).relative_to(state_dir).parts
+                         for credential in tool.credential_files
+                         if state_dir in PurePosixPath(credential.container_path).parents)
+    return CopyPolicy(excluded, tuple(sorted(secret_values(tool))), frozenset(tool.secret_keys))
+
+
+#: the shortest value taken for a secret (shorter ones would match ordinary text)
+MIN_SECRET = 8
+#: in the credential files of a tool that declares no secret keys, strings this long count as secrets
+MIN_UNKEYED_SECRET = 16
+#: credential files read for their values up to this size
+MAX_CREDENTIAL = 4 << 20
+
+
+def secret_values(tool: ToolAdapter) -> set[bytes]:
+    """The secrets the host's credential files hold, as the injected copies do: each whole file, and each
+    value under one of the tool's secret keys (any string of 16+ characters if it declares none); a file
+    that is not JSON counts as one token."""
+    import json
+
+    found: set[bytes] = set()
     for credential in tool.credential_files:
-        path = PurePosixPath(credential.container_path)
-        if state_dir in path.parents:
-            found = copy / path.relative_to(state_dir)
-            if found.is_symlink() or found.is_file():
-                found.unlink()
-            elif found.is_dir():
-                shutil.rmtree(found)
-    secrets = {content for content in map(_host_bytes, tool.credential_files) if content}
-    sizes = {len(content) for content in secrets}
-    for file in (path for path in copy.rglob("*") if path.is_file() and not path.is_symlink()):
-        if file.stat().st_size in sizes and _holds_one_of(file, secrets):
-            file.unlink()
+        content = _host_bytes(credential)
+        if len(content.strip()) < MIN_SECRET:
+            continue
+        found.add(content)
+        try:
+            document = json.loads(content)
+        except (ValueError, RecursionError):
+            found.add(content.strip())
+            continue
+        strings = _strings(document, frozenset(tool.secret_keys), inside=not tool.secret_keys)
+        minimum = MIN_SECRET if tool.secret_keys else MIN_UNKEYED_SECRET
+        found.update(value.encode() for value in strings if len(value) >= minimum)
+    return found
 
 
-def _holds_one_of(file: Path, contents: set[bytes]) -> bool:
-    """Whether ``file`` holds exactly one of ``contents``; one that cannot be read (mode 000) counts too."""
-    try:
-        return file.read_bytes() in contents
-    except OSError:
-        return True
+def _strings(document: Any, keys: frozenset[str], inside: bool) -> list[str]:
+    """The strings of a JSON document that lie under one of ``keys`` (or all of them when ``inside``)."""
+    if isinstance(document, str):
+        return [document] if inside else []
+    if isinstance(document, dict):
+        return [value for key, item in document.items() for value in _strings(item, keys, inside or key in keys)]
+    if isinstance(document, list):
+        return [value for item in document for value in _strings(item, keys, inside)]
+    return []
 
 
 def _host_bytes(credential: CredentialFile) -> bytes:
     try:
-        return Path(credential.host_path).expanduser().read_bytes()
+        with Path(credential.host_path).expanduser().open("rb") as handle:
+            return handle.read(MAX_CREDENTIAL)
     except OSError:
         return b""
 

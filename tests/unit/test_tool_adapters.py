@@ -81,12 +81,16 @@ def test_codex_starts_new_and_resumes_the_latest_thread_of_the_restored_state() 
 
 
 def test_codex_credentials_live_in_its_state_dir_and_are_stripped_from_saves(tmp_path: Path) -> None:
+    from cci_core.tree_copy import copy_tree, walk_entries, LIMITS
+
     assert Codex.credential_files == (CredentialFile("~/.codex/auth.json", ".codex/auth.json"),)
-    copy = tmp_path / ".codex"
-    (copy / "sessions").mkdir(parents=True)
-    (copy / "auth.json").write_text("{}")
-    (copy / "sessions" / "rollout.jsonl").write_text("{}")
-    state.strip_credentials(Codex(), copy)
+    assert {"OPENAI_API_KEY", "access_token", "refresh_token", "id_token"} <= Codex.secret_keys
+    tree = tmp_path / ".codex"
+    (tree / "sessions").mkdir(parents=True)
+    (tree / "auth.json").write_text("{}")
+    (tree / "sessions" / "rollout.jsonl").write_text("{}")
+    copy = tmp_path / "copy"
+    copy_tree(walk_entries(tree, LIMITS), copy, state.copy_policy(Codex()))
     assert sorted(path.name for path in copy.rglob("*")) == ["rollout.jsonl", "sessions"]
 
 

@@ -26,6 +26,7 @@ class StandIn(ToolAdapter):
     default_binary = "cci-stand-in"
     state_dir = ".stand-in"
     credential_files = (CredentialFile("~/.stand-in/credentials.json", ".stand-in/credentials.json"),)
+    secret_keys = frozenset({"token"})
 
     def command(self, session_id: str, *, resume: bool) -> list[str]:
         return [self.binary, "--resume" if resume else "--new", session_id]

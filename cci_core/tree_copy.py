@@ -1,0 +1,361 @@
+"""Copying a directory tree out of a container into a private host directory: safely, bounded, filtered.
+
+The entries come from :meth:`~cci_core.driver.Container.read_tree`, and every
+name, kind, size, link target and byte in them is the container's choice. So
+the copy
+
+* writes only regular files, directories and symlinks, each created fresh
+  (``O_EXCL``) through directory file descriptors opened without following a
+  link, so nothing is ever written outside the destination; names with ``..``,
+  absolute names, odd components and too deep paths are refused;
+* keeps a symlink only when its target stays inside the copy;
+* streams file content to disk (runs of zeros become holes), skips files over
+  :data:`MAX_FILE` and stops at :data:`MAX_TOTAL`;
+* filters before anything is written: paths excluded by name, files holding a
+  secret value (dropped), and secret keys removed from JSON files.
+
+Files are written 0600 (0700 when executable), directories 0700.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
+
+from cci_core.driver import TreeEntry, TreeLimits, TreeReadError
+
+if TYPE_CHECKING:
+    from cci_core.driver import Container
+
+MiB = 1 << 20
+#: files larger than this are not copied (a warning names them)
+MAX_FILE = 256 * MiB
+#: the copy stops (with a warning) once this much file content has been written
+MAX_TOTAL = 2048 * MiB
+#: seconds a whole copy may take before it is abandoned
+TIMEOUT = 300.0
+#: seconds without progress before it is abandoned
+IDLE = 60.0
+#: JSON files up to this size are parsed to remove secret keys; a larger one that names a secret key is dropped
+MAX_JSON = 16 * MiB
+#: entries of one tree, and levels of directories, beyond which a copy stops
+MAX_ENTRIES = 500_000
+MAX_DEPTH = 128
+#: the longest name component and symlink target kept
+MAX_NAME = 255
+MAX_TARGET = 4096
+#: the bounds of a save
+LIMITS = TreeLimits(max_file=MAX_FILE, max_bytes=MAX_TOTAL + MAX_FILE + 64 * MiB, timeout=TIMEOUT, idle=IDLE)
+
+_CHUNK = 1 << 20
+_BLOCK = 1 << 16
+_ZEROS = bytes(_BLOCK)
+
+
+class CopyPolicy(NamedTuple):
+    """What is kept out of a copy.
+
+    :param excluded: relative paths (tuples of components) never copied, with everything under them.
+    :param secrets: a file holding any of these byte strings is not copied.
+    :param secret_keys: keys removed (with their values) from JSON files, at any depth.
+    """
+
+    excluded: frozenset[tuple[str, ...]] = frozenset()
+    secrets: tuple[bytes, ...] = ()
+    secret_keys: frozenset[str] = frozenset()
+
+
+@dataclass
+class CopyReport:
+    """What a copy left out, for warnings."""
+
+    too_large: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # held a secret, or unreadable JSON naming a secret key
+    stripped: list[str] = field(default_factory=list)  # JSON files whose secret keys were removed
+    refused: int = 0  # odd names, duplicates, links leading out
+    truncated: bool = False  # stopped at MAX_TOTAL or MAX_ENTRIES
+    written: int = 0
+
+
+def copy_tree(entries: Iterable[TreeEntry], destination: Path, policy: CopyPolicy = CopyPolicy(), *,
+              source: str = "", max_file: int = MAX_FILE, max_total: int = MAX_TOTAL,
+              max_entries: int = MAX_ENTRIES) -> CopyReport:
+    """Write ``entries`` (the tree's root first) as a new directory ``destination``; what was left out.
+
+    ``source`` is the tree's path in the container: absolute link targets inside
+    it become relative. Nothing is made when the first entry is not the root
+    directory (the tree is a link, or a file). ``destination`` must not exist.
+    """
+    report = CopyReport()
+    writer: _Writer | None = None
+    try:
+        for count, entry in enumerate(entries):
+            if writer is None:
+                if _parts(entry.path) != () or entry.kind != "directory":
+                    return report
+                os.mkdir(destination, 0o700)
+                writer = _Writer(destination, policy, source, report, max_file, max_total)
+                continue
+            if count >= max_entries:
+                report.truncated = True
+                return report
+            if not writer.add(entry):
+                return report
+    finally:
+        if writer is not None:
+            writer.close()
+    return report
+
+
+def _parts(name: str) -> tuple[str, ...] | None:
+    """The components of a relative entry name; None for anything that could leave the tree."""
+    if "\0" in name or name.startswith("/"):
+        return None
+    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    if len(parts) > MAX_DEPTH or any(part == ".." or len(os.fsencode(part)) > MAX_NAME for part in parts):
+        return None
+    return parts
+
+
+def json_named(name: str) -> bool:
+    """Whether a file name looks like a JSON document or a backup of one (``x.json``, ``x.json.backup.1``)."""
+    return ".json" in name and not name.endswith(".jsonl")
+
+
+class _Writer:
+    def __init__(self, root: Path, policy: CopyPolicy, source: str, report: CopyReport, max_file: int,
+                 max_total: int) -> None:
+        self.policy, self.source, self.report = policy, source.rstrip("/"), report
+        self.max_file, self.max_total = max_file, max_total
+        self.fds: dict[tuple[str, ...], int] = {(): os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)}
+        self.markers = tuple(json.dumps(key).encode() for key in sorted(policy.secret_keys))
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def add(self, entry: TreeEntry) -> bool:
+        """Write one entry; False once the copy must stop."""
+        parts = _parts(entry.path)
+        if not parts:  # leads out, or a second root
+            self.report.refused += 1
+            return True
+        if any(parts[:length] in self.policy.excluded for length in range(1, len(parts) + 1)):
+            return True
+        parent = self._directory(parts[:-1])
+        if parent is None:  # under a link, a file, or a refused directory
+            self.report.refused += 1
+            return True
+        name, shown = parts[-1], "/".join(parts)
+        if entry.kind == "directory":
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=parent)
+        elif entry.kind == "symlink":
+            target = self._link_target(parts, entry.target)
+            if target is None:
+                self.report.refused += 1
+            else:
+                try:
+                    os.symlink(target, name, dir_fd=parent)
+                except FileExistsError:
+                    self.report.refused += 1
+        elif entry.kind == "file":
+            if entry.data is None or entry.size > self.max_file:
+                self.report.too_large.append(shown)
+                return True
+            if self.report.written + entry.size > self.max_total:
+                self.report.truncated = True
+                return False
+            return self._file(parent, name, shown, entry)
+        return True
+
+    def _directory(self, parts: tuple[str, ...]) -> int | None:
+        """A descriptor of directory ``parts`` in the copy, every component opened without following links."""
+        fd = self.fds.get(parts)
+        if fd is not None:
+            return fd
+        parent = self._directory(parts[:-1])
+        if parent is None:
+            return None
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        except OSError:
+            return None
+        if len(self.fds) > 256:  # keep the root and the newest few
+            for key in [key for key in self.fds if key and key != parts[:-1]]:
+                os.close(self.fds.pop(key))
+        self.fds[parts] = fd
+        return fd
+
+    def _link_target(self, parts: tuple[str, ...], target: str) -> str | None:
+        """``target`` if the link at ``parts`` stays inside the copy (an absolute one inside the source is made
+        relative), else None. Links through links are checked again once the copy is complete."""
+        if not target or "\0" in target or len(target) > MAX_TARGET:
+            return None
+        if target.startswith("/"):
+            if not self.source or not (target + "/").startswith(self.source + "/"):
+                return None
+            target = posixpath.relpath(target, posixpath.join(self.source, *parts[:-1]))
+        depth = len(parts) - 1
+        for component in target.split("/"):
+            if component == "..":
+                depth -= 1
+                if depth < 0:
+                    return None
+            elif component not in ("", "."):
+                depth += 1
+        return target
+
+    def _file(self, parent: int, name: str, shown: str, entry: TreeEntry) -> bool:
+        assert entry.data is not None
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o700 if entry.mode & 0o100 else 0o600, dir_fd=parent)
+        except FileExistsError:
+            self.report.refused += 1
+            return True
+        outcome = "kept"
+        try:
+            if self.policy.secret_keys and json_named(name) and entry.size <= MAX_JSON:
+                outcome = self._json(fd, entry.data, entry.size)
+            else:
+                outcome = self._stream(fd, entry.data, json_named(name))
+        finally:
+            os.close(fd)
+            if outcome not in ("kept", "stripped"):
+                os.unlink(name, dir_fd=parent)
+        if outcome == "stripped":
+            self.report.stripped.append(shown)
+        elif outcome == "secret":
+            self.report.dropped.append(shown)
+        elif outcome == "too large":
+            self.report.too_large.append(shown)
+        elif outcome == "over total":
+            self.report.truncated = True
+            return False
+        return True
+
+    def _stream(self, fd: int, data: BinaryIO, json_file: bool) -> str:
+        """Copy ``data`` to ``fd`` a chunk at a time, each checked for secrets before it is written."""
+        secrets = self.policy.secrets + (self.markers if json_file else ())
+        keep = max((len(secret) for secret in secrets), default=1) - 1  # held back: a secret may span two chunks
+        pending, length = b"", 0
+        while chunk := data.read(_CHUNK):
+            length += len(chunk)
+            if length > self.max_file:
+                return "too large"
+            if self.report.written + length > self.max_total:
+                return "over total"
+            window = pending + chunk
+            if any(secret in window for secret in secrets):
+                return "secret"
+            cut = len(window) - keep
+            _write_sparse(fd, window[:cut])
+            pending = window[cut:]
+        _write_sparse(fd, pending)
+        os.ftruncate(fd, length)  # a hole at the end, too
+        self.report.written += length
+        return "kept"
+
+    def _json(self, fd: int, data: BinaryIO, size: int) -> str:
+        """A small JSON file: read whole, secret keys removed, then checked for secrets like any file."""
+        content = data.read(size + 1)
+        while len(content) <= size and (more := data.read(size + 1 - len(content))):
+            content += more
+        if len(content) > size:
+            return "too large"
+        if self.report.written + len(content) > self.max_total:
+            return "over total"
+        outcome = "kept"
+        if any(marker in content for marker in self.markers):
+            try:
+                document = json.loads(content)
+            except (ValueError, RecursionError):
+                return "secret"  # names a secret key, and cannot be cleaned
+            try:
+                content = (json.dumps(_without(document, self.policy.secret_keys), indent=2) + "\n").encode()
+            except RecursionError:
+                return "secret"
+            outcome = "stripped"
+        if any(secret in content for secret in self.policy.secrets):
+            return "secret"
+        _write_sparse(fd, content)
+        os.ftruncate(fd, len(content))
+        self.report.written += len(content)
+        return outcome
+
+
+def _without(document: Any, keys: frozenset[str]) -> Any:
+    if isinstance(document, dict):
+        return {key: _without(value, keys) for key, value in document.items() if key not in keys}
+    if isinstance(document, list):
+        return [_without(item, keys) for item in document]
+    return document
+
+
+def _write_sparse(fd: int, data: bytes) -> None:
+    """Write ``data`` at the current offset; blocks of zeros are skipped over (they become a hole)."""
+    view = memoryview(data)
+    for start in range(0, len(data), _BLOCK):
+        block = view[start:start + _BLOCK]
+        if len(block) == _BLOCK and block == _ZEROS:
+            os.lseek(fd, _BLOCK, os.SEEK_CUR)
+            continue
+        while block:
+            block = block[os.write(fd, block):]
+
+
+# -- the default Container.read_tree: a pull_tree into a private temporary directory ----------------------
+
+
+@contextlib.contextmanager
+def entries_of_pulled_tree(container: Container, path: str, limits: TreeLimits) -> Iterator[Iterator[TreeEntry]]:
+    """``container.pull_tree(path)`` into a private temporary directory, then read from there as entries."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cci-tree-") as temporary:
+        copy = Path(temporary, "tree")
+        container.pull_tree(path, copy)
+        yield walk_entries(copy, limits)
+
+
+def walk_entries(root: Path, limits: TreeLimits) -> Iterator[TreeEntry]:
+    """A host directory as entries (root first); a root that is not a directory gives none."""
+    deadline = time.monotonic() + limits.timeout
+    if root.is_symlink() or not root.is_dir():
+        return
+    yield TreeEntry(".", "directory", 0o700)
+    for directory, subdirectories, files in os.walk(root):
+        if time.monotonic() > deadline:
+            raise TreeReadError(f"reading {root} took over {limits.timeout:.0f} s")
+        relative = Path(directory).relative_to(root)
+        for name in sorted(subdirectories) + sorted(files):
+            path = Path(directory, name)
+            info = path.lstat()
+            shown = (relative / name).as_posix()
+            if stat.S_ISLNK(info.st_mode):
+                yield TreeEntry(shown, "symlink", target=os.readlink(path))
+            elif stat.S_ISDIR(info.st_mode):
+                yield TreeEntry(shown, "directory", stat.S_IMODE(info.st_mode))
+            elif stat.S_ISREG(info.st_mode):
+                if info.st_size > limits.max_file:
+                    yield TreeEntry(shown, "file", stat.S_IMODE(info.st_mode), info.st_size)
+                    continue
+                with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as handle:
+                    yield TreeEntry(shown, "file", stat.S_IMODE(info.st_mode), info.st_size, data=handle)
+        subdirectories[:] = [name for name in subdirectories if not Path(directory, name).is_symlink()]
+
+
+def printable(name: str, limit: int = 120) -> str:
+    """A container-chosen name made safe to print (control characters escaped, length bounded)."""
+    text = "".join(char if char.isprintable() else f"\\x{ord(char) & 0xff:02x}" for char in name[:limit])
+    return text + ("..." if len(name) > limit else "")

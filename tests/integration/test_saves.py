@@ -1,0 +1,137 @@
+"""Saves of a session's state on a real Incus: FIFOs and huge files in the state directory, credentials in copies,
+killed saves. The agent inside is root and hostile; the stand-in tool (see test_resume) keeps ~/.stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cci_core.naming import container_name
+from cci_builtin_plugins.incus.driver import IncusDriver
+from tests.integration.conftest import CCI, run_cci
+from tests.integration.terminal import Terminal
+from tests.integration.test_resume import CREDENTIAL, in_container, session_of, shell, workspace  # noqa: F401
+
+pytestmark = pytest.mark.incus
+
+STATE = "/home/code/.stand-in"
+#: a command that must not hang: far below the ten minutes a FIFO used to cost, far above a normal save
+BOUND = 90
+
+
+def started(terminal: Terminal, workspace: Path, env: dict[str, str], driver: IncusDriver) -> tuple[str, str]:
+    """A running stand-in session of ``workspace`` in slot 1: its container and session id."""
+    name = container_name(workspace, 1)
+    shell(terminal, "one", workspace, env)
+    terminal.wait_for("one", "started ")
+    return name, session_of(driver, name)
+
+
+def saved_tree(home: Path, session: str) -> Path:
+    return home / ".cci" / "sessions-stand-in" / session / ".stand-in"
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*")
+            if path.is_file() and not path.is_symlink()}
+
+
+@pytest.mark.parametrize("end", ["cci shutdown", "poweroff, then cci list"])
+def test_a_fifo_in_the_state_directory_neither_hangs_cci_nor_stops_the_save(
+    end: str, workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path,
+) -> None:
+    name, session = started(terminal, workspace, cci_environ, driver)
+    in_container(name, f"mkdir -p {STATE}/projects && mkfifo {STATE}/projects/fifo {STATE}/fifo2 "
+                       f"&& echo kept > {STATE}/projects/notes.txt", cci_environ)
+    if end == "cci shutdown":
+        result = run_cci("shutdown", name, env=cci_environ, timeout=BOUND)
+    else:
+        terminal.kill_command("one")  # nobody watches the session any more
+        terminal.wait_for("one", "CCI-EXITED-137")
+        in_container(name, "poweroff", cci_environ)
+        assert driver.get(name).wait_stopped(60)
+        result = run_cci("list", env=cci_environ, timeout=BOUND)
+    assert result.returncode == 0, result.stderr
+    assert not driver.exists(name)
+    saved = files_under(saved_tree(isolated_env, session))
+    assert saved["projects/notes.txt"] == b"kept\n" and f"history-{session}.txt" in saved
+    assert "projects/fifo" not in saved and "fifo2" not in saved
+
+
+def test_secrets_in_the_state_are_not_saved(
+    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str], isolated_env: Path,
+) -> None:
+    name, session = started(terminal, workspace, cci_environ, driver)
+    token = json.loads(CREDENTIAL)["token"]
+    backup = {"theme": "dark", "token": "a-fresh-token-the-tool-made-inside", "nested": {"token": "another-one"}}
+    in_container(name, f"mkdir -p {STATE}/backups && cd {STATE} && "
+                       f"echo '{json.dumps(backup)}' > backups/.stand-in.json.backup.1700000000 && "
+                       f"echo 'the agent wrote down {token} here' > notes.txt && "
+                       f"echo '{{\"copied\": \"{token}\"}}' > backups/stolen.json && "
+                       f"cp credentials.json cache.bin", cci_environ)
+    result = run_cci("shutdown", name, env=cci_environ, timeout=BOUND)
+    assert result.returncode == 0, result.stderr
+    saved = files_under(saved_tree(isolated_env, session))
+    assert json.loads(saved["backups/.stand-in.json.backup.1700000000"]) == {"theme": "dark", "nested": {}}
+    for gone in ("notes.txt", "backups/stolen.json", "cache.bin", "credentials.json"):
+        assert gone not in saved
+    assert f"history-{session}.txt" in saved
+    for path in (isolated_env / ".cci").rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert token.encode() not in content and b"a-fresh-token" not in content, path
+    assert "holding a credential not saved" in result.stderr
+
+
+def test_a_huge_sparse_file_is_skipped_without_costing_its_size(
+    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str], isolated_env: Path,
+) -> None:
+    name, session = started(terminal, workspace, cci_environ, driver)
+    in_container(name, f"truncate -s 1G {STATE}/sparse.bin && truncate -s 100M {STATE}/holes.bin && "
+                       f"echo kept > {STATE}/small.txt", cci_environ)
+    timed = subprocess.run(["/usr/bin/time", "-f", "maxrss=%M", str(CCI), "shutdown", name], env=cci_environ,
+                           capture_output=True, text=True, timeout=BOUND, check=False)
+    assert timed.returncode == 0, timed.stderr
+    max_rss_kib = int(timed.stderr.rsplit("maxrss=", 1)[1].split()[0])
+    assert max_rss_kib < 200 * 1024, timed.stderr
+    tree = saved_tree(isolated_env, session)
+    assert not (tree / "sparse.bin").exists() and (tree / "small.txt").read_bytes() == b"kept\n"
+    assert (tree / "holes.bin").stat().st_size == 100 << 20  # under the bound: kept, as holes
+    assert (tree / "holes.bin").stat().st_blocks * 512 < 1 << 20
+    assert "over 256 MiB not saved: sparse.bin" in timed.stderr
+
+
+def test_a_save_killed_mid_copy_leaves_no_credentials_and_is_tidied_by_the_next_command(
+    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str], isolated_env: Path,
+) -> None:
+    name, session = started(terminal, workspace, cci_environ, driver)
+    # a big tree, the credential (and copies of it) spread through it
+    in_container(name, f"cd {STATE} && for d in $(seq 1 40); do mkdir d$d; cp credentials.json d$d/copy.json; "
+                       "for f in $(seq 1 100); do head -c 8000 /dev/urandom > d$d/f$f; done; done", cci_environ)
+    tool_dir = isolated_env / ".cci" / "sessions-stand-in"
+    saving = subprocess.Popen([str(CCI), "shutdown", name], env=cci_environ, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + BOUND
+    while not any(tool_dir.glob(".saving-*/.stand-in/d3")):  # well into the copy
+        assert saving.poll() is None and time.monotonic() < deadline, "the save ended before it could be killed"
+        time.sleep(0.01)
+    os.kill(saving.pid, signal.SIGKILL)
+    saving.wait()
+    [staging] = tool_dir.glob(".saving-*")
+    token = json.loads(CREDENTIAL)["token"].encode()
+    for path in (isolated_env / ".cci").rglob("*"):
+        if path.is_file():
+            assert token not in path.read_bytes(), path
+    assert not any(staging.rglob("credentials.json"))
+
+    result = run_cci("list", env=cci_environ, timeout=BOUND)
+    assert result.returncode == 0, result.stderr
+    assert not staging.exists()
+    assert not list(tool_dir.glob(".saving-*")) and not list(tool_dir.glob(".retired-*"))
