@@ -693,8 +693,9 @@ class HostListener:
 class extra_host_address:  # noqa: N801 - used like a function: ``with extra_host_address(...)``
     """Addresses added to this machine on a link of their own, removed (with the link) on exit.
 
-    The link is one end of a veth pair whose other end also stays on this machine (some kernels
-    lack the ``dummy`` link type).
+    An address with a prefix length other than 32 becomes a ``local`` route: the whole prefix
+    is this machine's without an address in it. The link is one end of a veth pair whose other
+    end also stays on this machine (some kernels lack the ``dummy`` link type).
     """
 
     def __init__(self, *addresses: str) -> None:
@@ -720,7 +721,10 @@ class extra_host_address:  # noqa: N801 - used like a function: ``with extra_hos
             for link in (self.link, peer):
                 _run("ip", "link", "set", link, "up")
             for address in self.addresses:
-                _run("ip", "addr", "add", address if "/" in address else f"{address}/32", "dev", self.link)
+                if ipaddress.ip_network(address).prefixlen == 32:
+                    _run("ip", "addr", "add", f"{ipaddress.ip_network(address).network_address}/32", "dev", self.link)
+                else:
+                    _run("ip", "route", "add", "local", address, "dev", self.link)
         except BaseException:
             _run("ip", "link", "del", "dev", self.link, check=False)
             raise

@@ -3,9 +3,9 @@
 An Incus ACL names addresses, not "this host" (see :mod:`.networks`): the rules list the
 host's addresses as they were when written. The guard is a small background process of the
 user's, one per user and local Incus socket, started by every cci process that enforces a plan
-there (:func:`ensure_running`). It listens to the kernel's address events (rtnetlink, which
-needs no privilege) and, moments after an address appears or goes, writes the host's current
-addresses into every cci ACL; it also checks every :data:`CHECK_SECONDS` (an event it missed, a
+there (:func:`ensure_running`). It listens to the kernel's address and route events (rtnetlink,
+which needs no privilege) and, moments after an address appears or goes, writes the host's
+current addresses into every cci ACL; it also checks every :data:`CHECK_SECONDS` (an event it missed, a
 rule changed by hand). It exits once no container has used a cci network for
 :data:`IDLE_SECONDS` and no cci process has asked for it meanwhile.
 
@@ -33,7 +33,9 @@ CHECK_SECONDS = 15.0
 IDLE_SECONDS = 600.0
 #: a burst of address events (an interface coming up with several) is applied once it has been quiet this long
 SETTLE_SECONDS = 0.05
+#: rtnetlink groups: IPv4 addresses, and IPv4 routes (a ``local`` route makes a whole prefix the host's)
 _RTMGRP_IPV4_IFADDR = 0x10
+_RTMGRP_IPV4_ROUTE = 0x40
 
 
 def lock_path(socket: Path, project: str | None) -> Path:
@@ -148,14 +150,32 @@ def _drain(sock: socket.socket) -> None:
             continue
 
 
-def guard(networks: PolicyNetworks, fd: int, path: Path) -> None:
-    """Keep the host rules current until the networks have been unused for long enough."""
+def _code_stamp() -> tuple[tuple[str, int], ...]:
+    """The guard's own code as it is on disk (an update of cci changes it)."""
+    from cci_builtin_plugins.incus import networks
+
+    stamps = []
+    for module_file in (__file__, networks.__file__):
+        try:
+            stamps.append((module_file, os.stat(module_file).st_mtime_ns))
+        except OSError:
+            stamps.append((module_file, 0))
+    return tuple(stamps)
+
+
+def guard(networks: PolicyNetworks, fd: int, path: Path) -> bool:
+    """Keep the host rules current until the networks have been unused for long enough.
+
+    Returns True when cci's code changed on disk meanwhile: the caller starts the new one
+    (guards of two versions would keep rewriting each other's rules).
+    """
     import select
     import socket
 
     events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-    events.bind((0, _RTMGRP_IPV4_IFADDR))
+    events.bind((0, _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV4_ROUTE))
     events.setblocking(False)
+    code = _code_stamp()
     _apply(networks)
     idle_since: float | None = None
     next_check = time.monotonic() + CHECK_SECONDS
@@ -165,6 +185,9 @@ def guard(networks: PolicyNetworks, fd: int, path: Path) -> None:
             _apply(networks)
             continue
         next_check = time.monotonic() + CHECK_SECONDS
+        if _code_stamp() != code:
+            events.close()
+            return True
         _apply(networks)
         if _in_use(networks):
             idle_since = None
@@ -172,7 +195,7 @@ def guard(networks: PolicyNetworks, fd: int, path: Path) -> None:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since >= IDLE_SECONDS and _may_exit(fd, path):
             _log("no container uses a cci network: exiting")
-            return
+            return False
 
 
 def main(argv: list[str]) -> int:
@@ -195,7 +218,9 @@ def main(argv: list[str]) -> int:
     except OSError:
         pass  # not a file
     _log(f"guarding the host's addresses for the cci networks on {socket_path}")
-    guard(PolicyNetworks(IncusAPI(Endpoint(socket=socket_path), project), IncusConfig()), fd, path)
+    if guard(PolicyNetworks(IncusAPI(Endpoint(socket=socket_path), project), IncusConfig()), fd, path):
+        _log("cci was updated: starting its new guard")
+        os.execv(sys.executable, [sys.executable, "-I", "-m", __name__, *argv])  # the lock goes (close-on-exec)
     return 0
 
 

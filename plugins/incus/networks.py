@@ -22,7 +22,7 @@ import hashlib
 import ipaddress
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -98,7 +98,11 @@ def plan_of(acl: Mapping[str, Any]) -> tuple[NetworkPlan, float]:
 
 
 class KernelAddresses(NamedTuple):
-    """This machine's IPv4 addresses as its kernel routes them: its own, and its networks' broadcast addresses."""
+    """This machine's IPv4 addresses as its kernel routes them.
+
+    ``local``: addresses and whole prefixes it delivers to itself (a ``local`` route for a
+    prefix makes every address in it the host's); ``broadcast``: its networks' broadcast addresses.
+    """
 
     local: tuple[str, ...] = ()
     broadcast: tuple[str, ...] = ()
@@ -113,8 +117,9 @@ def blocks_host(acl: Mapping[str, Any]) -> bool:
 
 
 def kernel_addresses(fib_trie: Path = Path("/proc/net/fib_trie")) -> KernelAddresses:
-    """Every ``host LOCAL`` and ``link BROADCAST`` address of the kernel's routing tables, without running ``ip``."""
-    found: dict[str, set[str]] = {"host LOCAL": set(), "link BROADCAST": set()}
+    """Every ``host LOCAL`` and ``link BROADCAST`` entry of the kernel's routing tables, without running ``ip``."""
+    local: set[ipaddress.IPv4Network] = set()
+    broadcast: set[ipaddress.IPv4Network] = set()
     last = ""
     try:
         lines = fib_trie.read_text().splitlines()
@@ -124,13 +129,19 @@ def kernel_addresses(fib_trie: Path = Path("/proc/net/fib_trie")) -> KernelAddre
         text = line.strip()
         if text.startswith(("|--", "+--")):
             last = text[3:].split()[0]
-        elif text.startswith("/32 ") and last and text[4:] in found:
-            found[text[4:]].add(last)
+        elif text.startswith("/") and last and text.endswith((" host LOCAL", " link BROADCAST")):
+            try:
+                network = ipaddress.IPv4Network(f"{last}{text.split()[0]}", strict=False)
+            except ValueError:
+                continue
+            (local if text.endswith("LOCAL") else broadcast).add(network)
+    return KernelAddresses(_cidrs(local), _cidrs(broadcast))
 
-    def ordered(addresses: set[str]) -> tuple[str, ...]:
-        return tuple(sorted(addresses, key=ipaddress.IPv4Address))
 
-    return KernelAddresses(ordered(found["host LOCAL"]), ordered(found["link BROADCAST"]))
+def _cidrs(networks: Iterable[ipaddress.IPv4Network]) -> tuple[str, ...]:
+    """Networks in order, a single address without its ``/32``."""
+    return tuple(str(network.network_address) if network.prefixlen == 32 else str(network)
+                 for network in sorted(set(networks)))
 
 
 def host_rules(interfaces: list[ipaddress.IPv4Interface], kernel: KernelAddresses, *,
@@ -142,16 +153,19 @@ def host_rules(interfaces: list[ipaddress.IPv4Interface], kernel: KernelAddresse
     the broadcast address of one of the host's networks is delivered to the host itself: every
     service listening on all of its addresses gets it.
     """
-    broadcasts = {interface.network.broadcast_address for interface in interfaces if interface.network.prefixlen < 31}
-    broadcasts.update(map(ipaddress.IPv4Address, kernel.broadcast))
-    covered = [ipaddress.IPv4Network(cidr) for cidr in MULTICAST_AND_BROADCAST]
-    extra = sorted(address for address in broadcasts
-                   if not address.is_loopback and not any(address in network for network in covered))
-    rules = [Rule("reject", (*MULTICAST_AND_BROADCAST, *map(str, extra)), BROADCAST_RULE)]
+    def beyond(covered: Iterable[str], networks: Iterable[ipaddress.IPv4Network]) -> tuple[str, ...]:
+        known = [ipaddress.IPv4Network(cidr) for cidr in covered]
+        return _cidrs(network for network in networks if not any(network.subnet_of(wider) for wider in known))
+
+    broadcasts = {ipaddress.IPv4Network(interface.network.broadcast_address) for interface in interfaces
+                  if interface.network.prefixlen < 31}
+    broadcasts.update(map(ipaddress.IPv4Network, kernel.broadcast))
+    covered = (*MULTICAST_AND_BROADCAST, LOOPBACK)
+    rules = [Rule("reject", (*MULTICAST_AND_BROADCAST, *beyond(covered, broadcasts)), BROADCAST_RULE)]
     if block_host:
-        own = {interface.ip for interface in interfaces} | set(map(ipaddress.IPv4Address, kernel.local))
-        rules.append(Rule("reject", (LOOPBACK, *map(str, sorted(address for address in own
-                                                                 if not address.is_loopback))), HOST_RULE))
+        own = {ipaddress.IPv4Network(interface.ip) for interface in interfaces}
+        own.update(map(ipaddress.IPv4Network, kernel.local))
+        rules.append(Rule("reject", (LOOPBACK, *beyond((LOOPBACK,), own)), HOST_RULE))
     return tuple(rules)
 
 
@@ -308,10 +322,15 @@ class PolicyNetworks:
         for block in free[:_SUBNET_TRIES]:
             yield f"{next(block.hosts())}/{block.prefixlen}"
 
-    def _host_interfaces(self) -> list[ipaddress.IPv4Interface]:
-        """The IPv4 addresses of the host Incus runs on: its interfaces' state and the bridges' own."""
+    def _host_interfaces(self, networks: list[Mapping[str, Any]] | None = None) -> list[ipaddress.IPv4Interface]:
+        """The IPv4 addresses of the host Incus runs on: its interfaces' state and the bridges' own.
+
+        ``networks``: Incus's list of networks, if read already.
+        """
         found = []
-        for network in self.api.get("/1.0/networks", "listing networks", recursion=1) or []:
+        if networks is None:
+            networks = self.api.get("/1.0/networks", "listing networks", recursion=1) or []
+        for network in networks:
             address = (network.get("config") or {}).get("ipv4.address", "")
             if network.get("managed") and address and "/" in address:
                 found.append(ipaddress.IPv4Interface(address))
@@ -339,11 +358,16 @@ class PolicyNetworks:
         Only the driver's own rules change; an ACL changed meanwhile by another process is read
         again (Incus refuses an update whose ETag is stale). Returns the names of the ACLs changed.
         """
-        interfaces = self._host_interfaces()
+        networks = self.api.get("/1.0/networks", "listing networks", recursion=1) or []
+        interfaces = self._host_interfaces(networks)
         rules = {block_host: self._host_rules(interfaces, block_host=block_host) for block_host in (False, True)}
+        # a bridge another process is still making gets its rules from that process (Incus could not apply
+        # ours to it yet); the next check covers what changed meanwhile
+        ready = {network["name"] for network in networks if str(network.get("status", "Created")) == "Created"}
         changed = []
         for acl in self.api.get("/1.0/network-acls", "listing network ACLs", recursion=1) or []:
-            if POLICY_KEY in (acl.get("config") or {}) and self._update_host_rules(acl["name"], rules):
+            if (POLICY_KEY in (acl.get("config") or {}) and acl["name"] in ready
+                    and self._update_host_rules(acl["name"], rules)):
                 changed.append(acl["name"])
         return changed
 

@@ -195,20 +195,23 @@ def test_multicast_and_broadcast_reach_the_host_only_in_open_mode(
 @pytest.mark.parametrize("mode", ["restricted", "allowlist"])
 def test_an_address_the_host_gets_while_a_container_runs_is_out_of_its_reach(
         mode: str, hosts: TestHosts, driver: IncusDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    public = f"198.51.100.{200 + secrets.randbelow(50)}"  # on no test host: it can only be this machine
+    public = f"198.51.100.{200 + secrets.randbelow(24)}"  # on no test host: it can only be this machine
     private = f"10.97.0.{2 + secrets.randbelow(200)}"
+    routed = ipaddress.ip_network(f"198.51.100.{224 + 4 * secrets.randbelow(5)}/30")  # a local route, no address
+    in_routed = str(routed.network_address + 1)
     # the allowlist lists the address the host gets later (a plan, and network, of this test's own)
     workspace = workspace_with(tmp_path, allowlist_toml(INTERNET_HOSTS[2], public) if mode == "allowlist" else "")
     manager, container = launch(config_for(workspace), workspace, monkeypatch)
     assert answers(as_root(container, LEASE))["lease"]
-    with HostListener() as listener, extra_host_address(public, private):
+    with HostListener() as listener, extra_host_address(public, private, str(routed)):
         deadline = time.monotonic() + 20
-        while as_root(container, probe_script(public, listener.port, timeout=1)).strip() != "blocked":
-            assert time.monotonic() < deadline, f"{public}, added to the host after the launch, is still reachable"
-            time.sleep(0.1)
-        reached = as_root(container, probes_on(listener.port, public, private))
-        assert answers(reached) == {public: "blocked", private: "blocked"}
-        as_root(container, datagram_script(listener.port, public, private))
+        for address in (public, in_routed):
+            while as_root(container, probe_script(address, listener.port, timeout=1)).strip() != "blocked":
+                assert time.monotonic() < deadline, f"{address}, the host's since the launch, is still reachable"
+                time.sleep(0.1)
+        reached = as_root(container, probes_on(listener.port, public, private, in_routed))
+        assert answers(reached) == {public: "blocked", private: "blocked", in_routed: "blocked"}
+        as_root(container, datagram_script(listener.port, public, private, in_routed))
         assert listener.probes_received() == []
     assert answers(as_root(container, probes(INTERNET_HOSTS[2]))) == {INTERNET_HOSTS[2]: INTERNET_HOSTS[2]}
     if mode == "allowlist":  # this test's own plan: not left behind

@@ -347,6 +347,8 @@ def test_the_hosts_own_and_broadcast_addresses_are_read_from_the_kernel(tmp_path
         |-- 10.213.7.255
            /32 link BROADCAST
   +-- 127.0.0.0/8 2 0 2
+     |-- 127.0.0.0
+        /8 host LOCAL
      |-- 127.0.0.1
         /32 host LOCAL
 Local:
@@ -357,9 +359,12 @@ Local:
         /32 host LOCAL
      |-- 192.0.2.255
         /32 link BROADCAST
+     |-- 198.51.100.232
+        /29 host LOCAL
 """)
-    assert kernel_addresses(trie) == KernelAddresses(("10.213.7.1", "127.0.0.1", "192.0.2.2"),
-                                                     ("10.213.7.255", "192.0.2.255"))
+    # a local route for a prefix (ip route add local 198.51.100.232/29 ...) makes all of it the host's
+    assert kernel_addresses(trie) == KernelAddresses(
+        ("10.213.7.1", "127.0.0.0/8", "127.0.0.1", "192.0.2.2", "198.51.100.232/29"), ("10.213.7.255", "192.0.2.255"))
     assert kernel_addresses(tmp_path / "missing") == KernelAddresses((), ())
 
 
@@ -369,13 +374,14 @@ def test_every_plan_rejects_multicast_and_broadcast_and_a_host_blocking_one_ever
     from cci_builtin_plugins.incus.networks import KernelAddresses, host_rules
 
     interfaces = [IPv4Interface("10.150.3.1/24"), IPv4Interface("203.0.113.7/28"), IPv4Interface("198.51.100.9/32")]
-    kernel = KernelAddresses(("127.0.0.1", "192.0.2.2", "203.0.113.7"),
+    kernel = KernelAddresses(("127.0.0.0/8", "127.0.0.1", "192.0.2.2", "198.51.100.232/29", "203.0.113.7"),
                              ("127.255.255.255", "192.0.2.255", "255.255.255.255"))
     broadcast = Rule("reject", ("224.0.0.0/4", "255.255.255.255", "10.150.3.255", "192.0.2.255", "203.0.113.15"),
                      "multicast and broadcast")
     assert host_rules(interfaces, kernel, block_host=False) == (broadcast,)
     assert host_rules(interfaces, kernel, block_host=True) == (broadcast, Rule(
-        "reject", ("127.0.0.0/8", "10.150.3.1", "192.0.2.2", "198.51.100.9", "203.0.113.7"), "this host"))
+        "reject", ("127.0.0.0/8", "10.150.3.1", "192.0.2.2", "198.51.100.9", "198.51.100.232/29", "203.0.113.7"),
+        "this host"))
     # with nothing known about the host, what holds for any host still holds
     assert host_rules([], KernelAddresses(), block_host=True) == (
         Rule("reject", ("224.0.0.0/4", "255.255.255.255"), "multicast and broadcast"),
@@ -395,7 +401,8 @@ class FakeACLs:
 
     def get(self, path: str, action: str, **params: Any) -> Any:
         if path == "/1.0/networks":
-            return [{"name": "eth0", "managed": False}]
+            return [{"name": "eth0", "managed": False}, {"name": "cci-restricted", "managed": True},
+                    {"name": "cci-proxy", "managed": True}, {"name": "cci-pending", "managed": True, "status": "Pending"}]
         if path == "/1.0/networks/eth0/state":
             return {"addresses": [{"family": "inet", "address": "198.51.100.9", "netmask": "24"}]}
         assert path == "/1.0/network-acls" and params == {"recursion": 1}
@@ -438,6 +445,7 @@ def test_the_host_rules_of_every_cci_acl_follow_the_hosts_addresses() -> None:
         "cci-restricted": {"egress": [private, old_host], "config": {"user.cci.policy": "restricted"}},
         "cci-proxy": {"egress": [private], "config": {"user.cci.policy": "proxy", "user.cci.block-host": "false"}},
         "theirs": {"egress": [], "config": {}},
+        "cci-pending": {"egress": [private], "config": {"user.cci.policy": "restricted"}},  # its bridge: not yet
     }, races=1)
     networks = PolicyNetworks(api, None)  # type: ignore[arg-type]
     assert networks.update_host_rules() == ["cci-restricted", "cci-proxy"]
@@ -451,6 +459,7 @@ def test_the_host_rules_of_every_cci_acl_follow_the_hosts_addresses() -> None:
     assert [rule["description"] for rule in api.acls["cci-proxy"]["egress"]] == [
         "private networks", "multicast and broadcast"]
     assert api.acls["theirs"] == {"egress": [], "config": {}}
+    assert api.acls["cci-pending"]["egress"] == [private]
     puts = list(api.puts)
     assert networks.update_host_rules() == []  # nothing changed since: nothing written
     assert api.puts == puts
@@ -515,3 +524,18 @@ def test_a_bridge_another_process_is_still_creating_is_waited_for() -> None:
     stuck = SimpleNamespace(get=lambda path, action: {"status": "Pending"})
     with pytest.raises(BackendError, match="network cci-x is Pending, not ready"):
         PolicyNetworks(stuck, None)._wait_created("cci-x", {"status": "Pending"}, timeout=0.1)  # type: ignore[arg-type]
+
+
+def test_a_host_guard_applies_the_rules_at_once_and_hands_over_when_cci_was_updated(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from cci_builtin_plugins.incus import host_guard
+
+    stamps = iter([(("networks.py", 1),), (("networks.py", 2),)])
+    monkeypatch.setattr(host_guard, "_code_stamp", lambda: next(stamps))
+    monkeypatch.setattr(host_guard, "CHECK_SECONDS", 0.01)
+    applied: list[int] = []
+    networks = SimpleNamespace(update_host_rules=lambda: applied.append(1) or [], list=lambda: [])
+    assert host_guard.guard(networks, -1, Path("/nonexistent")) is True  # type: ignore[arg-type]
+    assert applied == [1]
