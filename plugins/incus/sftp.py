@@ -77,6 +77,7 @@ class SFTPSession:
         self._sock, self._reader = _upgrade(api, f"/1.0/instances/{quote(instance)}/sftp", timeout,
                                             f"opening the files of {instance}")
         self._next_id = 0
+        self._unanswered: set[int] = set()  # requests whose answers are dropped when they come
         self._send(_INIT, struct.pack(">I", 3), with_id=False)
         kind, _payload = self._receive()
         if kind != _VERSION:
@@ -156,8 +157,8 @@ class SFTPSession:
                     return
 
     def close_handle(self, handle: bytes) -> None:
-        """Close an open file or directory handle."""
-        self._call(_CLOSE, _string(handle))
+        """Close an open file or directory handle (its answer is not waited for: it comes with the next one)."""
+        self._unanswered.add(self._send(_CLOSE, _string(handle)))
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -171,6 +172,9 @@ class SFTPSession:
         while len(answers) < len(requests):
             kind, body = self._receive()
             request = struct.unpack(">I", body[:4])[0] if len(body) >= 4 else 0
+            if request in self._unanswered:
+                self._unanswered.discard(request)
+                continue
             if request not in requests:
                 raise SFTPError(self._action(""), 500, f"an SFTP answer to no request ({request})")
             answers[request] = (kind, body[4:])

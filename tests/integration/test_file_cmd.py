@@ -177,6 +177,7 @@ def test_pull_copies_no_fifo_socket_or_device_and_never_hangs_on_one(launched: s
     """Incus's file API waits forever for a writer when asked to read a FIFO: a pull never asks it."""
     in_container(launched, "mkdir -p /tmp/odd/sub && echo a > /tmp/odd/a.txt && echo b > /tmp/odd/sub/b.txt"
                            " && mkfifo /tmp/odd/fifo /tmp/odd/sub/pipe && ln -s /dev/null /tmp/odd/null"
+                           " && ln -s /tmp/odd/sub/b.txt /tmp/odd/sub/abs"
                            " && perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Local => \"/tmp/odd/sock\","
                            " Listen => 1) or die $!'", cci_environ)
     result = run_cci("file", "pull", "-r", f"{launched}:/tmp/odd", str(tmp_path), env=cci_environ, timeout=60)
@@ -186,8 +187,10 @@ def test_pull_copies_no_fifo_socket_or_device_and_never_hangs_on_one(launched: s
         f"cci: warning: skipped {launched}:/tmp/odd/{path}: a {kind} {only}"
         for path, kind in (("fifo", "FIFO"), ("sock", "socket"), ("sub/pipe", "FIFO"))]
     copy = tmp_path / "odd"
-    assert sorted(str(path.relative_to(copy)) for path in copy.rglob("*")) == ["a.txt", "null", "sub", "sub/b.txt"]
+    assert sorted(str(path.relative_to(copy)) for path in copy.rglob("*")) == [
+        "a.txt", "null", "sub", "sub/abs", "sub/b.txt"]
     assert (copy / "sub" / "b.txt").read_text() == "b\n" and os.readlink(copy / "null") == "/dev/null"
+    assert os.readlink(copy / "sub" / "abs") == "b.txt"  # inside the copied tree: made relative
 
     for path, kind in (("/tmp/odd/fifo", "FIFO"), ("/tmp/odd/sock", "socket"), ("/tmp/odd/null", "device"),
                        ("/dev/zero", "device")):
