@@ -16,7 +16,6 @@ cci command that calls :meth:`SessionManager.reconcile`.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -104,31 +103,11 @@ def wait_for_boot(container: Container) -> None:
     container.exec(["timeout", str(BOOT_TIMEOUT), "sh", "-c", _WAIT_FOR_BOOT])
 
 
-#: what ``systemctl is-system-running`` says of a system that is up (anything else is ambiguous)
-_UP_STATES = ("running", "degraded", "starting", "initializing", "maintenance")
-#: how long an ambiguous answer (systemd half gone, exec refused) is re-checked before it counts as "up"
-SETTLE_TIMEOUT = 10.0
-
-
-def shutting_down(container: Container, timeout: float = 60) -> bool:
-    """After the user's terminal let go: is the container powering off (then wait until it has stopped)?
-
-    ``sudo poweroff`` inside ends the attached tmux at once, while systemd takes
-    a moment longer to stop the container; meanwhile systemd says ``stopping``,
-    or cannot answer at all. A detach leaves it answering ``running``.
-    """
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    while True:
-        try:
-            state = container.exec(["systemctl", "is-system-running"]).stdout.strip()
-        except CciError:
-            state = "stopping"  # exec refused: the container is going down
-        if state in ("stopping", "offline") or container.status() == "stopped":
-            # no stop within the timeout (say, exec failed while Incus restarted): up after all?
-            return container.wait_stopped(timeout) or container.status() == "stopped"
-        if state in _UP_STATES or time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)  # systemd is between states: ask again (there is no event for this)
+#: after the attached tmux was cut off, how soon a poweroff inside stops the container (tmux dies in its last step)
+QUICK_STOP = 3.0
+#: how long a container whose tmux session is gone may take to stop: systemd's last step of a poweroff waits up
+#: to its stop timeout (90 s by default) for processes that ignore SIGTERM before it kills them
+STOP_WAIT = 120.0
 
 
 def is_session(labels: Mapping[str, str]) -> bool:

@@ -6,6 +6,7 @@ session runs in (its socket lives under /tmp/tmux-<uid>/), never root's.
 
 from __future__ import annotations
 
+import enum
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -14,6 +15,14 @@ from cci_core.errors import CciError
 from cci_core.layout import WORKSPACE_PATH
 
 SESSION = "cci"
+
+
+class AttachEnd(enum.Enum):
+    """How the user's attach to the session ended, as tmux tells it."""
+
+    DETACHED = "detached"  # tmux let the client go (Ctrl+b d): the session runs on
+    EXITED = "exited"  # the session ended by itself (its last shell exited): the tmux server is gone
+    CUT_OFF = "cut off"  # anything else: tmux or its client was killed (a poweroff inside), the container went
 
 
 class TmuxSession:
@@ -44,10 +53,21 @@ class TmuxSession:
             raise CciError(f"could not start tmux in {self.container.name}: {result.stderr.strip()}",
                            hint="the image needs tmux and bash")
 
-    def attach(self) -> int:
-        """Attach the user's terminal; returns when they detach (Ctrl+b d) or the session ends."""
-        return self.container.attach(["tmux", "attach-session", "-t", SESSION], user=self.uid, group=self.uid,
-                                     environment=self.environment, cwd=WORKSPACE_PATH)
+    def attach(self) -> AttachEnd:
+        """Attach the user's terminal until they detach (Ctrl+b d) or the session ends; say which it was.
+
+        tmux's client exits 0 when it is detached and when the session ends,
+        non-zero when it or the server is killed; the session still there tells a
+        detach from an end.
+        """
+        status = self.container.attach(["tmux", "attach-session", "-t", SESSION], user=self.uid, group=self.uid,
+                                       environment=self.environment, cwd=WORKSPACE_PATH)
+        if status != 0:
+            return AttachEnd.CUT_OFF
+        try:
+            return AttachEnd.DETACHED if self.exists() else AttachEnd.EXITED
+        except CciError:  # no exec: the container is going away
+            return AttachEnd.CUT_OFF
 
     def send(self, text: str, *, enter: bool = True) -> None:
         """Type ``text`` into the session (literally), then Enter."""

@@ -157,35 +157,77 @@ def _tmux(manager: SessionManager, container: Container, session: LaunchContext)
 
 
 def _attach_and_settle(manager: SessionManager, container: Container, session: LaunchContext, tmux) -> None:  # type: ignore[no-untyped-def]
-    """Attach; afterwards, end the session if it was powered off, or save it on detach."""
+    """Attach; afterwards, end the session if its container stopped (a poweroff inside), else save it.
+
+    Only tmux's word that it detached, or that the session's last shell exited,
+    is taken for leaving; after anything else Incus's state and events decide.
+    """
     from cci_core.context import SessionEvent
+    from cci_core.tmux import AttachEnd
 
-    from cci_core.session import shutting_down
-
+    name = container.name
+    shutdown = f"'cci shutdown {name}' ends it"
+    returns, anew = f"'cci attach {name}' returns to it, {shutdown}", f"'cci attach {name}' starts a new shell, {shutdown}"
     refresh_networks(manager)
     periodic = _PeriodicSave(manager, session, container)
     try:
         try:
             with periodic:
-                tmux.attach()
+                end = tmux.attach()
         except CciError:
-            if container.status() == "running" and not shutting_down(container):
-                raise  # a real failure; a powered-off container also breaks the attach, handled below
-        if shutting_down(container):
-            if manager.finish(container):
-                kept = session.persistent
-                click.echo(f"session ended: saved{'; container kept' if kept else ', container deleted'}", err=True)
-            else:
-                click.echo(f"session ended: another cci command is ending {container.name}", err=True)
-            return
+            if container.status() == "running":
+                raise  # the attach could not start: a real failure
+            end = AttachEnd.CUT_OFF  # the container stopped as it began
+        if end is AttachEnd.DETACHED:
+            note = f"detached from {name}: {returns}"
+        elif end is AttachEnd.EXITED:
+            note = f"the shell in {name} exited; the container keeps running: {anew}"
+        else:
+            note = _after_cut_off(container, tmux, returns, anew)
+            if note is None:
+                _end(manager, container, session)
+                return
     except NotFoundError:
-        if manager.driver.exists(container.name):
+        if manager.driver.exists(name):
             raise
-        click.echo(f"session ended: another cci command deleted {container.name}", err=True)
+        click.echo(f"session ended: another cci command deleted {name}", err=True)
         return
     manager.plugins.hook.cci_session_save(ctx=session, container=container, event=SessionEvent.DETACH)
-    click.echo(f"detached from {container.name}: 'cci attach {container.name}' returns to it, "
-               f"'cci shutdown {container.name}' ends it", err=True)
+    click.echo(note, err=True)
+
+
+def _after_cut_off(container: Container, tmux, returns: str, anew: str) -> str | None:  # type: ignore[no-untyped-def]
+    """tmux was killed or the container went: None once Incus reports it stopped, else what to tell the user.
+
+    A poweroff inside kills tmux in its last step, then stops the container at
+    once, or, when a process ignores SIGTERM, after systemd's stop timeout.
+    """
+    from cci_core.session import QUICK_STOP, STOP_WAIT
+
+    name = container.name
+    if container.wait_stopped(QUICK_STOP):
+        return None
+    try:
+        runs = tmux.exists()
+    except CciError:  # no exec: it is going down
+        runs = False
+    if runs:  # a poweroff would have killed it: only the attach was cut off
+        return f"the attach to {name} ended without a detach, but its tmux session runs on: {returns}"
+    click.echo(f"waiting for {name} to stop (a poweroff inside takes up to {STOP_WAIT:.0f} s when a process "
+               "ignores SIGTERM; Ctrl+C stops waiting)", err=True)
+    if container.wait_stopped(STOP_WAIT - QUICK_STOP):
+        return None
+    return (f"the tmux session in {name} ended, but {name} did not stop within {STOP_WAIT:.0f} s; it keeps running: "
+            f"{anew} (if it stops later, the next cci command ends the session)")
+
+
+def _end(manager: SessionManager, container: Container, session: LaunchContext) -> None:
+    """The container stopped: end the session (save it, delete it unless persistent), unless another cci does."""
+    if manager.finish(container):
+        kept = session.persistent
+        click.echo(f"session ended: saved{'; container kept' if kept else ', container deleted'}", err=True)
+    else:
+        click.echo(f"session ended: another cci command is ending {container.name}", err=True)
 
 
 #: seconds between saves of a session while the user is attached (a host crash loses at most this much)

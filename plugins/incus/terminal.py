@@ -3,6 +3,10 @@
 Incus gives an interactive exec a data websocket (the pty) and a control
 websocket (window size). Keystrokes go from our raw-mode terminal to the data
 socket; what the pty writes comes back on it; a SIGWINCH sends the new size.
+
+The exit status is what Incus reports for the command once its output ended.
+When the container stops under it (a poweroff inside) Incus may report none:
+that counts as :data:`KILLED`, the status of a command killed with its container.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from cci_core.errors import BackendError, UsageError
+from cci_core.errors import UsageError
 from cci_builtin_plugins.incus.execute import ExecStart, exec_body
 from cci_builtin_plugins.incus.websocket import close_quietly, on_stop
 
@@ -28,6 +32,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from cci_builtin_plugins.incus.rest import IncusAPI
+
+#: the exit status of a command that Incus reports none for: killed with its container (as a shell says of SIGKILL)
+KILLED = 128 + signal.SIGKILL
+#: seconds the exit status may take to follow the end of the command's output
+_STATUS_WAIT = 10.0
 
 
 def attach_terminal(
@@ -40,7 +49,10 @@ def attach_terminal(
     environment: Mapping[str, str],
     cwd: str | None,
 ) -> int:
-    """Run ``argv`` on a pty in the container with our terminal attached; return its exit code."""
+    """Run ``argv`` on a pty in the container with our terminal attached; return its exit code.
+
+    That is :data:`KILLED` when the container stopped under it, and 0 when our terminal closed first.
+    """
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     if not os.isatty(stdin):
         raise UsageError("this needs a terminal (stdin is not a tty)")
@@ -65,10 +77,16 @@ def attach_terminal(
     # the exec operation ends when the command does, also when the container dies under it
     # (then Incus may never close the websocket): wait on it too
     outcome: dict[str, Any] = {}
-    threading.Thread(target=_wait_for_operation, args=(api, started.operation, action, outcome, wake),
+    settled = threading.Event()  # the exit status is known, or never will be (the container stopped)
+    threading.Thread(target=_wait_for_operation, args=(api, started.operation, action, outcome, settled, wake),
                      daemon=True).start()
     # and when the container stops under it (poweroff inside), Incus may keep both open: watch its lifecycle
-    events = api.websocket(api.events_resource("lifecycle"), on_data=on_stop(instance, wake))
+
+    def on_stopped() -> None:
+        settled.set()
+        wake()
+
+    events = api.websocket(api.events_resource("lifecycle"), on_data=on_stop(instance, on_stopped))
     threading.Thread(target=events.run, daemon=True).start()
 
     def resize(*_: object) -> None:
@@ -76,6 +94,7 @@ def attach_terminal(
         control.send(json.dumps({"command": "window-resize", "args": {"width": str(width), "height": str(height)}}))
 
     previous = signal.signal(signal.SIGWINCH, resize)
+    closed = False  # our terminal: its end leaves the command running
     try:
         with _raw(stdin):
             while True:
@@ -84,8 +103,13 @@ def attach_terminal(
                     break
                 chunk = os.read(stdin, 65536)
                 if not chunk:
+                    closed = True
                     break
                 data.send(chunk, binary=True)
+        if not closed:  # the output ended: Incus reports the exit status once its streams are closed
+            for socket in (data, control):
+                close_quietly(socket)
+            settled.wait(_STATUS_WAIT)
     finally:
         signal.signal(signal.SIGWINCH, previous)
         for socket in (data, control, events):
@@ -93,18 +117,20 @@ def attach_terminal(
         os.close(wake_read)
         os.close(wake_write)
     finished = outcome.get("done")
-    if finished is None:  # the user's terminal closed first: the command may still run
+    if closed and finished is None:  # the user's terminal closed first: the command may still run
         return 0
-    if isinstance(finished, Exception):
-        raise BackendError(f"{argv[0]} in {instance}: {finished}")
+    if finished is None or isinstance(finished, Exception):  # it ended with no status: the container went
+        return KILLED
     return int((finished.get("metadata") or {}).get("return", 0))
 
 
-def _wait_for_operation(api: IncusAPI, operation: str, action: str, outcome: dict[str, Any], wake: Any) -> None:
+def _wait_for_operation(api: IncusAPI, operation: str, action: str, outcome: dict[str, Any],
+                        settled: threading.Event, wake: Any) -> None:
     try:
         outcome["done"] = api.wait(operation, action)
-    except Exception as exc:  # reported by the caller
+    except Exception as exc:  # an exec that fails once started: its container stopped under it
         outcome["done"] = exc
+    settled.set()
     wake()
 
 

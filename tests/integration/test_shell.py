@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,14 @@ def start_shell(terminal: Terminal, config: Config, cci_environ: dict[str, str])
     terminal.start("one", f"{CCI} --workspace {config.workspace} shell", {**cci_environ, "TERM": "xterm"})
     terminal.wait_for("one", f"code@{name}:/workspace$")
     return name
+
+
+def wait_until_gone(driver: IncusDriver, name: str, timeout: float = 60) -> None:
+    """Wait until container ``name`` no longer exists (fails after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while driver.exists(name):
+        assert time.monotonic() < deadline, f"{name} still exists after {timeout} s"
+        time.sleep(0.2)
 
 
 def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, terminal: Terminal,
@@ -49,6 +58,25 @@ def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, t
     assert not driver.exists(name)
 
 
+def test_a_poweroff_that_waits_for_a_process_ignoring_sigterm_ends_the_session(
+    config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
+) -> None:
+    # systemd's last step of a poweroff kills tmux at once, then waits (90 s by default) for a root daemon that
+    # ignores SIGTERM: the container stops long after the attach ended, and is still an end, never a detach
+    name = start_shell(terminal, config, cci_environ)
+    terminal.keys("one", "sudo setsid -f sh -c 'trap \"\" TERM; while :; do sleep 1; done' </dev/null >/dev/null 2>&1"
+                  " && echo daemon-$((6*7))", "Enter")
+    terminal.wait_for("one", "daemon-42")
+    terminal.keys("one", "sudo poweroff", "Enter")
+    screen = terminal.wait_for("one", "CCI-EXITED-", timeout=240)
+    assert "detached" not in screen and f"waiting for {name} to stop" in screen, screen
+    # saved and deleted by this cci, or (when cci commands of other test runs share the project) by the
+    # first cci command that saw it stopped
+    ended = ("session ended: saved, container deleted", f"session ended: another cci command is ending {name}")
+    assert any(f"{line}\nCCI-EXITED-0" in screen for line in ended), screen
+    wait_until_gone(driver, name)
+
+
 def test_a_session_killed_from_another_terminal_ends_the_attached_shell_cleanly(
     config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
@@ -60,12 +88,25 @@ def test_a_session_killed_from_another_terminal_ends_the_attached_shell_cleanly(
     assert not driver.exists(name)
 
 
+def test_an_attach_cut_off_while_tmux_runs_on_is_left_running(
+    config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
+) -> None:
+    name = start_shell(terminal, config, cci_environ)
+    killed = driver.get(name).exec(["pkill", "-TERM", "-f", "tmux attach-session"])  # tmux says "[terminated]"
+    assert killed.exit_code == 0, killed.stderr
+    screen = terminal.wait_for("one", "CCI-EXITED-0")
+    assert f"the attach to {name} ended without a detach, but its tmux session runs on" in screen, screen
+    assert "waiting for" not in screen and "session ended" not in screen, screen
+    assert driver.get(name).status() == "running"
+
+
 def test_exit_in_bash_keeps_the_container_and_attach_gives_a_new_shell(
     config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
     name = start_shell(terminal, config, cci_environ)
     terminal.keys("one", "exit", "Enter")
-    terminal.wait_for("one", "CCI-EXITED-0")
+    screen = terminal.wait_for("one", "CCI-EXITED-0")
+    assert f"the shell in {name} exited; the container keeps running: 'cci attach {name}' starts" in screen and "detached" not in screen
     assert driver.get(name).status() == "running"
     terminal.start("two", f"{CCI} attach {name}", {**cci_environ, "TERM": "xterm"})
     terminal.wait_for("two", f"code@{name}:/workspace$")
@@ -75,7 +116,8 @@ def test_exit_in_bash_keeps_the_container_and_attach_gives_a_new_shell(
     captured = run_cci("tmux", "capture", name, env=cci_environ)
     assert "typed-by-automation" in captured.stdout
     sessions = run_cci("tmux", "list", env=cci_environ)
-    assert sessions.stdout.startswith(f"{name}: cci: 1 windows") and "(attached)" in sessions.stdout
+    ours = [line for line in sessions.stdout.splitlines() if line.startswith(f"{name}: ")]  # other runs' too
+    assert len(ours) == 1 and ours[0].startswith(f"{name}: cci: 1 windows") and "(attached)" in ours[0], sessions
 
 
 def test_persistent_shell_reuses_its_container(config: Config, driver: IncusDriver, terminal: Terminal,
