@@ -36,7 +36,8 @@ class SafeDirectory:
     def __init__(self, fd: int, path: str, *, untrusted: bool = False) -> None:
         self.fd = fd
         self.path = path  #: where it was when opened (for messages: it may have moved since)
-        self.untrusted = untrusted  #: whether it lies in a directory the container can write
+        #: whether it lies in an ``untrusted`` directory, as :func:`open_directory` found
+        self.untrusted = untrusted
 
     def __enter__(self) -> SafeDirectory:
         return self
@@ -78,7 +79,12 @@ class SafeDirectory:
         """Remove entry ``name`` if it is a symlink (so that what comes next makes a real file or directory)."""
         info = self.lstat(name)
         if info is not None and stat.S_ISLNK(info.st_mode):
-            os.unlink(name, dir_fd=self.fd)
+            try:
+                os.unlink(name, dir_fd=self.fd)
+            except FileNotFoundError:
+                pass  # gone meanwhile: what comes next makes its entry
+            except OSError as exc:
+                raise _with_name(exc, self.join(name)) from None
 
     def directory(self, name: str, *, create: bool = False, replace_link: bool = False) -> SafeDirectory:
         """Subdirectory ``name``, opened without following a symlink there.
@@ -153,9 +159,7 @@ class SafeDirectory:
                     view = view[os.write(fd, view):]
             os.ftruncate(fd, size)  # a hole at the end has no blocks, but it has a length
             if mode is not None:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.fchmod(fd, mode & 0o777 & ~umask)
+                os.fchmod(fd, mode & 0o777 & ~_umask())
         except OSError as exc:
             raise _with_name(exc, self.join(name)) from None
         finally:
@@ -262,6 +266,20 @@ def leads_inside(path: str | Path, directory: str | Path) -> bool:
     """Whether ``path``, all symlinks followed, is ``directory`` or lies inside it."""
     inside = os.path.realpath(directory)
     return os.path.commonpath([inside, os.path.realpath(path)]) == inside
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (setting it, even back, races other threads' creations)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
 
 
 def _identity(info: os.stat_result) -> tuple[int, int]:

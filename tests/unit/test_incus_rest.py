@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cci_core.config import load_config
-from cci_core.errors import BackendError, NotFoundError, UsageError
+from cci_core.errors import BackendError, CciError, NotFoundError, UsageError
 from cci_builtin_plugins.incus.connection import Endpoint
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.incus.errors import APIError, APINotFound
@@ -273,3 +273,12 @@ def test_a_tree_pull_never_opens_fifos_sockets_or_devices(tmp_path: Path) -> Non
     with pytest.raises(UsageError, match="c1:/s/late is a FIFO"):
         ScriptedFiles(session).pull_file("/s/late")
     assert not (tmp_path / "single").exists()
+
+
+def test_a_file_read_into_memory_has_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_builtin_plugins.incus import files
+
+    assert ScriptedFiles(ScriptedSession(TREE, vanish=set())).pull_file("/s/a") == b"kept"
+    monkeypatch.setattr(files, "MAX_READ", 3)
+    with pytest.raises(CciError, match="c1:/s/a has more than the 0 MiB that cci reads into memory"):
+        ScriptedFiles(ScriptedSession(TREE, vanish=set())).pull_file("/s/a")
