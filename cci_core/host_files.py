@@ -75,10 +75,14 @@ class SafeDirectory:
                 return None
             raise _with_name(exc, self.join(name)) from None
 
-    def remove_link(self, name: str) -> None:
-        """Remove entry ``name`` if it is a symlink (so that what comes next makes a real file or directory)."""
+    def remove_link(self, name: str, *, special: bool = False) -> None:
+        """Remove entry ``name`` if it is a symlink (so that what comes next makes a real file or directory).
+
+        ``special``: a FIFO, socket or device there is removed too.
+        """
         info = self.lstat(name)
-        if info is not None and stat.S_ISLNK(info.st_mode):
+        if info is not None and (stat.S_ISLNK(info.st_mode) or special and not (
+                stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode))):
             try:
                 os.unlink(name, dir_fd=self.fd)
             except FileNotFoundError:
@@ -133,21 +137,25 @@ class SafeDirectory:
             return handle.read(), stat.S_IMODE(info.st_mode)
 
     def write(self, name: str, chunks: Iterable[bytes], mode: int | None = None) -> None:
-        """Create or replace file ``name`` with ``chunks``; a symlink in its place is replaced, never followed.
+        """Create or replace file ``name`` with ``chunks``; a symlink (or FIFO, socket, device) in its place is
+        replaced, never followed nor opened.
 
         Runs of zeros become holes (a sparse file stays sparse). ``mode``: set on the
         file (less the umask, as ``cp`` does); without it a new file gets 0666 less the
         umask and an existing one keeps its mode.
         """
         _check_name(name)
-        self.remove_link(name)
+        self.remove_link(name, special=True)
         try:
-            # O_NOFOLLOW: a link put there since makes this fail, never write elsewhere
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
-                         dir_fd=self.fd)
+            # O_NOFOLLOW: a link put there since makes this fail, never write elsewhere; O_NONBLOCK: nor
+            # does a FIFO put there make it wait for a reader
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         0o666, dir_fd=self.fd)
         except OSError as exc:
             raise _with_name(exc, self.join(name)) from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
             size = 0
             for chunk in chunks:
                 size += len(chunk)

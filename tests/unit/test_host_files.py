@@ -161,3 +161,22 @@ def test_reading_follows_the_users_last_link_only_and_never_waits_on_a_fifo(layo
     with open_parent(workspace / "key", untrusted=[workspace]) as (directory, name):
         with pytest.raises(OSError, match="is a symlink"):
             directory.read(name)
+
+
+def test_a_fifo_socket_or_device_in_the_way_is_replaced_never_written_to(tmp_path: Path) -> None:
+    import socket
+
+    os.mkfifo(tmp_path / "fifo")
+    reader = os.open(tmp_path / "fifo", os.O_RDONLY | os.O_NONBLOCK)  # the container, listening
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    try:
+        with open_directory(tmp_path) as directory:
+            directory.write("fifo", [b"data"])
+            directory.write("sock", [b"data"])
+        assert os.read(reader, 100) == b""
+    finally:
+        os.close(reader)
+        server.close()
+    for name in ("fifo", "sock"):
+        assert (tmp_path / name).is_file() and (tmp_path / name).read_bytes() == b"data"
