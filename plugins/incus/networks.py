@@ -214,7 +214,17 @@ class PolicyNetworks:
         name = network_name(plan, nat=self.settings.network_nat)
         interfaces = self._host_interfaces()  # read once, for the rules and the subnets
         plan = plan._replace(rules=(*plan.rules, *self._host_rules(interfaces, block_host=plan.block_host)))
-        self._put_acl(name, plan)
+        try:
+            self._put_acl(name, plan)
+        except APIError as exc:
+            # Incus could not apply the rules to the bridge while another process is still making it
+            # (say the host's addresses changed since that one wrote them): once it is made, again
+            try:
+                pending = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
+            except APINotFound:
+                raise exc from None
+            self._wait_created(name, pending)
+            self._put_acl(name, plan)
         try:
             network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
         except APINotFound:
