@@ -375,10 +375,17 @@ class PolicyNetworks:
         # ours to it yet); the next check covers what changed meanwhile
         ready = {network["name"] for network in networks if str(network.get("status", "Created")) == "Created"}
         changed = []
+        failed: list[BackendError] = []
         for acl in self.api.get("/1.0/network-acls", "listing network ACLs", recursion=1) or []:
-            if (POLICY_KEY in (acl.get("config") or {}) and acl["name"] in ready
-                    and self._update_host_rules(acl["name"], rules)):
-                changed.append(acl["name"])
+            if POLICY_KEY not in (acl.get("config") or {}) or acl["name"] not in ready:
+                continue
+            try:
+                if self._update_host_rules(acl["name"], rules):
+                    changed.append(acl["name"])
+            except BackendError as exc:  # the others are updated all the same
+                failed.append(exc)
+        if failed:
+            raise BackendError("; ".join(str(exc) for exc in failed))
         return changed
 
     def _update_host_rules(self, name: str, rules: Mapping[bool, tuple[Rule, ...]], tries: int = 5) -> bool:
@@ -400,6 +407,8 @@ class PolicyNetworks:
                 self.api.call("PUT", path, f"updating network ACL {name}", body,
                               headers={"If-Match": response.headers.get("ETag", "")})
                 return True
+            except APINotFound:
+                return False  # deleted meanwhile
             except APIError as exc:
                 if exc.status != 412:  # 412: changed since it was read: read it again
                     raise

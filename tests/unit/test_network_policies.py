@@ -539,3 +539,23 @@ def test_a_host_guard_applies_the_rules_at_once_and_hands_over_when_cci_was_upda
     networks = SimpleNamespace(update_host_rules=lambda: applied.append(1) or [], list=lambda: [])
     assert host_guard.guard(networks, -1, Path("/nonexistent")) is True  # type: ignore[arg-type]
     assert applied == [1]
+
+
+def test_an_acl_incus_cannot_update_leaves_the_others_updated() -> None:
+    from cci_core.errors import BackendError
+    from cci_builtin_plugins.incus.errors import APIError
+    from cci_builtin_plugins.incus.networks import PolicyNetworks
+
+    api = FakeACLs({name: {"egress": [], "config": {"user.cci.policy": "restricted"}}
+                    for name in ("cci-restricted", "cci-proxy")})
+    put = api.call
+
+    def failing(method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
+        if path.endswith("cci-restricted"):
+            raise APIError(action, 500, "Failed to run: nft -f -")
+        return put(method, path, action, body, **kwargs)
+
+    api.call = failing  # type: ignore[method-assign]
+    with pytest.raises(BackendError, match="cci-restricted: Failed to run"):
+        PolicyNetworks(api, None).update_host_rules()  # type: ignore[arg-type]
+    assert api.puts == ["cci-proxy"]
