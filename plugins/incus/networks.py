@@ -238,11 +238,15 @@ class PolicyNetworks:
         config = network.get("config") or {}
         if any(config.get(key) != value for key, value in wanted.items()):
             self.api.call("PATCH", f"/1.0/networks/{quote(name)}", f"updating network {name}", {"config": wanted})
-        if self.api.endpoint.socket is not None:  # the host's later addresses: see host_guard
+        self._start_guard()
+        return name
+
+    def _start_guard(self) -> None:
+        """Make sure the host guard runs (see :mod:`.host_guard`): for a local Incus only."""
+        if self.api.endpoint.socket is not None:
             from cci_builtin_plugins.incus import host_guard
 
             host_guard.ensure_running(self.api.endpoint.socket, self.api.project)
-        return name
 
     def _wait_created(self, name: str, network: Mapping[str, Any], timeout: float = 30) -> Mapping[str, Any]:
         """The bridge once created: waits while another process is still creating it (Incus says ``Pending``)."""
@@ -430,6 +434,8 @@ class PolicyNetworks:
             plan, refreshed_at = plan_of(acl)
             result.append(PolicyNetwork(name, plan, refreshed_at, _instance_names(network.get("used_by") or []),
                                         (network.get("config") or {}).get("ipv4.address", "")))
+        if any(item.used_by for item in result):  # containers Incus started by itself (at boot) are guarded
+            self._start_guard()                    # from the next cci command that looks (attach, shell, network)
         return sorted(result, key=lambda item: item.name)
 
     def delete(self, name: str) -> None:
