@@ -21,8 +21,10 @@ only regular files are opened.
 from __future__ import annotations
 
 import contextlib
+import io
 import posixpath
 import queue
+import struct
 import tarfile
 import threading
 import time
@@ -317,6 +319,7 @@ def sftp_entries(api: IncusAPI, instance: str, path: str, limits: TreeLimits,
                     listing = session.listdir(posixpath.join(path, relative))
                 except SFTPNotFound:
                     continue  # removed meanwhile
+                files: list[tuple[str, str, int]] = []
                 for name, attributes in sorted(listing):
                     inside = posixpath.join(relative, name) if relative else name
                     full = posixpath.join(path, inside)
@@ -327,35 +330,68 @@ def sftp_entries(api: IncusAPI, instance: str, path: str, limits: TreeLimits,
                     elif attributes.kind == "symlink":
                         with contextlib.suppress(SFTPNotFound):
                             yield TreeEntry(inside, "symlink", target=session.readlink(full))
+                    elif attributes.kind == "file" and attributes.size > limits.max_file:
+                        yield TreeEntry(inside, "file", mode, attributes.size)
                     elif attributes.kind == "file":
-                        yield from _sftp_file(session, inside, full, attributes.size, mode, limits)
+                        files.append((inside, full, mode))
+                for start in range(0, len(files), _BATCH):
+                    yield from _sftp_files(session, files[start:start + _BATCH], limits)
     except SFTPError as exc:
         if exc.status == 504:  # no answer in time
             raise TreeReadError(str(exc)) from None
         raise
 
 
-def _sftp_file(session: Any, inside: str, full: str, size: int, mode: int,
-               limits: TreeLimits) -> Iterator[TreeEntry]:
-    from cci_builtin_plugins.incus.sftp import SFTPNotFound
+#: files opened (and small ones read) at once over SFTP: one round trip for each step of all of them
+_BATCH = 64
 
-    if size > limits.max_file:
-        yield TreeEntry(inside, "file", mode, size)
-        return
+
+def _sftp_files(session: Any, files: list[tuple[str, str, int]], limits: TreeLimits) -> Iterator[TreeEntry]:
+    """Regular files (by their listing) read with their requests in flight together: the opens, then an fstat
+    of each (one swapped for something else meanwhile is skipped), then one read of each small one."""
+    from cci_builtin_plugins.incus import sftp
+
+    def answers(requests: dict[int, Any]) -> dict[int, tuple[int, bytes]]:
+        return session._collect(set(requests)) if requests else {}
+
+    opens = {session._send(sftp._OPEN, sftp._string(item[1]) + struct.pack(">II", sftp._READ_ONLY, 0)): item
+             for item in files}
+    opened: list[tuple[tuple[str, str, int], bytes]] = []
+    for request, answer in answers(opens).items():
+        with contextlib.suppress(sftp.SFTPNotFound):  # removed meanwhile
+            opened.append((opens[request], sftp._handle(session._expect(sftp._HANDLE, answer, opens[request][1]))))
     try:
-        handle = session.open(full)
-    except SFTPNotFound:
-        return  # removed meanwhile
-    try:
-        opened = session.fstat(handle, full)
-        if opened.kind != "file":  # swapped meanwhile
-            return
-        if opened.size > limits.max_file:
-            yield TreeEntry(inside, "file", mode, opened.size)
-            return
-        yield TreeEntry(inside, "file", mode, opened.size, data=_Chunks(session.chunks(handle, full, opened.size)))
+        stats = {session._send(sftp._FSTAT, sftp._string(handle)): (item, handle) for item, handle in opened}
+        reads: dict[int, tuple[tuple[str, str, int], bytes]] = {}
+        large: list[tuple[tuple[str, str, int], bytes, int]] = []
+        for request, answer in answers(stats).items():
+            (inside, full, mode), handle = stats[request]
+            now = sftp._attributes(session._expect(sftp._ATTRS, answer, full))
+            if now.kind != "file":
+                continue
+            if now.size >= sftp.CHUNK:
+                large.append(((inside, full, mode), handle, now.size))
+            else:
+                reads[session._send(sftp._READ, sftp._string(handle) + struct.pack(">QI", 0, sftp.CHUNK))] = \
+                    ((inside, full, mode), handle)
+        for request, (kind, payload) in sorted(answers(reads).items()):
+            (inside, full, mode), handle = reads[request]
+            if kind == sftp._STATUS and sftp._status(payload)[0] == sftp._EOF:
+                data = b""
+            else:
+                data = sftp._string_at(session._expect(sftp._DATA, (kind, payload), full), 0)[0]
+            if len(data) >= sftp.CHUNK:  # grew meanwhile
+                large.append(((inside, full, mode), handle, len(data)))
+                continue
+            yield TreeEntry(inside, "file", mode, len(data), data=io.BytesIO(data))
+        for (inside, full, mode), handle, size in large:
+            if size > limits.max_file:
+                yield TreeEntry(inside, "file", mode, size)
+            else:
+                yield TreeEntry(inside, "file", mode, size, data=_Chunks(session.chunks(handle, full, size)))
     finally:
-        session.close_handle(handle)
+        for _item, handle in opened:
+            session.close_handle(handle)
 
 
 class _Chunks:
