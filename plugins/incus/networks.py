@@ -175,6 +175,13 @@ def with_host_rules(egress: list[Mapping[str, Any]], rules: tuple[Rule, ...]) ->
     return kept + [_acl_rule(rule) for rule in rules]
 
 
+def _outdated_egress(acl: Mapping[str, Any], rules: Mapping[bool, tuple[Rule, ...]]) -> list[dict[str, Any]] | None:
+    """The egress rules ``acl`` should have, its driver rules being ``rules[block_host]``; None if it has them."""
+    egress = acl.get("egress") or []
+    wanted = with_host_rules(egress, rules[blocks_host(acl)])
+    return None if _comparable_rules(wanted) == _comparable_rules(egress) else wanted
+
+
 def _acl_rule(rule: Rule) -> dict[str, Any]:
     return {"action": rule.action, "destination": ",".join(rule.destinations), "description": rule.description,
             "state": "enabled"}
@@ -383,6 +390,8 @@ class PolicyNetworks:
         for acl in self.api.get("/1.0/network-acls", "listing network ACLs", recursion=1) or []:
             if POLICY_KEY not in (acl.get("config") or {}) or acl["name"] not in ready:
                 continue
+            if _outdated_egress(acl, rules) is None:
+                continue  # up to date (the common case): not even read again
             try:
                 if self._update_host_rules(acl["name"], rules):
                     changed.append(acl["name"])
@@ -401,9 +410,8 @@ class PolicyNetworks:
             except APINotFound:
                 return False  # deleted meanwhile
             acl = response.json().get("metadata") or {}
-            egress = acl.get("egress") or []
-            wanted = with_host_rules(egress, rules[blocks_host(acl)])
-            if _comparable_rules(wanted) == _comparable_rules(egress):
+            wanted = _outdated_egress(acl, rules)
+            if wanted is None:
                 return False
             body = {"description": acl.get("description", ""), "egress": wanted,
                     "ingress": acl.get("ingress") or [], "config": acl.get("config") or {}}
