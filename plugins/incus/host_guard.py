@@ -75,8 +75,7 @@ def ensure_running(socket: Path, project: str | None) -> None:
     try:
         fd = _open_lock(path)
     except OSError as exc:
-        print(f"cci: warning: cannot start the host guard ({exc}): an address this host gets from now on stays "
-              "reachable from containers until the next launch", file=sys.stderr, flush=True)
+        _cannot_start(exc)
         return
     try:
         os.utime(fd)  # asked for now: a guard about to exit for idleness stays (see _may_exit)
@@ -92,8 +91,16 @@ def ensure_running(socket: Path, project: str | None) -> None:
                              stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         finally:
             os.close(log)
+    except OSError as exc:
+        _cannot_start(exc)
     finally:
         os.close(fd)
+
+
+def _cannot_start(exc: OSError) -> None:
+    print(f"cci: warning: cannot start the host guard ({exc}): an address this host gets from now on stays "
+          "reachable from containers until the next cci command that launches or attaches", file=sys.stderr,
+          flush=True)
 
 
 def _log(message: str) -> None:
