@@ -146,7 +146,8 @@ class SessionStore:
         """
         tool_dir = self.tool_dir(metadata.tool)
         _private_dirs(tool_dir)
-        self.tidy()
+        with contextlib.suppress(OSError):  # leftovers that cannot be removed now do not stop this save
+            self.tidy()
         target = tool_dir / validate_id(metadata.id)
         earlier = _read(target / METADATA)
         session = metadata._replace(path=target, saved=now(),

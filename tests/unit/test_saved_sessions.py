@@ -276,6 +276,18 @@ def test_a_copy_of_the_host_credentials_under_another_name_is_not_saved(tmp_path
         "demo/history", "metadata.json"]
 
 
+def test_a_file_holding_an_injected_secret_value_is_not_saved(tmp_path: Path, isolated_env: Path) -> None:
+    # the demo tool declares no secret keys: every string of 16+ characters in its credential files counts
+    (isolated_env / ".demo.json").write_text('{"account": {"session": "a-long-session-token-123"}, "theme": "dark"}')
+    running = FakeContainer("cci-0-1")
+    running.push_file("/home/code/.config/demo/history", b"turn 1: dark theme")
+    running.push_file("/home/code/.config/demo/log.txt", b"sent a-long-session-token-123 to the server")
+    saved = state.save_state(context(tmp_path), running)
+    assert saved is not None
+    assert sorted(str(p.relative_to(saved.path)) for p in saved.path.rglob("*") if p.is_file()) == [
+        "demo/history", "metadata.json"]
+
+
 def test_a_tool_that_wrote_no_state_still_records_the_session(tmp_path: Path) -> None:
     saved = state.save_state(context(tmp_path), FakeContainer("cci-0-1"))
     assert saved is not None and [path.name for path in saved.path.iterdir()] == ["metadata.json"]
