@@ -135,3 +135,53 @@ def test_a_save_killed_mid_copy_leaves_no_credentials_and_is_tidied_by_the_next_
     assert result.returncode == 0, result.stderr
     assert not staging.exists()
     assert not list(tool_dir.glob(".saving-*")) and not list(tool_dir.glob(".retired-*"))
+
+
+def hostile_archive() -> bytes:
+    """What a hostile tar inside sends: names leading out, absolute ones, a link to follow, a hard link, a FIFO."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        def add(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size, info.mode = kind, link, len(data), 0o644
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+        add("./", tarfile.DIRTYPE)
+        add("./ok.txt", data=b"kept")
+        add("../../escape.txt", data=b"out")
+        add("/tmp/absolute.txt", data=b"out")
+        add("./link", tarfile.SYMTYPE, link="/tmp")
+        add("./link/through.txt", data=b"out")
+        add("./hard", tarfile.LNKTYPE, link="/etc/shadow")
+        add("./fifo", tarfile.FIFOTYPE)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("tar", ["hostile", "missing"])
+def test_a_detach_save_survives_a_hostile_or_missing_tar_inside(
+    tar: str, workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path,
+) -> None:
+    import base64
+
+    name, session = started(terminal, workspace, cci_environ, driver)
+    in_container(name, f"echo kept > {STATE}/ok.txt", cci_environ)
+    if tar == "hostile":
+        encoded = base64.b64encode(hostile_archive()).decode()
+        in_container(name, f"echo {encoded} | base64 -d > /root/evil.tar && "
+                           "printf '#!/bin/sh\\ncat /root/evil.tar\\n' > /usr/bin/tar", cci_environ)
+    else:
+        in_container(name, "rm /usr/bin/tar", cci_environ)
+    terminal.keys("one", "C-b", "d")  # a detach saves while the container runs
+    terminal.wait_for("one", "CCI-EXITED-0")
+    saved = files_under(saved_tree(isolated_env, session))
+    assert saved["ok.txt"] in (b"kept", b"kept\n")
+    assert not any(path in saved for path in ("hard", "fifo", "link/through.txt"))
+    if tar == "missing":
+        assert f"history-{session}.txt" in saved  # walked over SFTP instead
+    assert not list(isolated_env.rglob("escape.txt")) and not list(isolated_env.rglob("absolute.txt"))
+    assert not list(isolated_env.rglob("through.txt"))
+    run_cci("shutdown", name, env=cci_environ, timeout=BOUND)
