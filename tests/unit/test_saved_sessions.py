@@ -288,6 +288,28 @@ def test_a_file_holding_an_injected_secret_value_is_not_saved(tmp_path: Path, is
         "demo/history", "metadata.json"]
 
 
+class HangingContainer(FakeContainer):
+    """A container whose state directory cannot be read within the save's bounds."""
+
+    def read_tree(self, path, limits):  # type: ignore[no-untyped-def]
+        from cci_core.driver import TreeReadError
+
+        raise TreeReadError("no data from the container for 60 s")
+
+
+def test_a_save_that_cannot_finish_in_time_is_abandoned_and_the_last_save_stays(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    running = FakeContainer("cci-0-1")
+    running.push_file("/home/code/.config/demo/history", b"turn 1")
+    saved = state.save_state(context(tmp_path), running)
+    assert saved is not None
+    assert state.save_state(context(tmp_path), HangingContainer("cci-0-1")) is None
+    assert "session s1 was not saved this time (no data from the container for 60 s); its last save is kept" \
+        in capsys.readouterr().err
+    assert (saved.path / "demo" / "history").read_bytes() == b"turn 1"
+    assert sorted(path.name for path in saved.path.parent.iterdir()) == [".save-s1.lock", "s1"]
+
+
 def test_a_tool_that_wrote_no_state_still_records_the_session(tmp_path: Path) -> None:
     saved = state.save_state(context(tmp_path), FakeContainer("cci-0-1"))
     assert saved is not None and [path.name for path in saved.path.iterdir()] == ["metadata.json"]
