@@ -1,12 +1,15 @@
-"""Writing host files where a container may have planted symlinks (the workspace, above all).
+"""Reading and writing host files where a container may have planted symlinks (the workspace, above all).
 
 The container can change what it can write at any moment, so checking a path and
-then writing to it is a race: a directory swapped for a symlink in between leads
-the write anywhere. Writes therefore go through a :class:`SafeDirectory`, a
-directory held open by its file descriptor: children are created, opened and
-replaced relative to it, and no symlink among them is ever followed.
-:func:`open_directory` gets the first one from a path, following the user's own
-symlinks only where the container cannot have made them.
+then using it is a race: a directory swapped for a symlink in between leads the
+read or write anywhere. Host trees are therefore reached through a
+:class:`SafeDirectory`, a directory held open by its file descriptor: children
+are created, opened, read and replaced relative to it, no symlink among them is
+ever followed, only regular files are read (never a FIFO or device: a FIFO would
+block), and runs of zeros written become holes. :func:`open_directory` gets the
+first one from a path, following the user's own symlinks only where the
+container cannot have made them; :meth:`SafeDirectory.at` opens a path no
+container can change.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from cci_core.errors import UsageError
 MAX_SYMLINK_HOPS = 40
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: the size of the blocks of zeros that :class:`SparseWriter` skips over
+_BLOCK = 1 << 16
+_ZEROS = bytes(_BLOCK)
 
 
 class PlantedLinkError(UsageError):
@@ -38,6 +44,15 @@ class SafeDirectory:
         self.path = path  #: where it was when opened (for messages: it may have moved since)
         #: whether it lies in an ``untrusted`` directory, as :func:`open_directory` found
         self.untrusted = untrusted
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str]) -> SafeDirectory:
+        """Directory ``path`` as the kernel finds it, but a symlink at its last name refused (``ELOOP``).
+
+        For a path the container cannot change (the workspace's own path, a directory
+        just made); :func:`open_directory` is for one it may have written to.
+        """
+        return cls(os.open(path, _DIRECTORY_FLAGS), os.fspath(path))
 
     def __enter__(self) -> SafeDirectory:
         return self
@@ -90,10 +105,11 @@ class SafeDirectory:
             except OSError as exc:
                 raise _with_name(exc, self.join(name)) from None
 
-    def directory(self, name: str, *, create: bool = False, replace_link: bool = False) -> SafeDirectory:
+    def directory(self, name: str, *, create: bool = False, replace_link: bool = False,
+                  mode: int = 0o777) -> SafeDirectory:
         """Subdirectory ``name``, opened without following a symlink there.
 
-        ``create``: make it (0777 less the umask) if it is missing. ``replace_link``: a
+        ``create``: make it (``mode`` less the umask) if it is missing. ``replace_link``: a
         symlink in its place is removed first; without it a symlink fails (``ELOOP``).
         """
         if replace_link:
@@ -104,7 +120,7 @@ class SafeDirectory:
             if not create:
                 raise
         try:
-            os.mkdir(name, 0o777, dir_fd=self.fd)
+            os.mkdir(name, mode, dir_fd=self.fd)
         except FileExistsError:
             pass  # made meanwhile: opened (or refused) below like any other
         return self._open_directory(name)
@@ -117,24 +133,43 @@ class SafeDirectory:
         except OSError as exc:
             raise _with_name(exc, self.join(name)) from None
 
+    def beneath(self, relative: str) -> SafeDirectory:
+        """Directory ``relative`` below this one (names joined by ``/``; ``''`` is this one, opened again), opened
+        a name at a time: a symlink or non-directory anywhere on the way raises :class:`OSError`."""
+        current = SafeDirectory(os.open(".", _DIRECTORY_FLAGS, dir_fd=self.fd), self.path, untrusted=self.untrusted)
+        for name in relative.split("/") if relative else ():
+            parent = current
+            try:
+                current = parent.directory(name)
+            finally:
+                parent.close()
+        return current
+
+    def lstat_beneath(self, relative: str) -> os.stat_result | None:
+        """Entry ``relative`` below this one itself, or None when it is missing or a link or non-directory is on
+        the way (then nothing it names is in this tree)."""
+        parent, _, name = relative.rpartition("/")
+        try:
+            _check_name(name)
+            with self.beneath(parent) as directory:
+                return directory.lstat(name)
+        except OSError:
+            return None
+
     def names(self) -> list[str]:
         """The names of its entries, sorted."""
         return sorted(os.listdir(self.fd))
 
-    def read(self, name: str) -> tuple[bytes, int]:
-        """The content and permission bits of regular file ``name``; anything else (a symlink, a FIFO...) is an
-        error, and is never followed nor waited on."""
-        _check_name(name)
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
-        except OSError as exc:
-            raise _with_name(exc, self.join(name)) from None
+    def read(self, name: str, limit: int | None = None) -> tuple[bytes, int]:
+        """The content (its first ``limit`` bytes, if given) and permission bits of regular file ``name``; anything
+        else (a symlink, a FIFO...) is an error, and is never followed nor waited on."""
+        fd = self._open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file", self.join(name))
             os.set_blocking(fd, True)
-            return handle.read(), stat.S_IMODE(info.st_mode)
+            return handle.read(-1 if limit is None else limit), stat.S_IMODE(info.st_mode)
 
     def write(self, name: str, chunks: Iterable[bytes], mode: int | None = None) -> None:
         """Create or replace file ``name`` with ``chunks``; a symlink (or FIFO, socket, device) in its place is
@@ -146,26 +181,16 @@ class SafeDirectory:
         """
         _check_name(name)
         self.remove_link(name, special=True)
-        try:
-            # O_NOFOLLOW: a link put there since makes this fail, never write elsewhere; O_NONBLOCK: nor
-            # does a FIFO put there make it wait for a reader
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         0o666, dir_fd=self.fd)
-        except OSError as exc:
-            raise _with_name(exc, self.join(name)) from None
+        # O_NOFOLLOW: a link put there since makes this fail, never write elsewhere; O_NONBLOCK: nor does a FIFO
+        # put there make it wait for a reader
+        fd = self._open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(errno.EINVAL, "not a regular file")
-            size = 0
+            writer = SparseWriter(fd)
             for chunk in chunks:
-                size += len(chunk)
-                if chunk.count(0) == len(chunk):
-                    os.lseek(fd, len(chunk), os.SEEK_CUR)
-                    continue
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-            os.ftruncate(fd, size)  # a hole at the end has no blocks, but it has a length
+                writer.write(chunk)
+            writer.finish()
             if mode is not None:
                 os.fchmod(fd, mode & 0o777 & ~_umask())
         except OSError as exc:
@@ -173,16 +198,84 @@ class SafeDirectory:
         finally:
             os.close(fd)
 
-    def symlink(self, name: str, target: str) -> None:
-        """Make ``name`` a symlink to ``target``, replacing a file or symlink there (a directory is kept: error)."""
+    @contextmanager
+    def create(self, name: str, mode: int = 0o666) -> Iterator[SparseWriter]:
+        """New regular file ``name`` (``mode`` less the umask) to write; :class:`FileExistsError` when anything
+        (a symlink too) is there already."""
+        fd = self._open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        try:
+            yield SparseWriter(fd)
+        finally:
+            os.close(fd)
+
+    def remove(self, name: str) -> None:
+        """Remove entry ``name`` (not a directory)."""
         _check_name(name)
-        info = self.lstat(name)
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except OSError as exc:
+            raise _with_name(exc, self.join(name)) from None
+
+    def symlink(self, name: str, target: str, *, replace: bool = True) -> None:
+        """Make ``name`` a symlink to ``target``, replacing a file or symlink there (a directory is kept: error).
+
+        Without ``replace`` anything there is kept: :class:`FileExistsError`.
+        """
+        _check_name(name)
+        info = self.lstat(name) if replace else None
         try:
             if info is not None and not stat.S_ISDIR(info.st_mode):
                 os.unlink(name, dir_fd=self.fd)
             os.symlink(target, name, dir_fd=self.fd)
         except OSError as exc:
             raise _with_name(exc, self.join(name)) from None
+
+    @contextmanager
+    def handle(self, name: str) -> Iterator[int]:
+        """An ``O_PATH`` descriptor of entry ``name`` itself (a symlink is not followed): :func:`os.fstat` it and
+        change it with :func:`chmod_handle`, never by a path the container could swap meanwhile."""
+        fd = self._open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        _check_name(name)
+        try:
+            return os.open(name, flags, mode, dir_fd=self.fd)
+        except OSError as exc:
+            raise _with_name(exc, self.join(name)) from None
+
+
+class SparseWriter:
+    """A regular file written from its start: blocks of zeros are skipped over, so that they become holes."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = 0  #: bytes written so far, holes included
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``."""
+        for start in range(0, len(data), _BLOCK):
+            block = data[start:start + _BLOCK]
+            if block == _ZEROS[:len(block)]:
+                os.lseek(self.fd, len(block), os.SEEK_CUR)
+                continue
+            view = memoryview(block)
+            while view:
+                view = view[os.write(self.fd, view):]
+        self.size += len(data)
+
+    def finish(self) -> None:
+        """End the file where the writes ended (a hole at the end has no blocks, but it has a length)."""
+        os.ftruncate(self.fd, self.size)
+
+
+def chmod_handle(fd: int, mode: int) -> None:
+    """Set ``mode`` on the file an ``O_PATH`` descriptor (:meth:`SafeDirectory.handle`) refers to; not for a
+    symlink's descriptor (the change would reach its target)."""
+    os.chmod(f"/proc/self/fd/{fd}", mode)
 
 
 def open_directory(path: str | Path, *, untrusted: Sequence[str | Path] = (), create: bool = False) -> SafeDirectory:

@@ -1,15 +1,16 @@
-"""cci_core.host_files: writing where the container may plant symlinks, at any moment."""
+"""cci_core.host_files: reading and writing where the container may plant symlinks, at any moment."""
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from cci_core.errors import UsageError
-from cci_core.host_files import PlantedLinkError, SafeDirectory, open_directory, open_parent
+from cci_core.host_files import PlantedLinkError, SafeDirectory, chmod_handle, open_directory, open_parent
 
 
 @pytest.fixture
@@ -180,3 +181,51 @@ def test_a_fifo_socket_or_device_in_the_way_is_replaced_never_written_to(tmp_pat
         server.close()
     for name in ("fifo", "sock"):
         assert (tmp_path / name).is_file() and (tmp_path / name).read_bytes() == b"data"
+
+
+def test_paths_beneath_never_pass_a_link_and_reads_are_bounded_and_never_wait(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_bytes(b"0123456789")
+    (tmp_path / "a" / "b" / "f").chmod(0o640)
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    os.mkfifo(tmp_path / "a" / "fifo")
+    with pytest.raises(OSError):
+        SafeDirectory.at(tmp_path / "link")
+    with SafeDirectory.at(tmp_path) as root:
+        with root.beneath("a/b") as directory:
+            assert directory.read("f", 4) == (b"0123", 0o640) and directory.read("f") == (b"0123456789", 0o640)
+        with root.beneath("") as again:
+            assert again.fd != root.fd and again.names() == ["a", "link"]
+        for through_a_link in ("link/b", "a/../link", "a/b/f"):
+            with pytest.raises(OSError):
+                root.beneath(through_a_link)
+        info = root.lstat_beneath("a/b/f")
+        assert info is not None and info.st_size == 10
+        link = root.lstat_beneath("link")
+        assert link is not None and stat.S_ISLNK(link.st_mode)
+        assert [root.lstat_beneath(path) for path in ("link/b/f", "a/../a/b/f", "a/b/f/x", "a/nope")] == [None] * 4
+        with root.beneath("a") as directory, pytest.raises(OSError, match="not a regular file"):
+            directory.read("fifo", 4)  # opened without waiting for a writer, then refused
+
+
+def test_created_files_never_replace_anything_and_handles_reach_the_entry_itself(tmp_path: Path) -> None:
+    with SafeDirectory.at(tmp_path) as directory:
+        with directory.create("new", 0o600) as file:
+            for _chunk in range(64):  # chunks smaller than the blocks skipped over still become holes
+                file.write(bytes(32 << 10))
+            file.write(b"end")
+            file.finish()
+        directory.symlink("link", "new", replace=False)
+        for taken in ("new", "link"):
+            with pytest.raises(FileExistsError), directory.create(taken):
+                pass
+            with pytest.raises(FileExistsError):
+                directory.symlink(taken, "elsewhere", replace=False)
+        with directory.handle("new") as handle:
+            chmod_handle(handle, 0o4700)
+        with directory.handle("link") as handle:
+            assert stat.S_ISLNK(os.fstat(handle).st_mode)
+        directory.remove("link")
+    new = tmp_path / "new"
+    assert new.read_bytes() == bytes(2 << 20) + b"end" and new.stat().st_blocks * 512 < 1 << 20
+    assert stat.S_IMODE(new.stat().st_mode) == 0o4700 and os.listdir(tmp_path) == ["new"]
