@@ -20,6 +20,7 @@ Files are written 0600 (0700 when executable), directories 0700.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import posixpath
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from cci_core.driver import TreeEntry, TreeLimits, TreeReadError
+from cci_core.host_files import SafeDirectory, SparseWriter
 
 if TYPE_CHECKING:
     from cci_core.driver import Container
@@ -56,8 +58,6 @@ MAX_TARGET = 4096
 LIMITS = TreeLimits(max_file=MAX_FILE, max_bytes=MAX_TOTAL + MAX_FILE + 64 * MiB, timeout=TIMEOUT, idle=IDLE)
 
 _CHUNK = 1 << 20
-_BLOCK = 1 << 16
-_ZEROS = bytes(_BLOCK)
 
 
 class CopyPolicy(NamedTuple):
@@ -135,13 +135,13 @@ class _Writer:
                  max_total: int) -> None:
         self.policy, self.source, self.report = policy, source.rstrip("/"), report
         self.max_file, self.max_total = max_file, max_total
-        self.fds: dict[tuple[str, ...], int] = {(): os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)}
+        self.directories: dict[tuple[str, ...], SafeDirectory] = {(): SafeDirectory.at(root)}
         self.markers = tuple(json.dumps(key).encode() for key in sorted(policy.secret_keys))
 
     def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
+        for directory in self.directories.values():
+            directory.close()
+        self.directories.clear()
 
     def add(self, entry: TreeEntry) -> bool:
         """Write one entry; False once the copy must stop."""
@@ -157,15 +157,18 @@ class _Writer:
             return True
         name, shown = parts[-1], "/".join(parts)
         if entry.kind == "directory":
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, 0o700, dir_fd=parent)
+            try:
+                self._keep(parts, parent.directory(name, create=True, mode=0o700))
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise  # else a link or file is there: what the directory holds is refused
         elif entry.kind == "symlink":
             target = self._link_target(parts, entry.target)
             if target is None:
                 self.report.refused += 1
             else:
                 try:
-                    os.symlink(target, name, dir_fd=parent)
+                    parent.symlink(name, target, replace=False)
                 except FileExistsError:
                     self.report.refused += 1
         elif entry.kind == "file":
@@ -178,23 +181,28 @@ class _Writer:
             return self._file(parent, name, shown, entry)
         return True
 
-    def _directory(self, parts: tuple[str, ...]) -> int | None:
-        """A descriptor of directory ``parts`` in the copy, every component opened without following links."""
-        fd = self.fds.get(parts)
-        if fd is not None:
-            return fd
+    def _directory(self, parts: tuple[str, ...]) -> SafeDirectory | None:
+        """Directory ``parts`` in the copy, every component opened without following links."""
+        directory = self.directories.get(parts)
+        if directory is not None:
+            return directory
         parent = self._directory(parts[:-1])
         if parent is None:
             return None
         try:
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            return self._keep(parts, parent.directory(parts[-1]))
         except OSError:
             return None
-        if len(self.fds) > 256:  # keep the root and the newest few
-            for key in [key for key in self.fds if key and key != parts[:-1]]:
-                os.close(self.fds.pop(key))
-        self.fds[parts] = fd
-        return fd
+
+    def _keep(self, parts: tuple[str, ...], directory: SafeDirectory) -> SafeDirectory:
+        """Hold ``directory`` open for the entries that follow (the root and the newest few)."""
+        if len(self.directories) > 256:
+            for key in [key for key in self.directories if key and key != parts[:-1]]:
+                self.directories.pop(key).close()
+        if parts in self.directories:  # a directory listed twice
+            self.directories.pop(parts).close()
+        self.directories[parts] = directory
+        return directory
 
     def _link_target(self, parts: tuple[str, ...], target: str) -> str | None:
         """``target`` if the link at ``parts`` stays inside the copy (an absolute one inside the source is made
@@ -215,24 +223,21 @@ class _Writer:
                 depth += 1
         return target
 
-    def _file(self, parent: int, name: str, shown: str, entry: TreeEntry) -> bool:
+    def _file(self, parent: SafeDirectory, name: str, shown: str, entry: TreeEntry) -> bool:
         assert entry.data is not None
+        outcome = "kept"
         try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o700 if entry.mode & 0o100 else 0o600, dir_fd=parent)
+            with parent.create(name, 0o700 if entry.mode & 0o100 else 0o600) as file:
+                if self.policy.secret_keys and json_named(name) and entry.size <= MAX_JSON:
+                    outcome = self._json(file, entry.data, entry.size)
+                else:
+                    outcome = self._stream(file, entry.data, json_named(name))
         except FileExistsError:
             self.report.refused += 1
             return True
-        outcome = "kept"
-        try:
-            if self.policy.secret_keys and json_named(name) and entry.size <= MAX_JSON:
-                outcome = self._json(fd, entry.data, entry.size)
-            else:
-                outcome = self._stream(fd, entry.data, json_named(name))
         finally:
-            os.close(fd)
             if outcome not in ("kept", "stripped"):
-                os.unlink(name, dir_fd=parent)
+                parent.remove(name)
         if outcome == "stripped":
             self.report.stripped.append(shown)
         elif outcome == "secret":
@@ -244,8 +249,8 @@ class _Writer:
             return False
         return True
 
-    def _stream(self, fd: int, data: BinaryIO, json_file: bool) -> str:
-        """Copy ``data`` to ``fd`` a chunk at a time, each checked for secrets before it is written."""
+    def _stream(self, file: SparseWriter, data: BinaryIO, json_file: bool) -> str:
+        """Copy ``data`` to ``file`` a chunk at a time, each checked for secrets before it is written."""
         secrets = self.policy.secrets + (self.markers if json_file else ())
         keep = max((len(secret) for secret in secrets), default=1) - 1  # held back: a secret may span two chunks
         pending, length = b"", 0
@@ -259,14 +264,14 @@ class _Writer:
             if any(secret in window for secret in secrets):
                 return "secret"
             cut = len(window) - keep
-            _write_sparse(fd, window[:cut])
+            file.write(window[:cut])
             pending = window[cut:]
-        _write_sparse(fd, pending)
-        os.ftruncate(fd, length)  # a hole at the end, too
+        file.write(pending)
+        file.finish()
         self.report.written += length
         return "kept"
 
-    def _json(self, fd: int, data: BinaryIO, size: int) -> str:
+    def _json(self, file: SparseWriter, data: BinaryIO, size: int) -> str:
         """A small JSON file: read whole, secret keys removed, then checked for secrets like any file."""
         content = data.read(size + 1)
         while len(content) <= size and (more := data.read(size + 1 - len(content))):
@@ -288,8 +293,8 @@ class _Writer:
             outcome = "stripped"
         if any(secret in content for secret in self.policy.secrets):
             return "secret"
-        _write_sparse(fd, content)
-        os.ftruncate(fd, len(content))
+        file.write(content)
+        file.finish()
         self.report.written += len(content)
         return outcome
 
@@ -300,18 +305,6 @@ def _without(document: Any, keys: frozenset[str]) -> Any:
     if isinstance(document, list):
         return [_without(item, keys) for item in document]
     return document
-
-
-def _write_sparse(fd: int, data: bytes) -> None:
-    """Write ``data`` at the current offset; blocks of zeros are skipped over (they become a hole)."""
-    view = memoryview(data)
-    for start in range(0, len(data), _BLOCK):
-        block = view[start:start + _BLOCK]
-        if len(block) == _BLOCK and block == _ZEROS:
-            os.lseek(fd, _BLOCK, os.SEEK_CUR)
-            continue
-        while block:
-            block = block[os.write(fd, block):]
 
 
 # -- the default Container.read_tree: a pull_tree into a private temporary directory ----------------------
