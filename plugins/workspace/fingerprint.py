@@ -13,7 +13,8 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 
-from cci_builtin_plugins.workspace.walk import opened_beneath, opened_dir, read_regular, walk
+from cci_builtin_plugins.workspace.walk import walk
+from cci_core.host_files import SafeDirectory
 
 HASH_LIMIT = 1 << 20
 MAX_ENTRIES = 2000
@@ -29,20 +30,23 @@ _GIT_DIR_FILES = frozenset({"config", "config.worktree", "gitdir", "commondir", 
 _GIT_DIR_SKIP = frozenset({"objects", "refs", "logs", "lfs", "rr-cache", "svn"})
 
 
-def describe(info: os.stat_result, name: str, dir_fd: int) -> str:
+def describe(info: os.stat_result, name: str, directory: SafeDirectory) -> str:
     """One entry's fingerprint: type, permissions, size and content hash (or link target)."""
     mode = stat.S_IMODE(info.st_mode)
     if stat.S_ISLNK(info.st_mode):
         try:
-            return f"link -> {os.readlink(name, dir_fd=dir_fd)}"
+            target = directory.readlink(name)
         except OSError:
-            return "link"
+            target = None
+        return "link" if target is None else f"link -> {target}"
     if stat.S_ISDIR(info.st_mode):
         return f"dir {mode:o}"
     if not stat.S_ISREG(info.st_mode):
         return f"special {stat.S_IFMT(info.st_mode):o}"
-    content = read_regular(name, dir_fd, HASH_LIMIT)
-    digest = hashlib.sha256(content).hexdigest() if content is not None else "unreadable"
+    try:
+        digest = hashlib.sha256(directory.read(name, HASH_LIMIT)[0]).hexdigest()
+    except OSError:
+        digest = "unreadable"
     beyond = f" mtime {info.st_mtime_ns}" if info.st_size > HASH_LIMIT else ""
     return f"file {mode:o} {info.st_size} {digest}{beyond}"
 
@@ -64,33 +68,35 @@ def fingerprint(workspace: str | os.PathLike[str], paths: Iterable[str]) -> dict
     """The fingerprint of ``paths`` (relative to ``workspace``) as they are now; missing ones are left out."""
     result: dict[str, str] = {}
     try:
-        with opened_dir(os.fspath(workspace)) as root_fd:
+        with SafeDirectory.at(workspace) as root:
             for path in dict.fromkeys(paths):
-                _add(root_fd, path, result)
+                _add(root, path, result)
     except OSError:
         pass  # no workspace (any more): nothing to describe
     return result
 
 
-def _add(root_fd: int, path: str, result: dict[str, str]) -> None:
+def _add(root: SafeDirectory, path: str, result: dict[str, str]) -> None:
     """Describe ``path`` and, for a directory, what it holds (``.git`` itself: only what it is)."""
     parent, _, name = path.rpartition("/")
     try:
-        with opened_beneath(root_fd, parent) as parent_fd:
-            info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-            result[path] = describe(info, name, parent_fd)
+        with root.beneath(parent) as directory:
+            info = directory.lstat(name)
+            if info is None:
+                return
+            result[path] = describe(info, name, directory)
             if not stat.S_ISDIR(info.st_mode) or path == ".git":
                 return
-            with opened_dir(name, parent_fd) as dir_fd:
+            with directory.directory(name) as inside:
                 count = 0
-                for entry in walk(dir_fd, f"{path}/", device=info.st_dev, prune=_pruned):
+                for entry in walk(inside, f"{path}/", device=info.st_dev, prune=_pruned):
                     if entry.path in result or not _watched(entry.path):
                         continue
                     count += 1
                     if count > MAX_ENTRIES:
                         result[f"{path}/..."] = f"more than {MAX_ENTRIES} entries"
                         return
-                    result[entry.path] = describe(entry.stat, entry.name, entry.dir_fd)
+                    result[entry.path] = describe(entry.stat, entry.name, entry.directory)
     except OSError:
         return  # missing, or a link or file on the way: nothing of the workspace's there
 

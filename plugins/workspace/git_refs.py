@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from cci_builtin_plugins.workspace.walk import opened_beneath, opened_dir, read_regular
+from cci_core.host_files import SafeDirectory
 
 CONFIG_LIMIT = 1 << 20
 
@@ -19,11 +19,9 @@ CONFIG_LIMIT = 1 << 20
 def referenced_paths(workspace: str | os.PathLike[str]) -> list[str]:
     """Workspace-relative paths of the hooks directory and included config files ``.git/config`` names."""
     try:
-        with opened_dir(os.fspath(workspace)) as root_fd, opened_beneath(root_fd, ".git") as git_fd:
-            data = read_regular("config", git_fd, CONFIG_LIMIT)
+        with SafeDirectory.at(workspace) as root, root.beneath(".git") as git:
+            data = git.read("config", CONFIG_LIMIT)[0]
     except OSError:
-        return []
-    if data is None:
         return []
     found = []
     for section, key, value in _entries(data.decode("utf-8", "replace")):

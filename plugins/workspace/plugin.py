@@ -41,18 +41,18 @@ def protected_mounts(workspace: Path, paths: Sequence[str]) -> list[Mount]:
     """
     import stat
 
-    from cci_builtin_plugins.workspace.walk import lstat_at, opened_dir
+    from cci_core.host_files import SafeDirectory
 
     mounts = []
     try:
-        with opened_dir(str(workspace)) as root_fd:
+        with SafeDirectory.at(workspace) as root:
             if any(path == ".git" or path.startswith(".git/") for path in paths):
-                git = lstat_at(root_fd, ".git")
+                git = root.lstat_beneath(".git")
                 if git is not None and (stat.S_ISDIR(git.st_mode) or stat.S_ISREG(git.st_mode)):
                     readonly = stat.S_ISREG(git.st_mode) or ".git" in paths
                     mounts.append(_mount("git", ".git", workspace, readonly=readonly))
             for index, path in enumerate(dict.fromkeys(paths)):
-                info = lstat_at(root_fd, path)
+                info = root.lstat_beneath(path)
                 if path != ".git" and info is not None and (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
                     mounts.append(_mount(str(index), path, workspace, readonly=True))
     except OSError:

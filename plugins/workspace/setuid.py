@@ -13,7 +13,8 @@ import os
 import stat
 from typing import NamedTuple
 
-from cci_builtin_plugins.workspace.walk import opened_dir, walk
+from cci_builtin_plugins.workspace.walk import walk
+from cci_core.host_files import SafeDirectory, chmod_handle
 
 _PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
 
@@ -35,31 +36,26 @@ def clear_setuid(workspace: str | os.PathLike[str], owner: int | None = None) ->
     owner = os.geteuid() if owner is None else owner
     report = SetuidReport([], [], [])
     try:
-        with opened_dir(os.fspath(workspace)) as root_fd:
-            device = os.fstat(root_fd).st_dev
-            for entry in walk(root_fd, device=device, skipped=report.skipped):
+        with SafeDirectory.at(workspace) as root:
+            device = os.fstat(root.fd).st_dev
+            for entry in walk(root, device=device, skipped=report.skipped):
                 mode = entry.stat.st_mode
                 if stat.S_ISREG(mode) and mode & _PRIVILEGE_BITS:
-                    cleared = entry.stat.st_uid == owner and _clear(entry.name, entry.dir_fd, owner)
+                    cleared = entry.stat.st_uid == owner and _clear(entry.name, entry.directory, owner)
                     (report.cleared if cleared else report.left).append(entry.path)
     except OSError:
         pass  # the workspace is gone: nothing to clear
     return report
 
 
-def _clear(name: str, dir_fd: int, owner: int) -> bool:
+def _clear(name: str, directory: SafeDirectory, owner: int) -> bool:
     try:
-        descriptor = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        with directory.handle(name) as handle:
+            info = os.fstat(handle)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != owner:
+                return False
+            if info.st_mode & _PRIVILEGE_BITS:
+                chmod_handle(handle, stat.S_IMODE(info.st_mode) & ~_PRIVILEGE_BITS)
+            return True
     except OSError:
         return False
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != owner:
-            return False
-        if info.st_mode & _PRIVILEGE_BITS:
-            os.chmod(f"/proc/self/fd/{descriptor}", stat.S_IMODE(info.st_mode) & ~_PRIVILEGE_BITS)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(descriptor)
