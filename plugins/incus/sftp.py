@@ -11,10 +11,11 @@ between a check and an open makes the open fail in time instead of hanging.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from email.message import Message
 from typing import BinaryIO, NamedTuple
 
@@ -59,6 +60,16 @@ def kind_of(mode: int) -> str:
         if test(mode):
             return name
     return "file of unknown type"
+
+
+class OpenFile(NamedTuple):
+    """A regular file opened by :meth:`SFTPSession.open_files`: its handle, its size (by ``fstat``), and its whole
+    content when that came in one read (else None: read it with :meth:`SFTPSession.chunks`)."""
+
+    path: str
+    handle: bytes
+    size: int
+    content: bytes | None
 
 
 class SFTPError(APIError):
@@ -134,6 +145,42 @@ class SFTPSession:
         """What an open handle is."""
         return _attributes(self._expect(_ATTRS, self._call(_FSTAT, _string(handle)), path))
 
+    @contextlib.contextmanager
+    def open_files(self, paths: Sequence[str]) -> Iterator[list[OpenFile | None]]:
+        """``paths`` opened with their requests in flight together (one round trip for each step of all of them):
+        the opens, an ``fstat`` of each, then one read of each file smaller than :data:`CHUNK`.
+
+        Gives one item per path, None for one that is gone or is not a regular file
+        (swapped meanwhile); the handles are closed afterwards.
+        """
+        opens = {self._send(_OPEN, _string(path) + struct.pack(">II", _READ_ONLY, 0)): index
+                 for index, path in enumerate(paths)}
+        handles: dict[int, bytes] = {}
+        try:
+            for request, answer in self._collect(set(opens)).items():
+                with contextlib.suppress(SFTPNotFound):  # removed meanwhile
+                    handles[opens[request]] = _handle(self._expect(_HANDLE, answer, paths[opens[request]]))
+            stats = {self._send(_FSTAT, _string(handle)): index for index, handle in handles.items()}
+            sizes: dict[int, int] = {}
+            for request, answer in self._collect(set(stats)).items():
+                attributes = _attributes(self._expect(_ATTRS, answer, paths[stats[request]]))
+                if attributes.kind == "file":
+                    sizes[stats[request]] = attributes.size
+            reads = {self._send(_READ, _string(handles[index]) + struct.pack(">QI", 0, CHUNK)): index
+                     for index, size in sizes.items() if size < CHUNK}
+            contents: dict[int, bytes] = {}
+            for request, answer in self._collect(set(reads)).items():
+                data = self._data(answer, paths[reads[request]])
+                if len(data) < CHUNK:
+                    contents[reads[request]] = data
+                else:  # grew meanwhile
+                    sizes[reads[request]] = len(data)
+            yield [OpenFile(path, handles[index], len(contents[index]) if index in contents else sizes[index],
+                            contents.get(index)) if index in sizes else None for index, path in enumerate(paths)]
+        finally:
+            for handle in handles.values():
+                self.close_handle(handle)
+
     def chunks(self, handle: bytes, path: str, size: int) -> Iterator[bytes]:
         """The content of an open regular file of ``size`` bytes (as :meth:`fstat` said), chunk by chunk.
 
@@ -146,10 +193,7 @@ class SFTPSession:
                          offset + index * CHUNK) for index in range(count)]
             answers = self._collect({request for request, _at in requests})
             for request, at in requests:
-                kind, payload = answers[request]
-                if kind == _STATUS and _status(payload)[0] == _EOF:
-                    return
-                data = _string_at(self._expect(_DATA, (kind, payload), path), 0)[0]
+                data = self._data(answers[request], path)
                 if data:
                     yield data
                 offset = at + len(data)
@@ -214,6 +258,13 @@ class SFTPSession:
             error = SFTPNotFound if code == _NO_SUCH_FILE else SFTPError
             raise error(self._action(path), 404 if code == _NO_SUCH_FILE else 500, message or f"SFTP status {code}")
         raise SFTPError(self._action(path), 500, f"unexpected SFTP answer {got}")
+
+    def _data(self, answer: tuple[int, bytes], path: str) -> bytes:
+        """What a read answered (nothing at the end of the file)."""
+        kind, payload = answer
+        if kind == _STATUS and _status(payload)[0] == _EOF:
+            return b""
+        return _string_at(self._expect(_DATA, answer, path), 0)[0]
 
     def _action(self, path: str) -> str:
         return f"reading {path} in {self.instance}" if path else f"reading the files of {self.instance}"

@@ -24,17 +24,19 @@ import contextlib
 import io
 import posixpath
 import queue
-import struct
 import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cci_core.driver import TreeEntry, TreeLimits, TreeReadError
 from cci_core.errors import NotFoundError
 from cci_builtin_plugins.incus.errors import APIError
 from cci_builtin_plugins.incus.rest import IncusAPI
+
+if TYPE_CHECKING:
+    from cci_builtin_plugins.incus.sftp import SFTPSession
 
 #: run inside: exit 4 when the tree is missing, 5 when it is not a directory (a link...), 127 without the tools
 SCRIPT = r"""
@@ -346,52 +348,20 @@ def sftp_entries(api: IncusAPI, instance: str, path: str, limits: TreeLimits,
 _BATCH = 64
 
 
-def _sftp_files(session: Any, files: list[tuple[str, str, int]], limits: TreeLimits) -> Iterator[TreeEntry]:
-    """Regular files (by their listing) read with their requests in flight together: the opens, then an fstat
-    of each (one swapped for something else meanwhile is skipped), then one read of each small one."""
-    from cci_builtin_plugins.incus import sftp
-
-    def answers(requests: dict[int, Any]) -> dict[int, tuple[int, bytes]]:
-        return session._collect(set(requests)) if requests else {}
-
-    opens = {session._send(sftp._OPEN, sftp._string(item[1]) + struct.pack(">II", sftp._READ_ONLY, 0)): item
-             for item in files}
-    opened: list[tuple[tuple[str, str, int], bytes]] = []
-    for request, answer in answers(opens).items():
-        with contextlib.suppress(sftp.SFTPNotFound):  # removed meanwhile
-            opened.append((opens[request], sftp._handle(session._expect(sftp._HANDLE, answer, opens[request][1]))))
-    try:
-        stats = {session._send(sftp._FSTAT, sftp._string(handle)): (item, handle) for item, handle in opened}
-        reads: dict[int, tuple[tuple[str, str, int], bytes]] = {}
-        large: list[tuple[tuple[str, str, int], bytes, int]] = []
-        for request, answer in answers(stats).items():
-            (inside, full, mode), handle = stats[request]
-            now = sftp._attributes(session._expect(sftp._ATTRS, answer, full))
-            if now.kind != "file":
+def _sftp_files(session: SFTPSession, files: list[tuple[str, str, int]], limits: TreeLimits) -> Iterator[TreeEntry]:
+    """Regular files (by their listing) read with their requests in flight together (one swapped for something
+    else meanwhile is skipped)."""
+    with session.open_files([full for _inside, full, _mode in files]) as opened:
+        for (inside, full, mode), file in zip(files, opened):
+            if file is None:
                 continue
-            if now.size >= sftp.CHUNK:
-                large.append(((inside, full, mode), handle, now.size))
+            if file.content is not None:
+                yield TreeEntry(inside, "file", mode, file.size, data=io.BytesIO(file.content))
+            elif file.size > limits.max_file:
+                yield TreeEntry(inside, "file", mode, file.size)
             else:
-                reads[session._send(sftp._READ, sftp._string(handle) + struct.pack(">QI", 0, sftp.CHUNK))] = \
-                    ((inside, full, mode), handle)
-        for request, (kind, payload) in sorted(answers(reads).items()):
-            (inside, full, mode), handle = reads[request]
-            if kind == sftp._STATUS and sftp._status(payload)[0] == sftp._EOF:
-                data = b""
-            else:
-                data = sftp._string_at(session._expect(sftp._DATA, (kind, payload), full), 0)[0]
-            if len(data) >= sftp.CHUNK:  # grew meanwhile
-                large.append(((inside, full, mode), handle, len(data)))
-                continue
-            yield TreeEntry(inside, "file", mode, len(data), data=io.BytesIO(data))
-        for (inside, full, mode), handle, size in large:
-            if size > limits.max_file:
-                yield TreeEntry(inside, "file", mode, size)
-            else:
-                yield TreeEntry(inside, "file", mode, size, data=_Chunks(session.chunks(handle, full, size)))
-    finally:
-        for _item, handle in opened:
-            session.close_handle(handle)
+                yield TreeEntry(inside, "file", mode, file.size, data=_Chunks(session.chunks(file.handle, full,
+                                                                                           file.size)))
 
 
 class _Chunks:

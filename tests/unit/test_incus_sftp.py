@@ -148,3 +148,16 @@ def test_an_open_that_never_answers_fails_in_time(api: IncusAPI) -> None:
 def test_a_missing_instance_is_not_found(api: IncusAPI) -> None:
     with pytest.raises(NotFoundError, match="opening the files of gone: Instance not found"):
         SFTPSession(api, "gone")
+
+
+def test_files_opened_together_leave_out_what_is_gone_or_not_a_regular_file(
+        api: IncusAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(FILES, "/small", (stat.S_IFREG | 0o600, b"tiny"))
+    with SFTPSession(api, "c1", timeout=5) as session:
+        with session.open_files(["/d/f", "/d/fifo", "/d/link", "/nope", "/small"]) as opened:
+            large, fifo, link, gone, small = opened
+            assert (fifo, link, gone) == (None, None, None)
+            assert small is not None and (small.path, small.size, small.content) == ("/small", 4, b"tiny")
+            assert large is not None and (large.size, large.content) == (len(CONTENT), None)
+            assert b"".join(session.chunks(large.handle, large.path, large.size)) == CONTENT
+        assert session.lstat("/small").size == 4  # the closes' answers were dropped: the session goes on
