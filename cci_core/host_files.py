@@ -20,6 +20,7 @@ import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from cci_core.errors import UsageError
 
@@ -160,16 +161,24 @@ class SafeDirectory:
         """The names of its entries, sorted."""
         return sorted(os.listdir(self.fd))
 
-    def read(self, name: str, limit: int | None = None) -> tuple[bytes, int]:
-        """The content (its first ``limit`` bytes, if given) and permission bits of regular file ``name``; anything
-        else (a symlink, a FIFO...) is an error, and is never followed nor waited on."""
-        fd = self._open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
+    def open_file(self, name: str) -> BinaryIO:
+        """Regular file ``name`` opened for reading; anything else (a symlink, a FIFO...) is an error, and is never
+        followed nor waited on."""
+        handle = os.fdopen(self._open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb")
+        try:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise OSError(errno.EINVAL, "not a regular file", self.join(name))
-            os.set_blocking(fd, True)
-            return handle.read(-1 if limit is None else limit), stat.S_IMODE(info.st_mode)
+            os.set_blocking(handle.fileno(), True)
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    def read(self, name: str, limit: int | None = None) -> tuple[bytes, int]:
+        """The content (its first ``limit`` bytes, if given) and permission bits of regular file ``name``, opened
+        as :meth:`open_file` does."""
+        with self.open_file(name) as handle:
+            return handle.read(-1 if limit is None else limit), stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
 
     def write(self, name: str, chunks: Iterable[bytes], mode: int | None = None) -> None:
         """Create or replace file ``name`` with ``chunks``; a symlink (or FIFO, socket, device) in its place is

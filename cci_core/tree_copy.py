@@ -322,30 +322,41 @@ def entries_of_pulled_tree(container: Container, path: str, limits: TreeLimits) 
 
 
 def walk_entries(root: Path, limits: TreeLimits) -> Iterator[TreeEntry]:
-    """A host directory as entries (root first); a root that is not a directory gives none."""
+    """A host directory as entries (root first), read through directory descriptors (no link followed, only
+    regular files opened); a root that is not a directory gives none."""
     deadline = time.monotonic() + limits.timeout
-    if root.is_symlink() or not root.is_dir():
+    try:
+        directory = SafeDirectory.at(root)
+    except OSError:
         return
-    yield TreeEntry(".", "directory", 0o700)
-    for directory, subdirectories, files in os.walk(root):
-        if time.monotonic() > deadline:
-            raise TreeReadError(f"reading {root} took over {limits.timeout:.0f} s")
-        relative = Path(directory).relative_to(root)
-        for name in sorted(subdirectories) + sorted(files):
-            path = Path(directory, name)
-            info = path.lstat()
-            shown = (relative / name).as_posix()
-            if stat.S_ISLNK(info.st_mode):
-                yield TreeEntry(shown, "symlink", target=os.readlink(path))
-            elif stat.S_ISDIR(info.st_mode):
-                yield TreeEntry(shown, "directory", stat.S_IMODE(info.st_mode))
-            elif stat.S_ISREG(info.st_mode):
-                if info.st_size > limits.max_file:
-                    yield TreeEntry(shown, "file", stat.S_IMODE(info.st_mode), info.st_size)
-                    continue
-                with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as handle:
-                    yield TreeEntry(shown, "file", stat.S_IMODE(info.st_mode), info.st_size, data=handle)
-        subdirectories[:] = [name for name in subdirectories if not Path(directory, name).is_symlink()]
+    with directory:
+        yield TreeEntry(".", "directory", 0o700)
+        yield from _entries_below(directory, "", limits, deadline)
+
+
+def _entries_below(directory: SafeDirectory, prefix: str, limits: TreeLimits, deadline: float,
+                   depth: int = 1) -> Iterator[TreeEntry]:
+    if time.monotonic() > deadline:
+        raise TreeReadError(f"reading {directory.path} took over {limits.timeout:.0f} s")
+    for name in directory.names():
+        info, shown = directory.lstat(name), prefix + name
+        if info is None:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode):
+            target = directory.readlink(name)
+            if target is not None:
+                yield TreeEntry(shown, "symlink", target=target)
+        elif stat.S_ISDIR(info.st_mode):
+            yield TreeEntry(shown, "directory", mode)
+            if depth < MAX_DEPTH:  # deeper entries would be refused
+                with directory.directory(name) as child:
+                    yield from _entries_below(child, f"{shown}/", limits, deadline, depth + 1)
+        elif stat.S_ISREG(info.st_mode) and info.st_size > limits.max_file:
+            yield TreeEntry(shown, "file", mode, info.st_size)
+        elif stat.S_ISREG(info.st_mode):
+            with directory.open_file(name) as handle:
+                yield TreeEntry(shown, "file", mode, info.st_size, data=handle)
 
 
 def printable(name: str, limit: int = 120) -> str:
