@@ -202,13 +202,19 @@ def test_setuid_files_of_another_owner_are_reported_not_touched(tmp_path: Path) 
     assert (tmp_path / "x").stat().st_mode & stat.S_ISUID
 
 
+def session_end_report(workspace: Path, slot: int) -> list[str]:
+    """What the guard reports at the end of a session of ``workspace`` it has no record of a start for."""
+    ctx = LaunchContext(config=config_with(workspace, ""), workspace=workspace, container_name=f"cci-0-{slot}",
+                        slot=slot, session_id="s", persistent=False, image="cci")
+    reported: list[str] = []
+    guard.cci_session_end(ctx=ctx, deleted=True, report=reported.append)
+    return reported
+
+
 def test_end_of_session_says_what_it_cleared(tmp_path: Path) -> None:
     (tmp_path / "tool").write_text("x")
     (tmp_path / "tool").chmod(0o4755)
-    ctx = LaunchContext(config=config_with(tmp_path, ""), workspace=tmp_path, container_name="cci-0-3", slot=3,
-                        session_id="s", persistent=False, image="cci")
-    reported: list[str] = []
-    guard.cci_session_end(ctx=ctx, deleted=True, report=reported.append)
+    reported = session_end_report(tmp_path, slot=3)
     assert len(reported) == 1 and reported[0].startswith("cleared the setuid/setgid bit of workspace file tool")
 
 
@@ -294,8 +300,5 @@ def test_directories_too_deep_to_walk_are_reported(tmp_path: Path, monkeypatch: 
     (tmp_path / "a/b/c/d").mkdir(parents=True)
     (tmp_path / "a/b/c/d/x").write_text("x")
     (tmp_path / "a/b/c/d/x").chmod(0o4755)
-    ctx = LaunchContext(config=config_with(tmp_path, ""), workspace=tmp_path, container_name="cci-0-4", slot=4,
-                        session_id="s", persistent=False, image="cci")
-    reported: list[str] = []
-    guard.cci_session_end(ctx=ctx, deleted=True, report=reported.append)
+    reported = session_end_report(tmp_path, slot=4)
     assert reported == ["could not check workspace directory a/b/c for setuid files"]
