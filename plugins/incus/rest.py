@@ -120,7 +120,7 @@ class IncusAPI:
         """Like :meth:`raw`, but an error answer raises :class:`APIError` (:class:`APINotFound` for 404)."""
         response = self.raw(method, path, **kwargs)
         if response.status >= 400:
-            raise _error(action, response)
+            raise api_error(action, response)
         return response
 
     def get(self, path: str, action: str, **params: Any) -> Any:
@@ -170,7 +170,8 @@ class IncusAPI:
         return self.url("/1.0/events", {"type": kind})
 
 
-def _error(action: str, response: Response) -> APIError:
+def api_error(action: str, response: Response) -> APIError:
+    """The error an answer that is not a success stands for (its message, not-found told apart)."""
     try:
         detail = str(response.json().get("error") or "").strip()
     except ValueError:

@@ -21,7 +21,7 @@ from typing import BinaryIO, NamedTuple
 
 from cci_builtin_plugins.incus.connection import Endpoint, quote
 from cci_builtin_plugins.incus.errors import APIError, APINotFound
-from cci_builtin_plugins.incus.rest import IncusAPI, Response, _error
+from cci_builtin_plugins.incus.rest import IncusAPI, Response, api_error
 
 #: seconds an answer may take (Incus answers in milliseconds; a FIFO being opened never answers)
 TIMEOUT = 30.0
@@ -370,7 +370,7 @@ def _upgrade(api: IncusAPI, path: str, timeout: float, action: str) -> tuple[soc
             length = int(headers.get("Content-Length") or 0)
             body = reader.read(min(length, 1 << 20)) if length else b""
             sock.close()
-            raise _error(action, Response(status or 500, headers, body))
+            raise api_error(action, Response(status or 500, headers, body))
     except OSError as exc:
         sock.close()
         raise endpoint.connection_error(exc) from exc
