@@ -360,8 +360,8 @@ def _sftp_files(session: SFTPSession, files: list[tuple[str, str, int]], limits:
             elif file.size > limits.max_file:
                 yield TreeEntry(inside, "file", mode, file.size)
             else:
-                yield TreeEntry(inside, "file", mode, file.size, data=_Chunks(session.chunks(file.handle, full,
-                                                                                           file.size)))
+                chunks = session.chunks(file.handle, full, file.size)
+                yield TreeEntry(inside, "file", mode, file.size, data=_Chunks(chunks))
 
 
 class _Chunks:
