@@ -72,5 +72,7 @@ def trust(ctx: click.Context, revoke: bool) -> None:
     store.trust(file, merged.workspace_digest)
     click.echo(f"trusted {display_path(file)} as it is now (sha256 {merged.workspace_digest[:12]}); any change "
                "needs 'cci config trust' again. What it sets:")
+    from cci_core.terminal_text import printable
+
     for line in read.raw.decode().splitlines():
-        click.echo(f"  {line}")
+        click.echo(f"  {printable(line)}")

@@ -13,6 +13,7 @@ import click
 from cci_core.cli.entry import resume_gc
 from cci_core.cli.state import get_state, warn
 from cci_core.errors import CciError, PluginError
+from cci_core.terminal_text import printable
 
 if TYPE_CHECKING:
     from cci_core.registry import Lazy
@@ -149,12 +150,13 @@ class CciGroup(click.Group):
                 import traceback
 
                 traceback.print_exc()
-            click.echo(f"cci: {exc}", err=True)
+            click.echo(f"cci: {printable(str(exc))}", err=True)
             code = exc.exit_code
         except Exception as exc:
             if debug:
                 raise
-            click.echo(f"cci: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", err=True)
+            click.echo(f"cci: internal error: {type(exc).__name__}: {printable(str(exc))} (run with --debug for a "
+                       "traceback)", err=True)
             code = INTERNAL_ERROR
         if standalone_mode:
             sys.exit(code)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from cci_core.cli.options import GlobalOptions
+from cci_core.terminal_text import warn
 
 if TYPE_CHECKING:
     from cci_core.config import Config
@@ -16,9 +17,6 @@ if TYPE_CHECKING:
     from cci_core.plugin_manager import Plugins
 
 
-def warn(message: str) -> None:
-    """Print a one-line warning on stderr."""
-    click.echo(f"cci: warning: {message}", err=True)
 
 
 class AppState:

@@ -8,7 +8,6 @@ environment variables and command-line overrides.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -44,7 +43,9 @@ def user_config_file() -> Path:
 
 
 def _warn_stderr(message: str) -> None:
-    print(f"cci: warning: {message}", file=sys.stderr)
+    from cci_core.terminal_text import warn
+
+    warn(message)
 
 
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from cci_core.config.model import Config
 from cci_core.config.schema import SECTIONS, SETTINGS, FieldSpec
 from cci_core.config.sources import display_path
+from cci_core.terminal_text import escape_in_string
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
@@ -19,7 +20,12 @@ def _value(config: Config, spec: FieldSpec) -> Any:
 
 
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
+    return key if _BARE_KEY.match(key) else _quoted(key)
+
+
+def _quoted(text: str) -> str:
+    """A TOML basic string; characters that could act on a terminal are escapes (the file may be the agent's)."""
+    return escape_in_string(json.dumps(text, ensure_ascii=False))
 
 
 def _toml_value(value: Any) -> str:
@@ -35,7 +41,7 @@ def _toml_value(value: Any) -> str:
         return f"{{ {items} }}" if items else "{}"
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
-    return json.dumps(str(value), ensure_ascii=False)
+    return _quoted(str(value))
 
 
 def _line(key: str, value: Any, source: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,21 +40,30 @@ _RTMGRP_IPV4_ROUTE = 0x40
 def lock_path(socket: Path, project: str | None) -> Path:
     """The guard's lock file for this user, Incus socket and project (the guard holds it while it runs).
 
-    It lives in a directory of the user's own under the temporary directory, so that one user
-    has one guard whatever ``HOME`` each cci process had.
+    It lives in ``~/.cci/run/`` of the user's home from the password database, not
+    ``$HOME`` or the temporary directory: one user has one guard whatever environment
+    each cci process had, and no other local user can make the directory first
+    (in a shared ``/tmp`` they could, and so keep the guard from ever starting).
     """
     digest = hashlib.sha256(f"{socket}\0{project or ''}".encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"cci-{os.getuid()}" / f"host-guard-{digest}.lock"
+    return _home() / ".cci" / "run" / f"host-guard-{digest}.lock"
+
+
+def _home() -> Path:
+    import pwd
+
+    return Path(pwd.getpwuid(os.getuid()).pw_dir)
 
 
 def _open_lock(path: Path) -> int:
     """The lock file, opened; its directory made private; refused when anyone but this user owns either."""
     import stat
 
-    try:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-    except FileExistsError:
-        pass
+    for directory in (path.parent.parent, path.parent):
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+        except FileExistsError:
+            pass
     info = os.lstat(path.parent)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
         raise PermissionError(f"{path.parent} is not a private directory of this user")
@@ -98,9 +106,10 @@ def ensure_running(socket: Path, project: str | None) -> None:
 
 
 def _cannot_start(exc: OSError) -> None:
-    print(f"cci: warning: cannot start the host guard ({exc}): an address this host gets from now on stays "
-          "reachable from containers until the next cci command that launches or attaches", file=sys.stderr,
-          flush=True)
+    from cci_core.terminal_text import warn
+
+    warn(f"cannot start the host guard ({exc}): an address this host gets from now on stays reachable from "
+         "containers until the next cci command that launches or attaches")
 
 
 def _log(message: str) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from cci_core import hookimpl
 from cci_core.errors import NotFoundError
 from cci_core.layout import CONTAINER_HOME
+from cci_core.terminal_text import warn
 
 if TYPE_CHECKING:
     from cci_core.context import LaunchContext, SessionEvent
@@ -141,13 +142,6 @@ def _warn_about(session_id: str, report: CopyReport) -> None:
     if report.truncated:
         warn(f"session {session_id}: the save stopped at its bound ({MAX_TOTAL >> 20} MiB); the files after "
              "that point were not saved")
-
-
-def warn(message: str) -> None:
-    """A one-line warning on stderr."""
-    import sys
-
-    print(f"cci: warning: {message}", file=sys.stderr, flush=True)
 
 
 def drop_escaping_links(copy: Path) -> None:

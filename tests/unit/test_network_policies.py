@@ -6,6 +6,7 @@ tested in tests/integration/test_network_policies.py.
 
 from __future__ import annotations
 
+import os
 import socket
 import stat
 from pathlib import Path
@@ -473,7 +474,7 @@ def test_the_host_guard_starts_once_and_a_request_keeps_an_idle_one(
 
     from cci_builtin_plugins.incus import host_guard
 
-    monkeypatch.setattr(host_guard.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(host_guard, "_home", lambda: tmp_path)
     started: list[list[str]] = []
     monkeypatch.setattr(subprocess, "Popen", lambda argv, **kwargs: started.append(argv))
     incus = Path("/var/lib/incus/unix.socket")
@@ -499,13 +500,26 @@ def test_a_host_guard_lock_of_another_user_is_refused(tmp_path: Path, monkeypatc
 
     from cci_builtin_plugins.incus import host_guard
 
-    monkeypatch.setattr(host_guard.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(host_guard, "_home", lambda: tmp_path)
     path = host_guard.lock_path(Path("/s"), None)
-    path.parent.mkdir(mode=0o777)
+    path.parent.mkdir(mode=0o777, parents=True)
     os.chmod(path.parent, 0o777)  # a directory anyone could have made
     host_guard.ensure_running(Path("/s"), None)
     assert "cannot start the host guard" in capsys.readouterr().err
     assert not path.exists()
+
+
+def test_the_host_guard_lock_lives_in_the_users_own_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Not in a shared /tmp, where another local user could make the directory first and keep the guard from
+    ever starting; nor in $HOME, which differs between cci processes of one user."""
+    import pwd
+
+    from cci_builtin_plugins.incus import host_guard
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert host_guard.lock_path(Path("/s"), None).parent == home / ".cci" / "run"
 
 
 def test_a_bridge_another_process_is_still_creating_is_waited_for() -> None:
