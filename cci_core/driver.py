@@ -185,8 +185,17 @@ class Container(ABC):
         """
 
     @abstractmethod
+    def host_mounts(self) -> list[Mount]:
+        """The host files and directories it mounts, as its devices name them now."""
+
+    @abstractmethod
     def start(self) -> None:
-        """Start and wait until the backend reports it running."""
+        """Start and wait until the backend reports it running.
+
+        A backend that mounts host paths checks, before anything in the container
+        can use them, that each mount came from the place its source names, and
+        stops the container and raises :class:`BackendError` if not.
+        """
 
     @abstractmethod
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:

@@ -1,10 +1,17 @@
-"""Which host directories may be mounted read-write into a container (the workspace, ``--storage``)."""
+"""Which host directories may be mounted read-write into a container (the workspace, ``--storage``), and whether a
+saved container's mounts still lead where cci resolved them before it starts again."""
 
 from __future__ import annotations
 
+import stat
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cci_core.errors import UsageError
+
+if TYPE_CHECKING:
+    from cci_core.context import Mount
 
 #: directories of your home that hold credentials, or files your machine trusts and runs (``~/.local/bin``,
 #: ``~/.config/autostart``, systemd user units): never a workspace, nor inside one
@@ -32,3 +39,58 @@ def check_mountable(directory: Path, kind: str = "workspace") -> None:
         if holds or (inside_too and path in directory.parents):
             raise UsageError(f"{kind} {directory} {'holds' if holds else 'is in'} {what} ({path}): the container "
                              "would get it read-write", hint=f"use a project directory as the {kind}")
+
+
+def check_storage_layout(workspace: Path, storage: Sequence[Path]) -> None:
+    """Refuse a ``--storage`` directory (all paths resolved) that lies in the workspace or in another one, or
+    holds the workspace or another one.
+
+    Whatever lies inside a mounted directory, the container can replace with a
+    link; Incus follows links when it mounts a device's source, so the next start
+    would mount whatever the link names (``~/.ssh``, say) at ``/storage/<name>``.
+    """
+    hint = "use directories that lie apart from the workspace and from each other (the workspace is at /workspace)"
+    for index, path in enumerate(storage):
+        others = [("the workspace", workspace)] + [("another storage directory", other)
+                                                   for other in storage[index + 1:]]
+        for what, other in others:
+            if path == other or other in path.parents:
+                raise UsageError(f"storage directory {path} is in {what} ({other}): the container could swap it "
+                                 "for a link to any of your directories", hint=hint)
+            if path in other.parents:
+                raise UsageError(f"storage directory {path} holds {what} ({other}): the container could swap "
+                                 "what it mounts for a link to any of your directories", hint=hint)
+
+
+def is_guarded_device(device: str) -> bool:
+    """Whether a mount is one the user names (the workspace, a ``--storage`` directory): held to :func:`check_mountable`."""
+    return device == "workspace" or device.startswith("storage")
+
+
+def check_sources(mounts: Sequence[Mount], container: str) -> None:
+    """Before a container starts: refuse if a mount's host source is no longer what cci resolved when it made the
+    device (it is missing, a link, or has a link on its path), or the workspace or a storage directory no
+    longer passes :func:`check_mountable`.
+
+    Incus follows links when it mounts a source: a directory the container could
+    reach (in the workspace, in another session's) swapped for a link would
+    mount any directory of the user's.
+    """
+    for mount in mounts:
+        source = mount.source
+        try:
+            real, info = source.resolve(strict=True), source.lstat()
+        except OSError as exc:
+            raise UsageError(f"{container}: the source {source} of its mount {mount.path} is gone "
+                             f"({exc.strerror}); it was not started",
+                             hint=f"restore {source}, or delete the container with 'cci container delete "
+                                  f"{container}'") from None
+        if real != source or stat.S_ISLNK(info.st_mode) or (is_guarded_device(mount.device)
+                                                          and not stat.S_ISDIR(info.st_mode)):
+            now = f"it leads to {real}" if real != source else "it is not a directory"
+            raise UsageError(f"{container}: the source {source} of its mount {mount.path} is no longer what cci "
+                             f"mounted ({now}); it was not started",
+                             hint=f"check {source} for links put there from a container; put the directory back, "
+                                  f"or delete the container with 'cci container delete {container}'")
+        if is_guarded_device(mount.device):
+            check_mountable(source, "workspace" if mount.device == "workspace" else "storage directory")

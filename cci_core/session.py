@@ -25,7 +25,7 @@ from cci_core.context import LaunchContext, Mount
 from cci_core.driver import Container, ContainerExistsError, ContainerInfo, ContainerSpec, Driver
 from cci_core.errors import CciError, PluginError, UsageError
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
-from cci_core.mount_checks import check_mountable
+from cci_core.mount_checks import check_mountable, check_sources, check_storage_layout
 
 if TYPE_CHECKING:
     from cci_core.config import Config
@@ -137,8 +137,10 @@ class SessionManager:
         tool = self._tool() if request.kind == KIND_SESSION else None
         workspace = request.workspace.resolve()
         check_mountable(workspace)
-        for path in request.storage:
-            check_mountable(path.resolve(), "storage directory")
+        storage = tuple(path.resolve() for path in request.storage)
+        for path in storage:
+            check_mountable(path, "storage directory")
+        check_storage_layout(workspace, storage)
         attachment = self.attach_network()
         labels = {
             "kind": request.kind,
@@ -167,12 +169,12 @@ class SessionManager:
         container = claim_slot(self.driver, workspace, create, slot=request.slot)
         try:
             ctx = self.context(container.name, container.labels())
-            ctx.storage = tuple(path.resolve() for path in request.storage)
+            ctx.storage = storage
             ctx.tool = tool
             ctx.resume_from = request.resume_from
             self._configure(container, ctx, attachment.network)
             self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
-            container.start()
+            self._start(container)
             if request.kind == KIND_SESSION:
                 wait_for_boot(container)
             if request.resume_from:
@@ -259,7 +261,7 @@ class SessionManager:
             try:
                 self._reattach(container, info.labels.get("network", ""))
                 self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=True)
-                container.start()
+                self._start(container)
                 wait_for_boot(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
                 self._started(container, me)
@@ -273,6 +275,12 @@ class SessionManager:
                 raise
             return container, ctx
         return None
+
+    @staticmethod
+    def _start(container: Container) -> None:
+        """Start, once its mounts still lead where cci resolved them (see :func:`check_sources`)."""
+        check_sources(container.host_mounts(), container.name)
+        container.start()
 
     @staticmethod
     def _started(container: Container, me: str) -> None:

@@ -71,6 +71,9 @@ class FakeContainer(Container):
         if network is not None:
             self.network = network
 
+    def host_mounts(self) -> list[Mount]:
+        return list(self.mounts)
+
     def start(self) -> None:
         self.state = "running"
 

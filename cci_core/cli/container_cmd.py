@@ -127,11 +127,21 @@ def _remove(driver: Driver, target: Container) -> None:
 @click.argument("name")
 @click.pass_context
 def start(ctx: click.Context, name: str) -> None:
-    """Start container NAME and wait for it to boot (nothing to do if it is running)."""
+    """Start container NAME and wait for it to boot (nothing to do if it is running).
+
+    A session's container is checked as a session restart is: it is not started
+    if its workspace or a storage directory is no longer the directory cci
+    mounted (a link put there from a container, say).
+    """
+    from cci_core.mount_checks import check_sources
+    from cci_core.session import is_session
+
     target = driver_of(ctx).get(name)
     if target.status() == "running":
         _done(name, "already running")
         return
+    if is_session(target.labels()):
+        check_sources(target.host_mounts(), name)
     _boot(target)
     _done(name, "started")
 

@@ -25,10 +25,15 @@ _T = TypeVar("_T")
 #: the instance fields a PUT replaces
 _WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
 
-def _has_nested_mounts(devices: Mapping[str, Mapping[str, Any]]) -> bool:
-    from cci_builtin_plugins.incus.mount_check import nested_devices
+def _has_host_mounts(devices: Mapping[str, Mapping[str, Any]]) -> bool:
+    from cci_builtin_plugins.incus.mount_check import host_disks
 
-    return bool(nested_devices(devices))
+    return bool(host_disks(devices))
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        return handle.read()
 
 
 class IncusContainer(Container):
@@ -113,8 +118,8 @@ class IncusContainer(Container):
     def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
         extra, mounts = self._mounts_and_config(mounts)
         devices = {mount.device: disk_device(mount) for mount in mounts}
-        if _has_nested_mounts({**self._devices, **devices}):
-            extra["boot.autostart"] = "false"  # only cci starts it, checking those mounts (not Incus at boot)
+        if _has_host_mounts({**self._devices, **devices}):
+            extra["boot.autostart"] = "false"  # only cci starts it, checking its mounts (not Incus at boot)
         if network is not None:
             devices.update(nic_devices(self._devices, network, filtering=self._nic_filtering))
         self._patch({"config": {**config, **extra}, "devices": devices}, f"configuring {self.name}")
@@ -140,25 +145,35 @@ class IncusContainer(Container):
             if self._user_map is not None and "idmap" in exc.detail.lower():
                 raise BackendError(str(exc), hint=self._user_map.delegation_hint()) from exc
             raise
-        self._check_nested_mounts()
+        self._check_mounts()
 
-    def _check_nested_mounts(self) -> None:
-        """Stop the container if a mount inside another is not what its device names (see :mod:`.mount_check`)."""
-        from cci_builtin_plugins.incus.mount_check import mismatches
+    def host_mounts(self) -> list[Mount]:
+        from cci_builtin_plugins.incus.mount_check import host_disks
+        from cci_core.context import Mount
 
-        if not _has_nested_mounts(self._devices):
+        return [Mount(name, Path(device["source"]), device["path"], shift=device.get("shift") == "true",
+                      readonly=device.get("readonly") == "true")
+                for name, device in host_disks(self._devices).items()]
+
+    def _check_mounts(self) -> None:
+        """Stop the container if a host mount is not what its device names (see :mod:`.mount_check`)."""
+        from cci_builtin_plugins.incus.mount_check import mismatches, misplaced
+
+        if not _has_host_mounts(self._devices):
             return
         try:
             pid = int(self._api.get(f"{self._path}/state", f"reading {self.name}")["pid"])
-            with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
-                wrong = mismatches(self._devices, handle.read())
+            mountinfo, host_mountinfo = _read_text(f"/proc/{pid}/mountinfo"), _read_text("/proc/self/mountinfo")
+            wrong = misplaced(self._devices, mountinfo, host_mountinfo)
+            wrong += [name for name in mismatches(self._devices, mountinfo) if name not in wrong]
         except (OSError, ValueError, KeyError, TypeError, APIError) as exc:
             wrong = [f"(cannot read its mount table: {exc})"]
         if wrong:
             self.stop(force=True)
             raise BackendError(f"{self.name} was stopped: the mount(s) {', '.join(wrong)} did not come from the "
-                               "place their device names (a path in the workspace changed while it started)",
-                               hint="start the session again; if it keeps failing, check the workspace for links")
+                               "place their device names (a path on the way was swapped for a link, or changed "
+                               "while it started)",
+                               hint="check those sources for links put there from a container, then start it again")
 
     def remove_mounts(self, devices: Sequence[str]) -> None:
         action = f"removing mounts from {self.name}"

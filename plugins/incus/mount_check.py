@@ -1,17 +1,24 @@
-"""After a start: are the nested disk mounts what their devices say?
+"""After a start: did every host mount come from the place its device's source names?
 
-Incus follows links when it mounts a device's ``source``. A device whose source
-lies inside another device's source (``.git/hooks`` in the workspace, say) names
-a path the container can change: between cci's check and the mount, another
-session of the same workspace could turn it into a link to any directory of
-the user's. So after each start, the container's own mount table (read on the
-host, from ``/proc/<init pid>/mountinfo``) must show each nested device mounted
-from its parent's filesystem at the same relative place; anything else stops
-the container before anything in it uses the mount.
+Incus follows links when it mounts a device's ``source``. A source the
+container can reach (inside the workspace, inside another session's) can be
+swapped for a link to any directory of the user's between cci's check and the
+mount. So after each start, the container's own mount table (read on the host,
+from ``/proc/<init pid>/mountinfo``, which anyone may read) must show:
+
+- each disk device mounted from the filesystem and the path that the host's own
+  mount table gives for its source: a mount's root field is the path of what it
+  mounts inside its filesystem, so a mount that followed a link shows the link's
+  target there (:func:`misplaced`);
+- each nested device mounted from its parent's filesystem at the same relative
+  place (:func:`mismatches`).
+
+Anything else stops the container before cci runs anything in it.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -46,8 +53,7 @@ def parse_mountinfo(text: str) -> dict[str, MountEntry]:
 def nested_devices(devices: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, str]]:
     """``(device, parent device, relative path)`` for each disk device mounted inside another at the place its
     source has inside the other's source (what cci's protected paths are)."""
-    disks = {name: device for name, device in devices.items()
-             if device.get("type") == "disk" and device.get("source", "").startswith("/") and device.get("path")}
+    disks = host_disks(devices)
     found = []
     for name, device in disks.items():
         best = None
@@ -71,5 +77,40 @@ def mismatches(devices: Mapping[str, Mapping[str, Any]], mountinfo: str) -> list
         inner, outer = mounts.get(devices[name]["path"]), mounts.get(devices[parent]["path"])
         if inner is None or outer is None or inner.parent != outer.id or inner.device != outer.device or \
                 inner.root != f"{outer.root.rstrip('/')}/{relative}":
+            wrong.append(name)
+    return wrong
+
+
+def host_disks(devices: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The disk devices that mount a host path (not a storage pool's volume) somewhere in the container."""
+    return {name: device for name, device in devices.items()
+            if device.get("type") == "disk" and str(device.get("source", "")).startswith("/") and device.get("path")}
+
+
+def expected_place(source: str, host_mounts: Mapping[str, MountEntry]) -> tuple[str, str] | None:
+    """The filesystem (``major:minor``) and the path in it of host path ``source`` (link-free, absolute), from
+    the host's mount table: the mount it lies on (the longest mount point above it), that mount's root, and
+    the rest of the path."""
+    source = posixpath.normpath(source)
+    best = None
+    for point in host_mounts:
+        if source == point or source.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) > len(best):
+                best = point
+    if best is None:
+        return None
+    rest = source[len(best):].lstrip("/")
+    entry = host_mounts[best]
+    return entry.device, posixpath.join(entry.root, rest) if rest else entry.root
+
+
+def misplaced(devices: Mapping[str, Mapping[str, Any]], mountinfo: str, host_mountinfo: str) -> list[str]:
+    """The host disk devices whose mount in the container (the one on top at their path) is not from the
+    filesystem and path where the host finds their source now."""
+    mounts, host = parse_mountinfo(mountinfo), parse_mountinfo(host_mountinfo)
+    wrong = []
+    for name, device in host_disks(devices).items():
+        mounted = mounts.get(posixpath.normpath(device["path"]))
+        if mounted is None or (mounted.device, mounted.root) != expected_place(device["source"], host):
             wrong.append(name)
     return wrong
