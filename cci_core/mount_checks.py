@@ -49,7 +49,7 @@ def check_storage_layout(workspace: Path, storage: Sequence[Path]) -> None:
     link; Incus follows links when it mounts a device's source, so the next start
     would mount whatever the link names (``~/.ssh``, say) at ``/storage/<name>``.
     """
-    hint = "use directories that lie apart from the workspace and from each other (the workspace is at /workspace)"
+    hint = "use a directory outside the workspace and the other storage directories"
     for index, path in enumerate(storage):
         others = [("the workspace", workspace)] + [("another storage directory", other)
                                                    for other in storage[index + 1:]]
