@@ -4,7 +4,7 @@ saved container's mounts still lead where cci resolved them before it starts aga
 from __future__ import annotations
 
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,16 +67,24 @@ def is_guarded_device(device: str) -> bool:
     return device == "workspace" or device.startswith("storage")
 
 
-def check_sources(mounts: Sequence[Mount], container: str) -> None:
+def check_sources(mounts: Sequence[Mount], container: str, other_workspaces: Iterable[Path] = ()) -> None:
     """Before a container starts: refuse if a mount's host source is no longer what cci resolved when it made the
-    device (it is missing, a link, or has a link on its path), or the workspace or a storage directory no
-    longer passes :func:`check_mountable`.
+    device (it is missing, a link, or has a link on its path), the workspace or a storage directory no
+    longer passes :func:`check_mountable`, or a storage directory lies in one of ``other_workspaces`` (those
+    of the other sessions).
 
     Incus follows links when it mounts a source: a directory the container could
     reach (in the workspace, in another session's) swapped for a link would
     mount any directory of the user's.
     """
+    others = tuple(other_workspaces)
     for mount in mounts:
+        if mount.device.startswith("storage"):
+            for workspace in others:
+                if mount.source == workspace or workspace in mount.source.parents:
+                    raise UsageError(f"{container}: its storage directory {mount.source} is in the workspace of "
+                                     f"another session ({workspace}), whose agent could swap it for a link; it was "
+                                     "not started", hint="use a directory outside every session's workspace")
         source = mount.source
         try:
             real, info = source.resolve(strict=True), source.lstat()

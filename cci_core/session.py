@@ -276,11 +276,16 @@ class SessionManager:
             return container, ctx
         return None
 
-    @staticmethod
-    def _start(container: Container) -> None:
-        """Start, once its mounts still lead where cci resolved them (see :func:`check_sources`)."""
-        check_sources(container.host_mounts(), container.name)
+    def _start(self, container: Container) -> None:
+        """Start, once its mounts still lead where cci resolved them, none in another session's workspace (see
+        :func:`check_sources`)."""
+        check_sources(container.host_mounts(), container.name, self.other_workspaces(container.name))
         container.start()
+
+    def other_workspaces(self, name: str) -> set[Path]:
+        """The workspaces of the sessions other than container ``name``: their agents can change what is in them."""
+        return {Path(info.labels["workspace"]) for info in self.driver.list_containers()
+                if is_session(info.labels) and info.name != name}
 
     @staticmethod
     def _started(container: Container, me: str) -> None:

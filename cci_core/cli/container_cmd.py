@@ -133,6 +133,7 @@ def start(ctx: click.Context, name: str) -> None:
     if its workspace or a storage directory is no longer the directory cci
     mounted (a link put there from a container, say).
     """
+    from cci_core.cli.sessions import manager_for
     from cci_core.mount_checks import check_sources
     from cci_core.session import is_session
 
@@ -141,7 +142,7 @@ def start(ctx: click.Context, name: str) -> None:
         _done(name, "already running")
         return
     if is_session(target.labels()):
-        check_sources(target.host_mounts(), name)
+        check_sources(target.host_mounts(), name, manager_for(ctx).other_workspaces(name))
     _boot(target)
     _done(name, "started")
 

@@ -142,3 +142,16 @@ def test_a_mount_that_followed_a_link_or_is_missing_or_covered_is_caught() -> No
     assert misplaced(DEVICES, covered, HOST) == ["storage0"]
     deleted = CONTAINER.replace("/var/tmp/data /storage/data", "/var/tmp/data//deleted /storage/data")
     assert misplaced(DEVICES, deleted, HOST) == ["storage0"]
+
+
+def test_storage_in_another_sessions_workspace_is_not_started(tmp_path: Path) -> None:
+    """That session's agent could swap it for a link at any moment: no start of this one mounts it."""
+    for directory in ("ws", "other", "other/data"):
+        (tmp_path / directory).mkdir()
+    config = load_config(tmp_path / "ws", environ={}, overrides=[Override("defaults.driver", "fake", "test")])
+    sessions = SessionManager(config, FakeDriver(config), load_plugins(entry_points=False))
+    sessions.launch(LaunchRequest(tmp_path / "other", kind="run"))
+    with pytest.raises(UsageError, match=f"its storage directory {tmp_path / 'other/data'} is in the workspace of "
+                                         f"another session .{tmp_path / 'other'}."):
+        sessions.launch(LaunchRequest(tmp_path / "ws", kind="run", storage=(tmp_path / "other/data",)))
+    assert [info.labels["workspace"] for info in sessions.driver.list_containers()] == [str(tmp_path / "other")]
