@@ -1,15 +1,19 @@
 """Fingerprints of the workspace files that can make the host run code, and what changed between two.
 
 A fingerprint maps each watched file (a path relative to the workspace) to a
-short description: its type, mode and size, and a SHA-256 of its content (the
-first :data:`HASH_LIMIT` bytes, with the mtime beyond that). Directories are
-described entry by entry, at most :data:`MAX_ENTRIES` of them.
+short description: its type, mode and size, a SHA-256 of its content (the first
+:data:`HASH_LIMIT` bytes) and its change time (``st_ctime_ns``: the kernel sets it
+on every write, and nobody can set it back, root in the container included).
+Directories are described entry by entry, in name order: the first
+:data:`MAX_ENTRIES` of them one by one, the rest by one digest of their names,
+modes and change times.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterable, Mapping
 
@@ -18,20 +22,24 @@ from cci_core.host_files import SafeDirectory
 
 HASH_LIMIT = 1 << 20
 MAX_ENTRIES = 2000
+#: entries of one watched directory looked at in all (the digest of those past :data:`MAX_ENTRIES` stops there)
+MAX_DIGESTED = 200_000
 
 #: files and directories some host program runs or obeys, reported when they change even if not protected
 EXECUTABLE_CONFIG = (
-    ".git", ".git/config", ".git/hooks", ".git/modules", ".git/worktrees", ".git/info/attributes",
-    ".envrc", ".env", ".vscode", ".idea", ".devcontainer", ".husky", ".githooks", ".pre-commit-config.yaml",
-    "mise.toml", ".mise.toml", ".tool-versions", ".cci.toml",
+    ".git", ".envrc", ".env", ".vscode", ".idea", ".devcontainer", ".husky", ".githooks",
+    ".pre-commit-config.yaml", "mise.toml", ".mise.toml", ".tool-versions", ".cci.toml",
 )
-#: in the git directories of submodules and worktrees, what git obeys (their objects and logs are not read)
-_GIT_DIR_FILES = frozenset({"config", "config.worktree", "gitdir", "commondir", "attributes"})
-_GIT_DIR_SKIP = frozenset({"objects", "refs", "logs", "lfs", "rr-cache", "svn"})
+#: in a git directory (the workspace's, and its submodules' and worktrees' at any depth), what git keeps
+#: changing as it works and never runs nor obeys as config: not watched
+GIT_STATE = frozenset({"objects", "refs", "logs", "index", "packed-refs", "shallow", "lfs", "rr-cache", "gc.pid",
+                       "gc.log", "fsmonitor--daemon", "fsmonitor--daemon.ipc"})
+#: git's state files too: ``HEAD``, ``ORIG_HEAD``, ``FETCH_HEAD``, ``MERGE_MSG``, ``COMMIT_EDITMSG``, locks...
+_GIT_STATE_FILE = re.compile(r"HEAD|[A-Z]+_[A-Z_]+|.*\.lock|sharedindex\..*")
 
 
 def describe(info: os.stat_result, name: str, directory: SafeDirectory) -> str:
-    """One entry's fingerprint: type, permissions, size and content hash (or link target)."""
+    """One entry's fingerprint: type, permissions, size, content hash and change time (or link target)."""
     mode = stat.S_IMODE(info.st_mode)
     if stat.S_ISLNK(info.st_mode):
         try:
@@ -40,28 +48,25 @@ def describe(info: os.stat_result, name: str, directory: SafeDirectory) -> str:
             target = None
         return "link" if target is None else f"link -> {target}"
     if stat.S_ISDIR(info.st_mode):
-        return f"dir {mode:o}"
+        return f"dir {mode:o}"  # its entries are described: its change time would change with each of them
     if not stat.S_ISREG(info.st_mode):
-        return f"special {stat.S_IFMT(info.st_mode):o}"
+        return f"special {stat.S_IFMT(info.st_mode):o} ctime {info.st_ctime_ns}"
     try:
         digest = hashlib.sha256(directory.read(name, HASH_LIMIT)[0]).hexdigest()
     except OSError:
         digest = "unreadable"
-    beyond = f" mtime {info.st_mtime_ns}" if info.st_size > HASH_LIMIT else ""
-    return f"file {mode:o} {info.st_size} {digest}{beyond}"
+    return f"file {mode:o} {info.st_size} {digest} ctime {info.st_ctime_ns}"
 
 
-def _in_nested_git_dir(path: str) -> bool:
-    return path.startswith((".git/modules/", ".git/worktrees/"))
+def _git_state(path: str, directory: bool) -> bool:
+    """Whether ``path`` (in ``.git``) is, or lies in, what git changes as it works."""
+    parts = path.split("/")[1:]
+    return any(part in GIT_STATE for part in parts) or not directory and bool(
+        parts and _GIT_STATE_FILE.fullmatch(parts[-1]))
 
 
-def _pruned(path: str) -> bool:
-    return _in_nested_git_dir(path) and path.rpartition("/")[2] in _GIT_DIR_SKIP
-
-
-def _watched(path: str) -> bool:
-    """Everything under a watched path, but in nested git directories only git's configs and hooks."""
-    return not _in_nested_git_dir(path) or path.rpartition("/")[2] in _GIT_DIR_FILES or "/hooks/" in path
+def _prune_git_state(path: str) -> bool:
+    return _git_state(path, True)
 
 
 def fingerprint(workspace: str | os.PathLike[str], paths: Iterable[str]) -> dict[str, str]:
@@ -77,26 +82,33 @@ def fingerprint(workspace: str | os.PathLike[str], paths: Iterable[str]) -> dict
 
 
 def _add(root: SafeDirectory, path: str, result: dict[str, str]) -> None:
-    """Describe ``path`` and, for a directory, what it holds (``.git`` itself: only what it is)."""
+    """Describe ``path`` and, for a directory, what it holds (in ``.git``: not git's state)."""
     parent, _, name = path.rpartition("/")
+    in_git = (path == ".git" or path.startswith(".git/")) and not _git_state(path, False)
     try:
         with root.beneath(parent) as directory:
             info = directory.lstat(name)
             if info is None:
                 return
             result[path] = describe(info, name, directory)
-            if not stat.S_ISDIR(info.st_mode) or path == ".git":
+            if not stat.S_ISDIR(info.st_mode):
                 return
             with directory.directory(name) as inside:
-                count = 0
-                for entry in walk(inside, f"{path}/", device=info.st_dev, prune=_pruned):
-                    if entry.path in result or not _watched(entry.path):
+                count, rest = 0, hashlib.sha256()
+                for entry in walk(inside, f"{path}/", device=info.st_dev, prune=_prune_git_state if in_git else None):
+                    if entry.path in result or in_git and _git_state(entry.path, stat.S_ISDIR(entry.stat.st_mode)):
                         continue
                     count += 1
-                    if count > MAX_ENTRIES:
-                        result[f"{path}/..."] = f"more than {MAX_ENTRIES} entries"
-                        return
-                    result[entry.path] = describe(entry.stat, entry.name, entry.directory)
+                    if count <= MAX_ENTRIES:
+                        result[entry.path] = describe(entry.stat, entry.name, entry.directory)
+                        continue
+                    if count > MAX_DIGESTED:
+                        break
+                    changed = "" if stat.S_ISDIR(entry.stat.st_mode) else entry.stat.st_ctime_ns
+                    rest.update(f"{entry.path}\0{entry.stat.st_mode:o} {changed}\0".encode("utf-8", "surrogateescape"))
+                if count > MAX_ENTRIES:
+                    limit = f", the first {MAX_DIGESTED} looked at" if count > MAX_DIGESTED else ""
+                    result[f"{path}/..."] = f"more than {MAX_ENTRIES} entries{limit}: {rest.hexdigest()}"
     except OSError:
         return  # missing, or a link or file on the way: nothing of the workspace's there
 
@@ -121,6 +133,9 @@ def advice(path: str) -> str:
         return "git on the host now uses it: check .git/config and .git/hooks before running git there"
     if top == ".git" and ("/hooks/" in f"/{path}/" or path.endswith("/hooks")):
         return "git runs hooks on the host: check it before your next git command"
+    if top == ".git" and path.rpartition("/")[2] in ("commondir", "gitdir"):
+        return ("git on the host reads config and hooks from the directory it names: check it, and that "
+                "directory's config and hooks, before your next git command")
     if top == ".git":
         return ("git on the host obeys it (core.fsmonitor, core.hooksPath, aliases, filters run commands): "
                 "check it before your next git command")

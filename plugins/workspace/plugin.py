@@ -4,8 +4,10 @@
   workspace is mounted read-only over itself, and a ``.git`` directory gets a
   mount of its own so it cannot be renamed or replaced (:func:`protected_mounts`).
 * Before each start, the files that can make the host run code are
-  fingerprinted; when cci ends the session it prints one warning per such file
-  that changed or appeared, and clears setuid/setgid bits in the workspace.
+  fingerprinted and the time is noted; when cci ends the session it prints one
+  warning per such file that changed or appeared, and walks the workspace once:
+  it clears setuid/setgid bits and warns about each ``.git`` below the top that
+  changed since the start (:mod:`.sweep`).
 
 What this does and does not protect: docs/security.md.
 """
@@ -13,6 +15,7 @@ What this does and does not protect: docs/security.md.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,6 +91,20 @@ def baseline_file(container: str) -> Path:
     return default_root() / "workspace-guard" / f"{container}.json"
 
 
+def file_clock(directory: Path) -> int:
+    """The time the kernel stamps on a file changed now (a new file's ``st_ctime_ns`` in ``directory``): a file
+    changed from now on has that change time or a later one (the kernel's file clock ticks coarser than
+    :func:`time.time_ns`)."""
+    import tempfile
+
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory) as probe:
+            return os.fstat(probe.fileno()).st_ctime_ns
+    except OSError:
+        return time.time_ns() - 1_000_000_000  # a tick is a jiffy, at most 10 ms: a second is ample
+
+
 @hookimpl
 def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> None:
     """Mount the protected paths (a first start only) and record the watched files as they are."""
@@ -108,35 +125,46 @@ def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> No
             container.configure({}, mounts)
             container.set_labels({LABEL: ",".join(mount.device for mount in mounts)})
     paths = watched_paths(protected)
-    replace_private_json(baseline_file(container.name), {
-        "workspace": str(ctx.workspace), "session": ctx.session_id, "paths": paths,
+    baseline = baseline_file(container.name)
+    started = file_clock(baseline.parent)
+    replace_private_json(baseline, {
+        "workspace": str(ctx.workspace), "session": ctx.session_id, "paths": paths, "started_ns": started,
         "fingerprint": fingerprint(ctx.workspace, paths)})
 
 
 @hookimpl
 def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], None]) -> None:
-    """Warn about each watched file that changed since the start; clear setuid/setgid bits in the workspace."""
+    """Warn about each watched file and nested ``.git`` that changed since the start; clear setuid/setgid bits in
+    the workspace."""
     from cci_builtin_plugins.workspace.fingerprint import advice, changes, fingerprint
-    from cci_builtin_plugins.workspace.setuid import clear_setuid
+    from cci_builtin_plugins.workspace.sweep import sweep
     from cci_core.private_files import read_json
 
     path = baseline_file(ctx.container_name)
     start = read_json(path)
+    started = None
     if isinstance(start, dict) and start.get("workspace") == str(ctx.workspace) and \
             isinstance(start.get("paths"), list) and isinstance(start.get("fingerprint"), dict):
         now = fingerprint(ctx.workspace, [str(item) for item in start["paths"]])
         for changed, how in changes(start["fingerprint"], now):
             report(f"workspace file {changed} was {how} during session {ctx.container_name}: {advice(changed)}")
+        if isinstance(start.get("started_ns"), int):
+            started = start["started_ns"]
     try:
         os.unlink(path)
     except OSError:
         pass
-    setuid = clear_setuid(ctx.workspace)
-    for cleared in setuid.cleared:
+    found = sweep(ctx.workspace, started)
+    for git, members in found.git:
+        inside = f" ({', '.join(members)})" if members else ""
+        report(f"workspace git directory {git} was created or changed during session {ctx.container_name}{inside}: "
+               "git on the host runs what its config and hooks say, in that directory and from a 'git status' at "
+               "the top: check them, and where a .git file or link points, before your next git command")
+    for cleared in found.cleared:
         report(f"cleared the setuid/setgid bit of workspace file {cleared} (set in the container: anyone who "
                "can reach it could have run it as you)")
-    for left in setuid.left:
+    for left in found.left:
         report(f"workspace file {left} is setuid/setgid and not yours: cci cannot clear it; remove it "
                "(e.g. sudo rm) before anyone runs it")
-    for skipped in setuid.skipped:
-        report(f"could not check workspace directory {skipped} for setuid files")
+    for skipped in found.skipped:
+        report(f"could not check workspace directory {skipped} for setuid files and git directories")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from cci_builtin_plugins.incus.mount_check import mismatches, nested_devices, parse_mountinfo
 from cci_builtin_plugins.workspace import plugin as guard
 from cci_builtin_plugins.workspace.fingerprint import advice, changes, fingerprint
-from cci_builtin_plugins.workspace.setuid import clear_setuid
+from cci_builtin_plugins.workspace.sweep import sweep
 from cci_core.config import load_config
 from cci_core.context import LaunchContext
 from cci_core.errors import ConfigError
@@ -139,6 +140,7 @@ def test_fingerprints_never_open_fifos_nor_follow_links(tmp_path: Path) -> None:
 
 
 def test_nested_git_dirs_report_configs_and_hooks_not_objects(tmp_path: Path) -> None:
+    make_repo(tmp_path)
     module = tmp_path / ".git/modules/lib"
     (module / "hooks").mkdir(parents=True)
     (module / "objects/ab").mkdir(parents=True)
@@ -146,13 +148,17 @@ def test_nested_git_dirs_report_configs_and_hooks_not_objects(tmp_path: Path) ->
     (module / "objects/ab/cdef").write_text("blob")
     (module / "HEAD").write_text("ref: refs/heads/main\n")
     (module / "hooks/post-checkout").write_text("#!/bin/sh\n")
-    assert set(fingerprint(tmp_path, [".git/modules"])) == {
-        ".git/modules", ".git/modules/lib/config", ".git/modules/lib/hooks/post-checkout"}
+    (module / "ORIG_HEAD").write_text("1\n")
+    (module / "config.lock").write_text("")
+    assert set(fingerprint(tmp_path, [".git"])) == {
+        ".git", ".git/config", ".git/hooks", ".git/modules", ".git/modules/lib", ".git/modules/lib/config",
+        ".git/modules/lib/hooks", ".git/modules/lib/hooks/post-checkout"}
 
 
 def test_advice_names_what_runs_the_file() -> None:
     assert "git runs hooks" in advice(".git/hooks/pre-commit")
     assert "core.fsmonitor" in advice(".git/config") and "core.fsmonitor" in advice(".git/modules/x/config")
+    assert "reads config and hooks from the directory it names" in advice(".git/commondir")
     assert "direnv" in advice(".envrc")
     assert "editor" in advice(".vscode/tasks.json")
 
@@ -175,7 +181,7 @@ def test_session_end_reports_each_change_once_and_forgets_the_start(tmp_path: Pa
     assert reported == []
 
 
-# -- setuid --------------------------------------------------------------------------------------------
+# -- setuid (the end-of-session sweep) ------------------------------------------------------------------
 
 
 def test_setuid_and_setgid_bits_are_cleared_on_files_only(tmp_path: Path) -> None:
@@ -186,18 +192,18 @@ def test_setuid_and_setgid_bits_are_cleared_on_files_only(tmp_path: Path) -> Non
     (tmp_path / "a").chmod(0o2775)  # a setgid directory is how shared groups work: left alone
     os.mkfifo(tmp_path / "fifo", 0o644)
     (tmp_path / "link").symlink_to("/usr/bin/passwd")  # setuid on the host: never followed
-    report = clear_setuid(tmp_path)
+    report = sweep(tmp_path)
     assert sorted(report.cleared) == ["a/b/suid", "sgid"] and report.left == [] and report.skipped == []
     assert stat.S_IMODE((tmp_path / "a/b/suid").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "sgid").stat().st_mode) == 0o711
     assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o2775
-    assert clear_setuid(tmp_path).cleared == []
+    assert sweep(tmp_path).cleared == []
 
 
 def test_setuid_files_of_another_owner_are_reported_not_touched(tmp_path: Path) -> None:
     (tmp_path / "x").write_text("x")
     (tmp_path / "x").chmod(0o4755)
-    report = clear_setuid(tmp_path, owner=os.geteuid() + 1)
+    report = sweep(tmp_path, owner=os.geteuid() + 1)
     assert report.left == ["x"] and report.cleared == []
     assert (tmp_path / "x").stat().st_mode & stat.S_ISUID
 
@@ -301,4 +307,146 @@ def test_directories_too_deep_to_walk_are_reported(tmp_path: Path, monkeypatch: 
     (tmp_path / "a/b/c/d/x").write_text("x")
     (tmp_path / "a/b/c/d/x").chmod(0o4755)
     reported = session_end_report(tmp_path, slot=4)
-    assert reported == ["could not check workspace directory a/b/c for setuid files"]
+    assert reported == ["could not check workspace directory a/b/c for setuid files and git directories"]
+
+
+# -- what the red-team review found (docs/security.md) ----------------------------------------------------
+
+
+def start_session(workspace: Path, slot: int) -> LaunchContext:
+    """A session of ``workspace`` whose start the guard recorded, once the kernel's file clock (coarser than
+    the guard's own) has ticked past the files made before."""
+    made = max((os.lstat(os.path.join(top, name)).st_ctime_ns for top, dirs, files in os.walk(workspace)
+                for name in (*dirs, *files)), default=0)
+    deadline = time.monotonic() + 5
+    while guard.file_clock(workspace.parent) <= made:
+        assert time.monotonic() < deadline, "the file clock did not tick"
+    ctx = LaunchContext(config=config_with(workspace, ""), workspace=workspace, container_name=f"cci-0-{slot}",
+                        slot=slot, session_id="s", persistent=False, image="cci")
+    guard.cci_pre_start(ctx=ctx, container=FakeContainer(ctx.container_name), restart=False)
+    return ctx
+
+
+def end_session(ctx: LaunchContext) -> list[str]:
+    reported: list[str] = []
+    guard.cci_session_end(ctx=ctx, deleted=True, report=reported.append)
+    return reported
+
+
+def test_everything_git_obeys_in_the_top_git_directory_is_reported(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    for name in ("HEAD", "index", "description"):
+        (tmp_path / ".git" / name).write_text("x\n")
+    (tmp_path / ".git/objects/ab").mkdir(parents=True)
+    ctx = start_session(tmp_path, slot=5)
+    # what git does while working: not reported
+    (tmp_path / ".git/HEAD").write_text("ref: refs/heads/other\n")
+    (tmp_path / ".git/index").write_text("y\n")
+    (tmp_path / ".git/ORIG_HEAD").write_text("z\n")
+    (tmp_path / ".git/objects/ab/cdef").write_text("blob")
+    (tmp_path / ".git/refs/heads").mkdir(parents=True)
+    (tmp_path / ".git/refs/heads/other").write_text("1\n")
+    # what makes git on the host read config and hooks elsewhere: reported
+    (tmp_path / ".git/commondir").write_text("../.evil\n")
+    (tmp_path / ".git/config.worktree").write_text("[core]\n\tfsmonitor = x\n")
+    (tmp_path / ".git/info").mkdir()
+    (tmp_path / ".git/info/exclude").write_text("*\n")
+    (tmp_path / ".git/description").write_text("changed\n")
+    reported = [line.split(" during ")[0] for line in end_session(ctx)]
+    assert reported == [f"workspace file .git/{path} was created" for path in (
+        "commondir", "config.worktree")] + ["workspace file .git/description was changed"] + [
+        f"workspace file .git/{path} was created" for path in ("info", "info/exclude")]
+
+
+def test_a_nested_git_directory_or_git_file_made_or_changed_in_a_session_is_reported(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    (tmp_path / "old/.git/hooks").mkdir(parents=True)  # nested repositories the session leaves alone
+    (tmp_path / "old/.git/config").write_text("[core]\n")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib/.git").write_text("gitdir: ../.git/modules/lib\n")
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep/.git").write_text("gitdir: ../.git/modules/keep\n")
+    ctx = start_session(tmp_path, slot=6)
+    (tmp_path / "sub/.git/objects").mkdir(parents=True)
+    (tmp_path / "sub/.git/HEAD").write_text("ref: refs/heads/main\n")
+    (tmp_path / "sub/.git/config").write_text("[core]\n\tfsmonitor = touch /tmp/x\n")
+    (tmp_path / "lib/.git").write_text("gitdir: ../.evil\n")
+    (tmp_path / "deep/er").mkdir(parents=True)
+    (tmp_path / "deep/er/.git").symlink_to("../../.evil")
+    reported = end_session(ctx)
+    assert [line.split(" during ")[0] for line in reported] == [
+        "workspace git directory deep/er/.git was created or changed",
+        "workspace git directory lib/.git was created or changed",
+        "workspace git directory sub/.git was created or changed"], reported
+    assert "(config)" in reported[2] and "git on the host" in reported[2]
+
+
+def test_a_nested_git_directory_whose_config_or_hooks_changed_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "a/.git/hooks").mkdir(parents=True)
+    (tmp_path / "a/.git/config").write_text("[core]\n")
+    ctx = start_session(tmp_path, slot=7)
+    (tmp_path / "a/.git/config").write_text("[core]\n\thooksPath = /tmp\n")
+    (tmp_path / "a/.git/hooks/pre-commit").write_text("#!/bin/sh\n")
+    reported = end_session(ctx)
+    assert len(reported) == 1 and reported[0].startswith("workspace git directory a/.git was created or changed ")
+    assert "(config, hooks, hooks/pre-commit)" in reported[0], reported
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("[core]\n\thooksPath = tools-hooks ; set by make setup\n", ["tools-hooks"]),
+    ("[core]\n\thooksPath = tools-hooks # set by make setup\n", ["tools-hooks"]),
+    ('[include]\n\tpath = "../shared"".cfg"\n', ["shared.cfg"]),
+    ('[include]\n\tpath = "../sha;red.cfg" ; comment\n', ["sha;red.cfg"]),
+    ("[CORE]\n\tHOOKSPATH = hooks-dir\n", ["hooks-dir"]),
+    ("[core] hooksPath = same-line\n", ["same-line"]),
+    ("[core]\n\thooksPath = con\\\ntinued\n", ["continued"]),
+    ('[core]\n\thooksPath = "a\\"b"\n', ['a"b']),
+    ('[includeIf "gitdir:~/x/"]\n\tpath = ../c.cfg\n', ["c.cfg"]),
+    ('[includeIf "gitdir:\\"]x"]\n\tpath = ../d.cfg\n', ["d.cfg"]),
+    ('[include "sub"]\n\tpath = ../not-an-include\n[core.hooksPath]\n\tx = y\n', []),
+    ("# [core]\n; hooksPath = no\n[core]\n\thooksPath\n", []),
+])
+def test_git_config_is_read_as_git_reads_it(tmp_path: Path, config: str, expected: list[str]) -> None:
+    from cci_builtin_plugins.workspace.git_refs import referenced_paths
+
+    make_repo(tmp_path)
+    (tmp_path / ".git/config").write_text(config)
+    assert referenced_paths(tmp_path) == expected
+
+
+def test_includes_are_followed_within_the_workspace(tmp_path: Path) -> None:
+    from cci_builtin_plugins.workspace.git_refs import referenced_paths
+
+    make_repo(tmp_path)
+    (tmp_path / ".git/config").write_text("[include]\n\tpath = ../conf/a.cfg\n")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/a.cfg").write_text("[include]\n\tpath = b.cfg\n[include]\n\tpath = a.cfg\n")  # a loop
+    (tmp_path / "conf/b.cfg").write_text("[core]\n\thooksPath = ./hooks\n")
+    assert referenced_paths(tmp_path) == ["conf/a.cfg", "conf/b.cfg", "hooks"]
+
+
+def test_a_change_past_the_hashed_part_of_a_big_file_is_seen(tmp_path: Path) -> None:
+    from cci_builtin_plugins.workspace.fingerprint import HASH_LIMIT
+
+    (tmp_path / ".idea").mkdir()
+    big = tmp_path / ".idea/workspace.xml"
+    big.write_bytes(b"A" * (2 * HASH_LIMIT))
+    before = fingerprint(tmp_path, [".idea"])
+    info = big.stat()
+    with big.open("r+b") as handle:
+        handle.seek(HASH_LIMIT + 5)
+        handle.write(b"run")
+    os.utime(big, ns=(info.st_atime_ns, info.st_mtime_ns))  # what root in the container can do
+    assert changes(before, fingerprint(tmp_path, [".idea"])) == [(".idea/workspace.xml", "changed")]
+
+
+def test_a_change_past_the_described_entries_of_a_directory_is_seen(tmp_path: Path) -> None:
+    from cci_builtin_plugins.workspace.fingerprint import MAX_ENTRIES
+
+    (tmp_path / ".vscode").mkdir()
+    for index in range(MAX_ENTRIES + 50):
+        (tmp_path / f".vscode/f{index:05}.json").write_text("{}")
+    before = fingerprint(tmp_path, [".vscode"])
+    assert ".vscode/f00000.json" in before and f".vscode/f{MAX_ENTRIES + 10:05}.json" not in before
+    (tmp_path / f".vscode/f{MAX_ENTRIES + 10:05}.json").write_text('{"x": 1}')
+    assert [how for _path, how in changes(before, fingerprint(tmp_path, [".vscode"]))] == ["changed"]
