@@ -209,3 +209,26 @@ def test_root_that_unmounts_the_protection_is_still_reported_at_the_end(
     assert [line.split(" during ")[0] for line in result.stderr.splitlines()] == [
         "cci: warning: workspace file .git/config was changed",
         "cci: warning: workspace file .git/hooks/post-checkout was created"]
+
+
+def test_a_commondir_and_a_nested_repository_planted_for_the_hosts_git_are_reported(
+        workspace: Path, cci_environ: dict[str, str]) -> None:
+    """Host git reads config and hooks from where .git/commondir points, and a 'git status' at the top goes into a
+    nested repository the index names (a gitlink): neither is protected by a mount, both are reported."""
+    (workspace / "lib").mkdir()
+    (workspace / "lib/.git").write_text("gitdir: ../.git/modules/lib\n")  # a submodule's, from before the session
+    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(workspace / "lib")], check=True)
+    result = cci_run(workspace, cci_environ, """
+        sudo sh -c 'mkdir -p .evil/objects .evil/refs && printf "[core]\\n\\tfsmonitor = true\\n" > .evil/config &&
+                    echo ../.evil > .git/commondir'; echo commondir=$?
+        mkdir -p sub/.git/objects sub/.git/refs && echo "ref: refs/heads/main" > sub/.git/HEAD &&
+            printf "[core]\\n\\tfsmonitor = true\\n" > sub/.git/config; echo nested=$?
+        echo "gitdir: ../.evil" > lib/.git; echo gitfile=$?
+    """)
+    assert (result.returncode, outcomes(result.stdout)) == (0, {"commondir": "0", "nested": "0", "gitfile": "0"}), \
+        result.stderr
+    assert [line.split(" during ")[0] for line in result.stderr.splitlines()] == [
+        "cci: warning: workspace file .git/commondir was created",
+        "cci: warning: workspace git directory lib/.git was created or changed",
+        "cci: warning: workspace git directory sub/.git was created or changed"], result.stderr
+    assert "(config)" in result.stderr.splitlines()[2]
