@@ -101,13 +101,19 @@ class PolicyNetwork(NamedTuple):
     subnet: str = ""
 
 
+#: the kind of a :class:`TreeEntry` that could not be read
+UNREADABLE = "unreadable"
+
+
 class TreeEntry(NamedTuple):
     """One entry of a directory tree read out of a container (:meth:`Container.read_tree`).
 
     Everything in it is the container's word, to be checked by the reader.
 
     :param path: relative to the tree's root, ``/``-separated; ``.`` is the root itself.
-    :param kind: ``file``, ``directory`` or ``symlink``: drivers pass no other kind.
+    :param kind: ``file``, ``directory`` or ``symlink``: drivers pass no other kind, but
+        :data:`UNREADABLE`: an entry, with what is below it, that the driver could not read
+        (a path too long, too deep, refused by the container's file server); it is left out.
     :param size: a file's size in bytes.
     :param target: a symlink's target, as stored.
     :param data: a file's content, to be read before the next entry is asked for; None when

@@ -192,6 +192,10 @@ def cci_post_exit_save(ctx: LaunchContext, container: Container) -> None:
 def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], None]) -> None:
     """Clean up after a session: the container is gone (``deleted``) or kept for reuse.
 
+    Called once the session's container has stopped, even when its save failed:
+    the container is then kept (``deleted`` False) for a later command to retry
+    the save, which calls this hook again. So it must be idempotent.
+
     :param ctx: the ended session.
     :param deleted: whether the container was deleted.
     :param report: prints one line the user should read (a warning) with the command's output.

@@ -400,6 +400,13 @@ class SessionManager:
         The first process to move the session to ``ending`` does the work; any
         other returns False at once. ``delete`` overrides the session's mode
         (``cci kill`` deletes persistent containers too).
+
+        Once the container has stopped the session has ended, whatever becomes of its
+        save, and the ``cci_session_end`` hooks run (the workspace guard's report and
+        setuid clearing). A save that fails (Incus unreachable, the host's disk full,
+        the tool's plugin gone: never what the container holds) keeps the container
+        for the next command to retry, and raises; with ``delete`` (``cci kill``) the
+        session is ended all the same, with a warning, and its last save stays.
         """
         labels = container.labels()
         state = labels.get("state", "")
@@ -408,17 +415,33 @@ class SessionManager:
         if not container.compare_and_set_labels({"state": state}, {"state": ENDING, "launcher": launcher_id(),
                                                                    "previous": state}):
             return False
+        # handed back when the session is not ended now (to its own cci process, if it has one that still runs:
+        # a 'cci run'), so that a later command retries
+        handed_back = {"state": state, "launcher": labels.get("launcher", "")}
+        failure: CciError | None = None
         try:
-            ctx = self.context(container.name, labels)
             if container.status() != "stopped":
                 self._stop(container, force=force, timeout=timeout)
-            if state == RUNNING:  # a saved session was saved when it ended; a launch never ran the tool
-                self.plugins.hook.cci_post_exit_save(ctx=ctx, container=container)
+            try:
+                ctx = self.context(container.name, labels)
+            except CciError as exc:  # the tool's plugin is gone: nothing can save its state
+                ctx = self.context(container.name, {**labels, "tool": ""})
+                failure = exc if state == RUNNING else None
+            if failure is None and state == RUNNING:  # a saved session was saved when it ended; a launch never ran
+                try:
+                    self.plugins.hook.cci_post_exit_save(ctx=ctx, container=container)
+                except CciError as exc:
+                    failure = exc
         except BaseException:
-            # nothing is deleted unsaved: hand the session back (to its own cci process, if it has one that
-            # still runs: a 'cci run') so that a later command retries
-            container.set_labels({"state": state, "launcher": labels.get("launcher", "")})
+            container.set_labels(handed_back)  # not stopped, or interrupted: nothing has ended
             raise
+        if failure is not None and not delete:
+            container.set_labels(handed_back)  # nothing is deleted unsaved
+            self.plugins.hook.cci_session_end(ctx=ctx, deleted=False, report=self._report)
+            raise failure
+        if failure is not None:
+            self._report(f"the session in {container.name} could not be saved ({failure}); it is ended all the "
+                         "same, its last save is kept")
         deleted = (not ctx.persistent) if delete is None else delete
         if deleted:
             container.delete()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
-from cci_core.driver import TreeEntry, TreeLimits, TreeReadError
+from cci_core.driver import UNREADABLE, TreeEntry, TreeLimits, TreeReadError
 from cci_core.host_files import SafeDirectory, SparseWriter
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ class CopyReport:
     dropped: list[str] = field(default_factory=list)  # held a secret, or unreadable JSON naming a secret key
     stripped: list[str] = field(default_factory=list)  # JSON files whose secret keys were removed
     refused: int = 0  # odd names, duplicates, links leading out
+    unreadable: list[str] = field(default_factory=list)  # entries (with what is below) the driver could not read
     truncated: bool = False  # stopped at MAX_TOTAL or MAX_ENTRIES
     written: int = 0
 
@@ -145,6 +146,9 @@ class _Writer:
 
     def add(self, entry: TreeEntry) -> bool:
         """Write one entry; False once the copy must stop."""
+        if entry.kind == UNREADABLE:
+            self.report.unreadable.append(entry.path)
+            return True
         parts = _parts(entry.path)
         if not parts:  # leads out, or a second root
             self.report.refused += 1

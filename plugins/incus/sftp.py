@@ -76,8 +76,20 @@ class SFTPError(APIError):
     """An SFTP request failed: refused, not answered in time, or the connection broke."""
 
 
-class SFTPNotFound(SFTPError, APINotFound):
+class SFTPRefused(SFTPError):
+    """The server answered a request about one path with a failure (too long a name, a loop, an I/O error...):
+    that path cannot be read, the session goes on."""
+
+
+class SFTPNotFound(SFTPRefused, APINotFound):
     """No such file."""
+
+
+class Refused(NamedTuple):
+    """A file of :meth:`SFTPSession.open_files` that the server refused to open or read (see :class:`SFTPRefused`)."""
+
+    path: str
+    reason: str
 
 
 class SFTPSession:
@@ -121,18 +133,20 @@ class SFTPSession:
         (name, _rest), = _names(payload)
         return name
 
-    def listdir(self, path: str) -> list[tuple[str, Attributes]]:
-        """The entries of directory ``path`` (without ``.`` and ``..``), each with its attributes."""
+    def listdir(self, path: str) -> Iterator[tuple[str, Attributes]]:
+        """The entries of directory ``path`` (without ``.`` and ``..``), each with its attributes, as the server
+        sends them: one answer's worth at a time, never the whole listing in memory. The directory's handle is
+        closed when the iterator ends or is closed (use :func:`contextlib.closing` when it may not be exhausted).
+        """
         handle = _handle(self._expect(_HANDLE, self._call(_OPENDIR, _string(path)), path))
-        entries: list[tuple[str, Attributes]] = []
         try:
             while True:
                 kind, payload = self._call(_READDIR, _string(handle))
                 if kind == _STATUS and _status(payload)[0] == _EOF:
-                    return entries
+                    return
                 for name, attributes in _names(self._expect(_NAME, (kind, payload), path)):
                     if name not in (".", ".."):
-                        entries.append((name, attributes))
+                        yield name, attributes
         finally:
             self.close_handle(handle)
 
@@ -146,37 +160,57 @@ class SFTPSession:
         return _attributes(self._expect(_ATTRS, self._call(_FSTAT, _string(handle)), path))
 
     @contextlib.contextmanager
-    def open_files(self, paths: Sequence[str]) -> Iterator[list[OpenFile | None]]:
+    def open_files(self, paths: Sequence[str]) -> Iterator[list[OpenFile | Refused | None]]:
         """``paths`` opened with their requests in flight together (one round trip for each step of all of them):
         the opens, an ``fstat`` of each, then one read of each file smaller than :data:`CHUNK`.
 
-        Gives one item per path, None for one that is gone or is not a regular file
-        (swapped meanwhile); the handles are closed afterwards.
+        Gives one item per path: None for one that is gone or is not a regular file
+        (swapped meanwhile), :class:`Refused` for one the server would not open or
+        read (a name too long, say); the handles are closed afterwards.
         """
         opens = {self._send(_OPEN, _string(path) + struct.pack(">II", _READ_ONLY, 0)): index
                  for index, path in enumerate(paths)}
         handles: dict[int, bytes] = {}
+        refused: dict[int, Refused] = {}
+
+        def answered(kind: int, answer: tuple[int, bytes], index: int) -> bytes | None:
+            try:
+                return self._expect(kind, answer, paths[index])
+            except SFTPNotFound:  # removed meanwhile
+                return None
+            except SFTPRefused as exc:
+                refused[index] = Refused(paths[index], exc.detail)
+                return None
+
         try:
             for request, answer in self._collect(set(opens)).items():
-                with contextlib.suppress(SFTPNotFound):  # removed meanwhile
-                    handles[opens[request]] = _handle(self._expect(_HANDLE, answer, paths[opens[request]]))
+                if (payload := answered(_HANDLE, answer, opens[request])) is not None:
+                    handles[opens[request]] = _handle(payload)
             stats = {self._send(_FSTAT, _string(handle)): index for index, handle in handles.items()}
             sizes: dict[int, int] = {}
             for request, answer in self._collect(set(stats)).items():
-                attributes = _attributes(self._expect(_ATTRS, answer, paths[stats[request]]))
-                if attributes.kind == "file":
-                    sizes[stats[request]] = attributes.size
+                if (payload := answered(_ATTRS, answer, stats[request])) is not None:
+                    attributes = _attributes(payload)
+                    if attributes.kind == "file":
+                        sizes[stats[request]] = attributes.size
             reads = {self._send(_READ, _string(handles[index]) + struct.pack(">QI", 0, CHUNK)): index
                      for index, size in sizes.items() if size < CHUNK}
             contents: dict[int, bytes] = {}
             for request, answer in self._collect(set(reads)).items():
-                data = self._data(answer, paths[reads[request]])
+                index = reads[request]
+                try:
+                    data = self._data(answer, paths[index])
+                except SFTPRefused as exc:
+                    refused[index] = Refused(paths[index], exc.detail)
+                    del sizes[index]
+                    continue
                 if len(data) < CHUNK:
-                    contents[reads[request]] = data
+                    contents[index] = data
                 else:  # grew meanwhile
-                    sizes[reads[request]] = len(data)
+                    sizes[index] = len(data)
             yield [OpenFile(path, handles[index], len(contents[index]) if index in contents else sizes[index],
-                            contents.get(index)) if index in sizes else None for index, path in enumerate(paths)]
+                            contents.get(index)) if index in sizes else refused.get(index)
+                   for index, path in enumerate(paths)]
         finally:
             for handle in handles.values():
                 self.close_handle(handle)
@@ -255,7 +289,7 @@ class SFTPSession:
             return payload
         if got == _STATUS:
             code, message = _status(payload)
-            error = SFTPNotFound if code == _NO_SUCH_FILE else SFTPError
+            error = SFTPNotFound if code == _NO_SUCH_FILE else SFTPRefused
             raise error(self._action(path), 404 if code == _NO_SUCH_FILE else 500, message or f"SFTP status {code}")
         raise SFTPError(self._action(path), 500, f"unexpected SFTP answer {got}")
 

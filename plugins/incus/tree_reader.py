@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from cci_core.driver import TreeEntry, TreeLimits, TreeReadError
+from cci_core.driver import UNREADABLE, TreeEntry, TreeLimits, TreeReadError
 from cci_core.errors import NotFoundError
 from cci_builtin_plugins.incus.errors import APIError
 from cci_builtin_plugins.incus.rest import IncusAPI
@@ -300,8 +300,15 @@ class _Guarded:
 
 def sftp_entries(api: IncusAPI, instance: str, path: str, limits: TreeLimits,
                  deadline: float) -> Iterator[TreeEntry]:
-    """The tree walked over SFTP: one listing per directory (with types and sizes); only regular files opened."""
-    from cci_builtin_plugins.incus.sftp import SFTPError, SFTPNotFound, SFTPSession
+    """The tree walked over SFTP: listings streamed (with types and sizes); only regular files opened.
+
+    What the container's file server refuses to read (a path over the kernel's length
+    limit, a loop...) and directories over :data:`~cci_core.tree_copy.MAX_DEPTH` levels
+    down are passed as :data:`~cci_core.driver.UNREADABLE` entries, never read: what the
+    container holds cannot make the walk fail. Time and bytes are checked at every entry
+    and chunk.
+    """
+    from cci_builtin_plugins.incus.sftp import SFTPError, SFTPNotFound, SFTPRefused, SFTPSession
 
     try:
         with SFTPSession(api, instance, timeout=limits.idle) as session:
@@ -309,35 +316,12 @@ def sftp_entries(api: IncusAPI, instance: str, path: str, limits: TreeLimits,
                 root = session.lstat(path)
             except SFTPNotFound:
                 raise NotFoundError(f"{instance}:{path} does not exist") from None
+            except SFTPRefused as exc:
+                raise TreeReadError(f"{instance}:{path} cannot be read: {exc.detail}") from None
             if root.kind != "directory":
                 return
             yield TreeEntry(".", "directory", root.mode & 0o7777)
-            pending = [""]
-            while pending:
-                relative = pending.pop()
-                if time.monotonic() > deadline:
-                    raise TreeReadError(f"reading {instance}:{path} took over {limits.timeout:.0f} s")
-                try:
-                    listing = session.listdir(posixpath.join(path, relative))
-                except SFTPNotFound:
-                    continue  # removed meanwhile
-                files: list[tuple[str, str, int]] = []
-                for name, attributes in sorted(listing):
-                    inside = posixpath.join(relative, name) if relative else name
-                    full = posixpath.join(path, inside)
-                    mode = attributes.mode & 0o7777
-                    if attributes.kind == "directory":
-                        yield TreeEntry(inside, "directory", mode)
-                        pending.append(inside)
-                    elif attributes.kind == "symlink":
-                        with contextlib.suppress(SFTPNotFound):
-                            yield TreeEntry(inside, "symlink", target=session.readlink(full))
-                    elif attributes.kind == "file" and attributes.size > limits.max_file:
-                        yield TreeEntry(inside, "file", mode, attributes.size)
-                    elif attributes.kind == "file":
-                        files.append((inside, full, mode))
-                for start in range(0, len(files), _BATCH):
-                    yield from _sftp_files(session, files[start:start + _BATCH], limits)
+            yield from _Walk(session, path, limits, deadline).entries()
     except SFTPError as exc:
         if exc.status == 504:  # no answer in time
             raise TreeReadError(str(exc)) from None
@@ -348,33 +332,112 @@ def sftp_entries(api: IncusAPI, instance: str, path: str, limits: TreeLimits,
 _BATCH = 64
 
 
-def _sftp_files(session: SFTPSession, files: list[tuple[str, str, int]], limits: TreeLimits) -> Iterator[TreeEntry]:
-    """Regular files (by their listing) read with their requests in flight together (one swapped for something
-    else meanwhile is skipped)."""
-    with session.open_files([full for _inside, full, _mode in files]) as opened:
-        for (inside, full, mode), file in zip(files, opened):
-            if file is None:
-                continue
-            if file.content is not None:
-                yield TreeEntry(inside, "file", mode, file.size, data=io.BytesIO(file.content))
-            elif file.size > limits.max_file:
-                yield TreeEntry(inside, "file", mode, file.size)
-            else:
-                chunks = session.chunks(file.handle, full, file.size)
-                yield TreeEntry(inside, "file", mode, file.size, data=_Chunks(chunks))
+class _Walk:
+    """One walk over an SFTP session, within its limits."""
+
+    def __init__(self, session: SFTPSession, path: str, limits: TreeLimits, deadline: float) -> None:
+        self.session, self.path, self.limits, self.deadline = session, path, limits, deadline
+        self.received = 0
+
+    def entries(self) -> Iterator[TreeEntry]:
+        """Everything below the root, depth first; a directory's entries as its listing streams in."""
+        from cci_builtin_plugins.incus.sftp import SFTPNotFound, SFTPRefused
+
+        pending = [""]
+        while pending:
+            relative = pending.pop()
+            try:
+                yield from self._directory(relative, pending)
+            except SFTPNotFound:
+                continue  # removed meanwhile
+            except SFTPRefused:  # the listing itself cannot be read (what it gave so far is passed)
+                yield TreeEntry(relative or ".", UNREADABLE)
+
+    def _directory(self, relative: str, pending: list[str]) -> Iterator[TreeEntry]:
+        from cci_builtin_plugins.incus.sftp import SFTPNotFound, SFTPRefused
+
+        from cci_core.tree_copy import MAX_DEPTH
+
+        depth = relative.count("/") + 2 if relative else 1  # of the entries listed
+        files: list[tuple[str, str, int]] = []
+        directory = posixpath.join(self.path, relative) if relative else self.path
+        with contextlib.closing(self.session.listdir(directory)) as listing:
+            for name, attributes in listing:
+                self.check()
+                inside = posixpath.join(relative, name) if relative else name
+                full = posixpath.join(self.path, inside)
+                mode = attributes.mode & 0o7777
+                if attributes.kind == "directory" and depth >= MAX_DEPTH:
+                    yield TreeEntry(inside, UNREADABLE)  # too deep: a copy would refuse what it holds
+                elif attributes.kind == "directory":
+                    yield TreeEntry(inside, "directory", mode)
+                    pending.append(inside)
+                elif attributes.kind == "symlink":
+                    try:
+                        target = self.session.readlink(full)
+                    except SFTPNotFound:
+                        continue
+                    except SFTPRefused:
+                        yield TreeEntry(inside, UNREADABLE)
+                        continue
+                    yield TreeEntry(inside, "symlink", target=target)
+                elif attributes.kind == "file" and attributes.size > self.limits.max_file:
+                    yield TreeEntry(inside, "file", mode, attributes.size)
+                elif attributes.kind == "file":
+                    files.append((inside, full, mode))
+                    if len(files) == _BATCH:
+                        yield from self._files(files)
+                        files = []
+        yield from self._files(files)
+
+    def _files(self, files: list[tuple[str, str, int]]) -> Iterator[TreeEntry]:
+        """Regular files (by their listing) read with their requests in flight together (one swapped for
+        something else meanwhile is skipped, one the server refuses is passed as unreadable)."""
+        from cci_builtin_plugins.incus.sftp import Refused
+
+        if not files:
+            return
+        with self.session.open_files([full for _inside, full, _mode in files]) as opened:
+            for (inside, full, mode), file in zip(files, opened):
+                self.check()
+                if file is None:
+                    continue
+                if isinstance(file, Refused):
+                    yield TreeEntry(inside, UNREADABLE)
+                elif file.content is not None:
+                    self.take(len(file.content))
+                    yield TreeEntry(inside, "file", mode, file.size, data=io.BytesIO(file.content))
+                elif file.size > self.limits.max_file:
+                    yield TreeEntry(inside, "file", mode, file.size)
+                else:
+                    chunks = self.session.chunks(file.handle, full, file.size)
+                    yield TreeEntry(inside, "file", mode, file.size, data=_Chunks(chunks, self))
+
+    def check(self) -> None:
+        """Raise :class:`TreeReadError` once the walk's time is up."""
+        if time.monotonic() > self.deadline:
+            raise TreeReadError(f"reading the tree took over {self.limits.timeout:.0f} s")
+
+    def take(self, size: int) -> None:
+        """Count ``size`` bytes of content taken in; raise :class:`TreeReadError` over the limit, or late."""
+        self.received += size
+        if self.received > self.limits.max_bytes:
+            raise TreeReadError(f"the container sent over {self.limits.max_bytes >> 20} MiB")
+        self.check()
 
 
 class _Chunks:
-    """An iterator of chunks read as a file."""
+    """An iterator of a file's chunks read as a file; each chunk counted by the walk (bytes, time). A read the
+    server refuses midway is :class:`TreeReadError`."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
+    def __init__(self, chunks: Iterator[bytes], walk: _Walk) -> None:
+        self._chunks, self._walk = chunks, walk
         self._buffer = b""
 
     def read(self, size: int = -1) -> bytes:
         parts, length = [self._buffer], len(self._buffer)
         while size is None or size < 0 or length < size:
-            chunk = next(self._chunks, b"")
+            chunk = self._next()
             if not chunk:
                 break
             parts.append(chunk)
@@ -384,3 +447,13 @@ class _Chunks:
             size = len(data)
         data, self._buffer = data[:size], data[size:]
         return data
+
+    def _next(self) -> bytes:
+        from cci_builtin_plugins.incus.sftp import SFTPRefused
+
+        try:
+            chunk = next(self._chunks, b"")
+        except SFTPRefused as exc:
+            raise TreeReadError(f"a file of the container could not be read: {exc.detail}") from None
+        self._walk.take(len(chunk))
+        return chunk

@@ -87,8 +87,11 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
     """Copy the tool's state directory out of the container (running or stopped), credentials left out.
 
     The copy is filtered while it streams, before anything is written (see
-    :mod:`cci_core.tree_copy`). A copy that cannot finish within its bounds is
-    abandoned with a warning: the last save stays, and None is returned.
+    :mod:`cci_core.tree_copy`). Entries the container's side cannot read are left
+    out with a warning. A copy that cannot finish within its bounds is abandoned
+    with a warning: the last save stays, and None is returned. Only what is not the
+    container's doing fails a save: Incus unreachable, the container gone, the host's
+    disk full.
     """
     from cci_core.driver import TreeReadError
     from cci_core.session_store import SavedSession, SessionStore
@@ -106,6 +109,8 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
         try:
             with container.read_tree(source, LIMITS) as entries:
                 reports.append(copy_tree(entries, copy, policy, source=source))
+            if reports[-1].unreadable:
+                container.status()  # left out because the container itself went away: this raises
         except NotFoundError:
             container.status()  # the container itself is gone: this raises, and the last save stays
             shutil.rmtree(copy, ignore_errors=True)  # the directory went away while it was copied
@@ -127,7 +132,7 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
 
 
 def _warn_about(session_id: str, report: CopyReport) -> None:
-    from cci_core.tree_copy import MAX_FILE, MAX_TOTAL, printable
+    from cci_core.tree_copy import MAX_DEPTH, MAX_FILE, MAX_TOTAL, printable
 
     def names(paths: list[str]) -> str:
         shown = ", ".join(printable(path) for path in paths[:5])
@@ -139,6 +144,10 @@ def _warn_about(session_id: str, report: CopyReport) -> None:
     if report.dropped:
         warn(f"session {session_id}: {len(report.dropped)} file(s) holding a credential not saved: "
              f"{names(report.dropped)}")
+    if report.unreadable:
+        warn(f"session {session_id}: {len(report.unreadable)} entr{'y' if len(report.unreadable) == 1 else 'ies'} "
+             f"that could not be read (too long a path, over {MAX_DEPTH} levels down, refused) not saved, "
+             f"with what is below them: {names(report.unreadable)}")
     if report.truncated:
         warn(f"session {session_id}: the save stopped at its bound ({MAX_TOTAL >> 20} MiB); the files after "
              "that point were not saved")

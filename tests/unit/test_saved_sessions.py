@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import stat
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from cci_core import hookimpl
 from cci_core.config import Override, load_config
 from cci_core.context import LaunchContext
+from cci_core.driver import UNREADABLE, TreeEntry
 from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_core.plugin_manager import load_plugins
 from cci_core.session import RUNNING, LaunchRequest, SessionManager
@@ -217,6 +220,39 @@ def test_a_container_gone_before_the_save_leaves_the_last_save_as_it_was(tmp_pat
     assert (saved.path / "demo" / "history").read_bytes() == b"turn 1"
 
 
+class UnreadableEntries(FakeContainer):
+    """A container whose file server cannot read some of the state directory (a path over PATH_MAX, say)."""
+
+    gone = False
+
+    @contextlib.contextmanager
+    def read_tree(self, path, limits):  # type: ignore[no-untyped-def]
+        long = "/".join(["d" * 200] * 25)
+        yield iter([TreeEntry(".", "directory", 0o700),
+                    TreeEntry("history", "file", 0o600, 6, data=io.BytesIO(b"turn 2")),
+                    TreeEntry(long, UNREADABLE), TreeEntry("x/link", UNREADABLE)])
+
+    def status(self) -> str:
+        if self.gone:
+            raise NotFoundError("Instance not found")
+        return "stopped"
+
+
+def test_what_the_container_cannot_read_is_left_out_with_a_warning_unless_the_container_went_away(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    container = UnreadableEntries("cci-0-1")
+    saved = state.save_state(context(tmp_path), container)
+    assert saved is not None and (saved.path / "demo" / "history").read_bytes() == b"turn 2"
+    warning = capsys.readouterr().err
+    assert "session s1: 2 entries that could not be read (too long a path, over 128 levels down, refused) " \
+           "not saved, with what is below them: dddd" in warning and ", x/link" in warning
+    assert len(warning) < 1000  # the names are cut short
+    container.gone = True
+    with pytest.raises(NotFoundError):
+        state.save_state(context(tmp_path), container)
+    assert (saved.path / "demo" / "history").read_bytes() == b"turn 2"
+
+
 class PlantedLinks(FakeContainer):
     """A container whose agent made links to host paths in the state directory (or made it one)."""
 
@@ -371,6 +407,51 @@ def test_a_failed_save_deletes_nothing_and_is_retried(tmp_path: Path) -> None:
     saver.fail = False
     assert sessions.reconcile() == [container.name]
     assert container.name not in sessions.driver.containers
+
+
+class Ends:
+    """Records each cci_session_end: the container, and whether it was deleted."""
+
+    def __init__(self) -> None:
+        self.ends: list[tuple[str, bool]] = []
+
+    @hookimpl
+    def cci_session_end(self, ctx, deleted, report):  # type: ignore[no-untyped-def]
+        self.ends.append((ctx.container_name, deleted))
+
+
+class DiskFull:
+    @hookimpl
+    def cci_post_exit_save(self, ctx, container):  # type: ignore[no-untyped-def]
+        raise CciError("disk full")
+
+
+def test_a_session_whose_save_fails_has_ended_and_cci_kill_ends_it_all_the_same(tmp_path: Path) -> None:
+    ends = Ends()
+    sessions = manager(tmp_path, DiskFull(), ends)
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path))
+    container.stop()  # powered off inside: the agent is done, whatever becomes of the save
+    warnings: list[str] = []
+    sessions.warn = warnings.append
+    assert sessions.reconcile() == []
+    assert container.labels()["state"] == RUNNING and container.name in sessions.driver.containers  # retried
+    assert ends.ends == [(container.name, False)]  # the workspace guard's report and setuid clearing ran
+    assert sessions.finish(container, force=True, delete=True)  # cci kill
+    assert container.name not in sessions.driver.containers
+    assert ends.ends == [(container.name, False), (container.name, True)]
+    assert "could not be saved (disk full); it is ended all the same, its last save is kept" in warnings[-1]
+
+
+def test_cci_kill_ends_a_session_whose_tool_plugin_is_gone(tmp_path: Path) -> None:
+    ends = Ends()
+    sessions = manager(tmp_path, ends)
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path))
+    container.set_labels({"tool": "uninstalled"})
+    with pytest.raises(CciError):
+        sessions.finish(container)
+    assert container.labels()["state"] == RUNNING and ends.ends == [(container.name, False)]
+    assert sessions.finish(container, force=True, delete=True)
+    assert container.name not in sessions.driver.containers and ends.ends[-1] == (container.name, True)
 
 
 def test_a_launch_taken_over_by_another_cci_is_left_to_it(tmp_path: Path) -> None:
