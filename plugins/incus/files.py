@@ -10,12 +10,14 @@ container may have made.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from cci_core.errors import CciError, UsageError
+from cci_core.tree_copy import MAX_DEPTH
 from cci_core.host_files import SafeDirectory, open_directory, open_parent
 from cci_builtin_plugins.incus.errors import APINotFound
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
@@ -144,13 +146,19 @@ class _TreeCopy:
     def __init__(self, instance: str, session: SFTPSession, root: str, on_skip: Callable[[str, str], None]) -> None:
         self.instance, self.session, self.root, self.on_skip = instance, session, root, on_skip
 
-    def copy(self, path: str, attributes: Attributes, into: SafeDirectory, name: str) -> None:
-        """Copy ``path`` (whose ``lstat`` is ``attributes``) to entry ``name`` of ``into``."""
+    def copy(self, path: str, attributes: Attributes, into: SafeDirectory, name: str, depth: int = 0) -> None:
+        """Copy ``path`` (whose ``lstat`` is ``attributes``, ``depth`` directories below the root) to entry
+        ``name`` of ``into``; directories more than :data:`MAX_DEPTH` levels down are skipped (each holds a
+        descriptor open while its entries are copied)."""
         kind = attributes.kind
-        if kind == "directory":
-            with into.directory(name, create=True, replace_link=True) as directory:
-                for child, child_attributes in sorted(self.session.listdir(path)):
-                    self._copy_child(str(PurePosixPath(path, child)), child_attributes, directory, child, path)
+        if kind == "directory" and depth > MAX_DEPTH:
+            self.on_skip(path, f"directory more than {MAX_DEPTH} levels down, not copied with what it holds")
+        elif kind == "directory":
+            with into.directory(name, create=True, replace_link=True) as directory, \
+                    contextlib.closing(self.session.listdir(path)) as listing:
+                for child, child_attributes in listing:
+                    self._copy_child(str(PurePosixPath(path, child)), child_attributes, directory, child, path,
+                                     depth + 1)
         elif kind == "symlink":
             target = self.session.readlink(path)
             if target == self.root or target.startswith(self.root.rstrip("/") + "/"):
@@ -161,9 +169,10 @@ class _TreeCopy:
         else:
             self.on_skip(path, kind)
 
-    def _copy_child(self, path: str, attributes: Attributes, into: SafeDirectory, name: str, parent: str) -> None:
+    def _copy_child(self, path: str, attributes: Attributes, into: SafeDirectory, name: str, parent: str,
+                    depth: int) -> None:
         try:
-            self.copy(path, attributes, into, name)
+            self.copy(path, attributes, into, name, depth)
         except APINotFound:
             # removed since the listing (a tool's temporary file): not copied. Unless the
             # directory, or the container, went away: reading it again raises then.

@@ -285,3 +285,17 @@ def test_push_never_reads_through_symlinks_planted_in_the_workspace(launched: st
                                      " && ! grep -r PRIVATE ws mine", cci_environ)
     assert listing == "\n".join(["mine", "mine/keys", "ws", "ws/dir", "ws/dir/keys", "ws/notes.txt", "ws/ssh",
                                  str(victim / "id_ed25519"), str(victim), str(victim)]) + "\n"
+
+
+def test_a_pull_of_a_tree_deeper_than_the_bound_copies_the_bound_and_says_what_it_skipped(
+        launched: str, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    in_container(launched, "p=/root/deep && for i in $(seq 700); do p=$p/d; done && mkdir -p $p && "
+                           "echo bottom > $p/f && echo top > /root/deep/top.txt", cci_environ)
+    result = cci_file("pull", "-r", f"{launched}:/root/deep", str(tmp_path / "copy"), env=cci_environ)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "copy" / "top.txt").read_text() == "top\n"
+    bound = tmp_path / "copy" / "/".join(["d"] * 128)
+    assert bound.is_dir() and not (bound / "d").exists()
+    [skipped] = result.stderr.splitlines()
+    assert skipped.startswith(f"cci: warning: skipped {launched}:/root/deep/d/d/") and \
+        "a directory more than 128 levels down, not copied with what it holds" in skipped
