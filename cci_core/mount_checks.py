@@ -15,8 +15,14 @@ if TYPE_CHECKING:
 
 #: directories of your home that hold credentials, or files your machine trusts and runs (``~/.local/bin``,
 #: ``~/.config/autostart``, systemd user units): never a workspace, nor inside one
-SENSITIVE_IN_HOME = (".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".config", ".local",
-                     ".password-store", ".pki", ".claude", ".codex")
+SENSITIVE_IN_HOME = (
+    # keys, tokens and browser sessions
+    ".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".password-store", ".pki", ".terraform.d", ".mozilla",
+    ".claude", ".codex",
+    # settings, programs and init scripts your machine runs: on PATH, at login, by your tools
+    ".config", ".local", "bin", ".cargo", ".rustup", ".npm", ".nvm", ".pyenv", ".gradle", ".m2", ".vscode",
+    ".vscode-server", ".ipython",
+)
 
 
 def check_mountable(directory: Path, kind: str = "workspace") -> None:

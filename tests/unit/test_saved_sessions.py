@@ -506,7 +506,8 @@ def test_a_workspace_holding_your_home_or_ccis_files_is_refused(where: str, isol
 
 
 @pytest.mark.parametrize("where", [".ssh", ".gnupg/private-keys-v1.d", ".aws", ".kube", ".docker", ".config",
-                                   ".local/bin", ".claude", ".codex", "link to .ssh"])
+                                   ".local/bin", ".claude", ".codex", "bin", ".cargo/bin", ".gradle/init.d",
+                                   ".vscode/extensions", ".ipython", "link to .ssh"])
 def test_a_workspace_in_your_credentials_or_trusted_directories_is_refused(where: str, isolated_env: Path) -> None:
     """The agent could read keys there, or plant ones (or programs) your machine trusts: refused as home is."""
     (isolated_env / ".ssh").mkdir()
@@ -516,9 +517,9 @@ def test_a_workspace_in_your_credentials_or_trusted_directories_is_refused(where
         workspace.symlink_to(isolated_env / ".ssh")
     workspace.mkdir(parents=True, exist_ok=True)
     sessions = manager(workspace)
-    with pytest.raises(UsageError, match=r"workspace .* (is in|holds) (~/\.[a-z]+|your cci config) .*the container would get it"):
+    with pytest.raises(UsageError, match=r"workspace .* (is in|holds) (~/\.?[a-z]+|your cci config) .*the container would get it"):
         sessions.launch(LaunchRequest(workspace))
-    with pytest.raises(UsageError, match=r"storage directory .* (is in|holds) (~/\.[a-z]+|your cci config)"):
+    with pytest.raises(UsageError, match=r"storage directory .* (is in|holds) (~/\.?[a-z]+|your cci config)"):
         manager(isolated_env / "projects").launch(LaunchRequest(isolated_env / "projects", storage=(workspace,)))
     assert sessions.driver.containers == {}
 
