@@ -58,11 +58,15 @@ def describe(info: os.stat_result, name: str, directory: SafeDirectory) -> str:
     return f"file {mode:o} {info.st_size} {digest} ctime {info.st_ctime_ns}"
 
 
+def git_state(relative: str, directory: bool) -> bool:
+    """Whether ``relative`` (a path in a git directory) is, or lies in, what git changes as it works."""
+    parts = relative.split("/")
+    return any(part in GIT_STATE for part in parts) or not directory and bool(_GIT_STATE_FILE.fullmatch(parts[-1]))
+
+
 def _git_state(path: str, directory: bool) -> bool:
-    """Whether ``path`` (in ``.git``) is, or lies in, what git changes as it works."""
-    parts = path.split("/")[1:]
-    return any(part in GIT_STATE for part in parts) or not directory and bool(
-        parts and _GIT_STATE_FILE.fullmatch(parts[-1]))
+    """:func:`git_state` for a path in the top ``.git``."""
+    return "/" in path and git_state(path.partition("/")[2], directory)
 
 
 def _prune_git_state(path: str) -> bool:

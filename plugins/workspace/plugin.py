@@ -155,8 +155,8 @@ def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], N
     except OSError:
         pass
     found = sweep(ctx.workspace, started)
-    for git, members in found.git:
-        inside = f" ({', '.join(members)})" if members else ""
+    for git, changed in found.git:
+        inside = f" ({changed})" if changed else ""
         report(f"workspace git directory {git} was created or changed during session {ctx.container_name}{inside}: "
                "git on the host runs what its config and hooks say, in that directory and from a 'git status' at "
                "the top: check them, and where a .git file or link points, before your next git command")

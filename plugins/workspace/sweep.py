@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from cci_builtin_plugins.workspace.nested_git import changed_since, is_nested_git
+from cci_builtin_plugins.workspace.nested_git import NestedGitChanges
 from cci_builtin_plugins.workspace.setuid import clear_privileges, is_privileged
 from cci_builtin_plugins.workspace.walk import walk
 from cci_core.host_files import SafeDirectory
@@ -17,12 +17,12 @@ from cci_core.host_files import SafeDirectory
 
 class SweepReport(NamedTuple):
     """What :func:`sweep` found: setuid files cleared and left, directories not walked, nested ``.git`` entries
-    changed since the start (each with what changed in it)."""
+    changed since the start (each with the names of what changed in it, or '')."""
 
     cleared: list[str]
     left: list[str]
     skipped: list[str]
-    git: list[tuple[str, list[str]]]
+    git: list[tuple[str, str]]
 
 
 def sweep(workspace: str | os.PathLike[str], since_ns: int | None = None, owner: int | None = None) -> SweepReport:
@@ -33,15 +33,16 @@ def sweep(workspace: str | os.PathLike[str], since_ns: int | None = None, owner:
     """
     owner = os.geteuid() if owner is None else owner
     report = SweepReport([], [], [], [])
+    nested = NestedGitChanges(since_ns) if since_ns is not None else None
     try:
         with SafeDirectory.at(workspace) as root:
             for entry in walk(root, device=os.fstat(root.fd).st_dev, skipped=report.skipped):
                 if is_privileged(entry):
                     (report.cleared if clear_privileges(entry, owner) else report.left).append(entry.path)
-                if since_ns is not None and is_nested_git(entry):
-                    members = changed_since(entry, since_ns)
-                    if members is not None:
-                        report.git.append((entry.path, members))
+                if nested is not None:
+                    nested.see(entry)
     except OSError:
         pass  # the workspace is gone: nothing to clear
+    if nested is not None:
+        report.git.extend(nested.report())
     return report

@@ -392,6 +392,24 @@ def test_a_nested_git_directory_whose_config_or_hooks_changed_is_reported(tmp_pa
     assert "(config, hooks, hooks/pre-commit)" in reported[0], reported
 
 
+def test_in_a_nested_git_directory_git_at_work_is_quiet_and_a_submodules_config_is_not(tmp_path: Path) -> None:
+    git = tmp_path / "a/.git"
+    for path in ("objects/ab", "refs/heads", "modules/m/objects"):
+        (git / path).mkdir(parents=True)
+    for path in ("HEAD", "index", "config", "modules/m/HEAD", "modules/m/index", "modules/m/config"):
+        (git / path).write_text("x\n")
+    ctx = start_session(tmp_path, slot=8)
+    for path in ("HEAD", "index", "objects/ab/cdef", "refs/heads/b", "modules/m/index", "modules/m/ORIG_HEAD",
+                 "modules/m/objects/pack", "modules/m/COMMIT_EDITMSG", "modules/m/config.lock"):
+        (git / path).write_text("y\n")
+    assert end_session(ctx) == []
+    ctx = start_session(tmp_path, slot=8)
+    (git / "modules/m/config").write_text("[core]\n\tfsmonitor = x\n")
+    reported = end_session(ctx)
+    assert len(reported) == 1 and reported[0].startswith(
+        "workspace git directory a/.git was created or changed during session cci-0-8 (modules/m/config): "), reported
+
+
 @pytest.mark.parametrize(("config", "expected"), [
     ("[core]\n\thooksPath = tools-hooks ; set by make setup\n", ["tools-hooks"]),
     ("[core]\n\thooksPath = tools-hooks # set by make setup\n", ["tools-hooks"]),
