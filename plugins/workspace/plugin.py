@@ -145,11 +145,13 @@ def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], N
     started = None
     if isinstance(start, dict) and start.get("workspace") == str(ctx.workspace) and \
             isinstance(start.get("paths"), list) and isinstance(start.get("fingerprint"), dict):
-        now = fingerprint(ctx.workspace, [str(item) for item in start["paths"]])
-        for changed, how in changes(start["fingerprint"], now):
-            report(f"workspace file {changed} was {how} during session {ctx.container_name}: {advice(changed)}")
+        before, now = start["fingerprint"], fingerprint(ctx.workspace, [str(item) for item in start["paths"]])
         if isinstance(start.get("started_ns"), int):
             started = start["started_ns"]
+        else:
+            before, now = _as_recorded_before(before, now)
+        for changed, how in changes(before, now):
+            report(f"workspace file {changed} was {how} during session {ctx.container_name}: {advice(changed)}")
     try:
         os.unlink(path)
     except OSError:
@@ -168,3 +170,13 @@ def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], N
                "(e.g. sudo rm) before anyone runs it")
     for skipped in found.skipped:
         report(f"could not check workspace directory {skipped} for setuid files and git directories")
+
+
+def _as_recorded_before(before: dict[str, str], now: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A start recorded by a cci before change times and all of ``.git`` were watched: compared as it was then."""
+    import re
+
+    times = re.compile(r" [cm]time \d+$")
+    now = {path: how for path, how in now.items() if path in before or not path.startswith(".git/")}
+    return ({path: times.sub("", how) for path, how in before.items()},
+            {path: times.sub("", how) for path, how in now.items()})

@@ -468,3 +468,21 @@ def test_a_change_past_the_described_entries_of_a_directory_is_seen(tmp_path: Pa
     assert ".vscode/f00000.json" in before and f".vscode/f{MAX_ENTRIES + 10:05}.json" not in before
     (tmp_path / f".vscode/f{MAX_ENTRIES + 10:05}.json").write_text('{"x": 1}')
     assert [how for _path, how in changes(before, fingerprint(tmp_path, [".vscode"]))] == ["changed"]
+
+
+def test_a_start_recorded_by_an_older_cci_is_compared_as_it_was_recorded(tmp_path: Path) -> None:
+    import json
+
+    make_repo(tmp_path)
+    (tmp_path / ".git/description").write_text("d\n")
+    (tmp_path / ".git/hooks/pre-push").write_text("#!/bin/sh\n")
+    (tmp_path / ".cci.toml").write_text("")  # written again at the end: a new change time, the same content
+    paths = guard.watched_paths([".git/config", ".git/hooks"])
+    older = {path: how.rpartition(" ctime ")[0] or how for path, how in fingerprint(tmp_path, paths).items()
+             if path in (".git", ".git/config", ".git/hooks", ".git/hooks/pre-push", ".cci.toml")}
+    guard.baseline_file("cci-0-9").parent.mkdir(parents=True, exist_ok=True)
+    guard.baseline_file("cci-0-9").write_text(json.dumps(
+        {"workspace": str(tmp_path), "session": "s", "paths": paths, "fingerprint": older}))
+    (tmp_path / ".git/hooks/pre-push").write_text("#!/bin/sh\nevil\n")
+    assert [line.split(" during ")[0] for line in session_end_report(tmp_path, slot=9)] == [
+        "workspace file .git/hooks/pre-push was changed"]
