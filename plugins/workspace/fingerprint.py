@@ -32,8 +32,8 @@ EXECUTABLE_CONFIG = (
 )
 #: in a git directory (the workspace's, and its submodules' and worktrees' at any depth), what git keeps
 #: changing as it works and never runs nor obeys as config: not watched
-GIT_STATE = frozenset({"objects", "refs", "logs", "index", "packed-refs", "shallow", "lfs", "rr-cache", "gc.pid",
-                       "gc.log", "fsmonitor--daemon", "fsmonitor--daemon.ipc"})
+GIT_STATE = frozenset({"objects", "refs", "logs", "index", "packed-refs", "shallow", "lfs", "annex", "svn", "rr-cache",
+                       "gc.pid", "gc.log", "fsmonitor--daemon", "fsmonitor--daemon.ipc"})
 #: git's state files too: ``HEAD``, ``ORIG_HEAD``, ``FETCH_HEAD``, ``MERGE_MSG``, ``COMMIT_EDITMSG``, locks...
 _GIT_STATE_FILE = re.compile(r"HEAD|[A-Z]+_[A-Z_]+|.*\.lock|sharedindex\..*")
 

@@ -27,7 +27,7 @@ class SweepReport(NamedTuple):
 
 def sweep(workspace: str | os.PathLike[str], since_ns: int | None = None, owner: int | None = None) -> SweepReport:
     """Clear setuid/setgid on every regular file of ``owner`` (default: this process's user) under ``workspace``
-    and, with ``since_ns``, list each ``.git`` below the top changed after it.
+    and, with ``since_ns``, list each ``.git`` below the top changed from then on (:mod:`.nested_git`).
 
     Files of other owners, or that changed under the walk, are listed in ``left``.
     """
