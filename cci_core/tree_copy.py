@@ -54,6 +54,9 @@ MAX_DEPTH = 128
 #: the longest name component and symlink target kept
 MAX_NAME = 255
 MAX_TARGET = 4096
+#: the longest path (in bytes) an entry of a copy may have on the host: deeper ones are left out (as unreadable), so
+#: that every part of a copy can be named by path (the links through links are checked by path once it is complete)
+MAX_HOST_PATH = 4095
 #: the bounds of a save
 LIMITS = TreeLimits(max_file=MAX_FILE, max_bytes=MAX_TOTAL + MAX_FILE + 64 * MiB, timeout=TIMEOUT, idle=IDLE)
 
@@ -135,6 +138,7 @@ class _Writer:
     def __init__(self, root: Path, policy: CopyPolicy, source: str, report: CopyReport, max_file: int,
                  max_total: int) -> None:
         self.policy, self.source, self.report = policy, source.rstrip("/"), report
+        self.room = MAX_HOST_PATH - len(os.fsencode(os.path.abspath(root)))  # for the names below the root
         self.max_file, self.max_total = max_file, max_total
         self.directories: dict[tuple[str, ...], SafeDirectory] = {(): SafeDirectory.at(root)}
         self.markers = tuple(json.dumps(key).encode() for key in sorted(policy.secret_keys))
@@ -152,6 +156,9 @@ class _Writer:
         parts = _parts(entry.path)
         if not parts:  # leads out, or a second root
             self.report.refused += 1
+            return True
+        if sum(len(os.fsencode(part)) + 1 for part in parts) > self.room:
+            self.report.unreadable.append(entry.path)  # too long a path for the host
             return True
         if any(parts[:length] in self.policy.excluded for length in range(1, len(parts) + 1)):
             return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -251,6 +252,33 @@ def test_what_the_container_cannot_read_is_left_out_with_a_warning_unless_the_co
     with pytest.raises(NotFoundError):
         state.save_state(context(tmp_path), container)
     assert (saved.path / "demo" / "history").read_bytes() == b"turn 2"
+
+
+class DeepLinks(FakeContainer):
+    """A state directory deeper than the host can name, every level with a link ``up -> ..``, and at the bottom
+    a link whose target stays inside by its text but leads out through those links."""
+
+    LEVELS = 22
+
+    @contextlib.contextmanager
+    def read_tree(self, path, limits):  # type: ignore[no-untyped-def]
+        entries, directory = [TreeEntry(".", "directory", 0o700)], ""
+        for _level in range(self.LEVELS):
+            directory = f"{directory}/{'p' * 200}".lstrip("/")
+            entries += [TreeEntry(directory, "directory", 0o700), TreeEntry(f"{directory}/up", "symlink", target="..")]
+        entries.append(TreeEntry(f"{directory}/out", "symlink", target="up/" * self.LEVELS + "../" * self.LEVELS))
+        yield iter(entries)
+
+
+def test_a_saved_copy_holds_no_path_too_long_for_the_host_so_every_link_out_is_dropped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    saved = state.save_state(context(tmp_path), DeepLinks("cci-0-1"))
+    assert saved is not None
+    found = [(len(os.fsencode(os.path.join(directory, name))), name)  # through descriptors: any depth
+             for directory, subdirectories, files, _fd in os.fwalk(saved.path) for name in subdirectories + files]
+    assert len(found) > 10 and all(length < 4096 for length, _name in found)  # the links were all checked by path
+    assert "out" not in [name for _length, name in found]
+    assert "not saved, with what is below them: pppp" in capsys.readouterr().err
 
 
 class PlantedLinks(FakeContainer):
