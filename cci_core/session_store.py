@@ -145,10 +145,13 @@ class SessionStore:
         ``created`` is kept from an earlier save of the same id; ``saved`` is now.
         """
         tool_dir = self.tool_dir(metadata.tool)
-        _private_dirs(tool_dir)
+        target = tool_dir / validate_id(metadata.id)
+        try:
+            _private_dirs(tool_dir)
+        except OSError as exc:  # ~/.cci unwritable, or not a directory
+            raise _not_saved(metadata.id, target, exc) from exc
         with contextlib.suppress(OSError):  # leftovers that cannot be removed now do not stop this save
             self.tidy()
-        target = tool_dir / validate_id(metadata.id)
         earlier = _read(target / METADATA)
         session = metadata._replace(path=target, saved=now(),
                                     created=earlier.created if earlier else metadata.created or now())
@@ -164,11 +167,14 @@ class SessionStore:
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(exc, OSError):  # disk full, ~/.cci unwritable...: the earlier copy stays
-                raise CciError(f"could not save session {metadata.id} to {target}: {exc.strerror or exc}",
-                               hint="free some space or fix the permissions of ~/.cci; the last save is kept") \
-                    from exc
+                raise _not_saved(metadata.id, target, exc) from exc
             raise
         return session
+
+
+def _not_saved(session_id: str, target: Path, exc: OSError) -> CciError:
+    return CciError(f"could not save session {session_id} to {target}: {exc.strerror or exc}",
+                    hint="free some space or fix the permissions of ~/.cci; the last save is kept")
 
 
 def _read(path: Path) -> SavedSession | None:

@@ -228,3 +228,36 @@ def test_what_a_stopped_container_cannot_read_neither_fails_the_end_nor_skips_th
     assert not (workspace / "suidbin").stat().st_mode & 0o6000
     later = run_cci("list", env=cci_environ, timeout=BOUND)
     assert later.returncode == 0 and "warning" not in later.stderr, later.stderr
+
+
+@pytest.mark.parametrize("end", ["poweroff, then cci list", "cci kill"])
+def test_a_save_that_fails_on_the_host_keeps_the_session_for_a_retry_but_its_end_is_checked_and_kill_ends_it(
+    end: str, workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path,
+) -> None:
+    name, session = started(terminal, workspace, cci_environ, driver)
+    in_container(name, "cp /bin/true /workspace/suidbin && chmod 4755 /workspace/suidbin", cci_environ)
+    terminal.kill_command("one")
+    terminal.wait_for("one", "CCI-EXITED-137")
+    store = isolated_env / ".cci" / "sessions-stand-in"
+    assert not store.exists()  # nothing saved yet
+    store.write_text("a file where the saves go: every save fails on the host\n")
+    if end == "cci kill":
+        result = run_cci("kill", name, env=cci_environ, timeout=BOUND)
+        assert result.returncode == 0, result.stderr
+        assert not driver.exists(name)
+        assert f"the session in {name} could not be saved (could not save session {session}" in result.stderr
+    else:
+        in_container(name, "poweroff", cci_environ)
+        assert driver.get(name).wait_stopped(60)
+        result = run_cci("list", env=cci_environ, timeout=BOUND)
+        assert result.returncode == 0, result.stderr
+        assert driver.exists(name) and f"could not finish the ended session {name}" in result.stderr
+    assert "cleared the setuid/setgid bit of workspace file suidbin" in result.stderr  # checked at once
+    assert not (workspace / "suidbin").stat().st_mode & 0o6000
+    store.unlink()
+    later = run_cci("list", env=cci_environ, timeout=BOUND)
+    assert later.returncode == 0 and "warning" not in later.stderr, later.stderr
+    assert not driver.exists(name)
+    if end != "cci kill":  # the retry saved it, then ended it
+        assert f"history-{session}.txt" in files_under(saved_tree(isolated_env, session))
