@@ -69,7 +69,8 @@ def check_storage_layout(workspace: Path, storage: Sequence[Path]) -> None:
 
 
 def is_guarded_device(device: str) -> bool:
-    """Whether a mount is one the user names (the workspace, a ``--storage`` directory): held to :func:`check_mountable`."""
+    """Whether a mount is one the user names (the workspace, a ``--storage`` directory), held to
+    :func:`check_mountable`."""
     return device == "workspace" or device.startswith("storage")
 
 

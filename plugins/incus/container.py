@@ -25,6 +25,7 @@ _T = TypeVar("_T")
 #: the instance fields a PUT replaces
 _WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
 
+
 def _has_host_mounts(devices: Mapping[str, Mapping[str, Any]]) -> bool:
     from cci_builtin_plugins.incus.mount_check import host_disks
 
@@ -137,6 +138,9 @@ class IncusContainer(Container):
             body["config"] = extra
         self._patch(body, f"mounting {mount.source} in {self.name}")
         self._config.update(extra)
+        self._devices.update(body["devices"])
+        if self.status() == "running":  # mounted at once: checked at once, as after a start
+            self._check_mounts()
 
     def start(self) -> None:
         try:

@@ -88,3 +88,19 @@ def test_a_top_level_mount_that_followed_a_link_stops_the_container(tmp_path: Pa
     with pytest.raises(BackendError, match=f"{name} was stopped: the mount.s. storage0 did not come from"):
         container.start()
     assert driver.get(name).status() == "stopped"
+
+
+def test_a_mount_added_to_a_running_container_that_followed_a_link_stops_it(
+        tmp_path: Path, driver: IncusDriver) -> None:
+    """``cci container mount`` on a running container: Incus mounts at once, so the check runs at once."""
+    data, secret = tmp_path / "data", _secret(tmp_path)
+    data.mkdir()
+    name = unique_name()
+    container = driver.create(ContainerSpec(name, incus_env.IMAGE))
+    container.start()
+    container.add_mount(Mount("extra", data, "/mnt/data"))  # a real directory: it stays running
+    assert container.status() == "running"
+    (tmp_path / "link").symlink_to(secret)
+    with pytest.raises(BackendError, match=f"{name} was stopped: the mount.s. other did not come from"):
+        container.add_mount(Mount("other", tmp_path / "link", "/mnt/other"))
+    assert driver.get(name).status() == "stopped"
