@@ -14,8 +14,12 @@ Names and link targets are checked by whoever writes the entries
 (:mod:`cci_core.tree_copy`).
 
 A stopped instance (a session powered off), or one without ``find``/``tar``,
-is walked over SFTP instead: listings carry each entry's type and size, and
-only regular files are opened.
+is walked over SFTP instead: listings carry each entry's type and size and are
+read as they stream in, and only regular files are opened.
+
+Either way, what cannot be read in the instance (a path over the kernel's length
+limit, say) is passed as an :data:`~cci_core.driver.UNREADABLE` entry: what the
+instance holds never makes the read fail, only its bounds do.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ MAX_HEADER = 64 * 1024
 #: stderr kept from the archiver (the names of the files it left out for their size)
 MAX_STDERR = 256 * 1024
 _OVERSIZE = "cci-oversize "
+_TAR, _CANNOT = "tar: ", ": Cannot "
 _QUEUED = 256
 
 
@@ -152,11 +157,14 @@ class _Archive:
             return -1
 
     def _left_out(self) -> Iterator[TreeEntry]:
-        """The files ``find`` left out for their size, as entries without content (for the warning)."""
+        """What the archive left out, for the warnings: the files ``find`` skipped for their size (as entries
+        without content), and what ``tar`` could not read (``tar: NAME: Cannot stat: File name too long``)."""
         for line in bytes(self.stderr).decode(errors="surrogateescape").splitlines():
             size, _space, name = line[len(_OVERSIZE):].partition(" ")
             if line.startswith(_OVERSIZE) and size.isdigit() and name:
                 yield TreeEntry(name, "file", 0o600, int(size))
+            elif line.startswith(_TAR) and _CANNOT in line:
+                yield TreeEntry(line[len(_TAR):].rpartition(_CANNOT)[0].removeprefix("./"), UNREADABLE)
 
     def close(self) -> None:
         from cci_builtin_plugins.incus.websocket import close_quietly

@@ -261,3 +261,16 @@ def test_a_save_that_fails_on_the_host_keeps_the_session_for_a_retry_but_its_end
     assert not driver.exists(name)
     if end != "cci kill":  # the retry saved it, then ended it
         assert f"history-{session}.txt" in files_under(saved_tree(isolated_env, session))
+
+
+def test_a_detach_save_says_what_tar_inside_could_not_read_and_keeps_the_rest(
+    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str], isolated_env: Path,
+) -> None:
+    name, session = started(terminal, workspace, cci_environ, driver)
+    in_container(name, UNREADABLE_STATE, cci_environ)
+    terminal.keys("one", "C-b", "d")  # a detach saves while the container runs: find | tar inside
+    screen = terminal.wait_for("one", "CCI-EXITED-0")
+    assert "entries that could not be read (too long a path" in screen, screen
+    tree = saved_tree(isolated_env, session)
+    assert (tree / "ok.txt").read_bytes() == b"kept\n" and (tree / "deep" / "/".join(["d"] * 120)).is_dir()
+    run_cci("shutdown", name, env=cci_environ, timeout=BOUND)

@@ -201,3 +201,16 @@ def test_leftovers_of_killed_saves_and_locks_of_removed_sessions_are_tidied(tmp_
         os.close(held)
     assert sorted(path.name for path in tool_dir.iterdir()) == [".save-s1.lock", ".save-s2.lock",
                                                                 ".saving-s2-12345678", "s1"]
+
+
+def test_what_tar_inside_could_not_read_is_passed_on_as_unreadable() -> None:
+    from cci_core.driver import UNREADABLE
+    from cci_builtin_plugins.incus.tree_reader import _Archive
+
+    archive = _Archive(None, "c1", "/home/code/.tool", LIMITS, time.monotonic() + 5)  # type: ignore[arg-type]
+    long = "/".join(["0" * 200] * 21)
+    archive.stderr += (f"cci-oversize 300000000 big.bin\ntar: ./{long}: Cannot stat: File name too long\n"
+                       "tar: ./a: Cannot open: Permission denied\n"
+                       "tar: Exiting with failure status due to previous errors\n").encode()
+    assert [(entry.path, entry.kind, entry.size) for entry in archive._left_out()] == [
+        ("big.bin", "file", 300000000), (long, UNREADABLE, 0), ("a", UNREADABLE, 0)]
