@@ -25,6 +25,8 @@ from cci_builtin_plugins.incus.sftp import Attributes, SFTPSession
 
 #: the most :meth:`InstanceFiles.pull_file` reads into memory (a copy to a host file has no limit)
 MAX_READ = 64 << 20
+#: directories below the root a push goes (deeper: an error); a pull skips those below :data:`MAX_DEPTH`
+MAX_PUSH_DEPTH = 512
 #: the hint when a pull meets something that is not copied
 ONLY_FILES = "only regular files, directories and symlinks are copied"
 
@@ -86,7 +88,11 @@ class InstanceFiles:
         except OSError as exc:
             raise CciError(f"cannot read {exc.filename or source}: {exc.strerror}") from None
 
-    def _push_directory(self, directory: SafeDirectory, path: str, action: str, *, uid: int, gid: int) -> None:
+    def _push_directory(self, directory: SafeDirectory, path: str, action: str, *, uid: int, gid: int,
+                        depth: int = 0) -> None:
+        if depth > MAX_PUSH_DEPTH:  # each level holds a descriptor open, and a frame
+            raise UsageError(f"{directory.path} is more than {MAX_PUSH_DEPTH} directories below the directory "
+                             "copied", hint="copy a deeper part of the tree on its own")
         self.write(path, action, kind="directory", mode=stat.S_IMODE(os.fstat(directory.fd).st_mode), uid=uid, gid=gid)
         for name in directory.names():
             target, info = str(PurePosixPath(path, name)), directory.lstat(name)
@@ -98,7 +104,7 @@ class InstanceFiles:
                     self.write(target, action, kind="symlink", data=os.fsencode(link), uid=uid, gid=gid)
             elif stat.S_ISDIR(info.st_mode):
                 with directory.directory(name) as child:
-                    self._push_directory(child, target, action, uid=uid, gid=gid)
+                    self._push_directory(child, target, action, uid=uid, gid=gid, depth=depth + 1)
             elif stat.S_ISREG(info.st_mode):
                 data, mode = directory.read(name)
                 self.write(target, action, data=data, mode=mode, uid=uid, gid=gid)

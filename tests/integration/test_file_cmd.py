@@ -299,3 +299,14 @@ def test_a_pull_of_a_tree_deeper_than_the_bound_copies_the_bound_and_says_what_i
     [skipped] = result.stderr.splitlines()
     assert skipped.startswith(f"cci: warning: skipped {launched}:/root/deep/d/d/") and \
         "a directory more than 128 levels down, not copied with what it holds" in skipped
+
+
+def test_a_push_of_a_tree_deeper_than_the_bound_is_one_clear_error(
+        launched: str, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    deep = level = tmp_path / "deep"  # a workspace the agent filled, say
+    deep.mkdir()
+    for _level in range(1000):
+        level = level / "d"
+        level.mkdir()
+    result = cci_file("push", "-r", str(deep), f"{launched}:/root/deep", env=cci_environ)
+    assert_error(result, 2, "is more than 512 directories below the directory copied")
