@@ -31,7 +31,7 @@ def printable(text: str) -> str:
 
 def escape_in_string(quoted: str) -> str:
     """A quoted JSON/TOML string (``json.dumps(..., ensure_ascii=False)``) with the characters that JSON
-    leaves raw (C1 controls, reordering characters) written as ``\\uXXXX`` escapes, which both formats read."""
+    leaves raw (C1 controls, reordering characters) written as ``\\u`` escapes (four hex digits), which both formats read."""
     return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
 
 
