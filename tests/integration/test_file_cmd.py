@@ -308,5 +308,10 @@ def test_a_push_of_a_tree_deeper_than_the_bound_is_one_clear_error(
     for _level in range(1000):
         level = level / "d"
         level.mkdir()
-    result = cci_file("push", "-r", str(deep), f"{launched}:/root/deep", env=cci_environ)
+    try:
+        result = cci_file("push", "-r", str(deep), f"{launched}:/root/deep", env=cci_environ)
+    finally:
+        while level != deep:  # bottom up: too deep for pytest's recursive clean-up
+            level.rmdir()
+            level = level.parent
     assert_error(result, 2, "is more than 512 directories below the directory copied")
