@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import CCI_SCRIPT
 from tests.unit.test_fast_paths import HEAVY
 
 pytestmark = pytest.mark.incus
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.incus
 def test_container_paths_import_nothing_heavy(args: list[str], cci_environ: dict[str, str], tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "cci_core", "--workspace", str(workspace),
+    result = subprocess.run([sys.executable, "-X", "importtime", str(CCI_SCRIPT), "--workspace", str(workspace),
                              *args], env=cci_environ, capture_output=True, text=True, check=False, cwd=workspace,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
