@@ -651,6 +651,8 @@ class HostListener:
                 data, peer = self.udp.recvfrom(512)
             except OSError:
                 return
+            if peer is None:  # shut down while stopping
+                return
             with self._changed:
                 self.datagrams.append((data, peer[0]))
                 self._changed.notify_all()
