@@ -57,7 +57,7 @@ class InstanceFiles:
                 for chunk in session.chunks(handle, path, size):
                     content += chunk
                     if len(content) > MAX_READ:
-                        raise CciError(f"{self.instance}:{path} has more than the {MAX_READ >> 20} MiB that cci "
+                        raise UsageError(f"{self.instance}:{path} has more than the {MAX_READ >> 20} MiB that cci "
                                        "reads into memory")
                 return bytes(content)
             finally:

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from cci_core import hookimpl
-from cci_core.errors import NotFoundError
+from cci_core.errors import NotFoundError, UsageError
 from cci_core.layout import CONTAINER_HOME
 from cci_core.terminal_text import warn
 
@@ -270,7 +270,9 @@ def _read_settings(container: Container, path: str) -> Any:
 
     try:
         return settings_files.parse(path, container.pull_file(path))
+    except ValueError:  # not valid JSON/TOML: the tool would not read it either, so it is replaced
+        return {}
     except NotFoundError:
         return {}
-    except ValueError:  # not valid JSON/TOML: the tool would not read it either, so it is replaced
+    except UsageError:  # not a regular file, or too big to read (the agent's doing): replaced, never a failed start
         return {}

@@ -118,6 +118,21 @@ def test_a_broken_toml_config_is_replaced_by_the_sandbox_settings(tmp_path: Path
         ".codex/config.toml"]
 
 
+def test_a_settings_file_cci_cannot_read_is_replaced_by_the_sandbox_settings(tmp_path: Path) -> None:
+    """The agent can make it a FIFO, a device or a huge file: injecting credentials (every resume) goes on."""
+    from cci_core.errors import UsageError
+
+    container = FakeContainer("cci-0-1")
+
+    def refused(path: str) -> bytes:
+        raise UsageError(f"cci-0-1:{path} is a fifo")
+
+    container.pull_file = refused  # type: ignore[method-assign]
+    inject(Codex(), tmp_path, container)
+    assert tomllib.loads(container.files["/home/code/.codex/config.toml"][0].decode()) == Codex().sandbox_settings()[
+        ".codex/config.toml"]
+
+
 # --- settings files ----------------------------------------------------------------------------------------
 
 
