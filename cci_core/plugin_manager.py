@@ -36,6 +36,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("network-allowlist", "cci_builtin_plugins.network.allowlist"),
     ("network-open", "cci_builtin_plugins.network.open"),
     ("images", "cci_builtin_plugins.images.plugin"),
+    ("setup", "cci_builtin_plugins.setup.plugin"),
     ("workspace-guard", "cci_builtin_plugins.workspace.plugin"),
 )
 

@@ -289,7 +289,8 @@ def test_help_imports_no_core_command_module(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert not {module for module in imported if module.endswith(("_cmd", "_cmds"))}, sorted(imported)
     lazily_registered = {"cci_builtin_plugins.incus.driver", "cci_builtin_plugins.images.commands",
-                         "cci_builtin_plugins.images.script_builder", "cci_builtin_plugins.images.debootstrap"}
+                         "cci_builtin_plugins.images.script_builder", "cci_builtin_plugins.images.debootstrap",
+                         "cci_builtin_plugins.setup.command"}
     assert not imported & lazily_registered
 
 
@@ -299,7 +300,7 @@ def test_lazily_registered_command_summaries_match_the_commands() -> None:
 
     commands = load_plugins(entry_points=False).registries.commands
     lazy = [entry for entry in commands.entries() if isinstance(entry.item, Lazy)]
-    assert [entry.name for entry in lazy] == ["build"]
+    assert [entry.name for entry in lazy] == ["build", "setup"]
     for entry in lazy:
         assert commands.get(entry.name).get_short_help_str(limit=1000) == entry.item.summary
 
