@@ -44,16 +44,21 @@ PROJECT = "incus project"
 STORAGE = "storage"
 NETWORK = "network"
 ACLS = "network acls"
+SUBNETS = "policy subnets"
 IDMAPPED = "idmapped mounts"
 UID_MAPPING = "uid mapping"
 IMAGE = "image"
 
 #: the checks that need a connection, in the order they are printed
-NEED_CONNECTION = (PROJECT, STORAGE, NETWORK, ACLS, IDMAPPED, IMAGE)
+NEED_CONNECTION = (PROJECT, STORAGE, NETWORK, ACLS, SUBNETS, IDMAPPED, IMAGE)
 
 INSTALL_FIX = ("install Incus (https://linuxcontainers.org/incus/docs/main/installing/) and start it "
                "('sudo systemctl start incus')")
 RESTART_FIX = "then restart Incus ('sudo systemctl restart incus')"
+#: the fix of what ``cci setup`` prepares (it says the exact commands with --dry-run)
+SETUP_FIX = "run 'cci setup'"
+#: the name of the bridge :func:`subnet_check` makes to see whether Incus can pick a subnet (deleted at once)
+PROBE_PREFIX = "ccidoctor"
 
 
 def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None = None, gid: int | None = None,
@@ -84,9 +89,10 @@ def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None 
         guarded(STORAGE, storage_check, server),
         guarded(NETWORK, network_check, server),
         guarded(ACLS, acl_check, server, config),
+        guarded(SUBNETS, subnet_check, server, config),
         idmapped,
         guarded(UID_MAPPING, uid_mapping_check, incus, uid=uid, gid=gid, subuid=subuid, subgid=subgid),
-        guarded(IMAGE, image_check, server, config.defaults.image),
+        guarded(IMAGE, image_check, server, config.defaults.image, config.tool.name),
     ]
     return checks
 
@@ -327,6 +333,54 @@ def acl_check(server: _Server, config: Config) -> Check:
                     f"{subnets}; see 'cci network list')")
 
 
+def subnet_check(server: _Server, config: Config) -> Check:
+    """A policy network can actually be made: a free /24 is left in ``[incus] network_subnets``, or (``auto``)
+    Incus picks a subnet for a probe bridge made and deleted at once (on some machines it never can: "Incus
+    could not find a free IPv4 subnet")."""
+    mode = config.network.mode
+    if mode == "open":
+        return ok(SUBNETS, "not needed: the network policy is open")
+    from cci_builtin_plugins.incus.networks import PREFIX, PolicyNetworks
+
+    subnets = config.incus.network_subnets
+    if subnets != "auto":
+        free = PolicyNetworks(server.api, config.incus).subnets_to_try(PREFIX + mode)
+        if not free:
+            return fail(SUBNETS, f"no free /24 left in [incus] network_subnets ({subnets}, set by "
+                                 f"{_source(config, 'incus.network_subnets')}): no policy network can be made",
+                        f"remove that setting and {SETUP_FIX} (it records a free range), or set a larger range")
+        return ok(SUBNETS, f"free /24s left in {subnets} (next: {free[0]})")
+    if not _incus_picks_a_subnet(server):
+        return fail(SUBNETS, "[incus] network_subnets is auto, but Incus cannot find a free IPv4 subnet for a new "
+                             "bridge here: no policy network can be made", f"{SETUP_FIX} (it records a free range)")
+    return ok(SUBNETS, "Incus picks them (checked with a bridge made and deleted at once)")
+
+
+def _incus_picks_a_subnet(server: _Server) -> bool:
+    """Make a bridge with ``ipv4.address=auto`` (no NAT, no IPv6) and delete it: False when Incus cannot pick."""
+    from cci_builtin_plugins.incus.errors import APIError
+    from cci_builtin_plugins.incus.networks import _NO_AUTO_SUBNET
+
+    name = f"{PROBE_PREFIX}{os.getpid() % 100000}"
+    body = {"name": name, "type": "bridge", "description": "cci doctor: can Incus pick a subnet? (deleted at once)",
+            "config": {"ipv4.address": "auto", "ipv4.nat": "false", "ipv6.address": "none"}}
+    try:
+        server.api.call("POST", "/1.0/networks", f"creating network {name}", body)
+    except APIError as exc:
+        if _NO_AUTO_SUBNET in exc.detail:
+            return False
+        raise
+    server.api.call("DELETE", f"/1.0/networks/{quote(name)}", f"deleting network {name}")
+    return True
+
+
+def _source(config: Config, key: str) -> str:
+    try:
+        return config.source_of(key)
+    except KeyError:
+        return "the config"
+
+
 def idmapped_check(server: _Server) -> Check:
     """The server's kernel supports idmapped mounts (``shift=true`` workspace disks)."""
     environment = server.host_info.get("environment") or {}
@@ -381,11 +435,24 @@ def uid_mapping_check(incus: IncusConfig, *, uid: int, gid: int,
     return ok(UID_MAPPING, f"{reason}; root delegates uid {uid} in {subuid} and gid {gid} in {subgid}")
 
 
-def image_check(server: _Server, alias: str) -> Check:
-    """The configured image alias (``[defaults] image``) exists."""
+def image_check(server: _Server, alias: str, tool: str = "claude") -> Check:
+    """The configured image alias (``[defaults] image``) exists and records the version of ``tool`` it carries."""
     try:
         target = server.read(f"looking up image {alias}", "images", "aliases", alias).get("target", "")
     except NotFoundError:
         return fail(IMAGE, f"image {alias!r} not found in project {server.project}",
-                    "build it with 'cci build', or choose another with --image or [defaults] image")
-    return ok(IMAGE, f"{alias} ({target[:12]})")
+                    f"{SETUP_FIX} (it builds the image) or 'cci build', or choose another with --image or "
+                    "[defaults] image")
+    key = tool_version_property(tool)
+    version = (server.read(f"reading image {alias}", "images", target).get("properties") or {}).get(key)
+    if not version:
+        rebuild = "cci build --force" if alias == "cci" else f"cci build --alias {alias} --force"
+        return warn(IMAGE, f"{alias} ({target[:12]}) records no {tool} version (image property {key}): it may "
+                           f"not carry {tool}", f"rebuild it with '{rebuild}', or choose another with --image or "
+                                                "[defaults] image")
+    return ok(IMAGE, f"{alias} ({target[:12]}) with {tool} {version}")
+
+
+def tool_version_property(tool: str) -> str:
+    """The image property holding the version of ``tool`` an image carries."""
+    return f"cci.tool.{tool}.version"

@@ -329,6 +329,10 @@ class PolicyNetworks:
                                f"for network {name}", hint="give a larger or another range")
         return dict(self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}"))
 
+    def subnets_to_try(self, name: str) -> list[str]:
+        """What creating bridge ``name`` would ask Incus for: ``["auto"]``, or free /24s of the range (none: full)."""
+        return list(self._subnets(name, self._host_interfaces()))
+
     def _subnets(self, name: str, interfaces: list[ipaddress.IPv4Interface]) -> Iterator[str]:
         """Gateway addresses to try: ``auto``, or free /24s of the configured range (from a per-name start)."""
         pool = self.settings.network_subnets

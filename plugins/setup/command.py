@@ -53,7 +53,7 @@ def setup(ctx: click.Context, dry_run: bool, user_name: str | None, no_image: bo
         return
     if os.geteuid() != 0 and any(step.root for step in plan.pending if step.state != MANUAL):
         ctx.exit(_as_root(plan, user, options))
-    Runner(plan, lambda: make_plan(_gather(user, options, config), options)).run()
+    Runner(plan, lambda: make_plan(_gather(user, options, config), options)).run(user)
 
 
 def cci_command() -> tuple[str, ...]:
@@ -128,9 +128,10 @@ class Runner:
         self.replan = replan
         self.started = time.monotonic()
 
-    def run(self) -> None:
+    def run(self, user: str) -> None:
         plan, index = self.plan, 0
         total = len(plan.steps)
+        click.echo(f"cci setup for user {user}: {total} steps, {len(plan.pending)} to do")
         changed, manual, notes = 0, [], []
         while index < total:
             step = plan.steps[index]

@@ -194,7 +194,8 @@ def restart_step(facts: HostFacts, options: Options) -> Step:
         return Step(title, TODO, f"{why}: restart the incusd cci setup started",
                     (run("incus", "admin", "shutdown", "--timeout=60"), run("timeout", "60", "sh", "-c", wait),
                      *start_actions(facts)), refresh=True)
-    command = f"sudo incus admin shutdown && sudo {shlex.join(options.cci)} setup"
+    sudo = "" if facts.is_root else "sudo "
+    command = f"{sudo}incus admin shutdown && {sudo}{shlex.join(options.cci)} setup"
     return Step(title, MANUAL, f"{why}, and incusd (pid {daemon.pid}) was started by {daemon.manager}, so setup "
                                f"leaves it alone; restart it yourself, e.g. '{command}' (setup then starts it)")
 

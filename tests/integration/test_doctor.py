@@ -28,8 +28,8 @@ def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, s
 
 
 NAMES = ("config", "plugins", "driver", "tool", "network policy", "incus installed", "incus group",
-         "incus reachable", "incus project", "storage", "network", "network acls", "idmapped mounts",
-         "uid mapping", "image", "skipped")
+         "incus reachable", "incus project", "storage", "network", "network acls", "policy subnets",
+         "idmapped mounts", "uid mapping", "image", "skipped")
 
 
 def _name_of(rest: str) -> str:
@@ -46,8 +46,9 @@ def test_everything_is_ok_as_root(cci_environ: dict[str, str]) -> None:
     checks = lines_of(result)
     assert list(checks) == ["config", "plugins", "driver", "tool", "network policy", "incus installed",
                             "incus group", "incus reachable", "incus project", "storage", "network",
-                            "network acls", "idmapped mounts", "uid mapping", "image"]
-    assert {status for status, _ in checks.values()} == {"ok"}
+                            "network acls", "policy subnets", "idmapped mounts", "uid mapping", "image"]
+    # the test image is a base without the tool: the image check warns (it records no claude version)
+    assert {name: status for name, (status, _) in checks.items() if status != "ok"} == {"image": "warn"}
     assert checks["incus installed"][1].endswith(f"socket {incus_env.SOCKET}")
     assert "running as root" in checks["incus group"][1]
     assert checks["incus reachable"][1].startswith("incus ")
@@ -57,9 +58,12 @@ def test_everything_is_ok_as_root(cci_environ: dict[str, str]) -> None:
     assert checks["network"][1].endswith(f"eth0 on {incus_env.BRIDGE} (bridge)")
     assert checks["network acls"][1] == (f"supported: 'restricted' gets a bridge of its own (NAT off, subnets from "
                                          f"{incus_env.NETWORK_SUBNETS}; see 'cci network list')")
+    assert checks["policy subnets"][1].startswith(f"free /24s left in {incus_env.NETWORK_SUBNETS} (next: ")
     assert "supported by the kernel" in checks["idmapped mounts"][1]
     assert "running as root" in checks["uid mapping"][1]
     assert checks["image"][1].startswith(f"{incus_env.IMAGE} (")
+    assert "records no claude version (image property cci.tool.claude.version)" in checks["image"][1]
+    assert f"fix: rebuild it with 'cci build --alias {incus_env.IMAGE} --force'" in checks["image"][1]
 
 
 def test_a_missing_image_fails_with_the_build_fix(cci_environ: dict[str, str]) -> None:
@@ -68,8 +72,8 @@ def test_a_missing_image_fails_with_the_build_fix(cci_environ: dict[str, str]) -
     status, line = lines_of(result)["image"]
     assert status == "fail"
     assert line == (f"image 'does-not-exist' not found in project {incus_env.PROJECT}  "
-                                      "fix: build it with 'cci build', or choose another with --image or "
-                                      "[defaults] image")
+                                      "fix: run 'cci setup' (it builds the image) or 'cci build', or choose "
+                                      "another with --image or [defaults] image")
     assert result.stderr == "cci: 1 check failed: image\n"
     assert all(status == "ok" for name, (status, _) in lines_of(result).items() if name != "image")
 
@@ -97,7 +101,8 @@ def test_as_a_user_in_the_incus_group(cci_environ: dict[str, str]) -> None:
     assert status == "ok"
     assert "cci maps your uid 1001 onto the container user (1000) with raw.idmap" in line
     assert "root delegates uid 1001 in /etc/subuid and gid 1001 in /etc/subgid" in line
-    assert checks["image"][0] == checks["storage"][0] == checks["incus reachable"][0] == "ok"
+    assert checks["image"][0] == "warn"  # the test image records no tool version
+    assert checks["storage"][0] == checks["incus reachable"][0] == "ok"
 
 
 def test_as_a_user_outside_the_incus_group() -> None:
@@ -125,5 +130,5 @@ def test_no_incus_socket(cci_environ: dict[str, str]) -> None:
     assert checks["incus reachable"] == ("fail", "Incus is not running: no socket at /nonexistent  "
                                                  "fix: install Incus and start it (e.g. 'sudo systemctl start "
                                                  "incus'), or set [incus] socket")
-    assert checks["skipped"][0] == "warn" and "storage, network, network acls, idmapped mounts, image" in checks["skipped"][1]
+    assert checks["skipped"][0] == "warn" and "storage, network, network acls, policy subnets, idmapped mounts, image" in checks["skipped"][1]
     assert result.stderr == "cci: 2 checks failed: incus installed, incus reachable\n"

@@ -517,11 +517,13 @@ def test_no_nic_fails_with_the_command_to_add_one() -> None:
 
 
 def test_image_alias_must_exist() -> None:
-    fake = FakeServer({"images/aliases/cci": {"target": "0123456789abcdef"}})
-    assert image_check(fake, "cci") == ok("image", "cci (0123456789ab)")
+    fake = FakeServer({"images/aliases/cci": {"target": "0123456789abcdef"},
+                       "images/0123456789abcdef": {"properties": {"cci.tool.claude.version": "2.1.332"}}})
+    assert image_check(fake, "cci") == ok("image", "cci (0123456789ab) with claude 2.1.332")
     check = image_check(fake, "missing")
     assert check == fail("image", "image 'missing' not found in project cci-test",
-                         "build it with 'cci build', or choose another with --image or [defaults] image")
+                         "run 'cci setup' (it builds the image) or 'cci build', or choose another with --image or "
+                         "[defaults] image")
 
 
 def test_a_failing_read_fails_only_its_own_check() -> None:
@@ -586,4 +588,4 @@ def test_unreachable_incus_skips_the_checks_that_need_it(tmp_path: Path) -> None
         ("incus installed", "fail"), ("incus reachable", "fail"), ("uid mapping", "ok"), ("skipped", "warn")]
     assert checks[1].detail == f"Incus is not running: no socket at {tmp_path / 'absent'}"
     assert checks[3].detail == ("not checked because Incus is not reachable: incus group, incus project, storage, "
-                                "network, network acls, idmapped mounts, image")
+                                "network, network acls, policy subnets, idmapped mounts, image")

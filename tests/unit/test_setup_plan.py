@@ -159,6 +159,8 @@ def test_a_daemon_setup_did_not_start_is_not_restarted_but_the_command_is_said()
     restart = make_plan(facts, OPTIONS).steps[4]
     assert restart.state == MANUAL
     assert restart.actions == ()
+    assert "'incus admin shutdown && /usr/bin/cci setup'" in restart.detail
+    restart = make_plan(facts._replace(is_root=False), OPTIONS).steps[4]
     assert "'sudo incus admin shutdown && sudo /usr/bin/cci setup'" in restart.detail
 
 
