@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -9,7 +10,6 @@ from typing import Any
 from cci_core.config import Config, Override, load_config
 from cci_core.errors import NotFoundError
 from cci_builtin_plugins.incus.doctor import PROBE_PREFIX, _Server, image_check, subnet_check
-from cci_builtin_plugins.incus.errors import APIError
 
 NO_SUBNET = "Failed to automatically find an unused IPv4 subnet, manual configuration required"
 
@@ -29,7 +29,8 @@ class FakeAPI:
     def call(self, method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
         self.calls.append((method, path))
         if method == "POST" and not self.picks:
-            raise APIError(action, 500, NO_SUBNET)
+            # looked up now: another test may have imported the Incus plugin's modules afresh
+            raise importlib.import_module("cci_builtin_plugins.incus.errors").APIError(action, 500, NO_SUBNET)
         return {}
 
 
