@@ -363,8 +363,12 @@ class Driver(ABC):
         """Whether an image alias exists."""
 
     @abstractmethod
-    def publish(self, container: str, alias: str, *, description: str = "") -> ImageInfo:
-        """Publish a (stopped) container as an image under ``alias``, moving the alias if it exists."""
+    def publish(self, container: str, alias: str, *, description: str = "",
+                properties: Mapping[str, str] | None = None) -> ImageInfo:
+        """Publish a (stopped) container as an image under ``alias``, moving the alias if it exists.
+
+        ``properties`` are added to the image's (which start as the container's base image's).
+        """
 
     @abstractmethod
     def import_image(self, tarball: Path, *, description: str = "") -> ImageInfo:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 
@@ -18,6 +19,35 @@ class CredentialFile(NamedTuple):
     host_path: str
     container_path: str
     mode: int = 0o600
+
+
+class ImageFile(NamedTuple):
+    """A file a tool puts into an image, fetched and verified on the host.
+
+    :param path: absolute path inside the image (e.g. ``/usr/local/bin/claude``).
+    :param source: the host file holding the content.
+    :param mode: file mode inside the image (owned by root).
+    """
+
+    path: str
+    source: Path
+    mode: int = 0o755
+
+
+class ImageFetch(NamedTuple):
+    """Where and which version of a tool an image build fetches.
+
+    :param version: the version asked for (``latest``: the newest release).
+    :param registry: the package registry's URL, or None for the tool's default.
+    """
+
+    version: str = "latest"
+    registry: str | None = None
+
+
+def tool_version_property(tool: str) -> str:
+    """The image property holding the version of ``tool`` an image carries (``cci.tool.claude.version``)."""
+    return f"cci.tool.{tool}.version"
 
 
 class ToolAdapter(ABC):
@@ -62,3 +92,21 @@ class ToolAdapter(ABC):
     def environment(self) -> Mapping[str, str]:
         """Variables the tool needs in the container (added to the session's environment)."""
         return {}
+
+    # -- what the tool puts into an image: used by 'cci build'; a tool returning None/() adds nothing ------------
+
+    def image_version(self, fetch: ImageFetch) -> str | None:
+        """The exact version an image build would put in (``latest`` resolved), or None: this tool adds nothing.
+
+        Asked before the build, so that an image of the same recipe is kept;
+        raises a :class:`~cci_core.errors.CciError` when the registry cannot say.
+        """
+        return None
+
+    def image_files(self, version: str, fetch: ImageFetch, say: Callable[[str], None]) -> tuple[ImageFile, ...]:
+        """Fetch (on the host) and verify the files of ``version`` that go into the image; ``say`` reports progress.
+
+        The builder copies them in and records ``version`` as the image property
+        :func:`tool_version_property`.
+        """
+        return ()

@@ -195,8 +195,10 @@ class FakeDriver(Driver):
     def image_exists(self, alias: str) -> bool:
         return any(alias in image.aliases for image in self.images.values())
 
-    def publish(self, container: str, alias: str, *, description: str = "") -> ImageInfo:
-        image = ImageInfo(f"{len(self.images):064x}", (alias,), description, "")
+    def publish(self, container: str, alias: str, *, description: str = "",
+                properties: Mapping[str, str] | None = None) -> ImageInfo:
+        image = ImageInfo(f"{len(self.images):064x}", (alias,), description, "",
+                          properties={**(properties or {}), "description": description})
         self.images[image.fingerprint] = image
         return image
 

@@ -135,6 +135,22 @@ def human_size(size: int) -> str:
     return f"{value:.1f} TiB"
 
 
+def tool_versions(image: ImageInfo) -> dict[str, str]:
+    """The tools the image carries and their versions, from its ``cci.tool.<name>.version`` properties."""
+    from cci_core.tool import tool_version_property
+
+    found = {}
+    for key, value in image.properties.items():
+        name = key[len("cci.tool."):-len(".version")] if key.startswith("cci.tool.") else ""
+        if name and key == tool_version_property(name):
+            found[name] = value
+    return dict(sorted(found.items()))
+
+
+def _tools_cell(image: ImageInfo) -> str:
+    return ", ".join(f"{name} {version}" for name, version in tool_versions(image).items()) or "-"
+
+
 def _when(image: ImageInfo) -> str:
     """The creation time for people: UTC to the second, or what the backend said."""
     from datetime import timezone
@@ -191,6 +207,8 @@ def list_(ctx: click.Context, everything: bool, prefix: str | None, fmt: str) ->
       description  the image's description ("" when none)
       created      creation time, ISO 8601, as the backend reports it
       size         size in bytes, an integer
+      tools        the tools built in and their versions, e.g. {"claude": "2.1.332"}
+                   (from the image properties cci.tool.<name>.version; {} when none)
     """
     if prefix == "":
         raise UsageError("--prefix must not be empty", hint="omit it, or use --all to list every image")
@@ -200,7 +218,7 @@ def list_(ctx: click.Context, everything: bool, prefix: str | None, fmt: str) ->
 
         records: list[dict[str, Any]] = [
             {"fingerprint": image.fingerprint, "aliases": list(image.aliases), "description": image.description,
-             "created": image.created, "size": image.size}
+             "created": image.created, "size": image.size, "tools": tool_versions(image)}
             for image in images
         ]
         click.echo(json.dumps(records, indent=2))
@@ -209,9 +227,9 @@ def list_(ctx: click.Context, everything: bool, prefix: str | None, fmt: str) ->
         empty = f"no image has an alias starting with {prefix!r}"
     else:
         empty = "no images" if everything else "no cci images (--all lists every image)"
-    print_table(["ALIASES", "FINGERPRINT", "DESCRIPTION", "CREATED", "SIZE"],
+    print_table(["ALIASES", "FINGERPRINT", "DESCRIPTION", "TOOL", "CREATED", "SIZE"],
                 [[", ".join(image.aliases) or "-", image.fingerprint[:SHORT_FINGERPRINT], image.description or "-",
-                  _when(image), human_size(image.size)] for image in images],
+                  _tools_cell(image), _when(image), human_size(image.size)] for image in images],
                 empty=empty)
 
 

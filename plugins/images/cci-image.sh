@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# Builds the cci image on Ubuntu 22.04 (run by 'cci build' as root in the build container):
-# Docker, Node.js 20 + npm, the Claude Code CLI, the GitHub CLI, tmux, git, curl and build tools,
-# and the user 'code' (uid 1000) with passwordless sudo, so 'sudo poweroff' ends a session.
+# GENERATED from plugins/images/contents.py (python -m cci_builtin_plugins.images.contents): do not edit.
+# Builds the cci image on Ubuntu 22.04 (run by 'cci build --source server' as root in the build container):
+# the packages of contents.py, Node.js 20 and the GitHub CLI from their vendors' apt repositories, and
+# the user 'code' (uid 1000) with passwordless sudo, so 'sudo poweroff' ends a session. cci copies the
+# tool (Claude Code's binary, fetched on the host) in after this script.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
-CODE_UID=1000
 
 step() { printf '\n--- %s\n' "$*"; }
 
-step "base packages"
+step "packages"
 apt-get update
 apt-get install -y --no-install-recommends \
-    ca-certificates curl gnupg git tmux sudo build-essential locales less vim-tiny \
-    openssh-client unzip jq python3 iproute2
-
-step "Docker"
-apt-get install -y --no-install-recommends docker.io
-systemctl enable docker
+    bash build-essential ca-certificates curl dbus docker.io git gnupg iproute2 jq less locales \
+    openssh-client procps python3 sudo tmux unzip vim-tiny
+optional=(docker-cli)
+for package in "${optional[@]}"; do
+    if apt-cache show "$package" >/dev/null 2>&1; then
+        apt-get install -y --no-install-recommends "$package"
+    fi
+done
 
 step "Node.js 20"
 install -d -m 0755 /etc/apt/keyrings
@@ -37,24 +40,24 @@ echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/githubc
 apt-get update
 apt-get install -y gh
 
-step "Claude Code"
-npm install -g @anthropic-ai/claude-code
-claude --version
-
-step "the user 'code' (uid $CODE_UID)"
-existing=$(getent passwd "$CODE_UID" | cut -d: -f1 || true)
+step "the user 'code' (uid 1000)"
+existing=$(getent passwd 1000 | cut -d: -f1 || true)
 if [ -n "$existing" ] && [ "$existing" != code ]; then
     # Ubuntu images ship 'ubuntu' with uid 1000: it becomes 'code'
     usermod --login code --home /home/code --move-home "$existing"
     groupmod --new-name code "$(id -gn code)"
 elif [ -z "$existing" ]; then
-    useradd --create-home --uid "$CODE_UID" --shell /bin/bash code
+    useradd --create-home --uid 1000 --user-group --shell /bin/bash code
 fi
 usermod --append --groups docker code
 echo 'code ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cci-code
 chmod 0440 /etc/sudoers.d/90-cci-code
 visudo --check --file /etc/sudoers.d/90-cci-code
 
+step "systemd units"
+systemctl enable docker.service
+systemctl mask systemd-modules-load.service
+
 step "clean up"
 apt-get clean
-rm -rf /var/lib/apt/lists/* /root/.npm
+rm -rf /var/lib/apt/lists/*

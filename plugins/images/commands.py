@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cci_core.cli.state import get_state
 from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_core.image_builder import BuildRequest
+from cci_builtin_plugins.images import contents
 from cci_builtin_plugins.images.debootstrap import DEFAULT_MIRROR, DEFAULT_SUITE
+
+if TYPE_CHECKING:
+    from cci_core.driver import Driver, ImageInfo, OutputHandler
 
 #: the alias ``cci build`` makes, and the base it starts from (the public image server)
 CCI_IMAGE = "cci"
@@ -21,20 +27,95 @@ _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @click.group(invoke_without_command=True)
+@click.option("--source", type=click.Choice(["auto", "server", "host"]), default="auto", show_default=True,
+              help="server: from the image server (Ubuntu 22.04); host: everything fetched on the host "
+                   "(debootstrap, needs root); auto: server when it answers, else host.")
+@click.option("--alias", "alias", default=CCI_IMAGE, show_default=True, metavar="NAME",
+              help="The alias the image gets (and NAME-YYYYMMDD-HHMMSS).")
 @click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
 @click.option("--base", default=DEFAULT_BASE, show_default=True, metavar="IMAGE",
-              help="Image to build from (a local alias, or images:<alias> from the image server).")
-@click.option("--offline", is_flag=True, help="Do not wait for or repair the network (the script needs none).")
+              help="Server path: the image to build from (a local alias, or images:<alias>).")
+@click.option("--offline", is_flag=True, help="Server path: do not wait for or repair the network.")
+@click.option("--suite", default=contents.SUITE, show_default=True, help="Host path: the Debian or Ubuntu release.")
+@click.option("--mirror", metavar="URL",
+              help="Host path: the package mirror [default: the host's Debian mirror, else deb.debian.org].")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Host path: keep the image tarball here; the same recipe is then imported again in seconds.")
+@click.option("--if-changed", is_flag=True, help="Host path: keep an existing image built from the same recipe.")
 @click.pass_context
-def build(ctx: click.Context, force: bool, base: str, offline: bool) -> None:
-    """Build the cci image (Ubuntu 22.04, Docker, Node.js 20, Claude Code, gh, tmux, build tools).
+def build(ctx: click.Context, source: str, alias: str, force: bool, base: str, offline: bool, suite: str,
+          mirror: str | None, cache: Path | None, if_changed: bool) -> None:
+    """Build the cci image (Docker, Node.js, npm, Claude Code, gh, git, tmux, build tools).
 
-    The image is published as cci-YYYYMMDD-HHMMSS and the cci alias moved to
-    it; a failed build leaves no image and no build container.
+    Two paths install the same list (docs/images.md): from the public image
+    server (Ubuntu 22.04, the build container downloads), or with everything
+    fetched on the host (Debian trixie by debootstrap, Claude Code from the
+    npm registry; needs root). The image is published as ALIAS-YYYYMMDD-HHMMSS
+    and ALIAS moved to it; a failed build leaves no image and no build
+    container or tree. Settings: [plugins.images] claude_version,
+    npm_registry, host_ca_bundle.
     """
-    if ctx.invoked_subcommand is None:
-        request = BuildRequest(CCI_IMAGE, base, BUILTIN_SCRIPT.read_bytes(), offline=offline)
-        run_build(ctx, request, force=force)
+    if ctx.invoked_subcommand is not None:
+        return
+    _check_alias(alias)
+    if source == "auto":
+        from cci_builtin_plugins.images.source import choose_source
+
+        source, reason = choose_source()
+        click.echo(f"building {alias} from the {'image server' if source == 'server' else 'host'}: {reason}",
+                   err=True)
+    if source == "server":
+        _build_from_server(ctx, BuildRequest(alias, base, BUILTIN_SCRIPT.read_bytes(), offline=offline), force)
+        return
+    _build_on_host(ctx, alias, suite, mirror, cache, force=force, if_changed=if_changed)
+
+
+def _build_from_server(ctx: click.Context, request: BuildRequest, force: bool) -> None:
+    """The server path: the built-in script in a container, then the tool's files fetched on the host."""
+    from cci_builtin_plugins.images.host_build import settings_from
+    from cci_builtin_plugins.images.script_builder import ScriptBuilder
+    from cci_core.tool import tool_version_property
+
+    state = get_state(ctx)
+    if str(state.config.plugin_settings("images").get("builder", "script")) != "script":
+        run_build(ctx, request, force=force)  # a plugin's builder: it puts the tool in itself
+        return
+    if not force and state.driver.image_exists(request.alias):  # checked before any download
+        raise UsageError(f"image {request.alias!r} exists already", hint="add --force to rebuild it")
+    if ":" not in request.base and not state.driver.image_exists(request.base):
+        raise NotFoundError(f"base image {request.base!r} not found",
+                            hint="build it first ('cci build'), or pick one from 'cci image list'")
+    fetch, _ca_bundle = settings_from(state.config.plugin_settings("images"))
+    tool = state.plugins.registries.tools.get(state.config.tool.name)()
+    version = tool.image_version(fetch)
+    files = tool.image_files(version, fetch, lambda line: click.echo(f"==> {line}")) if version else ()
+    builder = ScriptBuilder(files, {tool_version_property(tool.name): version} if version else {})
+    run_build(ctx, request, force=force, builder=lambda driver, output: builder.build(driver, request, output))
+
+
+def _build_on_host(ctx: click.Context, alias: str, suite: str, mirror: str | None, cache: Path | None, *,
+                   force: bool, if_changed: bool) -> None:
+    """The host path: the configured tool's fetch settings, the recipe check, the build."""
+    from cci_builtin_plugins.images.host_build import HostImageBuilder, host_mirror, settings_from
+
+    state = get_state(ctx)
+    fetch, ca_bundle = settings_from(state.config.plugin_settings("images"))
+    tool_name = state.config.tool.name
+    tool = state.plugins.registries.tools.get(tool_name)()
+    builder = HostImageBuilder(tool, fetch, ca_bundle)
+    options = {"mirror": mirror or host_mirror(), **({"cache": str(cache.resolve())} if cache else {})}
+    request = BuildRequest(alias, suite, offline=True, options=options)
+    recipe = builder.recipe(request)
+    if if_changed and not force:
+        existing = [image for image in state.driver.list_images() if alias in image.aliases]
+        if existing and existing[0].properties.get("cci.recipe") == recipe.digest():
+            click.echo(f"{alias} is up to date ({existing[0].fingerprint[:12]})", err=True)
+            return
+        force = True
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    run_build(ctx, request, force=force, builder=lambda driver, output: builder.build(driver, request, output,
+                                                                                       recipe))
 
 
 @build.command()
@@ -88,18 +169,21 @@ def base(ctx: click.Context, name: str, suite: str, mirror: str, packages: str |
     run_build(ctx, request, force=force, builder_name="debootstrap")
 
 
-def run_build(ctx: click.Context, request: BuildRequest, *, force: bool, builder_name: str | None = None) -> None:
-    """Build with the named (or configured) builder, streaming to the terminal and a log file."""
+def run_build(ctx: click.Context, request: BuildRequest, *, force: bool, builder_name: str | None = None,
+              builder: Callable[[Driver, OutputHandler], ImageInfo] | None = None) -> None:
+    """Build with ``builder``, or the named (or configured) one, streaming to the terminal and a log file."""
     state = get_state(ctx)
     driver = state.driver
     alias, base = request.alias, request.base
     if not force and driver.image_exists(alias):
         raise UsageError(f"image {alias!r} exists already", hint="add --force to rebuild it")
-    name = builder_name or str(state.config.plugin_settings("images").get("builder", "script"))
-    if name == "script" and ":" not in base and not driver.image_exists(base):
-        raise NotFoundError(f"base image {base!r} not found",
-                            hint="build it first ('cci build'), or pick one from 'cci image list'")
-    builder = state.plugins.registries.image_builders.get(name)()
+    if builder is None:
+        name = builder_name or str(state.config.plugin_settings("images").get("builder", "script"))
+        if name == "script" and ":" not in base and not driver.image_exists(base):
+            raise NotFoundError(f"base image {base!r} not found",
+                                hint="build it first ('cci build'), or pick one from 'cci image list'")
+        registered = state.plugins.registries.image_builders.get(name)()
+        builder = lambda driver, output: registered.build(driver, request, output)  # noqa: E731
     log = _log_path(alias)
     with log.open("wb") as handle:
         def output(chunk: bytes) -> None:
@@ -109,7 +193,7 @@ def run_build(ctx: click.Context, request: BuildRequest, *, force: bool, builder
             sys.stdout.buffer.flush()
 
         try:
-            image = builder.build(driver, request, output)
+            image = builder(driver, output)
         except CciError as exc:  # the same kind of error (and exit code), saying what failed and where the log is
             exc.message = f"building {alias} failed: {exc.message}"
             exc.hint = f"{exc.hint}; the log is {log}" if exc.hint else f"the log is {log}"

@@ -67,8 +67,10 @@ def recipe_from(request: BuildRequest) -> Recipe:
     )
 
 
-def metadata_yaml(recipe: Recipe, description: str, created: int) -> str:
+def metadata_yaml(recipe: Recipe, description: str, created: int, *, builder: str = "debootstrap",
+                  digest: str | None = None, properties: Mapping[str, str] | None = None) -> str:
     """The image's ``metadata.yaml``: architecture, properties (with the recipe) and the hostname templates."""
+    extra = [f"  {key}: {value!r}" for key, value in sorted((properties or {}).items())]
     return "\n".join([
         f"architecture: {recipe.architecture}",
         f"creation_date: {created}",
@@ -76,8 +78,9 @@ def metadata_yaml(recipe: Recipe, description: str, created: int) -> str:
         f"  description: {description!r}",
         f"  os: {'ubuntu' if 'ubuntu' in recipe.mirror else 'debian'}",
         f"  release: {recipe.suite}",
-        "  cci.builder: debootstrap",
-        f"  cci.recipe: '{recipe.digest()}'",
+        f"  cci.builder: {builder}",
+        f"  cci.recipe: '{digest or recipe.digest()}'",
+        *extra,
         "templates:",
         "  /etc/hostname:",
         "    when: [create, copy]",
@@ -87,6 +90,16 @@ def metadata_yaml(recipe: Recipe, description: str, created: int) -> str:
         "    template: hosts.tpl",
         "",
     ])
+
+
+def write_image_files(work: Path, metadata: str) -> None:
+    """``metadata.yaml`` and the hostname templates beside ``work/rootfs``."""
+    templates = work / "templates"
+    templates.mkdir()
+    (templates / "hostname.tpl").write_text("{{ instance.name }}\n")
+    (templates / "hosts.tpl").write_text(
+        "127.0.0.1 localhost\n127.0.1.1 {{ instance.name }}\n::1 localhost ip6-localhost ip6-loopback\n")
+    (work / "metadata.yaml").write_text(metadata)
 
 
 class DebootstrapBuilder(ImageBuilder):
@@ -132,13 +145,7 @@ class DebootstrapBuilder(ImageBuilder):
               str(rootfs), recipe.mirror], output, "debootstrap")
         say("adding the user code and the network configuration")
         customize(rootfs, output)
-        templates = work / "templates"
-        templates.mkdir()
-        (templates / "hostname.tpl").write_text("{{ instance.name }}\n")
-        (templates / "hosts.tpl").write_text(
-            "127.0.0.1 localhost\n127.0.1.1 {{ instance.name }}\n::1 localhost ip6-localhost ip6-loopback\n")
-        (work / "metadata.yaml").write_text(metadata_yaml(recipe, f"cci base {alias} ({recipe.suite})",
-                                                          int(time.time())))
+        write_image_files(work, metadata_yaml(recipe, f"cci base {alias} ({recipe.suite})", int(time.time())))
         say("packing the image")
         _run(["tar", "-C", str(work), "--numeric-owner", "-czf", str(tarball), "metadata.yaml", "templates",
               "rootfs"], output, "tar")

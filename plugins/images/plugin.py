@@ -6,7 +6,7 @@ from cci_core import hookimpl
 from cci_core.registry import Lazy, Register
 
 #: ``cci build``'s short help, for ``cci --help`` without importing the command (a test keeps it equal)
-BUILD_SUMMARY = "Build the cci image (Ubuntu 22.04, Docker, Node.js 20, Claude Code, gh, tmux, build tools)."
+BUILD_SUMMARY = "Build the cci image (Docker, Node.js, npm, Claude Code, gh, git, tmux, build tools)."
 
 
 @hookimpl

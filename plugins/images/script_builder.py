@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
 from cci_core.driver import Container, ContainerSpec, Driver, ImageInfo, OutputHandler
 from cci_core.errors import BackendError, CciError
 from cci_core.image_builder import BuildRequest, ImageBuilder
+from cci_core.tool import ImageFile
 
 #: seconds the build container may take to get an address and a default route
 NETWORK_TIMEOUT = 60
@@ -29,6 +30,12 @@ class ScriptBuilder(ImageBuilder):
 
     name = "script"
     summary = "run a build script in a container of the base image and publish the result"
+
+    def __init__(self, files: tuple[ImageFile, ...] = (), properties: Mapping[str, str] | None = None) -> None:
+        """``files`` (host files, e.g. a tool's binary) are copied in after the script; ``properties`` are
+        added to the published image's."""
+        self.files = files
+        self.properties = dict(properties or {})
 
     def build(self, driver: Driver, request: BuildRequest, output: OutputHandler) -> ImageInfo:
         from cci_core.session import BASE_CONFIG, KIND_BUILD, launcher_id, wait_for_boot
@@ -53,10 +60,15 @@ class ScriptBuilder(ImageBuilder):
             if result.exit_code != 0:
                 raise CciError(f"the build script failed with exit code {result.exit_code}")
             container.exec(["rm", "-f", SCRIPT_PATH])
+            for file in self.files:
+                say(f"copying {file.source} to {file.path}")
+                container.exec(["rm", "-f", file.path])
+                container.push_file(file.path, file.source.read_bytes(), mode=file.mode)
             say(f"stopping {name}")
             container.stop(timeout=120)
             say(f"publishing {versioned}")
-            image = driver.publish(name, versioned, description=f"cci build of {request.alias} from {request.base}")
+            image = driver.publish(name, versioned, description=f"cci build of {request.alias} from {request.base}",
+                                   properties=self.properties)
             driver.tag_image(request.alias, image.fingerprint, description=f"latest cci build: {versioned}")
             say(f"{request.alias} -> {versioned} ({image.fingerprint[:12]})")
             return image._replace(aliases=(*image.aliases, request.alias))

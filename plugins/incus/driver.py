@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -160,10 +161,11 @@ class IncusDriver(Driver):
             return False
         return True
 
-    def publish(self, container: str, alias: str, *, description: str = "") -> ImageInfo:
+    def publish(self, container: str, alias: str, *, description: str = "",
+                properties: Mapping[str, str] | None = None) -> ImageInfo:
         action = f"publishing {container} as {alias}"
         body: dict[str, Any] = {"source": {"type": "instance", "name": container},
-                                "properties": {"description": description}}
+                                "properties": {**(properties or {}), "description": description}}
         moving = self.image_exists(alias)
         if not moving:  # the new image gets its alias in the same operation
             body["aliases"] = [{"name": alias, "description": description}]

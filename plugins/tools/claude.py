@@ -10,13 +10,13 @@ onboarding, the folder-trust dialog, or the bypass-permissions warning).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cci_core import hookimpl
 from cci_core.layout import WORKSPACE_PATH
 from cci_core.registry import Register
-from cci_core.tool import CredentialFile, ToolAdapter
+from cci_core.tool import CredentialFile, ImageFetch, ImageFile, ToolAdapter
 
 
 class ClaudeCode(ToolAdapter):
@@ -55,6 +55,23 @@ class ClaudeCode(ToolAdapter):
             # bypassPermissionsModeAccepted in .claude.json is migrated to this key)
             ".claude/settings.json": {"skipDangerousModePermissionPrompt": True},
         }
+
+    def image_version(self, fetch: ImageFetch) -> str:
+        from cci_builtin_plugins.tools import claude_package
+
+        return claude_package.resolve_version(claude_package.registry_url(fetch.registry), fetch.version)
+
+    def image_files(self, version: str, fetch: ImageFetch, say: Callable[[str], None]) -> tuple[ImageFile, ...]:
+        """The native ``claude`` of the npm package, verified and cached per version in the user's cache dir."""
+        from pathlib import Path
+
+        import platformdirs
+
+        from cci_builtin_plugins.tools import claude_package
+
+        cache = Path(platformdirs.user_cache_dir("cci")) / "claude-code"
+        binary = claude_package.fetch_binary(claude_package.registry_url(fetch.registry), version, cache, say)
+        return (ImageFile(claude_package.IMAGE_PATH, binary, 0o755),)
 
 
 @hookimpl

@@ -26,7 +26,7 @@ from tests.integration.conftest import run_cci
 
 pytestmark = pytest.mark.incus
 
-FIELDS = {"fingerprint", "aliases", "description", "created", "size"}
+FIELDS = {"fingerprint", "aliases", "description", "created", "size", "tools"}
 Cci = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -164,13 +164,14 @@ def test_list_filters_and_formats(images: ImageMaker, cci: Cci) -> None:
     table = cci("image", "list")
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ALIASES", "FINGERPRINT", "DESCRIPTION", "CREATED", "SIZE"]
+    assert header.split() == ["ALIASES", "FINGERPRINT", "DESCRIPTION", "TOOL", "CREATED", "SIZE"]
     row = next(line for line in rows if line.startswith(f"{images.prefix}-a "))
     cells = re.split(r"\s{2,}", row)
     assert cells[1] == ours.fingerprint[:12] and ours.fingerprint not in table.stdout
     assert cells[2] == f"test image {images.prefix}-a"
-    assert cells[3] == ours.created[:19].replace("T", " ")
-    assert cells[4] == f"{ours.size / 1024**2:.1f} MiB"
+    assert cells[3] == "-"  # no tool recorded in the test base
+    assert cells[4] == ours.created[:19].replace("T", " ")
+    assert cells[5] == f"{ours.size / 1024**2:.1f} MiB"
     # cci-test-base is a cci image (cci build base gives it a versioned alias too)
     # (in either order: Incus does not promise one for an image's aliases)
     assert any(incus_env.IMAGE in re.split(r"\s{2,}", line)[0].split(", ") for line in rows)
@@ -193,7 +194,7 @@ def test_list_filters_and_formats(images: ImageMaker, cci: Cci) -> None:
     assert all(set(entry) == FIELDS for entry in listed)
     assert all(any(a == "cci" or a.startswith("cci-") for a in entry["aliases"]) for entry in listed)
     assert {"fingerprint": ours.fingerprint, "aliases": [f"{images.prefix}-a"],
-            "description": f"test image {images.prefix}-a", "created": ours.created, "size": ours.size} in listed
+            "description": f"test image {images.prefix}-a", "created": ours.created, "size": ours.size, "tools": {}} in listed
     assert isinstance(ours.size, int) and ours.size > 1024**2
     assert other.fingerprint not in {entry["fingerprint"] for entry in listed}
     listed_all = json.loads(cci("image", "list", "--all", "--format", "json").stdout)

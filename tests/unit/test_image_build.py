@@ -121,3 +121,25 @@ def test_a_base_build_needs_root_and_debootstrap(tmp_path, monkeypatch) -> None:
     with pytest.raises(CciError, match="debootstrap is not installed"):
         debootstrap.DebootstrapBuilder().build(driver, request, lambda chunk: None)
     assert driver.images == {}
+
+
+def test_the_server_path_copies_the_tools_files_in_and_records_the_version(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cci_core.tool import ImageFile
+
+    binary = tmp_path / "claude"
+    binary.write_bytes(b"native claude")
+    driver = ScriptedDriver(load_config(tmp_path, environ={}))
+    pushed: dict[str, tuple[bytes, int]] = {}
+    create = driver.create
+
+    def recording_create(spec):  # type: ignore[no-untyped-def]
+        container = create(spec)
+        container.push_file = lambda path, data, mode=0o600, uid=0, gid=0: pushed.__setitem__(path, (data, mode))
+        return container
+
+    driver.create = recording_create  # type: ignore[method-assign]
+    builder = ScriptBuilder((ImageFile("/usr/local/bin/claude", binary, 0o755),),
+                            {"cci.tool.claude.version": "2.1.332"})
+    image = builder.build(driver, BuildRequest("demo", "base", b"true\n", offline=True), lambda chunk: None)
+    assert pushed["/usr/local/bin/claude"] == (b"native claude", 0o755)
+    assert driver.images[image.fingerprint].properties["cci.tool.claude.version"] == "2.1.332"

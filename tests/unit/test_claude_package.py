@@ -1,0 +1,208 @@
+"""Claude Code fetched on the host from an npm registry: a fake registry on 127.0.0.1 serves metadata and tarballs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import socket
+import tarfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from cci_builtin_plugins.tools import claude_package as package
+from cci_builtin_plugins.tools.claude import ClaudeCode
+from cci_builtin_plugins.tools.codex import Codex
+from cci_core.errors import BackendError, CciError, NotFoundError
+from cci_core.tool import ImageFetch, tool_version_property
+
+BINARY = b"\x7fELF fake claude 9.9.9\n"
+VERSION = "9.9.9"
+
+
+def tarball(members: dict[str, bytes | None]) -> bytes:
+    """A .tgz with these members: bytes make regular files, None a symbolic link to /etc/passwd."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                archive.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o755
+                archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def integrity(data: bytes) -> str:
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+class FakeRegistry:
+    """Routes of a fake npm registry: path -> (status, body); every request is recorded."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, bytes]] = {}
+        self.requests: list[str] = []
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+                registry.requests.append(self.path)
+                status, body = registry.routes.get(self.path, (404, b'{"error":"Not found"}'))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def publish(self, version: str = VERSION, tgz: bytes | None = None, *, architectures: tuple[str, ...] = ("x64",),
+                claimed: str | None = None, tag: str = "latest") -> None:
+        """The main package's ``version`` (also under ``tag``) and its linux platform packages."""
+        tgz = tarball({"package/package.json": b"{}", "package/claude": BINARY}) if tgz is None else tgz
+        optional = {package.platform_package(arch): version for arch in architectures}
+        main = json.dumps({"name": package.PACKAGE, "version": version, "optionalDependencies": optional}).encode()
+        self.routes[f"/@anthropic-ai%2Fclaude-code/{version}"] = (200, main)
+        self.routes[f"/@anthropic-ai%2Fclaude-code/{tag}"] = (200, main)
+        for arch in architectures:
+            path = f"/tarballs/claude-code-linux-{arch}-{version}.tgz"
+            self.routes[path] = (200, tgz)
+            dist = {"tarball": f"{self.url}{path}", "integrity": claimed or integrity(tgz)}
+            self.routes[f"/@anthropic-ai%2Fclaude-code-linux-{arch}/{version}"] = (
+                200, json.dumps({"version": version, "dist": dist}).encode())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def registry() -> Iterator[FakeRegistry]:
+    fake = FakeRegistry()
+    yield fake
+    fake.close()
+
+
+def fetch(registry: FakeRegistry, cache: Path, version: str = VERSION, architecture: str = "x64") -> Path:
+    return package.fetch_binary(registry.url, version, cache, lambda line: None, architecture)
+
+
+def test_latest_resolves_to_the_dist_tag_and_the_binary_is_extracted_verified_and_cached(
+        registry: FakeRegistry, tmp_path: Path) -> None:
+    registry.publish()
+    assert package.resolve_version(registry.url, "latest") == VERSION
+    binary = fetch(registry, tmp_path)
+    assert binary.read_bytes() == BINARY and binary.stat().st_mode & 0o777 == 0o755
+    assert [path.name for path in tmp_path.iterdir()] == [binary.name]  # no temporary files left
+    registry.routes.clear()  # the same version again: from the cache, no request
+    before = len(registry.requests)
+    assert fetch(registry, tmp_path) == binary and len(registry.requests) == before
+
+
+def test_the_claude_adapter_fetches_into_the_user_cache_and_codex_adds_nothing(
+        registry: FakeRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.publish()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(package, "npm_architecture", lambda machine=None: "x64")
+    claude = ClaudeCode()
+    settings = ImageFetch("latest", registry.url)
+    assert claude.image_version(settings) == VERSION
+    [file] = claude.image_files(VERSION, settings, lambda line: None)
+    assert file.path == "/usr/local/bin/claude" and file.mode == 0o755 and file.source.read_bytes() == BINARY
+    assert file.source.is_relative_to(tmp_path)
+    assert Codex().image_version(settings) is None and Codex().image_files("1", settings, print) == ()
+    assert tool_version_property("claude") == "cci.tool.claude.version"
+
+
+def test_an_unreachable_registry_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(package.RegistryUnreachableError) as caught:
+        package.resolve_version(f"http://127.0.0.1:{port}", "latest")
+    assert isinstance(caught.value, BackendError) and caught.value.exit_code == 4
+    assert f"the npm registry 127.0.0.1:{port} is unreachable" in str(caught.value)
+    assert "npm_registry" in str(caught.value)
+
+
+def test_a_registry_error_status_is_unreachable_too(registry: FakeRegistry) -> None:
+    registry.routes["/@anthropic-ai%2Fclaude-code/latest"] = (503, b"down")
+    with pytest.raises(package.RegistryUnreachableError, match="answered HTTP 503"):
+        package.resolve_version(registry.url, "latest")
+
+
+def test_an_unknown_version_is_not_found(registry: FakeRegistry, tmp_path: Path) -> None:
+    registry.publish()
+    with pytest.raises(package.ToolVersionNotFoundError) as caught:
+        package.resolve_version(registry.url, "1.2.3")
+    assert isinstance(caught.value, NotFoundError) and "@anthropic-ai/claude-code@1.2.3" in str(caught.value)
+    assert "claude_version" in str(caught.value)
+    with pytest.raises(package.ToolVersionNotFoundError):
+        fetch(registry, tmp_path, "1.2.3")
+    with pytest.raises(package.ToolVersionNotFoundError, match="not a version"):
+        package.resolve_version(registry.url, "../../etc")
+
+
+def test_no_binary_package_for_this_architecture(registry: FakeRegistry, tmp_path: Path) -> None:
+    registry.publish(architectures=("x64",))
+    with pytest.raises(package.NoBinaryError, match="no binary package for linux-arm64"):
+        fetch(registry, tmp_path, architecture="arm64")
+    with pytest.raises(package.NoBinaryError, match="no Linux binary for the architecture riscv64"):
+        package.npm_architecture("riscv64")
+    assert package.npm_architecture("x86_64") == "x64" and package.npm_architecture("aarch64") == "arm64"
+    # listed by the main package, but the platform package is missing from the registry
+    del registry.routes[f"/@anthropic-ai%2Fclaude-code-linux-x64/{VERSION}"]
+    with pytest.raises(package.NoBinaryError, match="no Claude Code binary for linux-x64"):
+        fetch(registry, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_integrity_mismatch_keeps_nothing(registry: FakeRegistry, tmp_path: Path) -> None:
+    registry.publish(claimed=integrity(b"something else"))
+    with pytest.raises(package.IntegrityError, match="does not match the registry's integrity"):
+        fetch(registry, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tarball_without_package_claude_is_refused(registry: FakeRegistry, tmp_path: Path) -> None:
+    registry.publish(tgz=tarball({"package/package.json": b"{}", "package/cli.js": b"//"}))
+    with pytest.raises(package.BadPackageError, match="the tarball has no package/claude"):
+        fetch(registry, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_package_claude_that_is_a_link_is_refused(registry: FakeRegistry, tmp_path: Path) -> None:
+    registry.publish(tgz=tarball({"package/claude": None}))
+    with pytest.raises(package.BadPackageError, match="package/claude is not a regular file"):
+        fetch(registry, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_oversized_binary_is_refused(registry: FakeRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.publish()
+    monkeypatch.setattr(package, "MAX_BINARY", len(BINARY) - 1)
+    with pytest.raises(package.BadPackageError, match="package/claude is larger than"):
+        fetch(registry, tmp_path)
+
+
+def test_the_registry_url_setting_then_the_environment_then_the_default() -> None:
+    environ = {"npm_config_registry": "http://env.example/npm/"}
+    assert package.registry_url("https://set.example/", environ) == "https://set.example"
+    assert package.registry_url(None, environ) == "http://env.example/npm"
+    assert package.registry_url(None, {}) == "https://registry.npmjs.org"
+    with pytest.raises(CciError, match="is not an http"):
+        package.registry_url("file:///etc", {})
