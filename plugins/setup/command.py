@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from cci_core.cli.state import get_state
-from cci_core.config import SYSTEM_FILE
 from cci_core.errors import BackendError, UsageError
 from cci_builtin_plugins.setup.plan import DONE, MANUAL, Action, Options, Plan, Step, make_plan
 
@@ -25,12 +24,14 @@ from cci_builtin_plugins.setup.plan import DONE, MANUAL, Action, Options, Plan, 
 @click.option("--pool-size", default="20GiB", show_default=True, help="Size of that pool's loop file.")
 @click.option("--bridge", default="incusbr0", show_default=True,
               help="Name of the bridge setup makes when the default profile has no network device.")
-@click.option("--config-file", type=click.Path(dir_okay=False, path_type=Path), default=SYSTEM_FILE,
-              show_default=True, envvar="CCI_SETUP_CONFIG_FILE", help="Config file to record the network range in.")
+@click.option("--config-file", type=click.Path(dir_okay=False, path_type=Path), envvar="CCI_SETUP_CONFIG_FILE",
+              help="Config file to record the network range in (default: the system config, /etc/cci/config.toml).")
 @click.option("--image", metavar="NAME", help="Image to build when missing (default: [defaults] image).")
+@click.option("--no-restart", is_flag=True,
+              help="Never restart incusd (after delegating ids): say the command instead.")
 @click.pass_context
 def setup(ctx: click.Context, dry_run: bool, user_name: str | None, no_image: bool, pool: str, pool_size: str,
-          bridge: str, config_file: Path, image: str | None) -> None:
+          bridge: str, config_file: Path | None, image: str | None, no_restart: bool) -> None:
     """Prepare this machine for cci: Incus, storage, network, your access, the image (idempotent).
 
     Running it again changes nothing.
@@ -43,9 +44,11 @@ def setup(ctx: click.Context, dry_run: bool, user_name: str | None, no_image: bo
     """
     state = get_state(ctx)
     config = state.config
-    options = Options(config_file=config_file.absolute(), image=image or config.defaults.image, cci=cci_command(),
+    from cci_core.config import loader
+
+    options = Options(config_file=(config_file or loader.SYSTEM_FILE).absolute(), image=image or config.defaults.image, cci=cci_command(),
                       group=config.incus.group, pool=pool, pool_size=pool_size, bridge=bridge,
-                      build_image=not no_image)
+                      build_image=not no_image, restart=not no_restart, project=config.incus.project)
     user = user_name or _invoking_user()
     plan = make_plan(_gather(user, options, config), options)
     if dry_run:
@@ -84,9 +87,10 @@ def _gather(user: str, options: Options, config) -> object:  # noqa: ANN001 - Co
 
 def _as_root(plan: Plan, user: str, options: Options) -> int:
     """Run setup again through sudo (one password prompt); without sudo, print the commands and fail."""
-    argv = [*options.cci, "setup", "--user", user, "--config-file", str(options.config_file), "--image",
+    project = () if options.project == "default" else ("env", f"CCI_INCUS_PROJECT={options.project}")
+    argv = [*project, *options.cci, "setup", "--user", user, "--config-file", str(options.config_file), "--image",
             options.image, "--pool", options.pool, "--pool-size", options.pool_size, "--bridge", options.bridge,
-            *(() if options.build_image else ("--no-image",))]
+            *(() if options.build_image else ("--no-image",)), *(() if options.restart else ("--no-restart",))]
     needing = [step.title for step in plan.pending if step.root and step.state != MANUAL]
     import shutil
 

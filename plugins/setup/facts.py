@@ -99,6 +99,7 @@ class HostFacts(NamedTuple):
     subids_changed: float  # the last change of /etc/subuid or /etc/subgid (epoch seconds; 0 when missing)
     routes: tuple[IPv4Network, ...]
     config_text: str | None  # the config file setup records the network range in; None when missing
+    config_readable: bool  # False: it exists but this user may not read it
     config_dir: bool  # its directory exists
     config_writable: bool  # this user may write it (or create it)
     is_root: bool
@@ -287,6 +288,10 @@ def gather(*, user: str, group: str, socket: Path, project: str, config_file: Pa
     systemd = is_systemd()
     person = read_user(user, group)
     mirror, keyring = read_apt_source()
+    try:
+        config_text, config_readable = read_text(config_file), True
+    except OSError:
+        config_text, config_readable = None, False
     return HostFacts(
         distro=read_os_release(),
         mirror=mirror,
@@ -302,7 +307,8 @@ def gather(*, user: str, group: str, socket: Path, project: str, config_file: Pa
         subids_delegated=delegated(subuid, person.uid) and delegated(subgid, person.gid),
         subids_changed=_mtime(subuid, subgid),
         routes=read_routes(),
-        config_text=read_text(config_file),
+        config_text=config_text,
+        config_readable=config_readable,
         config_dir=config_file.parent.is_dir(),
         config_writable=_writable(config_file),
         is_root=os.geteuid() == 0,

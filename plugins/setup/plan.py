@@ -43,6 +43,8 @@ class Options(NamedTuple):
     pool_size: str = "20GiB"
     bridge: str = "incusbr0"
     build_image: bool = True
+    restart: bool = True  # False: never restart incusd, say the command instead
+    project: str = "default"  # the Incus project whose default profile setup fills in
     subuid: Path = Path("/etc/subuid")
     subgid: Path = Path("/etc/subgid")
 
@@ -186,9 +188,9 @@ def restart_step(facts: HostFacts, options: Options) -> Step:
         return Step(title, DONE, f"incusd started after the last change of {options.subuid} and {options.subgid}")
     why = (f"{options.subuid} and {options.subgid} " + ("change now" if changing else
            f"changed at {time.strftime('%H:%M:%S', time.localtime(facts.subids_changed))}, after incusd started"))
-    if daemon.manager == host.SYSTEMD:
+    if daemon.manager == host.SYSTEMD and options.restart:
         return Step(title, TODO, f"{why}: restart it with systemd", (run("systemctl", "restart", "incus.service"),))
-    if daemon.manager == host.SETUP:
+    if daemon.manager == host.SETUP and options.restart:
         wait = (f"while [ -d /proc/{daemon.pid} ] && ! grep -q '^State:.*Z' /proc/{daemon.pid}/status 2>/dev/null; "
                 "do sleep 0.1; done")
         return Step(title, TODO, f"{why}: restart the incusd cci setup started",
@@ -196,8 +198,9 @@ def restart_step(facts: HostFacts, options: Options) -> Step:
                      *start_actions(facts)), refresh=True)
     sudo = "" if facts.is_root else "sudo "
     command = f"{sudo}incus admin shutdown && {sudo}{shlex.join(options.cci)} setup"
-    return Step(title, MANUAL, f"{why}, and incusd (pid {daemon.pid}) was started by {daemon.manager}, so setup "
-                               f"leaves it alone; restart it yourself, e.g. '{command}' (setup then starts it)")
+    reason = f"was started by {daemon.manager}" if options.restart else "is not restarted (--no-restart)"
+    return Step(title, MANUAL, f"{why}, and incusd (pid {daemon.pid}) {reason}, so setup leaves it alone; "
+                               f"restart it yourself, e.g. '{command}' (setup then starts it)")
 
 
 def pool_step(facts: HostFacts, options: Options, warnings: list[str]) -> Step:
@@ -223,7 +226,8 @@ def pool_step(facts: HostFacts, options: Options, warnings: list[str]) -> Step:
                 f"size={options.pool_size}', then 'incus profile device set default {root[0]} pool={options.pool}' "
                 "(with no container using the old pool)")
         return Step(title, DONE, f"the default profile's root disk is on pool {pool.name} ({pool.driver})")
-    actions = [run("incus", "profile", "device", "add", "default", "root", "disk", "path=/", f"pool={options.pool}")]
+    actions = [run("incus", "profile", "device", "add", "default", "root", "disk", "path=/", f"pool={options.pool}",
+                   *_project(options))]
     existing = pools.get(options.pool)
     if existing is not None and not existing.by_setup:
         raise UsageError(f"storage pool {options.pool!r} exists and was not made by cci setup, which never changes "
@@ -249,7 +253,7 @@ def network_step(facts: HostFacts, options: Options) -> Step:
         return Step(title, DONE, f"the default profile has a network device ({names})")
     networks = incus.networks if incus else {}
     actions = [run("incus", "profile", "device", "add", "default", "eth0", "nic", f"network={options.bridge}",
-                   "name=eth0")]
+                   "name=eth0", *_project(options))]
     existing = networks.get(options.bridge)
     if existing is not None and not existing.by_setup:
         raise UsageError(f"network {options.bridge!r} exists and was not made by cci setup, which never changes it",
@@ -273,6 +277,8 @@ def network_step(facts: HostFacts, options: Options) -> Step:
 def range_step(facts: HostFacts, options: Options) -> Step:
     title = "IPv4 range for cci's policy networks"
     path = str(options.config_file)
+    if not facts.config_readable:
+        return Step(title, TODO, f"checked as root (this user cannot read {path})")
     try:
         value = recorded(facts.config_text, RANGE_SECTION, RANGE_KEY)
     except tomllib.TOMLDecodeError as exc:
@@ -301,6 +307,10 @@ def image_step(facts: HostFacts, options: Options) -> Step:
         return Step(title, DONE, f"image {options.image} exists")
     return Step(title, TODO, f"build it with 'cci build' (several minutes: it fetches a base system and Claude Code)",
                 (run(*options.cci, "build"),))
+
+
+def _project(options: Options) -> tuple[str, ...]:
+    return () if options.project == "default" else ("--project", options.project)
 
 
 def _unreadable(title: str) -> Step:

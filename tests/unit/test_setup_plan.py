@@ -34,7 +34,7 @@ def fresh(distro: Distro = DEBIAN_12, **changes: object) -> HostFacts:
     facts = HostFacts(distro=distro, mirror="http://mirror.example/debian", signed_by="/usr/share/keyrings/k.gpg",
                       backports_file=False, incus_installed=False, btrfs_tools=False, systemd=False,
                       daemon=Daemon(False), incus=None, user=ALICE, subids_delegated=False, subids_changed=100.0,
-                      routes=ROUTES, config_text=None, config_dir=False, config_writable=False, is_root=True,
+                      routes=ROUTES, config_text=None, config_readable=True, config_dir=False, config_writable=False, is_root=True,
                       sudo=True)
     return facts._replace(**changes)
 
@@ -216,3 +216,22 @@ def test_incus_unreadable_for_this_user_leaves_its_steps_to_root() -> None:
 def test_a_config_file_the_user_may_write_needs_no_root() -> None:
     step = make_plan(prepared(config_text=None, config_writable=True), OPTIONS).steps[7]
     assert (step.state, step.root) == (TODO, False)
+
+
+def test_profile_devices_go_to_the_configured_projects_default_profile() -> None:
+    plan = make_plan(prepared(incus=EMPTY._replace(images=frozenset({"cci"}))), OPTIONS._replace(project="work"))
+    pool, network = plan.steps[5], plan.steps[6]
+    assert commands(pool)[-1] == "incus profile device add default root disk path=/ pool=cci --project work"
+    assert commands(network)[-1] == "incus profile device add default eth0 nic network=incusbr0 name=eth0 --project work"
+
+
+def test_no_restart_makes_even_a_systemd_restart_a_command_to_run() -> None:
+    facts = prepared(subids_delegated=False, daemon=Daemon(True, 42, 200.0, host.SYSTEMD))
+    restart = make_plan(facts, OPTIONS._replace(restart=False)).steps[4]
+    assert restart.state == MANUAL
+    assert "is not restarted (--no-restart)" in restart.detail
+
+
+def test_a_config_file_this_user_cannot_read_is_left_to_root() -> None:
+    step = make_plan(prepared(config_text=None, config_readable=False), OPTIONS).steps[7]
+    assert (step.state, step.root, step.actions) == (TODO, True, ())
