@@ -10,6 +10,8 @@ from pathlib import Path
 SOCKET = Path(os.environ.get("INCUS_SOCKET", "/var/lib/incus/unix.socket"))
 PROJECT = os.environ.get("CCI_TEST_PROJECT", "cci-test")
 IMAGE = os.environ.get("CCI_TEST_IMAGE", "cci-test-base")
+#: the real default image, with Claude Code (scripts/incus-test-env builds it)
+CLAUDE_IMAGE = os.environ.get("CCI_TEST_CLAUDE_IMAGE", "cci-test-claude")
 POOL = os.environ.get("CCI_TEST_POOL", "cci-test")
 BRIDGE = os.environ.get("CCI_TEST_BRIDGE", "ccitestbr0")
 #: the test bridge's network (scripts/incus-test-env gives it CCI_TEST_SUBNET, default 10.213.7.1/24)
@@ -17,6 +19,8 @@ BRIDGE_SUBNET = str(ipaddress.ip_interface(os.environ.get("CCI_TEST_SUBNET", "10
 TEST_USER = os.environ.get("CCI_TEST_USER", "ccitest")
 #: where cci's policy networks take their subnets in tests (their NAT is off: nothing leaves the machine)
 NETWORK_SUBNETS = os.environ.get("CCI_TEST_NETWORK_SUBNETS", "10.214.0.0/16")
+#: where scripts/incus-test-env and the tests keep what they fetch on the host
+CACHE_DIR = Path(os.environ.get("CCI_TEST_CACHE_DIR", "/var/cache/cci-test-env"))
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -128,3 +129,33 @@ def terminal() -> Iterator[Terminal]:
     term = Terminal(f"cci-test-{os.getpid()}-{uuid4().hex[:8]}")  # never the server of a test before, still dying
     yield term
     subprocess.run(["tmux", "-L", term.socket, "kill-server"], capture_output=True, check=False)
+
+
+class ClaudeImage(NamedTuple):
+    """The real default image: its alias and the Claude Code version it records."""
+
+    alias: str
+    version: str
+
+
+#: the image property holding the Claude Code version an image carries
+CLAUDE_VERSION_PROPERTY = "cci.tool.claude.version"
+
+
+@pytest.fixture
+def claude_image(driver: IncusDriver) -> ClaudeImage:
+    """The real default image with Claude Code that scripts/incus-test-env builds; fails (never skips) without it."""
+    fix = "run 'sudo scripts/incus-test-env' (it builds the image)"
+    found = [image for image in driver.list_images() if incus_env.CLAUDE_IMAGE in image.aliases]
+    if not found:
+        pytest.fail(f"Incus test image {incus_env.CLAUDE_IMAGE} missing: {fix}", pytrace=False)
+    version = found[0].properties.get(CLAUDE_VERSION_PROPERTY, "")
+    if not version:
+        pytest.fail(f"image {incus_env.CLAUDE_IMAGE} records no {CLAUDE_VERSION_PROPERTY}: {fix}", pytrace=False)
+    return ClaudeImage(incus_env.CLAUDE_IMAGE, version)
+
+
+@pytest.fixture
+def claude_environ(cci_environ: dict[str, str], claude_image: ClaudeImage) -> dict[str, str]:
+    """:func:`cci_environ` with the real default image: sessions run Claude Code."""
+    return {**cci_environ, "CCI_DEFAULTS_IMAGE": claude_image.alias}
