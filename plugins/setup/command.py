@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from cci_core.cli.state import get_state
-from cci_core.errors import BackendError, UsageError
+from cci_core.errors import CciError
 from cci_builtin_plugins.setup.plan import DONE, MANUAL, Action, Options, Plan, Step, make_plan
 
 
@@ -96,7 +96,7 @@ def _as_root(plan: Plan, user: str, options: Options) -> int:
 
     if shutil.which("sudo") is None:
         _print_plan(plan, user, sudo=False)
-        raise UsageError(f"{len(needing)} step(s) need root ({', '.join(needing)}) and sudo is not installed",
+        raise CciError(f"{len(needing)} step(s) need root ({', '.join(needing)}) and sudo is not installed",
                          hint=f"run the commands above as root, or as root: {' '.join(argv)}")
     click.echo(f"cci setup: {', '.join(needing)} need(s) root: running setup through sudo", err=True)
     return subprocess.call(["sudo", "--", *argv])
@@ -160,7 +160,7 @@ class Runner:
             click.echo(f"note: {note}")
         summary = f"{changed} step(s) done now, {total - changed - len(manual)} done already"
         if manual:
-            raise BackendError(f"setup is not complete after {self._elapsed()} ({summary}): "
+            raise CciError(f"setup is not complete after {self._elapsed()} ({summary}): "
                                f"{'; '.join(step.title for step in manual)} needs you",
                                hint="see the step above; then run cci setup again")
         click.echo(f"cci setup: ready in {self._elapsed()} ({summary})")
@@ -173,9 +173,9 @@ class Runner:
             result = subprocess.run(action.argv, input=action.stdin, text=True, check=False,
                                     stdout=subprocess.DEVNULL if action.stdin is not None else None)
         except OSError as exc:
-            raise BackendError(f"step {number}/{total} ({step.title}) failed: cannot run {action.argv[0]}: "
+            raise CciError(f"step {number}/{total} ({step.title}) failed: cannot run {action.argv[0]}: "
                                f"{exc.strerror}", hint="fix that, then run cci setup again") from None
         if result.returncode != 0:
-            raise BackendError(f"step {number}/{total} ({step.title}) failed: '{action.shell()}' exited with "
+            raise CciError(f"step {number}/{total} ({step.title}) failed: '{action.shell()}' exited with "
                                f"{result.returncode}", hint="see its output above; then run cci setup again")
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from cci_core.errors import NotAvailableError, UsageError
+from cci_core.errors import CciError, ConfigError, UsageError
 from cci_builtin_plugins.setup import facts as host
 from cci_builtin_plugins.setup.config_file import recorded, tomllib, with_setting
 from cci_builtin_plugins.setup.facts import HostFacts
@@ -118,7 +118,7 @@ def install_step(facts: HostFacts) -> Step:
     distro = facts.distro
     suite = INCUS_SUITES.get((distro.id, distro.version_id))
     if suite is None:
-        raise NotAvailableError(f"no Incus package known for {distro.pretty}; install Incus yourself "
+        raise CciError(f"no Incus package known for {distro.pretty}; install Incus yourself "
                                 f"({' '.join(missing)}), then run cci setup again",
                                 hint="https://linuxcontainers.org/incus/docs/main/installing/")
     actions = []
@@ -214,7 +214,7 @@ def pool_step(facts: HostFacts, options: Options, warnings: list[str]) -> Step:
     if root is not None:
         pool = pools.get(root[1].get("pool", ""))
         if pool is None:
-            raise UsageError(f"the default profile's root disk {root[0]!r} uses pool {root[1].get('pool')!r}, "
+            raise CciError(f"the default profile's root disk {root[0]!r} uses pool {root[1].get('pool')!r}, "
                              "which does not exist; setup does not change a profile device it did not make",
                              hint=f"create that pool ('incus storage create {root[1].get('pool')} btrfs') or "
                                   f"remove the device ('incus profile device remove default {root[0]}')")
@@ -261,7 +261,7 @@ def network_step(facts: HostFacts, options: Options) -> Step:
     if existing is None:
         block = pick_bridge(_taken(facts, options))
         if block is None:
-            raise UsageError("no free private /24 for a bridge: every candidate overlaps a route or an Incus network",
+            raise CciError("no free private /24 for a bridge: every candidate overlaps a route or an Incus network",
                              hint=f"create a bridge yourself and add it to the default profile ('incus profile "
                                   f"device add default eth0 nic network=NAME name=eth0')")
         address = f"{next(block.hosts())}/{block.prefixlen}"
@@ -282,12 +282,12 @@ def range_step(facts: HostFacts, options: Options) -> Step:
     try:
         value = recorded(facts.config_text, RANGE_SECTION, RANGE_KEY)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML ({exc})", hint="fix it, then run cci setup again") from None
+        raise ConfigError(f"{path} is not valid TOML ({exc})", hint="fix it, then run cci setup again") from None
     if value is not None:
         return Step(title, DONE, f"[{RANGE_SECTION}] {RANGE_KEY} = {value!r} in {path}")
     block = pick_range(_taken(facts, options, bridge=False))
     if block is None:
-        raise UsageError("no free private /16 for cci's policy networks: every candidate overlaps a route or an "
+        raise CciError("no free private /16 for cci's policy networks: every candidate overlaps a route or an "
                          "Incus network", hint=f"set [{RANGE_SECTION}] {RANGE_KEY} in {path} to a free range")
     content = with_setting(facts.config_text, RANGE_SECTION, RANGE_KEY, str(block), path=path)
     actions = (() if facts.config_dir else (run("mkdir", "-p", str(options.config_file.parent)),))

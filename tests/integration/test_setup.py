@@ -127,7 +127,7 @@ def test_a_real_run_for_a_fresh_user_does_each_step_once(cci_environ: dict[str, 
 
     first = run_cci(*args, env=cci_environ)
     # everything is done but the restart of incusd, which setup never does with --no-restart: it says the command
-    assert first.returncode == 4, first.stdout + first.stderr
+    assert first.returncode == 1, first.stdout + first.stderr
     assert first.stderr.startswith("cci: setup is not complete after ")
     assert "(3 step(s) done now, 5 done already): restart Incus for the delegated ids needs you" in first.stderr
     output = lines(first)
@@ -158,7 +158,7 @@ def test_a_real_run_for_a_fresh_user_does_each_step_once(cci_environ: dict[str, 
 
     snapshot = files_state(SUBUID, SUBGID, config), grp.getgrnam("incus-admin").gr_mem
     second = run_cci(*args, env=cci_environ)
-    assert second.returncode == 4, second.stdout + second.stderr
+    assert second.returncode == 1, second.stdout + second.stderr
     assert "(0 step(s) done now, 8 done already)" in second.stderr
     assert lines(second)[0] == f"cci setup for user {fresh_user}: 9 steps, 1 to do"
     assert not any(line.startswith("      $ ") for line in lines(second))  # no command ran
@@ -210,7 +210,7 @@ def test_root_steps_without_sudo_are_printed_as_commands_and_fail(cci_environ: d
     result = subprocess.run(["runuser", "-u", incus_env.TEST_USER, "--", "/usr/bin/env", f"PATH={bin_dir}", str(CCI),
                              "setup", "--no-image", "--config-file", str(config)],
                             env=env, cwd="/", capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr == ("cci: 1 step(s) need root (IPv4 range for cci's policy networks) and sudo is not "
                              "installed (run the commands above as root, or as root: "
                              f"env CCI_INCUS_PROJECT={incus_env.PROJECT} {CCI} setup --user {incus_env.TEST_USER} "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cci_core.errors import NotAvailableError, UsageError
+from cci_core.errors import CciError, UsageError
 from cci_builtin_plugins.setup import facts as host
 from cci_builtin_plugins.setup.facts import Daemon, Distro, HostFacts, IncusState, Network, Pool, User
 from cci_builtin_plugins.setup.plan import DONE, MANUAL, TODO, Options, make_plan
@@ -83,8 +83,9 @@ def test_debian_13_and_ubuntu_24_04_install_from_the_release(distro: Distro) -> 
 
 
 def test_an_unknown_distribution_without_incus_is_one_clear_error() -> None:
-    with pytest.raises(NotAvailableError) as error:
+    with pytest.raises(CciError) as error:
         make_plan(fresh(FEDORA), OPTIONS)
+    assert error.value.exit_code == 1
     assert error.value.message.startswith("no Incus package known for Fedora Linux 41; install Incus yourself")
     assert "then run cci setup again" in error.value.message
 
