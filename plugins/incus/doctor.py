@@ -443,6 +443,8 @@ def image_check(server: _Server, alias: str, tool: str = "claude") -> Check:
         return fail(IMAGE, f"image {alias!r} not found in project {server.project}",
                     f"{SETUP_FIX} (it builds the image) or 'cci build', or choose another with --image or "
                     "[defaults] image")
+    from cci_core.tool import tool_version_property
+
     key = tool_version_property(tool)
     version = (server.read(f"reading image {alias}", "images", target).get("properties") or {}).get(key)
     if not version:
@@ -452,7 +454,3 @@ def image_check(server: _Server, alias: str, tool: str = "claude") -> Check:
                                                 "[defaults] image")
     return ok(IMAGE, f"{alias} ({target[:12]}) with {tool} {version}")
 
-
-def tool_version_property(tool: str) -> str:
-    """The image property holding the version of ``tool`` an image carries."""
-    return f"cci.tool.{tool}.version"

@@ -305,8 +305,9 @@ def image_step(facts: HostFacts, options: Options) -> Step:
         return _unreadable(title)
     if incus is not None and options.image in incus.images:
         return Step(title, DONE, f"image {options.image} exists")
-    return Step(title, TODO, f"build it with 'cci build' (several minutes: it fetches a base system and Claude Code)",
-                (run(*options.cci, "build"),))
+    alias = () if options.image == "cci" else ("--alias", options.image)
+    return Step(title, TODO, "build it with 'cci build' (several minutes: it fetches a base system and the tool)",
+                (run(*options.cci, "build", *alias),))
 
 
 def _project(options: Options) -> tuple[str, ...]:

@@ -242,3 +242,13 @@ def test_doctor_with_auto_subnets_says_whether_incus_can_pick_and_leaves_no_prob
     probe = "ccidoctor"
     assert not [network["name"] for network in api.get("/1.0/networks", "listing", recursion=1)
                 if network["name"].startswith(probe) and network["description"].startswith("cci doctor")]
+
+
+def test_the_real_default_image_passes_the_image_check_and_setup_finds_it(cci_environ: dict[str, str]) -> None:
+    env = {**cci_environ, "CCI_DEFAULTS_IMAGE": incus_env.CLAUDE_IMAGE}
+    doctor = run_cci("doctor", env=env)
+    line = next(line for line in lines(doctor) if line.startswith(("ok    image", "warn  image", "fail  image")))
+    assert line.startswith(f"ok    image            {incus_env.CLAUDE_IMAGE} (")
+    assert " with claude " in line
+    dry = run_cci("setup", "--dry-run", env=env)
+    assert f"[9/9] image {incus_env.CLAUDE_IMAGE}: done: image {incus_env.CLAUDE_IMAGE} exists" in lines(dry)

@@ -236,3 +236,8 @@ def test_no_restart_makes_even_a_systemd_restart_a_command_to_run() -> None:
 def test_a_config_file_this_user_cannot_read_is_left_to_root() -> None:
     step = make_plan(prepared(config_text=None, config_readable=False), OPTIONS).steps[7]
     assert (step.state, step.root, step.actions) == (TODO, True, ())
+
+
+def test_an_image_of_another_name_is_built_under_that_alias() -> None:
+    plan = make_plan(prepared(incus=PREPARED._replace(images=frozenset())), OPTIONS._replace(image="cci-rust"))
+    assert commands(plan.steps[8]) == ["/usr/bin/cci build --alias cci-rust"]
