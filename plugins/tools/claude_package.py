@@ -35,6 +35,7 @@ TIMEOUT = 30
 #: npm's name for the host's architecture
 ARCHITECTURES = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$")
+_EXACT = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]{1,40})?$")
 _SETTINGS_HINT = "set [plugins.images] npm_registry (or the environment variable npm_config_registry)"
 
 
@@ -82,7 +83,10 @@ def platform_package(architecture: str) -> str:
 
 
 def resolve_version(registry: str, wanted: str = "latest") -> str:
-    """The exact version ``wanted`` names (a version, or a dist-tag such as ``latest``)."""
+    """The exact version ``wanted`` names: an exact version as it is (no request), a dist-tag such as
+    ``latest`` as the registry says."""
+    if _EXACT.match(wanted):
+        return wanted
     return _check_version(str(_manifest(registry, PACKAGE, wanted).get("version", "")), registry)
 
 

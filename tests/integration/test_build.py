@@ -1,10 +1,13 @@
-"""``cci build custom`` on the real Incus, offline: a script on the test base, published and aliased.
+"""``cci build custom`` on the real Incus, offline: a script on the test base, published and aliased; and
+``cci build --source host`` against the real default image scripts/incus-test-env builds (its cached recipe).
 
-Every image made here carries this test's random alias and is deleted afterwards.
+Every image made here carries this test's random alias and is deleted afterwards; the shared default image
+only gets an extra alias, which is removed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +15,7 @@ from uuid import uuid4
 
 import pytest
 
+from cci_core.driver import ImageInfo
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
 from tests.integration.conftest import assert_error, run_cci
@@ -89,3 +93,90 @@ def test_bad_build_input_is_one_line(alias: str, cci_environ: dict[str, str], tm
     assert_error(build("bad/name", script, cci_environ), 2, "'bad/name' is not a valid image name")
     assert_error(run_cci("build", "custom", alias, "--script", str(script), "--base", "no-such-base", "--offline",
                          env=cci_environ), 5, "base image 'no-such-base' not found")
+
+
+# -- the host path ('cci build --source host'), against the real default image scripts/incus-test-env builds ----
+
+def _claude_image(driver: IncusDriver) -> ImageInfo:
+    images = [image for image in driver.list_images() if incus_env.CLAUDE_IMAGE in image.aliases]
+    assert images, f"no image {incus_env.CLAUDE_IMAGE}: scripts/incus-test-env builds it"
+    return images[0]
+
+
+def _images_config(home: str, **settings: str) -> None:
+    config = Path(home, ".config/cci/config.toml")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("[plugins.images]\n" + "".join(f'{key} = "{value}"\n' for key, value in settings.items()))
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:  # nobody listens on it afterwards: no request leaves the machine
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def extra_alias(driver: IncusDriver) -> Iterator[str]:
+    """A fresh alias put on the shared default image: afterwards only the aliases are removed, never the image."""
+    import subprocess
+
+    name = f"bt{uuid4().hex[:8]}"
+    yield name
+    for image in driver.list_images():
+        for alias in image.aliases:
+            if alias == name or alias.startswith(f"{name}-"):
+                subprocess.run(["incus", "image", "alias", "delete", alias, "--project", "default"], check=True,
+                               capture_output=True)
+
+
+def test_the_host_build_of_the_same_recipe_imports_the_cached_image_with_its_claude_version(
+    extra_alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+) -> None:
+    from cci_builtin_plugins.images.host_build import HostImageBuilder, host_mirror
+    from cci_builtin_plugins.tools.claude import ClaudeCode
+    from cci_core.image_builder import BuildRequest
+    from cci_core.tool import ImageFetch
+
+    built = _claude_image(driver)
+    version = built.properties["cci.tool.claude.version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), built.properties
+    assert built.properties["cci.builder"] == "host"
+    # the exact version: nothing is asked of the registry (a closed port here); the recipe is the script's
+    _images_config(cci_environ["HOME"], claude_version=version, npm_registry=f"http://127.0.0.1:{_closed_port()}")
+    recipe = HostImageBuilder(ClaudeCode(), ImageFetch(version)).recipe(
+        BuildRequest(extra_alias, "trixie", options={"mirror": host_mirror()}))
+    assert recipe.digest() == built.properties["cci.recipe"], "scripts/incus-test-env built another recipe"
+
+    command = ("build", "--source", "host", "--alias", extra_alias, "--cache", str(incus_env.CACHE_DIR))
+    result = run_cci(*command, env=cci_environ, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "==> using the cached" in result.stdout and "debootstrap" not in result.stdout
+    [image] = [image for image in driver.list_images() if extra_alias in image.aliases]
+    assert image.fingerprint == built.fingerprint  # the same tarball: the same image, under one more alias
+    assert any(re.fullmatch(rf"{extra_alias}-\d{{8}}-\d{{6}}", alias) for alias in image.aliases)
+
+    again = run_cci(*command, "--if-changed", env=cci_environ)
+    assert again.returncode == 0 and f"{extra_alias} is up to date" in again.stderr, again.stderr
+
+    listed = run_cci("image", "list", "--prefix", extra_alias, "--format", "json", env=cci_environ)
+    assert [entry["tools"] for entry in json.loads(listed.stdout)] == [{"claude": version}]
+    table = run_cci("image", "list", "--prefix", extra_alias, env=cci_environ).stdout.splitlines()
+    assert table[0].split()[3] == "TOOL" and f"  claude {version}  " in table[1]
+
+    ran = run_cci("run", "--image", extra_alias, "--", "claude", "--version", env=cci_environ, cwd=tmp_path,
+                  timeout=300)
+    assert (ran.returncode, ran.stdout) == (0, f"{version} (Claude Code)\n"), ran.stderr
+
+
+def test_an_unreachable_npm_registry_fails_the_host_build_in_one_line_and_makes_nothing(
+    alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+) -> None:
+    port = _closed_port()
+    _images_config(cci_environ["HOME"], npm_registry=f"http://127.0.0.1:{port}")
+    cache = tmp_path / "cache"
+    result = run_cci("build", "--source", "host", "--alias", alias, "--cache", str(cache), env=cci_environ)
+    assert_error(result, 4, f"the npm registry 127.0.0.1:{port} is unreachable", "npm_registry")
+    assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
+    assert not cache.exists() or list(cache.iterdir()) == []

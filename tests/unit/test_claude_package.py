@@ -148,13 +148,19 @@ def test_a_registry_error_status_is_unreachable_too(registry: FakeRegistry) -> N
 def test_an_unknown_version_is_not_found(registry: FakeRegistry, tmp_path: Path) -> None:
     registry.publish()
     with pytest.raises(package.ToolVersionNotFoundError) as caught:
-        package.resolve_version(registry.url, "1.2.3")
-    assert isinstance(caught.value, NotFoundError) and "@anthropic-ai/claude-code@1.2.3" in str(caught.value)
+        package.resolve_version(registry.url, "next")  # a dist-tag the package does not have
+    assert isinstance(caught.value, NotFoundError) and "@anthropic-ai/claude-code@next" in str(caught.value)
     assert "claude_version" in str(caught.value)
-    with pytest.raises(package.ToolVersionNotFoundError):
+    with pytest.raises(package.ToolVersionNotFoundError, match="@anthropic-ai/claude-code@1.2.3"):
         fetch(registry, tmp_path, "1.2.3")
     with pytest.raises(package.ToolVersionNotFoundError, match="not a version"):
         package.resolve_version(registry.url, "../../etc")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_exact_version_needs_no_request(registry: FakeRegistry) -> None:
+    assert package.resolve_version(registry.url, "2.1.332") == "2.1.332"
+    assert registry.requests == []
 
 
 def test_no_binary_package_for_this_architecture(registry: FakeRegistry, tmp_path: Path) -> None:

@@ -276,3 +276,33 @@ def test_auto_picks_the_server_when_it_answers_else_the_host(server: str) -> Non
         port = probe.getsockname()[1]
     chosen, reason = source.choose_source(f"http://127.0.0.1:{port}/index.json", timeout=5)
     assert chosen == "host" and f"127.0.0.1:{port} is unreachable" in reason
+
+
+@pytest.mark.parametrize(("routes", "code", "fragment"), [
+    ({}, 5, "the npm registry has no @anthropic-ai/claude-code@latest"),
+    ({"/@anthropic-ai%2Fclaude-code/latest": (500, b"")}, 4, "answered HTTP 500"),
+])
+def test_cci_build_host_reports_registry_problems_in_one_line_and_builds_nothing(
+        routes: dict[str, tuple[int, bytes]], code: int, fragment: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from cci_core.cli.main import cli
+    from tests.unit.test_claude_package import FakeRegistry
+
+    registry = FakeRegistry()
+    registry.routes.update(routes)
+    try:
+        config = tmp_path / "config" / "cci" / "config.toml"
+        config.parent.mkdir(parents=True)
+        config.write_text(f'[plugins.images]\nnpm_registry = "{registry.url}"\n')
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+        cache = tmp_path / "cache"
+        result = CliRunner().invoke(cli, ["--workspace", str(tmp_path), "build", "--source", "host", "--alias",
+                                          "demo", "--mirror", "http://mirror.test/debian", "--cache", str(cache)])
+    finally:
+        registry.close()
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cci: ") and fragment in lines[0], result.output
+    assert not cache.exists()
