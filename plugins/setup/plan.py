@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -226,19 +227,15 @@ def pool_step(facts: HostFacts, options: Options, warnings: list[str]) -> Step:
                 f"size={options.pool_size}', then 'incus profile device set default {root[0]} pool={options.pool}' "
                 "(with no container using the old pool)")
         return Step(title, DONE, f"the default profile's root disk is on pool {pool.name} ({pool.driver})")
-    actions = [run("incus", "profile", "device", "add", "default", "root", "disk", "path=/", f"pool={options.pool}",
-                   *_project(options))]
-    existing = pools.get(options.pool)
-    if existing is not None and not existing.by_setup:
-        raise UsageError(f"storage pool {options.pool!r} exists and was not made by cci setup, which never changes "
-                         "it", hint="choose another name with --pool NAME")
-    if existing is None:
-        actions.insert(0, run("incus", "storage", "create", options.pool, "btrfs", f"size={options.pool_size}",
-                              f"{host.MARK_KEY}=true", "--description", host.MARK_DESCRIPTION))
-        what = f"create btrfs pool {options.pool} (a {options.pool_size} loop file) and"
-    else:
-        what = f"pool {options.pool} exists (made by cci setup):"
-    return Step(title, TODO, f"{what} put the default profile's root disk on it", tuple(actions))
+    device = run("incus", "profile", "device", "add", "default", "root", "disk", "path=/", f"pool={options.pool}",
+                 *_project(options))
+
+    def create() -> tuple[Action, str]:
+        return (_marked("storage", "create", options.pool, "btrfs", f"size={options.pool_size}"),
+                f"create btrfs pool {options.pool} (a {options.pool_size} loop file)")
+
+    return _own_object(title, "storage pool", options.pool, "--pool", pools.get(options.pool), create, device,
+                       "put the default profile's root disk on it")
 
 
 def network_step(facts: HostFacts, options: Options) -> Step:
@@ -252,26 +249,39 @@ def network_step(facts: HostFacts, options: Options) -> Step:
                           for name in nics)
         return Step(title, DONE, f"the default profile has a network device ({names})")
     networks = incus.networks if incus else {}
-    actions = [run("incus", "profile", "device", "add", "default", "eth0", "nic", f"network={options.bridge}",
-                   "name=eth0", *_project(options))]
-    existing = networks.get(options.bridge)
-    if existing is not None and not existing.by_setup:
-        raise UsageError(f"network {options.bridge!r} exists and was not made by cci setup, which never changes it",
-                         hint="choose another name with --bridge NAME")
-    if existing is None:
+    device = run("incus", "profile", "device", "add", "default", "eth0", "nic", f"network={options.bridge}",
+                 "name=eth0", *_project(options))
+
+    def create() -> tuple[Action, str]:
         block = pick_bridge(_taken(facts, options))
         if block is None:
             raise CciError("no free private /24 for a bridge: every candidate overlaps a route or an Incus network",
-                             hint=f"create a bridge yourself and add it to the default profile ('incus profile "
-                                  f"device add default eth0 nic network=NAME name=eth0')")
+                           hint="create a bridge yourself and add it to the default profile ('incus profile "
+                                "device add default eth0 nic network=NAME name=eth0')")
         address = f"{next(block.hosts())}/{block.prefixlen}"
-        actions.insert(0, run("incus", "network", "create", options.bridge, f"ipv4.address={address}",
-                              "ipv4.nat=true", "ipv6.address=none", f"{host.MARK_KEY}=true",
-                              "--description", host.MARK_DESCRIPTION))
-        what = f"create bridge {options.bridge} ({address}, NAT on) and"
-    else:
-        what = f"bridge {options.bridge} exists (made by cci setup):"
-    return Step(title, TODO, f"{what} give the default profile a network device on it", tuple(actions))
+        return (_marked("network", "create", options.bridge, f"ipv4.address={address}", "ipv4.nat=true",
+                        "ipv6.address=none"), f"create bridge {options.bridge} ({address}, NAT on)")
+
+    return _own_object(title, "network", options.bridge, "--bridge", networks.get(options.bridge), create, device,
+                       "give the default profile a network device on it")
+
+
+def _own_object(title: str, kind: str, name: str, flag: str, existing: host.Pool | host.Network | None,
+                create: Callable[[], tuple[Action, str]], device: Action, purpose: str) -> Step:
+    """Make ``name`` (unless setup made it before) and add the profile ``device`` using it; a name taken by
+    something setup did not make stops setup."""
+    if existing is not None and not existing.by_setup:
+        raise UsageError(f"{kind} {name!r} exists and was not made by cci setup, which never changes it",
+                         hint=f"choose another name with {flag} NAME")
+    if existing is not None:
+        return Step(title, TODO, f"{kind} {name} exists (made by cci setup): {purpose}", (device,))
+    action, what = create()
+    return Step(title, TODO, f"{what} and {purpose}", (action, device))
+
+
+def _marked(*argv: str) -> Action:
+    """``incus <argv>`` creating an object marked as made by cci setup."""
+    return run("incus", *argv, f"{host.MARK_KEY}=true", "--description", host.MARK_DESCRIPTION)
 
 
 def range_step(facts: HostFacts, options: Options) -> Step:
