@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cci_core.cli.state import get_state
 from cci_core.errors import CciError
 from cci_builtin_plugins.setup.plan import DONE, MANUAL, Action, Options, Plan, Step, make_plan
+
+if TYPE_CHECKING:
+    from cci_core.config import Config
+    from cci_builtin_plugins.setup.facts import HostFacts
 
 
 @click.command()
@@ -34,25 +42,25 @@ def setup(ctx: click.Context, dry_run: bool, user_name: str | None, no_image: bo
           bridge: str, config_file: Path | None, image: str | None, no_restart: bool) -> None:
     """Prepare this machine for cci: Incus, storage, network, your access, the image (idempotent).
 
-    Running it again changes nothing.
     Installs Incus where missing (Debian 12, 13, Ubuntu 24.04), starts it, makes
     a btrfs storage pool and a bridge with NAT when the default profile has none,
     adds the user to incus-admin, delegates their uid and gid to root for
     raw.idmap, records a free IPv4 range for cci's policy networks in the config
     file, and builds the default image. It never changes a pool, bridge or
     profile device it did not make. Steps that need root run through sudo.
+    Running it again changes nothing; --dry-run shows the plan.
     """
-    state = get_state(ctx)
-    config = state.config
     from cci_core.config import loader
 
-    options = Options(config_file=(config_file or loader.SYSTEM_FILE).absolute(), image=image or config.defaults.image, cci=cci_command(),
-                      group=config.incus.group, pool=pool, pool_size=pool_size, bridge=bridge,
-                      build_image=not no_image, restart=not no_restart, project=config.incus.project)
+    config = get_state(ctx).config
+    options = Options(config_file=(config_file or loader.SYSTEM_FILE).absolute(),
+                      image=image or config.defaults.image, cci=cci_command(), group=config.incus.group, pool=pool,
+                      pool_size=pool_size, bridge=bridge, build_image=not no_image, restart=not no_restart,
+                      project=config.incus.project)
     user = user_name or _invoking_user()
     plan = make_plan(_gather(user, options, config), options)
     if dry_run:
-        _print_plan(plan, user, sudo=os.geteuid() != 0)
+        _print_plan(plan, f"cci setup --dry-run for user {user}", sudo=os.geteuid() != 0)
         return
     if os.geteuid() != 0 and any(step.root for step in plan.pending if step.state != MANUAL):
         ctx.exit(_as_root(plan, user, options))
@@ -76,7 +84,7 @@ def _invoking_user() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-def _gather(user: str, options: Options, config) -> object:  # noqa: ANN001 - Config, imported lazily
+def _gather(user: str, options: Options, config: Config) -> HostFacts:
     from cci_builtin_plugins.incus.connection import find_socket
     from cci_builtin_plugins.setup.facts import gather
 
@@ -92,21 +100,20 @@ def _as_root(plan: Plan, user: str, options: Options) -> int:
             options.image, "--pool", options.pool, "--pool-size", options.pool_size, "--bridge", options.bridge,
             *(() if options.build_image else ("--no-image",)), *(() if options.restart else ("--no-restart",))]
     needing = [step.title for step in plan.pending if step.root and step.state != MANUAL]
-    import shutil
-
     if shutil.which("sudo") is None:
-        _print_plan(plan, user, sudo=False)
+        _print_plan(plan, f"cci setup for user {user} needs root", sudo=False)
         raise CciError(f"{len(needing)} step(s) need root ({', '.join(needing)}) and sudo is not installed",
-                         hint=f"run the commands above as root, or as root: {' '.join(argv)}")
+                       hint=f"run the commands above as root, or as root: {shlex.join(argv)}")
     click.echo(f"cci setup: {', '.join(needing)} need(s) root: running setup through sudo", err=True)
     return subprocess.call(["sudo", "--", *argv])
 
 
-def _print_plan(plan: Plan, user: str, *, sudo: bool) -> None:
+def _print_plan(plan: Plan, header: str, *, sudo: bool) -> None:
+    """The plan: a header line, one line per step, and under each remaining step its commands."""
     steps = plan.steps
     pending = plan.pending
-    click.echo(f"cci setup --dry-run for user {user}: {len(steps)} steps, {len(steps) - len(pending)} done, "
-               f"{len(pending)} to do; nothing is changed")
+    click.echo(f"{header}: {len(steps)} steps, {len(steps) - len(pending)} done, {len(pending)} to do; "
+               "nothing is changed")
     for number, step in enumerate(steps, 1):
         click.echo(_line(number, len(steps), step))
         for action in step.actions:
@@ -127,7 +134,7 @@ def _indent(text: str) -> str:
 class Runner:
     """Carries out a plan one step at a time, reading the facts again after steps that change Incus's state."""
 
-    def __init__(self, plan: Plan, replan) -> None:  # noqa: ANN001 - a callable returning a Plan
+    def __init__(self, plan: Plan, replan: Callable[[], Plan]) -> None:
         self.plan = plan
         self.replan = replan
         self.started = time.monotonic()
@@ -161,8 +168,8 @@ class Runner:
         summary = f"{changed} step(s) done now, {total - changed - len(manual)} done already"
         if manual:
             raise CciError(f"setup is not complete after {self._elapsed()} ({summary}): "
-                               f"{'; '.join(step.title for step in manual)} needs you",
-                               hint="see the step above; then run cci setup again")
+                           f"{'; '.join(step.title for step in manual)} needs you",
+                           hint="see the step above; then run cci setup again")
         click.echo(f"cci setup: ready in {self._elapsed()} ({summary})")
 
     def _elapsed(self) -> str:
@@ -174,8 +181,8 @@ class Runner:
                                     stdout=subprocess.DEVNULL if action.stdin is not None else None)
         except OSError as exc:
             raise CciError(f"step {number}/{total} ({step.title}) failed: cannot run {action.argv[0]}: "
-                               f"{exc.strerror}", hint="fix that, then run cci setup again") from None
+                           f"{exc.strerror}", hint="fix that, then run cci setup again") from None
         if result.returncode != 0:
             raise CciError(f"step {number}/{total} ({step.title}) failed: '{action.shell()}' exited with "
-                               f"{result.returncode}", hint="see its output above; then run cci setup again")
+                           f"{result.returncode}", hint="see its output above; then run cci setup again")
 
