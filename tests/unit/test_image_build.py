@@ -143,3 +143,36 @@ def test_the_server_path_copies_the_tools_files_in_and_records_the_version(tmp_p
     image = builder.build(driver, BuildRequest("demo", "base", b"true\n", offline=True), lambda chunk: None)
     assert pushed["/usr/local/bin/claude"] == (b"native claude", 0o755)
     assert driver.images[image.fingerprint].properties["cci.tool.claude.version"] == "2.1.332"
+
+
+def test_cci_build_source_server_fetches_the_tool_on_the_host_and_records_it(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from cci_builtin_plugins.tools.claude import ClaudeCode
+    from cci_core.cli.main import cli
+    from cci_core.cli.state import AppState
+    from cci_core.tool import ImageFile
+
+    binary = tmp_path / "claude"
+    binary.write_bytes(b"native claude")
+    driver = ScriptedDriver(load_config(tmp_path, environ={}))
+    made = []
+    create = driver.create
+
+    def recording_create(spec):  # type: ignore[no-untyped-def]
+        made.append(create(spec))
+        return made[-1]
+
+    driver.create = recording_create  # type: ignore[method-assign]
+    monkeypatch.setattr(AppState, "driver", property(lambda self: driver))
+    monkeypatch.setattr(ClaudeCode, "image_version", lambda self, fetch: "2.1.332")
+    monkeypatch.setattr(ClaudeCode, "image_files",
+                        lambda self, version, fetch, say: (ImageFile("/usr/local/bin/claude", binary, 0o755),))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = CliRunner().invoke(cli, ["--workspace", str(tmp_path), "build", "--source", "server", "--alias", "demo",
+                                      "--offline"])
+    assert result.exit_code == 0, result.output
+    [container] = made
+    assert container.files["/usr/local/bin/claude"][:2] == (b"native claude", 0o755)
+    [image] = driver.images.values()
+    assert "demo" in image.aliases and image.properties["cci.tool.claude.version"] == "2.1.332"
