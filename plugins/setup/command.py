@@ -100,11 +100,14 @@ def _as_root(plan: Plan, user: str, options: Options) -> int:
             options.image, "--pool", options.pool, "--pool-size", options.pool_size, "--bridge", options.bridge,
             *(() if options.build_image else ("--no-image",)), *(() if options.restart else ("--no-restart",))]
     needing = [step.title for step in plan.pending if step.root and step.state != MANUAL]
+    if os.environ.get("SUDO_USER"):  # started by sudo, yet not root: asking sudo again would go round in circles
+        raise CciError(f"{len(needing)} step(s) need root ({', '.join(needing)}), and sudo ran cci setup as "
+                       f"uid {os.geteuid()}", hint=f"run it as root: sudo {shlex.join(argv)}")
     if shutil.which("sudo") is None:
         _print_plan(plan, f"cci setup for user {user} needs root", sudo=False)
         raise CciError(f"{len(needing)} step(s) need root ({', '.join(needing)}) and sudo is not installed",
                        hint=f"run the commands above as root, or as root: {shlex.join(argv)}")
-    click.echo(f"cci setup: {', '.join(needing)} need(s) root: running setup through sudo", err=True)
+    click.echo(f"cci setup: running setup again through sudo for what needs root: {', '.join(needing)}", err=True)
     return subprocess.call(["sudo", "--", *argv])
 
 

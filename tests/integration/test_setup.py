@@ -255,3 +255,34 @@ def test_the_real_default_image_passes_the_image_check_and_setup_finds_it(cci_en
     assert " with claude " in line
     dry = run_cci("setup", "--dry-run", env=env)
     assert f"[9/9] image {incus_env.CLAUDE_IMAGE}: done: image {incus_env.CLAUDE_IMAGE} exists" in lines(dry)
+
+
+def test_root_steps_run_setup_again_through_sudo_once(cci_environ: dict[str, str], shared_dir: Path) -> None:
+    bin_dir = shared_dir / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "incus").symlink_to("/usr/bin/incus")
+    record = shared_dir / "sudo-args"
+    record.touch()
+    record.chmod(0o666)
+    sudo = bin_dir / "sudo"  # records what it was asked to run, runs nothing
+    sudo.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\nexit 7\n')
+    sudo.chmod(0o755)
+    config = shared_dir / "etc" / "config.toml"
+    env = {**cci_environ, "HOME": f"/home/{incus_env.TEST_USER}"}
+    result = subprocess.run(["runuser", "-u", incus_env.TEST_USER, "--", "/usr/bin/env", f"PATH={bin_dir}", str(CCI),
+                             "setup", "--no-image", "--config-file", str(config)],
+                            env=env, cwd="/", capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 7, result.stdout + result.stderr  # sudo's exit status
+    assert result.stderr == ("cci setup: running setup again through sudo for what needs root: IPv4 range for "
+                             "cci's policy networks\n")
+    assert record.read_text().splitlines() == [
+        "--", "env", f"CCI_INCUS_PROJECT={incus_env.PROJECT}", str(CCI), "setup", "--user", incus_env.TEST_USER,
+        "--config-file", str(config), "--image", incus_env.IMAGE, "--pool", "cci", "--pool-size", "20GiB",
+        "--bridge", "incusbr0", "--no-image"]
+    # started by sudo but not as root: no second sudo, one clear line
+    again = subprocess.run(["runuser", "-u", incus_env.TEST_USER, "--", "/usr/bin/env", f"PATH={bin_dir}",
+                            "SUDO_USER=someone", str(CCI), "setup", "--no-image", "--config-file", str(config)],
+                           env=env, cwd="/", capture_output=True, text=True, timeout=120, check=False)
+    assert_error(again, 1, "1 step(s) need root (IPv4 range for cci's policy networks), and sudo ran cci setup as "
+                           "uid 1001")
+    assert not config.parent.exists()
