@@ -39,8 +39,13 @@ def median_ms(action: Callable[[], object], runs: int) -> tuple[float, float]:
         started = time.perf_counter()
         action()
         samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[max(0, int(len(samples) * 0.9) - 1)]
+    return median_p90(samples)
+
+
+def median_p90(samples: list[float]) -> tuple[float, float]:
+    """The median and the 90th percentile of ``samples``."""
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.9) - 1)]
 
 
 def sh(*argv: str, env: dict[str, str] | None = None) -> None:

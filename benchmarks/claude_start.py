@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""``cci shell`` until Claude Code's screen appears, against the same by hand with the incus CLI, in the same run.
+
+    python benchmarks/claude_start.py [--runs N] [--project P] [--image I]
+
+Each start runs in a pane of a host tmux server of its own; the clock stops when
+the pane shows Claude Code's banner (``Claude Code v...``; capture-pane polled
+every 50 ms). By hand: ``incus init`` with cci's config, the workspace disk, the
+NIC on the default policy's network (as benchmarks/lifecycle.py), ``incus start``,
+Claude's onboarding and trust settings pushed (cci writes them too; without them
+Claude shows its first-run screens), then ``incus exec -t ... -- su - code -c
+'cd /workspace && claude ...'``. Target: within 1.15x. The two alternate, so both
+see the same machine; the containers are deleted after each start, untimed.
+
+Needs the Incus test environment with the real default image (scripts/incus-test-env
+builds cci-test-claude) and runs in its project (default cci-test). Prints medians
+and the ratio; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from lifecycle import median_p90, report, sh  # noqa: E402  (benchmarks/ is no package)
+
+BANNER = "Claude Code v"
+#: what cci writes before Claude starts (plugins/tools/claude.py): no onboarding, trust or bypass screens
+SETTINGS = {".claude.json": {"hasCompletedOnboarding": True, "projects": {"/workspace": {"hasTrustDialogAccepted": True}}},
+            ".claude/settings.json": {"skipDangerousModePermissionPrompt": True}}
+
+
+def seconds_to_screen(command: str, env: dict[str, str], text: str = BANNER, timeout: float = 300) -> float:
+    """Seconds from starting ``command`` in a fresh host tmux pane until ``text`` shows in it."""
+    socket = f"cci-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", socket]
+    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+    started = time.perf_counter()
+    subprocess.run([*tmux, "new-session", "-d", "-x", "120", "-y", "30", f"env -i {exports} {command}; sleep 600"],
+                   check=True)
+    try:
+        while True:
+            screen = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True).stdout
+            if text in screen:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise SystemExit(f"{text!r} did not appear within {timeout} s; the pane shows:\n{screen}")
+            time.sleep(0.05)
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+
+
+def session_environment(scratch: Path, project: str, image: str) -> dict[str, str]:
+    """What a cci command gets here: an empty home, the test project and image, policy networks with NAT off."""
+    from tests.incus_env import NETWORK_SUBNETS
+
+    home = scratch / "home"
+    home.mkdir(exist_ok=True)
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8", "TERM": "xterm",
+            "CCI_INCUS_PROJECT": project, "CCI_DEFAULTS_IMAGE": image,
+            "CCI_INCUS_NETWORK_NAT": "false", "CCI_INCUS_NETWORK_SUBNETS": NETWORK_SUBNETS}
+
+
+def cci_shell_seconds(cci: str, workspace: Path, env: dict[str, str]) -> float:
+    """One ``cci shell`` to Claude's screen; the session is killed afterwards (untimed)."""
+    try:
+        return seconds_to_screen(f"{cci} --workspace {workspace} shell", env)
+    finally:
+        from cci_core.naming import container_name
+
+        sh(cci, "kill", "--force", container_name(workspace, 1), env=env)
+
+
+def by_hand_script(project: str, image: str, workspace: Path, settings: Path, name: str) -> str:
+    """The incus CLI commands that start Claude Code as cci does, as one shell line."""
+    from cci_core.session import BASE_CONFIG
+    from tests.integration.conftest import RESTRICTED_NETWORK
+
+    incus = f"incus --project {project}"
+    config = " ".join(f"-c {key}={value}" for key, value in BASE_CONFIG.items())
+    push = " && ".join(f"{incus} file push --create-dirs --uid 1000 --gid 1000 --mode 0600 {settings / relative} "
+                       f"{name}/home/code/{relative}" for relative in SETTINGS)
+    return " && ".join((
+        f"{incus} init -q {image} {name} {config}",
+        f"{incus} config device add -q {name} workspace disk source={workspace} path=/workspace shift=true",
+        f"{incus} config device add -q {name} eth0 nic network={RESTRICTED_NETWORK} name=eth0 "
+        "security.port_isolation=true security.mac_filtering=true security.ipv4_filtering=true",
+        f"{incus} start {name}",
+        push,
+        f"{incus} exec -t {name} -- su - code -c 'cd /workspace && claude --dangerously-skip-permissions "
+        f"--session-id {uuid.uuid4()}'",
+    ))
+
+
+def write_settings(directory: Path) -> Path:
+    for relative, content in SETTINGS.items():
+        (directory / relative).parent.mkdir(parents=True, exist_ok=True)
+        (directory / relative).write_text(json.dumps(content))
+    return directory
+
+
+def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--project", default=os.environ.get("CCI_TEST_PROJECT", "cci-test"))
+    parser.add_argument("--image", default=os.environ.get("CCI_TEST_CLAUDE_IMAGE", "cci-test-claude"))
+    parser.add_argument("--cci", default=shutil.which("cci", path=str(Path(sys.executable).parent)) or "cci")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        workspace = scratch / "workspace"
+        workspace.mkdir()
+        env = session_environment(scratch, args.project, args.image)
+        settings = write_settings(scratch / "settings")
+        name = "bench-claude-floor"
+
+        def by_hand() -> float:
+            try:
+                return seconds_to_screen(by_hand_script(args.project, args.image, workspace, settings, name), env)
+            finally:
+                sh("incus", "--project", args.project, "delete", "--force", name)
+
+        cci_shell_seconds(args.cci, workspace, env)  # warm-up; makes the policy network the floor uses too
+        by_hand()
+        ours: list[float] = []
+        floor: list[float] = []
+        for _ in range(args.runs):
+            ours.append(cci_shell_seconds(args.cci, workspace, env) * 1000)
+            floor.append(by_hand() * 1000)
+        print(f"{'':<34}{'cci ms':>10}{'p90':>9}{'floor ms':>11}{'ratio':>8}   ({args.runs} runs each, {args.image})")
+        report("cci shell to Claude's screen", median_p90(ours), median_p90(floor), 1.15)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
