@@ -141,20 +141,20 @@ class DebootstrapBuilder(ImageBuilder):
                       output: OutputHandler) -> None:
         rootfs = work / "rootfs"
         say(f"debootstrap {recipe.suite} from {recipe.mirror} (a minute or two)")
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(recipe.packages)}", recipe.suite,
-              str(rootfs), recipe.mirror], output, "debootstrap")
+        run_host_command(["debootstrap", "--variant=minbase", f"--include={','.join(recipe.packages)}",
+                          recipe.suite, str(rootfs), recipe.mirror], output, "debootstrap")
         say("adding the user code and the network configuration")
         customize(rootfs, output)
         write_image_files(work, metadata_yaml(recipe, f"cci base {alias} ({recipe.suite})", int(time.time())))
         say("packing the image")
-        _run(["tar", "-C", str(work), "--numeric-owner", "-czf", str(tarball), "metadata.yaml", "templates",
-              "rootfs"], output, "tar")
+        run_host_command(["tar", "-C", str(work), "--numeric-owner", "-czf", str(tarball), "metadata.yaml",
+                          "templates", "rootfs"], output, "tar")
 
 
 def customize(rootfs: Path, output: OutputHandler) -> None:
     """What cci sessions expect in the image: ``code`` (uid 1000, passwordless sudo), DHCP on eth0."""
-    _run(["chroot", str(rootfs), "useradd", "--create-home", "--uid", str(CODE_UID), "--user-group",
-          "--shell", "/bin/bash", "code"], output, "useradd")
+    run_host_command(["chroot", str(rootfs), "useradd", "--create-home", "--uid", str(CODE_UID), "--user-group",
+                      "--shell", "/bin/bash", "code"], output, "useradd")
     sudoers = rootfs / "etc/sudoers.d/code"
     sudoers.write_text("code ALL=(ALL) NOPASSWD:ALL\n")
     sudoers.chmod(0o440)
@@ -167,12 +167,13 @@ def customize(rootfs: Path, output: OutputHandler) -> None:
     resolv_conf.chmod(0o644)
     (rootfs / "etc/machine-id").write_text("")  # each container gets its own at first boot
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
-    _run(["chroot", str(rootfs), "apt-get", "clean"], output, "apt-get clean")
+    run_host_command(["chroot", str(rootfs), "apt-get", "clean"], output, "apt-get clean")
     shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
     (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
 
 
-def _run(argv: Sequence[str], output: OutputHandler, what: str, env: Mapping[str, str] | None = None) -> None:
+def run_host_command(argv: Sequence[str], output: OutputHandler, what: str,
+                     env: Mapping[str, str] | None = None) -> None:
     """Run a host command, streaming its output; a failure is one error naming the step."""
     import subprocess
 

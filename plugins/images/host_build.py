@@ -26,7 +26,7 @@ from cci_core.errors import CciError, UsageError
 from cci_core.image_builder import BuildRequest, ImageBuilder
 from cci_core.tool import ImageFetch, ToolAdapter, tool_version_property
 from cci_builtin_plugins.images import contents
-from cci_builtin_plugins.images.debootstrap import Recipe, _run, customize, metadata_yaml, write_image_files
+from cci_builtin_plugins.images.debootstrap import Recipe, customize, metadata_yaml, run_host_command, write_image_files
 
 if TYPE_CHECKING:
     from cci_core.driver import Driver, ImageInfo, OutputHandler
@@ -147,21 +147,21 @@ class HostImageBuilder(ImageBuilder):
         if self.tool is not None and recipe.tool_version:  # fetched first: a registry problem fails in seconds
             files = self.tool.image_files(recipe.tool_version, self.fetch, say)
         say(f"debootstrap {base.suite} from {request.options['mirror']} (a minute or two)")
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(contents.SYSTEM_PACKAGES)}", base.suite,
-              str(rootfs), request.options["mirror"]], output, "debootstrap", env=proxy)
+        run_host_command(["debootstrap", "--variant=minbase", f"--include={','.join(contents.SYSTEM_PACKAGES)}",
+                          base.suite, str(rootfs), request.options["mirror"]], output, "debootstrap", env=proxy)
         policy = rootfs / POLICY_RC_D  # no daemon starts in the chroot
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
         original_ca = install_ca_bundle(rootfs, self.ca_bundle)
         apt_env = {**proxy, "DEBIAN_FRONTEND": "noninteractive"}
         say("apt-get update in the new system")
-        _run(["chroot", str(rootfs), "apt-get", "update"], output, "apt-get update", env=apt_env)
+        run_host_command(["chroot", str(rootfs), "apt-get", "update"], output, "apt-get update", env=apt_env)
         optional = [name for name in contents.OPTIONAL_PACKAGES
                     if _succeeds(["chroot", str(rootfs), "apt-cache", "show", name])]
         packages = [*contents.host_packages(), *optional]
         say(f"installing {len(packages)} packages: {' '.join(packages)}")
-        _run(["chroot", str(rootfs), "apt-get", "install", "-y", "--no-install-recommends", *packages], output,
-             "apt-get install", env=apt_env)
+        run_host_command(["chroot", str(rootfs), "apt-get", "install", "-y", "--no-install-recommends", *packages],
+                         output, "apt-get install", env=apt_env)
         say(f"adding the user {contents.USER}, the network configuration and the systemd units")
         customize(rootfs, output)
         configure(rootfs, output)
@@ -178,14 +178,15 @@ class HostImageBuilder(ImageBuilder):
 
 def configure(rootfs: Path, output: OutputHandler) -> None:
     """What :func:`customize` leaves to the cci image: the user's groups and sudoers file, the systemd units."""
-    _run(["chroot", str(rootfs), "usermod", "--append", "--groups", ",".join(contents.GROUPS), contents.USER],
-         output, "usermod")
+    run_host_command(["chroot", str(rootfs), "usermod", "--append", "--groups", ",".join(contents.GROUPS),
+                      contents.USER], output, "usermod")
     sudoers = rootfs / contents.SUDOERS_FILE.lstrip("/")
     (rootfs / "etc/sudoers.d/code").unlink(missing_ok=True)  # customize's name for the same line
     sudoers.write_text(contents.SUDOERS_LINE + "\n")
     sudoers.chmod(0o440)
-    _run(["chroot", str(rootfs), "systemctl", "enable", *contents.ENABLED_UNITS], output, "systemctl enable")
-    _run(["chroot", str(rootfs), "systemctl", "mask", *contents.MASKED_UNITS], output, "systemctl mask")
+    chroot = ["chroot", str(rootfs), "systemctl"]
+    run_host_command([*chroot, "enable", *contents.ENABLED_UNITS], output, "systemctl enable")
+    run_host_command([*chroot, "mask", *contents.MASKED_UNITS], output, "systemctl mask")
 
 
 def install_ca_bundle(rootfs: Path, mode: str, host_bundle: Path | None = None) -> bytes | None:
@@ -239,10 +240,10 @@ def pack(work: Path, tarball: Path, zstd: bool, output: OutputHandler) -> None:
     """Pack ``metadata.yaml``, ``templates`` and ``rootfs`` of ``work`` as a unified image (zstd or gzip)."""
     members = ["metadata.yaml", "templates", "rootfs"]
     if zstd:
-        _run(["tar", "-C", str(work), "--numeric-owner", "-I", "zstd -T0 -3 -q", "-cf", str(tarball), *members],
-             output, "tar")
+        run_host_command(["tar", "-C", str(work), "--numeric-owner", "-I", "zstd -T0 -3 -q", "-cf", str(tarball),
+                          *members], output, "tar")
     else:
-        _run(["tar", "-C", str(work), "--numeric-owner", "-czf", str(tarball), *members], output, "tar")
+        run_host_command(["tar", "-C", str(work), "--numeric-owner", "-czf", str(tarball), *members], output, "tar")
 
 
 def _inside(rootfs: Path, path: str) -> Path:

@@ -198,7 +198,8 @@ def test_a_package_claude_that_is_a_link_is_refused(registry: FakeRegistry, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_oversized_binary_is_refused(registry: FakeRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_oversized_binary_is_refused(registry: FakeRegistry, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     registry.publish()
     monkeypatch.setattr(package, "MAX_BINARY", len(BINARY) - 1)
     with pytest.raises(package.BadPackageError, match="package/claude is larger than"):

@@ -79,8 +79,8 @@ def host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHost]:
     from cci_builtin_plugins.images import debootstrap
 
     fake = FakeHost()
-    monkeypatch.setattr(host_build, "_run", fake.run)
-    monkeypatch.setattr(debootstrap, "_run", fake.run)
+    monkeypatch.setattr(host_build, "run_host_command", fake.run)
+    monkeypatch.setattr(debootstrap, "run_host_command", fake.run)
     monkeypatch.setattr(host_build, "_succeeds", lambda argv: True)
     monkeypatch.setattr(host_build.os, "geteuid", lambda: 0)
     monkeypatch.setattr(host_build.os, "chown", lambda *args: None)
