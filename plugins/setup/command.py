@@ -28,11 +28,12 @@ if TYPE_CHECKING:
 @click.option("--user", "user_name", metavar="NAME",
               help="User to give access to Incus (default: the user who ran sudo, else you).")
 @click.option("--no-image", is_flag=True, help="Do not build the default image.")
-@click.option("--pool", default="cci", show_default=True, help="Name of the storage pool setup makes, if it makes one.")
-@click.option("--pool-size", default="20GiB", show_default=True, help="Size of that pool's loop file.")
-@click.option("--bridge", default="incusbr0", show_default=True,
+@click.option("--pool", default="cci", show_default=True, metavar="NAME", help="Name of the storage pool setup makes, if it makes one.")
+@click.option("--pool-size", default="20GiB", show_default=True, metavar="SIZE", help="Size of that pool's loop file.")
+@click.option("--bridge", default="incusbr0", show_default=True, metavar="NAME",
               help="Name of the bridge setup makes when the default profile has no network device.")
 @click.option("--config-file", type=click.Path(dir_okay=False, path_type=Path), envvar="CCI_SETUP_CONFIG_FILE",
+              metavar="PATH",
               help="Config file to record the network range in (default: the system config, /etc/cci/config.toml).")
 @click.option("--image", metavar="NAME", help="Image to build when missing (default: [defaults] image).")
 @click.option("--no-restart", is_flag=True,

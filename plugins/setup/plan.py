@@ -316,7 +316,7 @@ def image_step(facts: HostFacts, options: Options) -> Step:
     if incus is not None and options.image in incus.images:
         return Step(title, DONE, f"image {options.image} exists")
     alias = () if options.image == "cci" else ("--alias", options.image)
-    return Step(title, TODO, "build it with 'cci build' (several minutes: it fetches a base system and the tool)",
+    return Step(title, TODO, "build it with 'cci build' (usually 3 to 5 minutes: it fetches a base system and the tool)",
                 (run(*options.cci, "build", *alias),))
 
 
