@@ -52,8 +52,8 @@ IMAGE = "image"
 #: the checks that need a connection, in the order they are printed
 NEED_CONNECTION = (PROJECT, STORAGE, NETWORK, ACLS, SUBNETS, IDMAPPED, IMAGE)
 
-INSTALL_FIX = ("install Incus (https://linuxcontainers.org/incus/docs/main/installing/) and start it "
-               "('sudo systemctl start incus')")
+INSTALL_FIX = ("run 'cci setup' (it installs and starts Incus), or install Incus "
+               "(https://linuxcontainers.org/incus/docs/main/installing/) and start it ('sudo systemctl start incus')")
 RESTART_FIX = "then restart Incus ('sudo systemctl restart incus')"
 #: the fix of what ``cci setup`` prepares (it says the exact commands with --dry-run)
 SETUP_FIX = "run 'cci setup'"
@@ -182,7 +182,7 @@ def group_check(incus: IncusConfig, environ: Mapping[str, str], *, uid: int) -> 
         return fail(GROUP, f"no read/write access to {socket}: you were added to group {group}, but this login "
                            "session started before that", f"log out and in again (or run 'newgrp {group}')")
     return fail(GROUP, f"no read/write access to {socket}: you are not in group {group}",
-                f"sudo usermod -aG {group} $USER, then log out and in again")
+                f"run 'cci setup' (or 'sudo usermod -aG {group} $USER'), then log out and in again")
 
 
 def access_reason(socket: Path, uid: int, groups: Collection[int]) -> str:
@@ -431,7 +431,8 @@ def uid_mapping_check(incus: IncusConfig, *, uid: int, gid: int,
                if not delegated(path, number)]
     if missing:
         return fail(UID_MAPPING, f"{reason}; Incus allows that only for ids delegated to root in {subuid} and "
-                                 f"{subgid}, and yours are not", f"add {' and '.join(missing)}, {RESTART_FIX}")
+                                 f"{subgid}, and yours are not",
+                    f"run 'cci setup' (or add {' and '.join(missing)}, {RESTART_FIX})")
     return ok(UID_MAPPING, f"{reason}; root delegates uid {uid} in {subuid} and gid {gid} in {subgid}")
 
 

@@ -114,7 +114,7 @@ def test_as_a_user_outside_the_incus_group() -> None:
     checks = lines_of(result)
     assert checks["incus group"] == (
         "fail", f"no read/write access to {incus_env.SOCKET}: you are not in group incus-admin  "
-                "fix: sudo usermod -aG incus-admin $USER, then log out and in again")
+                "fix: run 'cci setup' (or 'sudo usermod -aG incus-admin $USER'), then log out and in again")
     assert checks["incus reachable"][0] == "fail" and "permission denied" in checks["incus reachable"][1]
     assert checks["skipped"][0] == "warn"
 

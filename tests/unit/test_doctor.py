@@ -383,15 +383,15 @@ def test_uid_mapping_fails_with_the_lines_to_add(tmp_path: Path) -> None:
     check = uid_mapping_check(IncusConfig(), uid=1001, gid=1002, **files)
     assert check.status == "fail"
     assert "cci maps your uid 1001 onto the container user (1000) with raw.idmap" in check.detail
-    assert check.fix == (f"add 'root:1001:1' to {files['subuid']} and 'root:1002:1' to {files['subgid']}, "
-                         "then restart Incus ('sudo systemctl restart incus')")
+    assert check.fix == (f"run 'cci setup' (or add 'root:1001:1' to {files['subuid']} and 'root:1002:1' to "
+                         f"{files['subgid']}, then restart Incus ('sudo systemctl restart incus'))")
 
 
 def test_uid_mapping_names_only_what_is_missing(tmp_path: Path) -> None:
     files = subid_files(tmp_path, "root:1001:1\n", "")
     check = uid_mapping_check(IncusConfig(), uid=1001, gid=1001, **files)
     assert check.status == "fail"
-    assert check.fix.startswith(f"add 'root:1001:1' to {files['subgid']}, then restart Incus")
+    assert check.fix.startswith(f"run 'cci setup' (or add 'root:1001:1' to {files['subgid']}, then restart Incus")
 
 
 def test_uid_mapping_ok_when_delegated(tmp_path: Path) -> None:
