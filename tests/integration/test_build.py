@@ -180,3 +180,26 @@ def test_an_unreachable_npm_registry_fails_the_host_build_in_one_line_and_makes_
     assert_error(result, 4, f"the npm registry 127.0.0.1:{port} is unreachable", "npm_registry")
     assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
     assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_a_host_build_failing_in_debootstrap_leaves_no_image_no_tree_and_no_mount(
+    alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.fake_npm_registry import FakeRegistry
+
+    registry = FakeRegistry()  # Claude Code from a fake registry on loopback; the mirror is a closed port
+    registry.publish()
+    try:
+        _images_config(cci_environ["HOME"], npm_registry=registry.url)
+        cache = tmp_path / "cache"
+        result = run_cci("build", "--source", "host", "--alias", alias, "--cache", str(cache), "--mirror",
+                         f"http://127.0.0.1:{_closed_port()}/debian", env=cci_environ, timeout=300)
+    finally:
+        registry.close()
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "==> downloading Claude Code 9.9.9" in result.stdout and "==> debootstrap trixie" in result.stdout
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"cci: building {alias} failed: debootstrap failed with exit code ")
+    assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
+    assert list(cache.iterdir()) == []  # no tree, no tarball
+    assert str(cache) not in Path("/proc/self/mountinfo").read_text()

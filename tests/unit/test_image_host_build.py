@@ -288,7 +288,7 @@ def test_cci_build_host_reports_registry_problems_in_one_line_and_builds_nothing
     from click.testing import CliRunner
 
     from cci_core.cli.main import cli
-    from tests.unit.test_claude_package import FakeRegistry
+    from tests.fake_npm_registry import FakeRegistry
 
     registry = FakeRegistry()
     registry.routes.update(routes)
