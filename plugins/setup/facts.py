@@ -97,6 +97,7 @@ class HostFacts(NamedTuple):
     user: User
     subids_delegated: bool
     subids_changed: float  # the last change of /etc/subuid or /etc/subgid (epoch seconds; 0 when missing)
+    subids_unterminated: tuple[bool, bool]  # whether /etc/subuid, /etc/subgid end without a newline
     routes: tuple[IPv4Network, ...]
     config_text: str | None  # the config file setup records the network range in; None when missing
     config_readable: bool  # False: it exists but this user may not read it
@@ -274,6 +275,15 @@ def read_text(path: Path) -> str | None:
         return None
 
 
+def _unterminated(path: Path) -> bool:
+    """Whether ``path`` has a last line without its newline (a line appended to it would join that one)."""
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return False
+    return bool(text) and not text.endswith(b"\n")
+
+
 def _writable(path: Path) -> bool:
     """Whether this user may write ``path``, or create it (and the directories it needs)."""
     target = path
@@ -306,6 +316,7 @@ def gather(*, user: str, group: str, socket: Path, project: str, config_file: Pa
         user=person,
         subids_delegated=delegated(subuid, person.uid) and delegated(subgid, person.gid),
         subids_changed=_mtime(subuid, subgid),
+        subids_unterminated=(_unterminated(subuid), _unterminated(subgid)),
         routes=read_routes(),
         config_text=config_text,
         config_readable=config_readable,

@@ -155,8 +155,9 @@ def subids_step(facts: HostFacts, options: Options) -> Step:
     if facts.subids_delegated:
         return Step(title, DONE, f"{options.subuid} and {options.subgid} delegate them")
     return Step(title, TODO, f"so that Incus may map them with raw.idmap: workspace files stay {user.name}'s",
-                (run("tee", "-a", str(options.subuid), stdin=f"root:{user.uid}:1\n"),
-                 run("tee", "-a", str(options.subgid), stdin=f"root:{user.gid}:1\n")))
+                tuple(run("tee", "-a", str(path), stdin=("\n" if unterminated else "") + f"root:{number}:1\n")
+                      for path, number, unterminated in zip((options.subuid, options.subgid), (user.uid, user.gid),
+                                                             facts.subids_unterminated)))
 
 
 def start_actions(facts: HostFacts) -> tuple[Action, ...]:

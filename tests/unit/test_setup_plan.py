@@ -34,6 +34,7 @@ def fresh(distro: Distro = DEBIAN_12, **changes: object) -> HostFacts:
     facts = HostFacts(distro=distro, mirror="http://mirror.example/debian", signed_by="/usr/share/keyrings/k.gpg",
                       backports_file=False, incus_installed=False, btrfs_tools=False, systemd=False,
                       daemon=Daemon(False), incus=None, user=ALICE, subids_delegated=False, subids_changed=100.0,
+                      subids_unterminated=(False, False),
                       routes=ROUTES, config_text=None, config_readable=True, config_dir=False, config_writable=False, is_root=True,
                       sudo=True)
     return facts._replace(**changes)
@@ -241,3 +242,8 @@ def test_a_config_file_this_user_cannot_read_is_left_to_root() -> None:
 def test_an_image_of_another_name_is_built_under_that_alias() -> None:
     plan = make_plan(prepared(incus=PREPARED._replace(images=frozenset())), OPTIONS._replace(image="cci-rust"))
     assert commands(plan.steps[8]) == ["/usr/bin/cci build --alias cci-rust"]
+
+
+def test_a_subid_file_without_a_final_newline_gets_one_before_the_new_line() -> None:
+    subids = make_plan(fresh(subids_unterminated=(True, False)), OPTIONS).steps[2]
+    assert [action.stdin for action in subids.actions] == ["\nroot:1001:1\n", "root:1001:1\n"]
