@@ -286,3 +286,9 @@ def test_root_steps_run_setup_again_through_sudo_once(cci_environ: dict[str, str
     assert_error(again, 1, "1 step(s) need root (IPv4 range for cci's policy networks), and sudo ran cci setup as "
                            "uid 1001")
     assert not config.parent.exists()
+
+
+def test_an_unknown_user_is_one_clear_line(cci_environ: dict[str, str], tmp_path: Path) -> None:
+    result = run_cci("setup", "--dry-run", "--user", "no-such-user-here", "--config-file", str(tmp_path / "c.toml"),
+                     env=cci_environ)
+    assert_error(result, 2, "no user named 'no-such-user-here' on this machine (give an existing one with --user)")
