@@ -133,7 +133,8 @@ class HostImageBuilder(ImageBuilder):
             for alias in (versioned, request.alias):
                 driver.tag_image(alias, image.fingerprint, description=_description(recipe))
         except BaseException:
-            _forget(driver, image)
+            if not image.aliases:  # imported by this build (an image it matched already had its aliases)
+                _forget(driver, image)
             raise
         say(f"{request.alias} -> {versioned} ({image.fingerprint[:12]})")
         return image._replace(aliases=(*image.aliases, versioned, request.alias))

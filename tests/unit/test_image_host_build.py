@@ -164,6 +164,20 @@ def test_a_failed_import_or_alias_leaves_no_image(host: FakeHost, tmp_path: Path
     assert driver.images == {}
 
 
+def test_a_failed_alias_never_deletes_an_image_that_was_there_before(host: FakeHost, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    builder, driver, request = make(tmp_path)
+    image = builder.build(driver, request, lambda chunk: None)  # the same recipe again imports the same tarball
+
+    def refuse(alias: str, fingerprint: str, *, description: str = "") -> None:
+        raise CciError("alias refused")
+
+    monkeypatch.setattr(driver, "tag_image", refuse)
+    with pytest.raises(CciError, match="alias refused"):
+        builder.build(driver, BuildRequest("other", request.base, options=request.options), lambda chunk: None)
+    assert list(driver.images) == [image.fingerprint]
+
+
 def test_the_ca_bundle_build_mode_is_in_the_build_only(host: FakeHost, tmp_path: Path) -> None:
     builder, driver, request = make(tmp_path, "build")
     builder.build(driver, request, lambda chunk: None)
