@@ -209,7 +209,7 @@ def _extract_binary(tarball: Path, destination: Path, what: str) -> None:
     try:
         with tarfile.open(tarball, "r:gz") as archive:
             for member in archive:
-                if member.name.lstrip("./") != BINARY_MEMBER:
+                if member.name not in (BINARY_MEMBER, f"./{BINARY_MEMBER}"):
                     continue
                 if not member.isreg():
                     raise BadPackageError(f"{what}: {BINARY_MEMBER} is not a regular file")
