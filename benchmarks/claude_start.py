@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from lifecycle import median_p90, report, sh  # noqa: E402  (benchmarks/ is no package)
+from lifecycle import incus_options, median_p90, report, sh  # noqa: E402  (benchmarks/ is no package)
 
 BANNER = "Claude Code v"
 #: what cci writes before Claude starts (plugins/tools/claude.py): no onboarding, trust or bypass screens
@@ -112,14 +111,7 @@ def write_settings(directory: Path) -> Path:
 
 
 def main() -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--project", default=os.environ.get("CCI_TEST_PROJECT", "cci-test"))
-    parser.add_argument("--image", default=os.environ.get("CCI_TEST_CLAUDE_IMAGE", "cci-test-claude"))
-    parser.add_argument("--cci", default=shutil.which("cci", path=str(Path(sys.executable).parent)) or "cci")
-    args = parser.parse_args()
+    args = incus_options(__doc__, 5, os.environ.get("CCI_TEST_CLAUDE_IMAGE", "cci-test-claude"))
 
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)

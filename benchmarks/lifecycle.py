@@ -58,13 +58,18 @@ def report(label: str, ours: tuple[float, float], floor: tuple[float, float], ta
           f"{'ok' if ratio <= target else 'OVER'}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=10)
+def incus_options(description: str, runs: int, image: str) -> argparse.Namespace:
+    """The options of a benchmark in the Incus test project: --runs, --project, --image (default ``image``), --cci."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument("--project", default=os.environ.get("CCI_TEST_PROJECT", "cci-test"))
-    parser.add_argument("--image", default=os.environ.get("CCI_TEST_IMAGE", "cci-test-base"))
+    parser.add_argument("--image", default=image)
     parser.add_argument("--cci", default=shutil.which("cci", path=str(Path(sys.executable).parent)) or "cci")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = incus_options(__doc__, 10, os.environ.get("CCI_TEST_IMAGE", "cci-test-base"))
 
     from cci_core.session import BASE_CONFIG
     from tests.incus_env import NETWORK_SUBNETS

@@ -25,6 +25,7 @@ from tests import incus_env
 from tests.docker_archive import busybox_image
 from tests.integration.conftest import CCI, ClaudeImage, run_cci
 from tests.integration.terminal import Terminal
+from tests.integration.test_shell import wait_until_gone
 
 pytestmark = pytest.mark.incus
 
@@ -41,13 +42,6 @@ PLAN_SHOWN = "Claude Pro"
 OFFLINE_SHOWN = "reach the API server"
 NOT_LOGGED_IN = "Not logged in"
 PROMPT = "remember the marker zebra-42"
-
-
-def wait_until_gone(driver: IncusDriver, name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while driver.exists(name):
-        assert time.monotonic() < deadline, f"{name} still exists after {timeout} s"
-        time.sleep(0.2)
 
 
 def wait_until_off_screen(terminal: Terminal, window: str, text: str, timeout: float = 30) -> None:
@@ -93,6 +87,8 @@ def test_claude_code_in_a_shell_detached_attached_ended_and_resumed(
     assert modes.splitlines() == ["600 code:code /home/code/.claude/.credentials.json",
                                   "600 code:code /home/code/.claude.json"], modes
     assert json.loads(inside(driver, name, "cat /home/code/.claude/.credentials.json")) == CREDENTIALS
+    settings = json.loads(inside(driver, name, "cat /home/code/.claude.json"))  # the host's, merged with cci's keys
+    assert settings["oauthAccount"] == ACCOUNT["oauthAccount"] and settings["hasCompletedOnboarding"] is True
     terminal.keys("one", "-l", PROMPT)
     terminal.keys("one", "Enter")
     terminal.wait_for("one", OFFLINE_SHOWN)
