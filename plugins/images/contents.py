@@ -38,6 +38,9 @@ SUDOERS_LINE = f"{USER} ALL=(ALL) NOPASSWD:ALL"
 #: systemd units enabled, and masked (module loading fails in a container)
 ENABLED_UNITS = ("docker.service",)
 MASKED_UNITS = ("systemd-modules-load.service",)
+#: files written as they are: Docker's socket belongs to the user's own group, because cci runs commands with
+#: the user's uid and gid only (Incus exec sets no supplementary groups, so membership of ``docker`` is not enough)
+FILES = {"/etc/systemd/system/docker.socket.d/90-cci.conf": f"[Socket]\nSocketGroup={USER}\n"}
 
 
 def host_packages() -> tuple[str, ...]:
@@ -48,7 +51,8 @@ def host_packages() -> tuple[str, ...]:
 def definition() -> str:
     """Everything above that the host path installs or sets up, as text (part of its recipe)."""
     return "\n".join([SUITE, *PACKAGES, "|", *OPTIONAL_PACKAGES, "|", *DISTRIBUTION_EXTRAS, "|", *SYSTEM_PACKAGES,
-                      "|", USER, str(UID), *GROUPS, SUDOERS_FILE, SUDOERS_LINE, *ENABLED_UNITS, *MASKED_UNITS])
+                      "|", USER, str(UID), *GROUPS, SUDOERS_FILE, SUDOERS_LINE, *ENABLED_UNITS, *MASKED_UNITS,
+                      *(f"{path}={content}" for path, content in sorted(FILES.items()))])
 
 
 def server_script() -> str:
@@ -56,8 +60,17 @@ def server_script() -> str:
     return _SERVER_TEMPLATE.format(
         packages=_wrap(PACKAGES), optional=" ".join(OPTIONAL_PACKAGES), node=NODE_MAJOR, user=USER, uid=UID,
         groups=",".join(GROUPS), sudoers=SUDOERS_FILE, sudoers_line=SUDOERS_LINE,
-        enable=" ".join(ENABLED_UNITS), mask=" ".join(MASKED_UNITS),
+        enable=" ".join(ENABLED_UNITS), mask=" ".join(MASKED_UNITS), files=_files_script(),
     )
+
+
+def _files_script() -> str:
+    """Shell lines writing :data:`FILES` (their contents hold no single quote)."""
+    lines = []
+    for path, content in sorted(FILES.items()):
+        assert "'" not in content
+        lines += [f"install -d -m 0755 {path.rsplit('/', 1)[0]}", f"printf '%s' '{content}' > {path}"]
+    return "\n".join(lines)
 
 
 def _wrap(words: tuple[str, ...], width: int = 100) -> str:
@@ -127,6 +140,7 @@ chmod 0440 {sudoers}
 visudo --check --file {sudoers}
 
 step "systemd units"
+{files}
 systemctl enable {enable}
 systemctl mask {mask}
 
