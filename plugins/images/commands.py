@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from cci_core.cli.signals import interruptible
 from cci_core.cli.state import get_state
 from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_core.image_builder import BuildRequest
@@ -193,7 +194,8 @@ def run_build(ctx: click.Context, request: BuildRequest, *, force: bool, builder
             sys.stdout.buffer.flush()
 
         try:
-            image = builder(driver, output)
+            with interruptible():  # SIGTERM and SIGHUP clean up as Ctrl+C does: no tree, container or image left
+                image = builder(driver, output)
         except CciError as exc:  # the same kind of error (and exit code), saying what failed and where the log is
             exc.message = f"building {alias} failed: {exc.message}"
             exc.hint = f"{exc.hint}; the log is {log}" if exc.hint else f"the log is {log}"

@@ -27,6 +27,8 @@ from cci_core.errors import CciError, UsageError
 from cci_core.image_builder import BuildRequest, ImageBuilder
 
 if TYPE_CHECKING:
+    import subprocess
+
     from cci_core.driver import Driver, ImageInfo, OutputHandler
 
 #: bump when the customization below changes, so that cached images and tarballs are rebuilt
@@ -174,13 +176,39 @@ def customize(rootfs: Path, output: OutputHandler) -> None:
 
 def run_host_command(argv: Sequence[str], output: OutputHandler, what: str,
                      env: Mapping[str, str] | None = None) -> None:
-    """Run a host command, streaming its output; a failure is one error naming the step."""
+    """Run a host command, streaming its output; a failure is one error naming the step.
+
+    The command runs in its own process group: when cci is interrupted (Ctrl+C, SIGTERM), the whole group is
+    stopped and waited for before the error goes on, so that no debootstrap or apt writes into a tree that
+    the caller's cleanup is deleting.
+    """
     import subprocess
 
-    process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **(env or {})})
     assert process.stdout is not None
-    for chunk in iter(lambda: process.stdout.read1(65536), b""):  # type: ignore[union-attr]
-        output(chunk)
+    try:
+        for chunk in iter(lambda: process.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            output(chunk)
+    except BaseException:
+        stop_process_group(process)
+        raise
     if process.wait() != 0:
         raise CciError(f"{what} failed with exit code {process.returncode}")
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGTERM to the process group ``process`` leads, then SIGKILL after ``grace`` seconds; waits for it."""
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -203,3 +203,68 @@ def test_a_host_build_failing_in_debootstrap_leaves_no_image_no_tree_and_no_moun
     assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
     assert list(cache.iterdir()) == []  # no tree, no tarball
     assert str(cache) not in Path("/proc/self/mountinfo").read_text()
+
+
+def _processes_naming(text: str) -> list[str]:
+    """Command lines of the processes whose arguments contain ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if entry.name.isdigit() and text in argv:
+            found.append(argv)
+    return found
+
+
+def _wait_for(predicate, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_host_build_killed_during_debootstrap_stops_it_and_leaves_no_tree(
+    signum: str, alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+) -> None:
+    import signal
+    import socket
+    import subprocess
+
+    from tests.fake_npm_registry import FakeRegistry
+    from tests.integration.conftest import CCI
+
+    registry = FakeRegistry()
+    registry.publish()
+    mirror = socket.socket()  # accepts connections (the kernel's backlog) and never answers: debootstrap hangs
+    mirror.bind(("127.0.0.1", 0))
+    mirror.listen(16)
+    cache = tmp_path / "cache"
+    try:
+        _images_config(cci_environ["HOME"], npm_registry=registry.url)
+        process = subprocess.Popen(
+            [str(CCI), "build", "--source", "host", "--alias", alias, "--cache", str(cache), "--mirror",
+             f"http://127.0.0.1:{mirror.getsockname()[1]}/debian"],
+            env=cci_environ, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(lambda: any("debootstrap" in argv for argv in _processes_naming(str(cache))), 60,
+                      "debootstrap to start")
+            process.send_signal(getattr(signal, signum))  # to cci only, as 'kill' does
+            stdout, stderr = process.communicate(timeout=60)
+            left = _processes_naming(str(cache))  # while the mirror still hangs: cci stopped debootstrap itself
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    finally:
+        mirror.close()
+        registry.close()
+    assert process.returncode != 0 and "Traceback" not in stderr, (stdout, stderr)
+    assert left == []
+    assert list(cache.iterdir()) == []  # no tree, no tarball
+    assert str(cache) not in Path("/proc/self/mountinfo").read_text()
+    assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
