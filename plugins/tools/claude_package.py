@@ -6,7 +6,8 @@ packages ``@anthropic-ai/claude-code-linux-<x64|arm64>`` (same version) hold
 (``latest`` is the main package's ``dist-tags.latest``), downloads the platform
 tarball while checking its ``dist.integrity`` (sha512), extracts only that one
 regular file (size-bounded), and keeps it per version in the user's cache
-directory, so a rebuild of the same version downloads nothing.
+directory, so a rebuild of the same version downloads nothing (a cached file
+others could have written is not used).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def fetch_binary(registry: str, version: str, cache_dir: Path, say: Callable[[st
     architecture = architecture or npm_architecture()
     version = _check_version(version, registry)
     cached = cache_dir / f"claude-{version}-linux-{architecture}"
-    if cached.is_file():
+    if _trusted(cached):
         say(f"Claude Code {version} ({architecture}) from the cache {cached}")
         return cached
     manifest = _manifest(registry, PACKAGE, version)
@@ -128,6 +129,20 @@ def fetch_binary(registry: str, version: str, cache_dir: Path, say: Callable[[st
         binary.chmod(0o755)
         os.replace(binary, cached)
     return cached
+
+
+def _trusted(cached: Path) -> bool:
+    """A cached binary is used only when no one but this user could have put it there: a regular file (not a
+    link) owned by the user, in a directory of the user that no one else may write to."""
+    import stat
+
+    try:
+        file, directory = os.lstat(cached), os.stat(cached.parent)
+    except OSError:
+        return False
+    mine = os.geteuid()
+    return stat.S_ISREG(file.st_mode) and file.st_uid == directory.st_uid == mine \
+        and not (file.st_mode | directory.st_mode) & 0o022
 
 
 def _check_version(version: str, registry: str) -> str:

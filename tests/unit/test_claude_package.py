@@ -138,3 +138,26 @@ def test_the_registry_url_setting_then_the_environment_then_the_default() -> Non
     assert package.registry_url(None, {}) == "https://registry.npmjs.org"
     with pytest.raises(CciError, match="is not an http"):
         package.registry_url("file:///etc", {})
+
+
+@pytest.mark.parametrize("plant", ["writable directory", "other owner", "symbolic link"])
+def test_a_cached_binary_others_could_have_planted_is_fetched_again(
+        registry: FakeRegistry, tmp_path: Path, plant: str) -> None:
+    import os
+
+    registry.publish()
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    planted = cache / f"claude-{VERSION}-linux-x64"
+    if plant == "symbolic link":
+        (tmp_path / "elsewhere").write_bytes(b"planted")
+        planted.symlink_to(tmp_path / "elsewhere")
+    else:
+        planted.write_bytes(b"planted")
+        if plant == "writable directory":
+            cache.chmod(0o1777 & ~0o1000)  # anyone may replace files in it
+        else:
+            os.chown(planted, os.geteuid() + 1, -1)
+    binary = fetch(registry, cache)
+    assert binary.read_bytes() == BINARY and not binary.is_symlink()
+    assert any("claude-code-linux-x64" in request for request in registry.requests)
