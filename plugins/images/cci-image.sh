@@ -59,9 +59,16 @@ install -d -m 0755 /etc/systemd/system/docker.socket.d
 printf '%s' '[Socket]
 SocketGroup=code
 ' > /etc/systemd/system/docker.socket.d/90-cci.conf
-systemctl enable docker.service
+systemctl enable docker.socket
+systemctl disable docker.service containerd.service
 systemctl mask systemd-modules-load.service
 
 step "clean up"
 apt-get clean
 rm -rf /var/lib/apt/lists/*
+
+step "what the first boot would do: the same in every container, so done once here (nothing changes /usr after)"
+systemd-sysusers
+ldconfig
+journalctl --update-catalog
+/usr/lib/systemd/systemd-update-done

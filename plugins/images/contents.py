@@ -35,9 +35,16 @@ UID = 1000
 GROUPS = ("docker",)
 SUDOERS_FILE = "/etc/sudoers.d/90-cci-code"
 SUDOERS_LINE = f"{USER} ALL=(ALL) NOPASSWD:ALL"
-#: systemd units enabled, and masked (module loading fails in a container)
-ENABLED_UNITS = ("docker.service",)
+#: systemd units enabled, disabled, and masked (module loading fails in a container). Docker starts when its
+#: socket is first used, not at every boot: the packages enable docker.service and containerd.service, which
+#: took half of a session container's boot
+ENABLED_UNITS = ("docker.socket",)
+DISABLED_UNITS = ("docker.service", "containerd.service")
 MASKED_UNITS = ("systemd-modules-load.service",)
+#: run last in the build, in this order: what systemd would run at every container's first boot because /usr is
+#: newer than /etc/.updated (systemd-sysusers, ldconfig, systemd-journal-catalog-update and systemd-update-done,
+#: the units with ConditionNeedsUpdate=), done once here; the last one writes /etc/.updated and /var/.updated
+FIRST_BOOT_WORK = ("systemd-sysusers", "ldconfig", "journalctl --update-catalog", "/usr/lib/systemd/systemd-update-done")
 #: files written as they are: Docker's socket belongs to the user's own group, because cci runs commands with
 #: the user's uid and gid only (Incus exec sets no supplementary groups, so membership of ``docker`` is not enough)
 FILES = {"/etc/systemd/system/docker.socket.d/90-cci.conf": f"[Socket]\nSocketGroup={USER}\n"}
@@ -51,7 +58,8 @@ def host_packages() -> tuple[str, ...]:
 def definition() -> str:
     """Everything above that the host path installs or sets up, as text (part of its recipe)."""
     return "\n".join([SUITE, *PACKAGES, "|", *OPTIONAL_PACKAGES, "|", *DISTRIBUTION_EXTRAS, "|", *SYSTEM_PACKAGES,
-                      "|", USER, str(UID), *GROUPS, SUDOERS_FILE, SUDOERS_LINE, *ENABLED_UNITS, *MASKED_UNITS,
+                      "|", USER, str(UID), *GROUPS, SUDOERS_FILE, SUDOERS_LINE, *ENABLED_UNITS,
+                      "|", *DISABLED_UNITS, "|", *MASKED_UNITS, "|", *FIRST_BOOT_WORK,
                       *(f"{path}={content}" for path, content in sorted(FILES.items()))])
 
 
@@ -60,7 +68,8 @@ def server_script() -> str:
     return _SERVER_TEMPLATE.format(
         packages=_wrap(PACKAGES), optional=" ".join(OPTIONAL_PACKAGES), node=NODE_MAJOR, user=USER, uid=UID,
         groups=",".join(GROUPS), sudoers=SUDOERS_FILE, sudoers_line=SUDOERS_LINE,
-        enable=" ".join(ENABLED_UNITS), mask=" ".join(MASKED_UNITS), files=_files_script(),
+        enable=" ".join(ENABLED_UNITS), disable=" ".join(DISABLED_UNITS), mask=" ".join(MASKED_UNITS),
+        first_boot="\n".join(FIRST_BOOT_WORK), files=_files_script(),
     )
 
 
@@ -142,11 +151,15 @@ visudo --check --file {sudoers}
 step "systemd units"
 {files}
 systemctl enable {enable}
+systemctl disable {disable}
 systemctl mask {mask}
 
 step "clean up"
 apt-get clean
 rm -rf /var/lib/apt/lists/*
+
+step "what the first boot would do: the same in every container, so done once here (nothing changes /usr after)"
+{first_boot}
 """
 
 

@@ -171,6 +171,9 @@ class HostImageBuilder(ImageBuilder):
         for file in files:
             say(f"copying {file.source} to {file.path}")
             place_file(rootfs, file.path, file.source, file.mode)
+        say("doing what a first boot would do (ldconfig, the journal catalog, /etc/.updated)")
+        for command in contents.FIRST_BOOT_WORK:
+            run_host_command(["chroot", str(rootfs), *command.split()], output, command)
         write_image_files(work, metadata_yaml(base, _description(recipe), int(time.time()), builder=self.name,
                                               digest=recipe.digest(), properties=recipe.properties()))
         say(f"packing the image ({'zstd' if zstd else 'gzip: zstd is not installed'})")
@@ -189,6 +192,7 @@ def configure(rootfs: Path, output: OutputHandler) -> None:
         place_bytes(rootfs, path, content.encode(), 0o644)
     chroot = ["chroot", str(rootfs), "systemctl"]
     run_host_command([*chroot, "enable", *contents.ENABLED_UNITS], output, "systemctl enable")
+    run_host_command([*chroot, "disable", *contents.DISABLED_UNITS], output, "systemctl disable")
     run_host_command([*chroot, "mask", *contents.MASKED_UNITS], output, "systemctl mask")
 
 

@@ -32,7 +32,7 @@ def test_the_server_script_installs_every_package_and_sets_up_the_user_and_units
     assert "apt-get install -y nodejs" in script and "apt-get install -y gh" in script  # nodejs brings npm
     assert f"usermod --append --groups docker {contents.USER}" in script
     assert f"echo '{contents.SUDOERS_LINE}' > {contents.SUDOERS_FILE}" in script
-    assert "systemctl enable docker.service" in script and "systemctl mask systemd-modules-load.service" in script
+    assert "systemctl enable docker.socket" in script and "systemctl mask systemd-modules-load.service" in script
     assert "npm install" not in script  # the tool comes from the host, not from the build container
     for path, content in contents.FILES.items():
         assert f"printf '%s' '{content}' > {path}" in script
