@@ -372,6 +372,19 @@ def open_parent(path: str | Path, *, untrusted: Sequence[str | Path] = (), creat
     raise _with_name(OSError(errno.ELOOP, os.strerror(errno.ELOOP)), str(path))
 
 
+def only_mine(path: str | Path) -> bool:
+    """Whether no one but this user can have put the file ``path`` there: a regular file (not a link) of the
+    user, in a directory of the user that neither group nor others may write to. For cached downloads and
+    builds that are used again without being verified again."""
+    try:
+        file, directory = os.lstat(path), os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    mine = os.geteuid()
+    return stat.S_ISREG(file.st_mode) and file.st_uid == directory.st_uid == mine \
+        and not (file.st_mode | directory.st_mode) & 0o022
+
+
 def leads_inside(path: str | Path, directory: str | Path) -> bool:
     """Whether ``path``, all symlinks followed, is ``directory`` or lies inside it."""
     inside = os.path.realpath(directory)

@@ -9,7 +9,8 @@ copied in, and the tree is packed (zstd, else gzip) and imported. Needs root.
 
 The image records its recipe as ``cci.recipe`` and the tool's version as
 ``cci.tool.<tool>.version``; with a cache directory the tarball of a recipe is
-kept, and the same recipe later is imported in seconds. A failed build leaves
+kept, and the same recipe later is imported in seconds (a tarball only when no one
+else could have put it there). A failed build leaves
 no image, no temporary tree and nothing mounted.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from cci_core.errors import CciError, UsageError
+from cci_core.host_files import only_mine
 from cci_core.image_builder import BuildRequest, ImageBuilder
 from cci_core.tool import ImageFetch, ToolAdapter, tool_version_property
 from cci_builtin_plugins.images import contents
@@ -110,7 +112,7 @@ class HostImageBuilder(ImageBuilder):
         cache = Path(request.options["cache"]) if request.options.get("cache") else None
         zstd = shutil.which("zstd") is not None
         suffix = "tar.zst" if zstd else "tar.gz"
-        cached = next((path for path in _cached(cache, recipe) if path.is_file()), None)
+        cached = next((path for path in _cached(cache, recipe) if only_mine(path)), None)  # no one else's
         work = Path(tempfile.mkdtemp(prefix="cci-host-", dir=cache or _work_parent()))
         try:
             if cached is not None:

@@ -22,6 +22,7 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 from cci_core.errors import BackendError, CciError, NotFoundError
+from cci_core.host_files import only_mine
 
 PACKAGE = "@anthropic-ai/claude-code"
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
@@ -99,7 +100,7 @@ def fetch_binary(registry: str, version: str, cache_dir: Path, say: Callable[[st
     architecture = architecture or npm_architecture()
     version = _check_version(version, registry)
     cached = cache_dir / f"claude-{version}-linux-{architecture}"
-    if _trusted(cached):
+    if only_mine(cached):
         say(f"Claude Code {version} ({architecture}) from the cache {cached}")
         return cached
     manifest = _manifest(registry, PACKAGE, version)
@@ -129,20 +130,6 @@ def fetch_binary(registry: str, version: str, cache_dir: Path, say: Callable[[st
         binary.chmod(0o755)
         os.replace(binary, cached)
     return cached
-
-
-def _trusted(cached: Path) -> bool:
-    """A cached binary is used only when no one but this user could have put it there: a regular file (not a
-    link) owned by the user, in a directory of the user that no one else may write to."""
-    import stat
-
-    try:
-        file, directory = os.lstat(cached), os.stat(cached.parent)
-    except OSError:
-        return False
-    mine = os.geteuid()
-    return stat.S_ISREG(file.st_mode) and file.st_uid == directory.st_uid == mine \
-        and not (file.st_mode | directory.st_mode) & 0o022
 
 
 def _check_version(version: str, registry: str) -> str:

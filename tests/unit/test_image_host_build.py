@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -322,3 +323,27 @@ def test_cci_build_host_reports_registry_problems_in_one_line_and_builds_nothing
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cci: ") and fragment in lines[0], result.output
     assert not cache.exists()
+
+
+@pytest.mark.parametrize("plant", ["writable directory", "other owner", "symbolic link"])
+def test_a_cached_tarball_others_could_have_planted_is_built_again(host: FakeHost, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch, plant: str) -> None:
+    builder, driver, request = make(tmp_path)
+    cache = Path(request.options["cache"])
+    cache.chmod(0o700)
+    planted = cache / f"cci-{builder.recipe(request).digest()}.tar.zst"
+    if plant == "symbolic link":
+        (tmp_path / "elsewhere").write_bytes(b"planted")
+        planted.symlink_to(tmp_path / "elsewhere")
+    else:
+        planted.write_bytes(b"planted")
+        if plant == "writable directory":
+            cache.chmod(0o777)
+        else:
+            os.lchown(planted, os.geteuid() + 1, -1)  # (the fixture makes os.chown a no-op)
+    imported: list[bytes] = []
+    import_image = driver.import_image
+    monkeypatch.setattr(driver, "import_image", lambda tarball, **kw: (imported.append(tarball.read_bytes()),
+                                                                       import_image(tarball, **kw))[1])
+    builder.build(driver, request, lambda chunk: None)
+    assert "debootstrap" in host.steps and imported[0].startswith(b"tarball of ")
