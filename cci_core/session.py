@@ -86,11 +86,14 @@ def launcher_alive(label: str) -> bool:
     return True
 
 
-#: inside the container: wait for systemd's socket to appear, then for the boot to finish
-_WAIT_FOR_BOOT = (
-    "command -v systemctl >/dev/null || exit 0; "
-    "until [ -S /run/systemd/private ]; do sleep 0.05; done; "
-    "systemctl is-system-running --wait >/dev/null"
+#: inside the container: no systemd, nothing to wait for; else wait for systemd's socket to appear
+_SYSTEMD_UP = "command -v systemctl >/dev/null || exit 0; until [ -S /run/systemd/private ]; do sleep 0.05; done; "
+#: ... then for the boot to finish
+_WAIT_FOR_BOOT = _SYSTEMD_UP + "systemctl is-system-running --wait >/dev/null"
+#: ... then for basic.target, or for the boot to be over without it (a failed unit it needs)
+_WAIT_FOR_SESSION = _SYSTEMD_UP + (
+    "until systemctl is-active --quiet basic.target; do "
+    "case $(systemctl is-system-running) in initializing|starting) sleep 0.05;; *) exit 0;; esac; done"
 )
 
 
@@ -101,6 +104,18 @@ def wait_for_boot(container: Container) -> None:
     than :data:`BOOT_TIMEOUT` is not waited for further.
     """
     container.exec(["timeout", str(BOOT_TIMEOUT), "sh", "-c", _WAIT_FOR_BOOT])
+
+
+def wait_for_session(container: Container) -> None:
+    """Block until the container has booted as far as a session needs: systemd's basic.target is active.
+
+    By then the file systems are mounted, systemd-tmpfiles has set up ``/tmp`` (it
+    empties it, and the session's tmux keeps its socket there) and the sockets listen
+    (D-Bus, Docker's); the rest of the boot (the network's DHCP, logind, ...) goes on
+    while the tool starts. ``cci shell`` and ``cci attach`` use this; the rest waits for
+    the whole boot (:func:`wait_for_boot`). Same timeout and images without systemd.
+    """
+    container.exec(["timeout", str(BOOT_TIMEOUT), "sh", "-c", _WAIT_FOR_SESSION])
 
 
 #: after the attached tmux was cut off, how soon a poweroff inside stops the container (tmux dies in its last step)
@@ -176,7 +191,7 @@ class SessionManager:
             self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
             self._start(container)
             if request.kind == KIND_SESSION:
-                wait_for_boot(container)
+                wait_for_session(container)
             if request.resume_from:
                 self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
@@ -262,7 +277,7 @@ class SessionManager:
                 self._reattach(container, info.labels.get("network", ""))
                 self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=True)
                 self._start(container)
-                wait_for_boot(container)
+                wait_for_session(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
                 self._started(container, me)
                 self.plugins.hook.cci_post_launch(ctx=ctx, container=container)

@@ -123,9 +123,9 @@ def attach(ctx: click.Context, name: str | None) -> None:
     with interruptible():
         tmux = _tmux(manager, container, session)
         if not tmux.exists():  # the user left bash with 'exit', or a 'cci run' container: a new shell
-            from cci_core.session import wait_for_boot
+            from cci_core.session import wait_for_session
 
-            wait_for_boot(container)  # a tmux started mid-boot loses its socket when systemd cleans /tmp
+            wait_for_session(container)  # a tmux started before systemd cleans /tmp loses its socket
             tmux.start()
         _attach_and_settle(manager, container, session, tmux)
 

@@ -1,0 +1,65 @@
+"""A session starts its tool once the boot has set up what the session needs (basic.target), not after the whole
+boot; the wait is checked against a fake systemctl, and the session manager is checked to use it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cci_core import session
+from cci_core.session import LaunchRequest
+from tests.unit.test_saved_sessions import manager
+
+
+def run_wait(tmp_path: Path, basic_active_after: int | None, state: str) -> tuple[int, list[str]]:
+    """Run the session wait with a fake systemctl: basic.target turns active at its Nth query (None: never), the
+    system state is ``state``. Returns the exit code and the systemctl calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    socket = tmp_path / "private"  # stands for systemd's socket
+    socket.touch()
+    (bin_dir / "systemctl").write_text(f"""#!/bin/sh
+echo "$*" >> {calls}
+if [ "$1" = is-active ]; then
+    n=$(grep -c is-active {calls})
+    [ {basic_active_after or 0} -gt 0 ] && [ "$n" -ge {basic_active_after or 0} ]
+    exit $?
+fi
+echo {state}
+""")
+    (bin_dir / "systemctl").chmod(0o755)
+    script = session._WAIT_FOR_SESSION.replace("[ -S /run/systemd/private ]", f"[ -e {socket} ]")
+    assert script != session._WAIT_FOR_SESSION
+    result = subprocess.run(["timeout", "10", "sh", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                            check=False)
+    return result.returncode, calls.read_text().splitlines()
+
+
+def test_the_wait_ends_when_basic_target_is_active_while_the_boot_goes_on(tmp_path: Path) -> None:
+    code, calls = run_wait(tmp_path, basic_active_after=3, state="starting")
+    assert code == 0
+    assert [call for call in calls if call.startswith("is-active")] == ["is-active --quiet basic.target"] * 3
+    assert not any("--wait" in call for call in calls)
+
+
+def test_the_wait_ends_when_the_boot_is_over_without_basic_target(tmp_path: Path) -> None:
+    code, calls = run_wait(tmp_path, basic_active_after=None, state="degraded")
+    assert code == 0 and calls == ["is-active --quiet basic.target", "is-system-running"]
+
+
+@pytest.mark.parametrize("state", ["initializing", "starting"])
+def test_the_wait_goes_on_while_the_system_boots(tmp_path: Path, state: str) -> None:
+    code, calls = run_wait(tmp_path, basic_active_after=5, state=state)
+    assert code == 0 and calls.count("is-system-running") == 4
+
+
+def test_a_session_launch_waits_for_what_the_session_needs_not_the_whole_boot(tmp_path: Path) -> None:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    container, _ = manager(tmp_path).launch(LaunchRequest(workspace))
+    waits = [argv for argv in container.commands if argv[:1] == ("timeout",)]  # type: ignore[attr-defined]
+    assert waits == [("timeout", str(session.BOOT_TIMEOUT), "sh", "-c", session._WAIT_FOR_SESSION)]
+    assert "basic.target" in waits[0][-1] and "is-system-running --wait" not in waits[0][-1]
