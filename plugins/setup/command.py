@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import click
 
@@ -59,6 +59,8 @@ def setup(ctx: click.Context, dry_run: bool, user_name: str | None, no_image: bo
                       pool_size=pool_size, bridge=bridge, build_image=not no_image, restart=not no_restart,
                       project=config.incus.project)
     user = user_name or _invoking_user()
+    if not dry_run and os.geteuid() == 0:
+        ctx.call_on_close(_one_at_a_time().close)  # a second run waits, then finds the steps done
     plan = make_plan(_gather(user, options, config), options)
     if dry_run:
         _print_plan(plan, f"cci setup --dry-run for user {user}", sudo=os.geteuid() != 0)
@@ -74,6 +76,22 @@ def cci_command() -> tuple[str, ...]:
     if script.name in ("cci", "claude-code-isolated") and script.exists():
         return (os.path.abspath(script),)
     return (sys.executable, "-c", "from cci_core.cli.entry import main; main()")
+
+
+def _one_at_a_time() -> IO[bytes]:
+    """Hold setup's lock (/run/cci-setup/setup.lock) until the returned file is closed; waits for another run."""
+    import fcntl
+
+    from cci_builtin_plugins.setup.facts import PID_FILE
+
+    PID_FILE.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    handle = open(PID_FILE.parent / "setup.lock", "ab")  # noqa: SIM115 (held until setup ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        click.echo("cci setup: waiting for another cci setup to finish", err=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
 
 
 def _invoking_user() -> str:

@@ -292,3 +292,18 @@ def test_an_unknown_user_is_one_clear_line(cci_environ: dict[str, str], tmp_path
     result = run_cci("setup", "--dry-run", "--user", "no-such-user-here", "--config-file", str(tmp_path / "c.toml"),
                      env=cci_environ)
     assert_error(result, 2, "no user named 'no-such-user-here' on this machine (give an existing one with --user)")
+
+
+def test_two_runs_at_once_do_each_step_once(cci_environ: dict[str, str], fresh_user: str, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    argv = [str(CCI), "setup", "--user", fresh_user, "--config-file", str(config), "--no-image", "--no-restart"]
+    runs = [subprocess.Popen(argv, env=cci_environ, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [(run.communicate(timeout=120), run.returncode) for run in runs]
+    for (stdout, stderr), code in results:  # each ends waiting only for the manual restart
+        assert code == 1 and "restart Incus for the delegated ids needs you" in stderr, (stdout, stderr)
+    uid = int(subprocess.run(["id", "-u", fresh_user], capture_output=True, text=True, check=True).stdout)
+    gid = int(subprocess.run(["id", "-g", fresh_user], capture_output=True, text=True, check=True).stdout)
+    assert SUBUID.read_text().splitlines().count(f"root:{uid}:1") == 1
+    assert SUBGID.read_text().splitlines().count(f"root:{gid}:1") == 1
+    assert config.read_text().count("network_subnets") == 1
