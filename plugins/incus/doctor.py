@@ -59,6 +59,7 @@ RESTART_FIX = "then restart Incus ('sudo systemctl restart incus')"
 SETUP_FIX = "run 'cci setup'"
 #: the name of the bridge :func:`subnet_check` makes to see whether Incus can pick a subnet (deleted at once)
 PROBE_PREFIX = "ccidoctor"
+PROBE_DESCRIPTION = "cci doctor:"
 
 
 def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None = None, gid: int | None = None,
@@ -357,12 +358,21 @@ def subnet_check(server: _Server, config: Config) -> Check:
 
 
 def _incus_picks_a_subnet(server: _Server) -> bool:
-    """Make a bridge with ``ipv4.address=auto`` (no NAT, no IPv6) and delete it: False when Incus cannot pick."""
+    """Make a bridge with ``ipv4.address=auto`` (no NAT, no IPv6) and delete it: False when Incus cannot pick.
+
+    Probes an interrupted doctor left behind are deleted first; an interrupted probe is deleted at once (Incus
+    may have made it although the request was cut off); one another doctor deleted meanwhile is no error.
+    """
     from cci_builtin_plugins.incus.errors import APIError
     from cci_builtin_plugins.incus.networks import _NO_AUTO_SUBNET
 
     name = f"{PROBE_PREFIX}{os.getpid() % 100000}"
-    body = {"name": name, "type": "bridge", "description": "cci doctor: can Incus pick a subnet? (deleted at once)",
+    for network in server.api.get("/1.0/networks", "listing networks", recursion=1) or []:
+        if str(network.get("name", "")).startswith(PROBE_PREFIX) and not network.get("used_by") \
+                and str(network.get("description", "")).startswith(PROBE_DESCRIPTION):
+            _delete_probe(server, network["name"])
+    body = {"name": name, "type": "bridge", "description": f"{PROBE_DESCRIPTION} can Incus pick a subnet? "
+                                                           "(deleted at once)",
             "config": {"ipv4.address": "auto", "ipv4.nat": "false", "ipv6.address": "none"}}
     try:
         server.api.call("POST", "/1.0/networks", f"creating network {name}", body)
@@ -370,8 +380,22 @@ def _incus_picks_a_subnet(server: _Server) -> bool:
         if _NO_AUTO_SUBNET in exc.detail:
             return False
         raise
-    server.api.call("DELETE", f"/1.0/networks/{quote(name)}", f"deleting network {name}")
+    except BaseException:
+        _delete_probe(server, name)
+        raise
+    _delete_probe(server, name, quiet=False)
     return True
+
+
+def _delete_probe(server: _Server, name: str, *, quiet: bool = True) -> None:
+    """Delete the probe bridge ``name``; gone already is fine; other errors only raise when not ``quiet``."""
+    try:
+        server.api.call("DELETE", f"/1.0/networks/{quote(name)}", f"deleting network {name}")
+    except NotFoundError:
+        pass
+    except CciError:
+        if not quiet:
+            raise
 
 
 def _source(config: Config, key: str) -> str:

@@ -126,3 +126,42 @@ def test_a_missing_image_names_cci_setup(tmp_path: Path) -> None:
     check = image_check(image_server(tmp_path, {}), "other", "claude")
     assert check.status == "fail"
     assert check.fix.startswith("run 'cci setup' (it builds the image)")
+
+
+def test_a_probe_bridge_an_interrupted_doctor_left_is_deleted_by_the_next_one(tmp_path: Path) -> None:
+    settings = config(tmp_path)
+    left = {"name": f"{PROBE_PREFIX}4242", "managed": True, "type": "bridge", "used_by": [],
+            "description": "cci doctor: can Incus pick a subnet? (deleted at once)", "config": {}}
+    mine = {**left, "name": f"{PROBE_PREFIX}77", "description": "mine"}  # not a probe: kept
+    api = FakeAPI([left, mine, bridge("incusbr0", "10.0.3.1/24")])
+    assert subnet_check(FakeServer(settings, api), settings).status == "ok"
+    deleted = [path.rsplit("/", 1)[1] for method, path in api.calls if method == "DELETE"]
+    assert deleted[0] == left["name"] and len(deleted) == 2 and mine["name"] not in deleted
+
+
+def test_an_interrupted_probe_is_deleted_all_the_same(tmp_path: Path) -> None:
+    import pytest
+
+    class Interrupted(FakeAPI):
+        def call(self, method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
+            super().call(method, path, action, body, **kwargs)
+            if method == "POST":  # Incus made it, and then Ctrl+C
+                raise KeyboardInterrupt
+
+    settings = config(tmp_path)
+    api = Interrupted([])
+    with pytest.raises(KeyboardInterrupt):
+        subnet_check(FakeServer(settings, api), settings)
+    assert [method for method, _ in api.calls] == ["POST", "DELETE"]
+
+
+def test_a_probe_another_doctor_deleted_meanwhile_is_still_an_answer(tmp_path: Path) -> None:
+    class Swept(FakeAPI):
+        def call(self, method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
+            super().call(method, path, action, body, **kwargs)
+            if method == "DELETE":
+                raise importlib.import_module("cci_builtin_plugins.incus.errors").APINotFound(action, 404, "not found")
+            return {}
+
+    settings = config(tmp_path)
+    assert subnet_check(FakeServer(settings, Swept([])), settings).status == "ok"
