@@ -60,6 +60,8 @@ SETUP_FIX = "run 'cci setup'"
 #: the name of the bridge :func:`subnet_check` makes to see whether Incus can pick a subnet (deleted at once)
 PROBE_PREFIX = "ccidoctor"
 PROBE_DESCRIPTION = "cci doctor:"
+#: the IPv4 routes of the host (a recorded range must stay clear of them)
+ROUTES = Path("/proc/net/route")
 
 
 def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None = None, gid: int | None = None,
@@ -350,11 +352,35 @@ def subnet_check(server: _Server, config: Config) -> Check:
             return fail(SUBNETS, f"no free /24 left in [incus] network_subnets ({subnets}, set by "
                                  f"{_source(config, 'incus.network_subnets')}): no policy network can be made",
                         f"remove that setting and {SETUP_FIX} (it records a free range), or set a larger range")
+        route = _route_into(subnets, server)
+        if route is not None:
+            return warn(SUBNETS, f"the host has a route to {route} inside [incus] network_subnets ({subnets}, set by "
+                                 f"{_source(config, 'incus.network_subnets')}): cci's networks there would cut it off",
+                        f"set it to a free range (remove it and {SETUP_FIX}, which records one)")
         return ok(SUBNETS, f"free /24s left in {subnets} (next: {free[0]})")
     if not _incus_picks_a_subnet(server):
         return fail(SUBNETS, "[incus] network_subnets is auto, but Incus cannot find a free IPv4 subnet for a new "
                              "bridge here: no policy network can be made", f"{SETUP_FIX} (it records a free range)")
     return ok(SUBNETS, "Incus picks them (checked with a bridge made and deleted at once)")
+
+
+def _route_into(subnets: str, server: _Server) -> str | None:
+    """A route of the host (not one of Incus's bridges) into the recorded range, e.g. a VPN's since setup."""
+    import ipaddress
+
+    from cci_builtin_plugins.setup.subnets import parse_proc_route
+
+    try:
+        routes = parse_proc_route(ROUTES.read_text())
+    except OSError:
+        return None
+    bridges = set()
+    for network in server.api.get("/1.0/networks", "listing networks", recursion=1) or []:
+        address = (network.get("config") or {}).get("ipv4.address", "")
+        if network.get("managed") and "/" in address:
+            bridges.add(ipaddress.IPv4Interface(address).network)
+    recorded = ipaddress.IPv4Network(subnets)
+    return next((str(route) for route in routes if route not in bridges and route.overlaps(recorded)), None)
 
 
 def _incus_picks_a_subnet(server: _Server) -> bool:

@@ -165,3 +165,35 @@ def test_a_probe_another_doctor_deleted_meanwhile_is_still_an_answer(tmp_path: P
 
     settings = config(tmp_path)
     assert subnet_check(FakeServer(settings, Swept([])), settings).status == "ok"
+
+
+def proc_route(*networks: str) -> str:
+    """``/proc/net/route`` with these destinations (little-endian hex, as the kernel writes them)."""
+    import ipaddress
+
+    def hexed(address: ipaddress.IPv4Address) -> str:
+        return int.from_bytes(address.packed, "little").to_bytes(4, "big").hex().upper()
+
+    rows = ["Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT"]
+    for text in ("0.0.0.0/0", *networks):
+        network = ipaddress.IPv4Network(text)
+        rows.append(f"eth0\t{hexed(network.network_address)}\t00000000\t0001\t0\t0\t0\t{hexed(network.netmask)}\t0\t0\t0")
+    return "\n".join(rows) + "\n"
+
+
+def test_a_recorded_range_a_route_of_the_host_now_reaches_into_is_a_warning(tmp_path: Path,
+                                                                            monkeypatch: Any) -> None:
+    from cci_builtin_plugins.incus import doctor
+
+    settings = config(tmp_path, **{"incus.network_subnets": "10.150.0.0/16"})
+    api = FakeAPI([bridge("cci-restricted", "10.150.1.1/24")])
+    routes = tmp_path / "route"
+    monkeypatch.setattr(doctor, "ROUTES", routes)
+    routes.write_text(proc_route("10.150.1.0/24", "192.168.1.0/24"))  # cci's own bridge, the LAN: fine
+    assert subnet_check(FakeServer(settings, api), settings).status == "ok"
+    routes.write_text(proc_route("10.150.1.0/24", "10.150.128.0/17"))  # a VPN came up since setup
+    check = subnet_check(FakeServer(settings, api), settings)
+    assert (check.status, check.detail) == ("warn", "the host has a route to 10.150.128.0/17 inside [incus] "
+                                            "network_subnets (10.150.0.0/16, set by --flag): cci's networks there "
+                                            "would cut it off")
+    assert check.fix == "set it to a free range (remove it and run 'cci setup', which records one)"
