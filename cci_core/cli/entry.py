@@ -12,13 +12,17 @@ The objects made until then are frozen (``gc.freeze``): later passes skip them.
 from __future__ import annotations
 
 import gc
+import os
+import sys
 
 _paused = False
+_started = False
 
 
 def main() -> None:
     """Console-script entry point (``cci`` and ``claude-code-isolated``; ``python -m cci_core`` is none: docs/cli.md)."""
-    global _paused
+    global _paused, _started
+    _started = True
     if gc.isenabled():
         gc.disable()
         _paused = True
@@ -37,3 +41,16 @@ def resume_gc() -> None:
         _paused = False
         gc.freeze()
         gc.enable()
+
+
+def started_here() -> bool:
+    """Whether this process is the ``cci`` command line, started through :func:`main` (not a test or a library)."""
+    return _started
+
+
+def own_command() -> tuple[str, ...]:
+    """How to run this cci again (through sudo, sg, or in the image build): its console script when known."""
+    script = sys.argv[0]
+    if os.path.basename(script) in ("cci", "claude-code-isolated") and os.path.exists(script):
+        return (os.path.abspath(script),)
+    return (sys.executable, "-c", "from cci_core.cli.entry import main; main()")

@@ -195,7 +195,7 @@ SECTIONS: dict[str, type] = {
 }
 """The plain sections, in display order; each is an attribute of the same name on ``Config``."""
 
-RESERVED_ENV = frozenset({"CCI_DEBUG", "CCI_TRACE_HOOKS", "CCI_PROFILE"})
+RESERVED_ENV = frozenset({"CCI_DEBUG", "CCI_TRACE_HOOKS", "CCI_PROFILE", "CCI_SG_GROUP"})
 """``CCI_*`` variables that are not config keys (``CCI_TEST_*`` are reserved too)."""
 
 

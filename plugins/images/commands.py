@@ -59,6 +59,9 @@ def build(ctx: click.Context, source: str, alias: str, force: bool, base: str, o
     if ctx.invoked_subcommand is not None:
         return
     _check_alias(alias)
+    # connect first: the first request may start cci again (the Incus driver does, under sg, for a
+    # login that lacks the Incus group), and the server probe below must not print its choice twice
+    get_state(ctx).driver.server_info()
     if source == "auto":
         from cci_builtin_plugins.images.source import choose_source
 

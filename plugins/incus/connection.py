@@ -43,10 +43,17 @@ def check_socket(socket: Path, group: str) -> None:
             hint="install Incus and start it (e.g. 'sudo systemctl start incus'), or set [incus] socket",
         )
     if not os.access(socket, os.R_OK | os.W_OK):
-        raise BackendError(
-            f"permission denied on {socket}",
-            hint=f"add yourself to the {group} group ('sudo usermod -aG {group} $USER'), then log in again",
-        )
+        from cci_builtin_plugins.incus.login_group import lacks_group
+
+        if lacks_group(group):
+            hint = f"you are in group {group}, but this login started before that: log in again (or run 'newgrp {group}')"
+        else:
+            hint = f"add yourself to the {group} group ('sudo usermod -aG {group} $USER'), then log in again"
+        raise SocketAccessError(f"permission denied on {socket}", hint=hint)
+
+
+class SocketAccessError(BackendError):
+    """The local socket exists but this process may not read and write it."""
 
 
 class Endpoint(NamedTuple):
@@ -104,13 +111,24 @@ def quote(name: str) -> str:
 
 
 def resolve_endpoint(incus: IncusConfig, environ: Mapping[str, str]) -> Endpoint:
-    """The endpoint ``[incus]`` names: the remote ``url`` if set, else the local socket (checked)."""
+    """The endpoint ``[incus]`` names: the remote ``url`` if set, else the local socket (checked).
+
+    It is resolved at a command's first request, before the command has changed anything:
+    when the socket refuses a login that predates the user's ``[incus] group``, the ``cci``
+    command starts again under ``sg`` here (:mod:`.login_group`).
+    """
     if incus.url:
         files = _remote_files(incus)
         return Endpoint(url=incus.url, cert=(files["client_cert"], files["client_key"]),
                         server_cert=files.get("server_cert"))
     socket = find_socket(incus.socket, environ)
-    check_socket(socket, incus.group)
+    try:
+        check_socket(socket, incus.group)
+    except SocketAccessError:  # a login from before 'cci setup' added the group: cci starts again under sg
+        from cci_builtin_plugins.incus.login_group import rerun_under_group
+
+        rerun_under_group(incus.group)
+        raise
     return Endpoint(socket=socket)
 
 

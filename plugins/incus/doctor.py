@@ -23,6 +23,7 @@ from cci_core.doctor import FAIL, OK, Check, fail, guarded, ok, skipped, warn
 from cci_core.errors import CciError, NotFoundError
 from cci_builtin_plugins.incus.connection import find_socket, quote, resolve_endpoint
 from cci_builtin_plugins.incus.idmap import UserMap
+from cci_builtin_plugins.incus.login_group import listed_in_group
 
 if TYPE_CHECKING:
     from cci_builtin_plugins.incus.rest import IncusAPI
@@ -181,7 +182,7 @@ def group_check(incus: IncusConfig, environ: Mapping[str, str], *, uid: int) -> 
     group = incus.group
     if os.access(socket, os.R_OK | os.W_OK):
         return ok(GROUP, access_reason(socket, uid, {*os.getgroups(), os.getgid()}))
-    if _listed_in_group(group, uid):
+    if listed_in_group(group, uid):
         return fail(GROUP, f"no read/write access to {socket}: you were added to group {group}, but this login "
                            "session started before that", f"log out and in again (or run 'newgrp {group}')")
     return fail(GROUP, f"no read/write access to {socket}: you are not in group {group}",
@@ -207,19 +208,6 @@ def _group_name(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return str(gid)
-
-
-def _listed_in_group(group: str, uid: int) -> bool:
-    """Whether /etc/group lists this user in ``group`` (a membership this process may not have yet)."""
-    import grp
-    import pwd
-
-    try:
-        entry = grp.getgrnam(group)
-        user = pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return user.pw_name in entry.gr_mem or user.pw_gid == entry.gr_gid
 
 
 def reachable_check(server: _Server) -> Check:

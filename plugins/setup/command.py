@@ -6,7 +6,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
+from cci_core.cli.entry import own_command
 from cci_core.cli.state import get_state
 from cci_core.errors import CciError
 from cci_builtin_plugins.setup.plan import DONE, MANUAL, Action, Options, Plan, Step, make_plan
@@ -55,7 +55,7 @@ def setup(ctx: click.Context, dry_run: bool, user_name: str | None, no_image: bo
 
     config = get_state(ctx).config
     options = Options(config_file=(config_file or loader.SYSTEM_FILE).absolute(),
-                      image=image or config.defaults.image, cci=cci_command(), group=config.incus.group, pool=pool,
+                      image=image or config.defaults.image, cci=own_command(), group=config.incus.group, pool=pool,
                       pool_size=pool_size, bridge=bridge, build_image=not no_image, restart=not no_restart,
                       project=config.incus.project)
     user = user_name or _invoking_user()
@@ -68,14 +68,6 @@ def setup(ctx: click.Context, dry_run: bool, user_name: str | None, no_image: bo
     if os.geteuid() != 0 and any(step.root for step in plan.pending if step.state != MANUAL):
         ctx.exit(_as_root(plan, user, options))
     Runner(plan, lambda: make_plan(_gather(user, options, config), options)).run(user)
-
-
-def cci_command() -> tuple[str, ...]:
-    """How to run this cci again (for the image build, and through sudo): its console script when known."""
-    script = Path(sys.argv[0])
-    if script.name in ("cci", "claude-code-isolated") and script.exists():
-        return (os.path.abspath(script),)
-    return (sys.executable, "-c", "from cci_core.cli.entry import main; main()")
 
 
 def _one_at_a_time() -> IO[bytes]:

@@ -144,7 +144,8 @@ def group_step(facts: HostFacts, options: Options) -> Step:
     if user.in_group:
         return Step(title, DONE, f"{user.name} is in {group}")
     return Step(title, TODO, f"{user.name} may then use Incus's socket", (run("usermod", "-aG", group, user.name),),
-                note=f"{user.name} gets the group at the next login (or in a shell started with 'newgrp {group}')")
+                note=f"{user.name} gets the group at the next login; until then cci runs itself under 'sg {group}' "
+                     f"(other programs: 'newgrp {group}')")
 
 
 def subids_step(facts: HostFacts, options: Options) -> Step:

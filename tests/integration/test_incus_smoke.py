@@ -94,5 +94,5 @@ def test_permission_denied_names_the_group_to_join(tmp_path: Path) -> None:
     finally:
         path.unlink(missing_ok=True)
         shared.rmdir()
-    assert "BackendError: permission denied on" in result.stderr
+    assert "SocketAccessError: permission denied on" in result.stderr  # a BackendError (exit code 4)
     assert "sudo usermod -aG incus-admin $USER" in result.stderr

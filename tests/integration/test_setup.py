@@ -139,8 +139,8 @@ def test_a_real_run_for_a_fresh_user_does_each_step_once(cci_environ: dict[str, 
     assert any(line.startswith("[5/9] restart Incus for the delegated ids: manual: ") and
                f"is not restarted (--no-restart), so setup leaves it alone; restart it yourself, e.g. "
                f"'incus admin shutdown && {CCI} setup'" in line for line in output), first.stdout
-    assert output[-1] == (f"note: {fresh_user} gets the group at the next login (or in a shell started with "
-                          "'newgrp incus-admin')")
+    assert output[-1] == (f"note: {fresh_user} gets the group at the next login; until then cci runs itself under "
+                          "'sg incus-admin' (other programs: 'newgrp incus-admin')")
 
     uid = int(subprocess.run(["id", "-u", fresh_user], capture_output=True, text=True, check=True).stdout)
     gid = int(subprocess.run(["id", "-g", fresh_user], capture_output=True, text=True, check=True).stdout)

@@ -176,3 +176,25 @@ def test_cci_build_source_server_fetches_the_tool_on_the_host_and_records_it(tmp
     assert container.files["/usr/local/bin/claude"][:2] == (b"native claude", 0o755)
     [image] = driver.images.values()
     assert "demo" in image.aliases and image.properties["cci.tool.claude.version"] == "2.1.332"
+
+
+def test_cci_build_connects_before_it_probes_the_image_server(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The first request may start cci again (under sg, for a login without the Incus group): before it, the
+    build has printed nothing and probed nothing, so the second run does not say its choice twice."""
+    from click.testing import CliRunner
+
+    from cci_builtin_plugins.images import source
+    from cci_core.cli.main import cli
+    from cci_core.cli.state import AppState
+    from cci_core.errors import BackendError
+
+    class Refused:
+        def server_info(self) -> None:
+            raise BackendError("permission denied on /var/lib/incus/unix.socket")
+
+    probes = []
+    monkeypatch.setattr(AppState, "driver", property(lambda self: Refused()))
+    monkeypatch.setattr(source, "choose_source", lambda: probes.append("probe") or ("server", "it answered"))
+    result = CliRunner().invoke(cli, ["--workspace", str(tmp_path), "build"])
+    assert (result.exit_code, probes) == (4, [])
+    assert result.output == "cci: permission denied on /var/lib/incus/unix.socket\n"
