@@ -119,8 +119,14 @@ def fetch_binary(registry: str, version: str, cache_dir: Path, say: Callable[[st
             or not isinstance(integrity, str):
         raise BadPackageError(f"the registry's metadata of {platform_package(architecture)}@{version} has no "
                               "usable dist.tarball and dist.integrity", hint=_SETTINGS_HINT)
-    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with tempfile.TemporaryDirectory(prefix="claude-", dir=cache_dir) as work:
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        scratch = tempfile.TemporaryDirectory(prefix="claude-", dir=cache_dir)
+    except OSError as exc:
+        raise CciError(f"cannot write Claude Code's cache directory {cache_dir}: {exc.strerror}",
+                       hint="fix its owner or delete it (a build run as root with your HOME may have made it root's)"
+                       ) from None
+    with scratch as work:
         tarball = Path(work, "package.tgz")
         say(f"downloading Claude Code {version} ({platform_package(architecture)}) from {registry}")
         with tarball.open("wb") as sink:

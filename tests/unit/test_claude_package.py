@@ -161,3 +161,12 @@ def test_a_cached_binary_others_could_have_planted_is_fetched_again(
     binary = fetch(registry, cache)
     assert binary.read_bytes() == BINARY and not binary.is_symlink()
     assert any("claude-code-linux-x64" in request for request in registry.requests)
+
+
+def test_a_cache_directory_that_cannot_be_written_is_one_clear_error(registry: FakeRegistry, tmp_path: Path) -> None:
+    registry.publish()
+    (tmp_path / "file").write_text("")
+    cache = tmp_path / "file" / "claude-code"  # as unusable as a directory root left behind (sudo -E)
+    with pytest.raises(CciError) as caught:
+        fetch(registry, cache)
+    assert str(cache) in caught.value.message and "fix its owner or delete it" in (caught.value.hint or "")
