@@ -183,12 +183,10 @@ def proc_route(*networks: str) -> str:
 
 def test_a_recorded_range_a_route_of_the_host_now_reaches_into_is_a_warning(tmp_path: Path,
                                                                             monkeypatch: Any) -> None:
-    from cci_builtin_plugins.incus import doctor
-
     settings = config(tmp_path, **{"incus.network_subnets": "10.150.0.0/16"})
     api = FakeAPI([bridge("cci-restricted", "10.150.1.1/24")])
     routes = tmp_path / "route"
-    monkeypatch.setattr(doctor, "ROUTES", routes)
+    monkeypatch.setitem(subnet_check.__globals__, "ROUTES", routes)  # the module subnet_check came from
     routes.write_text(proc_route("10.150.1.0/24", "192.168.1.0/24"))  # cci's own bridge, the LAN: fine
     assert subnet_check(FakeServer(settings, api), settings).status == "ok"
     routes.write_text(proc_route("10.150.1.0/24", "10.150.128.0/17"))  # a VPN came up since setup
