@@ -130,7 +130,8 @@ def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> No
 
 @hookspec
 def cci_session_restore(ctx: LaunchContext, container: Container) -> None:
-    """Put a saved session's state back into a started container before the tool runs.
+    """Put a saved session's state back into a started container before the tool runs (its boot may still be
+    going on: write under the user's home, which the boot does not touch).
 
     Called only when resuming (``ctx.resume_from`` is the saved session's id)
     into a fresh container, before :func:`cci_inject_credentials`.
@@ -142,7 +143,8 @@ def cci_session_restore(ctx: LaunchContext, container: Container) -> None:
 
 @hookspec
 def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
-    """Copy credentials into a started container.
+    """Copy credentials into a started container (its boot may still be going on, as for
+    :func:`cci_session_restore`).
 
     Called on every start and every resume, so credentials are always fresh
     copies from the host. Credentials must never be written anywhere that is
@@ -155,7 +157,8 @@ def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
 
 @hookspec
 def cci_post_launch(ctx: LaunchContext, container: Container) -> None:
-    """Run after the container has started and credentials are in place.
+    """Run after the container has started, credentials are in place and it has booted as far as the
+    session needs (docs/lifecycle.md, Readiness).
 
     :param ctx: the running session.
     :param container: the started container.

@@ -190,11 +190,11 @@ class SessionManager:
             self._configure(container, ctx, attachment.network)
             self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
             self._start(container)
-            if request.kind == KIND_SESSION:
-                wait_for_session(container)
-            if request.resume_from:
+            if request.resume_from:  # these write under the home only: while the container boots
                 self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
+            if request.kind == KIND_SESSION:
+                wait_for_session(container)
             self._started(container, labels["launcher"])
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
         except BaseException:
@@ -277,8 +277,8 @@ class SessionManager:
                 self._reattach(container, info.labels.get("network", ""))
                 self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=True)
                 self._start(container)
-                wait_for_session(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
+                wait_for_session(container)
                 self._started(container, me)
                 self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
             except BaseException:

@@ -63,3 +63,28 @@ def test_a_session_launch_waits_for_what_the_session_needs_not_the_whole_boot(tm
     waits = [argv for argv in container.commands if argv[:1] == ("timeout",)]  # type: ignore[attr-defined]
     assert waits == [("timeout", str(session.BOOT_TIMEOUT), "sh", "-c", session._WAIT_FOR_SESSION)]
     assert "basic.target" in waits[0][-1] and "is-system-running --wait" not in waits[0][-1]
+
+
+def test_state_and_credentials_go_in_while_the_boot_goes_on_and_post_launch_comes_after_the_wait(
+        tmp_path: Path) -> None:
+    """They write only under the user's home, which the boot does not touch: done before the wait, they cost no time."""
+    from cci_core import hookimpl
+
+    seen: dict[str, bool] = {}
+
+    def waited(container: object) -> bool:
+        return any(argv[-1] == session._WAIT_FOR_SESSION for argv in container.commands)  # type: ignore[attr-defined]
+
+    class Order:
+        @hookimpl
+        def cci_inject_credentials(self, ctx, container):  # type: ignore[no-untyped-def]
+            seen["credentials after the wait"] = waited(container)
+
+        @hookimpl
+        def cci_post_launch(self, ctx, container):  # type: ignore[no-untyped-def]
+            seen["post_launch after the wait"] = waited(container)
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    manager(tmp_path, Order()).launch(LaunchRequest(workspace))
+    assert seen == {"credentials after the wait": False, "post_launch after the wait": True}
