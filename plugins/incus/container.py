@@ -284,7 +284,7 @@ class IncusContainer(Container):
         from cci_builtin_plugins.incus.execute import run_command
 
         return run_command(self._api, self.name, argv, user=user, group=group, environment=environment, cwd=cwd,
-                           stdout=stdout, stderr=stderr)
+                           stdout=stdout, stderr=stderr, user_groups=self._user_groups(user))
 
     def attach(
         self,
@@ -298,4 +298,43 @@ class IncusContainer(Container):
         from cci_builtin_plugins.incus.terminal import attach_terminal
 
         return attach_terminal(self._api, self.name, argv, user=user, group=group,
-                               environment=dict(environment or {}), cwd=cwd)
+                               environment=dict(environment or {}), cwd=cwd, user_groups=self._user_groups(user))
+
+    def _user_groups(self, user: int) -> bool:
+        """Whether a command run as ``user`` can get the user's supplementary groups (see :mod:`.execute`).
+
+        Probed at the first such command in a container of an image not probed before, and kept
+        in a label of the container and a property of its image, which the agent inside cannot
+        change: later commands, and containers of that image, cost no extra request.
+        """
+        from cci_builtin_plugins.incus.execute import GROUPS_LABEL, SETPRIV, probe_user_groups
+
+        if user == 0:
+            return False
+        known = self._config.get(LABEL_PREFIX + GROUPS_LABEL) or self._image_user_groups()
+        if known is None:
+            known = probe_user_groups(self._api, self.name)
+            if known is not None:
+                self.set_labels({GROUPS_LABEL: known})
+                self._record_image_user_groups(known)
+        return known == SETPRIV
+
+    def _image_user_groups(self) -> str | None:
+        """What the container's image records about its users' groups (for this very image only)."""
+        from cci_builtin_plugins.incus.execute import GROUPS_PROPERTY
+
+        answer, _, fingerprint = self._config.get(f"image.{GROUPS_PROPERTY}", "").partition(" ")
+        return answer if answer and fingerprint == self._config.get("volatile.base_image") else None
+
+    def _record_image_user_groups(self, answer: str) -> None:
+        """Record ``answer`` on the container's image, for its next containers (best effort: it may be gone)."""
+        from cci_builtin_plugins.incus.execute import GROUPS_PROPERTY
+
+        fingerprint = self._config.get("volatile.base_image", "")
+        if not fingerprint.isalnum():
+            return
+        try:
+            self._api.call("PATCH", f"/1.0/images/{fingerprint}", f"recording {GROUPS_PROPERTY} on an image",
+                           {"properties": {GROUPS_PROPERTY: f"{answer} {fingerprint}"}})
+        except APIError:
+            pass

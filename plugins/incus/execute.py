@@ -39,9 +39,52 @@ class ExecStart:
         return f"{self._path}?secret={parse.quote(self.secrets[fd])}"
 
 
+#: the label (``user.cci.exec-groups``) recording whether a container's commands can get their user's groups:
+#: :data:`SETPRIV` or :data:`UID_ONLY`; written by cci on the host, out of the agent's reach
+GROUPS_LABEL = "exec-groups"
+#: the same for every container of an image, as the image property ``"<answer> <image fingerprint>"``: Incus
+#: copies it into new containers' config (``image.cci.exec-groups``), so they need no probe; an image published
+#: from such a container inherits it with the old fingerprint, which does not count for the new image
+GROUPS_PROPERTY = "cci.exec-groups"
+SETPRIV, UID_ONLY = "setpriv", "uid-only"
+#: run as root once per container: exit 0 when ``setpriv`` can switch users with their groups and ``getent`` works
+#: (busybox's setpriv, say, has no --reuid)
+GROUPS_PROBE = ("setpriv", "--reuid=0", "--regid=0", "--init-groups", "--", "getent", "passwd", "0")
+
+#: ``sh -c`` script run as root with ``UID --reuid=UID --regid=GID -- COMMAND...``: the terminal (if any) becomes
+#: the user's, as Incus does when it switches itself; ``--init-groups`` needs the uid in the user database,
+#: a uid without an entry gets no supplementary groups (``--clear-groups``), as before
+_SWITCH_USER = (
+    'if [ -t 0 ]; then chown -- "$1" /proc/self/fd/0 2>/dev/null; fi; '
+    'if getent passwd "$1" >/dev/null; then shift; set -- --init-groups "$@"; '
+    'else shift; set -- --clear-groups "$@"; fi; '
+    'exec setpriv "$@"'
+)
+#: what Incus adds to the environment of a command run as root when the request does not set it
+_ROOT_DEFAULTS = ("HOME", "USER")
+
+
+def switch_user(argv: Sequence[str], user: int, group: int, environment: Mapping[str, str]) -> list[str]:
+    """``argv`` as root runs it: ``setpriv`` switching to ``user``:``group`` with the user's groups.
+
+    The command's environment stays what it would have been had Incus switched:
+    the variables Incus adds for root alone are unset again.
+    """
+    unset = [name for name in _ROOT_DEFAULTS if name not in environment]
+    script = (f"unset {' '.join(unset)}; " if unset else "") + _SWITCH_USER
+    return ["/bin/sh", "-c", script, "cci-switch-user", str(user), f"--reuid={user}", f"--regid={group}", "--",
+            *argv]
+
+
 def exec_body(argv: Sequence[str], *, user: int, group: int, environment: Mapping[str, str],
-              cwd: str | None, interactive: bool) -> dict[str, Any]:
-    """The exec request for ``argv`` run as ``user``:``group`` with exactly ``environment``."""
+              cwd: str | None, interactive: bool, user_groups: bool = False) -> dict[str, Any]:
+    """The exec request for ``argv`` run as ``user``:``group`` with exactly ``environment``.
+
+    With ``user_groups`` (the container has ``setpriv``), a user other than root also gets
+    its supplementary groups: see :func:`switch_user`.
+    """
+    if user_groups and user != 0:
+        argv, user, group = switch_user(argv, user, group, environment), 0, 0
     body: dict[str, Any] = {
         "command": list(argv),
         "environment": dict(environment),
@@ -57,10 +100,15 @@ def exec_body(argv: Sequence[str], *, user: int, group: int, environment: Mappin
 
 def run_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: int = 0, group: int = 0,
                 environment: Mapping[str, str] | None = None, cwd: str | None = None,
-                stdout: OutputHandler | None = None, stderr: OutputHandler | None = None) -> ExecResult:
-    """Run ``argv`` without a terminal, streaming its output to the handlers; its output and exit code."""
+                stdout: OutputHandler | None = None, stderr: OutputHandler | None = None,
+                user_groups: bool = False) -> ExecResult:
+    """Run ``argv`` without a terminal, streaming its output to the handlers; its output and exit code.
+
+    ``user_groups``: see :func:`exec_body`.
+    """
     action = f"running {argv[0] if argv else '?'} in {instance}"
-    body = exec_body(argv, user=user, group=group, environment=environment or {}, cwd=cwd, interactive=False)
+    body = exec_body(argv, user=user, group=group, environment=environment or {}, cwd=cwd, interactive=False,
+                     user_groups=user_groups)
     deadline = time.monotonic() + NOT_READY_TIMEOUT
     pause = 0.02
     while True:
@@ -98,6 +146,15 @@ def _run_once(api: IncusAPI, instance: str, body: Mapping[str, Any], action: str
             close_quietly(socket)
     code = int((outcome.get("metadata") or {}).get("return", -1))
     return ExecResult(code, streams["1"].text(), streams["2"].text())
+
+
+def probe_user_groups(api: IncusAPI, instance: str) -> str | None:
+    """Whether commands in ``instance`` can get their user's groups: :data:`SETPRIV`, :data:`UID_ONLY`,
+    or None when the probe itself did not finish (killed, say: nothing to record)."""
+    code = run_command(api, instance, GROUPS_PROBE).exit_code
+    if code == 0:
+        return SETPRIV
+    return UID_ONLY if 0 < code < 128 else None
 
 
 class _Stream:

@@ -48,17 +48,20 @@ def attach_terminal(
     group: int,
     environment: Mapping[str, str],
     cwd: str | None,
+    user_groups: bool = False,
 ) -> int:
     """Run ``argv`` on a pty in the container with our terminal attached; return its exit code.
 
     That is :data:`KILLED` when the container stopped under it, and 0 when our terminal closed first.
+    ``user_groups``: see :func:`~cci_builtin_plugins.incus.execute.exec_body`.
     """
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     if not os.isatty(stdin):
         raise UsageError("this needs a terminal (stdin is not a tty)")
     columns, lines = shutil.get_terminal_size()
     environment = {"TERM": os.environ.get("TERM", "xterm-256color"), **environment}
-    body = {**exec_body(argv, user=user, group=group, environment=environment, cwd=cwd, interactive=True),
+    body = {**exec_body(argv, user=user, group=group, environment=environment, cwd=cwd, interactive=True,
+                        user_groups=user_groups),
             "width": columns, "height": lines}
     action = f"running {argv[0]} in {instance}"
     started = ExecStart(api, instance, body, action)
