@@ -55,10 +55,6 @@ chmod 0440 /etc/sudoers.d/90-cci-code
 visudo --check --file /etc/sudoers.d/90-cci-code
 
 step "systemd units"
-install -d -m 0755 /etc/systemd/system/docker.socket.d
-printf '%s' '[Socket]
-SocketGroup=code
-' > /etc/systemd/system/docker.socket.d/90-cci.conf
 systemctl enable docker.socket
 systemctl disable docker.service containerd.service
 systemctl mask systemd-modules-load.service

@@ -45,9 +45,6 @@ MASKED_UNITS = ("systemd-modules-load.service",)
 #: newer than /etc/.updated (systemd-sysusers, ldconfig, systemd-journal-catalog-update and systemd-update-done,
 #: the units with ConditionNeedsUpdate=), done once here; the last one writes /etc/.updated and /var/.updated
 FIRST_BOOT_WORK = ("systemd-sysusers", "ldconfig", "journalctl --update-catalog", "/usr/lib/systemd/systemd-update-done")
-#: files written as they are: Docker's socket belongs to the user's own group, because cci runs commands with
-#: the user's uid and gid only (Incus exec sets no supplementary groups, so membership of ``docker`` is not enough)
-FILES = {"/etc/systemd/system/docker.socket.d/90-cci.conf": f"[Socket]\nSocketGroup={USER}\n"}
 
 
 def host_packages() -> tuple[str, ...]:
@@ -59,8 +56,7 @@ def definition() -> str:
     """Everything above that the host path installs or sets up, as text (part of its recipe)."""
     return "\n".join([SUITE, *PACKAGES, "|", *OPTIONAL_PACKAGES, "|", *DISTRIBUTION_EXTRAS, "|", *SYSTEM_PACKAGES,
                       "|", USER, str(UID), *GROUPS, SUDOERS_FILE, SUDOERS_LINE, *ENABLED_UNITS,
-                      "|", *DISABLED_UNITS, "|", *MASKED_UNITS, "|", *FIRST_BOOT_WORK,
-                      *(f"{path}={content}" for path, content in sorted(FILES.items()))])
+                      "|", *DISABLED_UNITS, "|", *MASKED_UNITS, "|", *FIRST_BOOT_WORK])
 
 
 def server_script() -> str:
@@ -69,17 +65,8 @@ def server_script() -> str:
         packages=_wrap(PACKAGES), optional=" ".join(OPTIONAL_PACKAGES), node=NODE_MAJOR, user=USER, uid=UID,
         groups=",".join(GROUPS), sudoers=SUDOERS_FILE, sudoers_line=SUDOERS_LINE,
         enable=" ".join(ENABLED_UNITS), disable=" ".join(DISABLED_UNITS), mask=" ".join(MASKED_UNITS),
-        first_boot="\n".join(FIRST_BOOT_WORK), files=_files_script(),
+        first_boot="\n".join(FIRST_BOOT_WORK),
     )
-
-
-def _files_script() -> str:
-    """Shell lines writing :data:`FILES` (their contents hold no single quote)."""
-    lines = []
-    for path, content in sorted(FILES.items()):
-        assert "'" not in content
-        lines += [f"install -d -m 0755 {path.rsplit('/', 1)[0]}", f"printf '%s' '{content}' > {path}"]
-    return "\n".join(lines)
 
 
 def _wrap(words: tuple[str, ...], width: int = 100) -> str:
@@ -149,7 +136,6 @@ chmod 0440 {sudoers}
 visudo --check --file {sudoers}
 
 step "systemd units"
-{files}
 systemctl enable {enable}
 systemctl disable {disable}
 systemctl mask {mask}

@@ -183,15 +183,13 @@ class HostImageBuilder(ImageBuilder):
 
 
 def configure(rootfs: Path, output: OutputHandler) -> None:
-    """What :func:`customize` leaves to the cci image: the user's groups and sudoers file, the files, the units."""
+    """What :func:`customize` leaves to the cci image: the user's groups and sudoers file, the systemd units."""
     run_host_command(["chroot", str(rootfs), "usermod", "--append", "--groups", ",".join(contents.GROUPS),
                       contents.USER], output, "usermod")
     sudoers = rootfs / contents.SUDOERS_FILE.lstrip("/")
     (rootfs / "etc/sudoers.d/code").unlink(missing_ok=True)  # customize's name for the same line
     sudoers.write_text(contents.SUDOERS_LINE + "\n")
     sudoers.chmod(0o440)
-    for path, content in contents.FILES.items():
-        place_bytes(rootfs, path, content.encode(), 0o644)
     chroot = ["chroot", str(rootfs), "systemctl"]
     run_host_command([*chroot, "enable", *contents.ENABLED_UNITS], output, "systemctl enable")
     run_host_command([*chroot, "disable", *contents.DISABLED_UNITS], output, "systemctl disable")

@@ -34,13 +34,6 @@ def test_the_server_script_installs_every_package_and_sets_up_the_user_and_units
     assert f"echo '{contents.SUDOERS_LINE}' > {contents.SUDOERS_FILE}" in script
     assert "systemctl enable docker.socket" in script and "systemctl mask systemd-modules-load.service" in script
     assert "npm install" not in script  # the tool comes from the host, not from the build container
-    for path, content in contents.FILES.items():
-        assert f"printf '%s' '{content}' > {path}" in script
-
-
-def test_docker_is_reachable_with_the_users_own_group() -> None:
-    # cci runs commands with uid and gid only: the socket's group must be the user's own
-    assert contents.FILES["/etc/systemd/system/docker.socket.d/90-cci.conf"] == "[Socket]\nSocketGroup=code\n"
 
 
 def test_the_host_path_installs_the_same_packages_plus_the_distribution_extras() -> None:
