@@ -60,7 +60,7 @@ def shell(ctx: click.Context, **flags: object) -> None:
             container, session = reused or manager.launch(LaunchRequest(
                 state.workspace, slot=options.slot, storage=options.storage, resume_from=resume))
         tmux = _tmux(manager, container, session)
-        if not tmux.exists():
+        if reused is None or not tmux.exists():  # a container launched just now has no tmux session yet
             tool = session.tool
             resuming = reused is not None or resume is not None
             tmux.start(tool.command(session.session_id, resume=resuming) if tool else None)

@@ -88,3 +88,27 @@ def test_state_and_credentials_go_in_while_the_boot_goes_on_and_post_launch_come
     workspace.mkdir()
     manager(tmp_path, Order()).launch(LaunchRequest(workspace))
     assert seen == {"credentials after the wait": False, "post_launch after the wait": True}
+
+
+def test_cci_shell_starts_tmux_in_a_container_it_just_launched_without_asking_whether_one_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container made a moment ago has no tmux session: asking would be one more request before the tool starts."""
+    from click.testing import CliRunner
+
+    from cci_core.cli import shell_cmds
+    from cci_core.cli.main import cli
+
+    sessions = manager(tmp_path)
+    attached: list[object] = []
+    monkeypatch.setattr(shell_cmds, "manager_for", lambda ctx: sessions)
+    monkeypatch.setattr(shell_cmds, "_require_terminal", lambda command: None)
+    monkeypatch.setattr(shell_cmds, "check_network_policy", lambda ctx: None)
+    monkeypatch.setattr(shell_cmds, "_attach_and_settle", lambda manager, container, session, tmux:
+                        attached.append(container))
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    result = CliRunner().invoke(cli, ["--workspace", str(workspace), "shell"], env={"CCI_NETWORK_MODE": "open"})
+    assert result.exit_code == 0, result.output
+    [container] = attached
+    tmux = [argv[1] for argv in container.commands if argv[:1] == ("tmux",)]  # type: ignore[attr-defined]
+    assert tmux == ["new-session"]
