@@ -374,7 +374,8 @@ class Driver(ABC):
     def import_image(self, tarball: Path, *, description: str = "") -> ImageInfo:
         """Import an image from a unified tarball (``metadata.yaml``, ``templates/``, ``rootfs/``).
 
-        Importing an image that exists already (same fingerprint) returns it.
+        Importing an image that exists already (same fingerprint) returns it. An import interrupted
+        (Ctrl+C, a lost connection) leaves no image that was not there before.
         """
 
     @abstractmethod

@@ -10,8 +10,8 @@ copied in, and the tree is packed (zstd, else gzip) and imported. Needs root.
 The image records its recipe as ``cci.recipe`` and the tool's version as
 ``cci.tool.<tool>.version``; with a cache directory the tarball of a recipe is
 kept, and the same recipe later is imported in seconds (a tarball only when no one
-else could have put it there). A failed build leaves
-no image, no temporary tree and nothing mounted.
+else could have put it there). A failed or interrupted build leaves no image, no
+temporary tree and nothing mounted.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from cci_core.cli.signals import ignoring_interrupts
 from cci_core.errors import CciError, UsageError
 from cci_core.host_files import only_mine
 from cci_core.image_builder import BuildRequest, ImageBuilder
@@ -123,14 +124,15 @@ class HostImageBuilder(ImageBuilder):
                 tarball = work / f"image.{suffix}"
                 self._make_tarball(work, tarball, request, recipe, zstd, say, output)
                 if cache is not None:
+                    _sync(tarball)  # a crash after the rename leaves no cached tarball with holes
                     tarball = tarball.replace(cache / f"cci-{recipe.digest()}.{suffix}")
             say(f"importing it as {request.alias}")
-            image = driver.import_image(tarball, description=_description(recipe))
+            image = driver.import_image(tarball, description=_description(recipe))  # interrupted: no new image
         finally:
-            _unmount_under(work)  # raises, keeping the tree, when something stays mounted
-            shutil.rmtree(work)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        versioned = f"{request.alias}-{stamp}"
+            with ignoring_interrupts():  # a second Ctrl+C does not leave the tree behind
+                _unmount_under(work)  # raises, keeping the tree, when something stays mounted
+                shutil.rmtree(work)
+        versioned = _versioned_alias(driver, request.alias, image.fingerprint)
         try:
             for alias in (versioned, request.alias):
                 driver.tag_image(alias, image.fingerprint, description=_description(recipe))
@@ -322,6 +324,18 @@ def _unmount_under(directory: Path) -> None:
     if left:
         raise CciError(f"cannot unmount {left[0]}: the build tree {directory} is kept",
                        hint=f"unmount it ('umount -l {left[0]}') and delete {directory}")
+
+
+def _sync(path: Path) -> None:
+    with path.open("rb") as stream:
+        os.fsync(stream.fileno())
+
+
+def _versioned_alias(driver: Driver, alias: str, fingerprint: str) -> str:
+    """``ALIAS-YYYYMMDD-HHMMSS``; when a build of the same second has it, with the fingerprint's first 12 digits."""
+    versioned = f"{alias}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    taken = any(versioned in image.aliases and image.fingerprint != fingerprint for image in driver.list_images())
+    return f"{versioned}-{fingerprint[:12]}" if taken else versioned
 
 
 def _forget(driver: Driver, image: ImageInfo) -> None:

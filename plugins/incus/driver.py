@@ -180,15 +180,38 @@ class IncusDriver(Driver):
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(tarball.stat().st_size)}
         if description:
             headers["X-Incus-properties"] = urlencode({"description": description})
-        with tarball.open("rb") as stream:
-            try:
-                operation = self.api.call("POST", "/1.0/images", action, data=stream, headers=headers) or {}
-                fingerprint = (operation.get("metadata") or {})["fingerprint"]
-            except APIError as exc:
-                if "already exists" not in exc.detail:
-                    raise
-                fingerprint = _sha256(tarball)
+        before = {image.fingerprint for image in self.list_images()}
+        operation = None
+        try:
+            with tarball.open("rb") as stream:
+                answer = self.api.request("POST", "/1.0/images", action, data=stream, headers=headers).json()
+            operation = answer.get("operation") if answer.get("type") == "async" else None
+            metadata = self.api.wait(operation, action) if operation else answer.get("metadata") or {}
+            fingerprint = metadata["fingerprint"]
+        except APIError as exc:
+            if "already exists" not in exc.detail:
+                raise
+            fingerprint = _sha256(tarball)
+        except BaseException:  # Ctrl+C, SIGTERM, a lost connection: Incus may still be making the image
+            self._abandon_import(tarball, operation, before)
+            raise
         return _image_info(self.api.get(f"/1.0/images/{fingerprint}", action))
+
+    def _abandon_import(self, tarball: Path, operation: str | None, before: set[str]) -> None:
+        """Wait (bounded, ignoring further interrupts) for an import left midway, then delete the image it
+        made, unless that image was there before; never raises."""
+        from cci_core.cli.signals import CLEANUP_SECONDS, ignoring_interrupts
+        from cci_core.errors import CciError
+
+        with ignoring_interrupts():
+            try:
+                if operation:
+                    self.api.wait(operation, f"waiting for the import of {tarball}", timeout=CLEANUP_SECONDS)
+                fingerprint = _sha256(tarball)  # Incus's fingerprint of a unified tarball
+                if fingerprint not in before and fingerprint in {image.fingerprint for image in self.list_images()}:
+                    self.api.call("DELETE", f"/1.0/images/{fingerprint}", f"deleting the half-imported {tarball}")
+            except (CciError, OSError):
+                pass
 
     def tag_image(self, alias: str, fingerprint: str, *, description: str = "") -> None:
         action = f"pointing image alias {alias} at {fingerprint[:12]}"

@@ -345,3 +345,45 @@ def test_a_cached_tarball_others_could_have_planted_is_built_again(host: FakeHos
                                                                        import_image(tarball, **kw))[1])
     builder.build(driver, request, lambda chunk: None)
     assert "debootstrap" in host.steps and imported[0].startswith(b"tarball of ")
+
+
+def test_a_second_ctrl_c_while_cleaning_up_still_deletes_the_tree(host: FakeHost, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    builder, driver, request = make(tmp_path)
+    host.fail_at = "apt-get install"
+    unmount = host_build._unmount_under
+
+    def impatient(directory: Path) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C again while the build cleans up
+        unmount(directory)
+
+    monkeypatch.setattr(host_build, "_unmount_under", impatient)
+    with pytest.raises(CciError, match="apt-get install failed"):  # the first error, not the second Ctrl+C
+        builder.build(driver, request, lambda chunk: None)
+    assert list(Path(request.options["cache"]).iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_cached_tarball_is_on_disk_before_it_gets_its_name(host: FakeHost, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    builder, driver, request = make(tmp_path)
+    synced: list[str] = []
+    fsync = os.fsync
+    monkeypatch.setattr(host_build.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                            fsync(fd))[1])
+    builder.build(driver, request, lambda chunk: None)
+    assert [Path(path).name for path in synced] == ["image.tar.zst"]
+    assert Path(synced[0]).parent.parent == Path(request.options["cache"])  # the build tree's, before the rename
+
+
+def test_two_builds_in_the_same_second_keep_their_own_versioned_alias(host: FakeHost, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_build.time, "strftime", lambda fmt, when=None: "20260101-000000")
+    builder, driver, request = make(tmp_path)
+    first = builder.build(driver, request, lambda chunk: None)
+    second = builder.build(driver, BuildRequest("demo", "bookworm", options=request.options), lambda chunk: None)
+    assert first.fingerprint != second.fingerprint
+    assert driver.images[first.fingerprint].aliases == ("demo-20260101-000000",)
+    assert driver.images[second.fingerprint].aliases == (f"demo-20260101-000000-{second.fingerprint[:12]}", "demo")
