@@ -106,8 +106,12 @@ def _gather(user: str, options: Options, config: Config) -> HostFacts:
 
 def _as_root(plan: Plan, user: str, options: Options) -> int:
     """Run setup again through sudo (one password prompt); without sudo, print the commands and fail."""
-    project = () if options.project == "default" else ("env", f"CCI_INCUS_PROJECT={options.project}")
-    argv = [*project, *options.cci, "setup", "--user", user, "--config-file", str(options.config_file), "--image",
+    from cci_core.config.schema import IncusConfig
+
+    kept = {"CCI_INCUS_PROJECT": options.project, "CCI_INCUS_GROUP": options.group}  # root reads no config of ours
+    defaults = {"CCI_INCUS_PROJECT": IncusConfig().project, "CCI_INCUS_GROUP": IncusConfig().group}
+    settings = [f"{name}={value}" for name, value in kept.items() if value != defaults[name]]
+    argv = [*(("env", *settings) if settings else ()), *options.cci, "setup", "--user", user, "--config-file", str(options.config_file), "--image",
             options.image, "--pool", options.pool, "--pool-size", options.pool_size, "--bridge", options.bridge,
             *(() if options.build_image else ("--no-image",)), *(() if options.restart else ("--no-restart",))]
     needing = [step.title for step in plan.pending if step.root and step.state != MANUAL]

@@ -257,16 +257,23 @@ def test_the_real_default_image_passes_the_image_check_and_setup_finds_it(cci_en
     assert f"[9/9] image {incus_env.CLAUDE_IMAGE}: done: image {incus_env.CLAUDE_IMAGE} exists" in lines(dry)
 
 
-def test_root_steps_run_setup_again_through_sudo_once(cci_environ: dict[str, str], shared_dir: Path) -> None:
+def _recording_sudo(shared_dir: Path) -> tuple[Path, Path]:
+    """A directory with incus and a sudo that records what it was asked to run (one argument a line), runs
+    nothing and exits with 7; and the file it records in."""
     bin_dir = shared_dir / "bin"
     bin_dir.mkdir()
     (bin_dir / "incus").symlink_to("/usr/bin/incus")
     record = shared_dir / "sudo-args"
     record.touch()
     record.chmod(0o666)
-    sudo = bin_dir / "sudo"  # records what it was asked to run, runs nothing
+    sudo = bin_dir / "sudo"
     sudo.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\nexit 7\n')
     sudo.chmod(0o755)
+    return bin_dir, record
+
+
+def test_root_steps_run_setup_again_through_sudo_once(cci_environ: dict[str, str], shared_dir: Path) -> None:
+    bin_dir, record = _recording_sudo(shared_dir)
     config = shared_dir / "etc" / "config.toml"
     env = {**cci_environ, "HOME": f"/home/{incus_env.TEST_USER}"}
     result = subprocess.run(["runuser", "-u", incus_env.TEST_USER, "--", "/usr/bin/env", f"PATH={bin_dir}", str(CCI),
@@ -286,6 +293,28 @@ def test_root_steps_run_setup_again_through_sudo_once(cci_environ: dict[str, str
     assert_error(again, 1, "1 step(s) need root (IPv4 range for cci's policy networks), and sudo ran cci setup as "
                            "uid 1001")
     assert not config.parent.exists()
+
+
+def test_setup_through_sudo_keeps_the_users_incus_group(cci_environ: dict[str, str], shared_dir: Path) -> None:
+    bin_dir, record = _recording_sudo(shared_dir)
+    home = Path(f"/home/{incus_env.TEST_USER}")
+    user_config = home / ".config/cci/config.toml"
+    made = [directory for directory in (home / ".config", user_config.parent) if not directory.exists()]
+    for directory in made:
+        directory.mkdir()
+    user_config.write_text('[incus]\ngroup = "incus"\n')  # the user's own config: root's run does not read it
+    try:
+        result = subprocess.run(["runuser", "-u", incus_env.TEST_USER, "--", "/usr/bin/env", f"PATH={bin_dir}",
+                                 str(CCI), "setup", "--no-image", "--config-file", str(shared_dir / "config.toml")],
+                                env={**cci_environ, "HOME": str(home)}, cwd="/", capture_output=True, text=True,
+                                timeout=120, check=False)
+    finally:
+        user_config.unlink()
+        for directory in reversed(made):
+            directory.rmdir()
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert record.read_text().splitlines()[:5] == [
+        "--", "env", f"CCI_INCUS_PROJECT={incus_env.PROJECT}", "CCI_INCUS_GROUP=incus", str(CCI)]
 
 
 def test_an_unknown_user_is_one_clear_line(cci_environ: dict[str, str], tmp_path: Path) -> None:
