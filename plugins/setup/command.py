@@ -111,8 +111,9 @@ def _as_root(plan: Plan, user: str, options: Options) -> int:
     kept = {"CCI_INCUS_PROJECT": options.project, "CCI_INCUS_GROUP": options.group}  # root reads no config of ours
     defaults = {"CCI_INCUS_PROJECT": IncusConfig().project, "CCI_INCUS_GROUP": IncusConfig().group}
     settings = [f"{name}={value}" for name, value in kept.items() if value != defaults[name]]
-    argv = [*(("env", *settings) if settings else ()), *options.cci, "setup", "--user", user, "--config-file", str(options.config_file), "--image",
-            options.image, "--pool", options.pool, "--pool-size", options.pool_size, "--bridge", options.bridge,
+    argv = [*(("env", *settings) if settings else ()), *options.cci, "setup", "--user", user,
+            "--config-file", str(options.config_file), "--image", options.image, "--pool", options.pool,
+            "--pool-size", options.pool_size, "--bridge", options.bridge,
             *(() if options.build_image else ("--no-image",)), *(() if options.restart else ("--no-restart",))]
     needing = [step.title for step in plan.pending if step.root and step.state != MANUAL]
     if os.environ.get("SUDO_USER"):  # started by sudo, yet not root: asking sudo again would go round in circles
@@ -200,6 +201,9 @@ class Runner:
         except OSError as exc:
             raise CciError(f"step {number}/{total} ({step.title}) failed: cannot run {action.argv[0]}: "
                            f"{exc.strerror}", hint="fix that, then run cci setup again") from None
+        if result.returncode != 0 and action.own:  # its own 'cci:' line above says what failed and how to fix it
+            raise CciError(f"step {number}/{total} ({step.title}) stopped with exit code {result.returncode}",
+                           hint="then run cci setup again")
         if result.returncode != 0:
             raise CciError(f"step {number}/{total} ({step.title}) failed: '{action.shell()}' exited with "
                            f"{result.returncode}", hint="see its output above; then run cci setup again")

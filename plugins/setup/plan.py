@@ -51,10 +51,12 @@ class Options(NamedTuple):
 
 
 class Action(NamedTuple):
-    """One command; ``stdin`` is fed to it (a file written with ``tee``)."""
+    """One command; ``stdin`` is fed to it (a file written with ``tee``); ``own``: it is cci itself, whose
+    error line says what failed."""
 
     argv: tuple[str, ...]
     stdin: str | None = None
+    own: bool = False
 
     def shell(self, sudo: bool = False) -> str:
         """The command as one would type it (a here-document for ``stdin``)."""
@@ -319,7 +321,7 @@ def image_step(facts: HostFacts, options: Options) -> Step:
         return Step(title, DONE, f"image {options.image} exists")
     alias = () if options.image == "cci" else ("--alias", options.image)
     return Step(title, TODO, "build it with 'cci build' (usually 3 to 5 minutes: it fetches a base system and the tool)",
-                (run(*options.cci, "build", *alias),))
+                (Action((*options.cci, "build", *alias), own=True),))
 
 
 def _project(options: Options) -> tuple[str, ...]:

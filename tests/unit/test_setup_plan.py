@@ -242,6 +242,7 @@ def test_a_config_file_this_user_cannot_read_is_left_to_root() -> None:
 def test_an_image_of_another_name_is_built_under_that_alias() -> None:
     plan = make_plan(prepared(incus=PREPARED._replace(images=frozenset())), OPTIONS._replace(image="cci-rust"))
     assert commands(plan.steps[8]) == ["/usr/bin/cci build --alias cci-rust"]
+    assert plan.steps[8].actions[0].own  # cci itself: its error line says what failed
 
 
 def test_a_subid_file_without_a_final_newline_gets_one_before_the_new_line() -> None:

@@ -56,3 +56,16 @@ def test_a_step_left_to_the_user_fails_the_run_after_the_others(tmp_path: Path) 
         Runner(plan, lambda: plan).run("alice")
     assert (tmp_path / "b").exists()
     assert error.value.message.endswith("(1 step(s) done now, 0 done already): restart needs you")
+
+
+def test_a_failed_cci_command_lets_its_own_error_line_stand(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    cci = tmp_path / "cci"  # stands in for cci build: says what failed in its own 'cci:' line
+    cci.write_text("#!/bin/sh\necho 'cci: building demo failed: debootstrap failed (the log is x)' >&2\nexit 4\n")
+    cci.chmod(0o755)
+    plan = Plan((Step("image demo", TODO, "build it", (Action((str(cci), "build"), own=True),)),), ())
+    with pytest.raises(CciError) as error:
+        Runner(plan, lambda: plan).run("alice")
+    assert capfd.readouterr().err == "cci: building demo failed: debootstrap failed (the log is x)\n"
+    assert (error.value.message, error.value.hint) == ("step 1/1 (image demo) stopped with exit code 4",
+                                                       "then run cci setup again")
+
