@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cci_builtin_plugins.incus.doctor import delegated
-from cci_builtin_plugins.setup.subnets import IPv4Network, parse_proc_route
+from cci_builtin_plugins.setup.subnets import IPv4Network, parse_ip_routes, parse_proc_route
 
 OS_RELEASE = Path("/etc/os-release")
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
@@ -146,6 +146,18 @@ def read_apt_source(deb822: Path = DEBIAN_SOURCES, legacy: Path = SOURCES_LIST) 
 
 
 def read_routes() -> tuple[IPv4Network, ...]:
+    """The host's IPv4 routes in every routing table (``ip``), else in the main one (/proc/net/route)."""
+    import subprocess
+
+    ip = shutil.which("ip")
+    if ip is not None:
+        try:
+            result = subprocess.run([ip, "-4", "route", "show", "table", "all"], capture_output=True, text=True,
+                                    timeout=10, check=False)
+            if result.returncode == 0:
+                return tuple(parse_ip_routes(result.stdout))
+        except (OSError, subprocess.TimeoutExpired):
+            pass
     try:
         return tuple(parse_proc_route(Path("/proc/net/route").read_text()))
     except OSError:

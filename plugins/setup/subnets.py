@@ -32,6 +32,29 @@ def parse_proc_route(text: str) -> list[IPv4Network]:
     return found
 
 
+#: route types that claim no range on a network (addresses of the host itself, and the like)
+_NOT_ROUTED = frozenset({"local", "broadcast", "multicast", "anycast"})
+_ROUTE_TYPES = _NOT_ROUTED | {"unicast", "unreachable", "blackhole", "prohibit", "throw", "nat"}
+
+
+def parse_ip_routes(text: str) -> list[IPv4Network]:
+    """The destinations of ``ip -4 route show table all`` (every table: a VPN such as wg-quick routes through
+    its own); default routes and the local table's ``local`` and ``broadcast`` entries are left out."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split()
+        kind, rest = (fields[0], fields[1:]) if fields and fields[0] in _ROUTE_TYPES else ("unicast", fields)
+        if kind in _NOT_ROUTED or not rest or rest[0] == "default":
+            continue
+        try:
+            network = IPv4Network(rest[0], strict=False)
+        except ValueError:
+            continue
+        if network.prefixlen:
+            found.append(network)
+    return found
+
+
 def free_blocks(prefixlen: int, taken: Iterable[IPv4Network]) -> Iterator[IPv4Network]:
     """Blocks of ``/prefixlen`` (16 or longer) inside :data:`CANDIDATE_16S` that overlap nothing in ``taken``."""
     used = list(taken)
