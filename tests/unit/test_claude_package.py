@@ -14,6 +14,7 @@ from cci_builtin_plugins.tools.codex import Codex
 from cci_core.errors import BackendError, CciError, NotFoundError
 from cci_core.tool import ImageFetch, tool_version_property
 from tests.fake_npm_registry import BINARY, VERSION, FakeRegistry, integrity, tarball
+from tests.planted import PLANTS, plant
 
 @pytest.fixture
 def registry() -> Iterator[FakeRegistry]:
@@ -140,24 +141,13 @@ def test_the_registry_url_setting_then_the_environment_then_the_default() -> Non
         package.registry_url("file:///etc", {})
 
 
-@pytest.mark.parametrize("plant", ["writable directory", "other owner", "symbolic link"])
+@pytest.mark.parametrize("how", PLANTS)
 def test_a_cached_binary_others_could_have_planted_is_fetched_again(
-        registry: FakeRegistry, tmp_path: Path, plant: str) -> None:
-    import os
-
+        registry: FakeRegistry, tmp_path: Path, how: str) -> None:
     registry.publish()
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
-    planted = cache / f"claude-{VERSION}-linux-x64"
-    if plant == "symbolic link":
-        (tmp_path / "elsewhere").write_bytes(b"planted")
-        planted.symlink_to(tmp_path / "elsewhere")
-    else:
-        planted.write_bytes(b"planted")
-        if plant == "writable directory":
-            cache.chmod(0o1777 & ~0o1000)  # anyone may replace files in it
-        else:
-            os.chown(planted, os.geteuid() + 1, -1)
+    plant(cache / f"claude-{VERSION}-linux-x64", how)
     binary = fetch(registry, cache)
     assert binary.read_bytes() == BINARY and not binary.is_symlink()
     assert any("claude-code-linux-x64" in request for request in registry.requests)

@@ -16,6 +16,7 @@ from cci_core.errors import CciError, UsageError
 from cci_core.image_builder import BuildRequest
 from cci_core.tool import ImageFetch, ImageFile, ToolAdapter
 from tests.fakes import FakeDriver
+from tests.planted import PLANTS, plant
 
 TREE_CA = b"the tree's own bundle\n"
 HOST_CA = b"the host's bundle, with the proxy's CA\n"
@@ -323,22 +324,13 @@ def test_cci_build_host_reports_registry_problems_in_one_line_and_builds_nothing
     assert not cache.exists()
 
 
-@pytest.mark.parametrize("plant", ["writable directory", "other owner", "symbolic link"])
+@pytest.mark.parametrize("how", PLANTS)
 def test_a_cached_tarball_others_could_have_planted_is_built_again(host: FakeHost, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch, plant: str) -> None:
+                                                                    monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     builder, driver, request = make(tmp_path)
     cache = Path(request.options["cache"])
     cache.chmod(0o700)
-    planted = cache / f"cci-{builder.recipe(request).digest()}.tar.zst"
-    if plant == "symbolic link":
-        (tmp_path / "elsewhere").write_bytes(b"planted")
-        planted.symlink_to(tmp_path / "elsewhere")
-    else:
-        planted.write_bytes(b"planted")
-        if plant == "writable directory":
-            cache.chmod(0o777)
-        else:
-            os.lchown(planted, os.geteuid() + 1, -1)  # (the fixture makes os.chown a no-op)
+    plant(cache / f"cci-{builder.recipe(request).digest()}.tar.zst", how)
     imported: list[bytes] = []
     import_image = driver.import_image
     monkeypatch.setattr(driver, "import_image", lambda tarball, **kw: (imported.append(tarball.read_bytes()),
