@@ -185,9 +185,8 @@ class IncusDriver(Driver):
         try:
             with tarball.open("rb") as stream:
                 answer = self.api.request("POST", "/1.0/images", action, data=stream, headers=headers).json()
-            operation = answer.get("operation") if answer.get("type") == "async" else None
-            metadata = self.api.wait(operation, action) if operation else answer.get("metadata") or {}
-            fingerprint = metadata["fingerprint"]
+            operation = answer["operation"]
+            fingerprint = (self.api.wait(operation, action).get("metadata") or {})["fingerprint"]
         except APIError as exc:
             if "already exists" not in exc.detail:
                 raise

@@ -268,3 +268,91 @@ def test_a_host_build_killed_during_debootstrap_stops_it_and_leaves_no_tree(
     assert list(cache.iterdir()) == []  # no tree, no tarball
     assert str(cache) not in Path("/proc/self/mountinfo").read_text()
     assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
+
+
+
+def _zeros_tarball(path: Path, size: int, description: str) -> str:
+    """A unified image tarball: metadata.yaml (with ``description``: a fingerprint of its own) and ``size`` zero
+    bytes in the rootfs; returns its SHA-256."""
+    import hashlib
+    import io
+    import tarfile
+
+    class Zeros(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+            buffer[:] = bytes(len(buffer))
+            return len(buffer)
+
+    def member(name: str, length: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.size, info.type, info.mode = length, kind, 0o755 if kind == tarfile.DIRTYPE else 0o644
+        return info
+
+    metadata = f"architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  description: {description}\n".encode()
+    with tarfile.open(path, "w") as tar:
+        tar.addfile(member("metadata.yaml", len(metadata)), io.BytesIO(metadata))
+        tar.addfile(member("rootfs", 0, tarfile.DIRTYPE))
+        tar.addfile(member("rootfs/zeros", size), io.BufferedReader(Zeros(), 1 << 20))
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _new_imports(driver: IncusDriver, before: set[str]) -> list[str]:
+    """Image imports Incus runs (an upload received, being stored) that are not in ``before``: their URLs."""
+    operations = driver.api.get("/1.0/operations", "listing operations", recursion=1) or {}
+    return [f"/1.0/operations/{op['id']}" for op in operations.get("running") or ()
+            if op["id"] not in before and op["description"] == "Downloading image"]
+
+
+def test_a_host_build_interrupted_while_incus_imports_the_tarball_leaves_no_image(
+    alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+) -> None:
+    import contextlib
+    import signal
+    import subprocess
+
+    from cci_builtin_plugins.images.host_build import HostImageBuilder, host_mirror
+    from cci_builtin_plugins.incus.errors import APINotFound
+    from cci_builtin_plugins.tools.claude import ClaudeCode
+    from cci_core.image_builder import BuildRequest
+    from cci_core.tool import ImageFetch
+    from tests.integration.conftest import CCI
+
+    # a cached tarball of the recipe (an exact Claude version: the registry, a closed port, is never asked);
+    # uncompressed (Incus looks at the content, not the name), big enough that Incus takes a moment to store it
+    _images_config(cci_environ["HOME"], claude_version="9.9.9", npm_registry=f"http://127.0.0.1:{_closed_port()}")
+    recipe = HostImageBuilder(ClaudeCode(), ImageFetch("9.9.9")).recipe(
+        BuildRequest(alias, "trixie", options={"mirror": host_mirror()}))
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    fingerprint = _zeros_tarball(cache / f"cci-{recipe.digest()}.tar.gz", 1 << 30, alias)
+    running = driver.api.get("/1.0/operations", "listing operations", recursion=1) or {}
+    before = {op["id"] for op in running.get("running") or ()}
+    process = subprocess.Popen([str(CCI), "build", "--source", "host", "--alias", alias, "--cache", str(cache)],
+                               env=cci_environ, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    imports: list[str] = []
+    try:
+        _wait_for(lambda: imports.extend(_new_imports(driver, before)) or imports or process.poll() is not None,
+                  120, "Incus to import it")
+        process.send_signal(signal.SIGINT)  # the upload is done; Incus stores the image
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "==> importing it as" in stdout and process.returncode != 0, (stdout, stderr)
+    for operation in imports:  # Incus goes on without cci: what it leaves is there once it is done
+        with contextlib.suppress(APINotFound):  # done, and forgotten by Incus already
+            driver.api.wait(operation, "waiting for the import", timeout=120)
+    assert "Traceback" not in stderr
+    left = fingerprint in {image.fingerprint for image in driver.list_images()}
+    if left:  # (its content is this test's own: no one else's image)
+        driver.delete_image(fingerprint)
+    assert not left, "the interrupted import left its image"
+    assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]

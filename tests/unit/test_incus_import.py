@@ -18,8 +18,10 @@ from cci_core.config import load_config
 class StubAPI:
     """Incus's image endpoints: the POST starts an operation, which makes the image when it is waited on."""
 
-    def __init__(self, fingerprint: str, images: set[str], interrupt_in_cleanup: bool = False) -> None:
+    def __init__(self, fingerprint: str, images: set[str], interrupt_in_cleanup: bool = False,
+                 interrupt: bool = True) -> None:
         self.fingerprint = fingerprint
+        self.interrupt = interrupt
         self.images = images
         self.waits = 0
         self.deleted: list[str] = []
@@ -36,13 +38,13 @@ class StubAPI:
 
     def wait(self, operation: str, action: str, timeout: float | None = None) -> dict[str, Any]:
         self.waits += 1
-        if self.waits == 1:  # Ctrl+C while Incus unpacks and stores the tarball; it goes on without us
+        if self.waits == 1 and self.interrupt:  # Ctrl+C while Incus stores the tarball; it goes on without us
             raise KeyboardInterrupt
-        assert timeout is not None, "the wait after an interrupt is bounded"
+        assert timeout is not None or not self.interrupt, "the wait after an interrupt is bounded"
         if self.interrupt_in_cleanup:
             os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl+C: ignored while cleaning up
         self.images.add(self.fingerprint)
-        return {"fingerprint": self.fingerprint}
+        return {"id": "op1", "status": "Success", "metadata": {"fingerprint": self.fingerprint}}
 
     def call(self, method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
         assert method == "DELETE"
@@ -52,10 +54,10 @@ class StubAPI:
         return {}
 
 
-def _import(tmp_path: Path, api: StubAPI) -> None:
+def _import(tmp_path: Path, api: StubAPI) -> str:
     driver = IncusDriver(load_config(tmp_path, environ={}))
     driver.__dict__["api"] = api
-    driver.import_image(tmp_path / "image.tar.zst")
+    return driver.import_image(tmp_path / "image.tar.zst").fingerprint
 
 
 @pytest.fixture
@@ -79,3 +81,9 @@ def test_an_interrupted_import_never_deletes_an_image_that_was_there_before(tmp_
     with pytest.raises(KeyboardInterrupt):
         _import(tmp_path, api)
     assert api.deleted == [] and api.images == {tarball, "other"}
+
+
+def test_an_import_returns_the_image_incus_made(tmp_path: Path, tarball: str) -> None:
+    api = StubAPI(tarball, {"other"}, interrupt=False)
+    assert _import(tmp_path, api) == tarball
+    assert api.waits == 1 and api.images == {"other", tarball}
