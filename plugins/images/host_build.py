@@ -339,11 +339,13 @@ def _versioned_alias(driver: Driver, alias: str, fingerprint: str) -> str:
 
 
 def _forget(driver: Driver, image: ImageInfo) -> None:
-    """Delete an image that was imported but could not be aliased; never raises over the first error."""
-    try:
-        driver.delete_image(image.fingerprint)
-    except CciError:
-        pass
+    """Delete an image that was imported but could not be aliased (a second Ctrl+C ignored meanwhile); never
+    raises over the first error."""
+    with ignoring_interrupts():
+        try:
+            driver.delete_image(image.fingerprint)
+        except CciError:
+            pass
 
 
 def host_mirror(sources_dir: Path = Path("/etc/apt")) -> str:

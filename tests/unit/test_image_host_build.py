@@ -379,3 +379,24 @@ def test_two_builds_in_the_same_second_keep_their_own_versioned_alias(host: Fake
     assert first.fingerprint != second.fingerprint
     assert driver.images[first.fingerprint].aliases == ("demo-20260101-000000",)
     assert driver.images[second.fingerprint].aliases == (f"demo-20260101-000000-{second.fingerprint[:12]}", "demo")
+
+
+def test_a_second_ctrl_c_while_forgetting_an_unaliased_image_still_deletes_it(
+        host: FakeHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    builder, driver, request = make(tmp_path)
+    delete_image = driver.delete_image
+
+    def refuse(alias: str, fingerprint: str, *, description: str = "") -> None:
+        raise CciError("alias refused")
+
+    def impatient(fingerprint: str) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        delete_image(fingerprint)
+
+    monkeypatch.setattr(driver, "tag_image", refuse)
+    monkeypatch.setattr(driver, "delete_image", impatient)
+    with pytest.raises(CciError, match="alias refused"):
+        builder.build(driver, request, lambda chunk: None)
+    assert driver.images == {}
