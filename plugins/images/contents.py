@@ -44,7 +44,8 @@ MASKED_UNITS = ("systemd-modules-load.service",)
 #: run last in the build, in this order: what systemd would run at every container's first boot because /usr is
 #: newer than /etc/.updated (systemd-sysusers, ldconfig, systemd-journal-catalog-update and systemd-update-done,
 #: the units with ConditionNeedsUpdate=), done once here; the last one writes /etc/.updated and /var/.updated
-FIRST_BOOT_WORK = ("systemd-sysusers", "ldconfig", "journalctl --update-catalog", "/usr/lib/systemd/systemd-update-done")
+FIRST_BOOT_WORK = ("systemd-sysusers", "ldconfig", "journalctl --update-catalog",
+                   "/usr/lib/systemd/systemd-update-done")
 
 
 def host_packages() -> tuple[str, ...]:
