@@ -7,6 +7,8 @@ Incus's exec API sets only a uid and a gid; cci switches to the user with setpri
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Iterator
 
 import pytest
@@ -88,8 +90,16 @@ def test_a_group_added_in_the_shell_is_in_the_next_shell_which_follows_resizes(
     screen = terminal.wait_for("two", "groups-42:")
     assert "groups-42: code added-inside tty-owner: code" in screen, screen
     terminal.tmux("resize-window", "-t", "two", "-x", "100", "-y", "25")
-    terminal.keys("two", "echo columns-$(stty size | cut -d' ' -f2)", "Enter")
-    terminal.wait_for("two", "columns-100")
+    # the new size travels host tmux -> cci -> Incus -> the inner tmux -> the pane: ask until it has arrived
+    deadline = time.monotonic() + 30
+    while True:
+        terminal.keys("two", "echo columns-$(stty size | cut -d' ' -f2)", "Enter")
+        try:
+            terminal.wait_for("two", "columns-100", timeout=2)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
     terminal.keys("two", "exit", "Enter")
     screen = terminal.wait_for("two", "CCI-EXITED-0")
     assert driver.get(name).status() == "running"
