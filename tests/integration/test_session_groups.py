@@ -8,7 +8,6 @@ Incus's exec API sets only a uid and a gid; cci switches to the user with setpri
 from __future__ import annotations
 
 import time
-
 from collections.abc import Iterator
 
 import pytest
