@@ -21,7 +21,7 @@ from cci_builtin_plugins.setup.facts import HostFacts
 from cci_builtin_plugins.setup.subnets import IPv4Network, pick_bridge, pick_range
 
 DONE = "done"
-TODO = "to do"
+PENDING = "to do"
 MANUAL = "manual"
 
 #: packages per distribution: (ID, VERSION_ID) -> apt suite to install from ("" = the release itself)
@@ -134,7 +134,7 @@ def install_step(facts: HostFacts) -> Step:
     actions.append(run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
                        "--no-install-recommends", *target, *missing))
     source = f"{suite}" if suite else f"{distro.pretty}"
-    return Step(title, TODO, f"install {' and '.join(missing)} from {source} (about a minute)", tuple(actions),
+    return Step(title, PENDING, f"install {' and '.join(missing)} from {source} (about a minute)", tuple(actions),
                 refresh=True)
 
 
@@ -145,7 +145,7 @@ def group_step(facts: HostFacts, options: Options) -> Step:
         return Step(title, DONE, "root uses Incus without a group")
     if user.in_group:
         return Step(title, DONE, f"{user.name} is in {group}")
-    return Step(title, TODO, f"{user.name} may then use Incus's socket", (run("usermod", "-aG", group, user.name),),
+    return Step(title, PENDING, f"{user.name} may then use Incus's socket", (run("usermod", "-aG", group, user.name),),
                 note=f"{user.name} gets the group at the next login; until then cci runs itself under 'sg {group}' "
                      f"(other programs: 'newgrp {group}')")
 
@@ -157,7 +157,7 @@ def subids_step(facts: HostFacts, options: Options) -> Step:
         return Step(title, DONE, "not needed for root (no raw.idmap)")
     if facts.subids_delegated:
         return Step(title, DONE, f"{options.subuid} and {options.subgid} delegate them")
-    return Step(title, TODO, f"so that Incus may map them with raw.idmap: workspace files stay {user.name}'s",
+    return Step(title, PENDING, f"so that Incus may map them with raw.idmap: workspace files stay {user.name}'s",
                 tuple(run("tee", "-a", str(path), stdin=("\n" if unterminated else "") + f"root:{number}:1\n")
                       for path, number, unterminated in zip((options.subuid, options.subgid), (user.uid, user.gid),
                                                              facts.subids_unterminated)))
@@ -179,7 +179,7 @@ def start_step(facts: HostFacts) -> Step:
     if daemon.running:
         return Step(title, DONE, f"incusd runs (pid {daemon.pid}, started by {daemon.manager})")
     how = "with systemd" if facts.systemd else f"in its own session (pid in {host.PID_FILE}, log {host.LOG_FILE})"
-    return Step(title, TODO, f"start incusd {how}", start_actions(facts), refresh=True)
+    return Step(title, PENDING, f"start incusd {how}", start_actions(facts), refresh=True)
 
 
 def restart_step(facts: HostFacts, options: Options) -> Step:
@@ -194,11 +194,11 @@ def restart_step(facts: HostFacts, options: Options) -> Step:
     why = (f"{options.subuid} and {options.subgid} " + ("change now" if changing else
            f"changed at {time.strftime('%H:%M:%S', time.localtime(facts.subids_changed))}, after incusd started"))
     if daemon.manager == host.SYSTEMD and options.restart:
-        return Step(title, TODO, f"{why}: restart it with systemd", (run("systemctl", "restart", "incus.service"),))
+        return Step(title, PENDING, f"{why}: restart it with systemd", (run("systemctl", "restart", "incus.service"),))
     if daemon.manager == host.SETUP and options.restart:
         wait = (f"while [ -d /proc/{daemon.pid} ] && ! grep -q '^State:.*Z' /proc/{daemon.pid}/status 2>/dev/null; "
                 "do sleep 0.1; done")
-        return Step(title, TODO, f"{why}: restart the incusd cci setup started",
+        return Step(title, PENDING, f"{why}: restart the incusd cci setup started",
                     (run("incus", "admin", "shutdown", "--timeout=60"), run("timeout", "60", "sh", "-c", wait),
                      *start_actions(facts)), refresh=True)
     sudo = "" if facts.is_root else "sudo "
@@ -278,9 +278,9 @@ def _own_object(title: str, kind: str, name: str, flag: str, existing: host.Pool
         raise UsageError(f"{kind} {name!r} exists and was not made by cci setup, which never changes it",
                          hint=f"choose another name with {flag} NAME")
     if existing is not None:
-        return Step(title, TODO, f"{kind} {name} exists (made by cci setup): {purpose}", (device,))
+        return Step(title, PENDING, f"{kind} {name} exists (made by cci setup): {purpose}", (device,))
     action, what = create()
-    return Step(title, TODO, f"{what} and {purpose}", (action, device))
+    return Step(title, PENDING, f"{what} and {purpose}", (action, device))
 
 
 def _marked(*argv: str) -> Action:
@@ -292,7 +292,7 @@ def range_step(facts: HostFacts, options: Options) -> Step:
     title = "IPv4 range for cci's policy networks"
     path = str(options.config_file)
     if not facts.config_readable:
-        return Step(title, TODO, f"checked as root (this user cannot read {path})")
+        return Step(title, PENDING, f"checked as root (this user cannot read {path})")
     try:
         value = recorded(facts.config_text, RANGE_SECTION, RANGE_KEY)
     except tomllib.TOMLDecodeError as exc:
@@ -305,7 +305,7 @@ def range_step(facts: HostFacts, options: Options) -> Step:
                          "Incus network", hint=f"set [{RANGE_SECTION}] {RANGE_KEY} in {path} to a free range")
     content = with_setting(facts.config_text, RANGE_SECTION, RANGE_KEY, str(block), path=path)
     actions = (() if facts.config_dir else (run("mkdir", "-p", str(options.config_file.parent)),))
-    return Step(title, TODO, f"{block} overlaps no route and no Incus network: record it as [{RANGE_SECTION}] "
+    return Step(title, PENDING, f"{block} overlaps no route and no Incus network: record it as [{RANGE_SECTION}] "
                              f"{RANGE_KEY} in {path}", (*actions, run("tee", path, stdin=content)),
                 root=not facts.config_writable)
 
@@ -320,7 +320,7 @@ def image_step(facts: HostFacts, options: Options) -> Step:
     if incus is not None and options.image in incus.images:
         return Step(title, DONE, f"image {options.image} exists")
     alias = () if options.image == "cci" else ("--alias", options.image)
-    return Step(title, TODO, "build it with 'cci build' (usually 3 to 5 minutes: it fetches a base system and the tool)",
+    return Step(title, PENDING, "build it with 'cci build' (usually 3 to 5 minutes: it fetches a base system and the tool)",
                 (Action((*options.cci, "build", *alias), own=True),))
 
 
@@ -329,7 +329,7 @@ def _project(options: Options) -> tuple[str, ...]:
 
 
 def _unreadable(title: str) -> Step:
-    return Step(title, TODO, "checked as root (this user cannot use Incus's socket yet)")
+    return Step(title, PENDING, "checked as root (this user cannot use Incus's socket yet)")
 
 
 def _taken(facts: HostFacts, options: Options, *, bridge: bool = True) -> list[IPv4Network]:

@@ -10,7 +10,7 @@ import pytest
 from cci_core.errors import CciError, UsageError
 from cci_builtin_plugins.setup import facts as host
 from cci_builtin_plugins.setup.facts import Daemon, Distro, HostFacts, IncusState, Network, Pool, User
-from cci_builtin_plugins.setup.plan import DONE, MANUAL, TODO, Options, make_plan
+from cci_builtin_plugins.setup.plan import DONE, MANUAL, PENDING, Options, make_plan
 
 DEBIAN_12 = Distro("debian", "12", "bookworm", "Debian GNU/Linux 12 (bookworm)")
 DEBIAN_13 = Distro("debian", "13", "trixie", "Debian GNU/Linux 13 (trixie)")
@@ -59,7 +59,7 @@ def commands(step) -> list[str]:
 def test_fresh_debian_12_installs_from_backports_with_the_hosts_mirror_and_keyring() -> None:
     plan = make_plan(fresh(), OPTIONS)
     install = plan.steps[0]
-    assert install.state == TODO
+    assert install.state == PENDING
     source = install.actions[0]
     assert source.argv == ("tee", str(host.BACKPORTS_FILE))
     assert "URIs: http://mirror.example/debian\nSuites: bookworm-backports\n" in source.stdin
@@ -99,9 +99,9 @@ def test_an_unknown_distribution_with_incus_installed_is_fine() -> None:
 def test_fresh_machine_plans_every_step_in_order_with_a_fresh_incus() -> None:
     plan = make_plan(fresh(), OPTIONS)
     assert list(states(plan).items()) == [
-        ("install Incus", TODO), ("add alice to incus-admin", TODO), ("delegate uid 1001 and gid 1001 to root", TODO),
-        ("start Incus", TODO), ("restart Incus for the delegated ids", DONE), ("storage pool", TODO),
-        ("default network", TODO), ("IPv4 range for cci's policy networks", TODO), ("image cci", TODO)]
+        ("install Incus", PENDING), ("add alice to incus-admin", PENDING), ("delegate uid 1001 and gid 1001 to root", PENDING),
+        ("start Incus", PENDING), ("restart Incus for the delegated ids", DONE), ("storage pool", PENDING),
+        ("default network", PENDING), ("IPv4 range for cci's policy networks", PENDING), ("image cci", PENDING)]
     group, subids, start, _, pool, network, subnets, image = plan.steps[1:]
     assert commands(group) == ["usermod -aG incus-admin alice"]
     assert "newgrp incus-admin" in group.note
@@ -128,7 +128,7 @@ def test_systemd_starts_and_restarts_incus_through_systemd() -> None:
     assert commands(start)[0] == "systemctl enable --now incus.service"
     facts = prepared(systemd=True, subids_delegated=False, daemon=Daemon(True, 42, 200.0, host.SYSTEMD))
     restart = make_plan(facts, OPTIONS).steps[4]
-    assert (restart.state, commands(restart)) == (TODO, ["systemctl restart incus.service"])
+    assert (restart.state, commands(restart)) == (PENDING, ["systemctl restart incus.service"])
 
 
 def test_partly_done_plans_only_what_is_missing() -> None:
@@ -152,7 +152,7 @@ def test_no_image_skips_the_build() -> None:
 
 def test_ids_delegated_after_incusd_started_need_a_restart() -> None:
     facts = prepared(subids_changed=300.0)  # changed after the daemon started (200)
-    assert make_plan(facts, OPTIONS).steps[4].state == TODO
+    assert make_plan(facts, OPTIONS).steps[4].state == PENDING
     assert make_plan(prepared(subids_changed=150.0), OPTIONS).steps[4].state == DONE
 
 
@@ -217,7 +217,7 @@ def test_incus_unreadable_for_this_user_leaves_its_steps_to_root() -> None:
 
 def test_a_config_file_the_user_may_write_needs_no_root() -> None:
     step = make_plan(prepared(config_text=None, config_writable=True), OPTIONS).steps[7]
-    assert (step.state, step.root) == (TODO, False)
+    assert (step.state, step.root) == (PENDING, False)
 
 
 def test_profile_devices_go_to_the_configured_projects_default_profile() -> None:
@@ -236,7 +236,7 @@ def test_no_restart_makes_even_a_systemd_restart_a_command_to_run() -> None:
 
 def test_a_config_file_this_user_cannot_read_is_left_to_root() -> None:
     step = make_plan(prepared(config_text=None, config_readable=False), OPTIONS).steps[7]
-    assert (step.state, step.root, step.actions) == (TODO, True, ())
+    assert (step.state, step.root, step.actions) == (PENDING, True, ())
 
 
 def test_an_image_of_another_name_is_built_under_that_alias() -> None:

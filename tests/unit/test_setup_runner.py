@@ -9,7 +9,7 @@ import pytest
 
 from cci_core.errors import CciError
 from cci_builtin_plugins.setup.command import Runner
-from cci_builtin_plugins.setup.plan import DONE, MANUAL, TODO, Action, Plan, Step
+from cci_builtin_plugins.setup.plan import DONE, MANUAL, PENDING, Action, Plan, Step
 
 
 def touch(path: Path) -> Action:
@@ -18,9 +18,9 @@ def touch(path: Path) -> Action:
 
 def test_steps_run_in_order_with_progress_and_the_plan_is_made_again_after_a_refresh(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    first = Plan((Step("one", TODO, "make a", (touch(tmp_path / "a"),), refresh=True),
-                  Step("two", TODO, "stale plan: never run", (touch(tmp_path / "stale"),))), ())
-    again = Plan((Step("one", DONE, "a exists"), Step("two", TODO, "make b", (touch(tmp_path / "b"),),
+    first = Plan((Step("one", PENDING, "make a", (touch(tmp_path / "a"),), refresh=True),
+                  Step("two", PENDING, "stale plan: never run", (touch(tmp_path / "stale"),))), ())
+    again = Plan((Step("one", DONE, "a exists"), Step("two", PENDING, "make b", (touch(tmp_path / "b"),),
                                                       note="b is new")), ("mind b",))
     Runner(first, lambda: again).run("alice")
     out = capsys.readouterr().out.splitlines()
@@ -35,7 +35,7 @@ def test_steps_run_in_order_with_progress_and_the_plan_is_made_again_after_a_ref
 
 
 def test_a_failed_command_stops_setup_with_one_line(tmp_path: Path) -> None:
-    plan = Plan((Step("one", TODO, "fail", (Action(("false",)),)), Step("two", TODO, "never", (touch(tmp_path / "x"),))),
+    plan = Plan((Step("one", PENDING, "fail", (Action(("false",)),)), Step("two", PENDING, "never", (touch(tmp_path / "x"),))),
                 ())
     with pytest.raises(CciError) as error:
         Runner(plan, lambda: plan).run("alice")
@@ -44,14 +44,14 @@ def test_a_failed_command_stops_setup_with_one_line(tmp_path: Path) -> None:
 
 
 def test_a_missing_program_is_one_line_too() -> None:
-    plan = Plan((Step("one", TODO, "x", (Action(("/nonexistent/prog",)),)),), ())
+    plan = Plan((Step("one", PENDING, "x", (Action(("/nonexistent/prog",)),)),), ())
     with pytest.raises(CciError) as error:
         Runner(plan, lambda: plan).run("alice")
     assert error.value.message == "step 1/1 (one) failed: cannot run /nonexistent/prog: No such file or directory"
 
 
 def test_a_step_left_to_the_user_fails_the_run_after_the_others(tmp_path: Path) -> None:
-    plan = Plan((Step("restart", MANUAL, "run this yourself"), Step("two", TODO, "b", (touch(tmp_path / "b"),))), ())
+    plan = Plan((Step("restart", MANUAL, "run this yourself"), Step("two", PENDING, "b", (touch(tmp_path / "b"),))), ())
     with pytest.raises(CciError) as error:
         Runner(plan, lambda: plan).run("alice")
     assert (tmp_path / "b").exists()
@@ -62,7 +62,7 @@ def test_a_failed_cci_command_lets_its_own_error_line_stand(tmp_path: Path, capf
     cci = tmp_path / "cci"  # stands in for cci build: says what failed in its own 'cci:' line
     cci.write_text("#!/bin/sh\necho 'cci: building demo failed: debootstrap failed (the log is x)' >&2\nexit 4\n")
     cci.chmod(0o755)
-    plan = Plan((Step("image demo", TODO, "build it", (Action((str(cci), "build"), own=True),)),), ())
+    plan = Plan((Step("image demo", PENDING, "build it", (Action((str(cci), "build"), own=True),)),), ())
     with pytest.raises(CciError) as error:
         Runner(plan, lambda: plan).run("alice")
     assert capfd.readouterr().err == "cci: building demo failed: debootstrap failed (the log is x)\n"
