@@ -6,6 +6,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -15,12 +16,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Inside this block a killed terminal (SIGHUP) or ``kill`` (SIGTERM) unwinds like Ctrl+C."""
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with _handling((signal.SIGTERM, signal.SIGHUP), _interrupt):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 #: the most a cleanup that ignores Ctrl+C should take (waiting for Incus, deleting a tree)
@@ -38,9 +35,16 @@ def ignoring_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with _handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), signal.SIG_IGN):
+        yield
+
+
+@contextmanager
+def _handling(signals: tuple[signal.Signals, ...], handler: Any) -> Iterator[None]:
+    """Inside this block ``signals`` go to ``handler``; the handlers before come back after it."""
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -111,9 +111,7 @@ def _build_on_host(ctx: click.Context, alias: str, suite: str, mirror: str | Non
     request = BuildRequest(alias, suite, offline=True, options=options)
     recipe = builder.recipe(request)
     if if_changed and not force:
-        existing = [image for image in state.driver.list_images() if alias in image.aliases]
-        if existing and existing[0].properties.get("cci.recipe") == recipe.digest():
-            click.echo(f"{alias} is up to date ({existing[0].fingerprint[:12]})", err=True)
+        if _up_to_date(state.driver, alias, recipe.digest()):
             return
         force = True
     if cache:
@@ -163,9 +161,7 @@ def base(ctx: click.Context, name: str, suite: str, mirror: str, packages: str |
                **({"cache": str(cache.resolve())} if cache else {})}
     request = BuildRequest(name, suite, offline=True, options=options)
     if if_changed and not force:
-        existing = [image for image in get_state(ctx).driver.list_images() if name in image.aliases]
-        if existing and existing[0].properties.get("cci.recipe") == recipe_from(request).digest():
-            click.echo(f"{name} is up to date ({existing[0].fingerprint[:12]})", err=True)
+        if _up_to_date(get_state(ctx).driver, name, recipe_from(request).digest()):
             return
         force = True
     if cache:
@@ -204,6 +200,15 @@ def run_build(ctx: click.Context, request: BuildRequest, *, force: bool, builder
             exc.hint = f"{exc.hint}; the log is {log}" if exc.hint else f"the log is {log}"
             raise
     click.echo(f"built {alias} ({image.fingerprint[:12]}); log: {log}", err=True)
+
+
+def _up_to_date(driver: Driver, alias: str, digest: str) -> bool:
+    """Whether ``alias`` names an image built from the recipe ``digest`` (said on stderr when it does)."""
+    existing = [image for image in driver.list_images() if alias in image.aliases]
+    if existing and existing[0].properties.get("cci.recipe") == digest:
+        click.echo(f"{alias} is up to date ({existing[0].fingerprint[:12]})", err=True)
+        return True
+    return False
 
 
 def _check_alias(name: str) -> None:
