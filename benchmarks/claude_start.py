@@ -87,11 +87,11 @@ def cci_shell_seconds(cci: str, workspace: Path, env: dict[str, str]) -> float:
 
 def by_hand_script(project: str, image: str, workspace: Path, settings: Path, name: str, *, booted: bool) -> str:
     """The incus CLI commands that start Claude Code as cci does, as one shell line (``booted``: once systemd is up)."""
-    from cci_core.session import BASE_CONFIG
+    from cci_builtin_plugins.incus.driver import IncusDriver
     from tests.integration.conftest import RESTRICTED_NETWORK
 
     incus = f"incus --project {project}"
-    config = " ".join(f"-c {key}={value}" for key, value in BASE_CONFIG.items())
+    config = " ".join(f"-c {key}={value}" for key, value in IncusDriver.base_config.items())
     push = " && ".join(f"{incus} file push --create-dirs --uid 1000 --gid 1000 --mode 0600 {settings / relative} "
                        f"{name}/home/code/{relative}" for relative in SETTINGS)
     return " && ".join((

@@ -71,7 +71,7 @@ def incus_options(description: str, runs: int, image: str) -> argparse.Namespace
 def main() -> int:
     args = incus_options(__doc__, 10, os.environ.get("CCI_TEST_IMAGE", "cci-test-base"))
 
-    from cci_core.session import BASE_CONFIG
+    from cci_builtin_plugins.incus.driver import IncusDriver
     from tests.incus_env import NETWORK_SUBNETS
     from tests.integration.conftest import RESTRICTED_NETWORK
 
@@ -82,7 +82,7 @@ def main() -> int:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": scratch, "LANG": "C.UTF-8",
                "CCI_INCUS_PROJECT": args.project, "CCI_DEFAULTS_IMAGE": args.image,
                "CCI_INCUS_NETWORK_NAT": "false", "CCI_INCUS_NETWORK_SUBNETS": NETWORK_SUBNETS}
-        config = [item for key, value in BASE_CONFIG.items() for item in ("-c", f"{key}={value}")]
+        config = [item for key, value in IncusDriver.base_config.items() for item in ("-c", f"{key}={value}")]
 
         def by_hand() -> None:
             name = "bench-floor"

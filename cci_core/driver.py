@@ -326,8 +326,17 @@ class Driver(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
 
+    #: instance configuration every session container gets, before the plugins' (``cci_instance_config``)
+    #: contributions; a plugin may override these keys
+    base_config: ClassVar[Mapping[str, str]] = MappingProxyType({})
+
     def __init__(self, config: Config) -> None:
         self.config = config
+
+    @property
+    def container_uid(self) -> int:
+        """The uid of the unprivileged user inside the container, as which the tool and ``cci run`` run."""
+        return 1000
 
     @abstractmethod
     def server_info(self) -> ServerInfo:

@@ -39,15 +39,6 @@ KIND_BUILD = "build"  # a container an image builder is working in (cci build)
 LAUNCHING, RUNNING, ENDING, SAVED = "launching", "running", "ending", "saved"
 PERSISTENT, EPHEMERAL = "persistent", "ephemeral"
 
-#: what every session container gets: unprivileged, with nesting so Docker works inside, and no guest API
-#: (``/dev/incus`` would show the host's workspace path and cci's labels; a plugin that needs it sets it "true")
-BASE_CONFIG: Mapping[str, str] = {
-    "security.privileged": "false",
-    "security.guestapi": "false",
-    "security.nesting": "true",
-    "security.syscalls.intercept.mknod": "true",
-    "security.syscalls.intercept.setxattr": "true",
-}
 BOOT_TIMEOUT = 120  # seconds a session waits for the container to finish booting
 
 
@@ -170,7 +161,7 @@ class SessionManager:
         }
 
         def create(name: str, slot: int) -> Container:
-            spec = ContainerSpec(name, defaults.image, labels={**labels, "slot": str(slot)}, config=BASE_CONFIG)
+            spec = ContainerSpec(name, defaults.image, labels={**labels, "slot": str(slot)}, config=self.driver.base_config)
             try:
                 return self.driver.create(spec)
             except ContainerExistsError:
@@ -228,10 +219,11 @@ class SessionManager:
         hook.cci_pre_launch(ctx=ctx)
         for contribution in hook.cci_environment(ctx=ctx):
             ctx.environment.update(contribution or {})
-        config = dict(BASE_CONFIG)
+        base = self.driver.base_config
+        config = dict(base)
         for contribution in hook.cci_instance_config(ctx=ctx):
             for key, value in (contribution or {}).items():
-                if key in config and config[key] != value and key not in BASE_CONFIG:
+                if key in config and config[key] != value and key not in base:
                     raise PluginError(f"two plugins set {key} to different values ({config[key]!r}, {value!r})")
                 config[key] = value
         mounts = [Mount("workspace", ctx.workspace, WORKSPACE_PATH, shift=True)]

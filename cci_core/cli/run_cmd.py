@@ -39,7 +39,7 @@ def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
     check_network_policy(ctx)
     manager = manager_for(ctx)
     manager.reconcile()
-    uid = state.config.incus.claude_uid
+    uid = manager.driver.container_uid
     with interruptible():
         container, session = manager.launch(LaunchRequest(
             state.workspace, kind=KIND_RUN, slot=options.slot, storage=options.storage, persistent=False))

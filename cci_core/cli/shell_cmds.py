@@ -153,7 +153,7 @@ def _pick(running: list[ContainerInfo], name: str | None, workspace: str,
 def _tmux(manager: SessionManager, container: Container, session: LaunchContext):  # type: ignore[no-untyped-def]
     from cci_core.tmux import TmuxSession
 
-    return TmuxSession(container, manager.config.incus.claude_uid, manager.user_environment(session))
+    return TmuxSession(container, manager.driver.container_uid, manager.user_environment(session))
 
 
 def _attach_and_settle(manager: SessionManager, container: Container, session: LaunchContext, tmux) -> None:  # type: ignore[no-untyped-def]

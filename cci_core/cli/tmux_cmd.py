@@ -20,7 +20,7 @@ def _session(ctx: click.Context, name: str):  # type: ignore[no-untyped-def]
     if container.status() != "running":
         raise UsageError(f"{name} is not running", hint=f"see 'cci list'")
     context = manager.context(name, labels)
-    return TmuxSession(container, manager.config.incus.claude_uid, manager.user_environment(context))
+    return TmuxSession(container, manager.driver.container_uid, manager.user_environment(context))
 
 
 @click.group()
@@ -42,7 +42,7 @@ def list_sessions(ctx: click.Context) -> None:
         click.echo("no running cci containers")
     for info in running:
         context = manager.context(info.name, info.labels)
-        session = TmuxSession(manager.driver.get(info.name), manager.config.incus.claude_uid,
+        session = TmuxSession(manager.driver.get(info.name), manager.driver.container_uid,
                               manager.user_environment(context))
         click.echo(f"{info.name}: {session.describe() or '(no tmux session)'}")
 

@@ -38,7 +38,7 @@ class ScriptBuilder(ImageBuilder):
         self.properties = dict(properties or {})
 
     def build(self, driver: Driver, request: BuildRequest, output: OutputHandler) -> ImageInfo:
-        from cci_core.session import BASE_CONFIG, KIND_BUILD, launcher_id, wait_for_boot
+        from cci_core.session import KIND_BUILD, launcher_id, wait_for_boot
 
         def say(line: str) -> None:
             output(f"==> {line}\n".encode())
@@ -47,7 +47,7 @@ class ScriptBuilder(ImageBuilder):
         versioned = f"{request.alias}-{stamp}"
         name = f"cci-build-{uuid.uuid4().hex[:8]}"
         say(f"launching {name} from {request.base}")
-        container = driver.create(ContainerSpec(name, request.base, labels={"kind": KIND_BUILD, "launcher": launcher_id()}, config=BASE_CONFIG))
+        container = driver.create(ContainerSpec(name, request.base, labels={"kind": KIND_BUILD, "launcher": launcher_id()}, config=driver.base_config))
         try:
             container.start()
             wait_for_boot(container)

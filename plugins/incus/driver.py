@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -42,6 +43,19 @@ class IncusDriver(Driver):
 
     name = "incus"
     summary = "Incus system containers (local unix socket or remote HTTPS)"
+    #: unprivileged, with nesting so Docker works inside, and no guest API (``/dev/incus`` would show the host's
+    #: workspace path and cci's labels; a plugin that needs it sets it "true")
+    base_config = MappingProxyType({
+        "security.privileged": "false",
+        "security.guestapi": "false",
+        "security.nesting": "true",
+        "security.syscalls.intercept.mknod": "true",
+        "security.syscalls.intercept.setxattr": "true",
+    })
+
+    @property
+    def container_uid(self) -> int:
+        return self.config.incus.claude_uid
 
     @cached_property
     def api(self) -> IncusAPI:
