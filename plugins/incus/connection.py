@@ -14,8 +14,6 @@ from cci_core.errors import BackendError, ConfigError
 if TYPE_CHECKING:
     import ssl
 
-    import pylxd
-
     from cci_core.config import IncusConfig
 
 #: where Incus listens, in the order they are tried when nothing is configured;
@@ -132,26 +130,6 @@ def resolve_endpoint(incus: IncusConfig, environ: Mapping[str, str]) -> Endpoint
     return Endpoint(socket=socket)
 
 
-def connect(incus: IncusConfig, environ: Mapping[str, str]) -> pylxd.Client:
-    """A pylxd client on the same endpoint as cci's own client (for ``cci doctor`` and tests).
-
-    pylxd (and requests) are imported here, never at module import.
-    """
-    import pylxd
-    from pylxd.exceptions import ClientConnectionFailed, LXDAPIException
-
-    endpoint = resolve_endpoint(incus, environ)
-    options: dict[str, Any] = {}
-    if endpoint.url:
-        options = {"cert": endpoint.cert, "verify": endpoint.server_cert or True}
-    try:
-        return pylxd.Client(endpoint=str(endpoint), project=incus.project, **options)
-    except ClientConnectionFailed as exc:
-        raise BackendError(_connection_message(str(endpoint), exc), hint="is incusd running?") from exc
-    except LXDAPIException as exc:
-        raise BackendError(f"Incus refused the connection on {endpoint}: {exc}") from exc
-
-
 def _remote_files(incus: IncusConfig) -> dict[str, str]:
     if not (incus.client_cert and incus.client_key):
         raise ConfigError("a remote Incus needs client_cert and client_key", key="incus.url",
@@ -163,12 +141,3 @@ def _remote_files(incus: IncusConfig) -> dict[str, str]:
         if not path.is_file():
             raise ConfigError(f"{path} does not exist", key=f"incus.{key}")
     return {key: str(path) for key, path in files.items()}
-
-
-def _connection_message(endpoint: str, exc: Exception) -> str:
-    cause: Any = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED:
-            return f"Incus is not running: connection refused on {endpoint}"
-        cause = cause.__cause__ or cause.__context__
-    return f"cannot connect to Incus on {endpoint}: {exc}"

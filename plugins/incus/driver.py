@@ -20,14 +20,12 @@ from cci_core.driver import (
     ServerInfo,
 )
 from cci_core.errors import BackendError, NotFoundError
-from cci_builtin_plugins.incus.connection import connect, quote, resolve_endpoint
+from cci_builtin_plugins.incus.connection import quote, resolve_endpoint
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.idmap import UserMap
 from cci_builtin_plugins.incus.instance_config import disk_device, labels_of
 
 if TYPE_CHECKING:
-    import pylxd
-
     from cci_builtin_plugins.incus.container import IncusContainer
     from cci_builtin_plugins.incus.networks import PolicyNetworks
     from cci_builtin_plugins.incus.rest import IncusAPI
@@ -63,11 +61,6 @@ class IncusDriver(Driver):
         from cci_builtin_plugins.incus.rest import IncusAPI
 
         return IncusAPI(resolve_endpoint(self.config.incus, os.environ), self.config.incus.project)
-
-    @cached_property
-    def client(self) -> pylxd.Client:
-        """A pylxd client on the same endpoint, for callers that want pylxd's object model (tests)."""
-        return connect(self.config.incus, os.environ)
 
     @cached_property
     def host_info(self) -> dict[str, Any]:

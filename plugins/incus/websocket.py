@@ -1,4 +1,4 @@
-"""Websockets to Incus with ws4py (which pylxd brings): exec streams and the events feed."""
+"""Websockets to Incus with ws4py: exec streams and the events feed."""
 
 from __future__ import annotations
 

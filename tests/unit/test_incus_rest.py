@@ -282,3 +282,24 @@ def test_a_file_read_into_memory_has_a_bound(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(files, "MAX_READ", 3)
     with pytest.raises(CciError, match="c1:/s/a has more than the 0 MiB that cci reads into memory"):
         ScriptedFiles(ScriptedSession(TREE, vanish=set())).pull_file("/s/a")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cci_has_one_incus_client_and_pylxd_is_only_a_test_dependency() -> None:
+    import re
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    importing = re.compile(r"^\s*(import|from)\s+pylxd\b", re.MULTILINE)
+    offenders = [str(path.relative_to(ROOT)) for folder in ("cci_core", "plugins")
+                 for path in sorted((ROOT / folder).rglob("*.py")) if importing.search(path.read_text())]
+    assert offenders == []
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [dependency for dependency in project["dependencies"] if dependency.startswith("pylxd")]
+    assert [dependency for dependency in project["optional-dependencies"]["test"] if dependency.startswith("pylxd")]
