@@ -338,6 +338,18 @@ class Driver(ABC):
         """The uid of the unprivileged user inside the container, as which the tool and ``cci run`` run."""
         return 1000
 
+    def check_container_name(self, name: str) -> str | None:
+        """Why ``name`` cannot name a container on this backend (a short phrase with the rule), or None.
+
+        Commands call it before they ask the backend anything, so that a bad name is one clear line.
+        This default refuses what no backend's names should hold; a driver adds its own rules.
+        """
+        return _name_problem(name)
+
+    def check_image_alias(self, alias: str) -> str | None:
+        """Why ``alias`` cannot name an image on this backend (a short phrase with the rule), or None."""
+        return _name_problem(alias)
+
     @abstractmethod
     def server_info(self) -> ServerInfo:
         """Connect and describe the backend; raise :class:`~cci_core.errors.BackendError` if unreachable."""
@@ -414,3 +426,11 @@ class Driver(ABC):
     def delete_network(self, name: str) -> None:
         """Delete a network :meth:`ensure_network` made (it must be unused)."""
         raise BackendError(f"the {self.name} driver has no network {name!r}")
+
+
+def _name_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as any name (empty, whitespace, unprintable characters), or None."""
+    if not name:
+        return "it is empty"
+    bad = next((char for char in name if char.isspace() or not char.isprintable()), None)
+    return None if bad is None else f"it contains {bad!r}: names have no spaces or control characters"

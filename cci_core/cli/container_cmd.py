@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from functools import partial
 from pathlib import Path
@@ -20,20 +19,11 @@ if TYPE_CHECKING:
 #: the label cci puts on containers made by ``cci container launch`` (``user.cci.kind=container``)
 KIND_CONTAINER = "container"
 
-#: an Incus instance name: letters, digits and hyphens, not starting or ending with a hyphen
-_NAME = r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$"
-
-
-def is_valid_name(name: str) -> bool:
-    """Whether ``name`` can name a container."""
-    return re.match(_NAME, name) is not None
-
-
-def check_name(name: str) -> str:
-    """``name`` if it can name a container, else a :class:`UsageError`."""
-    if not is_valid_name(name):
-        raise UsageError(f"invalid container name {name!r}",
-                         hint="use 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen")
+def check_name(driver: Driver, name: str) -> str:
+    """``name`` if the driver accepts it as a container name, else a :class:`UsageError` saying why."""
+    problem = driver.check_container_name(name)
+    if problem:
+        raise UsageError(f"invalid container name {name!r}", hint=problem)
     return name
 
 
@@ -85,7 +75,7 @@ def launch(ctx: click.Context, image: str, name: str, ephemeral: bool) -> None:
     from cci_core.cli.sessions import manager_for
     from cci_core.driver import ContainerExistsError, ContainerSpec
 
-    check_name(name)
+    check_name(driver_of(ctx), name)
     attachment = manager_for(ctx).attach_network()  # a bad [network] stops here, before anything is made
     spec = ContainerSpec(name, image, labels={"kind": KIND_CONTAINER, "network": attachment.policy},
                          ephemeral=ephemeral)

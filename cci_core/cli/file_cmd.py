@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import click
 
-from cci_core.cli.container_cmd import check_absolute, driver_of, is_valid_name
+from cci_core.cli.container_cmd import check_absolute, driver_of
 from cci_core.cli.state import get_state, warn
 from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_core.host_files import open_directory, open_parent
+
+if TYPE_CHECKING:
+    from cci_core.driver import Driver
 
 
 class Remote(NamedTuple):
@@ -22,10 +25,10 @@ class Remote(NamedTuple):
     path: str
 
 
-def parse_remote(value: str) -> Remote:
-    """Split ``CONTAINER:PATH`` strictly: a valid container name, a colon, an absolute path."""
+def parse_remote(value: str, driver: Driver) -> Remote:
+    """Split ``CONTAINER:PATH`` strictly: a container name ``driver`` accepts, a colon, an absolute path."""
     name, colon, path = value.partition(":")
-    if not colon or not is_valid_name(name):
+    if not colon or driver.check_container_name(name) is not None:
         raise UsageError(f"{value!r} is not CONTAINER:PATH", hint="e.g. my-container:/workspace/file.txt")
     return Remote(name, check_absolute(path, f"the path in {value!r}"))
 
@@ -65,7 +68,7 @@ def push(ctx: click.Context, source: str, destination: str, recursive: bool, uid
     --uid/--gid. A SRC that is, or goes through, a symlink inside the
     workspace is refused: the container may have made it.
     """
-    remote = parse_remote(destination)
+    remote = parse_remote(destination, driver_of(ctx))
     workspace = get_state(ctx).workspace
     target = remote.path
     if target.endswith("/"):
@@ -149,7 +152,7 @@ def pull(ctx: click.Context, source: str, destination: str, recursive: bool) -> 
     is a symlink, or goes through one inside the workspace, is refused, and a
     symlink found where a file or directory is written is replaced.
     """
-    remote = parse_remote(source)
+    remote = parse_remote(source, driver_of(ctx))
     workspace = get_state(ctx).workspace
     target = _pull_target(destination, remote, workspace, recursive)
     container = driver_of(ctx).get(remote.container)

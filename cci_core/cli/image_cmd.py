@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
+from cci_core.cli.container_cmd import check_name
 from cci_core.cli.state import get_state
 from cci_core.cli.table import print_table
 from cci_core.errors import NotFoundError, UsageError
@@ -18,7 +19,7 @@ from cci_core.errors import NotFoundError, UsageError
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from cci_core.driver import ImageInfo
+    from cci_core.driver import Driver, ImageInfo
 
 #: the alias of cci's default image; an image it points to is a cci image and is never cleaned up
 CCI_ALIAS = "cci"
@@ -27,9 +28,6 @@ CCI_ALIAS_PREFIX = CCI_ALIAS + "-"
 
 #: fingerprint characters shown in tables, and the fewest that name an image by fingerprint
 SHORT_FINGERPRINT = 12
-
-#: characters refused in names: the Incus driver puts names into request URLs unquoted
-_UNSAFE_CHARACTERS = "?#%"
 
 
 class CleanupPlan(NamedTuple):
@@ -164,14 +162,11 @@ def _describe(image: ImageInfo) -> str:
     return f"{aliases} ({image.fingerprint[:SHORT_FINGERPRINT]}, created {_when(image)})"
 
 
-def _check_name(value: str, what: str) -> None:
-    """Raise a :class:`UsageError` unless ``value`` can name a container or an image."""
-    if not value:
-        raise UsageError(f"the {what} must not be empty")
-    bad = next((char for char in value if char in _UNSAFE_CHARACTERS or char.isspace() or not char.isprintable()),
-               None)
-    if bad is not None:
-        raise UsageError(f"{what} {value!r} contains {bad!r}, which cci does not accept in names")
+def _check_alias(driver: Driver, value: str, what: str = "image alias") -> None:
+    """Raise a :class:`UsageError` unless the driver accepts ``value`` as an image alias."""
+    problem = driver.check_image_alias(value)
+    if problem:
+        raise UsageError(f"invalid {what} {value!r}", hint=problem)
 
 
 def _is_fingerprint_prefix(value: str) -> bool:
@@ -245,9 +240,9 @@ def publish(ctx: click.Context, container: str, alias: str, description: str) ->
     image is kept, without it (the output says which). Prints the alias and the
     new image's fingerprint.
     """
-    _check_name(container, "container name")
-    _check_name(alias, "image alias")
     driver = get_state(ctx).driver
+    check_name(driver, container)
+    _check_alias(driver, alias)
     status = driver.get(container).status()
     if status != "stopped":
         raise UsageError(f"container {container} is {status}: only a stopped container can be published",
@@ -269,8 +264,8 @@ def delete(ctx: click.Context, name: str) -> None:
     Name it by an alias, or by its fingerprint or at least its first 12
     characters (as 'cci image list' shows them).
     """
-    _check_name(name, "image alias or fingerprint")
     driver = get_state(ctx).driver
+    _check_alias(driver, name, "image alias or fingerprint")
     if not driver.image_exists(name):
         if not _is_fingerprint_prefix(name):
             raise NotFoundError(f"no image alias {name!r}",
@@ -289,8 +284,9 @@ def exists(ctx: click.Context, alias: str) -> None:
 
     Other failures keep their usual exit codes (4 when the backend is unreachable).
     """
-    _check_name(alias, "image alias")
-    if not get_state(ctx).driver.image_exists(alias):
+    driver = get_state(ctx).driver
+    _check_alias(driver, alias)
+    if not driver.image_exists(alias):
         ctx.exit(1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from cci_core.driver import PolicyNetwork
     from cci_core.network_policy import NetworkPlan
 
+#: an Incus instance name: letters, digits and hyphens, not starting or ending with a hyphen
+INSTANCE_NAME = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z"
 #: the shortest fingerprint prefix accepted in place of an alias (as short as `incus image list` shows)
 MIN_FINGERPRINT_PREFIX = 12
 
@@ -50,6 +53,11 @@ class IncusDriver(Driver):
         "security.syscalls.intercept.mknod": "true",
         "security.syscalls.intercept.setxattr": "true",
     })
+
+    def check_container_name(self, name: str) -> str | None:
+        if re.match(INSTANCE_NAME, name):
+            return None
+        return "an Incus container name is 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen"
 
     @property
     def container_uid(self) -> int:

@@ -303,3 +303,37 @@ def test_cci_has_one_incus_client_and_pylxd_is_only_a_test_dependency() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert not [dependency for dependency in project["dependencies"] if dependency.startswith("pylxd")]
     assert [dependency for dependency in project["optional-dependencies"]["test"] if dependency.startswith("pylxd")]
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 64, "-a", "a-", "a_b", "a.b", "abc\n", "é"])
+def test_a_bad_container_name_is_refused_with_the_rule(name: str, tmp_path: Path) -> None:
+    problem = IncusDriver(load_config(tmp_path, environ={})).check_container_name(name)
+    assert problem and "1 to 63 letters, digits and hyphens" in problem
+
+
+@pytest.mark.parametrize("name", ["a", "x" * 63, "cci-0123abcd-1", "A-9"])
+def test_a_good_container_name_is_accepted(name: str, tmp_path: Path) -> None:
+    assert IncusDriver(load_config(tmp_path, environ={})).check_container_name(name) is None
+
+
+@pytest.mark.parametrize("alias", ["", "a b", "a\tb", "a\nb", "a\x1bb"])
+def test_an_image_alias_with_spaces_or_control_characters_is_refused(alias: str, tmp_path: Path) -> None:
+    assert IncusDriver(load_config(tmp_path, environ={})).check_image_alias(alias)
+
+
+def test_names_with_url_characters_are_one_quoted_path_segment(server: FakeIncus, tmp_path: Path) -> None:
+    name = "x?y#z%2F/../w"
+    driver = IncusDriver(load_config(tmp_path, environ={}))
+    driver.__dict__["api"] = api_for(server)
+    assert driver.check_image_alias(name) is None  # the driver quotes it: Incus itself accepts such an alias
+    assert not driver.image_exists(name) and not driver.exists(name)
+    with pytest.raises(NotFoundError):
+        driver.get(name)
+    with pytest.raises(APIError):
+        driver.tag_image(name, "0" * 64)
+    segment = "x%3Fy%23z%252F%2F..%2Fw"
+    assert [(method, path.split("?")[0]) for method, path, _ in server.requests] == [
+        ("GET", f"/1.0/images/aliases/{segment}"), ("GET", f"/1.0/instances/{segment}"),
+        ("GET", f"/1.0/instances/{segment}"), ("GET", f"/1.0/images/aliases/{segment}"),
+        ("POST", "/1.0/images/aliases")]
+    assert server.requests[-1][2]["name"] == name
