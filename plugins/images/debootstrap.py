@@ -23,13 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from cci_core.errors import CciError, UsageError
-from cci_core.image_builder import BuildRequest, ImageBuilder
+from cci_core.api import BuildRequest, CciError, ImageBuilder, UsageError
 
 if TYPE_CHECKING:
     import subprocess
 
-    from cci_core.driver import Driver, ImageInfo, OutputHandler
+    from cci_core.api import Driver, ImageInfo, OutputHandler
 
 #: bump when the customization below changes, so that cached images and tarballs are rebuilt
 BUILDER_VERSION = "2"  # 2: no resolv.conf of the build host in the image

@@ -23,16 +23,22 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from cci_core.cli.signals import ignoring_interrupts
-from cci_core.errors import CciError, UsageError
-from cci_core.host_files import only_mine
-from cci_core.image_builder import BuildRequest, ImageBuilder
-from cci_core.tool import ImageFetch, ToolAdapter, tool_version_property
+from cci_core.api import (
+    BuildRequest,
+    CciError,
+    ImageBuilder,
+    ImageFetch,
+    ToolAdapter,
+    UsageError,
+    ignoring_interrupts,
+    only_mine,
+    tool_version_property,
+)
 from cci_builtin_plugins.images import contents
 from cci_builtin_plugins.images.debootstrap import Recipe, customize, metadata_yaml, run_host_command, write_image_files
 
 if TYPE_CHECKING:
-    from cci_core.driver import Driver, ImageInfo, OutputHandler
+    from cci_core.api import Driver, ImageInfo, OutputHandler
 
 #: bump when what this module does to the tree changes, so that cached images and tarballs are rebuilt
 HOST_BUILDER_VERSION = "1"

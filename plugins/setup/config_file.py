@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cci_core.config.sources import _tomllib
-from cci_core.errors import ConfigError
+from cci_core.api import ConfigError, toml_parser
 
-tomllib = _tomllib()
+tomllib = toml_parser()
 
 HEADER = "# Written by 'cci setup'; edit freely (cci setup only adds keys that are missing).\n"
 

@@ -220,7 +220,7 @@ def read_user(name: str, group: str) -> User:
     import grp
     import pwd
 
-    from cci_core.errors import UsageError
+    from cci_core.api import UsageError
 
     try:
         entry = pwd.getpwnam(name)
@@ -238,7 +238,7 @@ def read_incus(socket: Path, project: str) -> IncusState | None:
     """Incus's pools, default profile, networks and images; None when its socket cannot be used from here."""
     if not (socket.exists() and os.access(socket, os.R_OK | os.W_OK)):
         return None
-    from cci_core.errors import CciError
+    from cci_core.api import CciError
     from cci_builtin_plugins.incus.connection import Endpoint
     from cci_builtin_plugins.incus.rest import IncusAPI
 

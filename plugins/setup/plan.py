@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from cci_core.errors import CciError, ConfigError, UsageError
+from cci_core.api import CciError, ConfigError, UsageError
 from cci_builtin_plugins.setup import facts as host
 from cci_builtin_plugins.setup.config_file import recorded, tomllib, with_setting
 from cci_builtin_plugins.setup.facts import HostFacts

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from cci_core import hookimpl
-from cci_core.registry import Lazy, Register
+from cci_core.api import Lazy, Register, hookimpl
 
 #: ``cci setup``'s short help, for ``cci --help`` without importing the command (a test keeps it equal)
 SETUP_SUMMARY = "Prepare this machine for cci: Incus, storage, network, your access, the image (idempotent)."

@@ -13,10 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cci_core import hookimpl
-from cci_core.layout import WORKSPACE_PATH
-from cci_core.registry import Register
-from cci_core.tool import CredentialFile, ImageFetch, ImageFile, ToolAdapter
+from cci_core.api import WORKSPACE_PATH, CredentialFile, ImageFetch, ImageFile, Register, ToolAdapter, hookimpl
 
 
 class ClaudeCode(ToolAdapter):

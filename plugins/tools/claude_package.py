@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
-from cci_core.errors import BackendError, CciError, NotFoundError
-from cci_core.host_files import only_mine
+from cci_core.api import BackendError, CciError, NotFoundError, only_mine
 
 PACKAGE = "@anthropic-ai/claude-code"
 DEFAULT_REGISTRY = "https://registry.npmjs.org"

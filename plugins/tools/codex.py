@@ -13,10 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cci_core import hookimpl
-from cci_core.layout import WORKSPACE_PATH
-from cci_core.registry import Register
-from cci_core.tool import CredentialFile, ToolAdapter
+from cci_core.api import WORKSPACE_PATH, CredentialFile, Register, ToolAdapter, hookimpl
 
 #: run in the foreground only, with no approvals and no sandbox of its own: the container is the sandbox
 _FLAGS = ("--no-daemon", "--dangerously-bypass-approvals-and-sandbox")

@@ -21,7 +21,7 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 def parse(path: str, data: bytes) -> Any:
     """The document in ``data``; :class:`ValueError` if it is not valid JSON or TOML (as its suffix says),
     or nests deeper than :data:`~cci_core.nesting.MAX_NESTING` levels (the container wrote it)."""
-    from cci_core.nesting import MAX_NESTING, nested_too_deep
+    from cci_core.api import MAX_NESTING, nested_too_deep
 
     try:
         document = _load(path, data)

@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterable, Mapping
 
 from cci_builtin_plugins.workspace.walk import walk
-from cci_core.host_files import SafeDirectory
+from cci_core.api import SafeDirectory
 
 HASH_LIMIT = 1 << 20
 MAX_ENTRIES = 2000

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from cci_core.host_files import SafeDirectory
+from cci_core.api import SafeDirectory
 
 CONFIG_LIMIT = 1 << 20
 #: included files read at most (git itself stops at a depth of 10)

@@ -20,13 +20,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cci_core import hookimpl
-from cci_core.context import Mount
-from cci_core.layout import WORKSPACE_PATH
+from cci_core.api import WORKSPACE_PATH, Mount, hookimpl
 
 if TYPE_CHECKING:
-    from cci_core.context import LaunchContext
-    from cci_core.driver import Container
+    from cci_core.api import Container, LaunchContext
 
 #: the label listing the protection mounts of a container (to take them off before a restart)
 LABEL = "protected"
@@ -44,7 +41,7 @@ def protected_mounts(workspace: Path, paths: Sequence[str]) -> list[Mount]:
     """
     import stat
 
-    from cci_core.host_files import SafeDirectory
+    from cci_core.api import SafeDirectory
 
     mounts = []
     try:
@@ -86,7 +83,7 @@ def watched_paths(protected: Sequence[str]) -> list[str]:
 
 def baseline_file(container: str) -> Path:
     """Where a session's fingerprints from its start are kept until it ends."""
-    from cci_core.session_store import default_root
+    from cci_core.api import default_root
 
     return default_root() / "workspace-guard" / f"{container}.json"
 
@@ -109,7 +106,7 @@ def file_clock(directory: Path) -> int:
 def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> None:
     """Mount the protected paths (a first start only) and record the watched files as they are."""
     from cci_builtin_plugins.workspace.fingerprint import fingerprint
-    from cci_core.private_files import replace_private_json
+    from cci_core.api import replace_private_json
 
     protected = protected_paths(ctx.workspace, ctx.config.security.protected_paths)
     if restart:
@@ -138,7 +135,7 @@ def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], N
     the workspace."""
     from cci_builtin_plugins.workspace.fingerprint import advice, changes, fingerprint
     from cci_builtin_plugins.workspace.sweep import sweep
-    from cci_core.private_files import read_json
+    from cci_core.api import read_json
 
     path = baseline_file(ctx.container_name)
     start = read_json(path)

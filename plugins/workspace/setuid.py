@@ -13,7 +13,7 @@ import os
 import stat
 
 from cci_builtin_plugins.workspace.walk import Entry
-from cci_core.host_files import chmod_handle
+from cci_core.api import chmod_handle
 
 _PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
 

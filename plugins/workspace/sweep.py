@@ -12,7 +12,7 @@ from typing import NamedTuple
 from cci_builtin_plugins.workspace.nested_git import NestedGitChanges
 from cci_builtin_plugins.workspace.setuid import clear_privileges, is_privileged
 from cci_builtin_plugins.workspace.walk import walk
-from cci_core.host_files import SafeDirectory
+from cci_core.api import SafeDirectory
 
 
 class SweepReport(NamedTuple):

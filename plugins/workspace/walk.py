@@ -12,7 +12,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 
-from cci_core.host_files import SafeDirectory
+from cci_core.api import SafeDirectory
 
 #: deeper directories are not walked (each level holds a descriptor); the walkers say so
 MAX_DEPTH = 400

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cci_core import hookimpl
-from cci_core.registry import Register
-from cci_core.tool import CredentialFile, ToolAdapter
+from cci_core.api import CredentialFile, Register, ToolAdapter, hookimpl
 
 #: the tool's program; tests put it in the workspace and point ``[tool] binary`` at it
 SCRIPT = Path(__file__).with_name("stand-in.sh")

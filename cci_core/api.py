@@ -1,0 +1,207 @@
+"""The plugin API: everything a plugin may import from cci, in one module.
+
+A plugin, built-in or third-party, imports from here only (``from cci_core.api import
+Driver, hookimpl``); every other module of ``cci_core`` is internal and may change
+between releases. ``from cci_core import hookimpl`` keeps working as well.
+
+Plugins are imported at every ``cci`` start, so this module imports nothing itself: a
+name is imported from the module defining it on first access (:pep:`562`), and
+importing ``Driver`` costs what importing :mod:`cci_core.driver` costs.
+
+What it holds:
+
+- the hook marker :data:`hookimpl` and registration (:class:`Register`, :class:`Lazy`);
+- the interfaces a plugin implements or uses: the container backend (:class:`Driver`,
+  :class:`Container` and their records), tool adapters (:class:`ToolAdapter`...), network
+  policies (:class:`NetworkPolicy`, :class:`NetworkPlan`, :class:`Rule`...) and image
+  builders (:class:`ImageBuilder`, :class:`BuildRequest`);
+- the records handed to hooks (:class:`LaunchContext`, :class:`Mount`, :class:`SessionEvent`)
+  and the saved sessions (:class:`SessionStore`, :class:`SavedSession`);
+- the errors (:class:`CciError` and its subclasses) and ``cci doctor`` results (:class:`Check`,
+  :func:`check_ok`, :func:`check_warn`, :func:`check_fail`, :func:`check_skipped`, :func:`guarded`);
+- the config (:class:`Config`, :class:`NetworkConfig`, :func:`system_config_file`, :func:`toml_parser`);
+- host-file and tree-copy utilities that refuse links planted by the container or the workspace
+  (:class:`SafeDirectory`, :func:`open_directory`, :func:`copy_tree`...), and the container layout
+  (:data:`WORKSPACE_PATH`, :data:`CONTAINER_HOME`...);
+- for plugin commands: :func:`warn`, :func:`interruptible`, and the invocation's
+  :func:`current_config`, :func:`current_plugins` and :func:`current_driver`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from cci_core.cli.entry import own_command, started_here
+    from cci_core.cli.signals import CLEANUP_SECONDS, ignoring_interrupts, interruptible
+    from cci_core.cli.state import AppState
+    from cci_core.config import Config, NetworkConfig
+    from cci_core.config.sources import _tomllib as toml_parser
+    from cci_core.context import LaunchContext, Mount, SessionEvent
+    from cci_core.doctor import FAIL, OK, WARN, Check, guarded
+    from cci_core.doctor import fail as check_fail
+    from cci_core.doctor import ok as check_ok
+    from cci_core.doctor import skipped as check_skipped
+    from cci_core.doctor import warn as check_warn
+    from cci_core.driver import (
+        LABEL_PREFIX,
+        UNREADABLE,
+        Container,
+        ContainerExistsError,
+        ContainerInfo,
+        ContainerSpec,
+        Driver,
+        ExecResult,
+        ImageInfo,
+        OutputHandler,
+        PolicyNetwork,
+        ServerInfo,
+        TreeEntry,
+        TreeLimits,
+        TreeReadError,
+    )
+    from cci_core.errors import BackendError, CciError, ConfigError, NotAvailableError, NotFoundError, PluginError, UsageError
+    from cci_core.hookspecs import hookimpl
+    from cci_core.host_files import (
+        PlantedLinkError,
+        SafeDirectory,
+        chmod_handle,
+        leads_inside,
+        only_mine,
+        open_directory,
+        open_parent,
+    )
+    from cci_core.image_builder import BuildRequest, ImageBuilder
+    from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
+    from cci_core.nesting import MAX_NESTING, nested_too_deep
+    from cci_core.network_policy import BROADCAST_RULE, HOST_RULE, MULTICAST_AND_BROADCAST, NetworkPlan, NetworkPolicy, Rule
+    from cci_core.plugin_manager import Plugins
+    from cci_core.private_files import read_json, replace_private_json
+    from cci_core.registry import Lazy, Register
+    from cci_core.session import KIND_BUILD, launcher_id, wait_for_boot
+    from cci_core.session_store import SavedSession, SessionStore, default_root
+    from cci_core.terminal_text import printable, warn
+    from cci_core.tool import CredentialFile, ImageFetch, ImageFile, ToolAdapter, tool_version_property
+    from cci_core.tree_copy import LIMITS as COPY_LIMITS
+    from cci_core.tree_copy import MAX_DEPTH, MAX_FILE, MAX_TOTAL, CopyPolicy, CopyReport, copy_tree
+    from cci_core.tree_copy import printable as printable_name
+
+__all__ = [
+    # hooks and registration
+    "hookimpl", "Register", "Lazy",
+    # the container backend
+    "Driver", "Container", "ContainerSpec", "ContainerInfo", "ImageInfo", "ServerInfo", "ExecResult",
+    "OutputHandler", "PolicyNetwork", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
+    # tools, network policies, image builders
+    "ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property",
+    "NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST",
+    "ImageBuilder", "BuildRequest", "KIND_BUILD", "launcher_id", "wait_for_boot",
+    # what hooks are handed; saved sessions
+    "LaunchContext", "Mount", "SessionEvent", "SessionStore", "SavedSession", "default_root",
+    # errors
+    "CciError", "UsageError", "ConfigError", "PluginError", "NotAvailableError", "BackendError", "NotFoundError",
+    "ContainerExistsError", "TreeReadError", "PlantedLinkError",
+    # cci doctor
+    "Check", "OK", "WARN", "FAIL", "check_ok", "check_warn", "check_fail", "check_skipped", "guarded",
+    # config
+    "Config", "NetworkConfig", "system_config_file", "toml_parser",
+    # host files and trees copied out of containers
+    "SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",
+    "read_json", "replace_private_json", "copy_tree", "CopyPolicy", "CopyReport", "COPY_LIMITS",
+    "MAX_DEPTH", "MAX_FILE", "MAX_TOTAL", "MAX_NESTING", "nested_too_deep", "printable", "printable_name",
+    # the container's layout
+    "WORKSPACE_PATH", "CONTAINER_HOME", "CONTAINER_USER",
+    # plugin commands
+    "warn", "interruptible", "ignoring_interrupts", "CLEANUP_SECONDS", "own_command", "started_here",
+    "Plugins", "current_config", "current_plugins", "current_driver",
+]
+
+#: name -> where it is defined: ``module`` (same name there) or ``module:name``
+_LAZY: dict[str, str] = {
+    "hookimpl": "cci_core.hookspecs",
+    **dict.fromkeys(("Register", "Lazy"), "cci_core.registry"),
+    **dict.fromkeys(("Driver", "Container", "ContainerSpec", "ContainerInfo", "ImageInfo", "ServerInfo", "ExecResult",
+                     "OutputHandler", "PolicyNetwork", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
+                     "ContainerExistsError", "TreeReadError"), "cci_core.driver"),
+    **dict.fromkeys(("ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property"),
+                    "cci_core.tool"),
+    **dict.fromkeys(("NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST"),
+                    "cci_core.network_policy"),
+    **dict.fromkeys(("ImageBuilder", "BuildRequest"), "cci_core.image_builder"),
+    **dict.fromkeys(("KIND_BUILD", "launcher_id", "wait_for_boot"), "cci_core.session"),
+    **dict.fromkeys(("LaunchContext", "Mount", "SessionEvent"), "cci_core.context"),
+    **dict.fromkeys(("SessionStore", "SavedSession", "default_root"), "cci_core.session_store"),
+    **dict.fromkeys(("CciError", "UsageError", "ConfigError", "PluginError", "NotAvailableError", "BackendError",
+                     "NotFoundError"), "cci_core.errors"),
+    **dict.fromkeys(("Check", "OK", "WARN", "FAIL", "guarded"), "cci_core.doctor"),
+    **{f"check_{name}": f"cci_core.doctor:{name}" for name in ("ok", "warn", "fail", "skipped")},
+    **dict.fromkeys(("Config", "NetworkConfig"), "cci_core.config"),
+    "toml_parser": "cci_core.config.sources:_tomllib",
+    **dict.fromkeys(("SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",
+                     "PlantedLinkError"), "cci_core.host_files"),
+    **dict.fromkeys(("read_json", "replace_private_json"), "cci_core.private_files"),
+    **dict.fromkeys(("copy_tree", "CopyPolicy", "CopyReport", "MAX_DEPTH", "MAX_FILE", "MAX_TOTAL"), "cci_core.tree_copy"),
+    "COPY_LIMITS": "cci_core.tree_copy:LIMITS",
+    "printable_name": "cci_core.tree_copy:printable",
+    **dict.fromkeys(("MAX_NESTING", "nested_too_deep"), "cci_core.nesting"),
+    **dict.fromkeys(("printable", "warn"), "cci_core.terminal_text"),
+    **dict.fromkeys(("WORKSPACE_PATH", "CONTAINER_HOME", "CONTAINER_USER"), "cci_core.layout"),
+    **dict.fromkeys(("interruptible", "ignoring_interrupts", "CLEANUP_SECONDS"), "cci_core.cli.signals"),
+    **dict.fromkeys(("own_command", "started_here"), "cci_core.cli.entry"),
+    "Plugins": "cci_core.plugin_manager",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``name`` from the module defining it, on first access (later ones find it in this module)."""
+    import importlib
+
+    try:
+        module, _, attribute = _LAZY[name].partition(":")
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def system_config_file() -> Path:
+    """The system-wide config file (``/etc/cci/config.toml``)."""
+    from cci_core.config import loader
+
+    return loader.SYSTEM_FILE
+
+
+def current_config() -> Config:
+    """The merged config of the running ``cci`` command (loaded on first use)."""
+    return _invocation("current_config").config
+
+
+def current_plugins() -> Plugins:
+    """The plugins the running ``cci`` command loaded (registries and hooks)."""
+    return _invocation("current_plugins").plugins
+
+
+def current_driver() -> Driver:
+    """The container backend of the running ``cci`` command (``[defaults] driver``; it connects on first use)."""
+    return _invocation("current_driver").driver
+
+
+def _invocation(caller: str) -> AppState:
+    """What the running ``cci`` command knows; a :class:`RuntimeError` when no cci command is running."""
+    import click
+
+    from cci_core.cli.state import AppState
+
+    context = click.get_current_context(silent=True)
+    state = context.find_root().obj if context else None
+    if not isinstance(state, AppState):
+        raise RuntimeError(f"cci_core.api.{caller}() works only while a cci command runs (call it from the code "
+                           "of a command or a hook, not at import time or from another program)")
+    return state
