@@ -62,7 +62,16 @@ if TYPE_CHECKING:
         TreeLimits,
         TreeReadError,
     )
-    from cci_core.errors import BackendError, CciError, ConfigError, NotAvailableError, NotFoundError, PluginError, UsageError
+    from cci_core.errors import (
+        BackendError,
+        CciError,
+        ConfigError,
+        NotAvailableError,
+        NotFoundError,
+        NotImplementedYetError,
+        PluginError,
+        UsageError,
+    )
     from cci_core.hookspecs import hookimpl
     from cci_core.host_files import (
         PlantedLinkError,
@@ -102,7 +111,7 @@ __all__ = [
     "LaunchContext", "Mount", "SessionEvent", "SessionStore", "SavedSession", "default_root",
     # errors
     "CciError", "UsageError", "ConfigError", "PluginError", "NotAvailableError", "BackendError", "NotFoundError",
-    "ContainerExistsError", "TreeReadError", "PlantedLinkError",
+    "NotImplementedYetError", "ContainerExistsError", "TreeReadError", "PlantedLinkError",
     # cci doctor
     "Check", "OK", "WARN", "FAIL", "check_ok", "check_warn", "check_fail", "check_skipped", "guarded",
     # config
@@ -134,7 +143,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("LaunchContext", "Mount", "SessionEvent"), "cci_core.context"),
     **dict.fromkeys(("SessionStore", "SavedSession", "default_root"), "cci_core.session_store"),
     **dict.fromkeys(("CciError", "UsageError", "ConfigError", "PluginError", "NotAvailableError", "BackendError",
-                     "NotFoundError"), "cci_core.errors"),
+                     "NotFoundError", "NotImplementedYetError"), "cci_core.errors"),
     **dict.fromkeys(("Check", "OK", "WARN", "FAIL", "guarded"), "cci_core.doctor"),
     **{f"check_{name}": f"cci_core.doctor:{name}" for name in ("ok", "warn", "fail", "skipped")},
     **dict.fromkeys(("Config", "NetworkConfig"), "cci_core.config"),

@@ -139,3 +139,14 @@ def test_the_current_invocation_outside_a_cci_command_is_a_clear_error(name: str
         getattr(api, name)()
     with click.Context(click.Command("other")), pytest.raises(RuntimeError, match="works only while a cci command"):
         getattr(api, name)()
+
+
+def test_the_docs_list_every_name_of_the_api() -> None:
+    import re
+
+    from cci_core import api
+    from tests.unit.test_docs_complete import DOCS, _section
+
+    section = _section((DOCS / "plugins.md").read_text(), "## The plugin API")
+    listed = {name for row in re.findall(r"^\|[^|]*\|(.*)\|$", section, re.MULTILINE) for name in re.findall(r"`([^`]+)`", row)}
+    assert listed == set(api.__all__)
