@@ -1,6 +1,9 @@
-"""The session lifecycle: launch, end (save, then delete unless persistent), and recovery.
+"""The session lifecycle: open (launch or reuse), attach, save, end (save, then delete unless persistent), recovery.
 
-State lives in the container's own labels (``user.cci.*``), so any cci process
+:class:`SessionManager` is the one session object every session command goes
+through (``shell``, ``attach``, ``run``, ``shutdown``, ``kill``, ``clean``, ``list``,
+``tmux``). State lives in the container's own labels (``user.cci.*``, read and
+written as a :class:`~cci_core.session_record.SessionRecord`), so any cci process
 can finish what another started (see ``docs/lifecycle.md``)::
 
     launching --started--> running --stopped: poweroff inside, incus stop--+
@@ -11,118 +14,98 @@ can finish what another started (see ``docs/lifecycle.md``)::
 
 A session that ends while no cci process watches it is finished by the next
 cci command that calls :meth:`SessionManager.reconcile`.
+
+Which hooks run when (the order is tested, tests/unit/test_session_hooks.py):
+
+* launch: ``cci_pre_launch``, ``cci_environment``, ``cci_instance_config``, ``cci_mounts``,
+  ``cci_pre_start(restart=False)``, (``cci_session_restore``), ``cci_inject_credentials``, ``cci_post_launch``;
+* reuse (a saved persistent container started again): the same, with ``cci_pre_start(restart=True)``
+  and no ``cci_session_restore`` (the container holds its state);
+* attach (``cci attach``, ``cci tmux``: a running session): ``cci_environment``; then
+  ``cci_session_save`` (PERIODIC while attached, DETACH when the user leaves);
+* end: ``cci_post_exit_save`` (a session that was running), ``cci_session_end``.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cci_core.context import LaunchContext, Mount
+from cci_core.context import LaunchContext, Mount, SessionEvent
 from cci_core.driver import Container, ContainerExistsError, ContainerInfo, ContainerSpec, Driver
 from cci_core.errors import CciError, PluginError, UsageError
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
 from cci_core.mount_checks import check_mountable, check_sources, check_storage_layout
+from cci_core.session_readiness import BOOT_TIMEOUT, wait_for_boot, wait_for_session
+from cci_core.session_record import Kind, Mode, SessionRecord, State, is_session, launcher_alive, launcher_id
 
 if TYPE_CHECKING:
     from cci_core.config import Config
     from cci_core.networking import Attachment
     from cci_core.plugin_manager import Plugins
+    from cci_core.session_attach import AttachOutcome
 
-# label values (each stored as user.cci.<key>)
-KIND_SESSION = "session"  # an interactive tool session (cci shell)
-KIND_RUN = "run"  # a one-shot command (cci run)
-KIND_BUILD = "build"  # a container an image builder is working in (cci build)
-LAUNCHING, RUNNING, ENDING, SAVED = "launching", "running", "ending", "saved"
-PERSISTENT, EPHEMERAL = "persistent", "ephemeral"
+__all__ = ["BOOT_TIMEOUT", "Cleanup", "LaunchRequest", "Opened", "SessionManager", "is_session", "launcher_alive",
+           "launcher_id", "wait_for_boot", "wait_for_session"]
 
-BOOT_TIMEOUT = 120  # seconds a session waits for the container to finish booting
+# the label values under their earlier names
+KIND_SESSION, KIND_RUN, KIND_BUILD = Kind.SESSION, Kind.RUN, Kind.BUILD
+LAUNCHING, RUNNING, ENDING, SAVED = State.LAUNCHING, State.RUNNING, State.ENDING, State.SAVED
+PERSISTENT, EPHEMERAL = Mode.PERSISTENT, Mode.EPHEMERAL
 
 
 class LaunchRequest(NamedTuple):
     """What the user asked for; config values already merged in (image, persistence, environment)."""
 
     workspace: Path
-    kind: str = KIND_SESSION
+    kind: str = Kind.SESSION
     slot: int | None = None
     storage: tuple[Path, ...] = ()
     resume_from: str | None = None
     persistent: bool | None = None  # None: [defaults] persistent
 
 
-def launcher_id() -> str:
-    """This process, unique on this host across reboots: ``<boot id>:<pid>``."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            boot = handle.read().strip()
-    except OSError:
-        boot = "unknown"
-    return f"{boot}:{os.getpid()}"
+@dataclass(frozen=True)
+class Cleanup:
+    """What ``cci clean`` would do: finish the sessions that ended unwatched, put right the orphans."""
+
+    ended: list[ContainerInfo]
+    orphans: list[tuple[ContainerInfo, str]]  # and why each is one
+
+    def __len__(self) -> int:
+        return len(self.ended) + len(self.orphans)
+
+    def lines(self) -> list[str]:
+        """One line per container: its name and what is done to it."""
+        return ([f"{info.name}: stopped: save, then delete unless persistent" for info in self.ended]
+                + [f"{info.name}: {reason}" for info, reason in self.orphans])
 
 
-def launcher_alive(label: str) -> bool:
-    """Whether the process a ``launcher`` label names still runs (on this host, this boot)."""
-    boot, _, pid = label.rpartition(":")
-    if boot != launcher_id().rpartition(":")[0] or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+class Opened(NamedTuple):
+    """A session :meth:`SessionManager.open` made ready: running, credentials in, booted as far as it needs."""
+
+    container: Container
+    ctx: LaunchContext
+    reused: bool  # a saved persistent container started again (else: launched just now)
+
+    @property
+    def command(self) -> list[str] | None:
+        """What the session's tmux runs: the tool, told whether it resumes (None: a shell)."""
+        tool = self.ctx.tool
+        resuming = self.reused or self.ctx.resume_from is not None
+        return list(tool.command(self.ctx.session_id, resume=resuming)) if tool else None
 
 
-#: inside the container: no systemd, nothing to wait for; else wait for systemd's socket to appear
-_SYSTEMD_UP = "command -v systemctl >/dev/null || exit 0; until [ -S /run/systemd/private ]; do sleep 0.05; done; "
-#: ... then for the boot to finish
-_WAIT_FOR_BOOT = _SYSTEMD_UP + "systemctl is-system-running --wait >/dev/null"
-#: ... then for basic.target, or for the boot to be over without it (a failed unit it needs)
-_WAIT_FOR_SESSION = _SYSTEMD_UP + (
-    "until systemctl is-active --quiet basic.target; do "
-    "case $(systemctl is-system-running) in initializing|starting) sleep 0.05;; *) exit 0;; esac; done"
-)
-
-
-def wait_for_boot(container: Container) -> None:
-    """Block until the container's init has finished booting (systemd reports running or degraded).
-
-    Images without systemd have nothing to wait for. A boot that takes longer
-    than :data:`BOOT_TIMEOUT` is not waited for further.
-    """
-    container.exec(["timeout", str(BOOT_TIMEOUT), "sh", "-c", _WAIT_FOR_BOOT])
-
-
-def wait_for_session(container: Container) -> None:
-    """Block until the container has booted as far as a session needs: systemd's basic.target is active.
-
-    By then the file systems are mounted, systemd-tmpfiles has set up ``/tmp`` (it
-    empties it, and the session's tmux keeps its socket there) and the sockets listen
-    (D-Bus, Docker's); the rest of the boot (the network's DHCP, logind, ...) goes on
-    while the tool starts. ``cci shell`` and ``cci attach`` use this; the rest waits for
-    the whole boot (:func:`wait_for_boot`). Same timeout and images without systemd.
-    """
-    container.exec(["timeout", str(BOOT_TIMEOUT), "sh", "-c", _WAIT_FOR_SESSION])
-
-
-#: after the attached tmux was cut off, how soon a poweroff inside stops the container (tmux dies in its last step)
-QUICK_STOP = 3.0
-#: how long a container whose tmux session is gone may take to stop: systemd's last step of a poweroff waits up
-#: to its stop timeout (90 s by default) for processes that ignore SIGTERM before it kills them
-STOP_WAIT = 120.0
-
-
-def is_session(labels: Mapping[str, str]) -> bool:
-    """Whether labels mark a container cci made for a session or a run (not a low-level one)."""
-    return labels.get("kind") in (KIND_SESSION, KIND_RUN) and "workspace" in labels and "session" in labels
+def _state(value: State) -> dict[str, str]:
+    return {"state": value.value}
 
 
 class SessionManager:
-    """Launches and ends sessions for one invocation, through the driver and the plugin hooks."""
+    """Opens, attaches to, saves and ends sessions for one invocation, through the driver and the plugin hooks."""
 
     def __init__(self, config: Config, driver: Driver, plugins: Plugins,
                  warn: Callable[[str], None] | None = None) -> None:
@@ -132,6 +115,69 @@ class SessionManager:
         #: where problems that do not stop the command are reported (None: raise them)
         self.warn = warn
 
+    # -- open ----------------------------------------------------------------------------------------
+
+    def open(self, request: LaunchRequest, *, latest: bool = False) -> Opened:
+        """A running session for ``request``: this workspace's saved persistent container started again when
+        there is one to reuse, else a new one.
+
+        Sessions that ended unwatched are finished first (so that a session just ended is
+        saved before it is looked for). ``request.resume_from`` (or, with ``latest``, the
+        workspace's newest saved session) names the saved session to resume: this process is
+        then the only one resuming it, and one still running elsewhere is refused.
+        """
+        self.reconcile()
+        resume = self._session_to_resume(request, latest)
+        request = request._replace(resume_from=resume)
+        persistent = self.config.defaults.persistent if request.persistent is None else request.persistent
+        with self._resuming(resume):
+            if persistent and request.kind == Kind.SESSION:
+                reused = self.reuse(request.workspace, request.slot, session=resume, storage=request.storage)
+                if reused is not None:
+                    return Opened(*reused, reused=True)
+            return Opened(*self.launch(request), reused=False)
+
+    def _session_to_resume(self, request: LaunchRequest, latest: bool) -> str | None:
+        if request.resume_from is None and not latest:
+            return None
+        from cci_core.session_store import SessionStore
+
+        store, tool = SessionStore(), self.config.tool.name
+        if latest:
+            return store.latest(tool, request.workspace).id
+        return store.find(tool, request.resume_from or "", request.workspace).id
+
+    @contextlib.contextmanager
+    def _resuming(self, session_id: str | None) -> Iterator[None]:
+        """While opening: the only cci process resuming ``session_id``, which runs nowhere else."""
+        if session_id is None:
+            yield
+            return
+        from cci_core.session_store import SessionStore
+
+        with SessionStore().resuming(self.config.tool.name, session_id):
+            self._refuse_if_running(session_id)
+            yield
+
+    def _refuse_if_running(self, session_id: str) -> None:
+        """Two containers must never run one session: its saves would overwrite each other."""
+        for info in self.driver.list_containers():
+            record = SessionRecord.from_labels(info.labels)
+            if record.is_session and record.session == session_id and record.state is not State.SAVED:
+                raise UsageError(f"session {session_id} is still running in {info.name}",
+                                 hint=f"attach to it with 'cci attach {info.name}', "
+                                      f"or end it with 'cci shutdown {info.name}'")
+
+    def _prepare(self, workspace: Path, storage: Sequence[Path]) -> tuple[Path, tuple[Path, ...]]:
+        """The workspace and storage directories as real paths, each checked to be mountable."""
+        workspace = workspace.resolve()
+        check_mountable(workspace)
+        real = tuple(path.resolve() for path in storage)
+        for path in real:
+            check_mountable(path, "storage directory")
+        check_storage_layout(workspace, real)
+        return workspace, real
+
     # -- launch --------------------------------------------------------------------------------------
 
     def launch(self, request: LaunchRequest) -> tuple[Container, LaunchContext]:
@@ -140,34 +186,26 @@ class SessionManager:
         On any failure after the claim, the container is deleted again: nothing half-made is left.
         """
         defaults = self.config.defaults
-        tool = self._tool() if request.kind == KIND_SESSION else None
-        workspace = request.workspace.resolve()
-        check_mountable(workspace)
-        storage = tuple(path.resolve() for path in request.storage)
-        for path in storage:
-            check_mountable(path, "storage directory")
-        check_storage_layout(workspace, storage)
+        tool = self._tool() if request.kind == Kind.SESSION else None
+        workspace, storage = self._prepare(request.workspace, request.storage)
         attachment = self.attach_network()
-        labels = {
-            "kind": request.kind,
-            "workspace": str(workspace),
-            "tool": tool.name if tool else "",
-            "mode": PERSISTENT if (defaults.persistent if request.persistent is None else request.persistent)
-            else EPHEMERAL,
-            "session": request.resume_from or str(uuid.uuid4()),
-            "state": LAUNCHING,
-            "launcher": launcher_id(),
-            "network": attachment.policy,
-        }
+        persistent = defaults.persistent if request.persistent is None else request.persistent
+        me = launcher_id()
+        record = SessionRecord(
+            kind=Kind(request.kind), workspace=str(workspace), tool=tool.name if tool else "",
+            mode=Mode.PERSISTENT if persistent else Mode.EPHEMERAL, session=request.resume_from or str(uuid.uuid4()),
+            state=State.LAUNCHING, launcher=me, network=attachment.policy,
+        )
 
         def create(name: str, slot: int) -> Container:
-            spec = ContainerSpec(name, defaults.image, labels={**labels, "slot": str(slot)}, config=self.driver.base_config)
+            spec = ContainerSpec(name, defaults.image, labels=record.but(slot=slot).to_labels(),
+                                 config=self.driver.base_config)
             try:
                 return self.driver.create(spec)
             except ContainerExistsError:
                 raise  # another launch's: the next slot is tried
             except BaseException:  # Ctrl+C while Incus made it, say: it may exist all the same
-                self._undo_create(name, labels["launcher"])
+                self._undo_create(name, me)
                 raise
 
         from cci_core.slots import claim_slot
@@ -184,12 +222,12 @@ class SessionManager:
             if request.resume_from:  # these write under the home only: while the container boots
                 self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
-            if request.kind == KIND_SESSION:
+            if request.kind == Kind.SESSION:
                 wait_for_session(container)
-            self._started(container, labels["launcher"])
+            self._started(container, me)
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
         except BaseException:
-            if self._reclaim(container, labels["launcher"], LAUNCHING):
+            if self._reclaim(container, me, State.LAUNCHING):
                 self.discard(container)
             raise
         return container, ctx
@@ -209,16 +247,30 @@ class SessionManager:
             self._report(f"network policy {attachment.policy}: {note}")
         return attachment
 
+    def refresh_networks(self) -> None:
+        """Refresh the network plans in use whose interval has passed; a failure is a warning, never fatal."""
+        from cci_core.networking import refresh
+
+        try:
+            for refreshed in refresh(self.driver, self.plugins.registries):
+                for note in refreshed.notes:
+                    self._report(f"network {refreshed.network}: {note}")
+        except CciError as exc:
+            self._report(f"could not refresh network policies: {exc}")
+
     def _report(self, message: str) -> None:
         if self.warn is not None:
             self.warn(message)
 
     def _configure(self, container: Container, ctx: LaunchContext, network: str | None) -> None:
-        """Run the pre-launch hooks and apply what they contribute (before the first start)."""
+        """Run the pre-launch hooks and apply what they contribute (before the container starts).
+
+        A saved container is configured again the same way: the devices named here
+        replace those of the same name (the workspace, ``storage<N>``, the plugins').
+        """
         hook = self.plugins.hook
         hook.cci_pre_launch(ctx=ctx)
-        for contribution in hook.cci_environment(ctx=ctx):
-            ctx.environment.update(contribution or {})
+        self._add_environment(ctx)
         base = self.driver.base_config
         config = dict(base)
         for contribution in hook.cci_instance_config(ctx=ctx):
@@ -237,6 +289,10 @@ class SessionManager:
             raise PluginError(f"two mounts use the device name(s) {', '.join(duplicates)}")
         container.configure(config, mounts, network)
 
+    def _add_environment(self, ctx: LaunchContext) -> None:
+        for contribution in self.plugins.hook.cci_environment(ctx=ctx):
+            ctx.environment.update(contribution or {})
+
     def discard(self, container: Container) -> None:
         """Delete a container at once, without saving (a failed launch, an orphan); never raises."""
         try:
@@ -246,27 +302,37 @@ class SessionManager:
         except CciError:
             pass
 
-    def reuse(self, workspace: Path, slot: int | None = None,
-              session: str | None = None) -> tuple[Container, LaunchContext] | None:
-        """Start this workspace's saved persistent container (the given slot or session, or the lowest slot)."""
-        workspace = workspace.resolve()
+    # -- reuse ---------------------------------------------------------------------------------------
+
+    def reuse(self, workspace: Path, slot: int | None = None, session: str | None = None,
+              storage: Sequence[Path] = ()) -> tuple[Container, LaunchContext] | None:
+        """Start this workspace's saved persistent container (the given slot or session, or the lowest slot).
+
+        It goes through the hooks a launch does (configured again: this invocation's
+        environment, instance config, mounts with ``storage``, network policy), with
+        ``cci_pre_start(restart=True)``. A failure puts it back, stopped and saved.
+        """
+        workspace, storage = self._prepare(workspace, storage)
         saved = sorted(
-            (info for info in self.driver.list_containers()
-             if is_session(info.labels) and info.labels.get("kind") == KIND_SESSION
-             and info.labels.get("workspace") == str(workspace) and info.labels.get("state") == SAVED
-             and (not slot or info.labels.get("slot") == str(slot))
-             and (not session or info.labels.get("session") == session)),
-            key=lambda info: int(info.labels.get("slot", "0") or 0),
+            ((info, record) for info in self.driver.list_containers()
+             if (record := SessionRecord.from_labels(info.labels)).is_session and record.kind is Kind.SESSION
+             and record.workspace == str(workspace) and record.state is State.SAVED
+             and (not slot or record.slot == slot) and (not session or record.session == session)),
+            key=lambda pair: pair[1].slot or 0,
         )
-        for info in saved:
+        for info, record in saved:
             container = self.driver.get(info.name)
             me = launcher_id()
-            if not container.compare_and_set_labels({"state": SAVED}, {"state": LAUNCHING, "launcher": me,
-                                                                       "previous": SAVED}):
+            if not container.compare_and_set_labels(_state(State.SAVED), {"state": State.LAUNCHING.value,
+                                                                          "launcher": me,
+                                                                          "previous": State.SAVED.value}):
                 continue  # another cci process took it
-            ctx = self.context(info.name, container.labels())
             try:
-                self._reattach(container, info.labels.get("network", ""))
+                ctx = self.context(info.name, container.labels())
+                ctx.storage = storage
+                attachment = self.attach_network()
+                self._configure(container, ctx, attachment.network)
+                self._note_network(container, record.network or "", attachment)
                 self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=True)
                 self._start(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
@@ -275,13 +341,21 @@ class SessionManager:
                 self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
             except BaseException:
                 try:  # back to how it was, stopped and saved, unless another cci process is ending it
-                    if self._reclaim(container, me, SAVED):
+                    if self._reclaim(container, me, State.SAVED):
                         self._put_back(container)
                 except CciError:
                     pass
                 raise
             return container, ctx
         return None
+
+    def _note_network(self, container: Container, previous: str, attachment: Attachment) -> None:
+        """Record the policy a saved container is under now (its plan made afresh), or say why it keeps its own."""
+        if attachment.network is None and previous and previous != attachment.policy:
+            self._report(f"{container.name} keeps its {previous!r} network: a saved container cannot go back "
+                         f"to {attachment.policy!r}; start a new session for that")
+            return
+        container.set_labels({"network": attachment.policy})
 
     def _start(self, container: Container) -> None:
         """Start, once its mounts still lead where cci resolved them, none in another session's workspace (see
@@ -291,17 +365,18 @@ class SessionManager:
 
     def other_workspaces(self, name: str) -> set[Path]:
         """The workspaces of the sessions other than container ``name``: their agents can change what is in them."""
-        return {Path(info.labels["workspace"]) for info in self.driver.list_containers()
-                if is_session(info.labels) and info.name != name}
+        return {record.workspace_path for info in self.driver.list_containers()
+                if (record := SessionRecord.from_labels(info.labels)).is_session and info.name != name}
 
     @staticmethod
     def _started(container: Container, me: str) -> None:
         """LAUNCHING -> RUNNING, unless another cci process took the container over meanwhile (to end it)."""
-        if not container.compare_and_set_labels({"state": LAUNCHING, "launcher": me}, {"state": RUNNING}):
+        if not container.compare_and_set_labels({"state": State.LAUNCHING.value, "launcher": me},
+                                                _state(State.RUNNING)):
             raise CciError(f"{container.name} was ended by another cci command while it started")
 
     @staticmethod
-    def _reclaim(container: Container, me: str, previous: str) -> bool:
+    def _reclaim(container: Container, me: str, previous: State) -> bool:
         """Take back a container this process launched (to undo the launch): False if another cci process
         took it over meanwhile. When Incus cannot tell, it counts as ours: nothing else would undo it.
 
@@ -309,9 +384,9 @@ class SessionManager:
         launch (``launching``) is deleted, never saved; a restart (``saved``) is put back.
         """
         try:
-            return any(container.compare_and_set_labels({"state": state, "launcher": me},
-                                                        {"state": ENDING, "previous": previous})
-                       for state in (LAUNCHING, RUNNING))
+            return any(container.compare_and_set_labels({"state": state.value, "launcher": me},
+                                                        {"state": State.ENDING.value, "previous": previous.value})
+                       for state in (State.LAUNCHING, State.RUNNING))
         except CciError:
             return True
 
@@ -321,7 +396,7 @@ class SessionManager:
             container = self.driver.get(name)
         except CciError:
             return  # not made
-        if self._reclaim(container, me, LAUNCHING):
+        if self._reclaim(container, me, State.LAUNCHING):
             self.discard(container)
 
     @staticmethod
@@ -329,39 +404,7 @@ class SessionManager:
         """A persistent container whose restart failed: stopped, and saved as it was."""
         if container.status() != "stopped":
             container.stop(force=True)
-        container.set_labels({"state": SAVED})
-
-    def recover(self, container: Container) -> None:
-        """Put right a container whose cci process died (see ``cci clean``).
-
-        An end it interrupted is done again (saved first); a persistent container it
-        was restarting or ending without a save to make is stopped and saved as it was;
-        any other launch is deleted.
-        """
-        labels = container.labels()
-        owner = {"state": labels.get("state", ""), "launcher": labels.get("launcher", "")}
-        previous = labels.get("previous", "")
-        if owner["state"] == ENDING and previous in (RUNNING, ""):
-            if container.compare_and_set_labels(owner, {"state": RUNNING}):
-                self.finish(self.driver.get(container.name))
-        elif not container.compare_and_set_labels(owner, {"state": ENDING, "launcher": launcher_id()}):
-            return  # another cci process acted on it meanwhile
-        elif previous == SAVED or (owner["state"] == ENDING and previous != LAUNCHING
-                                   and labels.get("mode") == PERSISTENT):
-            self._put_back(container)
-        else:
-            self.discard(container)
-
-    def _reattach(self, container: Container, previous: str) -> None:
-        """Put a saved container under the policy configured now (its plan made afresh) before it starts."""
-        attachment = self.attach_network()
-        if attachment.network is not None:
-            container.configure({}, [], attachment.network)
-        elif previous and previous != attachment.policy:
-            self._report(f"{container.name} keeps its {previous!r} network: a saved container cannot go back "
-                         f"to {attachment.policy!r}; start a new session for that")
-            return
-        container.set_labels({"network": attachment.policy})
+        container.set_labels(_state(State.SAVED))
 
     # -- contexts ------------------------------------------------------------------------------------
 
@@ -372,20 +415,30 @@ class SessionManager:
         container of this invocation's workspace: what one project's config names
         (its tokens, say) never goes into another project's container.
         """
-        slot = labels.get("slot", "0")
-        tool_name = labels.get("tool", "")
-        workspace = labels.get("workspace", "/")
+        record = SessionRecord.from_labels(labels)
+        workspace = record.workspace_path
         return LaunchContext(
             config=self.config,
-            workspace=Path(workspace),
+            workspace=workspace,
             container_name=name,
-            slot=int(slot) if slot.isdigit() else 0,
-            session_id=labels.get("session", ""),
-            persistent=labels.get("mode") == PERSISTENT,
+            slot=record.slot or 0,
+            session_id=record.session or "",
+            persistent=record.persistent,
             image=self.config.defaults.image,
-            environment=dict(self.config.defaults.environment) if workspace == str(self.config.workspace) else {},
-            tool=self._tool(tool_name) if tool_name else None,
+            environment=dict(self.config.defaults.environment) if workspace == self.config.workspace else {},
+            tool=self._tool(record.tool) if record.tool else None,
         )
+
+    def running(self, name: str, labels: Mapping[str, str] | None = None) -> tuple[Container, LaunchContext]:
+        """A running session to attach to or drive: its container and its context with the plugins' environment
+        (``cci_environment``; nothing is checked or configured again: it runs)."""
+        container = self.driver.get(name)
+        labels = container.labels() if labels is None else labels
+        if not is_session(labels):
+            raise UsageError(f"{name} is not a cci session container")
+        ctx = self.context(name, labels)
+        self._add_environment(ctx)
+        return container, ctx
 
     def user_environment(self, ctx: LaunchContext) -> dict[str, str]:
         """The environment of processes cci starts as the container user: only what was named."""
@@ -398,7 +451,32 @@ class SessionManager:
             **ctx.environment,
         }
 
+    def tmux(self, container: Container, ctx: LaunchContext) -> Any:
+        """The session's tmux (:class:`~cci_core.tmux.TmuxSession`), driven as the container user."""
+        from cci_core.tmux import TmuxSession
+
+        return TmuxSession(container, self.driver.container_uid, self.user_environment(ctx))
+
+    # -- attached ------------------------------------------------------------------------------------
+
+    def attach(self, container: Container, ctx: LaunchContext, *, command: Sequence[str] | None = None,
+               fresh: bool = False, say: Callable[[str], None] | None = None) -> AttachOutcome:
+        """Attach the user's terminal to the session's tmux; afterwards end the session if its container stopped,
+        else save it. See :func:`cci_core.session_attach.attach_and_settle`."""
+        from cci_core.session_attach import attach_and_settle
+
+        return attach_and_settle(self, container, ctx, command=command, fresh=fresh, say=say)
+
+    def save(self, ctx: LaunchContext, container: Container, event: SessionEvent) -> None:
+        """Save a live session's state (``cci_session_save``): at detach, periodically, or on request."""
+        self.plugins.hook.cci_session_save(ctx=ctx, container=container, event=event)
+
     # -- ending --------------------------------------------------------------------------------------
+
+    def end(self, name: str, *, force: bool = False, timeout: int = 60, delete: bool | None = None) -> bool:
+        """End session ``name`` from the host (``cci shutdown``; ``cci kill``: ``force`` and ``delete``); False
+        when another cci process is ending it. See :meth:`finish`."""
+        return self.finish(self.driver.get(name), force=force, timeout=timeout, delete=delete)
 
     def finish(self, container: Container, *, force: bool = False, timeout: int = 60,
                delete: bool | None = None) -> bool:
@@ -416,15 +494,17 @@ class SessionManager:
         session is ended all the same, with a warning, and its last save stays.
         """
         labels = container.labels()
-        state = labels.get("state", "")
-        if state not in (RUNNING, SAVED, LAUNCHING):
+        record = SessionRecord.from_labels(labels)
+        state = record.state
+        if state not in (State.RUNNING, State.SAVED, State.LAUNCHING):
             return False
-        if not container.compare_and_set_labels({"state": state}, {"state": ENDING, "launcher": launcher_id(),
-                                                                   "previous": state}):
+        assert state is not None
+        if not container.compare_and_set_labels(_state(state), {"state": State.ENDING.value,
+                                                                "launcher": launcher_id(), "previous": state.value}):
             return False
         # handed back when the session is not ended now (to its own cci process, if it has one that still runs:
         # a 'cci run'), so that a later command retries
-        handed_back = {"state": state, "launcher": labels.get("launcher", "")}
+        handed_back = record.owner()
         failure: CciError | None = None
         try:
             if container.status() != "stopped":
@@ -432,9 +512,10 @@ class SessionManager:
             try:
                 ctx = self.context(container.name, labels)
             except CciError as exc:  # the tool's plugin is gone: nothing can save its state
-                ctx = self.context(container.name, {**labels, "tool": ""})
-                failure = exc if state == RUNNING else None
-            if failure is None and state == RUNNING:  # a saved session was saved when it ended; a launch never ran
+                ctx = self.context(container.name, record.but(tool="").to_labels())
+                failure = exc if state is State.RUNNING else None
+            # a saved session was saved when it ended; a launch never ran
+            if failure is None and state is State.RUNNING:
                 try:
                     self.plugins.hook.cci_post_exit_save(ctx=ctx, container=container)
                 except CciError as exc:
@@ -453,7 +534,7 @@ class SessionManager:
         if deleted:
             container.delete()
         else:
-            container.set_labels({"state": SAVED})
+            container.set_labels(_state(State.SAVED))
         self.plugins.hook.cci_session_end(ctx=ctx, deleted=deleted, report=self._report)
         return True
 
@@ -467,11 +548,63 @@ class SessionManager:
                 pass  # did not stop in time: force it
         container.stop(force=True)
 
+    def recover(self, container: Container) -> None:
+        """Put right a container whose cci process died (see ``cci clean``).
+
+        An end it interrupted is done again (saved first); a persistent container it
+        was restarting or ending without a save to make is stopped and saved as it was;
+        any other launch is deleted.
+        """
+        record = SessionRecord.from_labels(container.labels())
+        owner = record.owner()
+        if record.state is State.ENDING and record.previous in (State.RUNNING, None):
+            if container.compare_and_set_labels(owner, _state(State.RUNNING)):
+                self.finish(self.driver.get(container.name))
+        elif not container.compare_and_set_labels(owner, {"state": State.ENDING.value, "launcher": launcher_id()}):
+            return  # another cci process acted on it meanwhile
+        elif record.previous is State.SAVED or (record.state is State.ENDING and record.previous is not State.LAUNCHING
+                                                and record.persistent):
+            self._put_back(container)
+        else:
+            self.discard(container)
+
+    def cleanup(self) -> Cleanup:
+        """The plan of ``cci clean``: the sessions that ended unwatched, and the orphans (see
+        :meth:`SessionRecord.orphaned`); never a saved persistent container nor one cci did not make."""
+        listing = self.driver.list_containers()
+        ended = self.ended(listing)
+        orphans = [(info, reason) for info in listing
+                   if ((record := SessionRecord.from_labels(info.labels)).is_session or record.kind is Kind.BUILD)
+                   and info not in ended and (reason := record.orphaned())]
+        return Cleanup(ended, orphans)
+
+    def clean(self, plan: Cleanup) -> None:
+        """Carry out :meth:`cleanup`'s plan; an orphan another cci process has acted on since is left alone."""
+        for info in plan.ended:
+            self.finish(self.driver.get(info.name))
+        for info, _reason in plan.orphans:
+            container = self.driver.get(info.name)
+            if SessionRecord.from_labels(container.labels()).orphaned():  # still: checked again at the last moment
+                self.recover(container)
+
+    def run(self, request: LaunchRequest, command: Sequence[str], *, stdout: Any = None, stderr: Any = None) -> int:
+        """``cci run``: ``command`` as the container user in a fresh container of ``request``'s workspace, which
+        is ended and deleted afterwards whatever happens; its exit code."""
+        opened = self.open(request._replace(kind=Kind.RUN, persistent=False, resume_from=None))
+        uid = self.driver.container_uid
+        try:
+            result = opened.container.exec(list(command), user=uid, group=uid, cwd=WORKSPACE_PATH,
+                                           environment=self.user_environment(opened.ctx), stdout=stdout, stderr=stderr)
+        finally:
+            self.finish(opened.container, force=True, delete=True)
+        return result.exit_code
+
     @staticmethod
     def ended(containers: Sequence[ContainerInfo]) -> list[ContainerInfo]:
         """Sessions that stopped while no cci process watched them: running by label, stopped in fact."""
         return [info for info in containers
-                if is_session(info.labels) and info.labels.get("state") == RUNNING and info.status == "stopped"]
+                if (record := SessionRecord.from_labels(info.labels)).is_session and record.state is State.RUNNING
+                and info.status == "stopped"]
 
     def reconcile(self, containers: Sequence[ContainerInfo] | None = None) -> list[str]:
         """Finish every session that ended unwatched (save, then delete unless persistent); return their names.

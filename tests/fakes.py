@@ -67,7 +67,8 @@ class FakeContainer(Container):
 
     def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
         self.config.update(config)
-        self.mounts.extend(mounts)
+        named = {mount.device for mount in mounts}  # as Incus does: a device of the same name is replaced
+        self.mounts = [mount for mount in self.mounts if mount.device not in named] + list(mounts)
         if network is not None:
             self.network = network
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cci_core.cli.sessions import manager_for
 from cci_core.cli.table import print_table
 
-#: the JSON schema of ``cci list --format json`` (documented in docs/cli.md); add fields, never rename
-CONTAINER_FIELDS = ("name", "status", "mode", "workspace", "slot", "tool", "session", "state", "kind", "created",
-                    "network")
-
+if TYPE_CHECKING:
+    from cci_core.driver import ContainerInfo
 
 @click.command("list")
 @click.option("--all", "everything", is_flag=True, help="Also list saved sessions.")
@@ -24,7 +22,7 @@ def list_(ctx: click.Context, everything: bool, fmt: str) -> None:
     Sessions that ended while no cci process was watching (poweroff inside,
     a closed terminal) are finished first: saved, then deleted unless persistent.
     """
-    from cci_core.session import is_session
+    from cci_core.session_record import is_session
 
     manager = manager_for(ctx)
     listing = manager.driver.list_containers()
@@ -49,21 +47,23 @@ def list_(ctx: click.Context, everything: bool, fmt: str) -> None:
                     [[s["id"], s["tool"], s["workspace"], s["saved"]] for s in sessions], empty="no saved sessions")
 
 
-def _container_row(info: Any) -> dict[str, Any]:
-    labels = info.labels
-    slot = labels.get("slot", "")
+def _container_row(info: ContainerInfo) -> dict[str, Any]:
+    """One container in the JSON schema of ``cci list --format json`` (docs/cli.md): add fields, never rename."""
+    from cci_core.session_record import Mode, SessionRecord
+
+    record = SessionRecord.from_labels(info.labels)
     return {
         "name": info.name,
         "status": info.status,
-        "mode": labels.get("mode", "ephemeral"),
-        "workspace": labels.get("workspace", ""),
-        "slot": int(slot) if slot.isdigit() else None,
-        "tool": labels.get("tool", ""),
-        "session": labels.get("session", ""),
-        "state": labels.get("state", ""),
-        "kind": labels.get("kind", ""),
+        "mode": (record.mode or Mode.EPHEMERAL).value,
+        "workspace": record.workspace or "",
+        "slot": record.slot,
+        "tool": record.tool or "",
+        "session": record.session or "",
+        "state": record.state.value if record.state else "",
+        "kind": record.kind.value if record.kind else "",
         "created": info.created,
-        "network": labels.get("network") or "open",  # containers from before network policies: the profile's
+        "network": record.network or "open",  # containers from before network policies: the profile's
     }
 
 

@@ -51,7 +51,7 @@ def show(ctx: click.Context, name: str | None, fmt: str) -> None:
         from cci_core.networking import policy_for
 
         settings = state.config.network
-        plan = policy_for(settings, state.plugins.registries).plan(settings)
+        plan = policy_for(state.config, state.plugins.registries).plan(settings)
         found: PolicyNetwork | None = None
         if plan is not None:
             found = next((item for item in state.driver.policy_networks()
@@ -61,8 +61,10 @@ def show(ctx: click.Context, name: str | None, fmt: str) -> None:
     networks = state.driver.policy_networks()
     found = next((item for item in networks if name in (item.name, *item.used_by)), None)
     if found is None:
-        labels = state.driver.get(name).labels()  # a NotFoundError names what is missing
-        _show(None, None, labels.get("network") or "open", fmt)
+        from cci_core.session_record import SessionRecord
+
+        record = SessionRecord.from_labels(state.driver.get(name).labels())  # a NotFoundError names what is missing
+        _show(None, None, record.network or "open", fmt)
         return
     _show(found.plan, found, found.plan.policy, fmt)
 

@@ -26,8 +26,7 @@ def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
     Output is streamed. The container is deleted afterwards, even on Ctrl+C.
     Put -- before a command that has options of its own: cci run -- ls -la
     """
-    from cci_core.layout import WORKSPACE_PATH
-    from cci_core.session import KIND_RUN, LaunchRequest
+    from cci_core.session import LaunchRequest
 
     state = get_state(ctx)
     state.add_options(GlobalOptions.from_params(flags))
@@ -38,15 +37,7 @@ def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
             raise UsageError(f"{flag} does not apply to 'cci run' (it always uses a fresh container)")
     check_network_policy(ctx)
     manager = manager_for(ctx)
-    manager.reconcile()
-    uid = manager.driver.container_uid
     with interruptible():
-        container, session = manager.launch(LaunchRequest(
-            state.workspace, kind=KIND_RUN, slot=options.slot, storage=options.storage, persistent=False))
-        try:
-            result = container.exec(list(command), user=uid, group=uid, cwd=WORKSPACE_PATH,
-                                    environment=manager.user_environment(session),
-                                    stdout=binary_writer(sys.stdout), stderr=binary_writer(sys.stderr))
-        finally:
-            manager.finish(container, force=True, delete=True)
-    ctx.exit(result.exit_code)
+        code = manager.run(LaunchRequest(state.config.workspace, slot=options.slot, storage=options.storage), command,
+                           stdout=binary_writer(sys.stdout), stderr=binary_writer(sys.stderr))
+    ctx.exit(code)

@@ -1,4 +1,4 @@
-"""Helpers shared by the commands that manage session containers (list, shutdown, kill, clean)."""
+"""What the session commands share: the session object of the invocation, the choice of containers, the question."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ def manager_for(ctx: click.Context) -> SessionManager:
     """The invocation's session manager (loads config, plugins and driver)."""
     from cci_core.cli.state import warn
     from cci_core.session import SessionManager
-
     from cci_core.session_store import SessionStore
 
     state = get_state(ctx)
@@ -36,20 +35,7 @@ def check_network_policy(ctx: click.Context) -> None:
     from cci_core.networking import policy_for
 
     state = get_state(ctx)
-    policy_for(state.config.network, state.plugins.registries)
-
-
-def refresh_networks(manager: SessionManager) -> None:
-    """Refresh the network plans in use whose interval has passed; a failure is a warning, never fatal."""
-    from cci_core.cli.state import warn
-    from cci_core.networking import refresh
-
-    try:
-        for refreshed in refresh(manager.driver, manager.plugins.registries):
-            for note in refreshed.notes:
-                warn(f"network {refreshed.network}: {note}")
-    except CciError as exc:
-        warn(f"could not refresh network policies: {exc}")
+    policy_for(state.config, state.plugins.registries)
 
 
 def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything: bool) -> list[ContainerInfo]:
@@ -58,7 +44,7 @@ def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything
     Unknown names and containers cci does not own are refused, so a typo never
     stops or deletes anything.
     """
-    from cci_core.session import is_session
+    from cci_core.session_record import is_session
 
     if everything and names:
         raise UsageError("give container names or --all, not both")

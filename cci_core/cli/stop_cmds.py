@@ -25,7 +25,7 @@ def shutdown(ctx: click.Context, names: tuple[str, ...], everything: bool, force
     if everything and targets:
         confirm(f"Shut down {len(targets)} cci container(s)?", force)
     for info in targets:
-        kept = manager.finish(manager.driver.get(info.name), timeout=timeout)
+        kept = manager.end(info.name, timeout=timeout)
         click.echo(f"{info.name}: {'shut down' if kept else 'already being ended by another cci process'}")
 
 
@@ -38,7 +38,7 @@ def kill(ctx: click.Context, names: tuple[str, ...], everything: bool, force: bo
     if everything and targets:
         confirm(f"Kill and delete {len(targets)} cci container(s)?", force)
     for info in targets:
-        done = manager.finish(manager.driver.get(info.name), force=True, delete=True)
+        done = manager.end(info.name, force=True, delete=True)
         click.echo(f"{info.name}: {'killed' if done else 'already being ended by another cci process'}")
 
 

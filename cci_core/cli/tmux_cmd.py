@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from cci_core.cli.sessions import manager_for
 from cci_core.errors import UsageError
 
-
-def _session(ctx: click.Context, name: str):  # type: ignore[no-untyped-def]
-    from cci_core.session import is_session
+if TYPE_CHECKING:
     from cci_core.tmux import TmuxSession
 
+
+def _session(ctx: click.Context, name: str) -> TmuxSession:
     manager = manager_for(ctx)
-    container = manager.driver.get(name)
-    labels = container.labels()
-    if not is_session(labels):
-        raise UsageError(f"{name} is not a cci session container")
+    container, context = manager.running(name)
     if container.status() != "running":
         raise UsageError(f"{name} is not running", hint=f"see 'cci list'")
-    context = manager.context(name, labels)
-    return TmuxSession(container, manager.driver.container_uid, manager.user_environment(context))
+    return manager.tmux(container, context)
 
 
 @click.group()
@@ -32,8 +30,7 @@ def tmux() -> None:
 @click.pass_context
 def list_sessions(ctx: click.Context) -> None:
     """List the tmux session of every running cci container."""
-    from cci_core.session import is_session
-    from cci_core.tmux import TmuxSession
+    from cci_core.session_record import is_session
 
     manager = manager_for(ctx)
     running = [info for info in manager.driver.list_containers()
@@ -41,9 +38,7 @@ def list_sessions(ctx: click.Context) -> None:
     if not running:
         click.echo("no running cci containers")
     for info in running:
-        context = manager.context(info.name, info.labels)
-        session = TmuxSession(manager.driver.get(info.name), manager.driver.container_uid,
-                              manager.user_environment(context))
+        session = manager.tmux(*manager.running(info.name, info.labels))
         click.echo(f"{info.name}: {session.describe() or '(no tmux session)'}")
 
 

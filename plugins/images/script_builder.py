@@ -38,7 +38,8 @@ class ScriptBuilder(ImageBuilder):
         self.properties = dict(properties or {})
 
     def build(self, driver: Driver, request: BuildRequest, output: OutputHandler) -> ImageInfo:
-        from cci_core.session import KIND_BUILD, launcher_id, wait_for_boot
+        from cci_core.session_readiness import wait_for_boot
+        from cci_core.session_record import Kind, SessionRecord, launcher_id
 
         def say(line: str) -> None:
             output(f"==> {line}\n".encode())
@@ -47,7 +48,8 @@ class ScriptBuilder(ImageBuilder):
         versioned = f"{request.alias}-{stamp}"
         name = f"cci-build-{uuid.uuid4().hex[:8]}"
         say(f"launching {name} from {request.base}")
-        container = driver.create(ContainerSpec(name, request.base, labels={"kind": KIND_BUILD, "launcher": launcher_id()}, config=driver.base_config))
+        labels = SessionRecord(kind=Kind.BUILD, launcher=launcher_id()).to_labels()
+        container = driver.create(ContainerSpec(name, request.base, labels=labels, config=driver.base_config))
         try:
             container.start()
             wait_for_boot(container)

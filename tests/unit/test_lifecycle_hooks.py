@@ -1,100 +1,173 @@
-"""The lifecycle hook contract: each hook takes the documented keyword arguments and returns what it says."""
+"""Which lifecycle hooks the session object runs, in which order, on launch, reuse, attach and end.
+
+The session manager is driven with the fake driver and a plugin that records every
+lifecycle hook it is called for; what the hooks contribute must reach the container.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cci_core import hookimpl
-from cci_core.config import load_config
-from cci_core.context import LaunchContext, Mount, SessionEvent
-from cci_core.plugin_manager import load_plugins
-from tests.fakes import FakeContainer, FakeDriver
+from cci_core.context import Mount, SessionEvent
+from cci_core.session import LaunchRequest, SessionManager
+from cci_core.session_attach import Left
+from tests.fakes import FakeContainer
+from tests.unit.test_saved_sessions import manager
+
+LAUNCH_HOOKS = ["cci_pre_launch", "cci_environment", "cci_instance_config", "cci_mounts", "cci_pre_start restart=False",
+                "cci_inject_credentials", "cci_post_launch"]
+REUSE_HOOKS = [hook.replace("restart=False", "restart=True") for hook in LAUNCH_HOOKS]
 
 
 class Recorder:
-    """Implements every lifecycle hook and records the calls."""
+    """Implements every lifecycle hook, records the calls, and contributes to each launch."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
+        self.calls: list[str] = []
 
     @hookimpl
-    def cci_register(self, register):
-        register.add_driver(FakeDriver)
+    def cci_pre_launch(self, ctx):  # type: ignore[no-untyped-def]
+        self.calls.append("cci_pre_launch")
 
     @hookimpl
-    def cci_pre_launch(self, ctx):
-        ctx.environment["SET_BY_PRE_LAUNCH"] = "1"
-        self.calls.append(("cci_pre_launch", ctx.container_name))
+    def cci_environment(self, ctx):  # type: ignore[no-untyped-def]
+        self.calls.append("cci_environment")
+        return {"FROM_RECORDER": "1", "SETTING": str(ctx.plugin_settings("recorder").get("value"))}
 
     @hookimpl
-    def cci_instance_config(self, ctx):
+    def cci_instance_config(self, ctx):  # type: ignore[no-untyped-def]
+        self.calls.append("cci_instance_config")
         return {"security.nesting": "true"}
 
     @hookimpl
-    def cci_mounts(self, ctx):
-        return [Mount("storage", ctx.workspace, "/storage")]
+    def cci_mounts(self, ctx):  # type: ignore[no-untyped-def]
+        self.calls.append("cci_mounts")
+        return [Mount("recorded", ctx.workspace, "/recorded")]
 
     @hookimpl
-    def cci_environment(self, ctx):
-        return {"SETTING": str(ctx.plugin_settings("recorder").get("value"))}
+    def cci_pre_start(self, ctx, container, restart):  # type: ignore[no-untyped-def]
+        self.calls.append(f"cci_pre_start restart={restart}")
 
     @hookimpl
-    def cci_pre_start(self, ctx, container, restart):
-        self.calls.append(("cci_pre_start", restart))
+    def cci_session_restore(self, ctx, container):  # type: ignore[no-untyped-def]
+        self.calls.append("cci_session_restore")
 
     @hookimpl
-    def cci_inject_credentials(self, ctx, container):
+    def cci_inject_credentials(self, ctx, container):  # type: ignore[no-untyped-def]
+        self.calls.append("cci_inject_credentials")
         container.push_file("/home/code/.token", b"secret", mode=0o600, uid=1000, gid=1000)
 
     @hookimpl
-    def cci_post_launch(self, container):
-        self.calls.append(("cci_post_launch", container.name))
+    def cci_post_launch(self, ctx, container):  # type: ignore[no-untyped-def]
+        self.calls.append("cci_post_launch")
 
     @hookimpl
-    def cci_session_save(self, ctx, container, event):
-        self.calls.append(("cci_session_save", event))
+    def cci_session_save(self, ctx, container, event):  # type: ignore[no-untyped-def]
+        self.calls.append(f"cci_session_save {event.value}")
 
     @hookimpl
-    def cci_post_exit_save(self, ctx, container):
-        self.calls.append(("cci_post_exit_save", container.name))
+    def cci_post_exit_save(self, ctx, container):  # type: ignore[no-untyped-def]
+        self.calls.append("cci_post_exit_save")
 
     @hookimpl
-    def cci_session_end(self, ctx, deleted, report):
-        report("ended")
-        self.calls.append(("cci_session_end", deleted))
+    def cci_session_end(self, ctx, deleted, report):  # type: ignore[no-untyped-def]
+        self.calls.append(f"cci_session_end deleted={deleted}")
 
 
-def test_every_lifecycle_hook_round_trip(tmp_path: Path) -> None:
-    (tmp_path / ".cci.toml").write_text('[plugins.recorder]\nvalue = "42"\n')
-    config = load_config(tmp_path, environ={})
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / ".cci.toml").write_text('[plugins.recorder]\nvalue = "42"\n')
+    return workspace
+
+
+def recorded(workspace: Path) -> tuple[SessionManager, Recorder]:
     recorder = Recorder()
-    plugins = load_plugins(entry_points=False, extra=[("recorder", recorder)])
-    hook = plugins.hook
-    ctx = LaunchContext(config=config, workspace=tmp_path, container_name="cci-0123abcd-1", slot=1,
-                        session_id="sid", persistent=False, image="cci")
-    container = FakeContainer(ctx.container_name)
+    return manager(workspace, recorder), recorder
 
-    hook.cci_pre_launch(ctx=ctx)
-    assert ctx.environment == {"SET_BY_PRE_LAUNCH": "1"}
-    assert hook.cci_instance_config(ctx=ctx) == [{"security.nesting": "true"}]
-    assert hook.cci_mounts(ctx=ctx) == [[Mount("storage", tmp_path, "/storage")]]
-    assert hook.cci_environment(ctx=ctx) == [{"SETTING": "42"}]
-    hook.cci_pre_start(ctx=ctx, container=container, restart=False)
-    hook.cci_inject_credentials(ctx=ctx, container=container)
-    assert container.files == {"/home/code/.token": (b"secret", 0o600, 1000, 1000)}
-    hook.cci_post_launch(ctx=ctx, container=container)
-    hook.cci_session_save(ctx=ctx, container=container, event=SessionEvent.DETACH)
-    hook.cci_post_exit_save(ctx=ctx, container=container)
-    reported: list[str] = []
-    hook.cci_session_end(ctx=ctx, deleted=True, report=reported.append)
-    assert reported == ["ended"]
-    assert recorder.calls == [
-        ("cci_pre_launch", "cci-0123abcd-1"),
-        ("cci_pre_start", False),
-        ("cci_post_launch", "cci-0123abcd-1"),
-        ("cci_session_save", SessionEvent.DETACH),
-        ("cci_post_exit_save", "cci-0123abcd-1"),
-        ("cci_session_end", True),
-    ]
-    driver = plugins.registries.drivers.get("fake")(config)
-    assert driver.server_info().server == "fake"
+
+def saved_session(workspace: Path) -> tuple[SessionManager, Recorder, FakeContainer]:
+    """A persistent session launched and ended: stopped, saved; the recorder's calls cleared."""
+    sessions, recorder = recorded(workspace)
+    container, _ctx = sessions.launch(LaunchRequest(workspace, persistent=True))
+    assert sessions.finish(container)
+    assert container.labels()["state"] == "saved"
+    recorder.calls.clear()
+    return sessions, recorder, container
+
+
+def test_a_launch_runs_the_launch_hooks_in_order_and_applies_what_they_contribute(workspace: Path) -> None:
+    sessions, recorder = recorded(workspace)
+    container, ctx = sessions.launch(LaunchRequest(workspace))
+    assert recorder.calls == LAUNCH_HOOKS
+    assert container.config["security.nesting"] == "true"  # type: ignore[attr-defined]
+    assert Mount("recorded", workspace.resolve(), "/recorded") in container.host_mounts()
+    assert ctx.environment["FROM_RECORDER"] == "1" and ctx.environment["SETTING"] == "42"
+    assert container.files["/home/code/.token"] == (b"secret", 0o600, 1000, 1000)  # type: ignore[attr-defined]
+
+
+def test_a_reuse_runs_the_launch_hooks_with_restart(workspace: Path) -> None:
+    sessions, recorder, container = saved_session(workspace)
+    reused = sessions.reuse(workspace)
+    assert reused is not None and reused[0] is container
+    assert recorder.calls == REUSE_HOOKS
+
+
+def test_a_reuse_applies_storage_and_the_plugins_environment(workspace: Path, tmp_path: Path) -> None:
+    sessions, _recorder, container = saved_session(workspace)
+    data = tmp_path / "data"
+    data.mkdir()
+    reused = sessions.reuse(workspace, storage=(data,))
+    assert reused is not None
+    _container, ctx = reused
+    assert Mount("storage0", data.resolve(), "/storage/data") in container.host_mounts()
+    assert [mount.device for mount in container.host_mounts()].count("workspace") == 1  # replaced, not added
+    assert ctx.storage == (data.resolve(),)
+    assert sessions.user_environment(ctx)["FROM_RECORDER"] == "1"
+
+
+def test_attach_runs_the_environment_hook_and_saves_at_detach(workspace: Path) -> None:
+    sessions, recorder = recorded(workspace)
+    launched, _ctx = sessions.launch(LaunchRequest(workspace))
+    recorder.calls.clear()
+    container, ctx = sessions.running(launched.name)
+    assert sessions.tmux(container, ctx).environment["FROM_RECORDER"] == "1"  # reaches the tmux processes
+    outcome = sessions.attach(container, ctx)
+    assert outcome.left is Left.DETACHED
+    assert recorder.calls == ["cci_environment", f"cci_session_save {SessionEvent.DETACH.value}"]
+
+
+class PoweredOff(FakeContainer):
+    """The session is powered off inside while the user is attached: the attach is cut off, the container stops."""
+
+    def attach(self, argv, **kwargs):  # type: ignore[no-untyped-def]
+        self.state = "stopped"
+        return 1
+
+
+def test_an_attach_that_ends_in_a_poweroff_ends_the_session(workspace: Path) -> None:
+    sessions, recorder = recorded(workspace)
+    launched, _ctx = sessions.launch(LaunchRequest(workspace))
+    container = PoweredOff(launched.name, launched.labels(), sessions.driver)  # type: ignore[arg-type]
+    container.state = "running"
+    sessions.driver.containers[launched.name] = container  # type: ignore[attr-defined]
+    recorder.calls.clear()
+    outcome = sessions.attach(*sessions.running(launched.name))
+    assert outcome.left is Left.ENDED and outcome.note == "session ended: saved, container deleted"
+    assert recorder.calls == ["cci_environment", "cci_post_exit_save", "cci_session_end deleted=True"]
+    assert not sessions.driver.exists(launched.name)
+
+
+def test_an_end_from_the_host_saves_then_ends(workspace: Path) -> None:
+    sessions, recorder = recorded(workspace)
+    container, _ctx = sessions.launch(LaunchRequest(workspace, persistent=True))
+    recorder.calls.clear()
+    assert sessions.end(container.name)
+    assert recorder.calls == ["cci_post_exit_save", "cci_session_end deleted=False"]
+    recorder.calls.clear()
+    assert sessions.end(container.name, force=True, delete=True)  # cci kill of a saved session: saved already
+    assert recorder.calls == ["cci_session_end deleted=True"]

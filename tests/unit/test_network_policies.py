@@ -314,7 +314,7 @@ def test_an_attached_session_refreshes_due_plans_in_the_background(tmp_path: Pat
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from cci_core.cli import shell_cmds
+    from cci_core import session_attach
 
     DNS["api.example.org"] = ("198.51.100.2",)
     sessions = manager(tmp_path, ("network.mode", "allowlist"), ("network.allowed_domains", ["api.example.org"]),
@@ -324,8 +324,8 @@ def test_an_attached_session_refreshes_due_plans_in_the_background(tmp_path: Pat
     plan, _at = sessions.driver.networks[name]
     sessions.driver.networks[name] = (plan, time.time() - 61)  # made a minute ago: due
     DNS["api.example.org"] = ("198.51.100.9",)
-    monkeypatch.setattr(shell_cmds, "SAVE_INTERVAL", 0.02)
-    with shell_cmds._PeriodicSave(sessions, ctx, container):
+    monkeypatch.setattr(session_attach, "SAVE_INTERVAL", 0.02)
+    with session_attach.PeriodicSave(sessions, ctx, container):
         deadline = time.monotonic() + 5
         while sessions.driver.networks[name][0].addresses["api.example.org"] != ("198.51.100.9",):
             assert time.monotonic() < deadline, "not refreshed while attached"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cci_core import session
+from cci_core import session_readiness as session
 from cci_core.session import LaunchRequest
 from tests.unit.test_saved_sessions import manager
 
@@ -97,14 +97,14 @@ def test_cci_shell_starts_tmux_in_a_container_it_just_launched_without_asking_wh
 
     from cci_core.cli import shell_cmds
     from cci_core.cli.main import cli
+    from cci_core.tmux import AttachEnd, TmuxSession
 
     sessions = manager(tmp_path)
     attached: list[object] = []
     monkeypatch.setattr(shell_cmds, "manager_for", lambda ctx: sessions)
     monkeypatch.setattr(shell_cmds, "_require_terminal", lambda command: None)
     monkeypatch.setattr(shell_cmds, "check_network_policy", lambda ctx: None)
-    monkeypatch.setattr(shell_cmds, "_attach_and_settle", lambda manager, container, session, tmux:
-                        attached.append(container))
+    monkeypatch.setattr(TmuxSession, "attach", lambda tmux: attached.append(tmux.container) or AttachEnd.DETACHED)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     result = CliRunner().invoke(cli, ["--workspace", str(workspace), "shell"], env={"CCI_NETWORK_MODE": "open"})
