@@ -82,14 +82,17 @@ def newest_first(images: Iterable[ImageInfo]) -> list[ImageInfo]:
 
 def select_images(images: Iterable[ImageInfo], *, everything: bool = False,
                   prefix: str | None = None) -> list[ImageInfo]:
-    """The images ``cci image list`` shows, newest first.
+    """The images ``cci image list`` shows, newest first, each with its aliases sorted (the backend may
+    return them in any order).
 
     With ``prefix``: those having an alias that starts with it (among all images);
     else with ``everything``: all; else cci images (:func:`is_cci_alias`).
     """
     if prefix is not None:
-        return newest_first(image for image in images if has_alias_starting_with(image, prefix))
-    return newest_first(image for image in images if everything or any(map(is_cci_alias, image.aliases)))
+        chosen = newest_first(image for image in images if has_alias_starting_with(image, prefix))
+    else:
+        chosen = newest_first(image for image in images if everything or any(map(is_cci_alias, image.aliases)))
+    return [image._replace(aliases=tuple(sorted(image.aliases))) for image in chosen]
 
 
 def plan_cleanup(images: Iterable[ImageInfo], prefix: str, keep: int) -> CleanupPlan:
