@@ -15,11 +15,13 @@ What it holds:
   :class:`Container` and their records), tool adapters (:class:`ToolAdapter`...), network
   policies (:class:`NetworkPolicy`, :class:`NetworkPlan`, :class:`Rule`...) and image
   builders (:class:`ImageBuilder`, :class:`BuildRequest`);
-- the records handed to hooks (:class:`LaunchContext`, :class:`Mount`, :class:`SessionEvent`)
-  and the saved sessions (:class:`SessionStore`, :class:`SavedSession`);
+- the records handed to hooks (:class:`LaunchContext`, :class:`Mount`, :class:`SessionEvent`), the
+  record of a container's labels (:class:`SessionRecord`) and the saved sessions (:class:`SessionStore`);
 - the errors (:class:`CciError` and its subclasses) and ``cci doctor`` results (:class:`Check`,
   :func:`check_ok`, :func:`check_warn`, :func:`check_fail`, :func:`check_skipped`, :func:`guarded`);
-- the config (:class:`Config`, :class:`NetworkConfig`, :func:`system_config_file`, :func:`toml_parser`);
+- the config (:class:`Config`, :class:`NetworkConfig`, :func:`system_config_file`, :func:`toml_parser`), and
+  what a plugin declares its own section with (:class:`Setting` and the checks :func:`non_empty`,
+  :func:`non_negative`, :func:`https_url`);
 - host-file and tree-copy utilities that refuse links planted by the container or the workspace
   (:class:`SafeDirectory`, :func:`open_directory`, :func:`copy_tree`...), and the container layout
   (:data:`WORKSPACE_PATH`, :data:`CONTAINER_HOME`...);
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from cci_core.cli.signals import CLEANUP_SECONDS, ignoring_interrupts, interruptible
     from cci_core.cli.state import AppState
     from cci_core.config import Config, NetworkConfig
+    from cci_core.config.schema import Setting, https_url, non_empty, non_negative
     from cci_core.config.sources import _tomllib as toml_parser
     from cci_core.context import LaunchContext, Mount, SessionEvent
     from cci_core.doctor import FAIL, OK, WARN, Check, guarded
@@ -89,7 +92,8 @@ if TYPE_CHECKING:
     from cci_core.plugin_manager import Plugins
     from cci_core.private_files import read_json, replace_private_json
     from cci_core.registry import Lazy, Register
-    from cci_core.session import KIND_BUILD, launcher_id, wait_for_boot
+    from cci_core.session_readiness import wait_for_boot
+    from cci_core.session_record import Kind, Mode, SessionRecord, State, launcher_id
     from cci_core.session_store import SavedSession, SessionStore, default_root
     from cci_core.terminal_text import printable, warn
     from cci_core.tool import CredentialFile, ImageFetch, ImageFile, ToolAdapter, tool_version_property
@@ -106,9 +110,10 @@ __all__ = [
     # tools, network policies, image builders
     "ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property",
     "NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST",
-    "ImageBuilder", "BuildRequest", "KIND_BUILD", "launcher_id", "wait_for_boot",
-    # what hooks are handed; saved sessions
-    "LaunchContext", "Mount", "SessionEvent", "SessionStore", "SavedSession", "default_root",
+    "ImageBuilder", "BuildRequest", "wait_for_boot",
+    # what hooks are handed; a container's session record (its labels); saved sessions
+    "LaunchContext", "Mount", "SessionEvent", "SessionRecord", "Kind", "State", "Mode", "launcher_id",
+    "SessionStore", "SavedSession", "default_root",
     # errors
     "CciError", "UsageError", "ConfigError", "PluginError", "NotAvailableError", "BackendError", "NotFoundError",
     "NotImplementedYetError", "ContainerExistsError", "TreeReadError", "PlantedLinkError",
@@ -116,6 +121,7 @@ __all__ = [
     "Check", "OK", "WARN", "FAIL", "check_ok", "check_warn", "check_fail", "check_skipped", "guarded",
     # config
     "Config", "NetworkConfig", "system_config_file", "toml_parser",
+    "Setting", "non_empty", "non_negative", "https_url",
     # host files and trees copied out of containers
     "SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",
     "read_json", "replace_private_json", "copy_tree", "CopyPolicy", "CopyReport", "COPY_LIMITS",
@@ -139,7 +145,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST"),
                     "cci_core.network_policy"),
     **dict.fromkeys(("ImageBuilder", "BuildRequest"), "cci_core.image_builder"),
-    **dict.fromkeys(("KIND_BUILD", "launcher_id", "wait_for_boot"), "cci_core.session"),
+    "wait_for_boot": "cci_core.session_readiness",
+    **dict.fromkeys(("SessionRecord", "Kind", "State", "Mode", "launcher_id"), "cci_core.session_record"),
     **dict.fromkeys(("LaunchContext", "Mount", "SessionEvent"), "cci_core.context"),
     **dict.fromkeys(("SessionStore", "SavedSession", "default_root"), "cci_core.session_store"),
     **dict.fromkeys(("CciError", "UsageError", "ConfigError", "PluginError", "NotAvailableError", "BackendError",
@@ -148,6 +155,7 @@ _LAZY: dict[str, str] = {
     **{f"check_{name}": f"cci_core.doctor:{name}" for name in ("ok", "warn", "fail", "skipped")},
     **dict.fromkeys(("Config", "NetworkConfig"), "cci_core.config"),
     "toml_parser": "cci_core.config.sources:_tomllib",
+    **dict.fromkeys(("Setting", "non_empty", "non_negative", "https_url"), "cci_core.config.schema"),
     **dict.fromkeys(("SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",
                      "PlantedLinkError"), "cci_core.host_files"),
     **dict.fromkeys(("read_json", "replace_private_json"), "cci_core.private_files"),

@@ -6,10 +6,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
-from cci_core.driver import Container, ContainerSpec, Driver, ImageInfo, OutputHandler
-from cci_core.errors import BackendError, CciError
-from cci_core.image_builder import BuildRequest, ImageBuilder
-from cci_core.tool import ImageFile
+from cci_core.api import (
+    BackendError,
+    BuildRequest,
+    CciError,
+    Container,
+    ContainerSpec,
+    Driver,
+    ImageBuilder,
+    ImageFile,
+    ImageInfo,
+    OutputHandler,
+)
 
 #: seconds the build container may take to get an address and a default route
 NETWORK_TIMEOUT = 60
@@ -38,8 +46,7 @@ class ScriptBuilder(ImageBuilder):
         self.properties = dict(properties or {})
 
     def build(self, driver: Driver, request: BuildRequest, output: OutputHandler) -> ImageInfo:
-        from cci_core.session_readiness import wait_for_boot
-        from cci_core.session_record import Kind, SessionRecord, launcher_id
+        from cci_core.api import Kind, SessionRecord, launcher_id, wait_for_boot
 
         def say(line: str) -> None:
             output(f"==> {line}\n".encode())
