@@ -1,7 +1,8 @@
 """cci core: the session lifecycle, plugin manager, config and CLI.
 
-Plugins import :data:`hookimpl` from here to mark their hook implementations.
-It is resolved on first use, so that ``cci --version`` does not import pluggy.
+Plugins import from :mod:`cci_core.api`, the plugin API; everything else here is internal.
+``from cci_core import hookimpl`` keeps working (plugins written before the API use it):
+it is resolved on first use, so that ``cci --version`` does not import pluggy.
 """
 
 from __future__ import annotations

@@ -150,3 +150,10 @@ def test_the_docs_list_every_name_of_the_api() -> None:
     section = _section((DOCS / "plugins.md").read_text(), "## The plugin API")
     listed = {name for row in re.findall(r"^\|[^|]*\|(.*)\|$", section, re.MULTILINE) for name in re.findall(r"`([^`]+)`", row)}
     assert listed == set(api.__all__)
+
+
+def test_the_hook_marker_is_still_importable_from_the_package() -> None:
+    import cci_core
+    from cci_core import api
+
+    assert cci_core.hookimpl is api.hookimpl
