@@ -1,7 +1,7 @@
 """``cci doctor``: checks that this machine can run cci, and how their results are shown.
 
-A check is a :class:`Check`: a name, a status (``ok``, ``warn`` or ``fail``),
-what was found, and for a problem the fix. The core checks here are not
+A check is a :class:`Check` (from :mod:`cci_core.check`, re-exported here): a name, a status
+(``ok``, ``warn`` or ``fail``), what was found, and for a problem the fix. The core checks here are not
 backend-specific (the config loads, a workspace config is trusted, the plugins load, the configured driver,
 tool and network policy exist); each plugin adds its own through the hook
 ``cci_doctor_checks(config)``: the Incus plugin checks the daemon, storage,
@@ -16,8 +16,9 @@ out and replaced by one ``warn`` line named ``skipped`` saying which and why.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from cci_core.check import FAIL, OK, STATUSES, WARN, Check, fail, ok, skipped, warn
 from cci_core.errors import CciError
 
 if TYPE_CHECKING:
@@ -25,52 +26,11 @@ if TYPE_CHECKING:
     from cci_core.plugin_manager import Plugins
     from cci_core.registry import Registry
 
-OK = "ok"
-WARN = "warn"
-FAIL = "fail"
-#: the statuses, from best to worst
-STATUSES = (OK, WARN, FAIL)
-
 #: exit codes of ``cci doctor``: nothing failed (warnings allowed), or at least one check failed
 EXIT_OK = 0
 EXIT_FAILED = 1
 
 HOOK = "cci_doctor_checks"
-
-
-class Check(NamedTuple):
-    """The result of one check.
-
-    :param name: short and stable, e.g. ``incus reachable``; unique in one run.
-    :param status: ``ok``, ``warn`` (cci works, worse than it could) or ``fail`` (cci cannot work).
-    :param detail: what was found.
-    :param fix: for ``warn`` and ``fail``, what to do about it (a command to run, a setting to change).
-    """
-
-    name: str
-    status: str
-    detail: str
-    fix: str = ""
-
-
-def ok(name: str, detail: str) -> Check:
-    """A passed check."""
-    return Check(name, OK, detail)
-
-
-def warn(name: str, detail: str, fix: str) -> Check:
-    """A check that found something cci works around, at a cost."""
-    return Check(name, WARN, detail, fix)
-
-
-def fail(name: str, detail: str, fix: str) -> Check:
-    """A check that found something which stops cci from working."""
-    return Check(name, FAIL, detail, fix)
-
-
-def skipped(names: Iterable[str], reason: str, fix: str) -> Check:
-    """The one ``warn`` line standing for checks that were not made because something they need failed."""
-    return warn("skipped", f"not checked because {reason}: {', '.join(names)}", fix)
 
 
 def from_error(name: str, error: BaseException, fix: str = "") -> Check:

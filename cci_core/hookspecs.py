@@ -40,7 +40,7 @@ import pluggy
 if TYPE_CHECKING:
     from cci_core.config import Config
     from cci_core.context import LaunchContext, Mount, SessionEvent
-    from cci_core.doctor import Check
+    from cci_core.check import Check
     from cci_core.driver import Container
     from cci_core.registry import Register
 

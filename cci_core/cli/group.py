@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from cci_core.cli.entry import resume_gc
+from cci_core.cli.gc_pause import resume as resume_gc
 from cci_core.cli.state import get_state, warn
 from cci_core.errors import CciError, PluginError
 from cci_core.terminal_text import printable

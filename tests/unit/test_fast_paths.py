@@ -49,11 +49,11 @@ def test_the_collector_is_paused_until_a_command_runs(args: list[str], state: st
 def test_resuming_leaves_a_collector_paused_by_someone_else_alone() -> None:
     import gc
 
-    from cci_core.cli.entry import resume_gc
+    from cci_core.cli.gc_pause import resume
 
     gc.disable()
     try:
-        resume_gc()
+        resume()
         assert not gc.isenabled()
     finally:
         gc.enable()
