@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cci_core.errors import UsageError
+from cci_core.layout import state_dir
 
 if TYPE_CHECKING:
     from cci_core.context import Mount
@@ -37,7 +38,7 @@ def check_mountable(directory: Path, kind: str = "workspace") -> None:
 
     home = Path.home().resolve()
     guarded = [("your home directory", home, False),
-               ("cci's files", (home / ".cci").resolve(), True),
+               ("cci's files", state_dir(home).resolve(), True),
                ("your cci config", user_config_file().parent.resolve(), True)]
     guarded += [(f"~/{name}", (home / name).resolve(), True) for name in SENSITIVE_IN_HOME]
     for what, path, inside_too in guarded:

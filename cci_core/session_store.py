@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cci_core.errors import CciError, NotFoundError, UsageError
+from cci_core.layout import state_dir
 from cci_core.private_files import write_private
 
 #: a session id: letters, digits, dots, dashes and underscores, not starting with a dot (no paths)
@@ -55,7 +56,7 @@ class SavedSession(NamedTuple):
 
 def default_root() -> Path:
     """``~/.cci`` of the invoking user."""
-    return Path("~/.cci").expanduser()
+    return state_dir()
 
 
 def validate_id(session_id: str) -> str:

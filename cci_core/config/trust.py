@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cci_core.errors import ConfigError
+from cci_core.layout import state_dir
 
 if TYPE_CHECKING:
     from cci_core.config.model import Config
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 def default_store() -> Path:
     """``~/.cci/trusted-configs.json`` of the invoking user."""
-    return Path("~/.cci/trusted-configs.json").expanduser()
+    return state_dir() / "trusted-configs.json"
 
 
 class TrustStore:

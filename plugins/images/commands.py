@@ -14,6 +14,7 @@ from cci_core.cli.signals import interruptible
 from cci_core.cli.state import get_state
 from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_core.image_builder import BuildRequest
+from cci_core.layout import state_dir
 from cci_builtin_plugins.images import contents
 from cci_builtin_plugins.images.debootstrap import DEFAULT_MIRROR, DEFAULT_SUITE
 
@@ -219,7 +220,7 @@ def _check_alias(name: str) -> None:
 def _log_path(alias: str) -> Path:
     from datetime import datetime, timezone
 
-    directory = Path("~/.cci/logs").expanduser()
+    directory = state_dir() / "logs"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return directory / f"build-{alias}-{stamp}.log"

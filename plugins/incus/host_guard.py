@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cci_core.layout import state_dir
+
 if TYPE_CHECKING:
     import socket
 
@@ -46,10 +48,11 @@ def lock_path(socket: Path, project: str | None) -> Path:
     (in a shared ``/tmp`` they could, and so keep the guard from ever starting).
     """
     digest = hashlib.sha256(f"{socket}\0{project or ''}".encode()).hexdigest()[:12]
-    return _home() / ".cci" / "run" / f"host-guard-{digest}.lock"
+    return state_dir(_home()) / "run" / f"host-guard-{digest}.lock"
 
 
 def _home() -> Path:
+    """The user's home from the password database (see :func:`lock_path` for why not ``$HOME``)."""
     import pwd
 
     return Path(pwd.getpwuid(os.getuid()).pw_dir)

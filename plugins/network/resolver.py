@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from cci_core.layout import state_dir
+
 
 class Cached(NamedTuple):
     """A name's last good addresses and when they were resolved (seconds since the epoch)."""
@@ -31,7 +33,7 @@ class Resolution(NamedTuple):
 
 def default_cache_path() -> Path:
     """``~/.cci/network/addresses.json`` of the invoking user."""
-    return Path("~/.cci/network/addresses.json").expanduser()
+    return state_dir() / "network" / "addresses.json"
 
 
 def resolve_ipv4(name: str) -> tuple[str, ...]:
