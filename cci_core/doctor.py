@@ -107,7 +107,7 @@ def network_policy_check(config: Config, plugins: Plugins) -> Check:
     if found.status != OK:
         return found
     try:
-        registry.get(config.network.mode)().validate(config.network)
+        registry.get(config.network.mode)(config).validate(config.network)
     except CciError as exc:
         return fail("network policy", f"{config.network.mode}: {exc.message}",
                     exc.hint or "fix the [network] settings, see 'cci config show'")

@@ -163,6 +163,11 @@ class Container(ABC):
     def wait_stopped(self, timeout: float = 60) -> bool:
         """Wait until the container has stopped for good; False if it still runs after ``timeout`` seconds."""
 
+    @property
+    def user_uid(self) -> int:
+        """The uid of the container's unprivileged user, as which the tool runs (the driver's ``container_uid``)."""
+        return 1000
+
     @abstractmethod
     def labels(self) -> Mapping[str, str]:
         """cci's labels (``user.cci.*`` keys without the prefix), as of when this handle was obtained.

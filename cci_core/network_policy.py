@@ -1,7 +1,8 @@
 """The network-policy interface: what a container may reach, chosen by ``[network] mode``.
 
-A policy turns the ``[network]`` settings into a :class:`NetworkPlan`: egress
-rules and a default action. The driver enforces a plan outside the container
+A policy turns the ``[network]`` settings (and any section of its own plugin's, read
+from the merged config it is made with) into a :class:`NetworkPlan`: egress rules and
+a default action. The driver enforces a plan outside the container
 (for Incus: a network ACL on a managed network of the plan's own), so root
 inside cannot lift it, and it is in force before the container first boots.
 """
@@ -14,6 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 if TYPE_CHECKING:
+    from cci_core.config import Config
     from cci_core.config.schema import NetworkConfig
 
 Action = Literal["allow", "reject"]
@@ -88,11 +90,20 @@ class NetworkPlan(NamedTuple):
 class NetworkPolicy(ABC):
     """A named network mode (``restricted``, ``allowlist``, ``open``, or a plugin's own).
 
-    Subclasses are registered with ``register.add_network_policy(cls)``.
+    Subclasses are registered with ``register.add_network_policy(cls)``. cci makes one
+    with the invocation's merged config, so that a policy can read a section its plugin
+    declared (``self.config.section("office")``); ``config`` is None only where no
+    config was loaded (tests). At a refresh (:func:`cci_core.networking.refresh`) the
+    ``settings`` are those stored with the plan, and ``config`` is the refreshing
+    invocation's: a policy whose plan depends on its own section keeps what it needs
+    in :attr:`NetworkPlan.settings` and its identity.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config
 
     @abstractmethod
     def validate(self, settings: NetworkConfig) -> None:

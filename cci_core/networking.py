@@ -40,16 +40,19 @@ class Refreshed(NamedTuple):
     notes: tuple[str, ...]
 
 
-def policy_for(settings: NetworkConfig, registries: Registries) -> NetworkPolicy:
-    """The configured policy, its settings validated (an unknown mode lists the available ones)."""
-    policy: NetworkPolicy = registries.network_policies.get(settings.mode)()
-    policy.validate(settings)
+def policy_for(config: Config, registries: Registries) -> NetworkPolicy:
+    """The policy ``[network] mode`` names, made with ``config`` and its settings validated.
+
+    An unknown mode lists the available ones.
+    """
+    policy: NetworkPolicy = registries.network_policies.get(config.network.mode)(config)
+    policy.validate(config.network)
     return policy
 
 
 def attach(config: Config, registries: Registries, driver: Driver) -> Attachment:
     """Make the configured policy's plan and have the driver enforce it; before any container is made."""
-    plan = policy_for(config.network, registries).plan(config.network)
+    plan = policy_for(config, registries).plan(config.network)
     if plan is None:
         return Attachment(config.network.mode, None, None)
     return Attachment(config.network.mode, driver.ensure_network(plan), plan)
@@ -81,7 +84,7 @@ def refresh(driver: Driver, registries: Registries, *, force: bool = False,
         if not (force or wanted) and not is_due(network, now):
             continue
         try:
-            policy = registries.network_policies.get(network.plan.policy)()
+            policy = registries.network_policies.get(network.plan.policy)(driver.config)
         except NotAvailableError as exc:  # its plugin was disabled or removed: the rules stay as they are
             refreshed.append(Refreshed(network.name, {}, (f"not refreshed: {exc}",)))
             continue

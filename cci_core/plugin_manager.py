@@ -58,10 +58,14 @@ class PluginInfo(NamedTuple):
 
     @property
     def kind(self) -> str:
-        """What the plugin provides (``driver``, ``tool``, ``command``...), or ``hooks`` / ``-``."""
+        """What the plugin provides (``driver``, ``tool``, ``command``...), or ``settings``, ``hooks`` / ``-``.
+
+        A config section a plugin declares next to what it provides does not change its kind.
+        """
         kinds = dict.fromkeys(item.split(":", 1)[0] for item in self.provides)
-        if kinds:
-            return ",".join(kinds)
+        things = [kind for kind in kinds if kind != "settings"]
+        if things or kinds:
+            return ",".join(things or kinds)
         return "hooks" if self.enabled else "-"
 
 

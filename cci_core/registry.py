@@ -1,4 +1,4 @@
-"""Name-keyed registries of the exactly-one-active things plugins provide.
+"""Name-keyed registries of the exactly-one-active things plugins provide, and the config sections they declare.
 
 A registry rejects a name registered twice (naming both plugins) and answers
 an unknown name with ``... is not available (plugin may not be installed)``.
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+#: a config section's name: also part of its ``CCI_<SECTION>_<KEY>`` variables
+SECTION_PATTERN = r"^[a-z][a-z0-9_]*\Z"
 
 
 class Entry(NamedTuple):
@@ -119,15 +121,23 @@ class Registries:
         self.network_policies: Registry[type[NetworkPolicy]] = Registry("network policy")
         self.image_builders: Registry[type[ImageBuilder]] = Registry("image builder")
         self.commands: Registry[click.Command] = Registry("command")
+        self.settings: Registry[type] = Registry("config section")
+        """The config sections plugins declared (``[incus]``...), NamedTuple classes by section name."""
 
     def provided_by(self, plugin: str) -> list[str]:
-        """What ``plugin`` registered, as ``kind:name`` strings."""
+        """What ``plugin`` registered, as ``kind:name`` strings (a config section as ``settings:NAME``)."""
         return [
-            f"{registry.kind}:{entry.name}"
-            for registry in (self.drivers, self.tools, self.network_policies, self.image_builders, self.commands)
+            f"{kind}:{entry.name}"
+            for kind, registry in (("driver", self.drivers), ("tool", self.tools),
+                                   ("network policy", self.network_policies), ("image builder", self.image_builders),
+                                   ("command", self.commands), ("settings", self.settings))
             for entry in registry.entries()
             if entry.plugin == plugin
         ]
+
+    def config_sections(self) -> dict[str, tuple[type, str]]:
+        """Section name -> ``(NamedTuple class, plugin)`` of every declared section, in the order declared."""
+        return {name: (entry.item, entry.plugin) for name, entry in self.settings._entries.items()}
 
 
 class Register:
@@ -156,6 +166,26 @@ class Register:
     def add_command(self, command: click.Command | Lazy) -> None:
         """Add a top-level ``cci`` command (a click command or group)."""
         self._registries.commands.add(command.name or "", command, plugin=self.plugin)
+
+    def add_settings(self, section: str, settings: type) -> None:
+        """Declare the config section ``[section]``: a ``NamedTuple`` whose keys are ``Annotated[type, Setting(...)]``.
+
+        Its keys are checked, take ``CCI_<SECTION>_<KEY>`` variables and are listed by
+        ``cci config show`` like the core's; read it with ``config.section(section)``.
+        """
+        from cci_core.config.schema import RESERVED_SECTIONS, check_section_class
+
+        if not isinstance(section, str) or not re.match(SECTION_PATTERN, section):
+            raise PluginError(f"plugin {self.plugin!r} declared a config section with an invalid name {section!r}",
+                              hint="section names are lowercase letters, digits and '_', starting with a letter")
+        if section in RESERVED_SECTIONS:
+            raise PluginError(f"plugin {self.plugin!r} declared the config section [{section}], which is cci's own "
+                              "(core), not a plugin's", hint="choose another section name")
+        problem = check_section_class(settings)
+        if problem:
+            raise PluginError(f"plugin {self.plugin!r} declared the config section [{section}] with {problem}",
+                              hint="each key is Annotated[type, Setting(...)] with a default")
+        self._registries.settings.add(section, settings, plugin=self.plugin)
 
 
 def _class_name(cls: type | Lazy, plugin: str) -> str:

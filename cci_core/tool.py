@@ -65,7 +65,7 @@ class ToolAdapter(ABC):
     default_binary: ClassVar[str]
     #: the tool's state directory, relative to the container user's home; saved per session
     state_dir: ClassVar[str]
-    #: host files injected fresh at every start and resume (when ``[defaults] mount_claude_config``)
+    #: host files injected fresh at every start and resume (when ``[defaults] inject_credentials``)
     credential_files: ClassVar[tuple[CredentialFile, ...]] = ()
     #: keys whose values are secrets in the tool's JSON files (tokens, API keys): removed, with their values,
     #: from every JSON file a save keeps (backups too), and their values in the injected credential files

@@ -51,7 +51,7 @@ def show(ctx: click.Context, name: str | None, fmt: str) -> None:
         from cci_core.networking import policy_for
 
         settings = state.config.network
-        plan = policy_for(settings, state.plugins.registries).plan(settings)
+        plan = policy_for(state.config, state.plugins.registries).plan(settings)
         found: PolicyNetwork | None = None
         if plan is not None:
             found = next((item for item in state.driver.policy_networks()

@@ -35,7 +35,7 @@ def check_network_policy(ctx: click.Context) -> None:
     from cci_core.networking import policy_for
 
     state = get_state(ctx)
-    policy_for(state.config.network, state.plugins.registries)
+    policy_for(state.config, state.plugins.registries)
 
 
 def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything: bool) -> list[ContainerInfo]:

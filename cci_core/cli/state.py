@@ -12,7 +12,7 @@ from cci_core.cli.options import GlobalOptions
 from cci_core.terminal_text import warn
 
 if TYPE_CHECKING:
-    from cci_core.config import Config
+    from cci_core.config import Config, ConfigLayers
     from cci_core.driver import Driver
     from cci_core.plugin_manager import Plugins
 
@@ -38,12 +38,28 @@ class AppState:
         return self.options.workspace or Path.cwd()
 
     @cached_property
-    def config(self) -> Config:
-        """The merged config, loaded on first use."""
-        from cci_core.config import load_config
+    def layers(self) -> ConfigLayers:
+        """The config layers, the files read (once) but not merged: enough to know which plugins to load."""
+        from cci_core.config import read_layers
 
-        return load_config(self.workspace, profile=self.options.profile, overrides=self.options.overrides(),
-                           warn=warn)
+        return read_layers(self.workspace, profile=self.options.profile, overrides=self.options.overrides())
+
+    @cached_property
+    def config(self) -> Config:
+        """The merged config, loaded on first use: the core's sections and those of the enabled plugins."""
+        return self.layers.merge(self._loaded_plugins.registries.config_sections(), warn=warn)
+
+    @cached_property
+    def _loaded_plugins(self) -> Plugins:
+        """The plugins the ``[plugins]`` switches enable, trust not checked (a workspace file not trusted has no say)."""
+        from cci_core.plugin_manager import load_plugins
+
+        trusted = True
+        if self.layers.workspace_digest:
+            from cci_core.config.trust import is_trusted
+
+            trusted = is_trusted(self.layers)
+        return load_plugins(self.layers.disabled_plugins(workspace=trusted, warn=warn), warn=warn)
 
     @cached_property
     def plugins(self) -> Plugins:
@@ -52,13 +68,12 @@ class AppState:
         Everything that acts goes through here (the driver too), so this is where a
         workspace config that is not trusted stops the command (see :mod:`cci_core.config.trust`).
         """
-        from cci_core.plugin_manager import load_plugins
-
-        if self.config.workspace_digest:  # the workspace has a .cci.toml that sets something
+        self.config  # noqa: B018 (a bad value is reported before the trust it would need, as it is in every file)
+        if self.layers.workspace_digest:  # the workspace has a .cci.toml that sets something
             from cci_core.config.trust import require_trusted
 
-            require_trusted(self.config)
-        return load_plugins(self.config.plugins.disabled, warn=warn)
+            require_trusted(self.layers)
+        return self._loaded_plugins
 
     @cached_property
     def driver(self) -> Driver:

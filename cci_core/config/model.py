@@ -6,14 +6,15 @@ from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
 from cci_core.config.schema import (
+    CORE_SCHEMA,
     PLUGIN_LISTS,
-    SETTINGS,
+    SECTIONS,
     DefaultsConfig,
-    IncusConfig,
     NetworkConfig,
     PathsConfig,
     PluginsConfig,
     ProfileConfig,
+    Schema,
     SecurityConfig,
     ToolConfig,
 )
@@ -41,7 +42,6 @@ class Config(NamedTuple):
     defaults: DefaultsConfig
     tool: ToolConfig
     paths: PathsConfig
-    incus: IncusConfig
     network: NetworkConfig
     security: SecurityConfig
     profiles: Mapping[str, ProfileConfig]
@@ -53,17 +53,44 @@ class Config(NamedTuple):
     """Dotted key -> where its value was set; :meth:`source_of` also answers for defaults."""
     workspace_digest: str = ""
     """SHA-256 of the workspace's ``.cci.toml`` as read, when it sets anything (see :mod:`cci_core.config.trust`)."""
+    sections: Mapping[str, Any] = _EMPTY
+    """The sections enabled plugins declared (``[incus]``...), by name; read them with :meth:`section`."""
+    schema: Schema = CORE_SCHEMA
+    """Every section and key this config was merged against."""
+
+    def section(self, name: str) -> Any:
+        """The ``[name]`` section: a core one (``network``...) or one an enabled plugin declared.
+
+        Raises :class:`~cci_core.errors.NotAvailableError` for a section nobody declared
+        (its plugin is disabled or not installed).
+        """
+        if name in SECTIONS:
+            return getattr(self, name)
+        try:
+            return self.sections[name]
+        except KeyError:
+            from cci_core.errors import NotAvailableError
+
+            declared = ", ".join(sorted({*SECTIONS, *self.sections}))
+            raise NotAvailableError(
+                f"config section [{name}] is not declared by any enabled plugin (its plugin may be disabled or not "
+                f"installed); declared: {declared}"
+            ) from None
 
     def source_of(self, dotted_key: str) -> str:
         """Where the value of ``dotted_key`` came from: ``default``, ``path:line``, ``env CCI_X``, a flag...
 
-        Also answers ``defaults.environment.NAME`` and ``plugins.<plugin>.<key>``
-        for values that were set. Raises ``KeyError`` for anything else.
+        Also answers for a key's other name (``incus.claude_uid``), and for
+        ``defaults.environment.NAME`` and ``plugins.<plugin>.<key>`` values that were set.
+        Raises ``KeyError`` for anything else.
         """
         if dotted_key in self.sources:
             return self.sources[dotted_key]
-        if dotted_key in SETTINGS or dotted_key in PLUGIN_LISTS:
+        if dotted_key in self.schema.settings or dotted_key in PLUGIN_LISTS:
             return "default"
+        spec = self.schema.lookup(*dotted_key.split(".", 1)) if "." in dotted_key else None
+        if spec is not None:  # a key's other name (``incus.claude_uid``)
+            return self.source_of(spec.key)
         raise KeyError(f"{dotted_key!r} is not a config key or was not set")
 
     def plugin_settings(self, name: str) -> Mapping[str, Any]:

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from cci_core.config.model import Config
-from cci_core.config.schema import SECTIONS, SETTINGS, FieldSpec
+from cci_core.config.schema import FieldSpec
 from cci_core.config.sources import display_path
 from cci_core.terminal_text import escape_in_string
 
@@ -16,7 +16,7 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
 def _value(config: Config, spec: FieldSpec) -> Any:
-    return getattr(getattr(config, spec.section), spec.name)
+    return getattr(config.section(spec.section), spec.name)
 
 
 def _toml_key(key: str) -> str:
@@ -60,10 +60,12 @@ def render_toml(config: Config) -> str:
     ]
     if config.profiles:
         out.append(f"# profiles defined: {', '.join(sorted(config.profiles))}")
-    for section in SECTIONS:
-        out += ["", f"[{section}]"]
+    schema = config.schema
+    for section in schema.sections:
+        owner = schema.owners.get(section)
+        out += ["", f"[{section}]" + (f"  # plugin {owner}" if owner else "")]
         tables: list[FieldSpec] = []
-        for spec in (s for s in SETTINGS.values() if s.section == section):
+        for spec in (s for s in schema.settings.values() if s.section == section):
             value = _value(config, spec)
             if spec.is_table and value:
                 tables.append(spec)
@@ -92,14 +94,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def to_json(config: Config) -> dict[str, Any]:
-    """The merged config as JSON-ready data: files, profile, values with sources, plugins."""
+    """The merged config as JSON-ready data: files, profile, values with sources, plugins' sections, plugins."""
     return {
         "files": [str(path) for path in config.files],
         "profile": config.profile,
         "values": {
             key: {"value": _jsonable(_value(config, spec)), "source": config.source_of(key)}
-            for key, spec in SETTINGS.items()
+            for key, spec in config.schema.settings.items()
         },
+        "sections": {section: {"plugin": owner} for section, owner in config.schema.owners.items()},
         "plugins": {
             "disabled": sorted(config.plugins.disabled),
             "settings": _jsonable(config.plugins.settings),

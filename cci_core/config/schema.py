@@ -12,7 +12,7 @@ loader hands out copies).
 
 import re
 from types import MappingProxyType
-from typing import Annotated, Any, Callable, Iterator, Mapping, NamedTuple, Optional, get_args, get_origin
+from typing import Annotated, Any, Callable, ForwardRef, Iterator, Mapping, NamedTuple, Optional, get_args, get_origin
 
 Check = Callable[[Any], Optional[str]]
 """Returns an error message for a well-typed but unacceptable value, else ``None``."""
@@ -69,17 +69,23 @@ def workspace_paths(value: list[str]) -> str | None:
 
 
 class Setting:
-    """The metadata of one config key: its help text, an optional check, deprecation note and profile target."""
+    """The metadata of one config key: help text, optional check, deprecation note, profile target and aliases.
 
-    __slots__ = ("help", "check", "deprecated", "target")
+    ``aliases`` are other names of the key, accepted wherever the key is (files, profiles,
+    ``CCI_*`` variables, overrides) without a warning; the key's own name is the one shown.
+    """
+
+    __slots__ = ("help", "check", "deprecated", "target", "aliases")
 
     def __init__(
-        self, help: str, *, check: Check | None = None, deprecated: str | None = None, target: str | None = None
+        self, help: str, *, check: Check | None = None, deprecated: str | None = None, target: str | None = None,
+        aliases: tuple[str, ...] = (),
     ) -> None:
         self.help = help
         self.check = check
         self.deprecated = deprecated
         self.target = target
+        self.aliases = aliases
 
 
 class DefaultsConfig(NamedTuple):
@@ -87,7 +93,10 @@ class DefaultsConfig(NamedTuple):
 
     image: Annotated[str, Setting("Container image to launch.", check=non_empty)] = "cci"
     persistent: Annotated[bool, Setting("Keep the container between sessions.")] = False
-    mount_claude_config: Annotated[bool, Setting("Mount the host tool configuration into the container.")] = True
+    inject_credentials: Annotated[
+        bool, Setting("Copy the host tool's configuration and credentials into the container.",
+                      aliases=("mount_claude_config",))
+    ] = True
     environment: Annotated[
         dict[str, str], Setting("Extra environment variables passed into containers.", check=env_names)
     ] = {}
@@ -108,30 +117,11 @@ class PathsConfig(NamedTuple):
         str,
         Setting("Legacy sessions directory (not used).", deprecated="sessions are stored in ~/.cci/sessions-<tool>/"),
     ] = "~/.cci/sessions"
-    storage_dir: Annotated[str, Setting("Persistent storage directory.", check=non_empty)] = "~/.cci/storage"
-
-
-class IncusConfig(NamedTuple):
-    """``[incus]``: how cci talks to the Incus daemon."""
-
-    project: Annotated[str, Setting("Incus project holding cci containers.", check=non_empty)] = "default"
-    group: Annotated[str, Setting("Host group allowed to use Incus.", check=non_empty)] = "incus-admin"
-    claude_uid: Annotated[int, Setting("UID of the tool user inside the container.", check=non_negative)] = 1000
-    socket: Annotated[str | None, Setting("Path of the Incus unix socket (default: auto-detect).")] = None
-    url: Annotated[str | None, Setting("HTTPS endpoint of a remote Incus, e.g. https://host:8443.", check=https_url)] = None
-    client_cert: Annotated[str | None, Setting("Client certificate (PEM) for a remote Incus.")] = None
-    client_key: Annotated[str | None, Setting("Client key (PEM) for a remote Incus.")] = None
-    server_cert: Annotated[str | None, Setting("Server certificate (PEM) to trust; default: the system CAs.")] = None
-    network_nat: Annotated[
-        bool, Setting("Masquerade the traffic of the networks cci makes for network policies.")
-    ] = True
-    network_subnets: Annotated[
-        str, Setting("Where those networks take their IPv4 /24s: auto (Incus picks), or a range like 10.150.0.0/16.",
-                     check=subnet_pool)
-    ] = "auto"
-    network_filtering: Annotated[
-        bool, Setting("Drop what a container sends from a MAC or IPv4 address not its own (anti-spoofing).")
-    ] = True
+    storage_dir: Annotated[
+        str,
+        Setting("Persistent storage directory (not used).",
+                deprecated="--storage takes host paths; there is no storage directory of cci's own"),
+    ] = "~/.cci/storage"
 
 
 class NetworkConfig(NamedTuple):
@@ -160,8 +150,9 @@ class ProfileConfig(NamedTuple):
 
     image: Annotated[str | None, Setting("Container image.", target="defaults.image")] = None
     persistent: Annotated[bool | None, Setting("Keep the container.", target="defaults.persistent")] = None
-    mount_claude_config: Annotated[
-        bool | None, Setting("Mount the host tool configuration.", target="defaults.mount_claude_config")
+    inject_credentials: Annotated[
+        bool | None, Setting("Copy the host tool's credentials in.", target="defaults.inject_credentials",
+                             aliases=("mount_claude_config",))
     ] = None
     environment: Annotated[
         dict[str, str] | None,
@@ -189,11 +180,15 @@ SECTIONS: dict[str, type] = {
     "defaults": DefaultsConfig,
     "tool": ToolConfig,
     "paths": PathsConfig,
-    "incus": IncusConfig,
     "network": NetworkConfig,
     "security": SecurityConfig,
 }
-"""The plain sections, in display order; each is an attribute of the same name on ``Config``."""
+"""The core's plain sections, in display order; each is an attribute of the same name on ``Config``.
+
+Plugins declare sections of their own (``register.add_settings``); :class:`Schema` holds both."""
+
+RESERVED_SECTIONS = frozenset({*SECTIONS, "profiles", "plugins"})
+"""Top-level names no plugin may declare a section under."""
 
 RESERVED_ENV = frozenset({"CCI_DEBUG", "CCI_TRACE_HOOKS", "CCI_PROFILE", "CCI_SG_GROUP"})
 """``CCI_*`` variables that are not config keys (``CCI_TEST_*`` are reserved too)."""
@@ -209,6 +204,7 @@ class FieldSpec(NamedTuple):
     help: str
     check: Optional[Check] = None
     deprecated: Optional[str] = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -218,7 +214,7 @@ class FieldSpec(NamedTuple):
     @property
     def env_var(self) -> str | None:
         """The ``CCI_*`` variable setting this key, ``None`` for tables."""
-        return None if self.is_table else f"CCI_{self.section}_{self.name}".upper()
+        return None if self.is_table else env_var(self.section, self.name)
 
     @property
     def is_table(self) -> bool:
@@ -226,15 +222,28 @@ class FieldSpec(NamedTuple):
         return get_origin(self.type) is dict or any(get_origin(arg) is dict for arg in get_args(self.type))
 
 
+def env_var(section: str, name: str) -> str:
+    """``CCI_<SECTION>_<NAME>``, upper case."""
+    return f"CCI_{section}_{name}".upper()
+
+
 def _settings(cls: type) -> Iterator[tuple[str, Any, Setting]]:
     """``(name, type, setting)`` for each field of a schema class, from its ``Annotated`` hints.
 
-    The hints are real objects (this module does not postpone annotations), so
-    ``__annotations__`` serves and ``get_type_hints`` (~0.1 ms a class) is not needed.
+    The hints of the core's classes are real objects (this module does not postpone
+    annotations), so ``__annotations__`` serves and ``get_type_hints`` (~0.1 ms a class)
+    is needed only for a plugin's module that postpones them.
     """
-    for name, hint in cls.__annotations__.items():
-        tp, setting = get_args(hint)
-        yield name, tp, setting
+    hints = cls.__annotations__
+    if any(isinstance(hint, (str, ForwardRef)) for hint in hints.values()):  # ``from __future__ import annotations``
+        import typing
+
+        hints = typing.get_type_hints(cls, include_extras=True)
+    for name, hint in hints.items():
+        args = get_args(hint)
+        if len(args) != 2 or not isinstance(args[1], Setting):
+            raise TypeError(f"key {name!r} is not annotated Annotated[type, Setting(...)]")
+        yield name, args[0], args[1]
 
 
 def field_specs(section: str, cls: type) -> dict[str, FieldSpec]:
@@ -242,15 +251,70 @@ def field_specs(section: str, cls: type) -> dict[str, FieldSpec]:
     defaults = cls._field_defaults  # type: ignore[attr-defined]
     specs = {}
     for name, tp, s in _settings(cls):
-        spec = FieldSpec(section, name, tp, defaults[name], s.help, s.check, s.deprecated)
+        if name not in defaults:
+            raise TypeError(f"key {name!r} has no default value")
+        spec = FieldSpec(section, name, tp, defaults[name], s.help, s.check, s.deprecated, s.aliases)
         specs[spec.key] = spec
     return specs
+
+
+class Schema:
+    """Every section and key one configuration is merged against: the core's and the enabled plugins'.
+
+    :param plugin_sections: section name -> ``(NamedTuple class, plugin name)``, in registration order.
+    """
+
+    def __init__(self, plugin_sections: Mapping[str, tuple[type, str]] = MappingProxyType({})) -> None:
+        self.sections: dict[str, type] = {**SECTIONS, **{name: cls for name, (cls, _) in plugin_sections.items()}}
+        self.owners: dict[str, str] = {name: plugin for name, (_, plugin) in plugin_sections.items()}
+        """Plugin section -> the plugin that declared it."""
+        if plugin_sections:
+            self.settings = {**SETTINGS}
+            for section, (cls, _) in plugin_sections.items():
+                self.settings.update(field_specs(section, cls))
+        else:
+            self.settings = SETTINGS
+        self.env_vars: dict[str, FieldSpec] = {
+            spec.env_var: spec for spec in (*self.settings.values(), *PLUGIN_LISTS.values()) if spec.env_var
+        }
+        self.env_aliases: dict[str, tuple[FieldSpec, str]] = {
+            env_var(spec.section, alias): (spec, alias)
+            for spec in self.settings.values() if not spec.is_table for alias in spec.aliases
+        }
+        """``CCI_*`` variable of an alias -> ``(the key's spec, the alias)``."""
+
+    def lookup(self, section: str, name: str) -> FieldSpec | None:
+        """The spec of ``section.name``, or of the key ``name`` is an alias of; None if neither."""
+        spec = self.settings.get(f"{section}.{name}")
+        if spec is not None:
+            return spec
+        return next((s for s in self.settings.values() if s.section == section and name in s.aliases), None)
+
+    def keys_of(self, section: str) -> list[str]:
+        """The dotted keys of ``section`` and their aliases (for "did you mean")."""
+        return [f"{section}.{name}" for s in self.settings.values() if s.section == section
+                for name in (s.name, *s.aliases)]
+
+
+def check_section_class(cls: Any) -> str | None:
+    """Why ``cls`` cannot be a config section (a plugin's), or None if it can."""
+    from cci_core.config.coerce import describe_type
+
+    if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_field_defaults")):
+        return f"{cls!r} is not a NamedTuple class"
+    try:
+        specs = field_specs("section", cls)
+        for spec in specs.values():
+            describe_type(spec.type)
+    except (TypeError, KeyError, IndexError, NameError) as exc:
+        return f"{cls.__name__}: {exc}" if not isinstance(exc, KeyError) else f"{cls.__name__}: unsupported type"
+    return None
 
 
 SETTINGS: dict[str, FieldSpec] = {
     key: spec for section, cls in SECTIONS.items() for key, spec in field_specs(section, cls).items()
 }
-"""Every plain config key, in schema order."""
+"""Every plain key of the core, in schema order (a :class:`Schema` adds the plugins')."""
 
 PLUGIN_LISTS: dict[str, FieldSpec] = field_specs("plugins", PluginListsConfig)
 """``plugins.disabled`` and ``plugins.enabled``."""
@@ -258,7 +322,11 @@ PLUGIN_LISTS: dict[str, FieldSpec] = field_specs("plugins", PluginListsConfig)
 PROFILE_TARGETS: dict[str, FieldSpec] = {name: SETTINGS[s.target] for name, _, s in _settings(ProfileConfig)}
 """Profile key -> the setting it overrides (and whose type and check it uses)."""
 
-ENV_VARS: dict[str, FieldSpec] = {
-    spec.env_var: spec for spec in (*SETTINGS.values(), *PLUGIN_LISTS.values()) if spec.env_var
-}
-"""``CCI_<SECTION>_<KEY>`` -> setting, for every key that is not a table."""
+PROFILE_ALIASES: dict[str, str] = {alias: name for name, _, s in _settings(ProfileConfig) for alias in s.aliases}
+"""Other name of a profile key -> the key."""
+
+CORE_SCHEMA = Schema()
+"""The core's sections alone."""
+
+ENV_VARS: dict[str, FieldSpec] = CORE_SCHEMA.env_vars
+"""``CCI_<SECTION>_<KEY>`` -> setting, for every key of the core that is not a table."""

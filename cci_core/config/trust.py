@@ -11,13 +11,20 @@ of each trusted file is kept in ``~/.cci/trusted-configs.json`` (0600).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cci_core.errors import ConfigError
 from cci_core.layout import state_dir
 
-if TYPE_CHECKING:
-    from cci_core.config.model import Config
+
+class _Read(Protocol):
+    """What trust is decided from: a merged :class:`~cci_core.config.Config` or the layers it is merged from."""
+
+    @property
+    def workspace(self) -> Path: ...
+
+    @property
+    def workspace_digest(self) -> str: ...
 
 
 def default_store() -> Path:
@@ -58,21 +65,26 @@ class TrustStore:
         replace_private_json(self.path, dict(sorted(entries.items())))
 
 
-def workspace_file(config: Config) -> Path:
+def workspace_file(config: _Read) -> Path:
     """The workspace's ``.cci.toml`` (whether or not it exists)."""
     from cci_core.config.loader import WORKSPACE_FILE
 
     return config.workspace / WORKSPACE_FILE
 
 
-def require_trusted(config: Config, store: TrustStore | None = None) -> None:
-    """Refuse a workspace config that sets anything and is not trusted as it is now."""
+def is_trusted(config: _Read, store: TrustStore | None = None) -> bool:
+    """Whether the workspace config sets nothing, or is trusted as it is now."""
     if not config.workspace_digest:
+        return True
+    return (store or TrustStore()).trusts(workspace_file(config), config.workspace_digest)
+
+
+def require_trusted(config: _Read, store: TrustStore | None = None) -> None:
+    """Refuse a workspace config that sets anything and is not trusted as it is now."""
+    store = store or TrustStore()
+    if is_trusted(config, store):
         return
     file = workspace_file(config)
-    store = store or TrustStore()
-    if store.trusts(file, config.workspace_digest):
-        return
     changed = str(file) in store.load()
     from cci_core.config.sources import display_path
 

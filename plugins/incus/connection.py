@@ -14,7 +14,7 @@ from cci_core.errors import BackendError, ConfigError
 if TYPE_CHECKING:
     import ssl
 
-    from cci_core.config import IncusConfig
+    from cci_builtin_plugins.incus.settings import IncusSettings
 
 #: where Incus listens, in the order they are tried when nothing is configured;
 #: the last is the per-user socket of ``incus-user`` (for users outside incus-admin)
@@ -108,7 +108,7 @@ def quote(name: str) -> str:
     return parse.quote(name, safe="")
 
 
-def resolve_endpoint(incus: IncusConfig, environ: Mapping[str, str]) -> Endpoint:
+def resolve_endpoint(incus: IncusSettings, environ: Mapping[str, str]) -> Endpoint:
     """The endpoint ``[incus]`` names: the remote ``url`` if set, else the local socket (checked).
 
     It is resolved at a command's first request, before the command has changed anything:
@@ -130,7 +130,7 @@ def resolve_endpoint(incus: IncusConfig, environ: Mapping[str, str]) -> Endpoint
     return Endpoint(socket=socket)
 
 
-def _remote_files(incus: IncusConfig) -> dict[str, str]:
+def _remote_files(incus: IncusSettings) -> dict[str, str]:
     if not (incus.client_cert and incus.client_key):
         raise ConfigError("a remote Incus needs client_cert and client_key", key="incus.url",
                           hint="generate a pair and add the certificate with 'incus config trust add-certificate'")

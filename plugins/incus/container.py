@@ -51,6 +51,10 @@ class IncusContainer(Container):
         self._user_map = user_map
 
     @property
+    def user_uid(self) -> int:
+        return self._user_map.container_uid if self._user_map is not None else super().user_uid
+
+    @property
     def name(self) -> str:
         return self._name
 

@@ -24,11 +24,12 @@ from cci_core.errors import CciError, NotFoundError
 from cci_builtin_plugins.incus.connection import find_socket, quote, resolve_endpoint
 from cci_builtin_plugins.incus.idmap import UserMap
 from cci_builtin_plugins.incus.login_group import listed_in_group
+from cci_builtin_plugins.incus.settings import IncusSettings
 
 if TYPE_CHECKING:
     from cci_builtin_plugins.incus.rest import IncusAPI
 
-    from cci_core.config import Config, IncusConfig
+    from cci_core.config import Config
 
 #: the driver name these checks are for: they run only when ``[defaults] driver`` is this
 DRIVER = "incus"
@@ -68,7 +69,7 @@ ROUTES = Path("/proc/net/route")
 def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None = None, gid: int | None = None,
                  subuid: Path = SUBUID, subgid: Path = SUBGID) -> list[Check]:
     """Every Incus check, in order (``uid``, ``gid`` and the subid files are parameters for tests)."""
-    incus = config.incus
+    incus = IncusSettings.of(config)
     uid = os.getuid() if uid is None else uid
     gid = os.getgid() if gid is None else gid
     server = _Server(config, environ)
@@ -106,13 +107,14 @@ class _Server:
 
     def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
         self.config = config
+        self.settings = IncusSettings.of(config)
         self.environ = environ
 
     @cached_property
     def api(self) -> IncusAPI:
         from cci_builtin_plugins.incus.rest import IncusAPI
 
-        return IncusAPI(resolve_endpoint(self.config.incus, self.environ), self.config.incus.project)
+        return IncusAPI(resolve_endpoint(self.settings, self.environ), self.settings.project)
 
     @cached_property
     def host_info(self) -> dict[str, Any]:
@@ -121,7 +123,7 @@ class _Server:
 
     @property
     def project(self) -> str:
-        return self.config.incus.project
+        return self.settings.project
 
     def read(self, action: str, *path: str) -> Any:
         """GET ``/1.0/<path...>`` (each segment quoted) and return its metadata; errors become CciErrors."""
@@ -145,7 +147,7 @@ class _Server:
 
 def installed_check(config: Config, environ: Mapping[str, str]) -> Check:
     """Incus's unix socket exists, or a remote ``[incus] url`` is set."""
-    incus = config.incus
+    incus = IncusSettings.of(config)
     if incus.url:
         return ok(INSTALLED, f"remote Incus at {incus.url} ([incus] url)")
     socket = find_socket(incus.socket, environ)
@@ -164,7 +166,7 @@ def installed_check(config: Config, environ: Mapping[str, str]) -> Check:
 
 def _socket_setting(config: Config, environ: Mapping[str, str]) -> tuple[str, str] | tuple[None, None]:
     """What chose the socket and where it was set: ``([incus] socket, <source>)``, ``INCUS_SOCKET``, or nothing."""
-    if config.incus.socket:
+    if IncusSettings.of(config).socket:
         try:
             return "[incus] socket", config.source_of("incus.socket")
         except KeyError:
@@ -174,7 +176,7 @@ def _socket_setting(config: Config, environ: Mapping[str, str]) -> tuple[str, st
     return None, None
 
 
-def group_check(incus: IncusConfig, environ: Mapping[str, str], *, uid: int) -> Check:
+def group_check(incus: IncusSettings, environ: Mapping[str, str], *, uid: int) -> Check:
     """This user may read and write the socket; if not, whether joining ``[incus] group`` (or logging in again) fixes it."""
     if incus.url:
         return ok(GROUP, "not needed for a remote Incus (client certificate)")
@@ -217,7 +219,7 @@ def reachable_check(server: _Server) -> Check:
     except CciError as exc:
         return fail(REACHABLE, exc.message, exc.hint or "check that Incus runs: 'sudo systemctl status incus'")
     environment = info.get("environment") or {}
-    incus = server.config.incus
+    incus = server.settings
     where = incus.url or str(find_socket(incus.socket, server.environ))
     if info.get("auth") != "trusted":
         return fail(REACHABLE, f"connected to {where}, but Incus does not trust this client "
@@ -318,7 +320,7 @@ def acl_check(server: _Server, config: Config) -> Check:
     if "network_acl" not in (server.host_info.get("api_extensions") or ()):
         return fail(ACLS, f"this Incus has no network ACLs (API extension network_acl): policy {mode!r} "
                           "cannot be enforced", "upgrade Incus, or set [network] mode = \"open\" for trusted projects")
-    incus = config.incus
+    incus = IncusSettings.of(config)
     subnets = "subnets picked by Incus" if incus.network_subnets == "auto" else f"subnets from {incus.network_subnets}"
     return ok(ACLS, f"supported: {mode!r} gets a bridge of its own (NAT {'on' if incus.network_nat else 'off'}, "
                     f"{subnets}; see 'cci network list')")
@@ -333,9 +335,9 @@ def subnet_check(server: _Server, config: Config) -> Check:
         return ok(SUBNETS, "not needed: the network policy is open")
     from cci_builtin_plugins.incus.networks import PREFIX, PolicyNetworks
 
-    subnets = config.incus.network_subnets
+    subnets = IncusSettings.of(config).network_subnets
     if subnets != "auto":
-        free = PolicyNetworks(server.api, config.incus).subnets_to_try(PREFIX + mode)
+        free = PolicyNetworks(server.api, IncusSettings.of(config)).subnets_to_try(PREFIX + mode)
         if not free:
             return fail(SUBNETS, f"no free /24 left in [incus] network_subnets ({subnets}, set by "
                                  f"{_source(config, 'incus.network_subnets')}): no policy network can be made",
@@ -453,14 +455,14 @@ def delegated(path: Path, host_id: int, owners: Collection[str] = ("root", "0"))
     return False
 
 
-def uid_mapping_check(incus: IncusConfig, *, uid: int, gid: int,
+def uid_mapping_check(incus: IncusSettings, *, uid: int, gid: int,
                       subuid: Path = SUBUID, subgid: Path = SUBGID) -> Check:
     """cci maps the user with ``raw.idmap``, which needs their uid and gid delegated to root in /etc/subuid and
     /etc/subgid (see :mod:`cci_builtin_plugins.incus.idmap`)."""
-    user_map = UserMap(uid, gid, incus.claude_uid)
+    user_map = UserMap(uid, gid, incus.container_uid)
     if not user_map.needs_raw_idmap():
         return ok(UID_MAPPING, "running as root: workspace files keep their owners, no mapping needed")
-    reason = (f"cci maps your uid {uid} onto the container user ({incus.claude_uid}) with raw.idmap, so that root "
+    reason = (f"cci maps your uid {uid} onto the container user ({incus.container_uid}) with raw.idmap, so that root "
               "in the container cannot own files on the host")
     if incus.url:
         return warn(UID_MAPPING, f"{reason}; the remote server's /etc/subuid and /etc/subgid cannot be checked "

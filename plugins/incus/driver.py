@@ -25,6 +25,7 @@ from cci_builtin_plugins.incus.connection import quote, resolve_endpoint
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.idmap import UserMap
 from cci_builtin_plugins.incus.instance_config import disk_device, labels_of
+from cci_builtin_plugins.incus.settings import IncusSettings
 
 if TYPE_CHECKING:
     from cci_builtin_plugins.incus.container import IncusContainer
@@ -59,16 +60,21 @@ class IncusDriver(Driver):
             return None
         return "an Incus container name is 1 to 63 letters, digits and hyphens, not starting or ending with a hyphen"
 
+    @cached_property
+    def settings(self) -> IncusSettings:
+        """The ``[incus]`` section."""
+        return IncusSettings.of(self.config)
+
     @property
     def container_uid(self) -> int:
-        return self.config.incus.claude_uid
+        return self.settings.container_uid
 
     @cached_property
     def api(self) -> IncusAPI:
         """cci's REST client; the endpoint is resolved (and a local socket checked) on first use."""
         from cci_builtin_plugins.incus.rest import IncusAPI
 
-        return IncusAPI(resolve_endpoint(self.config.incus, os.environ), self.config.incus.project)
+        return IncusAPI(resolve_endpoint(self.settings, os.environ), self.settings.project)
 
     @cached_property
     def host_info(self) -> dict[str, Any]:
@@ -92,12 +98,12 @@ class IncusDriver(Driver):
     @cached_property
     def user_map(self) -> UserMap:
         """The invoking user and the container user their workspace files map to."""
-        return UserMap(os.getuid(), os.getgid(), self.config.incus.claude_uid)
+        return UserMap(os.getuid(), os.getgid(), self.settings.container_uid)
 
     def _container(self, instance: dict[str, Any]) -> IncusContainer:
         from cci_builtin_plugins.incus.container import IncusContainer
 
-        return IncusContainer(self.api, instance, self.user_map, nic_filtering=self.config.incus.network_filtering)
+        return IncusContainer(self.api, instance, self.user_map, nic_filtering=self.settings.network_filtering)
 
     def create(self, spec: ContainerSpec) -> IncusContainer:
         body = {
@@ -124,7 +130,7 @@ class IncusDriver(Driver):
         """The networks that enforce network policies (see :mod:`.networks`)."""
         from cci_builtin_plugins.incus.networks import PolicyNetworks
 
-        return PolicyNetworks(self.api, self.config.incus)
+        return PolicyNetworks(self.api, self.settings)
 
     def ensure_network(self, plan: NetworkPlan) -> str:
         return self.networks.ensure(plan)

@@ -220,7 +220,7 @@ def guard(networks: PolicyNetworks, fd: int, path: Path) -> bool:
 def main(argv: list[str]) -> int:
     import fcntl
 
-    from cci_core.config.schema import IncusConfig
+    from cci_builtin_plugins.incus.settings import IncusSettings
     from cci_builtin_plugins.incus.connection import Endpoint
     from cci_builtin_plugins.incus.networks import PolicyNetworks
     from cci_builtin_plugins.incus.rest import IncusAPI
@@ -237,7 +237,7 @@ def main(argv: list[str]) -> int:
     except OSError:
         pass  # not a file
     _log(f"guarding the host's addresses for the cci networks on {socket_path}")
-    if guard(PolicyNetworks(IncusAPI(Endpoint(socket=socket_path), project), IncusConfig()), fd, path):
+    if guard(PolicyNetworks(IncusAPI(Endpoint(socket=socket_path), project), IncusSettings()), fd, path):
         _log("cci was updated: starting its new guard")
         os.execv(sys.executable, [sys.executable, "-I", "-m", __name__, *argv])  # the lock goes (close-on-exec)
     return 0

@@ -33,7 +33,7 @@ from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.rest import quote
 
 if TYPE_CHECKING:
-    from cci_core.config.schema import IncusConfig
+    from cci_builtin_plugins.incus.settings import IncusSettings
     from cci_builtin_plugins.incus.rest import IncusAPI
 
 PREFIX = "cci-"
@@ -213,7 +213,7 @@ def _instance_names(used_by: list[str]) -> tuple[str, ...]:
 class PolicyNetworks:
     """Creates, updates, lists and deletes cci's policy networks and their ACLs."""
 
-    def __init__(self, api: IncusAPI, settings: IncusConfig) -> None:
+    def __init__(self, api: IncusAPI, settings: IncusSettings) -> None:
         self.api = api
         self.settings = settings
 

@@ -1,4 +1,4 @@
-"""Registers the Incus driver and its doctor checks; their modules load when they are used."""
+"""Registers the Incus driver, its ``[incus]`` config section and its doctor checks; the driver loads when used."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 @hookimpl
 def cci_register(register: Register) -> None:
+    from cci_builtin_plugins.incus.settings import SECTION, IncusSettings
+
     register.add_driver(Lazy("incus", "cci_builtin_plugins.incus.driver:IncusDriver"))
+    register.add_settings(SECTION, IncusSettings)
 
 
 @hookimpl

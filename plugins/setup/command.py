@@ -52,12 +52,13 @@ def setup(ctx: click.Context, dry_run: bool, user_name: str | None, no_image: bo
     Running it again changes nothing; --dry-run shows the plan.
     """
     from cci_core.config import loader
+    from cci_builtin_plugins.incus.settings import IncusSettings
 
     config = get_state(ctx).config
     options = Options(config_file=(config_file or loader.SYSTEM_FILE).absolute(),
-                      image=image or config.defaults.image, cci=own_command(), group=config.incus.group, pool=pool,
+                      image=image or config.defaults.image, cci=own_command(), group=IncusSettings.of(config).group, pool=pool,
                       pool_size=pool_size, bridge=bridge, build_image=not no_image, restart=not no_restart,
-                      project=config.incus.project)
+                      project=IncusSettings.of(config).project)
     user = user_name or _invoking_user()
     if not dry_run and os.geteuid() == 0:
         ctx.call_on_close(_one_at_a_time().close)  # a second run waits, then finds the steps done
@@ -99,17 +100,19 @@ def _gather(user: str, options: Options, config: Config) -> HostFacts:
     from cci_builtin_plugins.incus.connection import find_socket
     from cci_builtin_plugins.setup.facts import gather
 
-    return gather(user=user, group=options.group, socket=find_socket(config.incus.socket, os.environ),
-                  project=config.incus.project, config_file=options.config_file,
+    from cci_builtin_plugins.incus.settings import IncusSettings
+
+    return gather(user=user, group=options.group, socket=find_socket(IncusSettings.of(config).socket, os.environ),
+                  project=options.project, config_file=options.config_file,
                   subuid=options.subuid, subgid=options.subgid)
 
 
 def _as_root(plan: Plan, user: str, options: Options) -> int:
     """Run setup again through sudo (one password prompt); without sudo, print the commands and fail."""
-    from cci_core.config.schema import IncusConfig
+    from cci_builtin_plugins.incus.settings import IncusSettings
 
     kept = {"CCI_INCUS_PROJECT": options.project, "CCI_INCUS_GROUP": options.group}  # root reads no config of ours
-    defaults = {"CCI_INCUS_PROJECT": IncusConfig().project, "CCI_INCUS_GROUP": IncusConfig().group}
+    defaults = {"CCI_INCUS_PROJECT": IncusSettings().project, "CCI_INCUS_GROUP": IncusSettings().group}
     settings = [f"{name}={value}" for name, value in kept.items() if value != defaults[name]]
     argv = [*(("env", *settings) if settings else ()), *options.cci, "setup", "--user", user,
             "--config-file", str(options.config_file), "--image", options.image, "--pool", options.pool,

@@ -1,7 +1,7 @@
 """What every tool session gets, whatever the tool: credentials in, state saved out, state restored on resume.
 
 * at every start and resume: the tool's credential files, fresh from the host
-  (when ``[defaults] mount_claude_config``), then its sandbox settings merged
+  (when ``[defaults] inject_credentials``, also spelled ``mount_claude_config``), then its sandbox settings merged
   into its settings files (JSON, or TOML for ``*.toml``), all owned by the
   container user, mode 0600;
 * at detach, periodically and after the session ends: the tool's state
@@ -45,7 +45,7 @@ def cci_session_restore(ctx: LaunchContext, container: Container) -> None:
     copy = saved.path / saved_name(ctx.tool)
     if copy.is_dir() and not copy.is_symlink():  # (a link would make the host directory it names the state)
         drop_escaping_links(copy)  # saves made before cci dropped them
-        uid = ctx.config.incus.claude_uid
+        uid = container.user_uid
         target = home_path(ctx.tool.state_dir)
         make_parents(container, target, uid)
         container.push_tree(copy, target, uid=uid, gid=uid)
@@ -56,8 +56,8 @@ def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
     tool = ctx.tool
     if tool is None:
         return
-    uid = ctx.config.incus.claude_uid
-    if ctx.config.defaults.mount_claude_config:
+    uid = container.user_uid
+    if ctx.config.defaults.inject_credentials:
         for credential in tool.credential_files:
             source = Path(credential.host_path).expanduser()
             if source.is_file():

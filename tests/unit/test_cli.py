@@ -110,7 +110,7 @@ def test_config_show_names_every_source(tmp_path: Path) -> None:
     assert any(line.startswith('image = "cci-rust"') and line.endswith("# --image") for line in lines)
     assert any(line.startswith("persistent = true") and line.endswith(f"# {tmp_path}/.cci.toml:2") for line in lines)
     assert any(line.startswith('mode = "open"') and line.endswith(f"# {tmp_path}/.cci.toml:5") for line in lines)
-    assert any(line.startswith("claude_uid = 1001") and line.endswith("# env CCI_INCUS_CLAUDE_UID") for line in lines)
+    assert any(line.startswith("container_uid = 1001") and line.endswith("# env CCI_INCUS_CLAUDE_UID") for line in lines)
     assert any(line.startswith('name = "claude"') and line.endswith("# default") for line in lines)
     assert any(line.startswith('FOO = "bar"') and line.endswith("# --env") for line in lines)
 

@@ -7,9 +7,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NamedTuple
 
 import pytest
+
+from cci_core import hookimpl
 
 from cci_core.config.render import render_toml, to_json
 from cci_core.config import (
@@ -21,8 +23,18 @@ from cci_core.config import (
     load_config,
     user_config_file,
 )
-from cci_core.config.schema import ENV_VARS, PLUGIN_LISTS, PROFILE_TARGETS, SETTINGS, non_negative
-from cci_core.errors import ConfigError
+from cci_core.config.schema import (
+    ENV_VARS,
+    PLUGIN_LISTS,
+    PROFILE_TARGETS,
+    SETTINGS,
+    Schema,
+    Setting,
+    non_empty,
+    non_negative,
+)
+from cci_core.errors import ConfigError, NotAvailableError
+from cci_core.plugin_manager import load_plugins
 
 
 class Layers:
@@ -67,14 +79,14 @@ def test_defaults_without_files(layers: Layers) -> None:
     config = layers.load()
     assert config.defaults.image == "cci"
     assert config.defaults.persistent is False
-    assert config.defaults.mount_claude_config is True
+    assert config.defaults.inject_credentials is True
     assert config.defaults.environment == {}
     assert config.defaults.driver == "incus"
     assert (config.tool.name, config.tool.binary) == ("claude", None)
     assert config.paths.sessions_dir == "~/.cci/sessions"
     assert config.paths.storage_dir == "~/.cci/storage"
-    assert (config.incus.project, config.incus.group, config.incus.claude_uid) == ("default", "incus-admin", 1000)
-    assert config.incus.socket is None
+    assert (config.section("incus").project, config.section("incus").group, config.section("incus").container_uid) == ("default", "incus-admin", 1000)
+    assert config.section("incus").socket is None
     assert (config.network.mode, config.network.allowed_domains) == ("restricted", [])
     assert config.network.refresh_interval_minutes == 30
     assert config.plugins.disabled == frozenset()
@@ -110,8 +122,10 @@ def test_import_skips_modules_the_fast_path_does_not_need() -> None:
 
 def test_schema_metadata_is_derived_from_annotations() -> None:
     assert SETTINGS["defaults.image"].help == "Container image to launch."
-    assert SETTINGS["incus.claude_uid"].check is non_negative
-    assert SETTINGS["incus.socket"].type == str | None
+    assert SETTINGS["defaults.inject_credentials"].aliases == ("mount_claude_config",)
+    incus = Schema(load_plugins(entry_points=False).registries.config_sections()).settings
+    assert incus["incus.container_uid"].check is non_negative and incus["incus.container_uid"].aliases == ("claude_uid",)
+    assert incus["incus.socket"].type == str | None
     assert SETTINGS["defaults.environment"].is_table
     assert SETTINGS["paths.sessions_dir"].deprecated == "sessions are stored in ~/.cci/sessions-<tool>/"
     assert PROFILE_TARGETS["network"] is SETTINGS["network.mode"]
@@ -146,7 +160,7 @@ def test_upper_layers_override_files(layers: Layers, kwargs: dict[str, Any], ima
     config = layers.load(**kwargs)
     assert config.defaults.image == image
     assert config.source_of("defaults.image") == source.format(ws=layers.workspace)
-    assert config.incus.project == "sys"  # untouched by upper layers
+    assert config.section("incus").project == "sys"  # untouched by upper layers
     assert config.source_of("incus.project") == f"{layers.system}:4"
 
 
@@ -166,7 +180,7 @@ def test_workspace_file_overrides_user(layers: Layers) -> None:
     layers.write(layers.project, "[defaults]\npersistent = false\n")
     config = layers.load()
     assert config.defaults.persistent is False
-    assert config.defaults.mount_claude_config is False
+    assert config.defaults.inject_credentials is False
     assert config.files == (layers.user, layers.project)
 
 
@@ -246,7 +260,7 @@ def test_profiles_merge_across_files(layers: Layers) -> None:
     layers.write(layers.project, '[profiles.rust]\npersistent = true\nenvironment = { B = "2" }\n')
     config = layers.load(profile="rust")
     assert config.defaults.image == "user-rust"
-    assert config.defaults.mount_claude_config is False
+    assert config.defaults.inject_credentials is False
     assert config.defaults.persistent is True
     assert config.defaults.environment == {"A": "1", "B": "2"}
     assert config.profiles["rust"].environment == {"A": "1", "B": "2"}
@@ -323,11 +337,16 @@ def test_environment_bad_name_rejected(layers: Layers, where: str) -> None:
 def test_env_var_names_are_derived_from_schema() -> None:
     expected = {
         "CCI_DEFAULTS_IMAGE", "CCI_DEFAULTS_PERSISTENT", "CCI_DEFAULTS_DRIVER", "CCI_TOOL_NAME", "CCI_TOOL_BINARY",
-        "CCI_INCUS_CLAUDE_UID", "CCI_INCUS_SOCKET", "CCI_NETWORK_MODE", "CCI_NETWORK_ALLOWED_DOMAINS",
+        "CCI_DEFAULTS_INJECT_CREDENTIALS", "CCI_NETWORK_MODE", "CCI_NETWORK_ALLOWED_DOMAINS",
         "CCI_PLUGINS_DISABLED", "CCI_PLUGINS_ENABLED",
     }  # fmt: skip
     assert expected <= set(ENV_VARS)
     assert "CCI_DEFAULTS_ENVIRONMENT" not in ENV_VARS
+    assert not any(var.startswith("CCI_INCUS_") for var in ENV_VARS)  # the Incus plugin's section, not the core's
+    schema = Schema(load_plugins(entry_points=False).registries.config_sections())
+    assert {"CCI_INCUS_CONTAINER_UID", "CCI_INCUS_SOCKET"} <= set(schema.env_vars)
+    assert {var: spec.key for var, (spec, _) in schema.env_aliases.items()} == {
+        "CCI_DEFAULTS_MOUNT_CLAUDE_CONFIG": "defaults.inject_credentials", "CCI_INCUS_CLAUDE_UID": "incus.container_uid"}
 
 
 @pytest.mark.parametrize(
@@ -351,11 +370,11 @@ def test_env_int_list_and_optional_parsing(layers: Layers) -> None:
         "CCI_INCUS_SOCKET": "/run/incus.sock",
     }
     config = layers.load(environ=environ)
-    assert config.incus.claude_uid == 1001
+    assert config.section("incus").container_uid == 1001
     assert config.network.allowed_domains == ["github.com", "api.anthropic.com", "8.8.8.8"]
     assert config.network.refresh_interval_minutes == 0
     assert config.tool.binary is None
-    assert config.incus.socket == "/run/incus.sock"
+    assert config.section("incus").socket == "/run/incus.sock"
 
 
 @pytest.mark.parametrize(
@@ -455,8 +474,9 @@ def test_unknown_section_and_profile_key_warn(layers: Layers) -> None:
     layers.write(layers.project, '[defautls]\nimage = "x"\n\n[profiles.rust]\nimge = "r"\n')
     layers.load()
     assert layers.warnings == [
-        f"{layers.project}:1: unknown section 'defautls' is ignored (did you mean 'defaults'?)",
         f"{layers.project}:5: unknown key 'profiles.rust.imge' is ignored (did you mean 'profiles.rust.image'?)",
+        f"{layers.project}:1: unknown section 'defautls' is ignored: it is not cci's and belongs to no enabled plugin "
+        "(did you mean 'defaults'?)",
     ]
 
 
@@ -520,7 +540,7 @@ def test_overrides_parse_strings_and_check_values(layers: Layers) -> None:
         ]
     )
     assert config.defaults.persistent is True
-    assert config.incus.claude_uid == 1234
+    assert config.section("incus").container_uid == 1234
     assert config.network.allowed_domains == ["x.org"]
     assert config.source_of("incus.claude_uid") == "--uid"
     error = layers.error(overrides=[Override("defaults.persistent", 2, "--persistent")])
@@ -555,8 +575,9 @@ def test_render_toml(layers: Layers) -> None:
     assert f'disabled = ["x"]  # {layers.project}:2' in text
     assert f"ttl = 5  # {layers.project}:4" in text
     headers = [line for line in text.splitlines() if line.startswith("[")]
-    assert headers == ["[defaults]", "[defaults.environment]", "[tool]", "[paths]", "[incus]", "[network]",
-                       "[security]", "[plugins]", "[plugins.net]"]  # fmt: skip
+    assert headers == ["[defaults]", "[defaults.environment]", "[tool]", "[paths]", "[network]", "[security]",
+                       "[incus]  # plugin incus", "[plugins]", "[plugins.net]"]  # fmt: skip
+    assert "container_uid = 1000  # default" in text
 
 
 def test_render_toml_is_valid_toml(layers: Layers) -> None:
@@ -573,7 +594,8 @@ def test_to_json(layers: Layers) -> None:
     assert data["files"] == [str(layers.user), str(layers.project)]
     assert data["profile"] == "rust"
     assert data["values"]["defaults.image"] == {"value": "u", "source": "~/.config/cci/config.toml:2"}
-    assert data["values"]["incus.claude_uid"] == {"value": 1000, "source": "default"}
+    assert data["values"]["incus.container_uid"] == {"value": 1000, "source": "default"}
+    assert data["sections"] == {"incus": {"plugin": "incus"}}
     assert data["values"]["defaults.environment"]["value"] == {"RUST_BACKTRACE": "1"}
     assert data["values"]["tool.binary"] == {"value": None, "source": "default"}
     assert list(data["values"])[0] == "defaults.image"
@@ -593,3 +615,140 @@ def test_a_config_file_that_is_not_one_is_refused_without_reading_it(kind: str, 
         path.write_text("# " + "x" * (1024 * 1024) + "\n")
     with pytest.raises(ConfigError, match="cannot read config file: (not a regular file|larger than 1024 KiB)"):
         load_config(tmp_path, environ={})
+
+
+# -- sections plugins declare -----------------------------------------------------------------------------
+
+
+class OfficeSettings(NamedTuple):
+    """A third-party plugin's section (this module postpones annotations, as a plugin's may)."""
+
+    proxy: Annotated[str, Setting("The office proxy's address.", check=non_empty)] = "203.0.113.8"
+    port: Annotated[int, Setting("Its port.", check=non_negative)] = 3128
+
+
+class OfficePlugin:
+    @hookimpl
+    def cci_register(self, register: Any) -> None:
+        register.add_settings("office", OfficeSettings)
+
+
+def office(layers: Layers, *, disabled: tuple[str, ...] = (), **kwargs: Any) -> Config:
+    """Load with the built-in plugins and the office plugin (unless disabled)."""
+    plugins = load_plugins(disabled, entry_points=False, extra=[("office", OfficePlugin())])
+    return layers.load(plugins=plugins, **kwargs)
+
+
+def test_a_plugin_section_is_merged_checked_and_shown_like_the_cores(layers: Layers) -> None:
+    layers.write(layers.user, '[office]\nproxy = "198.51.100.1"\n')
+    config = office(layers, environ={"CCI_OFFICE_PORT": "8080"})
+    assert config.section("office") == OfficeSettings(proxy="198.51.100.1", port=8080)
+    assert config.source_of("office.proxy") == "~/.config/cci/config.toml:2"
+    assert config.source_of("office.port") == "env CCI_OFFICE_PORT"
+    text = render_toml(config)
+    assert "[office]  # plugin office" in text and 'proxy = "198.51.100.1"  # ~/.config/cci/config.toml:2' in text
+    assert to_json(config)["values"]["office.port"] == {"value": 8080, "source": "env CCI_OFFICE_PORT"}
+    assert layers.warnings == []
+
+
+def test_a_bad_value_in_a_plugin_section_is_one_error_with_file_and_line(layers: Layers) -> None:
+    layers.write(layers.project, '[office]\nproxy = "p"\nport = "many"\n')
+    with pytest.raises(ConfigError) as caught:
+        office(layers)
+    assert str(caught.value) == f'{layers.project}:3: office.port: expected an integer, got string "many"'
+    layers.write(layers.project, '[office]\nport = -1\n')
+    with pytest.raises(ConfigError, match=r"\.cci\.toml:2: office\.port: must be 0 or more, got -1"):
+        office(layers)
+
+
+def test_a_bad_value_in_incus_is_one_error_with_file_and_line(layers: Layers) -> None:
+    layers.write(layers.project, '[incus]\nproject = "p"\nnetwork_subnets = "10.0.0.0/28"\n')
+    error = layers.error()
+    assert str(error) == f"{layers.project}:3: incus.network_subnets: must be a /24 or larger range, got /28"
+
+
+def test_an_unknown_key_in_a_plugin_section_warns_with_a_suggestion(layers: Layers) -> None:
+    layers.write(layers.user, '[office]\nproxi = "x"\n')
+    assert office(layers).section("office") == OfficeSettings()
+    assert layers.warnings == [
+        "~/.config/cci/config.toml:2: unknown key 'office.proxi' is ignored (did you mean 'office.proxy'?)"]
+
+
+def test_the_section_of_a_disabled_plugin_is_ignored_with_one_warning(layers: Layers) -> None:
+    layers.write(layers.system, '[office]\nproxy = "a"\n')
+    layers.write(layers.user, '[plugins]\ndisabled = ["office"]\n\n[office]\nport = "not even checked"\n')
+    config = office(layers, disabled=("office",))
+    assert layers.warnings == [
+        f"{layers.system}:1: unknown section 'office' is ignored: it is not cci's and belongs to no enabled plugin "
+        "(plugin 'office' is disabled)"]
+    with pytest.raises(NotAvailableError, match=r"config section \[office\] is not declared by any enabled plugin"):
+        config.section("office")
+    assert "office.proxy" not in to_json(config)["values"]
+
+
+def test_a_section_of_a_plugin_not_installed_is_ignored_with_a_warning(layers: Layers) -> None:
+    layers.write(layers.user, '[incsu]\nproject = "x"\n')
+    config = layers.load()
+    assert config.section("incus").project == "default"
+    assert layers.warnings == ["~/.config/cci/config.toml:1: unknown section 'incsu' is ignored: it is not cci's and "
+                               "belongs to no enabled plugin (did you mean 'incus'?)"]
+
+
+def test_the_plugin_switches_are_read_before_any_plugin_loads(layers: Layers) -> None:
+    from cci_core.config import read_layers
+
+    layers.write(layers.system, '[plugins]\ndisabled = ["office", "codex"]\n[office]\nport = "bad"\n')
+    layers.write(layers.project, '[plugins]\nenabled = ["office"]\n')
+    read = read_layers(layers.workspace, environ={"CCI_PLUGINS_DISABLED": "setup"}, system_file=layers.system,
+                       user_file=layers.user, overrides=[Override("plugins.enabled", ["codex"], "--flag")])
+    assert read.disabled_plugins() == {"setup"}
+    assert read.disabled_plugins(workspace=False) == {"office", "setup"}  # an untrusted .cci.toml has no say
+
+
+# -- a key's two names -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("section", "canonical", "alias", "value", "read"), [
+    ("defaults", "inject_credentials", "mount_claude_config", "false", lambda c: c.defaults.inject_credentials),
+    ("incus", "container_uid", "claude_uid", "1001", lambda c: c.section("incus").container_uid),
+])
+def test_the_specs_names_are_still_accepted_everywhere(layers: Layers, section: str, canonical: str, alias: str,
+                                                       value: str, read: Any) -> None:
+    expected = json.loads(value)
+    layers.write(layers.user, f"[{section}]\n{alias} = {value}\n")
+    config = layers.load()
+    assert (read(config), config.source_of(f"{section}.{canonical}")) == (expected, "~/.config/cci/config.toml:2")
+    assert f"{canonical} = {value}  # ~/.config/cci/config.toml:2" in render_toml(config)
+    variable = f"CCI_{section}_{alias}".upper()
+    config = layers.load(environ={variable: value})
+    assert (read(config), config.source_of(f"{section}.{alias}")) == (expected, f"env {variable}")
+    config = layers.load(overrides=[Override(f"{section}.{alias}", value, "--flag")])
+    assert read(config) == expected
+    assert layers.warnings == []
+
+
+def test_the_profile_key_takes_its_old_name_too(layers: Layers) -> None:
+    layers.write(layers.user, "[profiles.p]\nmount_claude_config = false\n")
+    config = layers.load(profile="p")
+    assert config.defaults.inject_credentials is False and config.profiles["p"].inject_credentials is False
+    assert config.source_of("defaults.inject_credentials") == "profile p (~/.config/cci/config.toml:2)"
+
+
+def test_both_names_with_different_values_in_one_layer_is_an_error(layers: Layers) -> None:
+    layers.write(layers.user, "[incus]\ncontainer_uid = 1001\nclaude_uid = 1002\n")
+    error = layers.error()
+    assert str(error) == ("~/.config/cci/config.toml:3: incus.claude_uid: incus.container_uid and incus.claude_uid "
+                          "name the same setting and are given different values (keep only incus.container_uid)")
+    layers.write(layers.user, "[profiles.p]\ninject_credentials = true\nmount_claude_config = false\n")
+    assert "name the same setting" in str(layers.error(profile="p"))
+    layers.write(layers.user, "")
+    error = layers.error(environ={"CCI_DEFAULTS_INJECT_CREDENTIALS": "1", "CCI_DEFAULTS_MOUNT_CLAUDE_CONFIG": "0"})
+    assert error.source == "env CCI_DEFAULTS_MOUNT_CLAUDE_CONFIG" and "name the same setting" in str(error)
+
+
+def test_both_names_with_one_value_or_in_two_layers_are_fine(layers: Layers) -> None:
+    layers.write(layers.user, "[incus]\ncontainer_uid = 1001\nclaude_uid = 1001\n")
+    layers.write(layers.project, "[incus]\nclaude_uid = 1003\n")
+    config = layers.load()
+    assert config.section("incus").container_uid == 1003
+    assert config.source_of("incus.container_uid") == f"{layers.project}:2"

@@ -92,10 +92,11 @@ def test_every_command_is_in_the_cli_reference() -> None:
 @pytest.fixture()
 def config_keys() -> dict[str, list[str]]:
     """Every config key, by section: the core's and those of the built-in plugins' sections."""
-    from cci_core.config.schema import SETTINGS
+    from cci_core.config.schema import Schema
+    from cci_core.plugin_manager import load_plugins
 
     keys: dict[str, list[str]] = {}
-    for spec in SETTINGS.values():
+    for spec in Schema(load_plugins(entry_points=False).registries.config_sections()).settings.values():
         keys.setdefault(spec.section, []).append(spec.name)
     return keys
 

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from cci_core import hookimpl
 from cci_core.cli.main import cli
-from cci_core.config import Config, IncusConfig, Override, load_config
+from cci_core.config import Config, Override, load_config
+from cci_builtin_plugins.incus.settings import IncusSettings
 from cci_core.doctor import (
     EXIT_FAILED,
     EXIT_OK,
@@ -380,7 +381,7 @@ def subid_files(tmp_path: Path, subuid: str, subgid: str) -> dict[str, Path]:
 
 def test_uid_mapping_fails_with_the_lines_to_add(tmp_path: Path) -> None:
     files = subid_files(tmp_path, "root:1000000:1000000000\n", "root:1000000:1000000000\n")
-    check = uid_mapping_check(IncusConfig(), uid=1001, gid=1002, **files)
+    check = uid_mapping_check(IncusSettings(), uid=1001, gid=1002, **files)
     assert check.status == "fail"
     assert "cci maps your uid 1001 onto the container user (1000) with raw.idmap" in check.detail
     assert check.fix == (f"run 'cci setup' (or add 'root:1001:1' to {files['subuid']} and 'root:1002:1' to "
@@ -389,28 +390,28 @@ def test_uid_mapping_fails_with_the_lines_to_add(tmp_path: Path) -> None:
 
 def test_uid_mapping_names_only_what_is_missing(tmp_path: Path) -> None:
     files = subid_files(tmp_path, "root:1001:1\n", "")
-    check = uid_mapping_check(IncusConfig(), uid=1001, gid=1001, **files)
+    check = uid_mapping_check(IncusSettings(), uid=1001, gid=1001, **files)
     assert check.status == "fail"
     assert check.fix.startswith(f"run 'cci setup' (or add 'root:1001:1' to {files['subgid']}, then restart Incus")
 
 
 def test_uid_mapping_ok_when_delegated(tmp_path: Path) -> None:
     files = subid_files(tmp_path, "root:1001:1\n", "root:1000:5\n")
-    check = uid_mapping_check(IncusConfig(), uid=1001, gid=1003, **files)
+    check = uid_mapping_check(IncusSettings(), uid=1001, gid=1003, **files)
     assert check.status == "ok" and "raw.idmap" in check.detail
 
 
 def test_uid_mapping_is_needed_for_everyone_but_root_even_the_container_uid(tmp_path: Path) -> None:
     """A shifted mount would let root in the container own files on the host (setuid ones too)."""
     files = subid_files(tmp_path, "", "")
-    assert uid_mapping_check(IncusConfig(), uid=0, gid=0, **files).status == "ok"
-    same = uid_mapping_check(IncusConfig(), uid=1000, gid=1000, **files)
+    assert uid_mapping_check(IncusSettings(), uid=0, gid=0, **files).status == "ok"
+    same = uid_mapping_check(IncusSettings(), uid=1000, gid=1000, **files)
     assert same.status == "fail" and "root in the container cannot own files on the host" in same.detail
 
 
 def test_uid_mapping_of_a_remote_server_is_only_a_warning(tmp_path: Path) -> None:
     files = subid_files(tmp_path, "", "")
-    check = uid_mapping_check(IncusConfig(url="https://incus.example:8443"), uid=1001, gid=1001, **files)
+    check = uid_mapping_check(IncusSettings(url="https://incus.example:8443"), uid=1001, gid=1001, **files)
     assert check.status == "warn" and check.fix.startswith("on the server: ")
 
 
@@ -421,7 +422,7 @@ class FakeServer(_Server):
     """Answers ``read`` from a dict keyed by the joined path; a missing key is Incus's 404."""
 
     def __init__(self, resources: dict[str, Any], project: str = "cci-test") -> None:
-        super().__init__(SimpleNamespace(incus=SimpleNamespace(project=project)), {})  # type: ignore[arg-type]
+        super().__init__(SimpleNamespace(section={"incus": IncusSettings(project=project)}.get), {})  # type: ignore[arg-type]
         self.resources = resources
 
     def read(self, action: str, *path: str) -> Any:
@@ -452,7 +453,7 @@ def test_network_acls_are_needed_unless_open(mode: str, extensions: list[str], s
 
     fake = server({})
     fake.__dict__["host_info"] = {"api_extensions": extensions}
-    check = acl_check(fake, SimpleNamespace(network=NetworkConfig(mode=mode), incus=IncusConfig()))  # type: ignore[arg-type]
+    check = acl_check(fake, SimpleNamespace(network=NetworkConfig(mode=mode), section={"incus": IncusSettings()}.get))  # type: ignore[arg-type]
     assert (check.status, check.detail) == (status, detail)
 
 

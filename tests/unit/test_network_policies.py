@@ -10,15 +10,16 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NamedTuple
 
 import pytest
 
+from cci_core import hookimpl
 from cci_core.config import Override, load_config
-from cci_core.config.schema import NetworkConfig
+from cci_core.config.schema import NetworkConfig, Setting, non_empty
 from cci_core.errors import ConfigError, NotAvailableError
-from cci_core.network_policy import MAX_KEY_LENGTH, NetworkPlan, Rule
-from cci_core.networking import is_due, refresh, settings_of
+from cci_core.network_policy import MAX_KEY_LENGTH, NetworkPlan, NetworkPolicy, Rule
+from cci_core.networking import is_due, policy_for, refresh, settings_of
 from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.instance_config import nic_devices
@@ -277,6 +278,54 @@ def test_a_third_party_policy_is_chosen_by_mode_and_enforced(tmp_path: Path) -> 
     container, _ctx = sessions.launch(LaunchRequest(tmp_path, kind="run"))
     assert container.network == "cci-proxy-only" and container.labels()["network"] == "proxy-only"
     assert sessions.driver.networks["cci-proxy-only"][0].rules == (Rule("allow", ("198.51.100.8",), "proxy"),)
+
+
+class OfficeSettings(NamedTuple):
+    """``[office]``: the section a third-party policy's plugin declares."""
+
+    proxy: Annotated[str, Setting("The office proxy's address.", check=non_empty)] = "203.0.113.8"
+
+
+class OfficePolicy(NetworkPolicy):
+    """Only the office proxy, read from the plugin's own section."""
+
+    name = "office"
+    summary = "only the office proxy"
+
+    def validate(self, settings: NetworkConfig) -> None:
+        if self.config is None or settings.allowed_domains:
+            raise ConfigError("office mode needs its [office] section and no allowed_domains")
+
+    def plan(self, settings: NetworkConfig) -> NetworkPlan:
+        assert self.config is not None
+        proxy = self.config.section("office").proxy
+        return NetworkPlan(self.name, proxy, "reject", (Rule("allow", (proxy,), "proxy"),),
+                           settings={"mode": self.name}, refresh_minutes=1)
+
+
+class OfficePlugin:
+    @hookimpl
+    def cci_register(self, register: Any) -> None:
+        register.add_driver(FakeDriver)
+        register.add_network_policy(OfficePolicy)
+        register.add_settings("office", OfficeSettings)
+
+
+def test_a_third_party_policy_reads_its_own_section_at_launch_and_refresh(tmp_path: Path) -> None:
+    from cci_core.networking import attach
+
+    (tmp_path / ".cci.toml").write_text('[office]\nproxy = "198.51.100.9"\n')
+    plugins = load_plugins(entry_points=False, extra=[("office", OfficePlugin())])
+    config = load_config(tmp_path, environ={}, plugins=plugins, overrides=[
+        Override("defaults.driver", "fake", "test"), Override("network.mode", "office", "test")])
+    driver = FakeDriver(config)
+    attachment = attach(config, plugins.registries, driver)
+    assert attachment.plan is not None and attachment.plan.rules == (Rule("allow", ("198.51.100.9",), "proxy"),)
+    assert driver.networks[attachment.network][0].identity == "198.51.100.9"
+    (refreshed,) = refresh(driver, plugins.registries, force=True)  # made with the refreshing invocation's config
+    assert refreshed.network == attachment.network and refreshed.changes == {}
+    with pytest.raises(ConfigError, match="office mode needs its"):
+        policy_for(config._replace(network=config.network._replace(allowed_domains=["x.org"])), plugins.registries)
 
 
 def test_a_network_whose_policy_plugin_is_gone_is_left_as_it_is(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def test_builtins_are_registered_with_what_they_provide() -> None:
     assert registries.network_policies.names() == ["allowlist", "open", "restricted"]
     assert registries.commands.names() == ["build", "setup"]
     by_name = {info.name: info for info in plugins.infos}
-    assert by_name["incus"].provides == ("driver:incus",)
+    assert by_name["incus"].provides == ("driver:incus", "settings:incus")
     assert by_name["incus"].kind == "driver"
     assert by_name["claude"].hooks == ("cci_register",)
 

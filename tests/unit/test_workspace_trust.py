@@ -92,3 +92,29 @@ def test_a_file_changed_while_being_trusted_is_not_trusted(tmp_path: Path, monke
     assert refused.exit_code == 2 and "changed while it was being trusted" in refused.output
     monkeypatch.undo()
     assert run(tmp_path, "config", "path").output.splitlines()[-1].endswith("(not trusted)")
+
+
+def test_an_untrusted_workspace_config_has_no_say_in_which_plugins_load(
+        tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_core import plugin_manager
+
+    loaded: list[frozenset[str]] = []
+    real = plugin_manager.load_plugins
+
+    def recording(disabled: frozenset[str] = frozenset(), **kwargs: object) -> plugin_manager.Plugins:
+        loaded.append(frozenset(disabled))
+        return real(disabled, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plugin_manager, "load_plugins", recording)
+    user_file = isolated_env / ".config" / "cci" / "config.toml"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_text('[plugins]\ndisabled = ["codex"]\n')
+    (tmp_path / ".cci.toml").write_text('[plugins]\nenabled = ["codex"]\n')  # as an agent inside could write it
+    shown = run(tmp_path, "config", "show")  # looking loads the plugins (their sections), but not this one
+    assert shown.exit_code == 0 and loaded == [{"codex"}]
+    assert run(tmp_path, "plugins", "list").exit_code == 2
+    assert run(tmp_path, "config", "trust").exit_code == 0
+    loaded.clear()
+    listed = run(tmp_path, "plugins", "list")
+    assert listed.exit_code == 0 and loaded == [frozenset()]
+    assert [line.split()[-1] for line in listed.output.splitlines() if line.startswith("codex ")] == ["yes"]

@@ -1,13 +1,21 @@
-"""An example cci plugin: adds the ``hello`` tool, the ``cci hello`` command and an environment variable."""
+"""An example cci plugin: the ``hello`` tool, the ``cci hello`` command, a ``[hello]`` config section and an
+environment variable read from it."""
 
 from __future__ import annotations
 
+from typing import Annotated, NamedTuple
+
 import click
 
-from cci_core import hookimpl
-from cci_core.tool import ToolAdapter
+from cci_core.api import Setting, ToolAdapter, current_config, hookimpl, non_empty
 
 PLUGIN_NAME = "hello"
+
+
+class HelloSettings(NamedTuple):
+    """``[hello]``: this plugin's own config section (``CCI_HELLO_GREETING`` works too)."""
+
+    greeting: Annotated[str, Setting("What the hello tool and 'cci hello' say.", check=non_empty)] = "hello"
 
 
 class HelloTool(ToolAdapter):
@@ -20,24 +28,24 @@ class HelloTool(ToolAdapter):
 
     def command(self, session_id: str, *, resume: bool) -> list[str]:
         verb = "welcome back to" if resume else "starting"
-        return [self.binary, "-c", f"echo 'hello: {verb} session {session_id}'; exec bash"]
+        return [self.binary, "-c", f"echo \"$HELLO_GREETING: {verb} session {session_id}\"; exec bash"]
 
 
 @click.command()
 @click.option("--name", default="world", help="Who to greet.")
 def hello(name: str) -> None:
     """Say hello (an example plugin command)."""
-    click.echo(f"hello, {name}!")
+    greeting = current_config().section(PLUGIN_NAME).greeting
+    click.echo(f"{greeting}, {name}!")
 
 
 @hookimpl
 def cci_register(register):
     register.add_tool(HelloTool)
     register.add_command(hello)
+    register.add_settings(PLUGIN_NAME, HelloSettings)
 
 
 @hookimpl
 def cci_environment(ctx):
-    # Per-plugin settings live in the config under [plugins.hello].
-    greeting = ctx.plugin_settings(PLUGIN_NAME).get("greeting", "hello")
-    return {"HELLO_GREETING": greeting}
+    return {"HELLO_GREETING": ctx.config.section(PLUGIN_NAME).greeting}
