@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
@@ -18,7 +19,12 @@ from cci_builtin_plugins.network.restricted import RestrictedPolicy
 from tests import incus_env
 from tests.integration.terminal import Terminal
 
+if TYPE_CHECKING:
+    import pylxd
+
 CCI = Path(sys.executable).with_name("cci")
+#: the prefix of the instance config keys that hold cci's labels (the format cci's containers keep)
+LABEL_PREFIX = "user.cci."
 
 
 @pytest.fixture
@@ -74,6 +80,54 @@ def driver(config: Config, tmp_path: Path) -> Iterator[IncusDriver]:
     _NAMED.clear()
 
 
+@pytest.fixture(scope="session")
+def incus() -> pylxd.Client:
+    """pylxd on the test project: a client independent of cci's, with which tests check what cci did to Incus."""
+    import pylxd
+
+    return pylxd.Client(endpoint=str(incus_env.SOCKET), project=incus_env.PROJECT)
+
+
+def labels_on(incus: pylxd.Client, name: str) -> dict[str, str]:
+    """cci's labels on instance ``name``, as Incus has them."""
+    config = incus.instances.get(name).config
+    return {key[len(LABEL_PREFIX):]: value for key, value in config.items() if key.startswith(LABEL_PREFIX)}
+
+
+def status_of(incus: pylxd.Client, name: str) -> str:
+    """The status of instance ``name`` in lower case (``running``, ``stopped``...)."""
+    return str(incus.instances.get(name).status).lower()
+
+
+def in_workspace(incus: pylxd.Client, workspace: Path) -> list[str]:
+    """Names of the instances cci labelled with ``workspace`` (other tests may use the project meanwhile)."""
+    return [instance.name for instance in incus.instances.all(recursion=1)
+            if instance.config.get(LABEL_PREFIX + "workspace") == str(workspace)]
+
+
+def aliased(incus: pylxd.Client, prefix: str) -> dict[str, tuple[str, ...]]:
+    """The images with an alias starting with ``prefix``: fingerprint -> alias names, as Incus lists them."""
+    images = {image.fingerprint: tuple(alias["name"] for alias in image.aliases) for image in incus.images.all()}
+    return {fingerprint: names for fingerprint, names in images.items()
+            if any(name.startswith(prefix) for name in names)}
+
+
+def wait_stopped(incus: pylxd.Client, name: str, timeout: float = 60) -> bool:
+    """Whether instance ``name`` is stopped (or gone) within ``timeout`` seconds."""
+    from pylxd.exceptions import NotFound
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if status_of(incus, name) == "stopped":
+                return True
+        except NotFound:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
 def run_cci(*args: str, env: dict[str, str], cwd: Path | None = None, user: str | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the installed ``cci`` as a separate process (as ``user`` when given), capturing its output."""
@@ -106,10 +160,9 @@ def assert_error(result: subprocess.CompletedProcess[str], code: int, *fragments
 RESTRICTED_NETWORK = network_name(RestrictedPolicy().plan(NetworkConfig()), nat=False)
 
 
-def nic_network(driver: IncusDriver, name: str) -> str:
+def nic_network(incus: pylxd.Client, name: str) -> str:
     """The network a container's eth0 is on."""
-    instance = driver.api.get(f"/1.0/instances/{name}", "reading", project=incus_env.PROJECT)
-    return str(instance["expanded_devices"]["eth0"]["network"])
+    return str(incus.instances.get(name).expanded_devices["eth0"]["network"])
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import pytest
@@ -18,7 +19,10 @@ import pytest
 from cci_core.driver import ImageInfo
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import assert_error, run_cci
+from tests.integration.conftest import LABEL_PREFIX, aliased, assert_error, run_cci
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -33,8 +37,9 @@ def alias(driver: IncusDriver) -> Iterator[str]:
             driver.delete_image(image.fingerprint)
 
 
-def build_containers(driver: IncusDriver) -> list[str]:
-    return [info.name for info in driver.list_containers() if info.labels.get("kind") == "build"]
+def build_containers(incus: pylxd.Client) -> list[str]:
+    return [instance.name for instance in incus.instances.all(recursion=1)
+            if instance.config.get(LABEL_PREFIX + "kind") == "build"]
 
 
 def build(alias: str, script: Path, env: dict[str, str], *extra: str):  # type: ignore[no-untyped-def]
@@ -43,20 +48,20 @@ def build(alias: str, script: Path, env: dict[str, str], *extra: str):  # type: 
 
 
 def test_custom_build_publishes_a_versioned_image_and_moves_the_alias(
-    alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+    alias: str, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path
 ) -> None:
     script = tmp_path / "build.sh"
     script.write_text("set -e\necho step-one\necho built-by-script > /etc/cci-built\n")
-    before = set(build_containers(driver))
+    before = set(build_containers(incus))
     result = build(alias, script, cci_environ)
     assert result.returncode == 0, result.stderr
     assert "step-one" in result.stdout  # the script's output streams through
     versioned = re.search(rf"publishing ({alias}-\d{{8}}-\d{{6}})", result.stdout).group(1)  # type: ignore[union-attr]
     log = Path(result.stderr.strip().rsplit("log: ", 1)[1])
     assert "step-one" in log.read_text()
-    [image] = [image for image in driver.list_images() if alias in image.aliases]
-    assert versioned in image.aliases
-    assert set(build_containers(driver)) == before  # the build container is gone
+    [(fingerprint, aliases)] = [(found, names) for found, names in aliased(incus, alias).items() if alias in names]
+    assert versioned in aliases
+    assert set(build_containers(incus)) == before  # the build container is gone
 
     launched = run_cci("run", "--image", alias, "--", "cat", "/etc/cci-built", env=cci_environ, cwd=tmp_path)
     assert (launched.returncode, launched.stdout) == (0, "built-by-script\n"), launched.stderr
@@ -64,26 +69,25 @@ def test_custom_build_publishes_a_versioned_image_and_moves_the_alias(
     assert_error(build(alias, script, cci_environ), 2, f"image '{alias}' exists already", "--force")
     rebuilt = build(alias, script, cci_environ, "--force")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    images = {image.fingerprint: image.aliases for image in driver.list_images()
-              if any(name.startswith(alias) for name in image.aliases)}
+    images = aliased(incus, alias)
     assert len(images) == 2  # the first build keeps its versioned alias; the alias moved to the new one
-    assert images[image.fingerprint] == (versioned,)
+    assert images[fingerprint] == (versioned,)
 
 
 def test_a_failing_script_leaves_no_image_and_no_container(
-    alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+    alias: str, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path
 ) -> None:
     script = tmp_path / "build.sh"
     script.write_text("echo about-to-fail\nexit 7\n")
-    before = set(build_containers(driver))
+    before = set(build_containers(incus))
     result = build(alias, script, cci_environ)
     assert result.returncode == 1
     assert "about-to-fail" in result.stdout
     [line] = result.stderr.splitlines()
     assert line.startswith(f"cci: building {alias} failed: the build script failed with exit code 7 (the log is ")
     assert "about-to-fail" in Path(line.rsplit("the log is ", 1)[1].rstrip(")")).read_text()
-    assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
-    assert set(build_containers(driver)) == before
+    assert aliased(incus, alias) == {}
+    assert set(build_containers(incus)) == before
 
 
 def test_bad_build_input_is_one_line(alias: str, cci_environ: dict[str, str], tmp_path: Path) -> None:
@@ -132,7 +136,7 @@ def extra_alias(driver: IncusDriver) -> Iterator[str]:
 
 
 def test_the_host_build_of_the_same_recipe_imports_the_cached_image_with_its_claude_version(
-    extra_alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+    extra_alias: str, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path
 ) -> None:
     from cci_builtin_plugins.images.host_build import HostImageBuilder, host_mirror
     from cci_builtin_plugins.tools.claude import ClaudeCode
@@ -153,9 +157,10 @@ def test_the_host_build_of_the_same_recipe_imports_the_cached_image_with_its_cla
     result = run_cci(*command, env=cci_environ, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "==> using the cached" in result.stdout and "debootstrap" not in result.stdout
-    [image] = [image for image in driver.list_images() if extra_alias in image.aliases]
-    assert image.fingerprint == built.fingerprint  # the same tarball: the same image, under one more alias
-    assert any(re.fullmatch(rf"{extra_alias}-\d{{8}}-\d{{6}}", alias) for alias in image.aliases)
+    [(fingerprint, aliases)] = [(found, names) for found, names in aliased(incus, extra_alias).items()
+                                if extra_alias in names]
+    assert fingerprint == built.fingerprint  # the same tarball: the same image, under one more alias
+    assert any(re.fullmatch(rf"{extra_alias}-\d{{8}}-\d{{6}}", alias) for alias in aliases)
 
     again = run_cci(*command, "--if-changed", env=cci_environ)
     assert again.returncode == 0 and f"{extra_alias} is up to date" in again.stderr, again.stderr
@@ -171,19 +176,19 @@ def test_the_host_build_of_the_same_recipe_imports_the_cached_image_with_its_cla
 
 
 def test_an_unreachable_npm_registry_fails_the_host_build_in_one_line_and_makes_nothing(
-    alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+    alias: str, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path
 ) -> None:
     port = _closed_port()
     _images_config(cci_environ["HOME"], npm_registry=f"http://127.0.0.1:{port}")
     cache = tmp_path / "cache"
     result = run_cci("build", "--source", "host", "--alias", alias, "--cache", str(cache), env=cci_environ)
     assert_error(result, 4, f"the npm registry 127.0.0.1:{port} is unreachable", "npm_registry")
-    assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
+    assert aliased(incus, alias) == {}
     assert not cache.exists() or list(cache.iterdir()) == []
 
 
 def test_a_host_build_failing_in_debootstrap_leaves_no_image_no_tree_and_no_mount(
-    alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+    alias: str, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path
 ) -> None:
     from tests.fake_npm_registry import FakeRegistry
 
@@ -200,7 +205,7 @@ def test_a_host_build_failing_in_debootstrap_leaves_no_image_no_tree_and_no_moun
     assert "==> downloading Claude Code 9.9.9" in result.stdout and "==> debootstrap trixie" in result.stdout
     [line] = result.stderr.splitlines()
     assert line.startswith(f"cci: building {alias} failed: debootstrap failed with exit code ")
-    assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
+    assert aliased(incus, alias) == {}
     assert list(cache.iterdir()) == []  # no tree, no tarball
     assert str(cache) not in Path("/proc/self/mountinfo").read_text()
 
@@ -229,7 +234,7 @@ def _wait_for(predicate, seconds: float, what: str) -> None:  # type: ignore[no-
 
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
 def test_a_host_build_killed_during_debootstrap_stops_it_and_leaves_no_tree(
-    signum: str, alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+    signum: str, alias: str, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path
 ) -> None:
     import signal
     import socket
@@ -267,7 +272,7 @@ def test_a_host_build_killed_during_debootstrap_stops_it_and_leaves_no_tree(
     assert left == []
     assert list(cache.iterdir()) == []  # no tree, no tarball
     assert str(cache) not in Path("/proc/self/mountinfo").read_text()
-    assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
+    assert aliased(incus, alias) == {}
 
 
 
@@ -303,22 +308,26 @@ def _zeros_tarball(path: Path, size: int, description: str) -> str:
     return digest.hexdigest()
 
 
-def _new_imports(driver: IncusDriver, before: set[str]) -> list[str]:
-    """Image imports Incus runs (an upload received, being stored) that are not in ``before``: their URLs."""
-    operations = driver.api.get("/1.0/operations", "listing operations", recursion=1) or {}
-    return [f"/1.0/operations/{op['id']}" for op in operations.get("running") or ()
+def _running_operations(incus: pylxd.Client) -> list[dict[str, Any]]:
+    return list((incus.api.operations.get(params={"recursion": 1}).json()["metadata"] or {}).get("running") or ())
+
+
+def _new_imports(incus: pylxd.Client, before: set[str]) -> list[str]:
+    """Image imports Incus runs (an upload received, being stored) that are not in ``before``: their ids."""
+    return [op["id"] for op in _running_operations(incus)
             if op["id"] not in before and op["description"] == "Downloading image"]
 
 
 def test_a_host_build_interrupted_while_incus_imports_the_tarball_leaves_no_image(
-    alias: str, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path
+    alias: str, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path
 ) -> None:
     import contextlib
     import signal
     import subprocess
 
+    from pylxd.exceptions import NotFound
+
     from cci_builtin_plugins.images.host_build import HostImageBuilder, host_mirror
-    from cci_builtin_plugins.incus.errors import APINotFound
     from cci_builtin_plugins.tools.claude import ClaudeCode
     from cci_core.image_builder import BuildRequest
     from cci_core.tool import ImageFetch
@@ -332,13 +341,12 @@ def test_a_host_build_interrupted_while_incus_imports_the_tarball_leaves_no_imag
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     fingerprint = _zeros_tarball(cache / f"cci-{recipe.digest()}.tar.gz", 1 << 30, alias)
-    running = driver.api.get("/1.0/operations", "listing operations", recursion=1) or {}
-    before = {op["id"] for op in running.get("running") or ()}
+    before = {op["id"] for op in _running_operations(incus)}
     process = subprocess.Popen([str(CCI), "build", "--source", "host", "--alias", alias, "--cache", str(cache)],
                                env=cci_environ, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     imports: list[str] = []
     try:
-        _wait_for(lambda: imports.extend(_new_imports(driver, before)) or imports or process.poll() is not None,
+        _wait_for(lambda: imports.extend(_new_imports(incus, before)) or imports or process.poll() is not None,
                   120, "Incus to import it")
         process.send_signal(signal.SIGINT)  # the upload is done; Incus stores the image
         stdout, stderr = process.communicate(timeout=120)
@@ -348,11 +356,11 @@ def test_a_host_build_interrupted_while_incus_imports_the_tarball_leaves_no_imag
             process.wait()
     assert "==> importing it as" in stdout and process.returncode != 0, (stdout, stderr)
     for operation in imports:  # Incus goes on without cci: what it leaves is there once it is done
-        with contextlib.suppress(APINotFound):  # done, and forgotten by Incus already
-            driver.api.wait(operation, "waiting for the import", timeout=120)
+        with contextlib.suppress(NotFound):  # done, and forgotten by Incus already
+            incus.api.operations[operation].wait.get(params={"timeout": 120})
     assert "Traceback" not in stderr
-    left = fingerprint in {image.fingerprint for image in driver.list_images()}
+    left = incus.images.exists(fingerprint)
     if left:  # (its content is this test's own: no one else's image)
         driver.delete_image(fingerprint)
     assert not left, "the interrupted import left its image"
-    assert not [image for image in driver.list_images() if any(a.startswith(alias) for a in image.aliases)]
+    assert aliased(incus, alias) == {}

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,9 +24,12 @@ from cci_core.naming import container_name
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
 from tests.docker_archive import busybox_image
-from tests.integration.conftest import CCI, ClaudeImage, run_cci
+from tests.integration.conftest import CCI, ClaudeImage, labels_on, run_cci
 from tests.integration.terminal import Terminal
 from tests.integration.test_shell import wait_until_gone
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -67,7 +71,8 @@ def claude_command_line(driver: IncusDriver, name: str) -> str:
 
 
 def test_claude_code_in_a_shell_detached_attached_ended_and_resumed(
-    config: Config, driver: IncusDriver, terminal: Terminal, claude_environ: dict[str, str], claude_image: ClaudeImage,
+    config: Config, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, claude_environ: dict[str, str],
+    claude_image: ClaudeImage,
     isolated_env: Path,
 ) -> None:
     (isolated_env / ".claude").mkdir()
@@ -81,7 +86,7 @@ def test_claude_code_in_a_shell_detached_attached_ended_and_resumed(
     screen = terminal.wait_for("one", banner, timeout=120)
     screen = terminal.wait_for("one", PLAN_SHOWN)  # it read the injected login
     assert "/workspace" in screen and NOT_LOGGED_IN not in screen, screen
-    session = driver.get(name).labels()["session"]
+    session = labels_on(incus, name)["session"]
     assert f"--session-id {session}" in claude_command_line(driver, name)
     modes = inside(driver, name, "stat -c '%a %U:%G %n' /home/code/.claude/.credentials.json /home/code/.claude.json")
     assert modes.splitlines() == ["600 code:code /home/code/.claude/.credentials.json",
@@ -110,7 +115,7 @@ def test_claude_code_in_a_shell_detached_attached_ended_and_resumed(
     terminal.keys("two", "sudo poweroff", "Enter")
     screen = terminal.wait_for("two", "CCI-EXITED-0")
     assert "session ended: saved, container deleted" in screen, screen
-    wait_until_gone(driver, name)
+    wait_until_gone(incus, name)
 
     terminal.start("three", f"{CCI} --workspace {config.workspace} shell --resume", env)
     screen = terminal.wait_for("three", PROMPT, timeout=120)  # the conversation, continued

@@ -6,12 +6,17 @@ import json
 import select
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import CCI, RESTRICTED_NETWORK, assert_error, nic_network, run_cci, unique_name
+from tests.integration.conftest import (CCI, RESTRICTED_NETWORK, assert_error, labels_on, nic_network, run_cci,
+                                        status_of, unique_name)
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -20,21 +25,17 @@ def container(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     return run_cci("container", *args, env=env)
 
 
-def info_of(driver: IncusDriver, name: str):  # type: ignore[no-untyped-def]
-    return next(info for info in driver.list_containers() if info.name == name)
-
-
 def assert_silent(result: subprocess.CompletedProcess[str], code: int) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (code, "", "")
 
 
 def test_launch_labels_starts_and_boots_and_refuses_a_taken_name(launched: str, driver: IncusDriver,
+                                                                 incus: pylxd.Client,
                                                                  cci_environ: dict[str, str]) -> None:
-    info = info_of(driver, launched)
-    assert info.status == "running"
-    assert info.labels == {"kind": "container", "network": "restricted"}
-    assert nic_network(driver, launched) == RESTRICTED_NETWORK  # the configured policy, as for sessions
-    assert info.ephemeral is False
+    assert status_of(incus, launched) == "running"
+    assert labels_on(incus, launched) == {"kind": "container", "network": "restricted"}
+    assert nic_network(incus, launched) == RESTRICTED_NETWORK  # the configured policy, as for sessions
+    assert incus.instances.get(launched).ephemeral is False
     booted = driver.get(launched).exec(["systemctl", "is-system-running"])
     assert booted.stdout.strip() in {"running", "degraded"}
 
@@ -42,32 +43,35 @@ def test_launch_labels_starts_and_boots_and_refuses_a_taken_name(launched: str, 
     assert_error(result, 4, f"container {launched} already exists", f"cci container delete --force {launched}")
 
 
-def test_failed_launches_leave_nothing(driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+def test_failed_launches_leave_nothing(driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str]) -> None:
     name = unique_name()
     assert_error(container("launch", "no-such-image-x", name, env=cci_environ), 5, "image 'no-such-image-x' not found")
-    assert_error(container("launch", incus_env.IMAGE, "bad_name", env=cci_environ), 2, "invalid container name")
+    bad_names = ["bad_name", "with space", "x" * 64]
+    for bad in bad_names:
+        assert_error(container("launch", incus_env.IMAGE, bad, env=cci_environ), 2,
+                     f"invalid container name {bad!r}", "1 to 63 letters, digits and hyphens")
     assert_error(run_cci("--network", "no-such-mode", "container", "launch", incus_env.IMAGE, name, env=cci_environ),
                  3, "network policy 'no-such-mode' is not available")
-    assert not driver.exists(name)
-    assert not driver.exists("bad_name")
+    assert not {name, *bad_names} & {instance.name for instance in incus.instances.all()}
 
 
-def test_launch_with_open_network_keeps_the_profile_network(driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+def test_launch_with_open_network_keeps_the_profile_network(driver: IncusDriver, incus: pylxd.Client,
+                                                            cci_environ: dict[str, str]) -> None:
     name = unique_name()
     result = run_cci("--network", "open", "container", "launch", incus_env.IMAGE, name, env=cci_environ)
     assert result.returncode == 0, result.stderr
-    assert info_of(driver, name).labels["network"] == "open"
-    assert nic_network(driver, name) == incus_env.BRIDGE
+    assert labels_on(incus, name)["network"] == "open"
+    assert nic_network(incus, name) == incus_env.BRIDGE
 
 
-def test_stop_start_delete_lifecycle(launched: str, driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+def test_stop_start_delete_lifecycle(launched: str, incus: pylxd.Client, cci_environ: dict[str, str]) -> None:
     name = launched
     assert_error(container("delete", name, env=cci_environ), 2, f"container {name} is running", "--force")
-    assert driver.exists(name)
+    assert incus.instances.exists(name)
 
     result = container("stop", name, "--timeout", "30", env=cci_environ)  # a clean shutdown
     assert (result.returncode, result.stdout) == (0, f"{name}: stopped\n"), result.stderr
-    assert driver.get(name).status() == "stopped"
+    assert status_of(incus, name) == "stopped"
     assert_silent(container("running", name, env=cci_environ), 1)
     assert_silent(container("exists", name, env=cci_environ), 0)
     assert_error(container("exec", name, "--", "true", env=cci_environ), 2, "is not running",
@@ -83,7 +87,7 @@ def test_stop_start_delete_lifecycle(launched: str, driver: IncusDriver, cci_env
     result = container("delete", name, env=cci_environ)
     assert (result.returncode, result.stdout) == (0, f"{name}: deleted\n"), result.stderr
     assert_silent(container("exists", name, env=cci_environ), 1)
-    assert not driver.exists(name)
+    assert not incus.instances.exists(name)
 
 
 def test_stop_timeout_fails_without_forcing(launched: str, cci_environ: dict[str, str]) -> None:
@@ -97,24 +101,25 @@ def test_stop_timeout_fails_without_forcing(launched: str, cci_environ: dict[str
 
 
 @pytest.mark.parametrize("ephemeral", [False, True])
-def test_delete_force_stops_a_running_container_first(ephemeral: bool, driver: IncusDriver,
+def test_delete_force_stops_a_running_container_first(ephemeral: bool, driver: IncusDriver, incus: pylxd.Client,
                                                       cci_environ: dict[str, str]) -> None:
     name = unique_name()
     flags = ["--ephemeral"] if ephemeral else []
     assert container("launch", incus_env.IMAGE, name, *flags, env=cci_environ).returncode == 0
     result = container("delete", name, "--force", env=cci_environ)
     assert (result.returncode, result.stdout) == (0, f"{name}: deleted\n"), result.stderr
-    assert not driver.exists(name)
+    assert not incus.instances.exists(name)
 
 
-def test_ephemeral_container_is_gone_once_stopped(driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+def test_ephemeral_container_is_gone_once_stopped(driver: IncusDriver, incus: pylxd.Client,
+                                                  cci_environ: dict[str, str]) -> None:
     name = unique_name()
     result = container("launch", incus_env.IMAGE, name, "--ephemeral", env=cci_environ)
     assert (result.returncode, result.stdout) == (0, f"{name}: launched\n"), result.stderr
-    assert info_of(driver, name).ephemeral is True
+    assert incus.instances.get(name).ephemeral is True
     assert container("stop", name, "--force", env=cci_environ).returncode == 0
     assert_silent(container("exists", name, env=cci_environ), 1)
-    assert not driver.exists(name)
+    assert not incus.instances.exists(name)
 
 
 def test_unknown_container_is_not_found(driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:

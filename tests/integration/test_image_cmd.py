@@ -13,9 +13,11 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 from uuid import uuid4
 
 import pytest
+from pylxd.exceptions import NotFound
 
 from cci_core.config import Config
 from cci_core.driver import ContainerSpec, ImageInfo
@@ -23,6 +25,9 @@ from cci_core.errors import CciError
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
 from tests.integration.conftest import run_cci
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -40,12 +45,11 @@ class ImageMaker:
     using it overlaps this one, it can delete our containers mid-publish.
     """
 
-    def __init__(self, driver: IncusDriver) -> None:
-        import pylxd
-
+    def __init__(self, driver: IncusDriver, client: pylxd.Client) -> None:
         self.driver = driver
-        #: an independent client (pylxd) for what cci does not do: publish uncompressed, add an alias
-        self.client = pylxd.Client(endpoint=str(incus_env.SOCKET), project=incus_env.PROJECT)
+        #: an independent client (pylxd): it checks what cci did, and does what cci does not (publish
+        #: uncompressed, add an alias)
+        self.client = client
         self.tag = uuid4().hex[:6]
         self.prefix = f"cci-t{self.tag}"  # a cci image alias prefix
         self.fingerprints: set[str] = set()
@@ -79,8 +83,19 @@ class ImageMaker:
         return published
 
     def image(self, fingerprint: str) -> ImageInfo | None:
-        """The image with this fingerprint, as the driver lists it now."""
-        return next((found for found in self.driver.list_images() if found.fingerprint == fingerprint), None)
+        """The image with this fingerprint, as Incus describes it now (read through pylxd)."""
+        try:
+            found = self.client.api.images[fingerprint].get().json()["metadata"]
+        except NotFound:
+            return None
+        properties = dict(found.get("properties") or {})
+        return ImageInfo(found["fingerprint"], tuple(alias["name"] for alias in found.get("aliases") or ()),
+                         properties.get("description", ""), found.get("created_at", ""), int(found["size"]),
+                         properties)
+
+    def alias_exists(self, alias: str) -> bool:
+        """Whether Incus has the image alias ``alias`` (read through pylxd)."""
+        return bool(self.client.images.exists(alias, alias=True))
 
     def add_alias(self, alias: str, fingerprint: str) -> None:
         """Create a new alias (never moves an existing one: Incus refuses a duplicate name)."""
@@ -130,15 +145,15 @@ class ImageMaker:
 
 
 @pytest.fixture
-def images(config: Config) -> Iterator[ImageMaker]:
-    made = ImageMaker(IncusDriver(config))
+def images(config: Config, incus: pylxd.Client) -> Iterator[ImageMaker]:
+    made = ImageMaker(IncusDriver(config), incus)
     try:
         yield made
     finally:
         made.cleanup()
-    assert not any(made.tag in alias for found in made.driver.list_images() for alias in found.aliases)
+    assert not any(made.tag in alias["name"] for found in incus.images.all() for alias in found.aliases)
     if made.made_cci_alias:
-        assert not made.driver.image_exists("cci")
+        assert not made.alias_exists("cci")
 
 
 @pytest.fixture
@@ -264,16 +279,35 @@ def test_publish_and_delete_refuse_clearly(images: ImageMaker, cci: Cci) -> None
     images.driver.get(running).start()
     fails(cci("image", "publish", running, f"{images.prefix}-r"), 2,
           f"container {running} is running", f"cci container stop {running}")
-    assert not images.driver.image_exists(f"{images.prefix}-r")
+    assert not images.alias_exists(f"{images.prefix}-r")
 
     fails(cci("image", "delete", f"{images.prefix}-missing"), 5, "no image alias")
     fails(cci("image", "delete", incus_env.IMAGE[:3] + "abc"), 5, "at least 12 characters")
     fails(cci("image", "delete", "0" * 12), 5, "matches no image")
-    # '?' is part of the name (the driver quotes it into the URL): no such image, not cci-test-base
-    missing = cci("image", "exists", f"{incus_env.IMAGE}?x")
-    assert (missing.returncode, missing.stdout) == (1, ""), (missing.returncode, missing.stdout, missing.stderr)
-    fails(cci("image", "publish", running, "bad alias"), 2, "' '")
-    assert images.driver.image_exists(incus_env.IMAGE)
+    # '?#%/' are part of the name (the driver quotes it into the URL): no such image, not cci-test-base
+    for suffix in ("?x", "#x", "%3F", "/x", "/../cci-test-base"):
+        missing = cci("image", "exists", f"{incus_env.IMAGE}{suffix}")
+        assert (missing.returncode, missing.stdout, missing.stderr) == (1, "", ""), suffix
+    fails(cci("image", "publish", running, "bad alias"), 2, "invalid image alias 'bad alias'", "' '")
+    fails(cci("image", "exists", "new\nline"), 2, "invalid image alias", "'\\n'")
+    for bad in ("with space", "x" * 64):
+        fails(cci("image", "publish", bad, f"{images.prefix}-b"), 2, f"invalid container name {bad!r}",
+              "1 to 63 letters, digits and hyphens")
+    assert not images.alias_exists(f"{images.prefix}-b")
+    assert images.alias_exists(incus_env.IMAGE)
+
+
+def test_an_alias_with_url_characters_is_one_name(images: ImageMaker, cci: Cci) -> None:
+    made = images.publish(f"{images.prefix}-u")
+    odd = f"{images.prefix}?#%2F/../{incus_env.IMAGE}"
+    images.add_alias(odd, made.fingerprint)
+    found = cci("image", "exists", odd)
+    assert (found.returncode, found.stdout, found.stderr) == (0, "", "")
+    listed = json.loads(cci("image", "list", "--prefix", images.prefix, "--format", "json").stdout)
+    assert [entry["aliases"] for entry in listed] == [sorted([f"{images.prefix}-u", odd])]
+    deleted = cci("image", "delete", odd)
+    assert (deleted.returncode, deleted.stdout) == (0, f"deleted image {odd}\n"), deleted.stderr
+    assert images.image(made.fingerprint) is None and images.alias_exists(incus_env.IMAGE)
 
 
 def test_cleanup_keeps_the_newest_and_protected_images(images: ImageMaker, cci: Cci) -> None:

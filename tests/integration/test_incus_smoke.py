@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,6 +16,9 @@ from cci_core.config import Override, load_config
 from cci_core.errors import BackendError
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -41,15 +45,14 @@ def test_driver_reads_the_server_version(tmp_path: Path) -> None:
     assert info.details["storage"] in {"btrfs", "dir", "zfs", "lvm"}
 
 
-def test_test_environment_is_complete(tmp_path: Path) -> None:
-    client = make_driver(tmp_path).client
-    image = client.images.get_by_alias(incus_env.IMAGE)
+def test_test_environment_is_complete(incus: pylxd.Client) -> None:
+    image = incus.images.get_by_alias(incus_env.IMAGE)
     assert image.properties["cci.recipe"] and image.properties["cci.builder"] == "debootstrap"  # cci build base
-    pool = client.storage_pools.get(incus_env.POOL)
+    pool = incus.storage_pools.get(incus_env.POOL)
     assert pool.driver in {"btrfs", "dir"}
-    bridge = client.networks.get(incus_env.BRIDGE)
+    bridge = incus.networks.get(incus_env.BRIDGE)
     assert bridge.config["ipv4.nat"] == "false"
-    assert client.projects.get(incus_env.PROJECT).config["features.images"] == "false"
+    assert incus.projects.get(incus_env.PROJECT).config["features.images"] == "false"
 
 
 def test_non_root_user_in_incus_admin_connects(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -28,7 +29,7 @@ from cci_core.session import KIND_RUN, LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.network import resolver
 from tests import incus_env, network_hosts
-from tests.integration.conftest import CCI, RESTRICTED_NETWORK, assert_error, nic_network, run_cci
+from tests.integration.conftest import CCI, RESTRICTED_NETWORK, assert_error, in_workspace, nic_network, run_cci
 from tests.integration.terminal import Terminal
 from tests.network_hosts import (
     DNS_SERVER,
@@ -43,6 +44,9 @@ from tests.network_hosts import (
     probe_script,
 )
 from tests.workspace_config import write_trusted
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -194,7 +198,8 @@ def test_multicast_and_broadcast_reach_the_host_only_in_open_mode(
 
 @pytest.mark.parametrize("mode", ["restricted", "allowlist"])
 def test_an_address_the_host_gets_while_a_container_runs_is_out_of_its_reach(
-        mode: str, hosts: TestHosts, driver: IncusDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        mode: str, hosts: TestHosts, driver: IncusDriver, incus: pylxd.Client, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     public = f"198.51.100.{200 + secrets.randbelow(24)}"  # on no test host: it can only be this machine
     private = f"10.97.0.{2 + secrets.randbelow(200)}"
     routed = ipaddress.ip_network(f"198.51.100.{224 + 4 * secrets.randbelow(5)}/30")  # a local route, no address
@@ -215,7 +220,7 @@ def test_an_address_the_host_gets_while_a_container_runs_is_out_of_its_reach(
         assert listener.probes_received() == []
     assert answers(as_root(container, probes(INTERNET_HOSTS[2]))) == {INTERNET_HOSTS[2]: INTERNET_HOSTS[2]}
     if mode == "allowlist":  # this test's own plan: not left behind
-        network = nic_network(driver, container.name)
+        network = nic_network(incus, container.name)
         manager.finish(container, force=True, delete=True)
         driver.delete_network(network)
 
@@ -275,7 +280,8 @@ def test_root_inside_cannot_flush_the_rules_or_change_its_address(
 
 
 def test_containers_on_one_policy_network_cannot_reach_each_other(
-        hosts: TestHosts, driver: IncusDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        hosts: TestHosts, driver: IncusDriver, incus: pylxd.Client, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     first_workspace, second_workspace = workspace_with(tmp_path, ""), workspace_with(tmp_path, "")
     _manager, first = launch(config_for(first_workspace), first_workspace, monkeypatch)
     _manager, second = launch(config_for(second_workspace), second_workspace, monkeypatch)
@@ -283,7 +289,7 @@ def test_containers_on_one_policy_network_cannot_reach_each_other(
     addresses = [as_root(container, own_address).strip() for container in (first, second)]
     assert all(addresses) and addresses[0] != addresses[1]
     # the same bridge (so only the bridge itself can keep them apart), and the internet still works
-    assert nic_network(driver, first.name) == nic_network(driver, second.name)
+    assert nic_network(incus, first.name) == nic_network(incus, second.name)
     assert answers(as_root(first, probes(INTERNET_HOSTS[0]))) == {INTERNET_HOSTS[0]: INTERNET_HOSTS[0]}
     ping = f"ping -c 2 -W 1 {addresses[1]} >/dev/null 2>&1 && echo reached || echo blocked"
     assert as_root(first, ping).strip() == "blocked"
@@ -367,13 +373,14 @@ def test_list_and_show_tell_each_containers_policy(
     ('[network]\nmode = "wide-open"\n', "available: allowlist, open, restricted"),
 ])
 def test_bad_network_settings_fail_before_anything_is_launched(
-        cci_environ: dict[str, str], driver: IncusDriver, tmp_path: Path, toml: str, fragment: str) -> None:
+        cci_environ: dict[str, str], driver: IncusDriver, incus: pylxd.Client, tmp_path: Path, toml: str,
+        fragment: str) -> None:
     workspace = workspace_with(tmp_path, toml)
     before = {item.name for item in driver.policy_networks()}
     result = run_cci("run", "--", "true", env=cci_environ, cwd=workspace)
     assert result.returncode in (2, 3)
     assert_error(result, result.returncode, fragment)
-    assert not [info for info in driver.list_containers() if info.labels.get("workspace") == str(workspace)]
+    assert in_workspace(incus, workspace) == []
     assert {item.name for item in driver.policy_networks()} == before
 
 
@@ -394,17 +401,22 @@ def test_two_launches_make_one_new_network_at_once(
     assert made[0].name not in {item.name for item in driver.policy_networks()}
 
 
+def network_acls(incus: pylxd.Client) -> set[str]:
+    """The network ACLs of the test project, as Incus lists them (their URLs)."""
+    return set(incus.api["network-acls"].get().json()["metadata"] or [])
+
+
 def test_a_network_that_cannot_be_made_leaves_nothing_behind(
-        driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+        driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path) -> None:
     unique = f"198.51.100.{100 + uuid.uuid4().int % 100}"
     workspace = workspace_with(tmp_path, allowlist_toml(unique))
-    acls_before = set(driver.api.get("/1.0/network-acls", "listing ACLs") or [])
+    acls_before = network_acls(incus)
     # the only /24 of this range is the test bridge's own: no room for another network
     full = {**cci_environ, "CCI_INCUS_NETWORK_SUBNETS": incus_env.BRIDGE_SUBNET}
     result = run_cci("run", "--", "true", env=full, cwd=workspace)
     assert_error(result, 4, f"no free /24 left in incus.network_subnets ({incus_env.BRIDGE_SUBNET})")
-    assert set(driver.api.get("/1.0/network-acls", "listing ACLs") or []) == acls_before
-    assert not [info for info in driver.list_containers() if info.labels.get("workspace") == str(workspace)]
+    assert network_acls(incus) == acls_before
+    assert in_workspace(incus, workspace) == []
 
 
 def test_attaching_refreshes_a_due_plan(
@@ -436,24 +448,24 @@ def test_attaching_refreshes_a_due_plan(
 
 
 def test_bridge_settings_changed_by_hand_are_set_back_at_the_next_launch(
-        driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+        driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path) -> None:
     assert run_cci("run", "--", "true", env=cci_environ, cwd=tmp_path).returncode == 0  # the bridge exists
     # (NAT stays off: test bridges never get it, not even for a moment)
     subprocess.run(["incus", "network", "set", RESTRICTED_NETWORK, "ipv6.address=fd42:cc1:0:1::1/64",
                     "security.acls.default.egress.action=reject"], check=True)
     result = run_cci("run", "--", "true", env=cci_environ, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    config = driver.api.get(f"/1.0/networks/{RESTRICTED_NETWORK}", "reading")["config"]
+    config = incus.networks.get(RESTRICTED_NETWORK).config
     assert (config["ipv6.address"], config["ipv4.nat"], config["security.acls.default.egress.action"]) == (
         "none", "false", "allow")
 
 
 def test_a_config_written_from_inside_the_container_is_refused(
-        driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+        driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path) -> None:
     escape = 'printf "[network]\\nmode = \\"open\\"\\n" | sudo tee /workspace/.cci.toml >/dev/null'
     written = run_cci("run", "--", "bash", "-c", escape, env=cci_environ, cwd=tmp_path)
     assert written.returncode == 0, written.stderr
     assert (tmp_path / ".cci.toml").read_text() == '[network]\nmode = "open"\n'
     refused = run_cci("run", "--", "true", env=cci_environ, cwd=tmp_path)
     assert_error(refused, 2, f"{tmp_path}/.cci.toml is not trusted", "cci config trust")
-    assert not [info for info in driver.list_containers() if info.labels.get("workspace") == str(tmp_path)]
+    assert in_workspace(incus, tmp_path) == []

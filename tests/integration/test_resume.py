@@ -10,15 +10,19 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cci_core.naming import container_name
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import CCI, run_cci
+from tests.integration.conftest import CCI, labels_on, run_cci, status_of, wait_stopped
 from tests.integration.terminal import Terminal
 from tests.workspace_config import write_trusted
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -61,8 +65,8 @@ def saved_sessions(env: dict[str, str]) -> list[dict[str, object]]:
     return list(json.loads(result.stdout)["sessions"])
 
 
-def session_of(driver: IncusDriver, name: str) -> str:
-    return driver.get(name).labels()["session"]
+def session_of(incus: pylxd.Client, name: str) -> str:
+    return labels_on(incus, name)["session"]
 
 
 def assert_no_credential_saved(home: Path) -> None:
@@ -73,12 +77,13 @@ def assert_no_credential_saved(home: Path) -> None:
 
 
 def test_resume_continues_the_session_with_nothing_of_the_host_inside(
-    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str], isolated_env: Path
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path
 ) -> None:
     first = container_name(workspace, 1)
     shell(terminal, "one", workspace, cci_environ)
     terminal.wait_for("one", "started ")
-    session = session_of(driver, first)
+    session = session_of(incus, first)
     terminal.keys("one", "hello-from-the-first-container", "Enter")
     terminal.wait_for("one", "noted: hello-from-the-first-container")
 
@@ -94,7 +99,7 @@ def test_resume_continues_the_session_with_nothing_of_the_host_inside(
     in_container(first, "poweroff", cci_environ)  # as 'sudo poweroff' in the session
     screen = terminal.wait_for("one", "CCI-EXITED-0")
     assert "session ended: saved, container deleted" in screen
-    assert not driver.exists(first)
+    assert not incus.instances.exists(first)
     [saved] = saved_sessions(cci_environ)
     assert (saved["id"], saved["tool"], saved["workspace"]) == (session, "stand-in", str(workspace.resolve()))
     assert_no_credential_saved(isolated_env)
@@ -107,7 +112,7 @@ def test_resume_continues_the_session_with_nothing_of_the_host_inside(
     screen = terminal.wait_for("two", f"resumed {session}")
     assert f"started {session}" in screen and "hello-from-the-first-container" in screen
     second = container_name(workspace, 2)
-    assert session_of(driver, second) == session
+    assert session_of(incus, second) == session
     assert "stand-in-credential-v2" in in_container(second, "cat /home/code/.stand-in/credentials.json",
                                                     cci_environ)
     terminal.keys("two", "C-b", "d")
@@ -118,12 +123,12 @@ def test_resume_continues_the_session_with_nothing_of_the_host_inside(
 
 
 def test_persistent_resume_restarts_the_same_container(
-    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
     name = container_name(workspace, 1)
     shell(terminal, "one", workspace, cci_environ, "--persistent")
     terminal.wait_for("one", "started ")
-    session = session_of(driver, name)
+    session = session_of(incus, name)
     in_container(name, "touch /home/code/installed-once && poweroff", cci_environ)
     assert "saved; container kept" in terminal.wait_for("one", "CCI-EXITED-0")
 
@@ -135,27 +140,27 @@ def test_persistent_resume_restarts_the_same_container(
 @pytest.mark.parametrize("stop", ["poweroff inside", "incus stop by hand"])
 def test_a_session_whose_cci_was_killed_is_saved_by_the_next_command(
     stop: str, workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str],
-    isolated_env: Path,
+    incus: pylxd.Client, isolated_env: Path,
 ) -> None:
     name = container_name(workspace, 1)
     shell(terminal, "one", workspace, cci_environ)
     terminal.wait_for("one", "started ")
-    session = session_of(driver, name)
+    session = session_of(incus, name)
     terminal.keys("one", "typed-before-the-crash", "Enter")
     terminal.wait_for("one", "noted: typed-before-the-crash")
     terminal.kill_command("one")  # kill -9 of cci: the container runs on, nobody watches it
     terminal.wait_for("one", "CCI-EXITED-137")
-    assert driver.get(name).status() == "running"
+    assert status_of(incus, name) == "running"
 
     if stop == "poweroff inside":
         in_container(name, "poweroff", cci_environ)
     else:
         subprocess.run(["incus", "stop", "--force", "--project", incus_env.PROJECT, name], check=True)
-    assert driver.get(name).wait_stopped(60)
+    assert wait_stopped(incus, name, 60)
 
     listing = run_cci("list", "--all", "--format", "json", env=cci_environ)  # any command finishes it
     assert listing.returncode == 0, listing.stderr
-    assert not driver.exists(name)
+    assert not incus.instances.exists(name)
     assert [saved["id"] for saved in json.loads(listing.stdout)["sessions"]] == [session]
     history = isolated_env / ".cci" / "sessions-stand-in" / session / ".stand-in" / f"history-{session}.txt"
     assert "typed-before-the-crash" in history.read_text()

@@ -9,14 +9,18 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cci_core.naming import container_name
 from cci_builtin_plugins.incus.driver import IncusDriver
-from tests.integration.conftest import CCI, run_cci
+from tests.integration.conftest import CCI, run_cci, wait_stopped
 from tests.integration.terminal import Terminal
 from tests.integration.test_resume import CREDENTIAL, in_container, session_of, shell, workspace  # noqa: F401
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -25,12 +29,12 @@ STATE = "/home/code/.stand-in"
 BOUND = 90
 
 
-def started(terminal: Terminal, workspace: Path, env: dict[str, str], driver: IncusDriver) -> tuple[str, str]:
+def started(terminal: Terminal, workspace: Path, env: dict[str, str], incus: pylxd.Client) -> tuple[str, str]:
     """A running stand-in session of ``workspace`` in slot 1: its container and session id."""
     name = container_name(workspace, 1)
     shell(terminal, "one", workspace, env)
     terminal.wait_for("one", "started ")
-    return name, session_of(driver, name)
+    return name, session_of(incus, name)
 
 
 def saved_tree(home: Path, session: str) -> Path:
@@ -45,9 +49,9 @@ def files_under(root: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("end", ["cci shutdown", "poweroff, then cci list"])
 def test_a_fifo_in_the_state_directory_neither_hangs_cci_nor_stops_the_save(
     end: str, workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str],
-    isolated_env: Path,
+    incus: pylxd.Client, isolated_env: Path,
 ) -> None:
-    name, session = started(terminal, workspace, cci_environ, driver)
+    name, session = started(terminal, workspace, cci_environ, incus)
     in_container(name, f"mkdir -p {STATE}/projects && mkfifo {STATE}/projects/fifo {STATE}/fifo2 "
                        f"&& echo kept > {STATE}/projects/notes.txt", cci_environ)
     if end == "cci shutdown":
@@ -56,19 +60,20 @@ def test_a_fifo_in_the_state_directory_neither_hangs_cci_nor_stops_the_save(
         terminal.kill_command("one")  # nobody watches the session any more
         terminal.wait_for("one", "CCI-EXITED-137")
         in_container(name, "poweroff", cci_environ)
-        assert driver.get(name).wait_stopped(60)
+        assert wait_stopped(incus, name, 60)
         result = run_cci("list", env=cci_environ, timeout=BOUND)
     assert result.returncode == 0, result.stderr
-    assert not driver.exists(name)
+    assert not incus.instances.exists(name)
     saved = files_under(saved_tree(isolated_env, session))
     assert saved["projects/notes.txt"] == b"kept\n" and f"history-{session}.txt" in saved
     assert "projects/fifo" not in saved and "fifo2" not in saved
 
 
 def test_secrets_in_the_state_are_not_saved(
-    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str], isolated_env: Path,
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path,
 ) -> None:
-    name, session = started(terminal, workspace, cci_environ, driver)
+    name, session = started(terminal, workspace, cci_environ, incus)
     token = json.loads(CREDENTIAL)["token"]
     backup = {"theme": "dark", "token": "a-fresh-token-the-tool-made-inside", "nested": {"token": "another-one"}}
     in_container(name, f"mkdir -p {STATE}/backups && cd {STATE} && "
@@ -91,9 +96,10 @@ def test_secrets_in_the_state_are_not_saved(
 
 
 def test_a_huge_sparse_file_is_skipped_without_costing_its_size(
-    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str], isolated_env: Path,
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path,
 ) -> None:
-    name, session = started(terminal, workspace, cci_environ, driver)
+    name, session = started(terminal, workspace, cci_environ, incus)
     in_container(name, f"truncate -s 1G {STATE}/sparse.bin && truncate -s 100M {STATE}/holes.bin && "
                        f"echo kept > {STATE}/small.txt", cci_environ)
     timed = subprocess.run(["/usr/bin/time", "-f", "maxrss=%M", str(CCI), "shutdown", name], env=cci_environ,
@@ -109,9 +115,10 @@ def test_a_huge_sparse_file_is_skipped_without_costing_its_size(
 
 
 def test_a_save_killed_mid_copy_leaves_no_credentials_and_is_tidied_by_the_next_command(
-    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str], isolated_env: Path,
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path,
 ) -> None:
-    name, session = started(terminal, workspace, cci_environ, driver)
+    name, session = started(terminal, workspace, cci_environ, incus)
     # a big tree, the credential (and copies of it) spread through it
     in_container(name, f"cd {STATE} && for d in $(seq 1 40); do mkdir d$d; cp credentials.json d$d/copy.json; "
                        "for f in $(seq 1 100); do head -c 8000 /dev/urandom > d$d/f$f; done; done", cci_environ)
@@ -163,11 +170,11 @@ def hostile_archive() -> bytes:
 @pytest.mark.parametrize("tar", ["hostile", "missing"])
 def test_a_detach_save_survives_a_hostile_or_missing_tar_inside(
     tar: str, workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str],
-    isolated_env: Path,
+    incus: pylxd.Client, isolated_env: Path,
 ) -> None:
     import base64
 
-    name, session = started(terminal, workspace, cci_environ, driver)
+    name, session = started(terminal, workspace, cci_environ, incus)
     in_container(name, f"echo kept > {STATE}/ok.txt", cci_environ)
     if tar == "hostile":
         encoded = base64.b64encode(hostile_archive()).decode()
@@ -202,9 +209,9 @@ chmod 4755 /workspace/suidbin
 @pytest.mark.parametrize("end", ["poweroff, then cci list", "cci kill"])
 def test_what_a_stopped_container_cannot_read_neither_fails_the_end_nor_skips_the_workspace_guard(
     end: str, workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str],
-    isolated_env: Path,
+    incus: pylxd.Client, isolated_env: Path,
 ) -> None:
-    name, session = started(terminal, workspace, cci_environ, driver)
+    name, session = started(terminal, workspace, cci_environ, incus)
     in_container(name, UNREADABLE_STATE, cci_environ)
     terminal.kill_command("one")  # nobody watches the session any more
     terminal.wait_for("one", "CCI-EXITED-137")
@@ -212,10 +219,10 @@ def test_what_a_stopped_container_cannot_read_neither_fails_the_end_nor_skips_th
         result = run_cci("kill", name, env=cci_environ, timeout=BOUND)
     else:
         in_container(name, "poweroff", cci_environ)
-        assert driver.get(name).wait_stopped(60)
+        assert wait_stopped(incus, name, 60)
         result = run_cci("list", env=cci_environ, timeout=BOUND)
     assert result.returncode == 0, result.stderr
-    assert not driver.exists(name)
+    assert not incus.instances.exists(name)
     tree = saved_tree(isolated_env, session)
     assert (tree / "ok.txt").read_bytes() == b"kept\n" and os.readlink(tree / "deep" / "link") == "../ok.txt"
     deep = tree / "deep" / "/".join(["d"] * 120)
@@ -233,9 +240,9 @@ def test_what_a_stopped_container_cannot_read_neither_fails_the_end_nor_skips_th
 @pytest.mark.parametrize("end", ["poweroff, then cci list", "cci kill"])
 def test_a_save_that_fails_on_the_host_keeps_the_session_for_a_retry_but_its_end_is_checked_and_kill_ends_it(
     end: str, workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str],
-    isolated_env: Path,
+    incus: pylxd.Client, isolated_env: Path,
 ) -> None:
-    name, session = started(terminal, workspace, cci_environ, driver)
+    name, session = started(terminal, workspace, cci_environ, incus)
     in_container(name, "cp /bin/true /workspace/suidbin && chmod 4755 /workspace/suidbin", cci_environ)
     terminal.kill_command("one")
     terminal.wait_for("one", "CCI-EXITED-137")
@@ -245,28 +252,29 @@ def test_a_save_that_fails_on_the_host_keeps_the_session_for_a_retry_but_its_end
     if end == "cci kill":
         result = run_cci("kill", name, env=cci_environ, timeout=BOUND)
         assert result.returncode == 0, result.stderr
-        assert not driver.exists(name)
+        assert not incus.instances.exists(name)
         assert f"the session in {name} could not be saved (could not save session {session}" in result.stderr
     else:
         in_container(name, "poweroff", cci_environ)
-        assert driver.get(name).wait_stopped(60)
+        assert wait_stopped(incus, name, 60)
         result = run_cci("list", env=cci_environ, timeout=BOUND)
         assert result.returncode == 0, result.stderr
-        assert driver.exists(name) and f"could not finish the ended session {name}" in result.stderr
+        assert incus.instances.exists(name) and f"could not finish the ended session {name}" in result.stderr
     assert "cleared the setuid/setgid bit of workspace file suidbin" in result.stderr  # checked at once
     assert not (workspace / "suidbin").stat().st_mode & 0o6000
     store.unlink()
     later = run_cci("list", env=cci_environ, timeout=BOUND)
     assert later.returncode == 0 and "warning" not in later.stderr, later.stderr
-    assert not driver.exists(name)
+    assert not incus.instances.exists(name)
     if end != "cci kill":  # the retry saved it, then ended it
         assert f"history-{session}.txt" in files_under(saved_tree(isolated_env, session))
 
 
 def test_a_detach_save_says_what_tar_inside_could_not_read_and_keeps_the_rest(
-    workspace: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str], isolated_env: Path,
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path,
 ) -> None:
-    name, session = started(terminal, workspace, cci_environ, driver)
+    name, session = started(terminal, workspace, cci_environ, incus)
     in_container(name, UNREADABLE_STATE, cci_environ)
     terminal.keys("one", "C-b", "d")  # a detach saves while the container runs: find | tar inside
     screen = terminal.wait_for("one", "CCI-EXITED-0")

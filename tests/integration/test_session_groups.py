@@ -8,6 +8,7 @@ Incus's exec API sets only a uid and a gid; cci switches to the user with setpri
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 from collections.abc import Iterator
 
 import pytest
@@ -16,9 +17,12 @@ from cci_core.config import Config
 from cci_core.driver import ContainerSpec
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import CCI, run_cci, unique_name
+from tests.integration.conftest import CCI, run_cci, status_of, unique_name
 from tests.integration.terminal import Terminal
 from tests.integration.test_shell import start_shell
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -27,16 +31,16 @@ IMAGE_GROUP = "cci-extra"
 
 
 @pytest.fixture
-def image_with_group(driver: IncusDriver) -> Iterator[str]:
+def image_with_group(driver: IncusDriver, incus: pylxd.Client) -> Iterator[str]:
     """An image made from the test image in which ``code`` is also in :data:`IMAGE_GROUP`; deleted afterwards."""
     name = unique_name()
     container = driver.create(ContainerSpec(name, incus_env.IMAGE, labels={}))  # never started: files only
     groups = container.pull_file("/etc/group").decode()
     container.push_file("/etc/group", f"{groups}{IMAGE_GROUP}:x:3901:code\n".encode(), mode=0o644)
     alias = f"{name}-image"
-    driver.api.call("POST", "/1.0/images", f"publishing {name}",
-                    {"source": {"type": "instance", "name": name}, "compression_algorithm": "none",
-                     "aliases": [{"name": alias}]})
+    publishing = incus.api.images.post(json={"source": {"type": "instance", "name": name},
+                                             "compression_algorithm": "none", "aliases": [{"name": alias}]})
+    incus.operations.wait_for_operation(publishing.json()["operation"])
     try:
         yield alias
     finally:
@@ -73,7 +77,7 @@ def test_container_exec_reads_the_groups_at_each_command_and_runs_a_uid_without_
 
 
 def test_a_group_added_in_the_shell_is_in_the_next_shell_which_follows_resizes(
-    config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
+    config: Config, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
     name = start_shell(terminal, config, cci_environ)
     terminal.keys("one", "sudo groupadd added-inside && sudo usermod -aG added-inside code && echo added-$((6*7))",
@@ -101,4 +105,4 @@ def test_a_group_added_in_the_shell_is_in_the_next_shell_which_follows_resizes(
                 raise
     terminal.keys("two", "exit", "Enter")
     screen = terminal.wait_for("two", "CCI-EXITED-0")
-    assert driver.get(name).status() == "running"
+    assert status_of(incus, name) == "running"

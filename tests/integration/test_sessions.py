@@ -7,6 +7,7 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,7 +19,10 @@ from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import run_cci, unique_name
+from tests.integration.conftest import in_workspace, labels_on, run_cci, status_of, unique_name, wait_stopped
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -32,16 +36,7 @@ def manager(config: Config, driver: IncusDriver, *plugins: tuple[str, object], p
     return SessionManager(config, driver, load_plugins(entry_points=False, extra=list(plugins)))
 
 
-def in_workspace(driver: IncusDriver, workspace: Path) -> list[str]:
-    """Names of the containers of ``workspace`` (other tests may use the project at the same time)."""
-    return [info.name for info in driver.list_containers() if info.labels.get("workspace") == str(workspace)]
-
-
-def labels_of(driver: IncusDriver, name: str) -> dict[str, str]:
-    return dict(driver.get(name).labels())
-
-
-def test_run_streams_output_and_returns_the_exit_code(config: Config, driver: IncusDriver,
+def test_run_streams_output_and_returns_the_exit_code(config: Config, driver: IncusDriver, incus: pylxd.Client,
                                                       cci_environ: dict[str, str]) -> None:
     (config.workspace / "input.txt").write_text("from the host\n")
     result = run_cci("--workspace", str(config.workspace), "run", "--", "sh", "-c",
@@ -49,7 +44,7 @@ def test_run_streams_output_and_returns_the_exit_code(config: Config, driver: In
     assert result.returncode == 7, result.stderr
     assert result.stdout == "from the host\n/workspace\n"
     assert result.stderr == "to-stderr\n"
-    assert in_workspace(driver, config.workspace) == []
+    assert in_workspace(incus, config.workspace) == []
 
 
 def test_run_files_belong_to_the_invoking_non_root_user(tmp_path: Path, driver: IncusDriver,
@@ -123,13 +118,13 @@ def test_the_guest_api_is_off_unless_a_plugin_asks_for_it(config: Config, driver
         sessions.discard(container)
 
 
-def test_missing_image_is_one_line_and_leaves_nothing(config: Config, driver: IncusDriver,
+def test_missing_image_is_one_line_and_leaves_nothing(config: Config, driver: IncusDriver, incus: pylxd.Client,
                                                       cci_environ: dict[str, str]) -> None:
     result = run_cci("--workspace", str(config.workspace), "--image", "no-such-image", "run", "--", "true",
                      env=cci_environ)
     assert result.returncode == 5
     assert result.stderr == "cci: image 'no-such-image' not found (build it with 'cci build', or pick one from 'cci image list')\n"
-    assert in_workspace(driver, config.workspace) == []
+    assert in_workspace(incus, config.workspace) == []
 
 
 def test_missing_workspace_is_one_line(tmp_path: Path, cci_environ: dict[str, str]) -> None:
@@ -137,7 +132,7 @@ def test_missing_workspace_is_one_line(tmp_path: Path, cci_environ: dict[str, st
     assert (result.returncode, result.stderr) == (2, f"cci: workspace {tmp_path}/gone does not exist\n")
 
 
-def test_ten_concurrent_launches_get_ten_slots(config: Config, driver: IncusDriver,
+def test_ten_concurrent_launches_get_ten_slots(config: Config, driver: IncusDriver, incus: pylxd.Client,
                                                cci_environ: dict[str, str]) -> None:
     # the command lasts a moment: under this load Incus sometimes fails to track an instant exit
     # ("Failed to retrieve PID of executing child process"), which is not what this test is about
@@ -147,25 +142,25 @@ def test_ten_concurrent_launches_get_ten_slots(config: Config, driver: IncusDriv
     assert [r.returncode for r in results] == [0] * 10, [r.stderr for r in results]
     names = sorted(r.stdout.strip() for r in results)
     assert names == sorted(container_name(config.workspace, slot) for slot in range(1, 11))
-    assert in_workspace(driver, config.workspace) == []
+    assert in_workspace(incus, config.workspace) == []
 
 
-def test_explicit_busy_slot_is_refused_and_left_alone(config: Config, driver: IncusDriver,
+def test_explicit_busy_slot_is_refused_and_left_alone(config: Config, driver: IncusDriver, incus: pylxd.Client,
                                                       cci_environ: dict[str, str]) -> None:
     container, _ctx = manager(config, driver).launch(LaunchRequest(config.workspace, slot=3))
     result = run_cci("--workspace", str(config.workspace), "--slot", "3", "run", "--", "true", env=cci_environ)
     assert result.returncode == 2
     assert result.stderr.startswith(f"cci: slot 3 of this workspace is busy: container {container.name} exists")
-    assert container.status() == "running"
+    assert status_of(incus, container.name) == "running"
 
 
-def test_container_is_unprivileged_with_nesting(config: Config, driver: IncusDriver) -> None:
+def test_container_is_unprivileged_with_nesting(config: Config, driver: IncusDriver, incus: pylxd.Client) -> None:
     container, _ctx = manager(config, driver).launch(LaunchRequest(config.workspace))
-    instance = driver.client.instances.get(container.name)
+    instance = incus.instances.get(container.name)
     assert instance.config["security.nesting"] == "true"
     assert instance.config["security.privileged"] == "false"
     assert instance.devices["workspace"]["path"] == "/workspace"
-    labels = labels_of(driver, container.name)
+    labels = labels_on(incus, container.name)
     assert {k: labels[k] for k in ("kind", "workspace", "slot", "tool", "mode", "state")} == {
         "kind": "session", "workspace": str(config.workspace), "slot": "1", "tool": "claude",
         "mode": "ephemeral", "state": "running"}
@@ -187,59 +182,60 @@ def test_homes_are_isolated_between_slots(config: Config, driver: IncusDriver) -
 class SaveRecorder:
     """Records the post-exit save and whether the container still existed at that moment."""
 
-    def __init__(self, driver: IncusDriver) -> None:
-        self.driver = driver
+    def __init__(self, incus: pylxd.Client) -> None:
+        self.incus = incus
         self.saved: list[tuple[str, bool]] = []
 
     @hookimpl
     def cci_post_exit_save(self, ctx, container):
-        self.saved.append((ctx.session_id, self.driver.exists(container.name)))
+        self.saved.append((ctx.session_id, self.incus.instances.exists(container.name)))
 
 
 @pytest.mark.parametrize("how", ["poweroff inside", "incus stop by hand"])
 @pytest.mark.parametrize("persistent", [False, True], ids=["ephemeral", "persistent"])
 def test_session_that_ends_unwatched_is_finished_by_the_next_command(
-    config: Config, driver: IncusDriver, cci_environ: dict[str, str], how: str, persistent: bool
+    config: Config, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], how: str, persistent: bool
 ) -> None:
     container, ctx = manager(config, driver, persistent=persistent).launch(LaunchRequest(config.workspace))
     if how == "poweroff inside":
         container.exec(["sh", "-c", "sudo -u code sudo -n poweroff"])
     else:
         container.stop(force=True)
-    assert container.wait_stopped(60)
-    recorder = SaveRecorder(driver)
+    assert wait_stopped(incus, container.name, 60)
+    recorder = SaveRecorder(incus)
     finished = manager(config, driver, ("recorder", recorder)).reconcile()
     assert finished == [container.name]
     assert recorder.saved == [(ctx.session_id, True)]  # saved first, while the container still existed
-    assert driver.exists(container.name) is persistent
+    assert incus.instances.exists(container.name) is persistent
     if persistent:
-        assert labels_of(driver, container.name)["state"] == "saved"
+        assert labels_on(incus, container.name)["state"] == "saved"
     listing = json.loads(run_cci("list", "--format", "json", env=cci_environ).stdout)["containers"]
     assert [row["name"] for row in listing] == ([container.name] if persistent else [])
 
 
-def test_list_finishes_a_stopped_session(config: Config, driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+def test_list_finishes_a_stopped_session(config: Config, driver: IncusDriver, incus: pylxd.Client,
+                                         cci_environ: dict[str, str]) -> None:
     container, _ctx = manager(config, driver).launch(LaunchRequest(config.workspace))
     container.stop(force=True)
     result = run_cci("list", env=cci_environ)
     assert result.returncode == 0 and result.stdout.strip() == "no cci containers"
-    assert not driver.exists(container.name)
+    assert not incus.instances.exists(container.name)
 
 
-def test_shutdown_keeps_persistent_and_deletes_ephemeral(config: Config, driver: IncusDriver,
+def test_shutdown_keeps_persistent_and_deletes_ephemeral(config: Config, driver: IncusDriver, incus: pylxd.Client,
                                                          cci_environ: dict[str, str]) -> None:
     kept, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
     gone, _ = manager(config, driver).launch(LaunchRequest(config.workspace))
     result = run_cci("shutdown", "--timeout", "30", kept.name, gone.name, env=cci_environ)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"{kept.name}: shut down", f"{gone.name}: shut down"]
-    assert kept.status() == "stopped" and labels_of(driver, kept.name)["state"] == "saved"
-    assert not driver.exists(gone.name)
+    assert status_of(incus, kept.name) == "stopped" and labels_on(incus, kept.name)["state"] == "saved"
+    assert not incus.instances.exists(gone.name)
     rows = json.loads(run_cci("list", "--format", "json", env=cci_environ).stdout)["containers"]
     assert [(row["name"], row["mode"], row["status"]) for row in rows] == [(kept.name, "persistent", "stopped")]
 
 
-def test_kill_and_bulk_actions_never_touch_foreign_containers(config: Config, driver: IncusDriver,
+def test_kill_and_bulk_actions_never_touch_foreign_containers(config: Config, driver: IncusDriver, incus: pylxd.Client,
                                                               cci_environ: dict[str, str]) -> None:
     foreign = driver.create(ContainerSpec(unique_name(), incus_env.IMAGE))
     session, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
@@ -247,16 +243,16 @@ def test_kill_and_bulk_actions_never_touch_foreign_containers(config: Config, dr
     assert refused.returncode == 2 and "is not a cci session container" in refused.stderr
     unconfirmed = run_cci("kill", "--all", env=cci_environ)
     assert unconfirmed.returncode == 1 and "needs confirmation: nothing was done" in unconfirmed.stderr
-    assert session.status() == "running"
+    assert status_of(incus, session.name) == "running"
     killed = run_cci("kill", "--all", "--force", env=cci_environ)
     assert killed.returncode == 0 and killed.stdout == f"{session.name}: killed\n"
-    assert not driver.exists(session.name)  # kill deletes persistent containers too
-    assert driver.exists(foreign.name)
+    assert not incus.instances.exists(session.name)  # kill deletes persistent containers too
+    assert incus.instances.exists(foreign.name)
     unknown = run_cci("shutdown", "no-such-container", env=cci_environ)
     assert (unknown.returncode, unknown.stderr) == (5, "cci: no container named 'no-such-container' (see 'cci list')\n")
 
 
-def test_clean_removes_orphans_and_stopped_sessions_only(config: Config, driver: IncusDriver,
+def test_clean_removes_orphans_and_stopped_sessions_only(config: Config, driver: IncusDriver, incus: pylxd.Client,
                                                          cci_environ: dict[str, str]) -> None:
     labels = {"kind": "session", "workspace": str(config.workspace), "session": "x", "slot": "7",
               "state": "launching", "launcher": "not-this-boot:1"}
@@ -275,15 +271,15 @@ def test_clean_removes_orphans_and_stopped_sessions_only(config: Config, driver:
         f"{stopped.name}: stopped: save, then delete unless persistent",
         f"{orphan.name}: its launch was interrupted",
         f"{build.name}: the 'cci build' that made it is gone"])
-    assert driver.exists(orphan.name) and driver.exists(stopped.name)
+    assert incus.instances.exists(orphan.name) and incus.instances.exists(stopped.name)
     done = run_cci("clean", "--force", env=cci_environ)
     assert done.returncode == 0 and done.stdout.endswith("cleaned 3 container(s)\n")
-    assert not driver.exists(orphan.name) and not driver.exists(stopped.name) and not driver.exists(build.name)
-    assert driver.exists(kept.name) and driver.exists(foreign.name)
+    assert not any(incus.instances.exists(gone.name) for gone in (orphan, stopped, build))
+    assert incus.instances.exists(kept.name) and incus.instances.exists(foreign.name)
 
 
 def test_clean_ends_an_interrupted_end_again_and_undoes_an_interrupted_restart(
-        config: Config, driver: IncusDriver, cci_environ: dict[str, str]) -> None:
+        config: Config, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str]) -> None:
     from cci_core.session import launcher_id
 
     ending, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
@@ -301,6 +297,5 @@ def test_clean_ends_an_interrupted_end_again_and_undoes_an_interrupted_restart(
     done = run_cci("clean", "--force", env=cci_environ)
     assert done.returncode == 0, done.stderr
     for name in (ending.name, restarting.name):  # persistent: ended (saved) and kept, never deleted
-        container = driver.get(name)
-        assert (container.status(), container.labels()["state"]) == ("stopped", "saved")
-    assert driver.get(busy.name).status() == "running" and labels_of(driver, busy.name)["state"] == "ending"
+        assert (status_of(incus, name), labels_on(incus, name)["state"]) == ("stopped", "saved")
+    assert status_of(incus, busy.name) == "running" and labels_on(incus, busy.name)["state"] == "ending"

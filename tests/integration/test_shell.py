@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cci_core.config import Config
 from cci_core.naming import container_name
 from cci_builtin_plugins.incus.driver import IncusDriver
-from tests.integration.conftest import CCI, run_cci
+from tests.integration.conftest import CCI, run_cci, status_of
 from tests.integration.terminal import Terminal
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -24,15 +28,15 @@ def start_shell(terminal: Terminal, config: Config, cci_environ: dict[str, str])
     return name
 
 
-def wait_until_gone(driver: IncusDriver, name: str, timeout: float = 60) -> None:
+def wait_until_gone(incus: pylxd.Client, name: str, timeout: float = 60) -> None:
     """Wait until container ``name`` no longer exists (fails after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
-    while driver.exists(name):
+    while incus.instances.exists(name):
         assert time.monotonic() < deadline, f"{name} still exists after {timeout} s"
         time.sleep(0.2)
 
 
-def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, terminal: Terminal,
+def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal,
                                           cci_environ: dict[str, str]) -> None:
     name = container_name(config.workspace, 1)
     terminal.start("one", f"{CCI} --workspace {config.workspace} shell", {**cci_environ, "TERM": "xterm"})
@@ -44,7 +48,7 @@ def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, t
     terminal.keys("one", "C-b", "d")
     screen = terminal.wait_for("one", "CCI-EXITED-0")
     assert f"detached from {name}" in screen
-    assert driver.get(name).status() == "running"
+    assert status_of(incus, name) == "running"
     listing = run_cci("list", env=cci_environ)
     assert f"{name}  running  ephemeral" in listing.stdout
 
@@ -55,11 +59,11 @@ def test_shell_detach_attach_and_poweroff(config: Config, driver: IncusDriver, t
     terminal.keys("two", "sudo poweroff", "Enter")
     screen = terminal.wait_for("two", "CCI-EXITED-0")
     assert "session ended: saved, container deleted" in screen
-    assert not driver.exists(name)
+    assert not incus.instances.exists(name)
 
 
 def test_a_poweroff_that_waits_for_a_process_ignoring_sigterm_ends_the_session(
-    config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
+    config: Config, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
     # systemd's last step of a poweroff kills tmux at once, then waits (90 s by default) for a root daemon that
     # ignores SIGTERM: the container stops long after the attach ended, and is still an end, never a detach
@@ -74,22 +78,22 @@ def test_a_poweroff_that_waits_for_a_process_ignoring_sigterm_ends_the_session(
     # first cci command that saw it stopped
     ended = ("session ended: saved, container deleted", f"session ended: another cci command is ending {name}")
     assert any(f"{line}\nCCI-EXITED-0" in screen for line in ended), screen
-    wait_until_gone(driver, name)
+    wait_until_gone(incus, name)
 
 
 def test_a_session_killed_from_another_terminal_ends_the_attached_shell_cleanly(
-    config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
+    config: Config, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
     name = start_shell(terminal, config, cci_environ)
     killed = run_cci("kill", "--force", name, env=cci_environ)
     assert killed.returncode == 0, killed.stderr
     screen = terminal.wait_for("one", "CCI-EXITED-0")
     assert "session ended: another cci command" in screen and "Traceback" not in screen
-    assert not driver.exists(name)
+    assert not incus.instances.exists(name)
 
 
 def test_an_attach_cut_off_while_tmux_runs_on_is_left_running(
-    config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
+    config: Config, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
     name = start_shell(terminal, config, cci_environ)
     killed = driver.get(name).exec(["pkill", "-TERM", "-f", "tmux attach-session"])  # tmux says "[terminated]"
@@ -97,17 +101,17 @@ def test_an_attach_cut_off_while_tmux_runs_on_is_left_running(
     screen = terminal.wait_for("one", "CCI-EXITED-0")
     assert f"the attach to {name} ended without a detach, but its tmux session runs on" in screen, screen
     assert "waiting for" not in screen and "session ended" not in screen, screen
-    assert driver.get(name).status() == "running"
+    assert status_of(incus, name) == "running"
 
 
 def test_exit_in_bash_keeps_the_container_and_attach_gives_a_new_shell(
-    config: Config, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]
+    config: Config, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str]
 ) -> None:
     name = start_shell(terminal, config, cci_environ)
     terminal.keys("one", "exit", "Enter")
     screen = terminal.wait_for("one", "CCI-EXITED-0")
     assert f"the shell in {name} exited; the container keeps running: 'cci attach {name}' starts" in screen and "detached" not in screen
-    assert driver.get(name).status() == "running"
+    assert status_of(incus, name) == "running"
     terminal.start("two", f"{CCI} attach {name}", {**cci_environ, "TERM": "xterm"})
     terminal.wait_for("two", f"code@{name}:/workspace$")
     sent = run_cci("tmux", "send", name, "echo typed-by-automation", env=cci_environ)
@@ -120,7 +124,8 @@ def test_exit_in_bash_keeps_the_container_and_attach_gives_a_new_shell(
     assert len(ours) == 1 and ours[0].startswith(f"{name}: cci: 1 windows") and "(attached)" in ours[0], sessions
 
 
-def test_persistent_shell_reuses_its_container(config: Config, driver: IncusDriver, terminal: Terminal,
+def test_persistent_shell_reuses_its_container(config: Config, driver: IncusDriver, incus: pylxd.Client,
+                                               terminal: Terminal,
                                                cci_environ: dict[str, str]) -> None:
     name = container_name(config.workspace, 1)
     command = f"{CCI} --workspace {config.workspace} shell --persistent"
@@ -129,7 +134,7 @@ def test_persistent_shell_reuses_its_container(config: Config, driver: IncusDriv
     terminal.keys("one", "touch ~/installed-once && sudo poweroff", "Enter")
     screen = terminal.wait_for("one", "CCI-EXITED-0")
     assert "session ended: saved; container kept" in screen
-    assert driver.get(name).status() == "stopped"
+    assert status_of(incus, name) == "stopped"
     terminal.start("two", command, {**cci_environ, "TERM": "xterm"})
     terminal.wait_for("two", f"code@{name}:/workspace$")
     terminal.keys("two", "ls ~/installed-once && echo still-there", "Enter")

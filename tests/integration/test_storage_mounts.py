@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,7 +17,10 @@ from cci_core.plugin_manager import load_plugins
 from cci_core.session import SAVED, LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import assert_error, run_cci, unique_name
+from tests.integration.conftest import assert_error, in_workspace, labels_on, run_cci, status_of, unique_name
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -36,16 +40,17 @@ def _swap_for_link(directory: Path, target: Path) -> None:
 
 
 def test_a_storage_directory_in_the_workspace_is_refused_and_nothing_is_made(
-        tmp_path: Path, cci_environ: dict[str, str], driver: IncusDriver) -> None:
+    incus: pylxd.Client, tmp_path: Path, cci_environ: dict[str, str], driver: IncusDriver
+) -> None:
     workspace = tmp_path / "ws"
     (workspace / "data").mkdir(parents=True)
     result = run_cci("run", "--storage", str(workspace / "data"), "--", "true", env=cci_environ, cwd=workspace)
     assert_error(result, 2, f"storage directory {workspace / 'data'} is in the workspace ({workspace})")
-    assert not [info for info in driver.list_containers() if info.labels.get("workspace") == str(workspace)]
+    assert in_workspace(incus, workspace) == []
 
 
 def test_a_saved_session_whose_storage_became_a_link_is_not_started(
-        config: Config, driver: IncusDriver, tmp_path: Path, cci_environ: dict[str, str]) -> None:
+        config: Config, driver: IncusDriver, incus: pylxd.Client, tmp_path: Path, cci_environ: dict[str, str]) -> None:
     """The review's finding, with the swap done from outside: a restart (``cci shell --persistent``) or a
     ``cci container start`` would have mounted the link's target read-write at /storage/data."""
     data, secret = tmp_path / "data", _secret(tmp_path)
@@ -64,8 +69,7 @@ def test_a_saved_session_whose_storage_became_a_link_is_not_started(
                  f"(it leads to {secret})")
     with pytest.raises(UsageError, match="is no longer what cci mounted"):
         manager.reuse(config.workspace)
-    saved = driver.get(container.name)
-    assert (saved.status(), saved.labels()["state"]) == ("stopped", SAVED)
+    assert (status_of(incus, container.name), labels_on(incus, container.name)["state"]) == ("stopped", SAVED)
 
     data.unlink()  # the directory put back: the session starts again, with it
     data.mkdir()
@@ -75,7 +79,9 @@ def test_a_saved_session_whose_storage_became_a_link_is_not_started(
     assert restarted[0].exec(["cat", "/storage/data/mine"]).stdout == "kept\n"
 
 
-def test_a_top_level_mount_that_followed_a_link_stops_the_container(tmp_path: Path, driver: IncusDriver) -> None:
+def test_a_top_level_mount_that_followed_a_link_stops_the_container(
+    incus: pylxd.Client, tmp_path: Path, driver: IncusDriver
+) -> None:
     """What a race between cci's check and Incus's mount leaves (another session swapping the directory): the
     mount table shows where the mount came from; the shifted workspace mount beside it passes."""
     workspace, data, secret = tmp_path / "ws", tmp_path / "data", _secret(tmp_path)
@@ -87,11 +93,12 @@ def test_a_top_level_mount_that_followed_a_link_stops_the_container(tmp_path: Pa
                              Mount("storage0", data, "/storage/data", shift=True)])
     with pytest.raises(BackendError, match=f"{name} was stopped: the mount.s. storage0 did not come from"):
         container.start()
-    assert driver.get(name).status() == "stopped"
+    assert status_of(incus, name) == "stopped"
 
 
 def test_a_mount_added_to_a_running_container_that_followed_a_link_stops_it(
-        tmp_path: Path, driver: IncusDriver) -> None:
+    incus: pylxd.Client, tmp_path: Path, driver: IncusDriver
+) -> None:
     """``cci container mount`` on a running container: Incus mounts at once, so the check runs at once."""
     data, secret = tmp_path / "data", _secret(tmp_path)
     data.mkdir()
@@ -103,4 +110,4 @@ def test_a_mount_added_to_a_running_container_that_followed_a_link_stops_it(
     (tmp_path / "link").symlink_to(secret)
     with pytest.raises(BackendError, match=f"{name} was stopped: the mount.s. other did not come from"):
         container.add_mount(Mount("other", tmp_path / "link", "/mnt/other"))
-    assert driver.get(name).status() == "stopped"
+    assert status_of(incus, name) == "stopped"

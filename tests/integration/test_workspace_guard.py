@@ -9,6 +9,7 @@ import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,7 +21,10 @@ from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import run_cci, unique_name
+from tests.integration.conftest import run_cci, status_of, unique_name
+
+if TYPE_CHECKING:
+    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -147,7 +151,8 @@ def test_protection_can_be_turned_off(workspace: Path, cci_environ: dict[str, st
 
 
 def test_a_nested_mount_that_is_not_what_its_source_names_is_stopped_before_use(
-        tmp_path: Path, driver: IncusDriver) -> None:
+    incus: pylxd.Client, tmp_path: Path, driver: IncusDriver
+) -> None:
     """What a session of the same workspace racing a launch could do (a link swapped in while Incus mounts,
     swapped back before lxc checks the target): here a bind mount on the host makes .git another directory."""
     workspace, elsewhere = tmp_path / "ws", tmp_path / "secret"
@@ -162,12 +167,14 @@ def test_a_nested_mount_that_is_not_what_its_source_names_is_stopped_before_use(
             Mount("protect-1", workspace / ".git/hooks", "/workspace/.git/hooks", readonly=True)])
         with pytest.raises(BackendError, match=f"{name} was stopped: the mount.s. protect-git did not come from"):
             container.start()
-        assert driver.get(name).status() == "stopped"
+        assert status_of(incus, name) == "stopped"
     finally:
         subprocess.run(["umount", str(workspace / ".git")], check=True)
 
 
-def test_a_persistent_restart_takes_the_protection_mounts_off_first(config: Config, driver: IncusDriver) -> None:
+def test_a_persistent_restart_takes_the_protection_mounts_off_first(
+    incus: pylxd.Client, config: Config, driver: IncusDriver
+) -> None:
     """A restart runs the agent's own rootfs at once: nothing is mounted from a path it could have swapped."""
     (config.workspace / ".git/hooks").mkdir(parents=True)
     (config.workspace / ".git/config").write_text("[core]\n")
@@ -176,13 +183,13 @@ def test_a_persistent_restart_takes_the_protection_mounts_off_first(config: Conf
         Override("defaults.persistent", True, "t")])
     manager = SessionManager(persistent, driver, load_plugins(entry_points=False))
     container, _ = manager.launch(LaunchRequest(config.workspace))
-    first = instance(driver, container.name)
+    first = instance(incus, container.name)
     assert {"protect-git", "protect-0", "protect-1"} <= set(first["devices"])
     assert first["config"]["boot.autostart"] == "false"  # Incus never starts it by itself, unchecked
     assert manager.finish(driver.get(container.name))
     restarted = manager.reuse(config.workspace)
     assert restarted is not None and restarted[0].name == container.name
-    again = instance(driver, container.name)
+    again = instance(incus, container.name)
     assert not [name for name in again["devices"] if name.startswith("protect-")]
     assert again["config"].get("user.cci.protected", "") == ""
     assert restarted[0].exec(["sh", "-c", "echo '# x' >> /workspace/.git/config"]).exit_code == 0
@@ -193,8 +200,9 @@ def test_a_persistent_restart_takes_the_protection_mounts_off_first(config: Conf
         f"workspace file .git/config was changed during session {container.name}"]
 
 
-def instance(driver: IncusDriver, name: str) -> dict:  # type: ignore[type-arg]
-    return dict(driver.api.get(f"/1.0/instances/{name}", "reading", project=incus_env.PROJECT))
+def instance(incus: pylxd.Client, name: str) -> dict:  # type: ignore[type-arg]
+    """The instance as Incus describes it (``GET /1.0/instances/NAME``), read through pylxd."""
+    return dict(incus.api.instances[name].get().json()["metadata"])
 
 
 def test_root_that_unmounts_the_protection_is_still_reported_at_the_end(
