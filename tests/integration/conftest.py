@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
@@ -113,19 +116,43 @@ def aliased(incus: pylxd.Client, prefix: str) -> dict[str, tuple[str, ...]]:
 
 
 def wait_stopped(incus: pylxd.Client, name: str, timeout: float = 60) -> bool:
-    """Whether instance ``name`` is stopped (or gone) within ``timeout`` seconds."""
+    """Whether instance ``name`` stops (or is deleted) within ``timeout`` seconds.
+
+    While systemd powers off, Incus's status flips between running and stopped for a
+    moment, so a status read now and then proves nothing: a stop is proven by Incus's
+    lifecycle event, or by the instance and the listing both saying it is stopped
+    once the events are watched.
+    """
+    from pylxd.client import EventType
     from pylxd.exceptions import NotFound
 
-    deadline = time.monotonic() + timeout
-    while True:
+    events = incus.events(event_types={EventType.Lifecycle})
+    events.resource += "&" + urlencode({"project": incus_env.PROJECT})  # pylxd leaves the project out
+    events.connect()
+    threading.Thread(target=events.run, daemon=True).start()
+    try:
         try:
-            if status_of(incus, name) == "stopped":
+            if status_of(incus, name) == "stopped" and name not in {
+                    instance.name for instance in incus.instances.all(recursion=1) if instance.status != "Stopped"}:
                 return True
         except NotFound:
             return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
+        deadline = time.monotonic() + timeout
+        while not any(_stops(event, name) for event in list(events.messages)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+    finally:
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            events.close()
+
+
+def _stops(event: dict[str, Any], name: str) -> bool:
+    """Whether a lifecycle event says that instance ``name`` stopped or was deleted."""
+    metadata = event.get("metadata") or {}
+    return (metadata.get("action") in ("instance-shutdown", "instance-stopped", "instance-deleted")
+            and urlsplit(str(metadata.get("source", ""))).path.rstrip("/").endswith(f"/instances/{name}"))
 
 
 def run_cci(*args: str, env: dict[str, str], cwd: Path | None = None, user: str | None = None,
