@@ -42,8 +42,10 @@ class Mount(NamedTuple):
 class LaunchContext:
     """Everything the lifecycle hooks need to know about one session.
 
-    The core creates it; plugins read it and may adjust the mutable fields
-    (``environment``, ``image``) in :func:`~cci_core.hookspecs.cci_pre_launch`.
+    The core creates it (a later process rebuilds it from the container's labels);
+    plugins read it and may adjust ``environment`` in
+    :func:`~cci_core.hookspecs.cci_pre_launch`. ``image`` is read-only: the image
+    (``[defaults] image``) new containers are made from, made before the hook runs.
     """
 
     config: Config

@@ -17,15 +17,31 @@ Two kinds of hook:
 * **registration** (:func:`cci_register`): called once when the plugin
   manager is built; plugins register the named, exactly-one-active things
   (drivers, tools, network policies, image builders) and extra CLI commands;
-* **lifecycle**: called for every session, in this order::
+* **lifecycle**: run by the session object (:class:`cci_core.session.SessionManager`) for every
+  session. A **launch** (a new container: ``cci shell``, ``cci run``)::
 
       (network policy's plan enforced) -> (slot claimed: container created) -> cci_pre_launch
         -> cci_environment, cci_instance_config, cci_mounts -> (configured, on the policy's network)
-        -> cci_pre_start -> (started)
+        -> cci_pre_start(restart=False) -> (started)
         -> cci_session_restore (resuming only) -> cci_inject_credentials -> cci_post_launch
         -> ... session runs; cci_session_save at detach and periodically ...
         -> (session ends) -> cci_post_exit_save -> (container deleted unless persistent)
         -> cci_session_end
+
+  A **reuse** (``cci shell`` starting a saved persistent container again) runs the same
+  hooks from ``cci_pre_launch`` on: the container is configured again with what they
+  contribute now (environment, instance config, mounts with this invocation's
+  ``--storage``, network), then ``cci_pre_start(restart=True)``; never
+  ``cci_session_restore`` (the container holds its state).
+
+  An **attach** (``cci attach``, ``cci tmux``, to a session that runs) runs
+  ``cci_environment`` only, so that what plugins contribute reaches the processes cci
+  starts in the tmux session; nothing is checked or configured again. While attached:
+  ``cci_session_save`` (``PERIODIC``), and when the user leaves, ``DETACH``.
+
+  An **end** (a poweroff inside, ``cci shutdown``, ``cci kill``, the next command after
+  an unwatched end): ``cci_post_exit_save`` (only for a session that was running),
+  then ``cci_session_end``.
 
   Many plugins contribute to each lifecycle hook; results are merged by the core.
 """
@@ -68,18 +84,20 @@ def cci_register(register: Register) -> None:
 def cci_pre_launch(ctx: LaunchContext) -> None:
     """Check and adjust a session before its container is configured and started.
 
-    The slot is already claimed (the container exists, unconfigured and
-    stopped), so ``ctx.container_name`` and ``ctx.slot`` are final. Raise a
-    :class:`cci_core.errors.CciError` to refuse the launch: cci deletes the
-    container again, leaving nothing behind.
+    The slot is already claimed (the container exists, stopped: a new one
+    unconfigured, or a saved persistent one about to be reused and configured
+    again), so ``ctx.container_name`` and ``ctx.slot`` are final. Raise a
+    :class:`cci_core.errors.CciError` to refuse the launch: cci deletes a new
+    container again, leaving nothing behind, and puts a reused one back, saved.
 
-    :param ctx: the launch being prepared; plugins may change its mutable fields.
+    :param ctx: the launch being prepared; plugins may change ``ctx.environment``
+        (``ctx.image`` is the image new containers are made from, read-only).
     """
 
 
 @hookspec
 def cci_instance_config(ctx: LaunchContext) -> Mapping[str, str] | None:
-    """Return container configuration keys to set at creation.
+    """Return container configuration keys to set before the container starts (at a launch and a reuse).
 
     Keys are backend configuration keys (for Incus, e.g.
     ``security.nesting``). Two plugins returning different values for one
@@ -107,9 +125,11 @@ def cci_environment(ctx: LaunchContext) -> Mapping[str, str] | None:
     """Return environment variables for the tool's process in the container.
 
     Only what a plugin names explicitly is passed: the host environment is
-    never forwarded. Later (higher-priority) plugins win on conflicts.
+    never forwarded. Later (higher-priority) plugins win on conflicts. Called
+    at a launch and a reuse, and at an attach to a running session (``cci
+    attach``, ``cci tmux``: the processes started in its tmux get it too).
 
-    :param ctx: the launch being prepared.
+    :param ctx: the launch being prepared, or the running session.
     :return: variables to set, or None.
     """
 
@@ -169,8 +189,9 @@ def cci_post_launch(ctx: LaunchContext, container: Container) -> None:
 def cci_session_save(ctx: LaunchContext, container: Container, event: SessionEvent) -> None:
     """Save session state while the session is still alive.
 
-    Called at detach, periodically and on demand, so a host crash loses at
-    most minutes of work. Must be idempotent and must not include credentials.
+    Called at detach (``DETACH``), every 5 minutes while attached (``PERIODIC``)
+    and on demand (``REQUESTED``), so a host crash loses at most minutes of
+    work. Must be idempotent and must not include credentials.
 
     :param ctx: the running session.
     :param container: the running container.

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from cci_core.networking import Attachment
     from cci_core.plugin_manager import Plugins
     from cci_core.session_attach import AttachOutcome
+    from cci_core.tmux import TmuxSession
 
 __all__ = ["BOOT_TIMEOUT", "Cleanup", "LaunchRequest", "Opened", "SessionManager", "is_session", "launcher_alive",
            "launcher_id", "wait_for_boot", "wait_for_session"]
@@ -310,7 +311,10 @@ class SessionManager:
 
         It goes through the hooks a launch does (configured again: this invocation's
         environment, instance config, mounts with ``storage``, network policy), with
-        ``cci_pre_start(restart=True)``. A failure puts it back, stopped and saved.
+        ``cci_pre_start(restart=True)``. A mount replaces the earlier one of its device
+        name; the others stay (a storage directory of an earlier start that ``storage``
+        does not replace, checked again before the start). A failure puts it back, stopped
+        and saved.
         """
         workspace, storage = self._prepare(workspace, storage)
         saved = sorted(
@@ -451,7 +455,7 @@ class SessionManager:
             **ctx.environment,
         }
 
-    def tmux(self, container: Container, ctx: LaunchContext) -> Any:
+    def tmux(self, container: Container, ctx: LaunchContext) -> TmuxSession:
         """The session's tmux (:class:`~cci_core.tmux.TmuxSession`), driven as the container user."""
         from cci_core.tmux import TmuxSession
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from cci_core.context import SessionEvent
 from cci_core.errors import CciError, NotFoundError
 
 if TYPE_CHECKING:
     from cci_core.context import LaunchContext
-    from cci_core.driver import Container
-    from cci_core.session import SessionManager
+    from cci_core.driver import Container, Driver
+    from cci_core.plugin_manager import Plugins
     from cci_core.tmux import TmuxSession
 
 #: after the attached tmux was cut off, how soon a poweroff inside stops the container (tmux dies in its last step)
@@ -29,6 +29,21 @@ QUICK_STOP = 3.0
 STOP_WAIT = 120.0
 #: seconds between saves of a session while the user is attached (a host crash loses at most this much)
 SAVE_INTERVAL = 300.0
+
+
+class Sessions(Protocol):
+    """What an attach needs of the session object (:class:`cci_core.session.SessionManager`)."""
+
+    driver: Driver
+    plugins: Plugins
+
+    def tmux(self, container: Container, ctx: LaunchContext) -> TmuxSession: ...
+
+    def refresh_networks(self) -> None: ...
+
+    def save(self, ctx: LaunchContext, container: Container, event: SessionEvent) -> None: ...
+
+    def finish(self, container: Container) -> bool: ...
 
 
 class Left(enum.Enum):
@@ -50,7 +65,7 @@ class AttachOutcome(NamedTuple):
     note: str
 
 
-def attach_and_settle(manager: SessionManager, container: Container, ctx: LaunchContext, *,
+def attach_and_settle(manager: Sessions, container: Container, ctx: LaunchContext, *,
                       command: Sequence[str] | None = None, fresh: bool = False,
                       say: Callable[[str], None] | None = None) -> AttachOutcome:
     """Attach; afterwards, end the session if its container stopped (a poweroff inside), else save it.
@@ -134,7 +149,7 @@ def after_cut_off(container: Container, tmux: TmuxSession, returns: str, anew: s
                          f"keeps running: {anew} (if it stops later, the next cci command ends the session)")
 
 
-def _end(manager: SessionManager, container: Container, ctx: LaunchContext) -> AttachOutcome:
+def _end(manager: Sessions, container: Container, ctx: LaunchContext) -> AttachOutcome:
     """The container stopped: end the session (save it, delete it unless persistent), unless another cci does."""
     if manager.finish(container):
         kept = ctx.persistent
@@ -145,7 +160,7 @@ def _end(manager: SessionManager, container: Container, ctx: LaunchContext) -> A
 class PeriodicSave:
     """Every :data:`SAVE_INTERVAL` seconds while attached: save the session, refresh due network plans."""
 
-    def __init__(self, manager: SessionManager, ctx: LaunchContext, container: Container) -> None:
+    def __init__(self, manager: Sessions, ctx: LaunchContext, container: Container) -> None:
         self._manager, self._ctx, self._container = manager, ctx, container
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="periodic-save", daemon=True)

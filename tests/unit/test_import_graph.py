@@ -122,9 +122,7 @@ def test_a_cycle_is_found_and_named() -> None:
 
 
 #: circles reported to their owners and not yet broken (each must still exist: remove it once it is gone)
-KNOWN: list[set[str]] = [
-    {"cci_core.session", "cci_core.session_attach"},  # through TYPE_CHECKING imports both ways
-]
+KNOWN: list[set[str]] = []
 
 
 def test_no_import_circles() -> None:

@@ -130,6 +130,19 @@ def test_a_reuse_applies_storage_and_the_plugins_environment(workspace: Path, tm
     assert sessions.user_environment(ctx)["FROM_RECORDER"] == "1"
 
 
+def test_a_reuse_replaces_the_storage_of_the_earlier_start_by_device(workspace: Path, tmp_path: Path) -> None:
+    sessions, _recorder = recorded(workspace)
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    for directory in (first, second, third):
+        directory.mkdir()
+    container, _ctx = sessions.launch(LaunchRequest(workspace, persistent=True, storage=(first, second)))
+    assert sessions.finish(container)
+    assert sessions.reuse(workspace, storage=(third,)) is not None
+    storage = sorted(mount for mount in container.host_mounts() if mount.device.startswith("storage"))
+    assert storage == [Mount("storage0", third.resolve(), "/storage/third"),
+                       Mount("storage1", second.resolve(), "/storage/second")]  # not named again: kept
+
+
 def test_attach_runs_the_environment_hook_and_saves_at_detach(workspace: Path) -> None:
     sessions, recorder = recorded(workspace)
     launched, _ctx = sessions.launch(LaunchRequest(workspace))
