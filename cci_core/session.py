@@ -610,6 +610,12 @@ class SessionManager:
                 if (record := SessionRecord.from_labels(info.labels)).is_session and record.state is State.RUNNING
                 and info.status == "stopped"]
 
+    def current(self) -> list[ContainerInfo]:
+        """The session containers, once those that ended unwatched are finished (those deleted are left out)."""
+        listing = self.driver.list_containers()
+        finished = set(self.reconcile(listing))
+        return [info for info in listing if is_session(info.labels) and info.name not in finished]
+
     def reconcile(self, containers: Sequence[ContainerInfo] | None = None) -> list[str]:
         """Finish every session that ended unwatched (save, then delete unless persistent); return their names.
 

@@ -22,12 +22,7 @@ def list_(ctx: click.Context, everything: bool, fmt: str) -> None:
     Sessions that ended while no cci process was watching (poweroff inside,
     a closed terminal) are finished first: saved, then deleted unless persistent.
     """
-    from cci_core.session_record import is_session
-
-    manager = manager_for(ctx)
-    listing = manager.driver.list_containers()
-    finished = set(manager.reconcile(listing))
-    rows = [_container_row(info) for info in listing if is_session(info.labels) and info.name not in finished]
+    rows = [_container_row(info) for info in manager_for(ctx).current()]
     sessions = _saved_sessions() if everything else None
     if fmt == "json":
         import json

@@ -14,6 +14,8 @@ from cci_core.cli.state import get_state
 from cci_core.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cci_core.driver import ContainerInfo
 
 
@@ -59,15 +61,10 @@ def shell(ctx: click.Context, **flags: object) -> None:
 @click.pass_context
 def attach(ctx: click.Context, name: str | None) -> None:
     """Attach to a running session: NAME, or this workspace's (asks when it has several)."""
-    from cci_core.session_record import SessionRecord
-
     _require_terminal("attach")
     manager = manager_for(ctx)
-    listing = manager.driver.list_containers()
-    finished = set(manager.reconcile(listing))
-    running = [info for info in listing if SessionRecord.from_labels(info.labels).is_session
-               and info.status == "running" and info.name not in finished]
-    info = _pick(running, name, str(get_state(ctx).config.workspace), listing)
+    running = [info for info in manager.current() if info.status == "running"]
+    info = _pick(running, name, str(get_state(ctx).config.workspace), manager.driver.exists)
     with interruptible():
         container, session = manager.running(info.name, info.labels)
         outcome = manager.attach(container, session, say=_say)
@@ -79,14 +76,14 @@ def _say(line: str) -> None:
 
 
 def _pick(running: list[ContainerInfo], name: str | None, workspace: str,
-          listing: list[ContainerInfo]) -> ContainerInfo:
+          exists: Callable[[str], bool]) -> ContainerInfo:
     from cci_core.session_record import SessionRecord
 
     if name:
         for info in running:
             if info.name == name:
                 return info
-        if any(info.name == name for info in listing):
+        if exists(name):
             raise UsageError(f"{name} is not a running cci session", hint="see 'cci list'")
         raise UsageError(f"no container named {name!r}", hint="see 'cci list'")
     ours = [(info, record) for info in running

@@ -30,11 +30,8 @@ def tmux() -> None:
 @click.pass_context
 def list_sessions(ctx: click.Context) -> None:
     """List the tmux session of every running cci container."""
-    from cci_core.session_record import is_session
-
     manager = manager_for(ctx)
-    running = [info for info in manager.driver.list_containers()
-               if is_session(info.labels) and info.status == "running"]
+    running = [info for info in manager.current() if info.status == "running"]
     if not running:
         click.echo("no running cci containers")
     for info in running:
