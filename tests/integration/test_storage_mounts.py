@@ -106,7 +106,7 @@ def test_a_mount_added_to_a_running_container_that_followed_a_link_stops_it(
     container = driver.create(ContainerSpec(name, incus_env.IMAGE))
     container.start()
     container.add_mount(Mount("extra", data, "/mnt/data"))  # a real directory: it stays running
-    assert container.status() == "running"
+    assert status_of(incus, name) == "running"
     (tmp_path / "link").symlink_to(secret)
     with pytest.raises(BackendError, match=f"{name} was stopped: the mount.s. other did not come from"):
         container.add_mount(Mount("other", tmp_path / "link", "/mnt/other"))
