@@ -1,10 +1,12 @@
-"""The typed sections of the cci configuration; the schema is written once, here.
+"""The typed sections of the cci configuration: the core's are written here, plugins declare theirs alike.
 
 Each ``[section]`` of ``config.toml`` is a ``NamedTuple`` (cheaper to create at
 import than a frozen dataclass). Each key is annotated
-``Annotated[type, Setting(help, check=..., deprecated=..., target=...)]``;
+``Annotated[type, Setting(help, check=..., deprecated=..., target=..., aliases=...)]``;
 validation, the ``CCI_*`` environment variables and the rendered output are
-all derived from these annotations and the field defaults.
+all derived from these annotations and the field defaults. A plugin declares a
+section of its own with ``register.add_settings(name, cls)``; a :class:`Schema`
+holds the core's sections and those of the enabled plugins.
 
 List and dict defaults are shared by every instance: never mutate them (the
 loader hands out copies).
@@ -41,19 +43,6 @@ def env_names(value: Mapping[str, str]) -> str | None:
 def https_url(value: str) -> str | None:
     """Reject anything but an ``https://`` URL."""
     return None if value.startswith("https://") and len(value) > len("https://") else "must be an https:// URL"
-
-
-def subnet_pool(value: str) -> str | None:
-    """Accept ``auto`` or an IPv4 network of /24 or larger."""
-    if value == "auto":
-        return None
-    import ipaddress
-
-    try:
-        network = ipaddress.IPv4Network(value)
-    except ValueError:
-        return f"must be 'auto' or an IPv4 range such as 10.150.0.0/16, got {value!r}"
-    return None if network.prefixlen <= 24 else f"must be a /24 or larger range, got /{network.prefixlen}"
 
 
 def workspace_paths(value: list[str]) -> str | None:
