@@ -15,6 +15,7 @@ out and replaced by one ``warn`` line named ``skipped`` saying which and why.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -204,8 +205,6 @@ def render_text(checks: Sequence[Check]) -> str:
 
 def render_json(checks: Sequence[Check]) -> str:
     """A JSON list of ``{"name", "status", "detail", "fix"}`` objects, in order."""
-    import json
-
     return json.dumps([check._asdict() for check in checks], indent=2)
 
 

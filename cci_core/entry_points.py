@@ -1,8 +1,8 @@
 """Find installed distributions' entry points by reading ``entry_points.txt`` directly.
 
-``importlib.metadata`` would do the same job, but importing it costs about
-50 ms on a small machine (it pulls in ``email``, ``zipfile`` and more), which
-is a third of the budget of ``cci --help``. This reader handles what pip and
+``importlib.metadata`` would do the same job, but it pulls in ``email``,
+``zipfile`` and more: 15–30 ms of ``cci --help`` and ``cci plugins list`` on the
+reference machine (``benchmarks/startup.py --measures``). This reader handles what pip and
 setuptools install: ``*.dist-info`` and ``*.egg-info`` directories on
 ``sys.path``. As ``importlib.metadata`` does, the first distribution of a
 given name on ``sys.path`` wins.
@@ -17,9 +17,8 @@ import sys
 from collections.abc import Iterable
 from typing import NamedTuple
 
-# patterns are compiled on first use (re caches them), keeping imports cheap
-_METADATA_DIR = r"^(?P<name>[^-]+)(?:-(?P<version>[^-]+))?.*\.(?:dist|egg)-info$"
-_VALUE = r"^(?P<module>[\w.]+)\s*(?::\s*(?P<attr>[\w.]+)\s*)?(?:\[.*\]\s*)?$"
+_METADATA_DIR = re.compile(r"^(?P<name>[^-]+)(?:-(?P<version>[^-]+))?.*\.(?:dist|egg)-info$")
+_VALUE = re.compile(r"^(?P<module>[\w.]+)\s*(?::\s*(?P<attr>[\w.]+)\s*)?(?:\[.*\]\s*)?$")
 
 
 class EntryPoint(NamedTuple):
@@ -32,7 +31,7 @@ class EntryPoint(NamedTuple):
 
     def load(self) -> object:
         """Import the module and return it, or the named attribute inside it."""
-        match = re.match(_VALUE, self.value)
+        match = _VALUE.match(self.value)
         if not match:
             raise ImportError(f"malformed entry point value {self.value!r}")
         target: object = importlib.import_module(match["module"])
@@ -43,7 +42,7 @@ class EntryPoint(NamedTuple):
     def distribution(self) -> tuple[str, str]:
         """The distribution's name and version, from its metadata file (or its directory name)."""
         folder = os.path.basename(self.metadata_dir)
-        fallback = re.match(_METADATA_DIR, folder)
+        fallback = _METADATA_DIR.match(folder)
         name, version = (fallback["name"], fallback["version"] or "") if fallback else (folder, "")
         for metadata in ("METADATA", "PKG-INFO"):
             headers = _read_headers(os.path.join(self.metadata_dir, metadata))
@@ -65,7 +64,7 @@ def find_entry_points(group: str, path: Iterable[str] | None = None) -> list[Ent
         for folder in names:
             if not folder.endswith((".dist-info", ".egg-info")):  # cheap test first: most entries are packages
                 continue
-            match = re.match(_METADATA_DIR, folder)
+            match = _METADATA_DIR.match(folder)
             if not match:
                 continue
             key = re.sub(r"[-_.]+", "_", match["name"]).lower()

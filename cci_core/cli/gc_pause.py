@@ -2,8 +2,8 @@
 
 Starting ``cci`` imports click, pluggy, the config schema and the plugins: tens of
 thousands of long-lived objects and no cyclic garbage worth collecting. The
-collector's passes over them cost ``cci --help`` 5–10 ms and ``cci plugins list``
-about 13 ms on the reference machine (``benchmarks/startup.py --measures``). The
+collector's passes over them cost ``cci plugins list`` 13–29 ms and ``cci --help``
+3–8 ms on the reference machine (``benchmarks/startup.py --measures``). The
 console script pauses it (:func:`pause`); the root group resumes it as soon as a
 command starts to run (:func:`resume`), so a session that runs for hours collects
 as usual; ``--help`` and ``--version`` finish before that. The objects made until

@@ -18,14 +18,14 @@ LATEST_SESSION = "latest"
 #: flags that only make sense for commands that start a session
 SESSION_FLAGS = ("slot", "resume", "continue_")
 
-_ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"  # compiled on first use (re caches it)
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _parse_env(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
     parsed: dict[str, str] = {}
     for item in values:
         key, sep, value = item.partition("=")
-        if not sep or not re.match(_ENV_KEY, key):
+        if not sep or not _ENV_KEY.match(key):
             raise click.BadParameter(f"{item!r} is not KEY=VALUE with KEY a valid variable name", ctx, param)
         parsed[key] = value
     return parsed

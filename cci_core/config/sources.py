@@ -14,12 +14,12 @@ from cci_core.nesting import MAX_NESTING, nested_too_deep
 
 _PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
 _DOTTED = rf"{_PART}(?:\s*\.\s*{_PART})*"
-# Compiled on first use (re.compile caches): no config file, no regex compilation on the fast paths.
-_HEADER = rf"^\s*\[\[?\s*({_DOTTED})\s*\]\]?\s*(?:#.*)?$"
-_KEY = rf"^\s*({_DOTTED})\s*="
+_PARTS = re.compile(_PART)
+_HEADER = re.compile(rf"^\s*\[\[?\s*({_DOTTED})\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(rf"^\s*({_DOTTED})\s*=")
 #: config files are a few hundred bytes; anything near this is not one
 MAX_CONFIG_BYTES = 1024 * 1024
-_TOML_POSITION = r"^(.*?)\s*\(at (?:line (\d+), column (\d+)|end of document)\)$"
+_TOML_POSITION = re.compile(r"^(.*?)\s*\(at (?:line (\d+), column (\d+)|end of document)\)$", re.DOTALL)
 
 
 def display_path(path: Path) -> str:
@@ -32,7 +32,7 @@ def display_path(path: Path) -> str:
 
 
 def _split_key(dotted: str) -> tuple[str, ...]:
-    return tuple(part.strip("\"'") for part in re.findall(_PART, dotted))
+    return tuple(part.strip("\"'") for part in _PARTS.findall(dotted))
 
 
 def index_lines(text: str) -> dict[tuple[str, ...], int]:
@@ -49,11 +49,11 @@ def index_lines(text: str) -> dict[tuple[str, ...], int]:
         in_string ^= (line.count('"""') + line.count("'''")) % 2 == 1
         if was_in_string:
             continue
-        header = re.match(_HEADER, line)
+        header = _HEADER.match(line)
         if header:
             table = _split_key(header.group(1))
             lines.setdefault(table, number)
-        elif key := re.match(_KEY, line):
+        elif key := _KEY.match(line):
             lines.setdefault(table + _split_key(key.group(1)), number)
     return lines
 
@@ -113,7 +113,7 @@ def read_config_file(path: Path) -> ConfigFile | None:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        match = re.match(_TOML_POSITION, str(exc), re.DOTALL)
+        match = _TOML_POSITION.match(str(exc))
         reason, line, column = match.groups() if match else (str(exc), None, None)
         line = line or str(max(1, len(text.splitlines())))
         detail = f"{reason} (column {column})" if column else reason
