@@ -24,7 +24,7 @@ What it holds:
   :func:`non_negative`, :func:`https_url`);
 - host-file and tree-copy utilities that refuse links planted by the container or the workspace
   (:class:`SafeDirectory`, :func:`open_directory`, :func:`copy_tree`...), and the container layout
-  (:data:`WORKSPACE_PATH`, :data:`CONTAINER_HOME`...);
+  (:data:`WORKSPACE_PATH`, :data:`CONTAINER_HOME`...) and cci's own directory on the host (:func:`state_dir`);
 - for plugin commands: :func:`warn`, :func:`interruptible`, and the invocation's
   :func:`current_config`, :func:`current_plugins` and :func:`current_driver`.
 """
@@ -43,11 +43,12 @@ if TYPE_CHECKING:
     from cci_core.config.schema import Setting, https_url, non_empty, non_negative
     from cci_core.config.sources import _tomllib as toml_parser
     from cci_core.context import LaunchContext, Mount, SessionEvent
-    from cci_core.doctor import FAIL, OK, WARN, Check, guarded
-    from cci_core.doctor import fail as check_fail
-    from cci_core.doctor import ok as check_ok
-    from cci_core.doctor import skipped as check_skipped
-    from cci_core.doctor import warn as check_warn
+    from cci_core.check import FAIL, OK, WARN, Check
+    from cci_core.check import fail as check_fail
+    from cci_core.check import ok as check_ok
+    from cci_core.check import skipped as check_skipped
+    from cci_core.check import warn as check_warn
+    from cci_core.doctor import guarded
     from cci_core.driver import (
         LABEL_PREFIX,
         UNREADABLE,
@@ -86,7 +87,7 @@ if TYPE_CHECKING:
         open_parent,
     )
     from cci_core.image_builder import BuildRequest, ImageBuilder
-    from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
+    from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH, state_dir
     from cci_core.nesting import MAX_NESTING, nested_too_deep
     from cci_core.network_policy import BROADCAST_RULE, HOST_RULE, MULTICAST_AND_BROADCAST, NetworkPlan, NetworkPolicy, Rule
     from cci_core.plugin_manager import Plugins
@@ -126,8 +127,8 @@ __all__ = [
     "SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",
     "read_json", "replace_private_json", "copy_tree", "CopyPolicy", "CopyReport", "COPY_LIMITS",
     "MAX_DEPTH", "MAX_FILE", "MAX_TOTAL", "MAX_NESTING", "nested_too_deep", "printable", "printable_name",
-    # the container's layout
-    "WORKSPACE_PATH", "CONTAINER_HOME", "CONTAINER_USER",
+    # the container's layout; cci's own directory on the host
+    "WORKSPACE_PATH", "CONTAINER_HOME", "CONTAINER_USER", "state_dir",
     # plugin commands
     "warn", "interruptible", "ignoring_interrupts", "CLEANUP_SECONDS", "own_command", "started_here",
     "Plugins", "current_config", "current_plugins", "current_driver",
@@ -151,8 +152,9 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("SessionStore", "SavedSession", "default_root"), "cci_core.session_store"),
     **dict.fromkeys(("CciError", "UsageError", "ConfigError", "PluginError", "NotAvailableError", "BackendError",
                      "NotFoundError", "NotImplementedYetError"), "cci_core.errors"),
-    **dict.fromkeys(("Check", "OK", "WARN", "FAIL", "guarded"), "cci_core.doctor"),
-    **{f"check_{name}": f"cci_core.doctor:{name}" for name in ("ok", "warn", "fail", "skipped")},
+    **dict.fromkeys(("Check", "OK", "WARN", "FAIL"), "cci_core.check"),
+    **{f"check_{name}": f"cci_core.check:{name}" for name in ("ok", "warn", "fail", "skipped")},
+    "guarded": "cci_core.doctor",
     **dict.fromkeys(("Config", "NetworkConfig"), "cci_core.config"),
     "toml_parser": "cci_core.config.sources:_tomllib",
     **dict.fromkeys(("Setting", "non_empty", "non_negative", "https_url"), "cci_core.config.schema"),
@@ -164,7 +166,7 @@ _LAZY: dict[str, str] = {
     "printable_name": "cci_core.tree_copy:printable",
     **dict.fromkeys(("MAX_NESTING", "nested_too_deep"), "cci_core.nesting"),
     **dict.fromkeys(("printable", "warn"), "cci_core.terminal_text"),
-    **dict.fromkeys(("WORKSPACE_PATH", "CONTAINER_HOME", "CONTAINER_USER"), "cci_core.layout"),
+    **dict.fromkeys(("WORKSPACE_PATH", "CONTAINER_HOME", "CONTAINER_USER", "state_dir"), "cci_core.layout"),
     **dict.fromkeys(("interruptible", "ignoring_interrupts", "CLEANUP_SECONDS"), "cci_core.cli.signals"),
     **dict.fromkeys(("own_command", "started_here"), "cci_core.cli.entry"),
     "Plugins": "cci_core.plugin_manager",

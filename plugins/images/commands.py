@@ -10,16 +10,22 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cci_core.cli.signals import interruptible
-from cci_core.cli.state import get_state
-from cci_core.errors import CciError, NotFoundError, UsageError
-from cci_core.image_builder import BuildRequest
-from cci_core.layout import state_dir
+from cci_core.api import (
+    BuildRequest,
+    CciError,
+    NotFoundError,
+    UsageError,
+    current_config,
+    current_driver,
+    current_plugins,
+    interruptible,
+    state_dir,
+)
 from cci_builtin_plugins.images import contents
 from cci_builtin_plugins.images.debootstrap import DEFAULT_MIRROR, DEFAULT_SUITE
 
 if TYPE_CHECKING:
-    from cci_core.driver import Driver, ImageInfo, OutputHandler
+    from cci_core.api import Driver, ImageInfo, OutputHandler
 
 #: the alias ``cci build`` makes, and the base it starts from (the public image server)
 CCI_IMAGE = "cci"
@@ -62,7 +68,7 @@ def build(ctx: click.Context, source: str, alias: str, force: bool, base: str, o
     _check_alias(alias)
     # connect first: the first request may start cci again (the Incus driver does, under sg, for a
     # login that lacks the Incus group), and the server probe below must not print its choice twice
-    get_state(ctx).driver.server_info()
+    current_driver().server_info()
     if source == "auto":
         from cci_builtin_plugins.images.source import choose_source
 
@@ -70,54 +76,52 @@ def build(ctx: click.Context, source: str, alias: str, force: bool, base: str, o
         click.echo(f"building {alias} from the {'image server' if source == 'server' else 'host'}: {reason}",
                    err=True)
     if source == "server":
-        _build_from_server(ctx, BuildRequest(alias, base, BUILTIN_SCRIPT.read_bytes(), offline=offline), force)
+        _build_from_server(BuildRequest(alias, base, BUILTIN_SCRIPT.read_bytes(), offline=offline), force)
         return
-    _build_on_host(ctx, alias, suite, mirror, cache, force=force, if_changed=if_changed)
+    _build_on_host(alias, suite, mirror, cache, force=force, if_changed=if_changed)
 
 
-def _build_from_server(ctx: click.Context, request: BuildRequest, force: bool) -> None:
+def _build_from_server(request: BuildRequest, force: bool) -> None:
     """The server path: the built-in script in a container, then the tool's files fetched on the host."""
     from cci_builtin_plugins.images.host_build import settings_from
     from cci_builtin_plugins.images.script_builder import ScriptBuilder
-    from cci_core.tool import tool_version_property
+    from cci_core.api import tool_version_property
 
-    state = get_state(ctx)
-    if str(state.config.plugin_settings("images").get("builder", "script")) != "script":
-        run_build(ctx, request, force=force)  # a plugin's builder: it puts the tool in itself
+    if str(current_config().plugin_settings("images").get("builder", "script")) != "script":
+        run_build(request, force=force)  # a plugin's builder: it puts the tool in itself
         return
-    if not force and state.driver.image_exists(request.alias):  # checked before any download
+    if not force and current_driver().image_exists(request.alias):  # checked before any download
         raise UsageError(f"image {request.alias!r} exists already", hint="add --force to rebuild it")
-    if ":" not in request.base and not state.driver.image_exists(request.base):
+    if ":" not in request.base and not current_driver().image_exists(request.base):
         raise NotFoundError(f"base image {request.base!r} not found",
                             hint="build it first ('cci build'), or pick one from 'cci image list'")
-    fetch, _ca_bundle = settings_from(state.config.plugin_settings("images"))
-    tool = state.plugins.registries.tools.get(state.config.tool.name)()
+    fetch, _ca_bundle = settings_from(current_config().plugin_settings("images"))
+    tool = current_plugins().registries.tools.get(current_config().tool.name)()
     version = tool.image_version(fetch)
     files = tool.image_files(version, fetch, lambda line: click.echo(f"==> {line}")) if version else ()
     builder = ScriptBuilder(files, {tool_version_property(tool.name): version} if version else {})
-    run_build(ctx, request, force=force, builder=lambda driver, output: builder.build(driver, request, output))
+    run_build(request, force=force, builder=lambda driver, output: builder.build(driver, request, output))
 
 
-def _build_on_host(ctx: click.Context, alias: str, suite: str, mirror: str | None, cache: Path | None, *,
-                   force: bool, if_changed: bool) -> None:
+def _build_on_host(alias: str, suite: str, mirror: str | None, cache: Path | None, *, force: bool,
+                   if_changed: bool) -> None:
     """The host path: the configured tool's fetch settings, the recipe check, the build."""
     from cci_builtin_plugins.images.host_build import HostImageBuilder, host_mirror, settings_from
 
-    state = get_state(ctx)
-    fetch, ca_bundle = settings_from(state.config.plugin_settings("images"))
-    tool_name = state.config.tool.name
-    tool = state.plugins.registries.tools.get(tool_name)()
+    fetch, ca_bundle = settings_from(current_config().plugin_settings("images"))
+    tool_name = current_config().tool.name
+    tool = current_plugins().registries.tools.get(tool_name)()
     builder = HostImageBuilder(tool, fetch, ca_bundle)
     options = {"mirror": mirror or host_mirror(), **({"cache": str(cache.resolve())} if cache else {})}
     request = BuildRequest(alias, suite, offline=True, options=options)
     recipe = builder.recipe(request)
     if if_changed and not force:
-        if _up_to_date(state.driver, alias, recipe.digest()):
+        if _up_to_date(current_driver(), alias, recipe.digest()):
             return
         force = True
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
-    run_build(ctx, request, force=force, builder=lambda driver, output: builder.build(driver, request, output,
+    run_build(request, force=force, builder=lambda driver, output: builder.build(driver, request, output,
                                                                                        recipe))
 
 
@@ -128,15 +132,14 @@ def _build_on_host(ctx: click.Context, alias: str, suite: str, mirror: str | Non
 @click.option("--base", default=CCI_IMAGE, show_default=True, metavar="IMAGE", help="Image to build from.")
 @click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
 @click.option("--offline", is_flag=True, help="Do not wait for or repair the network (the script needs none).")
-@click.pass_context
-def custom(ctx: click.Context, name: str, script: Path, base: str, force: bool, offline: bool) -> None:
+def custom(name: str, script: Path, base: str, force: bool, offline: bool) -> None:
     """Build image NAME by running SCRIPT on top of BASE (default: the cci image)."""
     _check_alias(name)
     try:
         content = script.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read the build script {script}: {exc.strerror}") from None
-    run_build(ctx, BuildRequest(name, base, content, offline=offline), force=force)
+    run_build(BuildRequest(name, base, content, offline=offline), force=force)
 
 
 @build.command()
@@ -148,9 +151,8 @@ def custom(ctx: click.Context, name: str, script: Path, base: str, force: bool, 
               help="Keep the image tarball here; the same recipe is then imported again in seconds.")
 @click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
 @click.option("--if-changed", is_flag=True, help="Keep an existing image built from the same recipe.")
-@click.pass_context
-def base(ctx: click.Context, name: str, suite: str, mirror: str, packages: str | None, cache: Path | None,
-         force: bool, if_changed: bool) -> None:
+def base(name: str, suite: str, mirror: str, packages: str | None, cache: Path | None, force: bool,
+         if_changed: bool) -> None:
     """Build base image NAME on the host with debootstrap: no image server needed (needs root).
 
     Then 'cci build --base NAME' or 'cci build custom ... --base NAME' build on it.
@@ -162,28 +164,27 @@ def base(ctx: click.Context, name: str, suite: str, mirror: str, packages: str |
                **({"cache": str(cache.resolve())} if cache else {})}
     request = BuildRequest(name, suite, offline=True, options=options)
     if if_changed and not force:
-        if _up_to_date(get_state(ctx).driver, name, recipe_from(request).digest()):
+        if _up_to_date(current_driver(), name, recipe_from(request).digest()):
             return
         force = True
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
-    run_build(ctx, request, force=force, builder_name="debootstrap")
+    run_build(request, force=force, builder_name="debootstrap")
 
 
-def run_build(ctx: click.Context, request: BuildRequest, *, force: bool, builder_name: str | None = None,
+def run_build(request: BuildRequest, *, force: bool, builder_name: str | None = None,
               builder: Callable[[Driver, OutputHandler], ImageInfo] | None = None) -> None:
     """Build with ``builder``, or the named (or configured) one, streaming to the terminal and a log file."""
-    state = get_state(ctx)
-    driver = state.driver
+    driver = current_driver()
     alias, base = request.alias, request.base
     if not force and driver.image_exists(alias):
         raise UsageError(f"image {alias!r} exists already", hint="add --force to rebuild it")
     if builder is None:
-        name = builder_name or str(state.config.plugin_settings("images").get("builder", "script"))
+        name = builder_name or str(current_config().plugin_settings("images").get("builder", "script"))
         if name == "script" and ":" not in base and not driver.image_exists(base):
             raise NotFoundError(f"base image {base!r} not found",
                                 hint="build it first ('cci build'), or pick one from 'cci image list'")
-        registered = state.plugins.registries.image_builders.get(name)()
+        registered = current_plugins().registries.image_builders.get(name)()
         builder = lambda driver, output: registered.build(driver, request, output)  # noqa: E731
     log = _log_path(alias)
     with log.open("wb") as handle:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib import parse
 
-from cci_core.errors import BackendError, ConfigError
+from cci_core.api import BackendError, ConfigError
 
 if TYPE_CHECKING:
     import ssl

@@ -8,8 +8,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cci_core.driver import LABEL_PREFIX, Container, ExecResult, OutputHandler, TreeEntry, TreeLimits
-from cci_core.errors import BackendError
+from cci_core.api import LABEL_PREFIX, BackendError, Container, ExecResult, OutputHandler, TreeEntry, TreeLimits
 from cci_builtin_plugins.incus.errors import APIError, is_busy
 from cci_builtin_plugins.incus.files import InstanceFiles
 from cci_builtin_plugins.incus.instance_config import disk_device, labels_of, nic_devices
@@ -18,7 +17,7 @@ from cci_builtin_plugins.incus.rest import IncusAPI, quote
 if TYPE_CHECKING:
     from cci_builtin_plugins.incus.idmap import UserMap
 
-    from cci_core.context import Mount
+    from cci_core.api import Mount
 
 _T = TypeVar("_T")
 
@@ -157,7 +156,7 @@ class IncusContainer(Container):
 
     def host_mounts(self) -> list[Mount]:
         from cci_builtin_plugins.incus.mount_check import host_disks
-        from cci_core.context import Mount
+        from cci_core.api import Mount
 
         return [Mount(name, Path(device["source"]), device["path"], shift=device.get("shift") == "true",
                       readonly=device.get("readonly") == "true")

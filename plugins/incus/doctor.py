@@ -18,9 +18,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cci_core import hookimpl
-from cci_core.doctor import FAIL, OK, Check, fail, guarded, ok, skipped, warn
-from cci_core.errors import CciError, NotFoundError
+from cci_core.api import (
+    FAIL,
+    OK,
+    CciError,
+    Check,
+    NotFoundError,
+    check_fail as fail,
+    check_ok as ok,
+    check_skipped as skipped,
+    check_warn as warn,
+    guarded,
+    hookimpl,
+)
 from cci_builtin_plugins.incus.connection import find_socket, quote, resolve_endpoint
 from cci_builtin_plugins.incus.idmap import UserMap
 from cci_builtin_plugins.incus.login_group import listed_in_group
@@ -29,7 +39,7 @@ from cci_builtin_plugins.incus.settings import IncusSettings
 if TYPE_CHECKING:
     from cci_builtin_plugins.incus.rest import IncusAPI
 
-    from cci_core.config import Config
+    from cci_core.api import Config
 
 #: the driver name these checks are for: they run only when ``[defaults] driver`` is this
 DRIVER = "incus"
@@ -484,7 +494,7 @@ def image_check(server: _Server, alias: str, tool: str = "claude") -> Check:
         return fail(IMAGE, f"image {alias!r} not found in project {server.project}",
                     f"{SETUP_FIX} (it builds the image) or 'cci build', or choose another with --image or "
                     "[defaults] image")
-    from cci_core.tool import tool_version_property
+    from cci_core.api import tool_version_property
 
     key = tool_version_property(tool)
     version = (server.read(f"reading image {alias}", "images", target).get("properties") or {}).get(key)

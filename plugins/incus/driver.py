@@ -11,16 +11,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from cci_core.driver import (
+from cci_core.api import (
     LABEL_PREFIX,
+    BackendError,
     ContainerExistsError,
     ContainerInfo,
     ContainerSpec,
     Driver,
     ImageInfo,
+    NotFoundError,
     ServerInfo,
 )
-from cci_core.errors import BackendError, NotFoundError
 from cci_builtin_plugins.incus.connection import quote, resolve_endpoint
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.idmap import UserMap
@@ -31,8 +32,7 @@ if TYPE_CHECKING:
     from cci_builtin_plugins.incus.container import IncusContainer
     from cci_builtin_plugins.incus.networks import PolicyNetworks
     from cci_builtin_plugins.incus.rest import IncusAPI
-    from cci_core.driver import PolicyNetwork
-    from cci_core.network_policy import NetworkPlan
+    from cci_core.api import NetworkPlan, PolicyNetwork
 
 #: an Incus instance name: letters, digits and hyphens, not starting or ending with a hyphen
 INSTANCE_NAME = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z"
@@ -220,8 +220,7 @@ class IncusDriver(Driver):
     def _abandon_import(self, tarball: Path, operation: str | None, before: set[str]) -> None:
         """Wait (bounded, ignoring further interrupts) for an import left midway, then delete the image it
         made, unless that image was there before; never raises."""
-        from cci_core.cli.signals import CLEANUP_SECONDS, ignoring_interrupts
-        from cci_core.errors import CciError
+        from cci_core.api import CLEANUP_SECONDS, CciError, ignoring_interrupts
 
         with ignoring_interrupts():
             try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cci_core.errors import BackendError, NotFoundError
+from cci_core.api import BackendError, NotFoundError
 
 
 class APIError(BackendError):

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib import parse
 
-from cci_core.driver import ExecResult, OutputHandler
+from cci_core.api import ExecResult, OutputHandler
 from cci_builtin_plugins.incus.errors import APIError
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.websocket import close_quietly

@@ -16,9 +16,7 @@ import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
-from cci_core.errors import CciError, UsageError
-from cci_core.tree_copy import MAX_DEPTH
-from cci_core.host_files import SafeDirectory, open_directory, open_parent
+from cci_core.api import MAX_DEPTH, CciError, SafeDirectory, UsageError, open_directory, open_parent
 from cci_builtin_plugins.incus.errors import APINotFound
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.sftp import Attributes, SFTPSession

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cci_core.layout import state_dir
+from cci_core.api import state_dir
 
 if TYPE_CHECKING:
     import socket
@@ -109,7 +109,7 @@ def ensure_running(socket: Path, project: str | None) -> None:
 
 
 def _cannot_start(exc: OSError) -> None:
-    from cci_core.terminal_text import warn
+    from cci_core.api import warn
 
     warn(f"cannot start the host guard ({exc}): an address this host gets from now on stays reachable from "
          "containers until the next cci command that launches or attaches")
@@ -120,7 +120,7 @@ def _log(message: str) -> None:
 
 
 def _apply(networks: PolicyNetworks) -> None:
-    from cci_core.errors import CciError
+    from cci_core.api import CciError
 
     try:
         changed = networks.update_host_rules()
@@ -132,7 +132,7 @@ def _apply(networks: PolicyNetworks) -> None:
 
 
 def _in_use(networks: PolicyNetworks) -> bool:
-    from cci_core.errors import CciError
+    from cci_core.api import CciError
 
     try:
         return any(network.used_by for network in networks.list())

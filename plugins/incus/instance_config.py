@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from cci_core.driver import LABEL_PREFIX
+from cci_core.api import LABEL_PREFIX
 
 if TYPE_CHECKING:
-    from cci_core.context import Mount
+    from cci_core.api import Mount
 
 
 def disk_device(mount: Mount) -> dict[str, str]:

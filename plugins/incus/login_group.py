@@ -63,7 +63,7 @@ def rerun_under_group(group: str) -> None:
     import grp
     import pwd
 
-    from cci_core.cli.entry import own_command, started_here
+    from cci_core.api import own_command, started_here
 
     if not started_here() or os.geteuid() == 0 or os.environ.get(MARKER) or not lacks_group(group):
         return

@@ -26,9 +26,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cci_core.driver import LABEL_PREFIX, PolicyNetwork
-from cci_core.errors import BackendError, ConfigError
-from cci_core.network_policy import BROADCAST_RULE, HOST_RULE, MULTICAST_AND_BROADCAST, NetworkPlan, Rule
+from cci_core.api import (
+    BROADCAST_RULE,
+    HOST_RULE,
+    LABEL_PREFIX,
+    MULTICAST_AND_BROADCAST,
+    BackendError,
+    ConfigError,
+    NetworkPlan,
+    PolicyNetwork,
+    Rule,
+)
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.rest import quote
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cci_core import hookimpl
-from cci_core.registry import Lazy, Register
+from cci_core.api import Lazy, Register, hookimpl
 
 if TYPE_CHECKING:
-    from cci_core.config import Config
-    from cci_core.doctor import Check
+    from cci_core.api import Check, Config
 
 
 @hookimpl

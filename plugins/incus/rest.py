@@ -18,7 +18,7 @@ from email.message import Message
 from typing import Any, BinaryIO, NamedTuple
 from urllib import parse
 
-from cci_core.errors import BackendError
+from cci_core.api import BackendError
 from cci_builtin_plugins.incus.connection import Endpoint, quote
 from cci_builtin_plugins.incus.errors import APIError, APINotFound
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from cci_core.errors import UsageError
+from cci_core.api import UsageError
 from cci_builtin_plugins.incus.execute import ExecStart, exec_body
 from cci_builtin_plugins.incus.websocket import close_quietly, on_stop
 

@@ -34,8 +34,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from cci_core.driver import UNREADABLE, TreeEntry, TreeLimits, TreeReadError
-from cci_core.errors import NotFoundError
+from cci_core.api import UNREADABLE, NotFoundError, TreeEntry, TreeLimits, TreeReadError
 from cci_builtin_plugins.incus.errors import APIError
 from cci_builtin_plugins.incus.rest import IncusAPI
 
@@ -364,7 +363,7 @@ class _Walk:
     def _directory(self, relative: str, pending: list[str]) -> Iterator[TreeEntry]:
         from cci_builtin_plugins.incus.sftp import SFTPNotFound, SFTPRefused
 
-        from cci_core.tree_copy import MAX_DEPTH
+        from cci_core.api import MAX_DEPTH
 
         depth = relative.count("/") + 2 if relative else 1  # of the entries listed
         files: list[tuple[str, str, int]] = []

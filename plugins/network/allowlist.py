@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import re
 
-from cci_core import hookimpl
-from cci_core.config.schema import NetworkConfig
-from cci_core.errors import ConfigError
-from cci_core.network_policy import NetworkPlan, NetworkPolicy, Rule
-from cci_core.registry import Register
+from cci_core.api import ConfigError, NetworkConfig, NetworkPlan, NetworkPolicy, Register, Rule, hookimpl
 from cci_builtin_plugins.network.ranges import BLOCKED, is_private
 
 _LABEL = r"^(?!-)[a-z0-9-]{1,63}(?<!-)$"  # compiled on first use

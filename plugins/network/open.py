@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from cci_core import hookimpl
-from cci_core.config.schema import NetworkConfig
-from cci_core.network_policy import NetworkPolicy
-from cci_core.registry import Register
+from cci_core.api import NetworkConfig, NetworkPolicy, Register, hookimpl
 
 
 class OpenPolicy(NetworkPolicy):

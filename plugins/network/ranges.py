@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cci_core.network_policy import Rule
+from cci_core.api import Rule
 
 #: RFC 1918 private networks, the link-local range of cloud metadata endpoints, and the other ranges that
 #: lead to private hosts: shared address space (carrier-grade NAT, Tailscale and other VPN peers), the

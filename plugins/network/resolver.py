@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from cci_core.layout import state_dir
+from cci_core.api import state_dir
 
 
 class Cached(NamedTuple):
@@ -53,7 +53,7 @@ class AddressCache:
 
     def load(self) -> dict[str, Cached]:
         """Every cached name; an unreadable or malformed cache counts as empty."""
-        from cci_core.private_files import read_json
+        from cci_core.api import read_json
 
         document = read_json(self.path)
         try:
@@ -66,7 +66,7 @@ class AddressCache:
         """Merge ``fresh`` entries into the file, atomically (a concurrent reader sees old or new)."""
         if not fresh:
             return
-        from cci_core.private_files import replace_private_json
+        from cci_core.api import replace_private_json
 
         entries = {**self.load(), **fresh}
         replace_private_json(self.path, {name: {"addresses": list(entry.addresses), "resolved_at": entry.resolved_at}

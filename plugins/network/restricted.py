@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from cci_core import hookimpl
-from cci_core.config.schema import NetworkConfig
-from cci_core.network_policy import NetworkPlan, NetworkPolicy
-from cci_core.registry import Register
+from cci_core.api import NetworkConfig, NetworkPlan, NetworkPolicy, Register, hookimpl
 from cci_builtin_plugins.network.ranges import BLOCKED, PRIVATE_IPV4
 
 

@@ -13,13 +13,11 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
-from cci_core.cli.entry import own_command
-from cci_core.cli.state import get_state
-from cci_core.errors import CciError
+from cci_core.api import CciError, current_config, own_command, system_config_file
 from cci_builtin_plugins.setup.plan import DONE, MANUAL, Action, Options, Plan, Step, make_plan
 
 if TYPE_CHECKING:
-    from cci_core.config import Config
+    from cci_core.api import Config
     from cci_builtin_plugins.setup.facts import HostFacts
 
 
@@ -51,14 +49,14 @@ def setup(ctx: click.Context, dry_run: bool, user_name: str | None, no_image: bo
     profile device it did not make. Steps that need root run through sudo.
     Running it again changes nothing; --dry-run shows the plan.
     """
-    from cci_core.config import loader
     from cci_builtin_plugins.incus.settings import IncusSettings
 
-    config = get_state(ctx).config
-    options = Options(config_file=(config_file or loader.SYSTEM_FILE).absolute(),
-                      image=image or config.defaults.image, cci=own_command(), group=IncusSettings.of(config).group, pool=pool,
+    config = current_config()
+    incus = IncusSettings.of(config)
+    options = Options(config_file=(config_file or system_config_file()).absolute(),
+                      image=image or config.defaults.image, cci=own_command(), group=incus.group, pool=pool,
                       pool_size=pool_size, bridge=bridge, build_image=not no_image, restart=not no_restart,
-                      project=IncusSettings.of(config).project)
+                      project=incus.project)
     user = user_name or _invoking_user()
     if not dry_run and os.geteuid() == 0:
         ctx.call_on_close(_one_at_a_time().close)  # a second run waits, then finds the steps done
@@ -98,9 +96,8 @@ def _invoking_user() -> str:
 
 def _gather(user: str, options: Options, config: Config) -> HostFacts:
     from cci_builtin_plugins.incus.connection import find_socket
-    from cci_builtin_plugins.setup.facts import gather
-
     from cci_builtin_plugins.incus.settings import IncusSettings
+    from cci_builtin_plugins.setup.facts import gather
 
     return gather(user=user, group=options.group, socket=find_socket(IncusSettings.of(config).socket, os.environ),
                   project=options.project, config_file=options.config_file,

@@ -17,17 +17,19 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from cci_core import hookimpl
-from cci_core.errors import NotFoundError, UsageError
-from cci_core.layout import CONTAINER_HOME
-from cci_core.terminal_text import warn
+from cci_core.api import CONTAINER_HOME, NotFoundError, UsageError, hookimpl, warn
 
 if TYPE_CHECKING:
-    from cci_core.context import LaunchContext, SessionEvent
-    from cci_core.driver import Container
-    from cci_core.session_store import SavedSession
-    from cci_core.tool import CredentialFile, ToolAdapter
-    from cci_core.tree_copy import CopyPolicy, CopyReport
+    from cci_core.api import (
+        Container,
+        CopyPolicy,
+        CopyReport,
+        CredentialFile,
+        LaunchContext,
+        SavedSession,
+        SessionEvent,
+        ToolAdapter,
+    )
 
 
 @hookimpl
@@ -39,7 +41,7 @@ def cci_environment(ctx: LaunchContext) -> Mapping[str, str] | None:
 def cci_session_restore(ctx: LaunchContext, container: Container) -> None:
     if ctx.tool is None or not ctx.resume_from:
         return
-    from cci_core.session_store import SessionStore
+    from cci_core.api import SessionStore
 
     saved = SessionStore().find(ctx.tool.name, ctx.resume_from, ctx.workspace)
     copy = saved.path / saved_name(ctx.tool)
@@ -93,9 +95,14 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
     container's doing fails a save: Incus unreachable, the container gone, the host's
     disk full.
     """
-    from cci_core.driver import TreeReadError
-    from cci_core.session_store import SavedSession, SessionStore
-    from cci_core.tree_copy import LIMITS, CopyReport, copy_tree
+    from cci_core.api import (
+        COPY_LIMITS as LIMITS,
+        CopyReport,
+        SavedSession,
+        SessionStore,
+        TreeReadError,
+        copy_tree,
+    )
 
     tool = ctx.tool
     if tool is None:
@@ -132,7 +139,7 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
 
 
 def _warn_about(session_id: str, report: CopyReport) -> None:
-    from cci_core.tree_copy import MAX_DEPTH, MAX_FILE, MAX_TOTAL, printable
+    from cci_core.api import MAX_DEPTH, MAX_FILE, MAX_TOTAL, printable_name as printable
 
     def names(paths: list[str]) -> str:
         shown = ", ".join(printable(path) for path in paths[:5])
@@ -162,7 +169,7 @@ def drop_escaping_links(copy: Path) -> None:
     """
     import os
 
-    from cci_core.host_files import leads_inside
+    from cci_core.api import leads_inside
 
     for directory, subdirectories, files in os.walk(copy):
         for name in subdirectories + files:
@@ -174,7 +181,7 @@ def drop_escaping_links(copy: Path) -> None:
 def copy_policy(tool: ToolAdapter) -> CopyPolicy:
     """What a save of ``tool``'s state leaves out: its credential files by name, any file holding a secret
     value of the credentials injected, and the tool's secret keys in JSON files."""
-    from cci_core.tree_copy import CopyPolicy
+    from cci_core.api import CopyPolicy
 
     state_dir = PurePosixPath(tool.state_dir)
     excluded = frozenset(PurePosixPath(credential.container_path).relative_to(state_dir).parts

@@ -111,7 +111,7 @@ def test_the_graph_sees_imports_of_every_kind() -> None:
     assert "cci_core.errors" in graph["cci_core.cli.group"]  # from cci_core.errors import ...
     assert "cci_core.config" in graph["cci_core.doctor"] or "cci_core.config" in graph["cci_core.hookspecs"]  # TYPE_CHECKING
     assert "cci_core.cli.state" in graph["cci_core.cli.main"]
-    assert "cci_core.doctor" in graph["cci_builtin_plugins.incus.doctor"]
+    assert "cci_core.api" in graph["cci_builtin_plugins.incus.doctor"]
     assert "cci_builtin_plugins.incus.doctor" in graph["cci_builtin_plugins.setup.facts"]
     assert graph["cci_core.cli.entry"] <= import_graph(lazy=True)["cci_core.cli.entry"]
 
