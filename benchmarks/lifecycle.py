@@ -79,6 +79,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         workspace = Path(scratch) / "workspace"  # not the home itself: cci refuses to mount that
         workspace.mkdir()
+        # the floor works in it as uid 1000 through an idmapped mount (host uid N is container uid N): it must
+        # be able to enter it whoever owns it (root, with root's umask) and whatever the umask made it
+        workspace.chmod(0o755)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": scratch, "LANG": "C.UTF-8",
                "CCI_INCUS_PROJECT": args.project, "CCI_DEFAULTS_IMAGE": args.image,
                "CCI_INCUS_NETWORK_NAT": "false", "CCI_INCUS_NETWORK_SUBNETS": NETWORK_SUBNETS}
