@@ -121,15 +121,6 @@ def test_a_cycle_is_found_and_named() -> None:
     assert cycles(graph) == [["a", "b", "c", "a"]]
 
 
-#: circles reported to their owners and not yet broken (each must still exist: remove it once it is gone)
-KNOWN: list[set[str]] = []
-
-
 def test_no_import_circles() -> None:
-    found = [cycle for cycle in cycles(import_graph()) if set(cycle) not in KNOWN]
+    found = cycles(import_graph())
     assert not found, "import circles: " + "; ".join(" -> ".join(cycle) for cycle in found)
-
-
-def test_known_circles_are_still_there() -> None:
-    found = [set(cycle) for cycle in cycles(import_graph())]
-    assert [known for known in KNOWN if known not in found] == []
