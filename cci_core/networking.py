@@ -3,7 +3,7 @@
 Who refreshes an allowlist's addresses: every launch or resume (``cci shell``,
 ``cci run``: its own plan is made afresh), every ``cci shell`` and ``cci attach``
 (any plan in use whose interval has passed), an attached ``cci shell`` or
-``cci attach`` every :data:`~cci_core.cli.shell_cmds.SAVE_INTERVAL` seconds, and
+``cci attach`` every :data:`~cci_core.session_attach.SAVE_INTERVAL` seconds, and
 ``cci network refresh``. While no cci process runs, nobody does: the rules stay
 as last applied (schedule ``cci network refresh --due`` to cover that).
 """
