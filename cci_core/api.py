@@ -36,6 +36,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from cci_core.check import FAIL, OK, WARN, Check
+    from cci_core.check import fail as check_fail
+    from cci_core.check import ok as check_ok
+    from cci_core.check import skipped as check_skipped
+    from cci_core.check import warn as check_warn
     from cci_core.cli.entry import own_command, started_here
     from cci_core.cli.signals import CLEANUP_SECONDS, ignoring_interrupts, interruptible
     from cci_core.cli.state import AppState
@@ -43,11 +48,6 @@ if TYPE_CHECKING:
     from cci_core.config.schema import Setting, https_url, non_empty, non_negative
     from cci_core.config.sources import _tomllib as toml_parser
     from cci_core.context import LaunchContext, Mount, SessionEvent
-    from cci_core.check import FAIL, OK, WARN, Check
-    from cci_core.check import fail as check_fail
-    from cci_core.check import ok as check_ok
-    from cci_core.check import skipped as check_skipped
-    from cci_core.check import warn as check_warn
     from cci_core.doctor import guarded
     from cci_core.driver import (
         LABEL_PREFIX,
