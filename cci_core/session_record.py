@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TypeVar
 
 
-class Kind(enum.StrEnum):
+class _Label(str, enum.Enum):
+    """A label value: compares, prints and formats as its string (``enum.StrEnum`` needs Python 3.11)."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class Kind(_Label):
     """What cci made a container for (``user.cci.kind``)."""
 
     SESSION = "session"  # an interactive tool session (cci shell)
@@ -23,7 +30,7 @@ class Kind(enum.StrEnum):
     BUILD = "build"  # a container an image builder is working in (cci build)
 
 
-class State(enum.StrEnum):
+class State(_Label):
     """Where a session is in its lifecycle (``user.cci.state``, ``user.cci.previous``; docs/lifecycle.md)."""
 
     LAUNCHING = "launching"
@@ -32,7 +39,7 @@ class State(enum.StrEnum):
     SAVED = "saved"
 
 
-class Mode(enum.StrEnum):
+class Mode(_Label):
     """Whether a session's container outlives the session (``user.cci.mode``)."""
 
     PERSISTENT = "persistent"
