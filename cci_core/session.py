@@ -313,8 +313,8 @@ class SessionManager:
         environment, instance config, mounts with ``storage``, network policy), with
         ``cci_pre_start(restart=True)``. A mount replaces the earlier one of its device
         name; the others stay (a storage directory of an earlier start that ``storage``
-        does not replace, checked again before the start). A failure puts it back, stopped
-        and saved.
+        does not replace, checked again before the start; ``storage`` in, around or on one
+        of those is refused). A failure puts it back, stopped and saved.
         """
         workspace, storage = self._prepare(workspace, storage)
         saved = sorted(
@@ -334,6 +334,8 @@ class SessionManager:
             try:
                 ctx = self.context(info.name, container.labels())
                 ctx.storage = storage
+                if storage:
+                    self._check_kept_storage(container, workspace, storage)
                 attachment = self.attach_network()
                 self._configure(container, ctx, attachment.network)
                 self._note_network(container, record.network or "", attachment)
@@ -352,6 +354,15 @@ class SessionManager:
                 raise
             return container, ctx
         return None
+
+    @staticmethod
+    def _check_kept_storage(container: Container, workspace: Path, storage: Sequence[Path]) -> None:
+        """Refuse ``storage`` that lies in, around or on a storage directory the reuse keeps (one of an earlier
+        start that ``storage`` does not replace), as a launch refuses it among its own (:func:`check_storage_layout`)."""
+        replaced = {f"storage{index}" for index in range(len(storage))}
+        kept = [mount.source for mount in container.host_mounts()
+                if mount.device.startswith("storage") and mount.device not in replaced]
+        check_storage_layout(workspace, (*storage, *kept))
 
     def _note_network(self, container: Container, previous: str, attachment: Attachment) -> None:
         """Record the policy a saved container is under now (its plan made afresh), or say why it keeps its own."""

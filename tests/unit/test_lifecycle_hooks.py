@@ -12,6 +12,7 @@ import pytest
 
 from cci_core import hookimpl
 from cci_core.context import Mount, SessionEvent
+from cci_core.errors import UsageError
 from cci_core.session import LaunchRequest, SessionManager
 from cci_core.session_attach import Left
 from tests.fakes import FakeContainer
@@ -141,6 +142,25 @@ def test_a_reuse_replaces_the_storage_of_the_earlier_start_by_device(workspace: 
     storage = sorted(mount for mount in container.host_mounts() if mount.device.startswith("storage"))
     assert storage == [Mount("storage0", third.resolve(), "/storage/third"),
                        Mount("storage1", second.resolve(), "/storage/second")]  # not named again: kept
+
+
+@pytest.mark.parametrize("new", ["outer/second/inner", "outer/second", "outer"])
+def test_a_reuse_refuses_storage_that_overlaps_a_kept_storage_directory(workspace: Path, tmp_path: Path,
+                                                                       new: str) -> None:
+    """What a launch refuses (one storage directory in, around or the same as another) a reuse must not make of
+    the storage it keeps: the container could swap the inner one for a link, the next start mount what it names."""
+    sessions, _recorder = recorded(workspace)
+    first, second = tmp_path / "outer" / "first", tmp_path / "outer" / "second"
+    (second / "inner").mkdir(parents=True)
+    first.mkdir()
+    container, _ctx = sessions.launch(LaunchRequest(workspace, persistent=True, storage=(first, second)))
+    assert sessions.finish(container)
+    before = sorted(container.host_mounts())
+    with pytest.raises(UsageError, match="storage directory .* (is in|holds) another storage directory"):
+        sessions.reuse(workspace, storage=(tmp_path / new,))  # replaces storage0 (first), keeps storage1 (second)
+    assert sorted(container.host_mounts()) == before  # nothing configured
+    assert (container.labels()["state"], container.status()) == ("saved", "stopped")  # put back, usable
+    assert sessions.reuse(workspace) is not None
 
 
 def test_attach_runs_the_environment_hook_and_saves_at_detach(workspace: Path) -> None:
