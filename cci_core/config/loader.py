@@ -230,7 +230,7 @@ class _Merger:
         for var in sorted(environ):
             if not var.startswith("CCI_"):
                 continue
-            spec = env_vars.get(var) or aliases.get(var, (None, ""))[0]
+            spec, alias = (env_vars[var], None) if var in env_vars else aliases.get(var, (None, None))
             if spec is None:
                 if not switches_only and var not in RESERVED_ENV and not var.startswith("CCI_TEST_"):
                     hint = _did_you_mean(var, [*env_vars, *aliases, *RESERVED_ENV])
@@ -240,7 +240,7 @@ class _Merger:
             if switches_only and not is_switch:
                 continue
             source = f"env {var}"
-            value = _validate(spec, environ[var], source, text=True)
+            value = _validate(spec, environ[var], source, f"{spec.section}.{alias}" if alias else None, text=True)
             if is_switch:
                 self.switch_plugins(spec, value, source)
             else:

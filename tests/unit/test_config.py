@@ -727,6 +727,17 @@ def test_the_specs_names_are_still_accepted_everywhere(layers: Layers, section: 
     assert layers.warnings == []
 
 
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("CCI_INCUS_CLAUDE_UID", "abc", 'env CCI_INCUS_CLAUDE_UID: incus.claude_uid: expected an integer, got "abc"'),
+    ("CCI_DEFAULTS_MOUNT_CLAUDE_CONFIG", "maybe", "env CCI_DEFAULTS_MOUNT_CLAUDE_CONFIG: defaults.mount_claude_config: "
+     'expected a boolean (1/0, true/false, yes/no, on/off), got "maybe"'),
+])
+def test_a_bad_value_under_a_keys_old_variable_names_the_key_as_spelled(layers: Layers, variable: str, value: str,
+                                                                        expected: str) -> None:
+    """The error is the one the release before the tool-neutral names gave: the name the user wrote, not another."""
+    assert str(layers.error(environ={variable: value})) == expected
+
+
 def test_the_profile_key_takes_its_old_name_too(layers: Layers) -> None:
     layers.write(layers.user, "[profiles.p]\nmount_claude_config = false\n")
     config = layers.load(profile="p")
