@@ -40,12 +40,29 @@ class Refreshed(NamedTuple):
     notes: tuple[str, ...]
 
 
+def make_policy(cls: type[NetworkPolicy], config: Config | None) -> NetworkPolicy:
+    """An instance of the policy class ``cls`` with ``config`` (its ``self.config``).
+
+    A policy whose own ``__init__`` takes no config (written before policies were made
+    with it) is made as it was then, and given the config afterwards.
+    """
+    import inspect
+
+    try:
+        inspect.signature(cls).bind(config)
+    except TypeError:
+        policy = cls()
+        policy.config = config
+        return policy
+    return cls(config)
+
+
 def policy_for(config: Config, registries: Registries) -> NetworkPolicy:
     """The policy ``[network] mode`` names, made with ``config`` and its settings validated.
 
     An unknown mode lists the available ones.
     """
-    policy: NetworkPolicy = registries.network_policies.get(config.network.mode)(config)
+    policy = make_policy(registries.network_policies.get(config.network.mode), config)
     policy.validate(config.network)
     return policy
 
@@ -84,7 +101,7 @@ def refresh(driver: Driver, registries: Registries, *, force: bool = False,
         if not (force or wanted) and not is_due(network, now):
             continue
         try:
-            policy = registries.network_policies.get(network.plan.policy)(driver.config)
+            policy = make_policy(registries.network_policies.get(network.plan.policy), driver.config)
         except NotAvailableError as exc:  # its plugin was disabled or removed: the rules stay as they are
             refreshed.append(Refreshed(network.name, {}, (f"not refreshed: {exc}",)))
             continue

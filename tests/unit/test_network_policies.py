@@ -280,6 +280,45 @@ def test_a_third_party_policy_is_chosen_by_mode_and_enforced(tmp_path: Path) -> 
     assert sessions.driver.networks["cci-proxy-only"][0].rules == (Rule("allow", ("198.51.100.8",), "proxy"),)
 
 
+class Counting(NetworkPolicy):
+    """A policy as written before policies were made with the config: an ``__init__`` of its own, taking nothing."""
+
+    name = "counting"
+    summary = "only the proxy, counting its plans"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plans = 0
+
+    def validate(self, settings: NetworkConfig) -> None:
+        pass
+
+    def plan(self, settings: NetworkConfig) -> NetworkPlan:
+        self.plans += 1
+        return NetworkPlan(self.name, "", "reject", (Rule("allow", ("198.51.100.8",), "proxy"),),
+                           settings={"mode": self.name}, refresh_minutes=1)
+
+
+class CountingPlugin:
+    @hookimpl
+    def cci_register(self, register: Any) -> None:
+        register.add_driver(FakeDriver)
+        register.add_network_policy(Counting)
+
+
+def test_a_policy_whose_own_init_takes_no_config_is_made_as_before(tmp_path: Path) -> None:
+    plugins = load_plugins(entry_points=False, extra=[("counting", CountingPlugin())])
+    config = load_config(tmp_path, environ={}, plugins=plugins, overrides=[
+        Override("defaults.driver", "fake", "test"), Override("network.mode", "counting", "test")])
+    policy = policy_for(config, plugins.registries)
+    assert isinstance(policy, Counting) and policy.config is config  # given the config all the same
+    sessions = SessionManager(config, FakeDriver(config), plugins)
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path, kind="run"))
+    assert container.network == "cci-counting"
+    (refreshed,) = refresh(sessions.driver, plugins.registries, force=True)
+    assert refreshed.network == "cci-counting" and refreshed.notes == ()
+
+
 class OfficeSettings(NamedTuple):
     """``[office]``: the section a third-party policy's plugin declares."""
 
