@@ -15,7 +15,7 @@ can finish what another started (see ``docs/lifecycle.md``)::
 A session that ends while no cci process watches it is finished by the next
 cci command that calls :meth:`SessionManager.reconcile`.
 
-Which hooks run when (the order is tested, tests/unit/test_session_hooks.py):
+Which hooks run when (the order is tested, tests/unit/test_lifecycle_hooks.py):
 
 * launch: ``cci_pre_launch``, ``cci_environment``, ``cci_instance_config``, ``cci_mounts``,
   ``cci_pre_start(restart=False)``, (``cci_session_restore``), ``cci_inject_credentials``, ``cci_post_launch``;

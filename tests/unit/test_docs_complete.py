@@ -112,3 +112,14 @@ def test_every_config_key_is_in_the_configuration_reference(config_keys: dict[st
             continue
         missing += [f"{section}.{name}" for name in names if name not in table]
     assert not missing, f"config keys missing from docs/configuration.md: {missing}"
+
+
+def test_every_test_file_the_code_and_docs_point_to_exists() -> None:
+    """A docstring or page that sends the reader to a test (``tests/unit/test_x.py``) names one that exists."""
+    root = DOCS.parent
+    sources = [*root.glob("cci_core/**/*.py"), *root.glob("plugins/**/*.py"), *root.glob("benchmarks/*.py"),
+               *DOCS.glob("*.md"), root / "README.md"]
+    missing = [f"{source.relative_to(root)}: {path}" for source in sources
+               for path in re.findall(r"\btests/[\w/.-]+\.py\b", source.read_text(encoding="utf-8"))
+               if not (root / path).is_file()]
+    assert missing == []
