@@ -107,8 +107,10 @@ def network_policy_check(config: Config, plugins: Plugins) -> Check:
     found = registered_check("network policy", registry, config.network.mode, "[network] mode")
     if found.status != OK:
         return found
+    from cci_core.networking import make_policy
+
     try:
-        registry.get(config.network.mode)(config).validate(config.network)
+        make_policy(registry.get(config.network.mode), config).validate(config.network)
     except CciError as exc:
         return fail("network policy", f"{config.network.mode}: {exc.message}",
                     exc.hint or "fix the [network] settings, see 'cci config show'")

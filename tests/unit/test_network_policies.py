@@ -317,6 +317,9 @@ def test_a_policy_whose_own_init_takes_no_config_is_made_as_before(tmp_path: Pat
     assert container.network == "cci-counting"
     (refreshed,) = refresh(sessions.driver, plugins.registries, force=True)
     assert refreshed.network == "cci-counting" and refreshed.notes == ()
+    from cci_core.doctor import network_policy_check
+
+    assert network_policy_check(config, plugins).status == "ok"
 
 
 class OfficeSettings(NamedTuple):
