@@ -96,12 +96,13 @@ class _Spellings:
     def __init__(self) -> None:
         self.seen: dict[str, tuple[str, Any]] = {}
 
-    def check(self, canonical: str, spelled: str, value: Any, source: str) -> None:
-        """Refuse ``spelled`` when the same layer gave the key under its other name with another value."""
+    def check(self, canonical: str, spelled: str, value: Any, source: str, *, key: bool = True) -> None:
+        """Refuse ``spelled`` when the same layer gave the key under its other name with another value
+        (``key=False``: ``source`` names ``spelled`` already, as ``env CCI_...`` does)."""
         earlier = self.seen.setdefault(canonical, (spelled, value))
         if earlier[0] != spelled and earlier[1] != value:
             raise ConfigError(f"{earlier[0]} and {spelled} name the same setting and are given different values",
-                              source=source, key=spelled, hint=f"keep only {canonical}")
+                              source=source, key=spelled if key else None, hint=f"keep only {canonical}")
 
 
 class _Merger:
@@ -244,7 +245,7 @@ class _Merger:
             if is_switch:
                 self.switch_plugins(spec, value, source)
             else:
-                spellings.check(spec.key, var, value, source)
+                spellings.check(spec.env_var or var, var, value, source, key=False)
                 self.set(spec, value, source)
 
     def add_override(self, override: Override, *, switches_only: bool = False) -> None:

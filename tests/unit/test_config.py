@@ -754,7 +754,9 @@ def test_both_names_with_different_values_in_one_layer_is_an_error(layers: Layer
     assert "name the same setting" in str(layers.error(profile="p"))
     layers.write(layers.user, "")
     error = layers.error(environ={"CCI_DEFAULTS_INJECT_CREDENTIALS": "1", "CCI_DEFAULTS_MOUNT_CLAUDE_CONFIG": "0"})
-    assert error.source == "env CCI_DEFAULTS_MOUNT_CLAUDE_CONFIG" and "name the same setting" in str(error)
+    assert str(error) == ("env CCI_DEFAULTS_MOUNT_CLAUDE_CONFIG: CCI_DEFAULTS_INJECT_CREDENTIALS and "
+                          "CCI_DEFAULTS_MOUNT_CLAUDE_CONFIG name the same setting and are given different values "
+                          "(keep only CCI_DEFAULTS_INJECT_CREDENTIALS)")  # the variables named once, as set
 
 
 def test_both_names_with_one_value_or_in_two_layers_are_fine(layers: Layers) -> None:
