@@ -13,22 +13,34 @@ from cci_core.layout import state_dir
 
 if TYPE_CHECKING:
     from cci_core.context import Mount
+    from cci_core.tool import ToolAdapter
 
 #: directories of your home that hold credentials, or files your machine trusts and runs (``~/.local/bin``,
-#: ``~/.config/autostart``, systemd user units): never a workspace, nor inside one
+#: ``~/.config/autostart``, systemd user units): never a workspace, nor inside one; the directories of the
+#: tools' credential files (``~/.claude``...) are added by :func:`tool_directories`
 SENSITIVE_IN_HOME = (
     # keys, tokens and browser sessions
     ".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".password-store", ".pki", ".terraform.d", ".mozilla",
-    ".claude", ".codex",
     # settings, programs and init scripts your machine runs: on PATH, at login, by your tools
     ".config", ".local", "bin", ".cargo", ".rustup", ".npm", ".nvm", ".pyenv", ".gradle", ".m2", ".vscode",
     ".vscode-server", ".ipython",
 )
 
 
-def check_mountable(directory: Path, kind: str = "workspace") -> None:
+def tool_directories(tools: Iterable[type[ToolAdapter]]) -> tuple[str, ...]:
+    """The directories of your home that hold the tools' credential files (``~/.claude/...`` -> ``.claude``)."""
+    names = []
+    for tool in tools:
+        for credential in tool.credential_files:
+            parts = Path(credential.host_path).parts
+            if len(parts) > 2 and parts[0] == "~":  # a file directly in the home guards nothing more
+                names.append(parts[1])
+    return tuple(dict.fromkeys(names))
+
+
+def check_mountable(directory: Path, kind: str = "workspace", sensitive: Iterable[str] = ()) -> None:
     """Refuse a workspace (or ``--storage`` directory) that holds your home or cci's own files, or lies in
-    one of :data:`SENSITIVE_IN_HOME`, cci's files or cci's config.
+    one of :data:`SENSITIVE_IN_HOME` (or ``sensitive``: more directories of the home), cci's files or cci's config.
 
     It is mounted read-write: the agent could read all of your home (``~/.ssh``
     too), plant keys or programs your machine trusts, and rewrite cci's config or
@@ -40,7 +52,7 @@ def check_mountable(directory: Path, kind: str = "workspace") -> None:
     guarded = [("your home directory", home, False),
                ("cci's files", state_dir(home).resolve(), True),
                ("your cci config", user_config_file().parent.resolve(), True)]
-    guarded += [(f"~/{name}", (home / name).resolve(), True) for name in SENSITIVE_IN_HOME]
+    guarded += [(f"~/{name}", (home / name).resolve(), True) for name in (*SENSITIVE_IN_HOME, *sensitive)]
     for what, path, inside_too in guarded:
         holds = directory == path or directory in path.parents
         if holds or (inside_too and path in directory.parents):
@@ -75,17 +87,18 @@ def is_guarded_device(device: str) -> bool:
     return device == "workspace" or device.startswith("storage")
 
 
-def check_sources(mounts: Sequence[Mount], container: str, other_workspaces: Iterable[Path] = ()) -> None:
+def check_sources(mounts: Sequence[Mount], container: str, other_workspaces: Iterable[Path] = (),
+                  sensitive: Iterable[str] = ()) -> None:
     """Before a container starts: refuse if a mount's host source is no longer what cci resolved when it made the
     device (it is missing, a link, or has a link on its path), the workspace or a storage directory no
     longer passes :func:`check_mountable`, or a storage directory lies in one of ``other_workspaces`` (those
-    of the other sessions).
+    of the other sessions). ``sensitive``: as for :func:`check_mountable`.
 
     Incus follows links when it mounts a source: a directory the container could
     reach (in the workspace, in another session's) swapped for a link would
     mount any directory of the user's.
     """
-    others = tuple(other_workspaces)
+    others, sensitive = tuple(other_workspaces), tuple(sensitive)
     for mount in mounts:
         if mount.device.startswith("storage"):
             for workspace in others:
@@ -109,4 +122,4 @@ def check_sources(mounts: Sequence[Mount], container: str, other_workspaces: Ite
                              hint=f"check {source} for links put there from a container; put the directory back, "
                                   f"or delete the container with 'cci container delete {container}'")
         if is_guarded_device(mount.device):
-            check_mountable(source, "workspace" if mount.device == "workspace" else "storage directory")
+            check_mountable(source, "workspace" if mount.device == "workspace" else "storage directory", sensitive)

@@ -32,6 +32,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -172,10 +173,10 @@ class SessionManager:
     def _prepare(self, workspace: Path, storage: Sequence[Path]) -> tuple[Path, tuple[Path, ...]]:
         """The workspace and storage directories as real paths, each checked to be mountable."""
         workspace = workspace.resolve()
-        check_mountable(workspace)
+        check_mountable(workspace, sensitive=self.tool_directories)
         real = tuple(path.resolve() for path in storage)
         for path in real:
-            check_mountable(path, "storage directory")
+            check_mountable(path, "storage directory", self.tool_directories)
         check_storage_layout(workspace, real)
         return workspace, real
 
@@ -375,8 +376,23 @@ class SessionManager:
     def _start(self, container: Container) -> None:
         """Start, once its mounts still lead where cci resolved them, none in another session's workspace (see
         :func:`check_sources`)."""
-        check_sources(container.host_mounts(), container.name, self.other_workspaces(container.name))
+        check_sources(container.host_mounts(), container.name, self.other_workspaces(container.name),
+                      self.tool_directories)
         container.start()
+
+    @cached_property
+    def tool_directories(self) -> tuple[str, ...]:
+        """The directories of the home holding the installed tools' credentials: never mounted (see
+        :func:`~cci_core.mount_checks.check_mountable`)."""
+        from cci_core.mount_checks import tool_directories
+
+        tools = []
+        for name in self.plugins.registries.tools.names():
+            try:
+                tools.append(self.plugins.registries.tools.get(name))
+            except CciError:
+                pass  # a tool that cannot be loaded cannot run either (using it is the error)
+        return tool_directories(tools)
 
     def other_workspaces(self, name: str) -> set[Path]:
         """The workspaces of the sessions other than container ``name``: their agents can change what is in them."""

@@ -132,7 +132,8 @@ def start(ctx: click.Context, name: str) -> None:
         _done(name, "already running")
         return
     if is_session(target.labels()):
-        check_sources(target.host_mounts(), name, manager_for(ctx).other_workspaces(name))
+        manager = manager_for(ctx)
+        check_sources(target.host_mounts(), name, manager.other_workspaces(name), manager.tool_directories)
     _boot(target)
     _done(name, "started")
 
@@ -265,7 +266,7 @@ def running(ctx: click.Context, name: str) -> None:
 @click.argument("source")
 @click.argument("path")
 @click.option("--shift", is_flag=True,
-              help="Keep host ownership: your files appear as the container user's ([incus] claude_uid) and what "
+              help="Keep host ownership: your files appear as the container user's ([incus] container_uid) and what "
                    "it writes is yours (a raw.idmap of your ids alone; the container must be stopped to add one).")
 @click.option("--readonly", is_flag=True, help="Mount read-only.")
 @click.pass_context

@@ -21,7 +21,7 @@ from cci_core.errors import UsageError
 def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
     """Run COMMAND in a fresh container with the workspace at /workspace, and exit with its exit code.
 
-    The command runs as the container user (uid [incus] claude_uid) in
+    The command runs as the container user (uid [incus] container_uid) in
     /workspace, with only the variables named in the config or with --env.
     Output is streamed. The container is deleted afterwards, even on Ctrl+C.
     Put -- before a command that has options of its own: cci run -- ls -la

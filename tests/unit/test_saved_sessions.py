@@ -552,6 +552,27 @@ def test_a_workspace_in_your_credentials_or_trusted_directories_is_refused(where
     assert sessions.driver.containers == {}
 
 
+def test_the_credential_directory_of_any_installed_tool_is_refused(isolated_env: Path) -> None:
+    """Not only the built-in tools': a third-party tool's directory under the home holding its credentials."""
+    class KeyTool(Tool):
+        name = "keytool"
+        credential_files = (CredentialFile("~/.keytool/auth/key.json", ".keytool/key.json"),)
+
+    class KeyPlugin:
+        @hookimpl
+        def cci_register(self, register):  # type: ignore[no-untyped-def]
+            register.add_tool(KeyTool)
+
+    workspace = isolated_env / ".keytool" / "auth"
+    workspace.mkdir(parents=True)
+    with pytest.raises(UsageError, match=r"workspace .* is in ~/\.keytool .*the container would get it"):
+        manager(workspace, KeyPlugin()).launch(LaunchRequest(workspace))
+    elsewhere = isolated_env / "projects" / "app"
+    elsewhere.mkdir(parents=True)
+    container, _ctx = manager(elsewhere, KeyPlugin()).launch(LaunchRequest(elsewhere))
+    assert container.name
+
+
 def test_a_project_in_your_home_is_fine(isolated_env: Path) -> None:
     workspace = isolated_env / "projects" / "app"
     workspace.mkdir(parents=True)
