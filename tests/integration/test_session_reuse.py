@@ -55,3 +55,26 @@ def test_a_reuse_mounts_this_invocations_storage_and_passes_the_plugins_environm
     echoed = running.exec(["sh", "-c", 'echo "$FROM_PLUGIN"'], user=uid, group=uid,
                           environment=manager.user_environment(ctx))
     assert echoed.stdout == f"for {container.name}\n"
+
+
+def test_a_reuse_refuses_storage_inside_a_storage_directory_it_keeps(
+        config: Config, driver: IncusDriver, incus: pylxd.Client, tmp_path: Path) -> None:
+    from cci_core.errors import UsageError
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    (second / "inner").mkdir(parents=True)
+    persistent = load_config(config.workspace, environ={}, overrides=[
+        Override("incus.project", incus_env.PROJECT, "t"), Override("defaults.image", incus_env.IMAGE, "t"),
+        Override("incus.network_nat", False, "t"), Override("incus.network_subnets", incus_env.NETWORK_SUBNETS, "t"),
+        Override("defaults.persistent", True, "t")])
+    manager = SessionManager(persistent, driver, load_plugins())
+    container, _ctx = manager.launch(LaunchRequest(config.workspace, storage=(first, second)))
+    assert manager.finish(driver.get(container.name))
+    devices = incus.instances.get(container.name).devices
+
+    with pytest.raises(UsageError, match=r"storage directory .*/second/inner is in another storage directory"):
+        manager.reuse(config.workspace, storage=(second / "inner",))  # storage0 replaced, storage1 (second) kept
+    instance = incus.instances.get(container.name)
+    assert instance.devices == devices  # nothing configured
+    assert (instance.status, instance.config["user.cci.state"]) == ("Stopped", "saved")  # put back: usable
