@@ -12,7 +12,7 @@ import pytest
 
 from cci_core import hookimpl
 from cci_core.context import Mount, SessionEvent
-from cci_core.errors import UsageError
+from cci_core.errors import CciError, UsageError
 from cci_core.session import LaunchRequest, SessionManager
 from cci_core.session_attach import Left
 from tests.fakes import FakeContainer
@@ -204,3 +204,44 @@ def test_an_end_from_the_host_saves_then_ends(workspace: Path) -> None:
     recorder.calls.clear()
     assert sessions.end(container.name, force=True, delete=True)  # cci kill of a saved session: saved already
     assert recorder.calls == ["cci_session_end deleted=True"]
+
+
+class Refuses:
+    """Refuses a reuse at one hook, the first time only (after the container was configured again, for
+    ``cci_pre_start``)."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook, self.refused = hook, False
+
+    def _maybe(self, hook: str) -> None:
+        if hook == self.hook and not self.refused:
+            self.refused = True
+            raise CciError(f"{hook} refuses")
+
+    @hookimpl
+    def cci_pre_launch(self, ctx):  # type: ignore[no-untyped-def]
+        self._maybe("cci_pre_launch")
+
+    @hookimpl
+    def cci_pre_start(self, ctx, container, restart):  # type: ignore[no-untyped-def]
+        if restart:
+            self._maybe("cci_pre_start")
+
+
+@pytest.mark.parametrize("hook", ["cci_pre_launch", "cci_pre_start"])
+def test_a_reuse_a_hook_refuses_is_put_back_saved_and_the_next_reuse_works(workspace: Path, tmp_path: Path,
+                                                                          hook: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    refuses = Refuses("")
+    sessions = manager(workspace, Recorder(), refuses)
+    container, _ctx = sessions.launch(LaunchRequest(workspace, persistent=True))
+    assert sessions.finish(container)
+    refuses.hook = hook
+    with pytest.raises(CciError, match=f"{hook} refuses"):
+        sessions.reuse(workspace, storage=(data,))
+    assert (container.labels()["state"], container.status()) == ("saved", "stopped")
+    reused = sessions.reuse(workspace, storage=(data,))
+    assert reused is not None and reused[0] is container and container.status() == "running"
+    devices = [mount.device for mount in container.host_mounts()]
+    assert sorted(devices) == sorted(set(devices)) and "storage0" in devices  # configured once more, no duplicates
