@@ -91,6 +91,11 @@ class DefaultsConfig(NamedTuple):
     ] = {}
     driver: Annotated[str, Setting("Container backend plugin to use.", check=non_empty)] = "incus"
 
+    @property
+    def mount_claude_config(self) -> bool:
+        """``inject_credentials`` under the spec's name (plugins written before the tool-neutral name read it)."""
+        return self.inject_credentials
+
 
 class ToolConfig(NamedTuple):
     """``[tool]``: the AI coding agent run inside the container."""
@@ -149,6 +154,11 @@ class ProfileConfig(NamedTuple):
     ] = None
     tool: Annotated[str | None, Setting("Tool plugin to run.", target="tool.name")] = None
     network: Annotated[str | None, Setting("Network policy plugin.", target="network.mode")] = None
+
+    @property
+    def mount_claude_config(self) -> bool | None:
+        """``inject_credentials`` under the spec's name (see :attr:`DefaultsConfig.mount_claude_config`)."""
+        return self.inject_credentials
 
 
 class PluginListsConfig(NamedTuple):

@@ -52,6 +52,11 @@ class IncusSettings(NamedTuple):
         bool, Setting("Drop what a container sends from a MAC or IPv4 address not its own (anti-spoofing).")
     ] = True
 
+    @property
+    def claude_uid(self) -> int:
+        """``container_uid`` under the spec's name (plugins written before the tool-neutral name read it)."""
+        return self.container_uid
+
     @classmethod
     def of(cls, config: "Config") -> "IncusSettings":
         """The merged ``[incus]`` section of ``config`` (an error if the Incus plugin is not enabled)."""

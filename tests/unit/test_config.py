@@ -738,6 +738,18 @@ def test_a_bad_value_under_a_keys_old_variable_names_the_key_as_spelled(layers: 
     assert str(layers.error(environ={variable: value})) == expected
 
 
+def test_plugins_written_before_the_tool_neutral_names_read_the_settings_by_the_specs_names(layers: Layers) -> None:
+    """A plugin of the release before reads ``config.defaults.mount_claude_config`` (as the built-in tool-state
+    plugin did) and a profile's; the Incus plugin's section answers ``claude_uid``: the same values."""
+    layers.write(layers.user, "[defaults]\ninject_credentials = false\n[incus]\ncontainer_uid = 1001\n"
+                              "[profiles.p]\ninject_credentials = true\n")
+    config = layers.load()
+    assert config.defaults.mount_claude_config is False
+    assert config.profiles["p"].mount_claude_config is True
+    assert config.section("incus").claude_uid == 1001
+    assert "mount_claude_config" not in config.defaults._fields  # read-only, not a second key
+
+
 def test_the_profile_key_takes_its_old_name_too(layers: Layers) -> None:
     layers.write(layers.user, "[profiles.p]\nmount_claude_config = false\n")
     config = layers.load(profile="p")
