@@ -638,7 +638,8 @@ class SessionManager:
                 and info.status == "stopped"]
 
     def current(self) -> list[ContainerInfo]:
-        """The session containers, once those that ended unwatched are finished (those deleted are left out)."""
+        """The session containers, once those that ended unwatched are finished; those finished now are left out
+        (deleted, or persistent and saved: the next listing shows them), as ``cci list`` always did."""
         listing = self.driver.list_containers()
         finished = set(self.reconcile(listing))
         return [info for info in listing if is_session(info.labels) and info.name not in finished]
