@@ -281,6 +281,25 @@ class Schema:
             for spec in self.settings.values() if not spec.is_table for alias in spec.aliases
         }
         """``CCI_*`` variable of an alias -> ``(the key's spec, the alias)``."""
+        if plugin_sections:
+            self._check_env_vars()
+
+    def _check_env_vars(self) -> None:
+        """Refuse two keys (or aliases) whose ``CCI_*`` variables are one (``[a_b] c`` and ``[a] b_c``)."""
+        seen: dict[str, str] = {}
+        for spec in (*self.settings.values(), *PLUGIN_LISTS.values()):
+            if spec.is_table:
+                continue
+            for name in (spec.name, *spec.aliases):
+                variable, key = env_var(spec.section, name), f"{spec.section}.{name}"
+                first = seen.setdefault(variable, key)
+                if first != key:
+                    from cci_core.errors import PluginError
+
+                    owners = [self.owners.get(k.split(".")[0], "core") for k in (first, key)]
+                    raise PluginError(f"config keys {first} (plugin {owners[0]!r}) and {key} (plugin {owners[1]!r}) "
+                                      f"would both be set by {variable}",
+                                      hint="rename the plugin's config section or key")
 
     def lookup(self, section: str, name: str) -> FieldSpec | None:
         """The spec of ``section.name``, or of the key ``name`` is an alias of; None if neither."""

@@ -33,7 +33,7 @@ from cci_core.config.schema import (
     non_empty,
     non_negative,
 )
-from cci_core.errors import ConfigError, NotAvailableError
+from cci_core.errors import ConfigError, NotAvailableError, PluginError
 from cci_core.plugin_manager import load_plugins
 
 
@@ -649,6 +649,26 @@ def test_a_plugin_section_is_merged_checked_and_shown_like_the_cores(layers: Lay
     assert "[office]  # plugin office" in text and 'proxy = "198.51.100.1"  # ~/.config/cci/config.toml:2' in text
     assert to_json(config)["values"]["office.port"] == {"value": 8080, "source": "env CCI_OFFICE_PORT"}
     assert layers.warnings == []
+
+
+class InjectSettings(NamedTuple):
+    """A section whose key's variable is a core key's: [defaults_inject] credentials -> CCI_DEFAULTS_INJECT_CREDENTIALS."""
+
+    credentials: Annotated[bool, Setting("Clashes with defaults.inject_credentials.")] = False
+
+
+def test_a_plugin_key_whose_variable_is_another_keys_is_refused(layers: Layers) -> None:
+    class Clashing:
+        @hookimpl
+        def cci_register(self, register: Any) -> None:
+            register.add_settings("defaults_inject", InjectSettings)
+
+    plugins = load_plugins(entry_points=False, extra=[("clash", Clashing())])
+    with pytest.raises(PluginError) as caught:
+        layers.load(plugins=plugins, environ={"CCI_DEFAULTS_INJECT_CREDENTIALS": "0"})
+    assert str(caught.value).startswith("config keys defaults.inject_credentials (plugin 'core') and "
+                                        "defaults_inject.credentials (plugin 'clash') would both be set by "
+                                        "CCI_DEFAULTS_INJECT_CREDENTIALS")
 
 
 def test_a_bad_value_in_a_plugin_section_is_one_error_with_file_and_line(layers: Layers) -> None:
