@@ -234,7 +234,10 @@ class _Merger:
             spec, alias = (env_vars[var], None) if var in env_vars else aliases.get(var, (None, None))
             if spec is None:
                 if not switches_only and var not in RESERVED_ENV and not var.startswith("CCI_TEST_"):
-                    hint = _did_you_mean(var, [*env_vars, *aliases, *RESERVED_ENV])
+                    off = [name for name, disabled in self.disabled.items()
+                           if disabled and var.startswith(f"CCI_{name.upper()}_")]
+                    hint = (f" (plugin {off[0]!r} is disabled)" if off
+                            else _did_you_mean(var, [*env_vars, *aliases, *RESERVED_ENV]))
                     self.warn(f"environment variable {var} is not a cci setting and is ignored{hint}")
                 continue
             is_switch = spec.key in PLUGIN_LISTS

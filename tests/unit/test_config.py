@@ -706,6 +706,13 @@ def test_the_section_of_a_disabled_plugin_is_ignored_with_one_warning(layers: La
     assert "office.proxy" not in to_json(config)["values"]
 
 
+def test_a_variable_of_a_disabled_plugins_section_says_the_plugin_is_disabled(layers: Layers) -> None:
+    layers.write(layers.user, '[plugins]\ndisabled = ["office"]\n')
+    office(layers, disabled=("office",), environ={"CCI_OFFICE_PORT": "8080"})
+    assert layers.warnings == [
+        "environment variable CCI_OFFICE_PORT is not a cci setting and is ignored (plugin 'office' is disabled)"]
+
+
 def test_a_section_of_a_plugin_not_installed_is_ignored_with_a_warning(layers: Layers) -> None:
     layers.write(layers.user, '[incsu]\nproject = "x"\n')
     config = layers.load()
