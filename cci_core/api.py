@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from cci_core.network_policy import BROADCAST_RULE, HOST_RULE, MULTICAST_AND_BROADCAST, NetworkPlan, NetworkPolicy, Rule
     from cci_core.plugin_manager import Plugins
     from cci_core.private_files import read_json, replace_private_json
-    from cci_core.registry import Lazy, Register
+    from cci_core.registry import Lazy, Register, make_tool
     from cci_core.session_readiness import wait_for_boot
     from cci_core.session_record import Kind, Mode, SessionRecord, State, launcher_id
     from cci_core.session_store import SavedSession, SessionStore, default_root
@@ -109,7 +109,7 @@ __all__ = [
     "Driver", "Container", "ContainerSpec", "ContainerInfo", "ImageInfo", "ServerInfo", "ExecResult",
     "OutputHandler", "PolicyNetwork", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
     # tools, network policies, image builders
-    "ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property",
+    "ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property", "make_tool",
     "NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST",
     "ImageBuilder", "BuildRequest", "wait_for_boot",
     # what hooks are handed; a container's session record (its labels); saved sessions
@@ -137,7 +137,7 @@ __all__ = [
 #: name -> where it is defined: ``module`` (same name there) or ``module:name``
 _LAZY: dict[str, str] = {
     "hookimpl": "cci_core.hookspecs",
-    **dict.fromkeys(("Register", "Lazy"), "cci_core.registry"),
+    **dict.fromkeys(("Register", "Lazy", "make_tool"), "cci_core.registry"),
     **dict.fromkeys(("Driver", "Container", "ContainerSpec", "ContainerInfo", "ImageInfo", "ServerInfo", "ExecResult",
                      "OutputHandler", "PolicyNetwork", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
                      "ContainerExistsError", "TreeReadError"), "cci_core.driver"),

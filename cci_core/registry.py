@@ -14,6 +14,7 @@ from cci_core.errors import NotAvailableError, PluginError
 if TYPE_CHECKING:
     import click
 
+    from cci_core.config import Config
     from cci_core.driver import Driver
     from cci_core.image_builder import ImageBuilder
     from cci_core.network_policy import NetworkPolicy
@@ -193,3 +194,12 @@ def _class_name(cls: type | Lazy, plugin: str) -> str:
     if not isinstance(name, str):
         raise PluginError(f"plugin {plugin!r} registered {cls!r}, which has no 'name' class attribute")
     return name
+
+
+def make_tool(registries: Registries, config: Config, name: str | None = None) -> ToolAdapter:
+    """The tool ``name`` (default: ``[tool] name``) ready to use: ``[tool] binary`` applied to the configured tool
+    only, and the config as its :attr:`~cci_core.tool.ToolAdapter.config`. An unknown name lists the available tools."""
+    name = name or config.tool.name
+    tool = registries.tools.get(name)(config.tool.binary if name == config.tool.name else None)
+    tool.config = config
+    return tool

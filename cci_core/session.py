@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from cci_core.plugin_manager import Plugins
     from cci_core.session_attach import AttachOutcome
     from cci_core.tmux import TmuxSession
+    from cci_core.tool import ToolAdapter
 
 __all__ = ["BOOT_TIMEOUT", "Cleanup", "LaunchRequest", "Opened", "SessionManager", "is_session", "launcher_alive",
            "launcher_id", "wait_for_boot", "wait_for_session"]
@@ -234,11 +235,11 @@ class SessionManager:
             raise
         return container, ctx
 
-    def _tool(self, name: str | None = None) -> Any:
+    def _tool(self, name: str | None = None) -> ToolAdapter:
         """The configured tool (or the one named, e.g. by a container's label), ready to use."""
-        tool_config = self.config.tool
-        name = name or tool_config.name
-        return self.plugins.registries.tools.get(name)(tool_config.binary if name == tool_config.name else None)
+        from cci_core.registry import make_tool
+
+        return make_tool(self.plugins.registries, self.config, name)
 
     def attach_network(self) -> Attachment:
         """Have the driver enforce the configured network policy; its notes go to :attr:`warn`."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+if TYPE_CHECKING:
+    from cci_core.config import Config
 
 
 class CredentialFile(NamedTuple):
@@ -72,6 +75,10 @@ class ToolAdapter(ABC):
     #: make any saved file holding one of them be left out
     secret_keys: ClassVar[frozenset[str]] = frozenset()
 
+    #: the invocation's merged config, set by cci when it makes the adapter (:func:`~cci_core.registry.make_tool`): a tool reads the
+    #: section its plugin declares with ``self.config.section("mytool")``; None for an adapter made by hand
+    config: Config | None = None
+
     def __init__(self, binary: str | None = None) -> None:
         self.binary = binary or self.default_binary
 
@@ -110,3 +117,4 @@ class ToolAdapter(ABC):
         :func:`tool_version_property`.
         """
         return ()
+

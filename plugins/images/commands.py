@@ -19,6 +19,7 @@ from cci_core.api import (
     current_driver,
     current_plugins,
     interruptible,
+    make_tool,
     state_dir,
 )
 from cci_builtin_plugins.images import contents
@@ -96,7 +97,7 @@ def _build_from_server(request: BuildRequest, force: bool) -> None:
         raise NotFoundError(f"base image {request.base!r} not found",
                             hint="build it first ('cci build'), or pick one from 'cci image list'")
     fetch, _ca_bundle = settings_from(current_config().plugin_settings("images"))
-    tool = current_plugins().registries.tools.get(current_config().tool.name)()
+    tool = make_tool(current_plugins().registries, current_config())
     version = tool.image_version(fetch)
     files = tool.image_files(version, fetch, lambda line: click.echo(f"==> {line}")) if version else ()
     builder = ScriptBuilder(files, {tool_version_property(tool.name): version} if version else {})
@@ -109,8 +110,7 @@ def _build_on_host(alias: str, suite: str, mirror: str | None, cache: Path | Non
     from cci_builtin_plugins.images.host_build import HostImageBuilder, host_mirror, settings_from
 
     fetch, ca_bundle = settings_from(current_config().plugin_settings("images"))
-    tool_name = current_config().tool.name
-    tool = current_plugins().registries.tools.get(tool_name)()
+    tool = make_tool(current_plugins().registries, current_config())
     builder = HostImageBuilder(tool, fetch, ca_bundle)
     options = {"mirror": mirror or host_mirror(), **({"cache": str(cache.resolve())} if cache else {})}
     request = BuildRequest(alias, suite, offline=True, options=options)

@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated, NamedTuple
 
 import pytest
 
 from cci_core.config import load_config
 from cci_core.context import LaunchContext
 from cci_core.plugin_manager import load_plugins
+from cci_core.api import Setting
 from cci_core.tool import CredentialFile, ToolAdapter
 from cci_builtin_plugins.tools import settings_files, state
 from cci_builtin_plugins.tools.claude import ClaudeCode
@@ -231,3 +233,39 @@ def test_a_settings_file_nested_too_deep_is_a_value_error(path: str, data: bytes
     """The container writes its settings files: one nested too deep is replaced (a ValueError), never a crash."""
     with pytest.raises(ValueError, match="nests more than 64 levels deep"):
         settings_files.parse(path, data)
+
+
+# --- a third-party tool reading the config section its plugin declares --------------------------------------
+
+
+class ModelSettings(NamedTuple):
+    model: Annotated[str, Setting("The model to start with.")] = "small"
+
+
+class ModelTool(ToolAdapter):
+    name, summary, default_binary, state_dir = "modeltool", "a tool with a setting", "modeltool", ".modeltool"
+
+    def command(self, session_id: str, *, resume: bool) -> list[str]:
+        assert self.config is not None
+        return [self.binary, "--model", self.config.section("modeltool").model, session_id]
+
+
+def test_a_tool_reads_its_own_config_section_when_its_session_starts(tmp_path: Path) -> None:
+    from cci_core.api import hookimpl
+    from cci_core.config import Override
+    from cci_core.session import LaunchRequest, SessionManager
+    from tests.fakes import FakeDriver
+
+    class ModelPlugin:
+        @hookimpl
+        def cci_register(self, register):  # type: ignore[no-untyped-def]
+            register.add_settings("modeltool", ModelSettings)
+            register.add_tool(ModelTool)
+            register.add_driver(FakeDriver)
+
+    (tmp_path / ".cci.toml").write_text('[modeltool]\nmodel = "large"\n')
+    plugins = load_plugins(entry_points=False, extra=[("modeltool", ModelPlugin())])
+    config = load_config(tmp_path, environ={}, plugins=plugins, user_file=tmp_path / "none.toml",
+                         overrides=[Override("defaults.driver", "fake", "test"), Override("tool.name", "modeltool", "t")])
+    opened = SessionManager(config, FakeDriver(config), plugins).open(LaunchRequest(tmp_path))
+    assert opened.command == ["modeltool", "--model", "large", opened.ctx.session_id]
