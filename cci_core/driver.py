@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, NamedTuple
 
-from cci_core.errors import BackendError
+from cci_core.errors import BackendError, CciError
 
 if TYPE_CHECKING:
     from cci_core.config import Config
@@ -227,6 +227,17 @@ class Container(ABC):
     @abstractmethod
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         """Write ``data`` to ``path`` inside the container with the given mode and owner."""
+
+    def push_stream(self, path: str, source: BinaryIO, size: int, *, mode: int = 0o600, uid: int = 0,
+                    gid: int = 0) -> None:
+        """Write the ``size`` bytes ``source`` holds (a regular file, read from where it is) to ``path``, as
+        :meth:`push_file` does; a source that ends early is an error. Drivers stream it; this default reads it whole.
+        """
+        data = source.read(size)
+        if len(data) != size:
+            raise CciError(f"{getattr(source, 'name', 'the file')} changed while it was copied: "
+                           f"{len(data)} bytes instead of {size}")
+        self.push_file(path, data, mode=mode, uid=uid, gid=gid)
 
     @abstractmethod
     def pull_file(self, path: str) -> bytes:

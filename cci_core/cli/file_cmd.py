@@ -88,12 +88,14 @@ def push(ctx: click.Context, source: str, destination: str, recursive: bool, uid
             if stat.S_ISDIR(info.st_mode):
                 container.push_tree(Path(parent.join(name)), target, uid=uid, gid=gid, untrusted=[workspace])
                 return
-            data, mode = parent.read(name)
+            with parent.open_file(name) as handle:  # streamed: a file is never read whole into memory
+                status = os.fstat(handle.fileno())
+                container.push_stream(target, handle, status.st_size, mode=stat.S_IMODE(status.st_mode), uid=uid,
+                                      gid=gid)
     except FileNotFoundError:
         raise NotFoundError(f"{source} does not exist") from None
     except OSError as exc:
         raise CciError(f"cannot read {exc.filename or source}: {exc.strerror}") from None
-    container.push_file(target, data, mode=mode, uid=uid, gid=gid)
 
 
 def _pull_target(destination: str, source: Remote, workspace: Path, recursive: bool) -> Path:

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from cci_core.api import LABEL_PREFIX, BackendError, Container, ExecResult, OutputHandler, TreeEntry, TreeLimits
 from cci_builtin_plugins.incus.errors import APIError, is_busy
@@ -250,6 +250,10 @@ class IncusContainer(Container):
 
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         self._files.write(path, f"writing {path} in {self.name}", data=data, mode=mode, uid=uid, gid=gid)
+
+    def push_stream(self, path: str, source: BinaryIO, size: int, *, mode: int = 0o600, uid: int = 0,
+                    gid: int = 0) -> None:
+        self._files.write(path, f"writing {path} in {self.name}", data=source, size=size, mode=mode, uid=uid, gid=gid)
 
     def pull_file(self, path: str) -> bytes:
         return self._files.pull_file(path)

@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from cci_core.api import MAX_DEPTH, CciError, SafeDirectory, UsageError, open_directory, open_parent
 from cci_builtin_plugins.incus.errors import APINotFound
@@ -29,6 +30,38 @@ MAX_PUSH_DEPTH = 512
 ONLY_FILES = "only regular files, directories and symlinks are copied"
 
 
+class ExactLength:
+    """The next ``size`` bytes of an open file, read in the pieces http.client asks for (a streamed request body).
+
+    A file that grows meanwhile is cut at ``size`` (the Content-Length sent); one that
+    shrinks is an error, so a request never carries other than what it announced.
+    :meth:`seek` back to the start lets a retried request send it again.
+    """
+
+    def __init__(self, source: BinaryIO, size: int) -> None:
+        self._source, self._size, self._left = source, size, size
+        self._start = source.tell()
+        self.name = getattr(source, "name", "the file")
+
+    def read(self, amount: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        wanted = self._left if amount is None or amount < 0 else min(amount, self._left)
+        chunk = self._source.read(wanted)
+        if not chunk:
+            raise CciError(f"{self.name} changed while it was copied: it ended {self._left} bytes short of the "
+                           f"{self._size} it had", hint="copy it again once nothing writes to it")
+        self._left -= len(chunk)
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise ValueError("only a rewind to the start is supported")
+        self._source.seek(self._start)
+        self._left = self._size
+        return 0
+
+
 class InstanceFiles:
     """The files of one instance."""
 
@@ -37,13 +70,20 @@ class InstanceFiles:
         self.instance = instance
         self._path = f"/1.0/instances/{quote(instance)}/files"
 
-    def write(self, path: str, action: str, *, kind: str = "file", data: bytes = b"", mode: int = 0o644,
-              uid: int = 0, gid: int = 0) -> None:
-        """Create or replace one file, directory or symlink (``data`` is a symlink's target)."""
+    def write(self, path: str, action: str, *, kind: str = "file", data: bytes | BinaryIO = b"", size: int = 0,
+              mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+        """Create or replace one file, directory or symlink (``data`` is a symlink's target).
+
+        ``data`` may be an open regular file: its next ``size`` bytes are streamed
+        (:class:`ExactLength`), never read whole.
+        """
         headers = {"X-Incus-type": kind, "X-Incus-uid": str(uid), "X-Incus-gid": str(gid),
                    "X-Incus-mode": f"{mode & 0o7777:04o}", "Content-Type": "application/octet-stream"}
         if kind == "file":
             headers["X-Incus-write"] = "overwrite"
+        if not isinstance(data, bytes):
+            data = ExactLength(data, size)
+            headers["Content-Length"] = str(size)
         self.api.request("POST", self._path, action, params={"path": path}, data=data, headers=headers)
 
     def pull_file(self, path: str) -> bytes:
@@ -104,8 +144,10 @@ class InstanceFiles:
                 with directory.directory(name) as child:
                     self._push_directory(child, target, action, uid=uid, gid=gid, depth=depth + 1)
             elif stat.S_ISREG(info.st_mode):
-                data, mode = directory.read(name)
-                self.write(target, action, data=data, mode=mode, uid=uid, gid=gid)
+                with directory.open_file(name) as handle:
+                    status = os.fstat(handle.fileno())
+                    self.write(target, action, data=handle, size=status.st_size, mode=stat.S_IMODE(status.st_mode),
+                               uid=uid, gid=gid)
 
     def pull_tree(self, path: str, destination: Path, *, untrusted: Sequence[Path] = (),
                   on_skip: Callable[[str, str], None] | None = None) -> None:

@@ -35,9 +35,13 @@ class Response(NamedTuple):
         return json.loads(self.body or b"{}")
 
 
+#: the pieces a streamed request body is read and sent in (http.client's default, 8 KiB, is 1 system call a page)
+BLOCK = 1 << 20
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float | None = None) -> None:
-        super().__init__("localhost", timeout=timeout)
+        super().__init__("localhost", timeout=timeout, blocksize=BLOCK)
         self.path = path
 
     def connect(self) -> None:
@@ -69,7 +73,8 @@ class IncusAPI:
         if self.endpoint.socket is not None:
             return _UnixConnection(str(self.endpoint.socket))
         url = parse.urlsplit(self.endpoint.url or "")
-        return http.client.HTTPSConnection(url.hostname or "", url.port or 8443, context=self.endpoint.ssl_context())
+        return http.client.HTTPSConnection(url.hostname or "", url.port or 8443, context=self.endpoint.ssl_context(),
+                                           blocksize=BLOCK)
 
     def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
         """``path`` with ``params`` and the project as its query string."""
@@ -99,6 +104,8 @@ class IncusAPI:
                 self._drop(connection)  # the server closed a kept-alive connection: reconnect once
                 if attempt == 2:
                     raise BackendError(f"lost the connection to Incus on {self.endpoint}: {exc}") from exc
+                if hasattr(payload, "seek"):
+                    payload.seek(0)  # a streamed body is sent again from its start
             except http.client.HTTPException as exc:  # a broken answer: Incus may have acted, so no retry
                 self._drop(connection)
                 raise BackendError(f"bad answer from Incus on {self.endpoint}: {type(exc).__name__}: {exc}") from exc

@@ -258,6 +258,27 @@ def test_a_large_sparse_file_is_streamed_and_stays_sparse(launched: str, cci_env
             assert handle.read() == b"\0end"
 
 
+def test_a_large_file_is_pushed_streamed(launched: str, cci_environ: dict[str, str], tmp_path: Path) -> None:
+    """A push never reads a file whole into memory: cci runs with 300 MB of address space for a 400 MiB file,
+    alone and in a tree."""
+    size = (400 << 20) + 3
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    big = tree / "big"
+    with big.open("wb") as handle:
+        handle.truncate(size - 3)
+        handle.seek(size - 3)
+        handle.write(b"end")
+    for args, where in (([str(big), f"{launched}:/tmp/one"], "/tmp/one"), (["-r", str(tree), f"{launched}:/tmp/tree"],
+                                                                          "/tmp/tree/big")):
+        result = subprocess.run(["prlimit", "--as=300000000", str(CCI), "file", "push", *args], env=cci_environ,
+                                capture_output=True, text=True, timeout=180, check=False)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert in_container(launched, f"stat -c %s {where}; tail -c 4 {where} | od -An -c", cci_environ).split() == [
+            str(size), "\\0", "e", "n", "d"]
+        in_container(launched, f"rm {where}", cci_environ)
+
+
 def test_push_never_reads_through_symlinks_planted_in_the_workspace(launched: str, cci_environ: dict[str, str],
                                                                     tmp_path: Path) -> None:
     """A link the container made in the workspace must not carry the user's files into it."""

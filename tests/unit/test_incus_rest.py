@@ -337,3 +337,36 @@ def test_names_with_url_characters_are_one_quoted_path_segment(server: FakeIncus
         ("GET", f"/1.0/instances/{segment}"), ("GET", f"/1.0/images/aliases/{segment}"),
         ("POST", "/1.0/images/aliases")]
     assert server.requests[-1][2]["name"] == name
+
+
+# -- streamed request bodies ---------------------------------------------------------------------------------
+
+
+def test_a_streamed_body_sends_exactly_the_announced_length_and_can_be_sent_again(tmp_path: Path) -> None:
+    from cci_builtin_plugins.incus.files import ExactLength
+
+    source = tmp_path / "f"
+    source.write_bytes(b"0123456789")
+    with source.open("rb") as handle:
+        handle.seek(2)
+        body = ExactLength(handle, 5)
+        with source.open("ab") as grower:  # grows meanwhile: cut at the Content-Length sent
+            grower.write(b"more")
+        assert b"".join(iter(lambda: body.read(2), b"")) == b"23456"
+        body.seek(0)  # a retried request sends it again from its start
+        assert body.read() == b"23456" and body.read() == b""
+
+
+def test_a_streamed_body_whose_file_shrank_is_an_error_not_a_short_request(tmp_path: Path) -> None:
+    from cci_builtin_plugins.incus.files import ExactLength
+
+    source = tmp_path / "f"
+    source.write_bytes(b"0123456789")
+    with source.open("rb", buffering=0) as handle:  # unbuffered: the shrink is seen at the next read
+        body = ExactLength(handle, 10)
+        assert body.read(4) == b"0123"
+        with source.open("r+b") as shrinker:
+            shrinker.truncate(6)
+        assert body.read(4) == b"45"
+        with pytest.raises(CciError, match=r"changed while it was copied: it ended 4 bytes short of the 10"):
+            body.read(4)
