@@ -81,7 +81,7 @@ class Registry(Generic[T]):
             first = self._entries[name].plugin
             raise PluginError(
                 f"{self.kind} {name!r} is registered twice: by plugin {first!r} and by plugin {plugin!r}",
-                hint=f"disable one of them in [plugins] disabled",
+                hint="disable one of them in [plugins] disabled",
             )
         self._entries[name] = Entry(name, item, plugin)
 

@@ -41,8 +41,8 @@ from cci_core.driver import Container, ContainerExistsError, ContainerInfo, Cont
 from cci_core.errors import CciError, PluginError, UsageError
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
 from cci_core.mount_checks import check_mountable, check_sources, check_storage_layout
-from cci_core.session_readiness import BOOT_TIMEOUT, wait_for_boot, wait_for_session
-from cci_core.session_record import Kind, Mode, SessionRecord, State, is_session, launcher_alive, launcher_id
+from cci_core.session_readiness import wait_for_session
+from cci_core.session_record import Kind, Mode, SessionRecord, State, is_session, launcher_id
 
 if TYPE_CHECKING:
     from cci_core.config import Config
@@ -52,13 +52,6 @@ if TYPE_CHECKING:
     from cci_core.tmux import TmuxSession
     from cci_core.tool import ToolAdapter
 
-__all__ = ["BOOT_TIMEOUT", "Cleanup", "LaunchRequest", "Opened", "SessionManager", "is_session", "launcher_alive",
-           "launcher_id", "wait_for_boot", "wait_for_session"]
-
-# the label values under their earlier names
-KIND_SESSION, KIND_RUN, KIND_BUILD = Kind.SESSION, Kind.RUN, Kind.BUILD
-LAUNCHING, RUNNING, ENDING, SAVED = State.LAUNCHING, State.RUNNING, State.ENDING, State.SAVED
-PERSISTENT, EPHEMERAL = Mode.PERSISTENT, Mode.EPHEMERAL
 
 
 class LaunchRequest(NamedTuple):

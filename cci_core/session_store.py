@@ -137,7 +137,7 @@ class SessionStore:
         real = str(workspace.resolve())
         if session.workspace != real:
             raise UsageError(f"session {session_id} belongs to another workspace ({session.workspace})",
-                             hint=f"resume it from that directory; sessions are workspace-scoped")
+                             hint="resume it from that directory; sessions are workspace-scoped")
         return session
 
     def save(self, metadata: SavedSession, fill: Callable[[Path], None]) -> SavedSession:

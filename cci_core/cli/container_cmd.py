@@ -45,7 +45,7 @@ def _done(name: str, what: str) -> None:
 
 def _boot(container: Container) -> None:
     """Start and wait until init has booted, so that a clean stop and exec behave at once."""
-    from cci_core.session import wait_for_boot
+    from cci_core.session_readiness import wait_for_boot
 
     container.start()
     wait_for_boot(container)
@@ -125,7 +125,7 @@ def start(ctx: click.Context, name: str) -> None:
     """
     from cci_core.cli.sessions import manager_for
     from cci_core.mount_checks import check_sources
-    from cci_core.session import is_session
+    from cci_core.session_record import is_session
 
     target = driver_of(ctx).get(name)
     if target.status() == "running":

@@ -59,7 +59,7 @@ def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything
             raise NotFoundError(f"no container named {name!r}", hint="see 'cci list'")
         if name not in ours:
             raise UsageError(f"{name} is not a cci session container; cci leaves it alone",
-                             hint=f"use 'cci container' commands or incus for it")
+                             hint="use 'cci container' commands or incus for it")
     return [ours[name] for name in dict.fromkeys(names)]
 
 

@@ -17,7 +17,7 @@ def _session(ctx: click.Context, name: str) -> TmuxSession:
     manager = manager_for(ctx)
     container, context = manager.running(name)
     if container.status() != "running":
-        raise UsageError(f"{name} is not running", hint=f"see 'cci list'")
+        raise UsageError(f"{name} is not running", hint="see 'cci list'")
     return manager.tmux(container, context)
 
 

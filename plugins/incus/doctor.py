@@ -29,7 +29,6 @@ from cci_core.api import (
     check_skipped as skipped,
     check_warn as warn,
     guarded,
-    hookimpl,
 )
 from cci_builtin_plugins.incus.connection import find_socket, quote, resolve_endpoint
 from cci_builtin_plugins.incus.idmap import UserMap

@@ -25,7 +25,8 @@ import pytest
 from cci_core.config import Config, Override, load_config
 from cci_core.driver import Container
 from cci_core.plugin_manager import load_plugins
-from cci_core.session import KIND_RUN, LaunchRequest, SessionManager
+from cci_core.session import LaunchRequest, SessionManager
+from cci_core.session_record import Kind
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.network import resolver
 from tests import incus_env, network_hosts
@@ -95,7 +96,7 @@ def launch(config: Config, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """A running container launched in this process; host-side names resolve through the test DNS server."""
     monkeypatch.setattr(resolver, "resolve_ipv4", lambda name: tuple(network_hosts.lookup(name)) or _fail(name))
     manager = SessionManager(config, IncusDriver(config), load_plugins(entry_points=False))
-    container, _ctx = manager.launch(LaunchRequest(workspace, kind=KIND_RUN))
+    container, _ctx = manager.launch(LaunchRequest(workspace, kind=Kind.RUN))
     return manager, container
 
 

@@ -231,7 +231,7 @@ def test_what_a_stopped_container_cannot_read_neither_fails_the_end_nor_skips_th
         in result.stderr
     assert "0" * 1000 not in result.stderr  # the container's names are cut short
     assert f"workspace file .envrc was created during session {name}" in result.stderr
-    assert f"cleared the setuid/setgid bit of workspace file suidbin" in result.stderr
+    assert "cleared the setuid/setgid bit of workspace file suidbin" in result.stderr
     assert not (workspace / "suidbin").stat().st_mode & 0o6000
     later = run_cci("list", env=cci_environ, timeout=BOUND)
     assert later.returncode == 0 and "warning" not in later.stderr, later.stderr

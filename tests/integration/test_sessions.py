@@ -280,7 +280,7 @@ def test_clean_removes_orphans_and_stopped_sessions_only(config: Config, driver:
 
 def test_clean_ends_an_interrupted_end_again_and_undoes_an_interrupted_restart(
         config: Config, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str]) -> None:
-    from cci_core.session import launcher_id
+    from cci_core.session_record import launcher_id
 
     ending, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))
     restarting, _ = manager(config, driver, persistent=True).launch(LaunchRequest(config.workspace))

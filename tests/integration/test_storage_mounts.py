@@ -14,7 +14,8 @@ from cci_core.context import Mount
 from cci_core.driver import ContainerSpec
 from cci_core.errors import BackendError, UsageError
 from cci_core.plugin_manager import load_plugins
-from cci_core.session import SAVED, LaunchRequest, SessionManager
+from cci_core.session import LaunchRequest, SessionManager
+from cci_core.session_record import State
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
 from tests.integration.conftest import assert_error, in_workspace, labels_on, run_cci, status_of, unique_name
@@ -69,7 +70,7 @@ def test_a_saved_session_whose_storage_became_a_link_is_not_started(
                  f"(it leads to {secret})")
     with pytest.raises(UsageError, match="is no longer what cci mounted"):
         manager.reuse(config.workspace)
-    assert (status_of(incus, container.name), labels_on(incus, container.name)["state"]) == ("stopped", SAVED)
+    assert (status_of(incus, container.name), labels_on(incus, container.name)["state"]) == ("stopped", State.SAVED)
 
     data.unlink()  # the directory put back: the session starts again, with it
     data.mkdir()

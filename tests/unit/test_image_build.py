@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
 
 from cci_core.config import load_config
@@ -15,6 +11,7 @@ from cci_builtin_plugins.images import dns
 from cci_builtin_plugins.images.commands import BUILTIN_SCRIPT
 from cci_builtin_plugins.images.script_builder import ScriptBuilder
 from cci_builtin_plugins.incus.driver import image_source
+from tests import shellcheck
 from tests.fakes import FakeDriver
 
 STUB = "# managed by systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
@@ -50,11 +47,7 @@ def test_image_sources() -> None:
 
 
 def test_the_builtin_build_script_passes_shellcheck() -> None:
-    if shutil.which("shellcheck") is None:
-        if os.environ.get("CI"):
-            pytest.fail("shellcheck is missing in CI (scripts/dev-setup installs it)")
-        pytest.skip("shellcheck is not installed (scripts/dev-setup installs it)")
-    result = subprocess.run(["shellcheck", str(BUILTIN_SCRIPT)], capture_output=True, text=True, check=False)
+    result = shellcheck(BUILTIN_SCRIPT)
     assert result.returncode == 0, result.stdout
 
 

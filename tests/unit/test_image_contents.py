@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 
-import pytest
-
 from cci_builtin_plugins.images import contents
 from cci_builtin_plugins.images.commands import BUILTIN_SCRIPT
+from tests import shellcheck
 
 
 def test_the_committed_server_script_is_the_generated_one() -> None:
@@ -48,11 +45,7 @@ def test_the_host_path_installs_the_same_packages_plus_the_distribution_extras()
 
 
 def test_the_generated_script_passes_shellcheck(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    if shutil.which("shellcheck") is None:
-        if os.environ.get("CI"):
-            pytest.fail("shellcheck is missing in CI (scripts/dev-setup installs it)")
-        pytest.skip("shellcheck is not installed (scripts/dev-setup installs it)")
     script = tmp_path / "cci-image.sh"
     script.write_text(contents.server_script())
-    result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True, check=False)
+    result = shellcheck(script)
     assert result.returncode == 0, result.stdout

@@ -8,7 +8,6 @@ import socketserver
 import stat
 import threading
 from collections.abc import Iterator
-from email.message import Message
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from cci_builtin_plugins.incus.connection import Endpoint
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.incus.errors import APIError, APINotFound
 from cci_builtin_plugins.incus.files import InstanceFiles
-from cci_builtin_plugins.incus.rest import IncusAPI, Response, quote
+from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.sftp import Attributes
 
 Route = tuple[int, dict[str, Any]]

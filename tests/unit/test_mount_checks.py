@@ -12,7 +12,8 @@ from cci_core.context import Mount
 from cci_core.errors import UsageError
 from cci_core.mount_checks import check_sources, check_storage_layout
 from cci_core.plugin_manager import load_plugins
-from cci_core.session import SAVED, LaunchRequest, SessionManager
+from cci_core.session import LaunchRequest, SessionManager
+from cci_core.session_record import State
 from cci_builtin_plugins.incus.mount_check import expected_place, misplaced, parse_mountinfo
 from tests.fakes import FakeDriver
 
@@ -86,7 +87,7 @@ def test_a_restart_whose_storage_became_a_link_is_refused_and_stays_saved(tmp_pa
     data.symlink_to(secret)
     with pytest.raises(UsageError, match="is no longer what cci mounted"):
         sessions.reuse(workspace)
-    assert (container.status(), container.labels()["state"]) == ("stopped", SAVED)
+    assert (container.status(), container.labels()["state"]) == ("stopped", State.SAVED)
 
 
 def test_a_launch_with_storage_in_the_workspace_makes_nothing(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from cci_core.context import LaunchContext
 from cci_core.driver import UNREADABLE, TreeEntry
 from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_core.plugin_manager import load_plugins
-from cci_core.session import RUNNING, LaunchRequest, SessionManager
+from cci_core.session import LaunchRequest, SessionManager
+from cci_core.session_record import State
 from cci_core.session_store import SavedSession, SessionStore, validate_id
 from cci_core.tool import CredentialFile, ToolAdapter
 from cci_builtin_plugins.tools import state
@@ -429,7 +430,7 @@ def test_a_failed_save_deletes_nothing_and_is_retried(tmp_path: Path) -> None:
     warnings: list[str] = []
     sessions.warn = warnings.append
     assert sessions.reconcile() == []
-    assert container.name in sessions.driver.containers and container.labels()["state"] == RUNNING
+    assert container.name in sessions.driver.containers and container.labels()["state"] == State.RUNNING
     assert "could not finish the ended session" in warnings[0] and "disk full" in warnings[0]
     assert container.labels()["launcher"] == launched_by  # handed back to its own cci process, not the finisher
     saver.fail = False
@@ -462,7 +463,7 @@ def test_a_session_whose_save_fails_has_ended_and_cci_kill_ends_it_all_the_same(
     warnings: list[str] = []
     sessions.warn = warnings.append
     assert sessions.reconcile() == []
-    assert container.labels()["state"] == RUNNING and container.name in sessions.driver.containers  # retried
+    assert container.labels()["state"] == State.RUNNING and container.name in sessions.driver.containers  # retried
     assert ends.ends == [(container.name, False)]  # the workspace guard's report and setuid clearing ran
     assert sessions.finish(container, force=True, delete=True)  # cci kill
     assert container.name not in sessions.driver.containers
@@ -477,27 +478,27 @@ def test_cci_kill_ends_a_session_whose_tool_plugin_is_gone(tmp_path: Path) -> No
     container.set_labels({"tool": "uninstalled"})
     with pytest.raises(CciError):
         sessions.finish(container)
-    assert container.labels()["state"] == RUNNING and ends.ends == [(container.name, False)]
+    assert container.labels()["state"] == State.RUNNING and ends.ends == [(container.name, False)]
     assert sessions.finish(container, force=True, delete=True)
     assert container.name not in sessions.driver.containers and ends.ends[-1] == (container.name, True)
 
 
 def test_a_launch_taken_over_by_another_cci_is_left_to_it(tmp_path: Path) -> None:
-    from cci_core.session import ENDING, launcher_id
+    from cci_core.session_record import launcher_id
 
     class KillMeanwhile:
         """Another cci process ('cci kill') claims the container while this one still launches it."""
 
         @hookimpl
         def cci_inject_credentials(self, ctx, container):  # type: ignore[no-untyped-def]
-            assert container.compare_and_set_labels({"state": "launching"}, {"state": ENDING,
+            assert container.compare_and_set_labels({"state": "launching"}, {"state": State.ENDING,
                                                                              "launcher": "elsewhere:1"})
 
     sessions = manager(tmp_path, KillMeanwhile())
     with pytest.raises(CciError, match="was ended by another cci command while it started"):
         sessions.launch(LaunchRequest(tmp_path))
     [container] = sessions.driver.containers.values()  # not deleted under the other process's feet
-    assert container.labels()["state"] == ENDING and container.labels()["launcher"] == "elsewhere:1"
+    assert container.labels()["state"] == State.ENDING and container.labels()["launcher"] == "elsewhere:1"
     assert launcher_id() != "elsewhere:1"
 
 
