@@ -89,10 +89,22 @@ if TYPE_CHECKING:
     from cci_core.image_builder import BuildRequest, ImageBuilder
     from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH, state_dir
     from cci_core.nesting import MAX_NESTING, nested_too_deep
-    from cci_core.network_policy import BROADCAST_RULE, HOST_RULE, MULTICAST_AND_BROADCAST, NetworkPlan, NetworkPolicy, Rule
+    from cci_core.network_policy import (
+        BROADCAST_RULE,
+        DEFAULT_PORTS,
+        HOST_RULE,
+        MULTICAST_AND_BROADCAST,
+        HostRule,
+        NetworkPlan,
+        NetworkPolicy,
+        ProxySpec,
+        RequestRecord,
+        Rule,
+    )
     from cci_core.plugin_manager import Plugins
     from cci_core.private_files import read_json, replace_private_json
     from cci_core.registry import Lazy, Register, make_tool
+    from cci_core.secrets import SecretSpec, Substitution
     from cci_core.session_readiness import wait_for_boot
     from cci_core.session_record import Kind, Mode, SessionRecord, State, launcher_id
     from cci_core.session_store import SavedSession, SessionStore, default_root
@@ -111,6 +123,7 @@ __all__ = [
     # tools, network policies, image builders
     "ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property", "make_tool",
     "NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST",
+    "HostRule", "ProxySpec", "RequestRecord", "DEFAULT_PORTS", "SecretSpec", "Substitution",
     "ImageBuilder", "BuildRequest", "wait_for_boot",
     # what hooks are handed; a container's session record (its labels); saved sessions
     "LaunchContext", "Mount", "SessionEvent", "SessionRecord", "Kind", "State", "Mode", "launcher_id",
@@ -143,8 +156,9 @@ _LAZY: dict[str, str] = {
                      "ContainerExistsError", "TreeReadError"), "cci_core.driver"),
     **dict.fromkeys(("ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property"),
                     "cci_core.tool"),
-    **dict.fromkeys(("NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST"),
-                    "cci_core.network_policy"),
+    **dict.fromkeys(("NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST",
+                     "HostRule", "ProxySpec", "RequestRecord", "DEFAULT_PORTS"), "cci_core.network_policy"),
+    **dict.fromkeys(("SecretSpec", "Substitution"), "cci_core.secrets"),
     **dict.fromkeys(("ImageBuilder", "BuildRequest"), "cci_core.image_builder"),
     "wait_for_boot": "cci_core.session_readiness",
     **dict.fromkeys(("SessionRecord", "Kind", "State", "Mode", "launcher_id"), "cci_core.session_record"),

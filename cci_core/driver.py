@@ -18,7 +18,8 @@ from cci_core.errors import BackendError, CciError
 if TYPE_CHECKING:
     from cci_core.config import Config
     from cci_core.context import Mount
-    from cci_core.network_policy import NetworkPlan
+    from cci_core.network_policy import NetworkPlan, RequestRecord
+    from cci_core.secrets import SecretSpec, Substitution
 
 #: prefix of the backend config keys that carry cci's own labels (``user.cci.slot``...)
 LABEL_PREFIX = "user.cci."
@@ -442,6 +443,19 @@ class Driver(ABC):
     def delete_network(self, name: str) -> None:
         """Delete a network :meth:`ensure_network` made (it must be unused)."""
         raise BackendError(f"the {self.name} driver has no network {name!r}")
+
+    def route_secrets(self, network: str, substitutions: Sequence[Substitution]) -> None:
+        """Have the proxy of ``network`` (a plan with ``proxy``) send each value in place of its placeholder.
+
+        Only in request headers to the substitution's hosts; the placeholders of earlier
+        launches keep working. Called before a container using ``network`` starts.
+        """
+        raise BackendError(f"the {self.name} driver cannot pass secrets by placeholder",
+                           hint="remove the [secrets] entries, or use a driver with a filtering proxy")
+
+    def network_log(self, network: str, *, follow: bool = False) -> Iterator[RequestRecord]:
+        """The requests the proxy of ``network`` saw, oldest first; with ``follow``, then new ones as they come."""
+        raise BackendError(f"the {self.name} driver keeps no request log for {network!r}")
 
 
 def _name_problem(name: str) -> str | None:

@@ -47,6 +47,37 @@ class Rule(NamedTuple):
     description: str = ""
 
 
+#: the ports a :class:`HostRule` without ports covers: HTTP and HTTPS
+DEFAULT_PORTS = (80, 443)
+
+
+class HostRule(NamedTuple):
+    """One rule of a filtering proxy: ``action`` for requests to a host matching ``pattern``.
+
+    ``pattern`` is written as in ``allowed_domains``: an exact name (``api.github.com``),
+    its subdomains only (``*.example.com``), the name and its subdomains (``.example.com``),
+    or an IP address. ``ports``: those only; empty: :data:`DEFAULT_PORTS`. Denials win
+    over allows, whatever their order. ``source`` says where the rule came from
+    (``allowed_domains``, ``preset github``...), for the request log and ``cci network show``.
+    """
+
+    action: Literal["allow", "deny"]
+    pattern: str
+    ports: tuple[int, ...] = ()
+    source: str = ""
+
+
+class ProxySpec(NamedTuple):
+    """What a plan's filtering proxy enforces: host rules by name, and the proxy's own host map.
+
+    :param rules: the host rules; a request no rule allows is denied.
+    :param hosts: names the proxy resolves itself (name -> IP address), before any DNS.
+    """
+
+    rules: tuple[HostRule, ...]
+    hosts: Mapping[str, str] = MappingProxyType({})
+
+
 class NetworkPlan(NamedTuple):
     """What a policy asks the driver to enforce for every container that uses it.
 
@@ -64,6 +95,9 @@ class NetworkPlan(NamedTuple):
         (all but the DHCP and DNS of their network), whatever they are, including those it gets
         later; a policy that must reach a service on the host (a proxy, say) sets it to False.
         Multicast and broadcast (:data:`BROADCAST_RULE`) are rejected for every plan either way.
+    :param proxy: when set, containers reach nothing directly: their HTTP and HTTPS go through a
+        filtering proxy the driver runs for this plan, which enforces these host rules; ``rules``
+        and ``default`` are then the proxy's own egress (what it may connect to).
     """
 
     policy: str
@@ -75,6 +109,7 @@ class NetworkPlan(NamedTuple):
     refresh_minutes: int = 0
     notes: tuple[str, ...] = ()
     block_host: bool = True
+    proxy: ProxySpec | None = None
 
     @property
     def key(self) -> str:
@@ -85,6 +120,32 @@ class NetworkPlan(NamedTuple):
 
         digest = hashlib.sha256(f"{self.policy}\0{self.identity}".encode()).hexdigest()[:8]
         return f"{self.policy[:2]}-{digest}"
+
+
+class RequestRecord(NamedTuple):
+    """One request through a plan's proxy, as its log has it (``cci network log``).
+
+    :param time: seconds since the epoch, when it ended.
+    :param method: ``GET``, ``CONNECT``... (``CONNECT`` for HTTPS that was not opened).
+    :param host: the name (or address) the client asked for; ``sni``: the TLS server name it sent.
+    :param allowed: whether the proxy let it through; ``rule``: the rule that decided
+        (its pattern and source), or why it was denied.
+    :param status: the HTTP status the client got (0: none).
+    :param sent, received: bytes from and to the client; ``duration_ms``: how long it took.
+    """
+
+    time: float
+    method: str
+    host: str
+    port: int
+    allowed: bool
+    rule: str
+    status: int = 0
+    sni: str = ""
+    sent: int = 0
+    received: int = 0
+    duration_ms: int = 0
+    client: str = ""
 
 
 class NetworkPolicy(ABC):
