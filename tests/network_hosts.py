@@ -4,7 +4,11 @@ Each host is a network namespace joined to this machine by a veth pair, so an In
 reaches it through the host's routing and nothing ever leaves the machine. Every namespace
 address serves a TCP "who am I" on port 80 (it writes the address it was reached at, then
 closes), and the internet namespace runs a dnsmasq that answers only the names a test sets
-and never forwards a query. Needs root, ``ip`` (iproute2), ``dnsmasq`` and ``unshare``.
+and never forwards a query. The internet hosts also serve HTTPS on port 443 (a certificate of a
+test CA made at setup, :attr:`TestHosts.ca_file`) and plain HTTP on port 8080, answering every
+request with a JSON account of what arrived (tests/web_echo_server.py): which host answered, the
+TLS server name, the request line and every header. Needs root, ``ip`` (iproute2), ``dnsmasq``,
+``unshare`` and ``openssl``.
 
     with TestHosts() as hosts:
         hosts.set_names({"allowed.ccit.test": [INTERNET_HOSTS[0]]})
@@ -49,6 +53,15 @@ METADATA_HOST = "169.254.169.254"
 """A cloud metadata look-alike (link-local), namespace ``ccit-meta``."""
 ECHO_PORT = 80
 """The port every test host serves its address on."""
+HTTPS_PORT = 443
+"""The port every internet host serves HTTPS on (tests/web_echo_server.py)."""
+WEB_PORT = 8080
+"""The port every internet host serves the same JSON answers on over plain HTTP."""
+TLS_NAMES = ("ccit.test", "*.ccit.test", "*.wild.ccit.test")
+"""The names the internet hosts' certificate holds (with their addresses): tests name the hosts under these."""
+WEB_SERVER = Path(__file__).with_name("web_echo_server.py")
+WEB_CLIENT = Path(__file__).with_name("web_client.py")
+"""A standalone client for containers (CONNECT with any server name, timing): see its docstring."""
 
 LOCK_FILE = Path("/run/lock/ccit-network-hosts.lock")
 """Held for as long as a :class:`TestHosts` is set up."""
@@ -111,6 +124,105 @@ while True:
             except OSError:
                 pass
 '''
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA and a server certificate it signed, as PEM files (the keys readable by root only)."""
+
+    ca: Path
+    ca_key: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(directory: Path, names: Sequence[str] = TLS_NAMES, addresses: Sequence[str] = INTERNET_HOSTS) -> TlsFiles:
+    """A fresh test CA in ``directory`` and a server certificate for ``names`` and ``addresses``, with openssl.
+
+    The CA has what strict verifiers demand (Python 3.13 and later): ``basicConstraints=critical,CA:TRUE``,
+    ``keyUsage=critical,keyCertSign,cRLSign`` and key identifiers; the server certificate names every
+    name and address as a subject alternative name. Both are valid for two days. The CA certificate
+    is world-readable (a non-root cci reads it through ``[network] proxy_trust_ca``).
+    """
+    for name in names:
+        if not re.fullmatch(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?", name):
+            raise ValueError(f"bad certificate name: {name!r}")
+    alt_names = [f"DNS:{name}" for name in names] + [f"IP:{ipaddress.ip_address(a)}" for a in addresses]
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(directory / "ca.pem", directory / "ca.key", directory / "server.pem", directory / "server.key")
+    config = directory / "openssl.cnf"
+    config.write_text(
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = cci test CA\n"
+        "[ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n"
+        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n"
+        "[server]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n"
+        f"extendedKeyUsage = serverAuth\nsubjectAltName = {','.join(alt_names)}\n"
+        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n")
+    old_umask = os.umask(0o077)
+    try:
+        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+        _run("openssl", "req", "-x509", "-new", *ec, "-config", str(config), "-extensions", "ca",
+             "-keyout", str(files.ca_key), "-out", str(files.ca), "-days", "2")
+        csr = directory / "server.csr"
+        _run("openssl", "req", "-new", *ec, "-config", str(config), "-subj", f"/CN={names[0]}",
+             "-keyout", str(files.key), "-out", str(csr))
+        _run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(files.ca), "-CAkey", str(files.ca_key),
+             "-set_serial", str(secrets.randbits(63)), "-days", "2", "-extfile", str(config),
+             "-extensions", "server", "-out", str(files.cert))
+    finally:
+        os.umask(old_umask)
+    files.ca.chmod(0o644)
+    files.cert.chmod(0o644)
+    return files
+
+
+def start_web_server(tls: TlsFiles, addresses: Sequence[str], *, tls_port: int = HTTPS_PORT,
+                     http_port: int = WEB_PORT, prefix: Sequence[str] = (), script: Path = WEB_SERVER,
+                     log: Path | None = None, timeout: float = 10) -> tuple[subprocess.Popen[bytes], list[list[object]]]:
+    """Start tests/web_echo_server.py (``prefix`` before it: ``ip netns exec NS``) and wait until it listens.
+
+    Returns the process and what it listens on: ``[address, tls port, http port]`` for each address.
+    Its errors go to ``log`` (quoted when it does not start).
+    """
+    with open(log or os.devnull, "wb") as errors:
+        proc = subprocess.Popen(
+            [*prefix, sys.executable, "-I", str(script), str(tls.cert), str(tls.key), str(tls_port), str(http_port),
+             *addresses], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, start_new_session=True)
+    assert proc.stdout
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline().decode(errors="replace") if ready else ""
+    if not line.startswith("ready "):
+        _stop(proc)
+        said = log.read_text(errors="replace").strip()[-500:] if log else ""
+        raise RuntimeError(f"the web server on {', '.join(addresses)} did not start: {said or line.strip()!r}")
+    return proc, json.loads(line.split(" ", 1)[1])
+
+
+def web_get(address: str, *, tls_port: int = HTTPS_PORT, ca: Path | None = None, sni: str | None = None,
+            headers: dict[str, str] | None = None, path: str = "/", timeout: float = 5) -> dict[str, object]:
+    """The JSON account a web server gives for a GET, from this machine (HTTPS unless ``ca`` is None).
+
+    With ``ca``: TLS to ``address:tls_port`` checked against that CA, sending ``sni`` (default: the
+    address). Without: plain HTTP to ``address:tls_port``.
+    """
+    import http.client
+    import ssl
+
+    conn: http.client.HTTPConnection
+    if ca is None:
+        conn = http.client.HTTPConnection(address, tls_port, timeout=timeout)
+    else:
+        context = ssl.create_default_context(cafile=str(ca))
+        conn = http.client.HTTPSConnection(address, tls_port, timeout=timeout, context=context)
+        if sni is not None:
+            conn.sock = context.wrap_socket(socket.create_connection((address, tls_port), timeout=timeout),
+                                            server_hostname=sni)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return dict(json.loads(response.read()))
+    finally:
+        conn.close()
 
 
 class DnsError(Exception):
@@ -270,6 +382,8 @@ class TestHosts:
         self._lock: int | None = None
         self._echo: dict[str, subprocess.Popen[bytes]] = {}
         self._dns: subprocess.Popen[bytes] | None = None
+        self._web: subprocess.Popen[bytes] | None = None
+        self._tls: TlsFiles | None = None
         self._names: dict[str, list[str]] = {}
         self._set_ip_forward = False
 
@@ -314,6 +428,7 @@ class TestHosts:
                 self._echo[link.namespace] = self._start_echo(link)
             for link in LINKS:
                 self._wait_ready(link.namespace, self._echo[link.namespace])
+            self._start_web()
             self.start_dns()
         except BaseException:
             self.teardown()
@@ -321,7 +436,7 @@ class TestHosts:
 
     def teardown(self) -> None:
         """Stop the processes (by pid), delete the namespaces, links and temp files; release the lock."""
-        procs = [*self._echo.values(), *([self._dns] if self._dns else [])]
+        procs = [*self._echo.values(), *(proc for proc in (self._dns, self._web) if proc)]
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -329,6 +444,8 @@ class TestHosts:
             _stop(proc)
         self._echo.clear()
         self._dns = None
+        self._web = None
+        self._tls = None
         if self._lock is not None:
             _remove_leftovers()
         if self._set_ip_forward:
@@ -372,6 +489,14 @@ class TestHosts:
                  str(self.tmp_dir / "echo_server.py"), str(ECHO_PORT), *link.addresses],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
 
+    def _start_web(self) -> None:
+        """The test CA, and the HTTPS and HTTP servers of the internet hosts (not the DNS server's address)."""
+        assert self.tmp_dir
+        self._tls = make_tls(self.tmp_dir / "tls")
+        shutil.copy(WEB_SERVER, self.tmp_dir / WEB_SERVER.name)
+        self._web, _ = start_web_server(self._tls, INTERNET_HOSTS, prefix=("ip", "netns", "exec", "ccit-inet"),
+                                        script=self.tmp_dir / WEB_SERVER.name, log=self.tmp_dir / "web.log")
+
     def _wait_ready(self, namespace: str, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout and self.tmp_dir
         ready, _, _ = select.select([proc.stdout], [], [], 10)
@@ -402,6 +527,18 @@ class TestHosts:
         return self._path("dnsmasq.log")
 
     @property
+    def tls(self) -> TlsFiles:
+        """The test CA and the internet hosts' certificate (made at setup)."""
+        if self._tls is None:
+            raise RuntimeError("TestHosts is not set up")
+        return self._tls
+
+    @property
+    def ca_file(self) -> Path:
+        """The test CA's certificate (PEM, world-readable): what a client trusts to talk to the internet hosts."""
+        return self.tls.ca
+
+    @property
     def names(self) -> dict[str, list[str]]:
         """The names dnsmasq answers, as last given to :meth:`set_names`."""
         return {name: list(addresses) for name, addresses in self._names.items()}
@@ -413,10 +550,11 @@ class TestHosts:
 
     @property
     def pids(self) -> dict[str, int]:
-        """Pids of the running processes: ``echo:NAMESPACE`` and ``dnsmasq``."""
+        """Pids of the running processes: ``echo:NAMESPACE``, ``web`` and ``dnsmasq``."""
         pids = {f"echo:{ns}": proc.pid for ns, proc in self._echo.items() if proc.poll() is None}
-        if self._dns is not None and self._dns.poll() is None:
-            pids["dnsmasq"] = self._dns.pid
+        for name, proc in (("web", self._web), ("dnsmasq", self._dns)):
+            if proc is not None and proc.poll() is None:
+                pids[name] = proc.pid
         return pids
 
     # -- DNS ---------------------------------------------------------------------------------
@@ -513,7 +651,7 @@ class TestHosts:
 
 
 def _orphans() -> list[int]:
-    """Echo servers and dnsmasq processes of an earlier run, found by their command lines.
+    """Echo and web servers and dnsmasq processes of an earlier run, found by their command lines.
 
     Catches those whose namespace is already gone (``ip netns del`` does not stop them).
     """
@@ -526,7 +664,7 @@ def _orphans() -> list[int]:
             argv = [arg.decode(errors="replace") for arg in (entry / "cmdline").read_bytes().split(b"\0")]
         except OSError:
             continue
-        echo = any(arg.startswith(tmp) and arg.endswith("/echo_server.py") for arg in argv)
+        echo = any(arg.startswith(tmp) and arg.endswith(("/echo_server.py", "/" + WEB_SERVER.name)) for arg in argv)
         dns = os.path.basename(argv[0]) == "dnsmasq" and any(arg.startswith("--addn-hosts=" + tmp) for arg in argv)
         if echo or dns:
             found.append(int(entry.name))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -15,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests import network_hosts
-from tests.network_hosts import (DNS_SERVER, ECHO_ADDRESSES, HOST_LINKS, INTERNET_HOSTS, METADATA_HOST, NAMESPACES,
-                                 PRIVATE_HOST, TMP_PREFIX, TestHosts, pid_alive, fetch, lookup, probe_script,
-                                 route_conflicts)
+from tests.network_hosts import (DNS_SERVER, ECHO_ADDRESSES, HOST_LINKS, HTTPS_PORT, INTERNET_GATEWAY, INTERNET_HOSTS,
+                                 METADATA_HOST, NAMESPACES, PRIVATE_HOST, TMP_PREFIX, WEB_CLIENT, WEB_PORT, TestHosts,
+                                 pid_alive, fetch, lookup, probe_script, route_conflicts, web_get)
 
 pytestmark = pytest.mark.incus
 
@@ -90,7 +92,7 @@ def test_setup_cleans_up_a_killed_run_and_teardown_leaves_nothing() -> None:
         child.wait()
         if child.stdout:
             child.stdout.close()
-    assert len(old_pids) == 4 and all(pid_alive(pid) for pid in old_pids)
+    assert len(old_pids) == 5 and all(pid_alive(pid) for pid in old_pids)  # 3 echo, web, dnsmasq
     assert set(NAMESPACES) <= namespaces()
     assert Path(old_tmp).is_dir()
     # a namespace deleted by hand leaves its processes running, out of reach of 'ip netns pids'
@@ -105,7 +107,7 @@ def test_setup_cleans_up_a_killed_run_and_teardown_leaves_nothing() -> None:
         assert not Path(old_tmp).exists()
         assert fetch(INTERNET_HOSTS[0]) == INTERNET_HOSTS[0]
         pids = list(hosts.pids.values())
-        assert len(pids) == 4 and not set(pids) & set(old_pids)
+        assert len(pids) == 5 and not set(pids) & set(old_pids)
         tmp_dir = hosts.tmp_dir
         assert tmp_dir is not None
     finally:
@@ -247,3 +249,62 @@ def test_route_conflicts(hosts: TestHosts) -> None:
     conflicts = route_conflicts(routes)
     assert len(conflicts) == 2
     assert "10.0.0.0/8 dev tun0" in conflicts[0] and "169.254.169.254 dev eth0 table local" in conflicts[1]
+
+
+def test_each_internet_host_answers_https_with_what_it_received(hosts: TestHosts) -> None:
+    headers = {"Authorization": "Bearer ccit-placeholder-1", "X-Test": "one"}
+    for address in INTERNET_HOSTS:
+        answer = web_get(address, ca=hosts.ca_file, sni="a.wild.ccit.test", headers=headers, path="/p?q=1")
+        assert (answer["address"], answer["port"], answer["tls"], answer["sni"]) == (address, HTTPS_PORT, True,
+                                                                                   "a.wild.ccit.test")
+        assert answer["request_line"] == "GET /p?q=1 HTTP/1.1" and answer["client"] == INTERNET_GATEWAY
+        assert ["Authorization", "Bearer ccit-placeholder-1"] in answer["headers"]
+        assert ["X-Test", "one"] in answer["headers"]
+    # the certificate holds the test names and the addresses; another name fails the check
+    assert web_get(INTERNET_HOSTS[0], ca=hosts.ca_file)["sni"] is None  # Python sends no SNI for an address
+    with pytest.raises(ssl.SSLCertVerificationError):
+        web_get(INTERNET_HOSTS[0], ca=hosts.ca_file, sni="example.com")
+    with pytest.raises(ssl.SSLCertVerificationError):  # only the test CA vouches for it
+        web_get(INTERNET_HOSTS[0], ca=Path(certifi_or_system_bundle()), sni="api.ccit.test")
+    # plain HTTP on WEB_PORT, the same answer; port 80 keeps its "who am I"
+    plain = web_get(INTERNET_HOSTS[1], tls_port=WEB_PORT)
+    assert (plain["address"], plain["port"], plain["tls"]) == (INTERNET_HOSTS[1], WEB_PORT, False)
+    assert fetch(INTERNET_HOSTS[1]) == INTERNET_HOSTS[1]
+    with pytest.raises(ConnectionRefusedError):  # the DNS server's address serves no web
+        web_get(DNS_SERVER, ca=hosts.ca_file)
+    ca = hosts.ca_file.read_text()
+    assert ca.startswith("-----BEGIN CERTIFICATE-----") and hosts.ca_file.stat().st_mode & 0o777 == 0o644
+    assert hosts.tls.key.stat().st_mode & 0o777 == 0o600 and hosts.tls.ca_key.stat().st_mode & 0o777 == 0o600
+
+
+def certifi_or_system_bundle() -> str:
+    """A CA bundle that is not the test CA: the system's."""
+    return ssl.get_default_verify_paths().openssl_cafile
+
+
+def test_the_web_client_script_connects_directly_or_through_a_tunnel(hosts: TestHosts) -> None:
+    """tests/web_client.py from another namespace, as from a container: HTTPS with another server name,
+    HTTP, and the proxy's refusal of a CONNECT."""
+    ca = str(hosts.ca_file)
+
+    def client(*specs: dict[str, object]) -> list[dict[str, object]]:
+        out = in_namespace("ccit-priv", f"{sys.executable} -I {WEB_CLIENT} --cafile {ca} "
+                           + " ".join(shlex.quote(json.dumps(spec)) for spec in specs))
+        return [json.loads(line) for line in out.splitlines()]
+
+    direct, other_sni, plain, refused = client(
+        {"url": "https://api.ccit.test/x", "connect": f"{INTERNET_HOSTS[2]}:443",
+         "headers": {"Authorization": "Bearer t"}},
+        {"url": "https://api.ccit.test/", "connect": f"{INTERNET_HOSTS[0]}:443", "sni": "b.wild.ccit.test"},
+        {"url": f"http://{INTERNET_HOSTS[1]}:{WEB_PORT}/y"},
+        {"url": "https://api.ccit.test/", "proxy": f"{INTERNET_HOSTS[0]}:{WEB_PORT}"})
+    assert direct["status"] == 200 and direct["error"] is None
+    answer = direct["answer"]
+    assert isinstance(answer, dict)
+    assert (answer["address"], answer["sni"], answer["host"], answer["path"]) == (
+        INTERNET_HOSTS[2], "api.ccit.test", "api.ccit.test", "/x")
+    assert ["Authorization", "Bearer t"] in answer["headers"] and answer["client"] == PRIVATE_HOST
+    assert isinstance(other_sni["answer"], dict) and other_sni["answer"]["sni"] == "b.wild.ccit.test"
+    assert isinstance(plain["answer"], dict) and plain["answer"]["tls"] is False
+    # the web server is no proxy: it refuses the CONNECT (501), and the client says so
+    assert (refused["connect"], refused["status"]) == (501, None) and "CONNECT answered 501" in str(refused["error"])
