@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("network-restricted", "cci_builtin_plugins.network.restricted"),
     ("network-allowlist", "cci_builtin_plugins.network.allowlist"),
     ("network-open", "cci_builtin_plugins.network.open"),
+    ("network-proxy", "cci_builtin_plugins.network.proxy"),
     ("images", "cci_builtin_plugins.images.plugin"),
     ("setup", "cci_builtin_plugins.setup.plugin"),
     ("workspace-guard", "cci_builtin_plugins.workspace.plugin"),

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from cci_core.driver import Driver
     from cci_core.image_builder import ImageBuilder
     from cci_core.network_policy import NetworkPolicy
+    from cci_core.secrets import SecretSpec
     from cci_core.tool import ToolAdapter
 
 T = TypeVar("T")
@@ -25,6 +26,8 @@ T = TypeVar("T")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 #: a config section's name: also part of its ``CCI_<SECTION>_<KEY>`` variables
 SECTION_PATTERN = r"^[a-z][a-z0-9_]*\Z"
+#: a secret's name: the environment variable carrying it
+SECRET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*\Z"
 
 
 class Entry(NamedTuple):
@@ -63,19 +66,30 @@ class Lazy(NamedTuple):
         return item
 
 
-class Registry(Generic[T]):
-    """Items of one kind (``driver``, ``tool``...) keyed by name."""
+class Preset(NamedTuple):
+    """A named list of host patterns for ``[network] presets`` (``register.add_network_preset``)."""
 
-    def __init__(self, kind: str) -> None:
+    name: str
+    hosts: tuple[str, ...]
+    summary: str = ""
+
+
+class Registry(Generic[T]):
+    """Items of one kind (``driver``, ``tool``...) keyed by name (matching ``pattern``)."""
+
+    def __init__(self, kind: str, pattern: str = NAME_PATTERN, rule: str = "lowercase letters, digits, '-' and '_'"
+                 ) -> None:
         self.kind = kind
+        self.pattern = pattern
+        self.rule = rule
         self._entries: dict[str, Entry] = {}
 
     def add(self, name: str, item: T | Lazy, *, plugin: str) -> None:
         """Add ``item`` under ``name``; a malformed or duplicate name is a :class:`PluginError`."""
-        if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+        if not isinstance(name, str) or not re.match(self.pattern, name):
             raise PluginError(
                 f"plugin {plugin!r} registered a {self.kind} with an invalid name {name!r}",
-                hint="names are lowercase letters, digits, '-' and '_'",
+                hint=f"names are {self.rule}",
             )
         if name in self._entries:
             first = self._entries[name].plugin
@@ -124,6 +138,11 @@ class Registries:
         self.commands: Registry[click.Command] = Registry("command")
         self.settings: Registry[type] = Registry("config section")
         """The config sections plugins declared (``[incus]``...), NamedTuple classes by section name."""
+        self.network_presets: Registry[Preset] = Registry("network preset")
+        """Named host lists for ``[network] presets``."""
+        self.secrets: Registry[SecretSpec] = Registry("secret", SECRET_PATTERN,
+                                                      "environment variable names: letters, digits and '_'")
+        """The secrets plugins know (the variable, its hosts and headers), by variable name."""
 
     def provided_by(self, plugin: str) -> list[str]:
         """What ``plugin`` registered, as ``kind:name`` strings (a config section as ``settings:NAME``)."""
@@ -167,6 +186,23 @@ class Register:
     def add_command(self, command: click.Command | Lazy) -> None:
         """Add a top-level ``cci`` command (a click command or group)."""
         self._registries.commands.add(command.name or "", command, plugin=self.plugin)
+
+    def add_network_preset(self, name: str, hosts: tuple[str, ...] | list[str], summary: str = "") -> None:
+        """Offer the host list ``hosts`` (patterns as in ``allowed_domains``) as ``[network] presets = [name]``."""
+        if isinstance(hosts, str) or not hosts or not all(isinstance(host, str) for host in hosts):
+            raise PluginError(f"plugin {self.plugin!r} registered the network preset {name!r} without a list of "
+                              "host patterns", hint='e.g. ("api.example.com", "*.example.net")')
+        self._registries.network_presets.add(name, Preset(name, tuple(hosts), summary), plugin=self.plugin)
+
+    def add_secret(self, spec: SecretSpec) -> None:
+        """Declare a secret passed by placeholder: its variable, the hosts it is for, the headers it travels in."""
+        from cci_core.secrets import SecretSpec, spec_problem
+
+        problem = "it is not a SecretSpec" if not isinstance(spec, SecretSpec) else spec_problem(spec)
+        if problem:
+            raise PluginError(f"plugin {self.plugin!r} registered the secret {getattr(spec, 'name', spec)!r}, but "
+                              f"{problem}")
+        self._registries.secrets.add(spec.name, spec, plugin=self.plugin)
 
     def add_settings(self, section: str, settings: type) -> None:
         """Declare the config section ``[section]``: a ``NamedTuple`` whose keys are ``Annotated[type, Setting(...)]``.

@@ -43,3 +43,35 @@ class Substitution(NamedTuple):
 
     def __repr__(self) -> str:  # never print the value
         return f"Substitution({self.name!r}, placeholder={self.placeholder!r}, hosts={self.hosts!r})"
+
+
+#: a header name: an HTTP token (RFC 9110)
+_HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z"
+
+
+def header_problem(header: str) -> str | None:
+    """Why ``header`` (``"Name: template"``) cannot carry a secret, or None."""
+    import re
+
+    name, colon, template = header.partition(":")
+    if not colon or not re.match(_HEADER_NAME, name):
+        return f"{header!r} does not start with a header name and ':' (write 'Authorization: Bearer {{}}')"
+    if any(ord(char) < 32 or ord(char) == 127 for char in header):
+        return f"{header!r} has a control character"
+    slots = re.findall(r"\{(?:basic:[^{}]+)?\}", template)
+    if len(slots) != 1 or template.count("{") != 1 or template.count("}") != 1:
+        return f"{header!r} needs exactly one '{{}}' (the value) or '{{basic:USER}}' (Basic credentials of USER)"
+    return None
+
+
+def spec_problem(spec: SecretSpec) -> str | None:
+    """Why a plugin's :class:`SecretSpec` is unusable, or None."""
+    if isinstance(spec.hosts, str) or not spec.hosts or not all(isinstance(host, str) for host in spec.hosts):
+        return "it names no hosts (a tuple of host patterns)"
+    if isinstance(spec.headers, str) or not spec.headers:
+        return "it names no headers"
+    for header in spec.headers:
+        problem = header_problem(header) if isinstance(header, str) else f"{header!r} is not a string"
+        if problem:
+            return problem
+    return None

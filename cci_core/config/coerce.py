@@ -1,7 +1,7 @@
 """Check TOML values and parse environment/flag text against schema type hints.
 
-Supported hints: ``str``, ``bool``, ``int``, ``list[X]``, ``dict[str, X]`` and
-``X | None`` of those. Failures raise :class:`Invalid` with a message such as
+Supported hints: ``str``, ``bool``, ``int``, ``list[X]``, ``dict[str, X]``,
+``dict[str, list[X]]`` and ``X | None`` of those. Failures raise :class:`Invalid` with a message such as
 ``expected a boolean (true or false), got string "yes"``.
 """
 
@@ -46,7 +46,10 @@ def describe_type(tp: Any) -> str:
     if origin is list:
         return f"a list of {_SCALARS[get_args(base)[0]][1]}"
     if origin is dict:
-        return f"a table of {_SCALARS[get_args(base)[1]][1]}"
+        item = get_args(base)[1]
+        if get_origin(item) is list:
+            return f"a table of lists of {_SCALARS[get_args(item)[0]][1]}"
+        return f"a table of {_SCALARS[item][1]}"
     return _SCALARS[base][0]
 
 
@@ -83,8 +86,14 @@ def check_value(tp: Any, value: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise Invalid(f"expected {describe_type(tp)}, got {describe_value(value)}")
+        item_type = get_args(base)[1]
         for name, item in value.items():
-            if not _is(get_args(base)[1], item):
+            if get_origin(item_type) is list:
+                try:
+                    value = {**value, name: check_value(item_type, item)}
+                except Invalid:
+                    raise Invalid(f"expected {describe_type(tp)}, got {describe_value(item)} for {name!r}") from None
+            elif not _is(item_type, item):
                 raise Invalid(f"expected {describe_type(tp)}, got {describe_value(item)} for {name!r}")
         return dict(value)
     if not _is(base, value):

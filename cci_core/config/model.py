@@ -15,6 +15,7 @@ from cci_core.config.schema import (
     PluginsConfig,
     ProfileConfig,
     Schema,
+    SecretsConfig,
     SecurityConfig,
     ToolConfig,
 )
@@ -57,6 +58,8 @@ class Config(NamedTuple):
     """The sections enabled plugins declared (``[incus]``...), by name; read them with :meth:`section`."""
     schema: Schema = CORE_SCHEMA
     """Every section and key this config was merged against."""
+    secrets: SecretsConfig = SecretsConfig()
+    """``[secrets]``: the host variables passed by placeholder."""
 
     def section(self, name: str) -> Any:
         """The ``[name]`` section: a core one (``network``...) or one an enabled plugin declared.

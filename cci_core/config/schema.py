@@ -40,6 +40,11 @@ def env_names(value: Mapping[str, str]) -> str | None:
     return None
 
 
+def env_list(value: list[str]) -> str | None:
+    """Reject a list whose entries are not valid environment variable names."""
+    return env_names(dict.fromkeys(value))
+
+
 def https_url(value: str) -> str | None:
     """Reject anything but an ``https://`` URL."""
     return None if value.startswith("https://") and len(value) > len("https://") else "must be an https:// URL"
@@ -122,10 +127,23 @@ class NetworkConfig(NamedTuple):
     """``[network]``: the container network policy (modes come from plugins)."""
 
     mode: Annotated[str, Setting("Network policy plugin to apply.", check=non_empty)] = "restricted"
-    allowed_domains: Annotated[list[str], Setting("Domains and IPv4 addresses reachable in allowlist mode.")] = []
+    allowed_domains: Annotated[
+        list[str], Setting("Hosts reachable in allowlist and proxy mode: names, *.x / .x patterns, addresses, :PORT.")
+    ] = []
     refresh_interval_minutes: Annotated[
         int, Setting("Allowlist IP refresh interval (0 disables).", check=non_negative)
     ] = 30
+    denied_domains: Annotated[
+        list[str], Setting("Hosts the proxy mode refuses, whatever allows them (same forms as allowed_domains).")
+    ] = []
+    presets: Annotated[list[str], Setting("Named host lists the proxy mode allows (cci network presets).")] = []
+    hosts: Annotated[
+        dict[str, str], Setting("Names the proxy resolves itself: { \"name\" = \"public address\" }.")
+    ] = {}
+    proxy_trust_ca: Annotated[
+        str, Setting("PEM file of extra CA certificates the proxy trusts toward credential hosts (\"\": the system's).")
+    ] = ""
+    proxy_image: Annotated[str, Setting("Image alias of the proxy container.", check=non_empty)] = "cci-proxy"
 
 
 class SecurityConfig(NamedTuple):
@@ -134,6 +152,22 @@ class SecurityConfig(NamedTuple):
     protected_paths: Annotated[
         list[str], Setting("Workspace paths mounted read-only into sessions; [] protects none.", check=workspace_paths)
     ] = [".git/config", ".git/hooks", ".envrc", ".vscode", ".idea", ".devcontainer"]
+
+
+class SecretsConfig(NamedTuple):
+    """``[secrets]``: host variables passed by placeholder under a plan with a proxy (see docs/security.md)."""
+
+    env: Annotated[
+        list[str], Setting("Host environment variables passed by placeholder (proxy mode).", check=env_list)
+    ] = []
+    hosts: Annotated[
+        dict[str, list[str]], Setting("Hosts each secret may be sent to: { NAME = [\"api.example.com\"] }.",
+                                      check=env_names)
+    ] = {}
+    headers: Annotated[
+        dict[str, list[str]], Setting("Headers carrying each secret, {} for the value: { NAME = [\"X-Key: {}\"] }.",
+                                      check=env_names)
+    ] = {}
 
 
 class ProfileConfig(NamedTuple):
@@ -181,6 +215,7 @@ SECTIONS: dict[str, type] = {
     "paths": PathsConfig,
     "network": NetworkConfig,
     "security": SecurityConfig,
+    "secrets": SecretsConfig,
 }
 """The core's plain sections, in display order; each is an attribute of the same name on ``Config``.
 

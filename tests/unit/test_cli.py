@@ -258,7 +258,7 @@ def test_unknown_network_mode_is_refused_before_launch(tmp_path: Path) -> None:
     assert result.exit_code == 3
     assert one_line(result.output) == (
         "cci: network policy 'wide-open' is not available (plugin may not be installed); "
-        "available: allowlist, open, restricted"
+        "available: allowlist, open, proxy, restricted"
     )
 
 

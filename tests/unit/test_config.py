@@ -575,7 +575,7 @@ def test_render_toml(layers: Layers) -> None:
     assert f'disabled = ["x"]  # {layers.project}:2' in text
     assert f"ttl = 5  # {layers.project}:4" in text
     headers = [line for line in text.splitlines() if line.startswith("[")]
-    assert headers == ["[defaults]", "[defaults.environment]", "[tool]", "[paths]", "[network]", "[security]",
+    assert headers == ["[defaults]", "[defaults.environment]", "[tool]", "[paths]", "[network]", "[security]", "[secrets]",
                        "[incus]  # plugin incus", "[plugins]", "[plugins.net]"]  # fmt: skip
     assert "container_uid = 1000  # default" in text
 

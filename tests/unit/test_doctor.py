@@ -208,7 +208,7 @@ def test_unknown_driver_tool_or_policy_fails_with_what_is_available(tmp_path: Pa
                                     "to one of: incus")
     assert checks["tool"].status == "fail" and "[tool] name" in checks["tool"].fix
     assert checks["network policy"].status == "fail"
-    assert "allowlist, open, restricted" in checks["network policy"].fix
+    assert "allowlist, open, proxy, restricted" in checks["network policy"].fix
 
 
 def test_a_disabled_plugin_makes_its_tool_unavailable(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_builtins_are_registered_with_what_they_provide() -> None:
     registries = plugins.registries
     assert registries.drivers.names() == ["incus"]
     assert registries.tools.names() == ["claude", "codex"]
-    assert registries.network_policies.names() == ["allowlist", "open", "restricted"]
+    assert registries.network_policies.names() == ["allowlist", "open", "proxy", "restricted"]
     assert registries.commands.names() == ["build", "setup"]
     by_name = {info.name: info for info in plugins.infos}
     assert by_name["incus"].provides == ("driver:incus", "settings:incus")
