@@ -172,6 +172,37 @@ def base(name: str, suite: str, mirror: str, packages: str | None, cache: Path |
     run_build(request, force=force, builder_name="debootstrap")
 
 
+@build.command()
+@click.option("--alias", "alias", default="cci-proxy", show_default=True, metavar="NAME",
+              help="The alias the image gets (and NAME-YYYYMMDD-HHMMSS); [network] proxy_image names it.")
+@click.option("--suite", default="trixie", show_default=True, help="The Debian release to install.")
+@click.option("--mirror", metavar="URL",
+              help="The package mirror [default: the host's Debian mirror, else deb.debian.org].")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Keep the image tarball here; the same recipe is then imported again in seconds.")
+@click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
+@click.option("--if-changed", is_flag=True, help="Keep an existing image built from the same recipe.")
+def proxy(alias: str, suite: str, mirror: str | None, cache: Path | None, force: bool, if_changed: bool) -> None:
+    """Build the image of the filtering proxy (squid on a minimal Debian) on the host (needs root).
+
+    The proxy network mode runs one container of it per network plan. A launch
+    that needs it and does not find it builds it first; this builds it ahead,
+    or again (docs/images.md).
+    """
+    from cci_builtin_plugins.images.proxy_image import ProxyImageBuilder, proxy_request
+
+    _check_alias(alias)
+    request = proxy_request(alias, mirror=mirror, cache=str(cache.resolve()) if cache else None, suite=suite)
+    builder = ProxyImageBuilder()
+    if if_changed and not force:
+        if _up_to_date(current_driver(), alias, builder.recipe(request).digest()):
+            return
+        force = True
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    run_build(request, force=force, builder=lambda driver, output: builder.build(driver, request, output))
+
+
 def run_build(request: BuildRequest, *, force: bool, builder_name: str | None = None,
               builder: Callable[[Driver, OutputHandler], ImageInfo] | None = None) -> None:
     """Build with ``builder``, or the named (or configured) one, streaming to the terminal and a log file."""
@@ -219,9 +250,6 @@ def _check_alias(name: str) -> None:
 
 
 def _log_path(alias: str) -> Path:
-    from datetime import datetime, timezone
+    from cci_builtin_plugins.images.host_build import build_log_path
 
-    directory = state_dir() / "logs"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return directory / f"build-{alias}-{stamp}.log"
+    return build_log_path(alias)

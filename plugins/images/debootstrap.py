@@ -159,6 +159,12 @@ def customize(rootfs: Path, output: OutputHandler) -> None:
     sudoers = rootfs / "etc/sudoers.d/code"
     sudoers.write_text("code ALL=(ALL) NOPASSWD:ALL\n")
     sudoers.chmod(0o440)
+    prepare_system(rootfs, output)
+
+
+def prepare_system(rootfs: Path, output: OutputHandler) -> None:
+    """What any container image of cci needs: DHCP on eth0, no resolv.conf or machine-id of the build host,
+    no apt lists."""
     interfaces = rootfs / "etc/network/interfaces"
     if interfaces.parent.is_dir():
         interfaces.write_text("auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n")

@@ -102,52 +102,12 @@ class HostImageBuilder(ImageBuilder):
     def build(self, driver: Driver, request: BuildRequest, output: OutputHandler,
               recipe: HostRecipe | None = None) -> ImageInfo:
         """Build and import the image; ``recipe`` as :meth:`recipe` made it (asked again when not given)."""
-        import tempfile
-
-        def say(line: str) -> None:
-            output(f"==> {line}\n".encode())
-
-        if os.geteuid() != 0:
-            raise UsageError("building the image on the host needs root (debootstrap and chroot)",
-                             hint="run it with sudo")
-        for program in ("debootstrap", "chroot", "tar"):
-            if shutil.which(program) is None:
-                raise UsageError(f"{program} is not installed", hint=f"'sudo apt-get install {program}'")
-        if not request.options.get("mirror"):
-            raise UsageError("no package mirror given for the host build", hint="pass --mirror URL")
+        check_host_build(request, "the image")
         recipe = recipe or self.recipe(request)
-        cache = Path(request.options["cache"]) if request.options.get("cache") else None
-        zstd = shutil.which("zstd") is not None
-        suffix = "tar.zst" if zstd else "tar.gz"
-        cached = next((path for path in _cached(cache, recipe) if only_mine(path)), None)  # no one else's
-        work = Path(tempfile.mkdtemp(prefix="cci-host-", dir=cache or _work_parent()))
-        try:
-            if cached is not None:
-                say(f"using the cached {cached}")
-                os.utime(cached)  # the newest tarball in the cache is the one last used
-                tarball = cached
-            else:
-                tarball = work / f"image.{suffix}"
-                self._make_tarball(work, tarball, request, recipe, zstd, say, output)
-                if cache is not None:
-                    _sync(tarball)  # a crash after the rename leaves no cached tarball with holes
-                    tarball = tarball.replace(cache / f"cci-{recipe.digest()}.{suffix}")
-            say(f"importing it as {request.alias}")
-            image = driver.import_image(tarball, description=_description(recipe))  # interrupted: no new image
-        finally:
-            with ignoring_interrupts():  # a second Ctrl+C does not leave the tree behind
-                _unmount_under(work)  # raises, keeping the tree, when something stays mounted
-                shutil.rmtree(work)
-        versioned = _versioned_alias(driver, request.alias, image.fingerprint)
-        try:
-            for alias in (versioned, request.alias):
-                driver.tag_image(alias, image.fingerprint, description=_description(recipe))
-        except BaseException:
-            if not image.aliases:  # imported by this build (an image it matched already had its aliases)
-                _forget(driver, image)
-            raise
-        say(f"{request.alias} -> {versioned} ({image.fingerprint[:12]})")
-        return image._replace(aliases=(*image.aliases, versioned, request.alias))
+        return build_and_import(driver, request, output, name=f"cci-{recipe.digest()}",
+                                description=_description(recipe),
+                                make_tarball=lambda work, tarball, zstd, say: self._make_tarball(
+                                    work, tarball, request, recipe, zstd, say, output))
 
     def _make_tarball(self, work: Path, tarball: Path, request: BuildRequest, recipe: HostRecipe, zstd: bool,
                       say: Callable[[str], None], output: OutputHandler) -> None:
@@ -188,6 +148,64 @@ class HostImageBuilder(ImageBuilder):
                                               digest=recipe.digest(), properties=recipe.properties()))
         say(f"packing the image ({'zstd' if zstd else 'gzip: zstd is not installed'})")
         pack(work, tarball, zstd, output)
+
+
+def check_host_build(request: BuildRequest, what: str) -> None:
+    """Refuse a host build of ``what`` that cannot work: not root, a program missing, no mirror."""
+    if os.geteuid() != 0:
+        raise UsageError(f"building {what} on the host needs root (debootstrap and chroot)", hint="run it with sudo")
+    for program in ("debootstrap", "chroot", "tar"):
+        if shutil.which(program) is None:
+            raise UsageError(f"{program} is not installed", hint=f"'sudo apt-get install {program}'")
+    if not request.options.get("mirror"):
+        raise UsageError("no package mirror given for the host build", hint="pass --mirror URL")
+
+
+def build_and_import(driver: Driver, request: BuildRequest, output: OutputHandler, *, name: str, description: str,
+                     make_tarball: Callable[[Path, Path, bool, Callable[[str], None]], None]) -> ImageInfo:
+    """Import the tarball ``name`` of the cache (``request.options["cache"]``), or one ``make_tarball(work, tarball,
+    zstd, say)`` makes in a temporary directory (then kept in the cache), and give it ``request.alias``.
+
+    ``name`` stands for the recipe: a tarball is only taken from the cache when no one else could have
+    put it there. The temporary tree is always deleted; an image that cannot get its aliases is deleted too.
+    """
+    import tempfile
+
+    def say(line: str) -> None:
+        output(f"==> {line}\n".encode())
+
+    cache = Path(request.options["cache"]) if request.options.get("cache") else None
+    zstd = shutil.which("zstd") is not None
+    suffix = "tar.zst" if zstd else "tar.gz"
+    cached = next((path for path in _cached(cache, name) if only_mine(path)), None)  # no one else's
+    work = Path(tempfile.mkdtemp(prefix="cci-host-", dir=cache or _work_parent()))
+    try:
+        if cached is not None:
+            say(f"using the cached {cached}")
+            os.utime(cached)  # the newest tarball in the cache is the one last used
+            tarball = cached
+        else:
+            tarball = work / f"image.{suffix}"
+            make_tarball(work, tarball, zstd, say)
+            if cache is not None:
+                _sync(tarball)  # a crash after the rename leaves no cached tarball with holes
+                tarball = tarball.replace(cache / f"{name}.{suffix}")
+        say(f"importing it as {request.alias}")
+        image = driver.import_image(tarball, description=description)  # interrupted: no new image
+    finally:
+        with ignoring_interrupts():  # a second Ctrl+C does not leave the tree behind
+            _unmount_under(work)  # raises, keeping the tree, when something stays mounted
+            shutil.rmtree(work)
+    versioned = _versioned_alias(driver, request.alias, image.fingerprint)
+    try:
+        for alias in (versioned, request.alias):
+            driver.tag_image(alias, image.fingerprint, description=description)
+    except BaseException:
+        if not image.aliases:  # imported by this build (an image it matched already had its aliases)
+            _forget(driver, image)
+        raise
+    say(f"{request.alias} -> {versioned} ({image.fingerprint[:12]})")
+    return image._replace(aliases=(*image.aliases, versioned, request.alias))
 
 
 def configure(rootfs: Path, output: OutputHandler) -> None:
@@ -284,8 +302,20 @@ def _read_ca_bundle(path: Path | None = None) -> bytes:
                          hint="install ca-certificates, or set [plugins.images] host_ca_bundle = \"none\"") from None
 
 
-def _cached(cache: Path | None, recipe: HostRecipe) -> list[Path]:
-    return [cache / f"cci-{recipe.digest()}.{suffix}" for suffix in ("tar.zst", "tar.gz")] if cache else []
+def build_log_path(alias: str) -> Path:
+    """A new log file of a build of ``alias``, under cci's state directory."""
+    from datetime import datetime, timezone
+
+    from cci_core.api import state_dir
+
+    directory = state_dir() / "logs"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return directory / f"build-{alias}-{stamp}.log"
+
+
+def _cached(cache: Path | None, name: str) -> list[Path]:
+    return [cache / f"{name}.{suffix}" for suffix in ("tar.zst", "tar.gz")] if cache else []
 
 
 def _description(recipe: HostRecipe) -> str:

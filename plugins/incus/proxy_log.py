@@ -3,7 +3,7 @@
 Every value in the log may come from the agent (a method, a host name, a TLS server
 name): squid writes those URL-encoded, and :func:`parse_line` never fails on a line,
 whatever it holds; it gives None for what is not a request (squid's extra line for a
-CONNECT it peeked at, a line cut short, garbage). Display the strings through
+CONNECT it peeked at or bumped, a line cut short, garbage). Display the strings through
 ``printable`` (they are decoded, not cleaned).
 """
 
@@ -37,13 +37,13 @@ def parse_line(text: str) -> RequestRecord | None:
     if not isinstance(fields, dict) or not all(isinstance(value, str) for value in fields.values()):
         return None
     squid = fields.get("squid", "")
-    if squid in ("", "-") or squid.startswith("NONE_NONE"):  # squid logs a peeked CONNECT twice
-        return None
+    if squid in ("", "-") or squid.startswith("NONE") and fields.get("bump") != "terminate":
+        return None  # squid's extra line for a CONNECT it peeked at or bumped (the request has its own)
     time = _number(fields.get("time"))
     method = _text(fields.get("method"))
     if time is None or not method:
         return None
-    rule = _text(fields.get("rule"))
+    rule = _text(_text(fields.get("rule")))  # URL-encoded in squid's configuration, then in the log
     status = _integer(fields.get("status"))
     denied = "DENIED" in squid or not rule.startswith("allow ")
     return RequestRecord(
