@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from cci_core.config import Config
+    from cci_core.secrets import Substitution
     from cci_core.tool import ToolAdapter
 
 
@@ -59,6 +60,9 @@ class LaunchContext:
     resume_from: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
     storage: tuple[Path, ...] = ()
+    substitutions: tuple[Substitution, ...] = ()
+    """The secrets of this launch passed by placeholder (see :mod:`cci_core.secrets`): a tool's credential files
+    are injected with each :attr:`~Substitution.value` replaced by its placeholder."""
 
     def plugin_settings(self, plugin: str) -> Mapping[str, Any]:
         """The ``[plugins.<plugin>]`` settings from the merged config."""

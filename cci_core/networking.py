@@ -11,7 +11,7 @@ as last applied (schedule ``cci network refresh --due`` to cover that).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cci_core.errors import NotAvailableError
@@ -67,9 +67,15 @@ def policy_for(config: Config, registries: Registries) -> NetworkPolicy:
     return policy
 
 
-def attach(config: Config, registries: Registries, driver: Driver) -> Attachment:
-    """Make the configured policy's plan and have the driver enforce it; before any container is made."""
+def attach(config: Config, registries: Registries, driver: Driver,
+           check: Callable[[NetworkPlan | None], None] | None = None) -> Attachment:
+    """Make the configured policy's plan and have the driver enforce it; before any container is made.
+
+    ``check`` sees the plan first (and may refuse it) before the driver makes anything.
+    """
     plan = policy_for(config, registries).plan(config.network)
+    if check is not None:
+        check(plan)
     if plan is None:
         return Attachment(config.network.mode, None, None)
     return Attachment(config.network.mode, driver.ensure_network(plan), plan)

@@ -46,8 +46,10 @@ from cci_core.session_record import Kind, Mode, SessionRecord, State, is_session
 
 if TYPE_CHECKING:
     from cci_core.config import Config
+    from cci_core.network_policy import NetworkPlan
     from cci_core.networking import Attachment
     from cci_core.plugin_manager import Plugins
+    from cci_core.secrets import Substitution
     from cci_core.session_attach import AttachOutcome
     from cci_core.tmux import TmuxSession
     from cci_core.tool import ToolAdapter
@@ -184,7 +186,7 @@ class SessionManager:
         defaults = self.config.defaults
         tool = self._tool() if request.kind == Kind.SESSION else None
         workspace, storage = self._prepare(request.workspace, request.storage)
-        attachment = self.attach_network()
+        attachment, substitutions = self.open_network(tool)
         persistent = defaults.persistent if request.persistent is None else request.persistent
         me = launcher_id()
         record = SessionRecord(
@@ -212,6 +214,7 @@ class SessionManager:
             ctx.storage = storage
             ctx.tool = tool
             ctx.resume_from = request.resume_from
+            ctx.substitutions = substitutions
             self._configure(container, ctx, attachment.network)
             self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
             self._start(container)
@@ -236,12 +239,28 @@ class SessionManager:
 
     def attach_network(self) -> Attachment:
         """Have the driver enforce the configured network policy; its notes go to :attr:`warn`."""
-        from cci_core.networking import attach
+        return self.open_network()[0]
 
-        attachment = attach(self.config, self.plugins.registries, self.driver)
+    def open_network(self, tool: ToolAdapter | None = None) -> tuple[Attachment, tuple[Substitution, ...]]:
+        """:meth:`attach_network`, with the launch's secrets (``[secrets]``, and ``tool``'s credential files) passed
+        by placeholder: checked before the driver makes anything, then routed through the plan's proxy."""
+        import os
+
+        from cci_core.networking import attach
+        from cci_core.secrets import collect_secrets
+
+        found: list[Substitution] = []
+        known = {entry.name: entry.item for entry in self.plugins.registries.secrets.entries()}
+
+        def secrets(plan: NetworkPlan | None) -> None:
+            found.extend(collect_secrets(self.config, known, plan, os.environ, tool, self._report))
+
+        attachment = attach(self.config, self.plugins.registries, self.driver, check=secrets)
         for note in attachment.plan.notes if attachment.plan else ():
             self._report(f"network policy {attachment.policy}: {note}")
-        return attachment
+        if found and attachment.network is not None:
+            self.driver.route_secrets(attachment.network, found)
+        return attachment, tuple(found)
 
     def refresh_networks(self) -> None:
         """Refresh the network plans in use whose interval has passed; a failure is a warning, never fatal."""
@@ -267,6 +286,9 @@ class SessionManager:
         hook = self.plugins.hook
         hook.cci_pre_launch(ctx=ctx)
         self._add_environment(ctx)
+        named = self.config.secrets.env
+        ctx.environment.update({secret.name: secret.placeholder for secret in ctx.substitutions
+                                if secret.name in named})  # (over any real value set elsewhere)
         base = self.driver.base_config
         config = dict(base)
         for contribution in hook.cci_instance_config(ctx=ctx):
@@ -331,7 +353,7 @@ class SessionManager:
                 ctx.storage = storage
                 if storage:
                     self._check_kept_storage(container, workspace, storage)
-                attachment = self.attach_network()
+                attachment, ctx.substitutions = self.open_network(ctx.tool)
                 self._configure(container, ctx, attachment.network)
                 self._note_network(container, record.network or "", attachment)
                 self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=True)

@@ -100,6 +100,14 @@ class ToolAdapter(ABC):
         """Variables the tool needs in the container (added to the session's environment)."""
         return {}
 
+    def credential_secrets(self) -> Mapping[str, str]:
+        """Secrets the host's credential files hold that a proxy can pass by placeholder: secret name -> value.
+
+        Each name is a secret a plugin declares (``register.add_secret``). Under a plan with a proxy,
+        the injected files carry the placeholder in each value's place; the proxy sends the value.
+        """
+        return {}
+
     # -- what the tool puts into an image: used by 'cci build'; a tool returning None/() adds nothing ------------
 
     def image_version(self, fetch: ImageFetch) -> str | None:

@@ -60,7 +60,7 @@ def global_options() -> list[click.Option]:
                      help="Set an environment variable in the container (repeatable)."),
         click.Option(["--storage"], multiple=True, type=click.Path(path_type=Path), metavar="PATH",
                      help="Mount persistent storage (repeatable)."),
-        click.Option(["--network"], metavar="MODE", help="Network policy: restricted, allowlist, open, or a plugin's."),
+        click.Option(["--network"], metavar="MODE", help="Network policy: restricted, allowlist, proxy, open, or a plugin's."),
         click.Option(["--tool"], metavar="NAME", help="AI coding tool to run (default: claude)."),
     ]
 

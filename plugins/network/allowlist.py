@@ -1,4 +1,8 @@
-"""``allowlist``: only the domains and IPv4 addresses in ``allowed_domains``."""
+"""``allowlist``: only the domains and IPv4 addresses in ``allowed_domains``.
+
+An entry that only a proxy can enforce (a pattern ``*.x`` / ``.x``, a port, an IPv6 address),
+or ``presets`` or ``denied_domains`` set, makes it the ``proxy`` mode's plan (:mod:`.proxy`).
+"""
 
 from __future__ import annotations
 
@@ -51,11 +55,26 @@ def split_entries(entries: list[str]) -> tuple[list[str], list[str]]:
     return names, addresses
 
 
+def needs_proxy(settings: NetworkConfig) -> bool:
+    """Whether ``settings`` ask for what only the proxy mode enforces: patterns, ports, IPv6, presets or denials."""
+    return bool(settings.presets or settings.denied_domains) or any(
+        entry.strip().startswith(("*", ".", "[")) or ":" in entry for entry in settings.allowed_domains)
+
+
 class AllowlistPolicy(NetworkPolicy):
     name = "allowlist"
-    summary = "only allowed_domains (names or IPv4 addresses); private networks and IPv6 always blocked"
+    summary = ("only allowed_domains (names or IPv4 addresses; with *.x patterns or ports: through the proxy); "
+               "private networks and IPv6 always blocked")
+
+    def _proxy(self) -> NetworkPolicy:
+        from cci_builtin_plugins.network.proxy import ProxyPolicy
+
+        return ProxyPolicy(self.config)
 
     def validate(self, settings: NetworkConfig) -> None:
+        if needs_proxy(settings):
+            self._proxy().validate(settings)
+            return
         if not settings.allowed_domains:
             raise ConfigError(
                 "allowlist mode needs at least one entry in allowed_domains",
@@ -76,6 +95,10 @@ class AllowlistPolicy(NetworkPolicy):
                 )
 
     def plan(self, settings: NetworkConfig) -> NetworkPlan:
+        if needs_proxy(settings):
+            plan = self._proxy().plan(settings)
+            assert plan is not None
+            return plan
         from cci_builtin_plugins.network.resolver import resolve_names
 
         names, listed = split_entries(settings.allowed_domains)

@@ -13,7 +13,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cci_core.api import WORKSPACE_PATH, CredentialFile, ImageFetch, ImageFile, Register, ToolAdapter, hookimpl
+from cci_core.api import (
+    WORKSPACE_PATH,
+    CredentialFile,
+    ImageFetch,
+    ImageFile,
+    Register,
+    SecretSpec,
+    ToolAdapter,
+    hookimpl,
+)
+
+#: the hosts Claude Code needs, as its network-configuration page lists them
+#: (https://code.claude.com/docs/en/network-config, "Network access requirements": the API, and the claude.ai and
+#: Console logins); earlier versions of that page also listed statsig.anthropic.com (telemetry) and sentry.io (error
+#: reports), which it runs without: sentry.io accepts reports for anyone's project, so it is left out
+HOSTS = ("api.anthropic.com", "claude.ai", "platform.claude.com")
+
+#: Claude's API key (``ANTHROPIC_API_KEY``, and ``primaryApiKey`` of ``~/.claude.json``): sent to the API only
+API_KEY = SecretSpec("ANTHROPIC_API_KEY", ("api.anthropic.com",), ("x-api-key: {}", "Authorization: Bearer {}"),
+                     summary="an Anthropic API key (Claude Code's primaryApiKey)",
+                     placeholder_prefix="sk-ant-api03-cci-placeholder-")
 
 
 class ClaudeCode(ToolAdapter):
@@ -36,6 +56,19 @@ class ClaudeCode(ToolAdapter):
     #: and keys or tokens set in a settings file's ``env``
     secret_keys = frozenset({"accessToken", "refreshToken", "primaryApiKey", "customApiKeyResponses",
                              "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"})
+
+    def credential_secrets(self) -> Mapping[str, str]:
+        """The API key of the host's ``~/.claude.json`` (``primaryApiKey``, set by an API-key login), if any."""
+        import json
+        from pathlib import Path
+
+        try:
+            with Path("~/.claude.json").expanduser().open("rb") as handle:
+                document = json.loads(handle.read(4 << 20))
+        except (OSError, ValueError, RecursionError):
+            return {}
+        key = document.get("primaryApiKey") if isinstance(document, dict) else None
+        return {API_KEY.name: key} if isinstance(key, str) and key else {}
 
     def command(self, session_id: str, *, resume: bool) -> list[str]:
         session = ["--resume", session_id] if resume else ["--session-id", session_id]
@@ -74,3 +107,5 @@ class ClaudeCode(ToolAdapter):
 @hookimpl
 def cci_register(register: Register) -> None:
     register.add_tool(ClaudeCode)
+    register.add_network_preset("claude-code", HOSTS, "Claude Code: the Anthropic API and the claude.ai and Console logins")
+    register.add_secret(API_KEY)

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         LaunchContext,
         SavedSession,
         SessionEvent,
+        Substitution,
         ToolAdapter,
     )
 
@@ -65,7 +66,8 @@ def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
             if source.is_file():
                 target = home_path(credential.container_path)
                 make_parents(container, target, uid)
-                container.push_file(target, source.read_bytes(), mode=credential.mode, uid=uid, gid=uid)
+                content = with_placeholders(source.read_bytes(), ctx.substitutions)
+                container.push_file(target, content, mode=credential.mode, uid=uid, gid=uid)
     from cci_builtin_plugins.tools import settings_files
 
     for relative, keys in tool.sandbox_settings().items():
@@ -73,6 +75,13 @@ def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
         make_parents(container, target, uid)
         merged = merge(_read_settings(container, target), keys)
         container.push_file(target, settings_files.render(target, merged), mode=0o600, uid=uid, gid=uid)
+
+
+def with_placeholders(content: bytes, substitutions: Sequence[Substitution]) -> bytes:
+    """A credential file with each secret passed by placeholder replaced by its placeholder, wherever it is."""
+    for secret in substitutions:
+        content = content.replace(secret.value.encode(), secret.placeholder.encode())
+    return content
 
 
 @hookimpl

@@ -100,11 +100,11 @@ def test_a_bridge_without_nat_is_another_bridge() -> None:
 
 @pytest.mark.parametrize(("entries", "message"), [
     ((), "allowlist mode needs at least one entry in allowed_domains"),
-    (("https://github.com",), "'https://github.com' is neither a domain name nor an IPv4 address"),
-    (("*.github.com",), "is neither a domain name nor an IPv4 address"),
+    (("https://github.com",), "'https://github.com': has a scheme"),  # (its ':' makes it a proxy entry)
+    (("*.",), "'*.': names no domain"),
     (("github",), "is neither a domain name nor an IPv4 address"),
     (("1.2.3.400",), "is neither a domain name nor an IPv4 address"),
-    (("2001:db8::1",), "is neither a domain name nor an IPv4 address"),
+    (("2001:db8::1",), "has more than one ':'"),
     (("10.1.2.3",), "10.1.2.3 is in a private range, which allowlist mode always blocks"),
     (("100.100.100.100",), "100.100.100.100 is in a private range"),  # a Tailscale peer's resolver
     (("127.0.0.1",), "127.0.0.1 is a loopback address"),

@@ -235,3 +235,31 @@ def test_a_bad_trust_ca_is_refused(tmp_path: Path, content: str | None, says: st
 def test_a_directory_is_no_trust_ca(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not a regular file"):
         policy().validate(proxy(allowed_domains=["a.example.com"], proxy_trust_ca=str(tmp_path)))
+
+
+# --- allowlist through the proxy ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", [
+    NetworkConfig(mode="allowlist", allowed_domains=["api.github.com", "*.githubusercontent.com"]),
+    NetworkConfig(mode="allowlist", allowed_domains=[".example.com"]),
+    NetworkConfig(mode="allowlist", allowed_domains=["example.com:8443"]),
+    NetworkConfig(mode="allowlist", allowed_domains=["[2001:db8::1]"]),
+    NetworkConfig(mode="allowlist", allowed_domains=["example.com"], denied_domains=["x.example.com"]),
+    NetworkConfig(mode="allowlist", presets=["github"]),
+])
+def test_allowlist_with_a_pattern_a_port_or_proxy_keys_is_the_proxy_plan(settings: NetworkConfig) -> None:
+    allowlist = AllowlistPolicy()
+    allowlist._proxy = policy  # type: ignore[method-assign]  # (with this file's presets)
+    allowlist.validate(settings)
+    plan = allowlist.plan(settings)
+    assert plan.policy == "proxy" and plan.settings["mode"] == "proxy" and plan.proxy is not None
+    assert plan == policy().plan(settings)
+
+
+def test_plain_allowlist_entries_keep_the_acl_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_builtin_plugins.network import resolver
+
+    monkeypatch.setattr(resolver, "resolve_names", lambda names: resolver.Resolution({n: () for n in names}, []))
+    plan = AllowlistPolicy().plan(NetworkConfig(mode="allowlist", allowed_domains=["api.github.com", "1.1.1.1"]))
+    assert plan.policy == "allowlist" and plan.proxy is None
