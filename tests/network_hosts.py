@@ -57,7 +57,7 @@ HTTPS_PORT = 443
 """The port every internet host serves HTTPS on (tests/web_echo_server.py)."""
 WEB_PORT = 8080
 """The port every internet host serves the same JSON answers on over plain HTTP."""
-TLS_NAMES = ("ccit.test", "*.ccit.test", "*.wild.ccit.test")
+TLS_NAMES = ("ccit.test", "*.ccit.test", "*.wild.ccit.test", "*.dot.ccit.test")
 """The names the internet hosts' certificate holds (with their addresses): tests name the hosts under these."""
 WEB_SERVER = Path(__file__).with_name("web_echo_server.py")
 WEB_CLIENT = Path(__file__).with_name("web_client.py")
