@@ -93,6 +93,8 @@ class PolicyNetwork(NamedTuple):
     :param refreshed_at: when the plan was last applied, in seconds since the epoch.
     :param used_by: the containers attached to it.
     :param subnet: its IPv4 subnet (CIDR), when it has one.
+    :param proxy: for a plan with ``proxy``: the driver's proxy (a container's name), when it has made it;
+        ``proxy_status``: whether it runs (``running``, ``stopped``...). ``used_by`` never names the proxy.
     """
 
     name: str
@@ -100,6 +102,8 @@ class PolicyNetwork(NamedTuple):
     refreshed_at: float
     used_by: tuple[str, ...] = ()
     subnet: str = ""
+    proxy: str = ""
+    proxy_status: str = ""
 
 
 #: the kind of a :class:`TreeEntry` that could not be read

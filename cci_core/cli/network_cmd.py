@@ -14,7 +14,7 @@ from cci_core.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from cci_core.driver import PolicyNetwork
-    from cci_core.network_policy import NetworkPlan
+    from cci_core.network_policy import NetworkPlan, RequestRecord
 
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 
@@ -33,10 +33,17 @@ def list_networks(ctx: click.Context, fmt: str) -> None:
     if fmt == "json":
         _echo_json([_document(item.plan, item) for item in networks])
         return
-    print_table(["NAME", "POLICY", "SUBNET", "REFRESHED", "USED BY"],
-                [[item.name, item.plan.policy, item.subnet or "-", _when(item.refreshed_at),
+    print_table(["NAME", "POLICY", "SUBNET", "REFRESHED", "PROXY", "USED BY"],
+                [[item.name, item.plan.policy, item.subnet or "-", _when(item.refreshed_at), _proxy(item),
                   ", ".join(item.used_by) or "-"] for item in networks],
                 empty="no policy networks (cci makes them when a session starts)")
+
+
+def _proxy(item: PolicyNetwork) -> str:
+    """The PROXY column: the proxy container and whether it runs, or ``-``."""
+    if not item.proxy:
+        return "-" if item.plan.proxy is None else "(not made)"
+    return f"{item.proxy} ({item.proxy_status or 'unknown'})"
 
 
 @network.command()
@@ -67,6 +74,70 @@ def show(ctx: click.Context, name: str | None, fmt: str) -> None:
         _show(None, None, record.network or "open", fmt)
         return
     _show(found.plan, found, found.plan.policy, fmt)
+
+
+@network.command()
+@click.argument("name", required=False)
+@click.option("--follow", "-f", is_flag=True, help="Then print each new request as it comes, until Ctrl+C.")
+@click.option("--denied", is_flag=True, help="Only the requests the proxy refused.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one object a line, with every field of each request.")
+@click.pass_context
+def log(ctx: click.Context, name: str | None, follow: bool, denied: bool, fmt: str) -> None:
+    """Print the requests the proxy of NAME (a container or a proxy network; default: the one this workspace's
+    configuration uses) saw: time, ALLOWED or DENIED, method, host:port, status, the deciding rule, bytes, ms."""
+    state = get_state(ctx)
+    network_name = _proxy_network(state, name)
+    for record in state.driver.network_log(network_name, follow=follow):
+        if denied and record.allowed:
+            continue
+        click.echo(_record_json(record) if fmt == "json" else _record_line(record))
+
+
+def _proxy_network(state: Any, name: str | None) -> str:
+    """The network whose log ``cci network log NAME`` reads: NAME's, or this workspace's plan's."""
+    networks = state.driver.policy_networks()
+    if name is not None:
+        found = next((item for item in networks if name in (item.name, *item.used_by)), None)
+        if found is None:
+            state.driver.get(name)  # a NotFoundError names what is missing
+            raise NotFoundError(f"{name} is not behind a proxy (only the proxy policy logs requests)",
+                                hint="see 'cci network list'")
+    else:
+        from cci_core.networking import policy_for
+
+        plan = policy_for(state.config, state.plugins.registries).plan(state.config.network)
+        if plan is None or plan.proxy is None:
+            raise UsageError(f"network policy {state.config.network.mode!r} has no proxy: it logs no requests",
+                             hint="name a container or network, or use a policy with a proxy")
+        found = next((item for item in networks
+                      if (item.plan.policy, item.plan.identity) == (plan.policy, plan.identity)), None)
+        if found is None:
+            raise NotFoundError("this workspace's proxy is not made yet (the next session with its policy makes it)",
+                                hint="see 'cci network list'")
+    if found.plan.proxy is None:
+        raise UsageError(f"network {found.name} ({found.plan.policy}) has no proxy: it logs no requests")
+    return found.name
+
+
+def _record_line(record: RequestRecord) -> str:
+    from cci_core.terminal_text import printable
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.time))
+    verdict = "ALLOWED" if record.allowed else "DENIED "
+    target = f"{record.host}:{record.port}" if record.port else record.host
+    sni = f" sni={record.sni}" if record.sni and record.sni != record.host else ""
+    text = (f"{when} {verdict} {record.method} {target}{sni} {record.status or '-'} [{record.rule or '-'}] "
+            f"{record.sent}/{record.received} B {record.duration_ms} ms")
+    return printable(text)
+
+
+def _record_json(record: RequestRecord) -> str:
+    import json
+
+    from cci_core.terminal_text import escape_in_string
+
+    return escape_in_string(json.dumps(record._asdict(), ensure_ascii=False))
 
 
 @network.command()
@@ -106,7 +177,8 @@ def refresh(ctx: click.Context, names: Sequence[str], due: bool) -> None:
 @click.option("--unused", is_flag=True, help="Every policy network no container uses.")
 @click.pass_context
 def delete(ctx: click.Context, names: Sequence[str], unused: bool) -> None:
-    """Delete policy networks NAMES (or --unused ones); cci makes them again when a session needs them."""
+    """Delete policy networks NAMES (or --unused ones), with their proxies; cci makes them again when a session
+    needs them."""
     driver = get_state(ctx).driver
     if bool(names) == unused:
         raise UsageError("give network names or --unused", hint="see 'cci network list'")
@@ -143,7 +215,32 @@ def _document(plan: NetworkPlan | None, found: PolicyNetwork | None, policy: str
         "refresh_minutes": plan.refresh_minutes,
         "refreshed_at": found.refreshed_at if found else None,
         "notes": list(plan.notes),
+        "proxy": None if plan.proxy is None else {
+            "container": found.proxy or None if found else None,
+            "status": found.proxy_status or None if found else None,
+            "rules": [{"action": rule.action, "pattern": rule.pattern, "ports": list(rule.ports),
+                       "source": rule.source} for rule in plan.proxy.rules],
+            "hosts": dict(plan.proxy.hosts),
+        },
     }
+
+
+def _show_proxy(plan: NetworkPlan, found: PolicyNetwork | None) -> None:
+    """The proxy part of ``cci network show``: the proxy container, its host rules with their sources, its host map."""
+    from cci_core.network_policy import DEFAULT_PORTS
+    from cci_core.terminal_text import printable
+
+    assert plan.proxy is not None
+    where = f"{found.proxy} ({found.proxy_status})" if found and found.proxy else "not made yet"
+    click.echo(f"proxy    {where}; containers reach nothing else (the rules above are the proxy's own egress)")
+    click.echo("host rules (denials win over allows; a request no rule allows is denied):")
+    print_table(["  ACTION", "HOST", "PORTS", "FROM"],
+                [[f"  {rule.action}", printable(rule.pattern), ",".join(map(str, rule.ports or DEFAULT_PORTS)),
+                  printable(rule.source or "-")] for rule in plan.proxy.rules])
+    if plan.proxy.hosts:
+        click.echo("hosts (the proxy's own names):")
+        print_table(["  NAME", "ADDRESS"], [[f"  {printable(name)}", printable(address)]
+                                           for name, address in sorted(plan.proxy.hosts.items())])
 
 
 def _echo_json(document: Any) -> None:
@@ -176,6 +273,8 @@ def _show(plan: NetworkPlan | None, found: PolicyNetwork | None, policy: str, fm
     if not any(rule.description == BROADCAST_RULE for rule in plan.rules):  # a plan not enforced yet
         host = ", and every address of the host itself" if plan.block_host else ""
         click.echo(f"  and the driver rejects multicast and broadcast{host} (but DHCP and DNS of the network)")
+    if plan.proxy is not None:
+        _show_proxy(plan, found)
     if plan.addresses:
         click.echo("addresses:")
         print_table(["  NAME", "IPV4"],

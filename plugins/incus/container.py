@@ -120,14 +120,63 @@ class IncusContainer(Container):
         return {}, list(mounts)
 
     def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
+        from cci_builtin_plugins.incus import proxy
+
         extra, mounts = self._mounts_and_config(mounts)
         devices = {mount.device: disk_device(mount) for mount in mounts}
         if _has_host_mounts({**self._devices, **devices}):
             extra["boot.autostart"] = "false"  # only cci starts it, checking its mounts (not Incus at boot)
-        if network is not None:
+        ca = proxy.ca_of(self._api, network) if network is not None else ""
+        if network is not None and not ca and self._behind_proxy():
+            self._leave_proxy()  # a container reused under a plan without proxy gets its NIC back
+        if ca:  # a network with a proxy: no NIC at all, squid's port on the container's loopback
+            devices.update(proxy.agent_devices(self._devices, proxy.socket_path(
+                proxy.socket_dir_of(self._api), self._api.project or "default", str(network))))
+            extra.update(proxy.agent_environment())
+        elif network is not None:
             devices.update(nic_devices(self._devices, network, filtering=self._nic_filtering))
         self._patch({"config": {**config, **extra}, "devices": devices}, f"configuring {self.name}")
         self._devices.update(devices)
+        self._config.update({**config, **extra})
+        if ca:
+            self._trust(ca)
+
+    def _behind_proxy(self) -> bool:
+        from cci_builtin_plugins.incus.proxy import AGENT_KEYS, DEVICE
+
+        device = self._devices.get(DEVICE) or {}
+        return device.get("bind") == "instance" or any(key in self._config for key in AGENT_KEYS)
+
+    def _leave_proxy(self) -> None:
+        """Remove the proxy device and the proxy's variables (see :mod:`.proxy`)."""
+        from cci_builtin_plugins.incus.proxy import AGENT_KEYS, DEVICE
+
+        def edit(current: dict[str, Any]) -> bool:
+            config, devices = current.get("config") or {}, current.get("devices") or {}
+            if (devices.get(DEVICE) or {}).get("bind") != "instance" and not any(key in config for key in AGENT_KEYS):
+                return False
+            current["config"] = {key: value for key, value in config.items() if key not in AGENT_KEYS}
+            current["devices"] = {name: device for name, device in devices.items()
+                                  if name != DEVICE or device.get("bind") != "instance"}
+            return True
+
+        self._put_edited(f"taking {self.name} off its proxy", edit)
+        self._devices.pop(DEVICE, None)
+        for key in AGENT_KEYS:
+            self._config.pop(key, None)
+
+    def _trust(self, ca: str) -> None:
+        """The proxy CA in the container: alone, and appended to a copy of the image's CA bundle."""
+        from cci_builtin_plugins.incus.errors import APINotFound
+        from cci_builtin_plugins.incus.proxy import CA_BUNDLE, CA_FILE, IMAGE_BUNDLE, bundle
+
+        try:
+            image_bundle = self.pull_file(IMAGE_BUNDLE)
+        except APINotFound:
+            image_bundle = b""
+        for path, data in ((CA_FILE, ca.encode()), (CA_BUNDLE, bundle(image_bundle, ca))):
+            self.make_directory(str(Path(path).parent))
+            self.push_file(path, data, mode=0o644)
 
     def add_mount(self, mount: Mount) -> None:
         extra, (mount,) = self._mounts_and_config([mount])
@@ -183,25 +232,33 @@ class IncusContainer(Container):
                                hint="check those sources for links put there from a container, then start it again")
 
     def remove_mounts(self, devices: Sequence[str]) -> None:
-        action = f"removing mounts from {self.name}"
+        def edit(current: dict[str, Any]) -> bool:
+            if not any(name in (current.get("devices") or {}) for name in devices):
+                return False
+            current["devices"] = {name: device for name, device in current["devices"].items() if name not in devices}
+            return True
+
+        self._put_edited(f"removing mounts from {self.name}", edit)
+        for name in devices:
+            self._devices.pop(name, None)
+
+    def _put_edited(self, action: str, edit: Callable[[dict[str, Any]], bool]) -> None:
+        """Read the instance, let ``edit`` change its writable fields (False: nothing to do), and put it back;
+        read again while someone else changes it meanwhile."""
         for _attempt in range(10):
             response = self._api.request("GET", self._path, f"reading {self.name}")
             current = response.json()["metadata"]
-            if not any(name in (current.get("devices") or {}) for name in devices):
-                break
             body = {key: current[key] for key in _WRITABLE if key in current}
-            body["devices"] = {name: device for name, device in current["devices"].items() if name not in devices}
+            if not edit(body):
+                return
             try:
                 self._when_idle(lambda: self._api.call("PUT", self._path, action, body,
                                                        headers={"If-Match": response.headers.get("ETag", "")}))
-                break
+                return
             except APIError as exc:
                 if exc.status != 412:
                     raise
-        else:
-            raise BackendError(f"{action}: it kept changing under us")
-        for name in devices:
-            self._devices.pop(name, None)
+        raise BackendError(f"{action}: it kept changing under us")
 
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
         self._state("stop", f"stopping {self.name}", force=force, timeout=timeout)

@@ -7,7 +7,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from cci_builtin_plugins.incus.container import IncusContainer
     from cci_builtin_plugins.incus.networks import PolicyNetworks
     from cci_builtin_plugins.incus.rest import IncusAPI
-    from cci_core.api import NetworkPlan, PolicyNetwork
+    from cci_core.api import NetworkPlan, PolicyNetwork, RequestRecord, Substitution
 
 #: an Incus instance name: letters, digits and hyphens, not starting or ending with a hyphen
 INSTANCE_NAME = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z"
@@ -130,10 +130,20 @@ class IncusDriver(Driver):
         """The networks that enforce network policies (see :mod:`.networks`)."""
         from cci_builtin_plugins.incus.networks import PolicyNetworks
 
-        return PolicyNetworks(self.api, self.settings)
+        image = getattr(self.config.network, "proxy_image", "") if self.config is not None else ""
+        return PolicyNetworks(self.api, self.settings, image or "cci-proxy")
 
     def ensure_network(self, plan: NetworkPlan) -> str:
         return self.networks.ensure(plan)
+
+    def route_secrets(self, network: str, substitutions: Sequence[Substitution]) -> None:
+        self.networks.proxies.route_secrets(network, substitutions)
+
+    def network_log(self, network: str, *, follow: bool = False) -> Iterator[RequestRecord]:
+        if self.networks.proxies.find(network) is None:
+            raise NotFoundError(f"network {network!r} has no proxy (only the proxy policy logs requests)",
+                                hint="see 'cci network list'")
+        return self.networks.proxies.log(network, follow=follow)
 
     def policy_networks(self) -> list[PolicyNetwork]:
         return self.networks.list()

@@ -22,7 +22,7 @@ import hashlib
 import ipaddress
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -38,14 +38,20 @@ from cci_core.api import (
     Rule,
 )
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
+from cci_builtin_plugins.incus.proxy import spec_json, spec_of
 from cci_builtin_plugins.incus.rest import quote
 
 if TYPE_CHECKING:
+    from cci_builtin_plugins.incus.proxy import ProxyContainers
     from cci_builtin_plugins.incus.settings import IncusSettings
     from cci_builtin_plugins.incus.rest import IncusAPI
 
 PREFIX = "cci-"
 POLICY_KEY = LABEL_PREFIX + "policy"
+#: the ACL key holding a plan's :class:`~cci_core.network_policy.ProxySpec` (see :mod:`.proxy`)
+PROXY_KEY = LABEL_PREFIX + "proxy"
+#: the plan setting with the PEM text of ``[network] proxy_trust_ca`` (the proxy policy's)
+TRUST_CA_PEM = "proxy_trust_ca_pem"
 _NO_AUTO_SUBNET = "find an unused IPv4 subnet"
 _SUBNET_TRIES = 8
 #: the rules :func:`host_rules` adds (a refresh of the host's addresses replaces them)
@@ -81,6 +87,7 @@ def acl_body(plan: NetworkPlan) -> dict[str, Any]:
             LABEL_PREFIX + "refresh-minutes": str(plan.refresh_minutes),
             LABEL_PREFIX + "block-host": "true" if plan.block_host else "false",
             LABEL_PREFIX + "refreshed-at": f"{time.time():.0f}",
+            PROXY_KEY: spec_json(plan.proxy) if plan.proxy is not None else "",
         }.items() if value},
     }
 
@@ -100,7 +107,7 @@ def plan_of(acl: Mapping[str, Any]) -> tuple[NetworkPlan, float]:
         policy=value("policy"), identity=value("identity"), default=value("default", "reject"),  # type: ignore[arg-type]
         rules=rules, settings=json.loads(value("settings", "{}")), addresses=addresses,
         refresh_minutes=int(value("refresh-minutes", "0") or 0),
-        block_host=blocks_host(acl),
+        block_host=blocks_host(acl), proxy=spec_of(value("proxy")),
     )
     return plan, float(value("refreshed-at", "0") or 0)
 
@@ -218,12 +225,44 @@ def _instance_names(used_by: list[str]) -> tuple[str, ...]:
     return tuple(unquote(url[len(prefix):].split("?")[0]) for url in used_by if url.startswith(prefix))
 
 
+def proxy_users(instances: Iterable[Mapping[str, Any]], socket: Callable[[str], str]) -> dict[str, dict[str, Any]]:
+    """For each bridge with a proxy container: the proxy's name and status, and the agents behind it.
+
+    Agents have no NIC on the bridge (Incus's ``used_by`` misses them): an agent is one whose
+    proxy device connects to the bridge's socket (``socket(bridge)``).
+    """
+    from cci_builtin_plugins.incus.proxy import DEVICE, NETWORK_LABEL, is_proxy
+
+    found: dict[str, dict[str, Any]] = {}
+    for instance in instances:
+        config = instance.get("config") or {}
+        if is_proxy(config):
+            bridge = str(config.get(LABEL_PREFIX + NETWORK_LABEL, ""))
+            found.setdefault(bridge, {"agents": []}).update(proxy=instance["name"],
+                                                             status=str(instance.get("status", "")).lower())
+    for instance in instances:
+        device = (instance.get("devices") or {}).get(DEVICE) or {}
+        for bridge, entry in found.items():
+            if device.get("bind") == "instance" and device.get("connect") == f"unix:{socket(bridge)}":
+                entry["agents"].append(instance["name"])
+    return found
+
+
 class PolicyNetworks:
     """Creates, updates, lists and deletes cci's policy networks and their ACLs."""
 
-    def __init__(self, api: IncusAPI, settings: IncusSettings) -> None:
+    def __init__(self, api: IncusAPI, settings: IncusSettings, proxy_image: str = "cci-proxy") -> None:
         self.api = api
         self.settings = settings
+        self.proxy_image = proxy_image
+
+    @property
+    def proxies(self) -> ProxyContainers:
+        """The proxy containers of the plans with ``proxy`` (see :mod:`.proxy`)."""
+        from cci_builtin_plugins.incus.proxy import ProxyContainers, socket_dir_of
+
+        return ProxyContainers(self.api, self.proxy_image, socket_dir_of(self.api),
+                               nic_filtering=self.settings.network_filtering)
 
     def ensure(self, plan: NetworkPlan) -> str:
         name = network_name(plan, nat=self.settings.network_nat)
@@ -253,6 +292,8 @@ class PolicyNetworks:
         config = network.get("config") or {}
         if any(config.get(key) != value for key, value in wanted.items()):
             self.api.call("PATCH", f"/1.0/networks/{quote(name)}", f"updating network {name}", {"config": wanted})
+        if plan.proxy is not None:
+            self.proxies.ensure(name, plan.proxy, str(plan.settings.get(TRUST_CA_PEM) or ""))
         self._start_guard()
         return name
 
@@ -446,14 +487,25 @@ class PolicyNetworks:
         acls = {acl["name"]: acl for acl in self.api.get("/1.0/network-acls", "listing network ACLs", recursion=1)
                 or []}
         result = []
+        proxies: dict[str, Mapping[str, Any]] | None = None
         for network in networks:
             name = network["name"]
             acl = acls.get(name)
             if acl is None:
                 continue
             plan, refreshed_at = plan_of(acl)
-            result.append(PolicyNetwork(name, plan, refreshed_at, _instance_names(network.get("used_by") or []),
-                                        (network.get("config") or {}).get("ipv4.address", "")))
+            used_by = _instance_names(network.get("used_by") or [])
+            proxy = ""
+            if plan.proxy is not None:
+                if proxies is None:
+                    proxies = proxy_users(self.api.get("/1.0/instances", "listing containers", recursion=1) or [],
+                                          self.proxies.socket)
+                found = proxies.get(name) or {}
+                proxy = str(found.get("proxy", ""))
+                used_by = tuple(item for item in (*used_by, *found.get("agents", ())) if item != proxy)
+            result.append(PolicyNetwork(name, plan, refreshed_at, used_by,
+                                        (network.get("config") or {}).get("ipv4.address", ""), proxy,
+                                        str((proxies or {}).get(name, {}).get("status", ""))))
         if any(item.used_by for item in result):  # containers Incus started by itself (at boot) are guarded
             self._start_guard()                    # from the next cci command that looks (attach, shell, network)
         return sorted(result, key=lambda item: item.name)
@@ -466,6 +518,7 @@ class PolicyNetworks:
         if network is not None:
             if POLICY_KEY not in (network.get("config") or {}):
                 raise BackendError(f"network {name} was not made by cci; cci leaves it alone")
+            self.proxies.delete(name)  # its proxy container goes first: it holds the bridge
             self.api.call("DELETE", f"/1.0/networks/{quote(name)}", f"deleting network {name}")
         try:
             self.api.call("DELETE", f"/1.0/network-acls/{quote(name)}", f"deleting network ACL {name}")

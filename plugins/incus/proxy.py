@@ -1,0 +1,577 @@
+"""The filtering proxy of a plan with ``proxy`` (see :mod:`.networks`): one Incus container per policy network.
+
+The proxy container ``cci-proxy-<digest of the bridge's name>`` sits on the plan's bridge
+(its NIC port-isolated and filtered, its egress the plan's ACL), runs squid from the image
+``[network] proxy_image``, and is labelled ``user.cci.kind=proxy``: it is no session, so
+``cci list``, ``kill`` and ``clean`` pass it by; ``cci network delete`` deletes it with its bridge.
+
+Agent containers on such a network get no NIC at all (:func:`agent_devices`): an Incus
+``proxy`` device listens on 127.0.0.1:3128 inside them and connects to a unix socket on the
+Incus server, which the proxy container's own host-bound ``proxy`` device serves with squid's
+port. The socket lives in the directory of Incus's own local socket (``/var/lib/incus``: root's,
+mode 0711, on every local Incus) with mode 0600 and owner root: only Incus's own forkproxy (root)
+connects to it, no other local user can use the proxy or its credentials. A TCP listener on the
+bridge would be open to every local user of the host.
+
+The squid CA is made inside the proxy container at its first start (``openssl``; the key never
+leaves it); its certificate is kept in the container's config key ``user.cci.proxy-ca``, and
+pushed into each agent with the variables that make clients trust it (:func:`agent_files`).
+The rendered configuration's digest is the key ``user.cci.proxy-config``; squid's
+``visible_hostname`` carries it too, so that :meth:`ProxyContainers.wait_ready` knows the
+configuration it asked for is the one in force (after a start or a ``squid -k reconfigure``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from cci_core.api import LABEL_PREFIX, BackendError, ProxySpec, RequestRecord
+from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
+from cci_builtin_plugins.incus.instance_config import nic_devices
+from cci_builtin_plugins.incus.rest import quote
+
+if TYPE_CHECKING:
+    from cci_core.api import HostRule, Substitution
+    from cci_builtin_plugins.incus.container import IncusContainer
+    from cci_builtin_plugins.incus.rest import IncusAPI
+
+PREFIX = "cci-proxy-"
+#: the kind label of a proxy container (sessions are ``session``/``run``; see SessionRecord.is_session)
+KIND = "proxy"
+NETWORK_LABEL = "proxy-network"
+CA_KEY = LABEL_PREFIX + "proxy-ca"
+CONFIG_KEY = LABEL_PREFIX + "proxy-config"
+SECRETS_KEY = LABEL_PREFIX + "proxy-secrets"
+#: when a launch last asked for the proxy (the host guard leaves a proxy asked for lately running)
+WANTED_KEY = LABEL_PREFIX + "proxy-wanted"
+#: squid's port, inside the proxy container and (through the device) inside each agent
+PORT = 3128
+#: the name of the proxy device in both containers
+DEVICE = "cci-proxy"
+PROXY_URL = f"http://127.0.0.1:{PORT}"
+NO_PROXY = "localhost,127.0.0.1,::1"
+#: in the agent: the proxy CA alone, and the image's bundle with it
+CA_FILE = "/usr/local/share/ca-certificates/cci-proxy.crt"
+CA_BUNDLE = "/etc/cci/ca-certificates.crt"
+IMAGE_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+#: the variables an agent gets (the CA ones point at CA_BUNDLE, NODE_EXTRA_CA_CERTS at CA_FILE)
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+NO_PROXY_VARIABLES = ("NO_PROXY", "no_proxy")
+BUNDLE_VARIABLES = ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "PIP_CERT")
+CA_VARIABLES = ("NODE_EXTRA_CA_CERTS",)
+#: in the proxy container (squid's own files: :mod:`.squid`): squid.conf's last line includes APPLIED_CONF,
+#: the ``visible_hostname`` telling which configuration is in force
+APPLIED_CONF = "/etc/squid/cci-applied.conf"
+#: the substitutions the proxy holds (mode 0600, root's): read back to add another one
+SUBSTITUTIONS = "/etc/squid/cci-substitutions.json"
+INIT_SCRIPT = "/usr/local/sbin/cci-proxy-init"
+DROP_IN = "/etc/systemd/system/squid.service.d/cci.conf"
+#: the instance config keys of a proxy: the configuration's digest, its spec, its trust CA's digest
+SPEC_KEY = LABEL_PREFIX + "proxy-spec"
+TRUST_KEY = LABEL_PREFIX + "proxy-trust"
+#: how long squid may take to answer after a start or a reconfigure
+READY_SECONDS = 60.0
+
+
+def socket_dir_of(api: IncusAPI) -> str:
+    """Where the proxies' sockets go: the directory of Incus's local socket (a remote Incus: its default one)."""
+    socket = api.endpoint.socket
+    return str(PurePosixPath(str(socket)).parent) if socket is not None else "/var/lib/incus"
+
+
+def ca_of(api: IncusAPI, network: str) -> str:
+    """The CA of the proxy of bridge ``network`` ("": the network has no proxy)."""
+    name = proxy_name(network)
+    try:
+        instance = api.get(f"/1.0/instances/{quote(name)}", f"looking up proxy {name}") or {}
+    except APINotFound:
+        return ""
+    config = instance.get("config") or {}
+    return str(config.get(CA_KEY, "")) if is_proxy(config) else ""
+
+
+def proxy_name(network: str) -> str:
+    """The proxy container of bridge ``network``."""
+    return PREFIX + hashlib.sha256(network.encode()).hexdigest()[:8]
+
+
+def socket_path(socket_dir: str, project: str, network: str) -> str:
+    """The unix socket on the Incus server through which the agents of ``network`` reach its proxy."""
+    digest = hashlib.sha256(f"{project}\0{network}".encode()).hexdigest()[:12]
+    return str(PurePosixPath(socket_dir, f"cci-proxy-{digest}.sock"))
+
+
+def host_device(socket: str) -> dict[str, str]:
+    """The proxy container's device: the socket on the host, squid's port inside; only root may connect."""
+    return {"type": "proxy", "bind": "host", "listen": f"unix:{socket}", "connect": f"tcp:127.0.0.1:{PORT}",
+            "mode": "0600", "uid": "0", "gid": "0"}
+
+
+def agent_device(socket: str) -> dict[str, str]:
+    """An agent's device: squid's port on the agent's loopback, connected to the proxy's socket on the host."""
+    return {"type": "proxy", "bind": "instance", "listen": f"tcp:127.0.0.1:{PORT}", "connect": f"unix:{socket}"}
+
+
+def agent_environment() -> dict[str, str]:
+    """The ``environment.*`` keys of an agent behind the proxy."""
+    values = {**dict.fromkeys(PROXY_VARIABLES, PROXY_URL), **dict.fromkeys(NO_PROXY_VARIABLES, NO_PROXY),
+              **dict.fromkeys(BUNDLE_VARIABLES, CA_BUNDLE), **dict.fromkeys(CA_VARIABLES, CA_FILE)}
+    return {f"environment.{name}": value for name, value in values.items()}
+
+
+#: every config key :func:`agent_environment` sets (removed again when the agent leaves the proxy)
+AGENT_KEYS = tuple(agent_environment())
+
+
+def agent_devices(devices: Mapping[str, Mapping[str, Any]], socket: str) -> dict[str, dict[str, str]]:
+    """Devices that put an agent behind the proxy: every NIC masked (``type=none``), the proxy device added."""
+    nics = sorted(name for name, device in devices.items() if device.get("type") == "nic")
+    return {**{name: {"type": "none"} for name in nics or ["eth0"]}, DEVICE: agent_device(socket)}
+
+
+def bundle(image_bundle: bytes, ca: str) -> bytes:
+    """The image's CA bundle with the proxy CA after it."""
+    text = image_bundle if not image_bundle or image_bundle.endswith(b"\n") else image_bundle + b"\n"
+    return text + ca.encode()
+
+
+def probe_command(hostname: str) -> list[str]:
+    """A command run in the proxy container: exit 0 once squid answers with ``visible_hostname`` ``hostname``.
+
+    It asks for no URL: squid answers 400 and logs a line that is no request record (never shown).
+    """
+    script = (f'exec 3<>/dev/tcp/127.0.0.1/{PORT} || exit 1; '
+              'printf "GET /cci-probe HTTP/1.0\\r\\n\\r\\n" >&3; '
+              f'timeout 5 cat <&3 | grep -q -F -- "{hostname}"')
+    return ["bash", "-c", script]
+
+
+def squid_error(log: str) -> str:
+    """The line of squid's log that says why it did not start (its last FATAL or ERROR line, else its last)."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for marker in ("FATAL", "ERROR", "Bungled", "fail"):
+        found = [line for line in lines if marker in line]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else "no log"
+
+
+INIT_TEXT = """#!/bin/sh
+# made by cci: before squid's first start, the proxy's CA (made here: its key never leaves) and squid's
+# certificate store
+set -e
+umask 022
+mkdir -p {conf_dir}
+if [ ! -s {ca_cert} ]; then
+    (umask 027; {ca_command})
+    chgrp proxy {ca_key}
+    chmod 640 {ca_key}
+    chmod 644 {ca_cert}
+fi
+if [ ! -d {cert_db} ]; then
+    mkdir -p "$(dirname {cert_db})"
+    {certgen} -c -s {cert_db} -M 4MB >/dev/null
+    chown -R proxy:proxy {cert_db}
+fi
+touch {access_log}
+chown proxy:proxy {access_log}
+"""
+
+
+def init_script() -> bytes:
+    """The step cci adds before squid's own start (see :data:`DROP_IN_TEXT`)."""
+    import shlex
+
+    from cci_builtin_plugins.incus import squid
+
+    return INIT_TEXT.format(conf_dir=squid.CONF_DIR, ca_cert=squid.CA_CERT, ca_key=squid.CA_KEY,
+                            ca_command=shlex.join(squid.ca_command()), cert_db=squid.CERT_DB,
+                            certgen=squid.CERTGEN, access_log=squid.ACCESS_LOG).encode()
+
+
+#: cci's step before squid's own (which reads the configuration, and so needs the CA made)
+DROP_IN_TEXT = f"[Service]\nExecStartPre=\nExecStartPre={INIT_SCRIPT}\nExecStartPre=/usr/sbin/squid --foreground -z\n"
+
+
+def rendered(spec: ProxySpec, substitutions: Sequence[Substitution], trust_ca: str) -> dict[str, tuple[bytes, int]]:
+    """Every file of the proxy's configuration (:func:`squid.render`), squid.conf including cci's last word."""
+    from cci_builtin_plugins.incus import squid
+
+    files = dict(squid.render(spec, substitutions, trust_ca=trust_ca))
+    content, mode = files[squid.SQUID_CONF]
+    files[squid.SQUID_CONF] = (content + f"include {APPLIED_CONF}\n".encode(), mode)
+    return files
+
+
+def public_digest(spec: ProxySpec, substitutions: Sequence[Substitution], trust_ca: str) -> str:
+    """What tells two configurations apart, computed without the secrets' values (it is kept in a label)."""
+    text = json.dumps([spec_json(spec), sorted(_secret_tag(item) for item in substitutions), trust_ca])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _secret_tag(substitution: Substitution) -> str:
+    return hashlib.sha256(substitution.placeholder.encode()).hexdigest()[:16]
+
+
+def substitutions_json(substitutions: Sequence[Substitution]) -> bytes:
+    return json.dumps([list(item) for item in substitutions]).encode()
+
+
+def substitutions_of(data: bytes) -> list[Substitution]:
+    """What :func:`substitutions_json` wrote (entries not of that shape are left out)."""
+    from cci_core.api import Substitution
+
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return []
+    found = []
+    for entry in document if isinstance(document, list) else ():
+        try:
+            name, placeholder, value, hosts, headers = entry
+            found.append(Substitution(str(name), str(placeholder), str(value), tuple(map(str, hosts)),
+                                      tuple(map(str, headers))))
+        except (TypeError, ValueError):
+            continue
+    return found
+
+
+class ProxyContainers:
+    """Creates, starts, reconfigures and deletes the proxy containers of cci's policy networks."""
+
+    def __init__(self, api: IncusAPI, image: str, socket_dir: str, *, nic_filtering: bool = True) -> None:
+        self.api = api
+        self.image = image
+        self.socket_dir = socket_dir
+        self.nic_filtering = nic_filtering
+
+    def socket(self, network: str) -> str:
+        return socket_path(self.socket_dir, self.api.project or "default", network)
+
+    def _container(self, instance: Mapping[str, Any]) -> IncusContainer:
+        from cci_builtin_plugins.incus.container import IncusContainer
+
+        return IncusContainer(self.api, instance)
+
+    def find(self, network: str) -> dict[str, Any] | None:
+        """The proxy container of ``network`` as Incus has it, or None."""
+        name = proxy_name(network)
+        try:
+            instance = dict(self.api.get(f"/1.0/instances/{quote(name)}", f"looking up proxy {name}"))
+        except APINotFound:
+            return None
+        if not is_proxy(instance.get("config") or {}):
+            raise BackendError(f"container {name} is in the way of network {network}'s proxy: cci did not make it",
+                               hint=f"rename or delete {name}")
+        return instance
+
+    def ensure(self, network: str, spec: ProxySpec, trust_ca: str = "") -> None:
+        """The proxy of ``network`` running and enforcing ``spec``: made, started or reconfigured as needed."""
+        name = proxy_name(network)
+        instance = self.find(network)
+        if instance is None:
+            instance = self._create(network, spec, trust_ca)
+        instance = self._wait_made(name, instance)
+        config = instance.get("config") or {}
+        container = self._container(instance)
+        running = str(instance.get("status")) == "Running"
+        if config.get(SPEC_KEY) != spec_json(spec) or config.get(TRUST_KEY, "") != _digest(trust_ca):
+            with self._locked(container):
+                self._apply(container, spec, self._substitutions(container), trust_ca, reconfigure=running)
+        if not running:
+            try:
+                container.start()
+            except APIError as exc:
+                if "already running" not in exc.detail.lower():
+                    raise
+            self.wait_ready(container, str(self._config(name).get(CONFIG_KEY, "")))
+        self._patch_config(name, {WANTED_KEY: f"{time.time():.0f}"})
+
+    def _create(self, network: str, spec: ProxySpec, trust_ca: str) -> dict[str, Any]:
+        """Make, configure, start and check the proxy; nothing is left when that fails."""
+        from cci_builtin_plugins.incus.driver import IncusDriver, image_source
+
+        name = proxy_name(network)
+        body = {
+            "name": name, "type": "container", "source": image_source(self.image),
+            "description": f"cci filtering proxy of network {network}",
+            "config": {**IncusDriver.base_config, "security.nesting": "false", "boot.autostart": "false",
+                       LABEL_PREFIX + "kind": KIND, LABEL_PREFIX + NETWORK_LABEL: network},
+            "devices": {DEVICE: host_device(self.socket(network))},
+        }
+        try:
+            self.api.call("POST", "/1.0/instances", f"creating proxy {name}", body)
+        except APIError as exc:
+            if is_conflict(exc):  # another cci makes it: theirs is used
+                found = self.find(network)
+                if found is not None:
+                    return found
+            if not self._image_exists():
+                raise BackendError(f"the proxy image {self.image!r} is missing",
+                                   hint="build it with 'cci build proxy'") from exc
+            raise
+        try:
+            instance = self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}")
+            nic = nic_devices(instance.get("expanded_devices") or {}, network, filtering=self.nic_filtering)
+            self.api.call("PATCH", f"/1.0/instances/{quote(name)}", f"configuring proxy {name}", {"devices": nic})
+            container = self._container(instance)
+            container.make_directory(str(PurePosixPath(DROP_IN).parent))
+            container.push_file(INIT_SCRIPT, init_script(), mode=0o755)
+            container.push_file(DROP_IN, DROP_IN_TEXT.encode(), mode=0o644)
+            self._apply(container, spec, [], trust_ca, reconfigure=False)
+            container.start()
+            self.wait_ready(container, str(self._config(name).get(CONFIG_KEY, "")))
+            ca = container.pull_file(_squid().CA_CERT).decode("ascii")
+            if "BEGIN CERTIFICATE" not in ca:
+                raise BackendError(f"proxy {name} made no CA certificate")
+            self._patch_config(name, {CA_KEY: ca})
+        except BaseException:
+            self._delete_quietly(name)
+            raise
+        return dict(self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}"))
+
+    def _config(self, name: str) -> dict[str, Any]:
+        return dict(self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}").get("config") or {})
+
+    def _apply(self, container: IncusContainer, spec: ProxySpec, substitutions: Sequence[Substitution],
+               trust_ca: str, *, reconfigure: bool) -> None:
+        """Push the configuration for ``spec`` and ``substitutions``; a running squid reads it again (waited on)."""
+        squid = _squid()
+        files = rendered(spec, substitutions, trust_ca)
+        container.make_directory(squid.CONF_DIR, mode=0o750, gid=squid.PROXY_GID)
+        for path, (content, mode) in files.items():
+            container.push_file(path, content, mode=mode, gid=squid.PROXY_GID)
+        container.push_file(SUBSTITUTIONS, substitutions_json(substitutions), mode=0o600)
+        digest = public_digest(spec, substitutions, trust_ca)
+        container.push_file(APPLIED_CONF, f"visible_hostname cci-{digest}\n".encode(), mode=0o644)
+        self._patch_config(container.name, {CONFIG_KEY: digest, SPEC_KEY: spec_json(spec), TRUST_KEY: _digest(trust_ca),
+                                            SECRETS_KEY: ",".join(sorted(_secret_tag(item) for item in substitutions))})
+        if reconfigure:
+            result = container.exec(["squid", "-k", "reconfigure"])
+            if result.exit_code != 0:
+                raise BackendError(f"proxy {container.name} refused its new configuration: "
+                                   f"{squid_error(result.stderr + result.stdout)}")
+            self.wait_ready(container, digest)
+
+    def _substitutions(self, container: IncusContainer) -> list[Substitution]:
+        """The substitutions the proxy holds (read from the proxy: their values are nowhere else)."""
+        try:
+            return substitutions_of(container.pull_file(SUBSTITUTIONS))
+        except APINotFound:
+            return []
+
+    @contextlib.contextmanager
+    def _locked(self, container: IncusContainer) -> Iterator[None]:
+        """One cci at a time changes a proxy's configuration (an exclusive lock file in ~/.cci/run)."""
+        import fcntl
+        import os
+
+        from cci_core.api import state_dir
+
+        directory = state_dir() / "run"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(directory / f"{container.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _image_exists(self) -> bool:
+        try:
+            self.api.get(f"/1.0/images/aliases/{quote(self.image)}", f"looking up image {self.image}")
+        except APINotFound:
+            return False
+        return True
+
+    def _wait_made(self, name: str, instance: dict[str, Any]) -> dict[str, Any]:
+        """The proxy once its maker has finished (its CA recorded): another cci may be making it right now."""
+        deadline = time.monotonic() + READY_SECONDS
+        delay = 0.05
+        while not (instance.get("config") or {}).get(CA_KEY):
+            if time.monotonic() > deadline:
+                raise BackendError(f"proxy {name} was not ready after {READY_SECONDS:.0f} s",
+                                   hint=f"see 'incus info --show-log {name}'; 'cci network delete' makes it afresh")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            try:
+                instance = dict(self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}"))
+            except APINotFound:
+                raise BackendError(f"proxy {name} could not be made (another cci gave up on it)",
+                                   hint="try again") from None
+        return instance
+
+    def _patch_config(self, name: str, config: Mapping[str, str]) -> None:
+        self.api.call("PATCH", f"/1.0/instances/{quote(name)}", f"labelling proxy {name}", {"config": dict(config)})
+
+    def wait_ready(self, container: IncusContainer, digest: str, timeout: float = READY_SECONDS) -> None:
+        """Wait until squid answers with the configuration of ``digest`` (see :func:`probe_command`)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            try:
+                if container.exec(probe_command(f"cci-{digest}")).exit_code == 0:
+                    return
+            except APIError:
+                pass  # not running yet
+            if time.monotonic() > deadline or container.status() not in ("running", "starting"):
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        raise BackendError(f"the proxy {container.name} did not come up: {self._squid_log(container)}",
+                           hint=f"see 'incus exec {container.name} -- journalctl -u squid'")
+
+    def _squid_log(self, container: IncusContainer) -> str:
+        from cci_core.api import printable
+
+        try:
+            result = container.exec(["sh", "-c", "journalctl -u squid -n 40 --no-pager -o cat 2>/dev/null; "
+                                                 f"tail -n 40 {_squid().CACHE_LOG} 2>/dev/null"])
+            return printable(squid_error(result.stdout))
+        except APIError as exc:
+            return str(exc)
+
+    def route_secrets(self, network: str, substitutions: Sequence[Substitution]) -> None:
+        """Add ``substitutions`` to those the proxy holds; reconfigure squid if any was new (waited on)."""
+        instance = self._existing(network)
+        if not {_secret_tag(item) for item in substitutions} - set(_secret_list(instance.get("config") or {})):
+            return
+        container = self._container(instance)
+        with self._locked(container):
+            config = self._config(container.name)
+            spec = spec_of(str(config.get(SPEC_KEY, "")))
+            if spec is None:
+                raise BackendError(f"proxy {container.name} has no configuration",
+                                   hint="'cci network delete' its network; the next session makes it afresh")
+            held = {item.placeholder: item for item in self._substitutions(container)}
+            merged = {**held, **{item.placeholder: item for item in substitutions}}
+            if list(merged) == list(held):
+                return
+            trust = str(config.get(TRUST_KEY, ""))
+            self._apply(container, spec, list(merged.values()), self._trust_ca(container) if trust else "",
+                        reconfigure=str(instance.get("status")) == "Running")
+
+    def _trust_ca(self, container: IncusContainer) -> str:
+        try:
+            return container.pull_file(_squid().TRUST_CA).decode()
+        except APINotFound:
+            return ""
+
+    def log(self, network: str, *, follow: bool = False) -> Iterator[RequestRecord]:
+        """The proxy's request log as records, oldest first; with ``follow``, then each new request as squid
+        writes it (``tail -F`` in the proxy), until closed."""
+        from cci_builtin_plugins.incus.proxy_log import parse_line
+
+        container = self._container(self._existing(network))
+        for line in _log_lines(container, follow=follow):
+            record = parse_line(line.decode("utf-8", "replace"))
+            if record is not None:
+                yield record
+
+    def _existing(self, network: str) -> dict[str, Any]:
+        instance = self.find(network)
+        if instance is None:
+            raise BackendError(f"network {network} has no proxy", hint="start a session with its policy again")
+        return instance
+
+    def stop(self, network: str) -> None:
+        instance = self.find(network)
+        if instance is not None and str(instance.get("status")) == "Running":
+            self._container(instance).stop(force=True)
+
+    def delete(self, network: str) -> None:
+        """Delete the proxy of ``network`` (if it has one), running or not."""
+        self._delete_quietly(proxy_name(network), quiet=False)
+
+    def _delete_quietly(self, name: str, *, quiet: bool = True) -> None:
+        from cci_core.api import ignoring_interrupts
+
+        with ignoring_interrupts():
+            try:
+                container = self._container(self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}"))
+                if container.status() != "stopped":
+                    container.stop(force=True)
+                container.delete()
+            except APINotFound:
+                return
+            except APIError:
+                if not quiet:
+                    raise
+
+
+def _squid() -> Any:
+    from cci_builtin_plugins.incus import squid
+
+    return squid
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16] if text else ""
+
+
+def _log_lines(container: IncusContainer, *, follow: bool) -> Iterator[bytes]:
+    """The lines of the access log; with ``follow`` read as they come from ``tail -F`` in another thread."""
+    if not follow:
+        try:
+            yield from container.pull_file(_squid().ACCESS_LOG).splitlines()
+        except APINotFound:
+            return
+        return
+    import queue
+    import threading
+
+    lines: queue.Queue[bytes | None] = queue.Queue(maxsize=10000)
+    pending = bytearray()
+
+    def take(chunk: bytes) -> None:
+        pending.extend(chunk)
+        *done, rest = bytes(pending).split(b"\n")
+        pending[:] = rest
+        for line in done:
+            lines.put(line)
+
+    def run() -> None:
+        try:
+            container.exec(["tail", "-n", "+1", "-F", _squid().ACCESS_LOG], stdout=take, stderr=lambda _chunk: None)
+        finally:
+            lines.put(None)
+
+    threading.Thread(target=run, daemon=True, name="cci-network-log").start()
+    while (line := lines.get()) is not None:
+        yield line
+
+
+def _secret_list(config: Mapping[str, Any]) -> list[str]:
+    return [item for item in str(config.get(SECRETS_KEY, "")).split(",") if item]
+
+
+def is_proxy(config: Mapping[str, Any]) -> bool:
+    """Whether an instance config marks a proxy container."""
+    return str(config.get(LABEL_PREFIX + "kind", "")) == KIND
+
+
+def spec_json(spec: ProxySpec) -> str:
+    """``spec`` as JSON (kept with the plan in its network ACL)."""
+    return json.dumps({"rules": [list(rule) for rule in spec.rules], "hosts": dict(spec.hosts)}, sort_keys=True)
+
+
+def spec_of(text: str) -> ProxySpec | None:
+    """The spec :func:`spec_json` wrote (None: none, or unreadable)."""
+    from cci_core.api import HostRule
+
+    if not text:
+        return None
+    try:
+        document = json.loads(text)
+        rules = tuple(HostRule(action, pattern, tuple(ports), source)
+                      for action, pattern, ports, source in document["rules"])
+        return ProxySpec(rules, dict(document.get("hosts") or {}))
+    except (ValueError, TypeError, KeyError):
+        return None
