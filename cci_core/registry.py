@@ -155,6 +155,10 @@ class Registries:
             if entry.plugin == plugin
         ]
 
+    def secret_specs(self) -> dict[str, SecretSpec]:
+        """Every secret plugins declare, by name."""
+        return {entry.name: entry.item for entry in self.secrets.entries()}
+
     def config_sections(self) -> dict[str, tuple[type, str]]:
         """Section name -> ``(NamedTuple class, plugin)`` of every declared section, in the order declared."""
         return {name: (entry.item, entry.plugin) for name, entry in self.settings._entries.items()}

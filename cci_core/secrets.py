@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from cci_core.config import Config
-    from cci_core.network_policy import NetworkPlan
+    from cci_core.network_policy import NetworkPlan, NetworkPolicy
     from cci_core.tool import ToolAdapter
 
 
@@ -113,7 +113,7 @@ def placeholder_key(path: Path | None = None) -> bytes:
             descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.{os.getpid()}")
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
             write_private(temporary, secrets.token_hex(32))
             try:
                 os.link(temporary, path)  # fails if another process made it first: its key is the key
@@ -172,6 +172,24 @@ def check_config(config: Config, known: Mapping[str, SecretSpec]) -> None:
                 raise ConfigError(f"{name}: {problem}", key="secrets.headers")
 
 
+def check_secrets(config: Config, known: Mapping[str, SecretSpec], policy: NetworkPolicy) -> None:
+    """Refuse ``[secrets]`` entries before anything is launched: malformed ones, and any under a plan without a
+    proxy (the plan is made only when there are entries)."""
+    check_config(config, known)
+    if configured(config):
+        plan = policy.plan(config.network)
+        if plan is None or plan.proxy is None:
+            raise _no_proxy(config)
+
+
+def _no_proxy(config: Config) -> Exception:
+    from cci_core.errors import ConfigError
+
+    return ConfigError(f'[secrets] needs mode = "proxy" (or an allowlist with a pattern): the network mode '
+                       f'{config.network.mode!r} has no proxy to put the real values in',
+                       key="secrets.env", hint='set [network] mode = "proxy", or remove the [secrets] entries')
+
+
 def configured(config: Config) -> bool:
     """Whether ``[secrets]`` names anything."""
     return bool(config.secrets.env or config.secrets.hosts or config.secrets.headers)
@@ -195,9 +213,7 @@ def collect_secrets(config: Config, known: Mapping[str, SecretSpec], plan: Netwo
     check_config(config, known)
     if plan is None or plan.proxy is None:
         if configured(config):
-            raise ConfigError(f'[secrets] needs mode = "proxy" (or an allowlist with a pattern): the network mode '
-                              f'{config.network.mode!r} has no proxy to put the real values in',
-                              key="secrets.env", hint='set [network] mode = "proxy", or remove the [secrets] entries')
+            raise _no_proxy(config)
         return []
     values: list[tuple[str, str]] = []  # the tool's first, then the variables (a later one of a name is the variable's)
     if tool is not None and config.defaults.inject_credentials:

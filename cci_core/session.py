@@ -250,7 +250,7 @@ class SessionManager:
         from cci_core.secrets import collect_secrets
 
         found: list[Substitution] = []
-        known = {entry.name: entry.item for entry in self.plugins.registries.secrets.entries()}
+        known = self.plugins.registries.secret_specs()
 
         def secrets(plan: NetworkPlan | None) -> None:
             found.extend(collect_secrets(self.config, known, plan, os.environ, tool, self._report))

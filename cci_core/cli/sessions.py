@@ -31,11 +31,14 @@ def manager_for(ctx: click.Context) -> SessionManager:
 
 
 def check_network_policy(ctx: click.Context) -> None:
-    """Refuse an unknown or misconfigured network mode before anything is launched."""
+    """Refuse an unknown or misconfigured network mode, or ``[secrets]`` it cannot pass, before anything is launched."""
     from cci_core.networking import policy_for
 
+    from cci_core.secrets import check_secrets
+
     state = get_state(ctx)
-    policy_for(state.config, state.plugins.registries)
+    policy = policy_for(state.config, state.plugins.registries)
+    check_secrets(state.config, state.plugins.registries.secret_specs(), policy)
 
 
 def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything: bool) -> list[ContainerInfo]:

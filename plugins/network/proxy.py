@@ -53,6 +53,10 @@ class ProxyPolicy(NetworkPolicy):
         self.rules(settings)
         host_map(settings.hosts)
         trust_ca(settings.proxy_trust_ca)
+        if self.config is not None:  # the hosts secrets may be sent to are patterns of the same forms
+            for name, hosts in self.config.secrets.hosts.items():
+                for host in hosts:
+                    patterns.parse_entry(host, key=f"secrets.hosts ({name})")
 
     def rules(self, settings: NetworkConfig) -> tuple[HostRule, ...]:
         """The plan's host rules: allows (``allowed_domains``, then each preset), then denials.
