@@ -269,6 +269,13 @@ class IncusContainer(Container):
 
     def delete(self) -> None:
         self._when_idle(lambda: self._api.call("DELETE", self._path, f"deleting {self.name}"))
+        if self._behind_proxy():  # the last agent of a proxy gone: the proxy stops (the next launch starts it)
+            from cci_builtin_plugins.incus.proxy import stop_unused
+
+            try:
+                stop_unused(self._api)
+            except APIError:
+                pass  # the host guard stops it later
 
     def _when_idle(self, request: Callable[[], _T]) -> _T:
         """Make ``request``; if Incus says another operation holds the instance, wait for it and retry.

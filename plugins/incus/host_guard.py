@@ -131,6 +131,20 @@ def _apply(networks: PolicyNetworks) -> None:
         _log(f"host addresses updated in {', '.join(changed)}")
 
 
+def _stop_unused_proxies(networks: PolicyNetworks) -> None:
+    """Stop the proxies no container uses any more (a backstop: deleting the last one stops its proxy)."""
+    from cci_core.api import CciError
+    from cci_builtin_plugins.incus.proxy import stop_unused
+
+    try:
+        stopped = stop_unused(networks.api)
+    except CciError as exc:
+        _log(f"could not check the proxies: {exc}")
+        return
+    if stopped:
+        _log(f"stopped the unused proxies {', '.join(stopped)}")
+
+
 def _in_use(networks: PolicyNetworks) -> bool:
     from cci_core.api import CciError
 
@@ -171,10 +185,10 @@ def _drain(sock: socket.socket) -> None:
 
 def _code_stamp() -> tuple[tuple[str, int], ...]:
     """The guard's own code as it is on disk (an update of cci changes it)."""
-    from cci_builtin_plugins.incus import networks
+    from cci_builtin_plugins.incus import networks, proxy
 
     stamps = []
-    for module_file in (__file__, networks.__file__):
+    for module_file in (__file__, networks.__file__, proxy.__file__):
         try:
             stamps.append((module_file, os.stat(module_file).st_mtime_ns))
         except OSError:
@@ -208,6 +222,7 @@ def guard(networks: PolicyNetworks, fd: int, path: Path) -> bool:
             events.close()
             return True
         _apply(networks)
+        _stop_unused_proxies(networks)
         if _in_use(networks):
             idle_since = None
         elif idle_since is None:

@@ -22,7 +22,7 @@ import hashlib
 import ipaddress
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -38,7 +38,7 @@ from cci_core.api import (
     Rule,
 )
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
-from cci_builtin_plugins.incus.proxy import spec_json, spec_of
+from cci_builtin_plugins.incus.proxy import proxy_users, spec_json, spec_of
 from cci_builtin_plugins.incus.rest import quote
 
 if TYPE_CHECKING:
@@ -223,29 +223,6 @@ def _instance_names(used_by: list[str]) -> tuple[str, ...]:
     from urllib.parse import unquote
 
     return tuple(unquote(url[len(prefix):].split("?")[0]) for url in used_by if url.startswith(prefix))
-
-
-def proxy_users(instances: Iterable[Mapping[str, Any]], socket: Callable[[str], str]) -> dict[str, dict[str, Any]]:
-    """For each bridge with a proxy container: the proxy's name and status, and the agents behind it.
-
-    Agents have no NIC on the bridge (Incus's ``used_by`` misses them): an agent is one whose
-    proxy device connects to the bridge's socket (``socket(bridge)``).
-    """
-    from cci_builtin_plugins.incus.proxy import DEVICE, NETWORK_LABEL, is_proxy
-
-    found: dict[str, dict[str, Any]] = {}
-    for instance in instances:
-        config = instance.get("config") or {}
-        if is_proxy(config):
-            bridge = str(config.get(LABEL_PREFIX + NETWORK_LABEL, ""))
-            found.setdefault(bridge, {"agents": []}).update(proxy=instance["name"],
-                                                             status=str(instance.get("status", "")).lower())
-    for instance in instances:
-        device = (instance.get("devices") or {}).get(DEVICE) or {}
-        for bridge, entry in found.items():
-            if device.get("bind") == "instance" and device.get("connect") == f"unix:{socket(bridge)}":
-                entry["agents"].append(instance["name"])
-    return found
 
 
 class PolicyNetworks:

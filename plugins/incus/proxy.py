@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -504,6 +504,57 @@ class ProxyContainers:
             except APIError:
                 if not quiet:
                     raise
+
+
+def proxy_users(instances: Iterable[Mapping[str, Any]], socket: Callable[[str], str]) -> dict[str, dict[str, Any]]:
+    """For each bridge with a proxy container: the proxy's ``name``, ``status`` and ``wanted`` time, and the
+    ``agents`` behind it.
+
+    Agents have no NIC on the bridge (Incus's ``used_by`` misses them): an agent is one whose
+    proxy device connects to the bridge's socket (``socket(bridge)``).
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for instance in instances:
+        config = instance.get("config") or {}
+        if is_proxy(config):
+            try:
+                wanted = float(config.get(WANTED_KEY) or 0)
+            except ValueError:
+                wanted = 0.0
+            found.setdefault(str(config.get(LABEL_PREFIX + NETWORK_LABEL, "")), {"agents": []}).update(
+                proxy=instance["name"], status=str(instance.get("status", "")).lower(), wanted=wanted)
+    sockets = {f"unix:{socket(bridge)}": entry for bridge, entry in found.items()}
+    for instance in instances:
+        device = (instance.get("devices") or {}).get(DEVICE) or {}
+        entry = sockets.get(device.get("connect", "")) if device.get("bind") == "instance" else None
+        if entry is not None:
+            entry["agents"].append(instance["name"])
+    return found
+
+
+#: a proxy asked for (by a launch) within this many seconds is never stopped as unused
+STOP_GRACE_SECONDS = 60.0
+
+
+def stop_unused(api: IncusAPI, *, now: float | None = None) -> list[str]:
+    """Stop every running proxy no agent uses and no launch asked for lately; the names of those stopped.
+
+    Called when an agent is deleted and by the host guard; a launch starts its proxy again.
+    """
+    from cci_builtin_plugins.incus.container import IncusContainer
+
+    now = time.time() if now is None else now
+    instances = api.get("/1.0/instances", "listing containers", recursion=1) or []
+    directory, project = socket_dir_of(api), api.project or "default"
+    stopped = []
+    for entry in proxy_users(instances, lambda bridge: socket_path(directory, project, bridge)).values():
+        if entry["status"] == "running" and not entry["agents"] and now - entry["wanted"] >= STOP_GRACE_SECONDS:
+            try:
+                IncusContainer(api, {"name": entry["proxy"]}).stop(force=True)
+            except APIError:
+                continue  # stopped or deleted meanwhile
+            stopped.append(entry["proxy"])
+    return stopped
 
 
 def _squid() -> Any:
