@@ -173,6 +173,22 @@ def refresh(ctx: click.Context, names: Sequence[str], due: bool) -> None:
 
 
 @network.command()
+@_FORMAT
+@click.pass_context
+def presets(ctx: click.Context, fmt: str) -> None:
+    """List the host lists [network] presets can name, with their hosts."""
+    registry = get_state(ctx).plugins.registries.network_presets
+    entries = registry.entries()
+    if fmt == "json":
+        _echo_json([{"name": entry.name, "hosts": list(entry.item.hosts), "summary": entry.item.summary,
+                     "plugin": entry.plugin} for entry in entries])
+        return
+    print_table(["NAME", "SUMMARY", "HOSTS"],
+                [[entry.name, entry.item.summary, ", ".join(entry.item.hosts)] for entry in entries],
+                empty="no presets (their plugins may be disabled)")
+
+
+@network.command()
 @click.argument("names", nargs=-1)
 @click.option("--unused", is_flag=True, help="Every policy network no container uses.")
 @click.pass_context

@@ -263,3 +263,39 @@ def test_plain_allowlist_entries_keep_the_acl_plan(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(resolver, "resolve_names", lambda names: resolver.Resolution({n: () for n in names}, []))
     plan = AllowlistPolicy().plan(NetworkConfig(mode="allowlist", allowed_domains=["api.github.com", "1.1.1.1"]))
     assert plan.policy == "allowlist" and plan.proxy is None
+
+
+def test_cci_network_presets_lists_them_with_their_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from cci_core.cli.main import cli
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["network", "presets", "--format", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    presets = {item["name"]: item for item in json.loads(result.output)}
+    assert presets["github"]["hosts"] == list(GITHUB) and presets["github"]["plugin"] == "network-proxy"
+    assert presets["claude-code"]["hosts"] == ["api.anthropic.com", "claude.ai", "platform.claude.com"]
+    assert presets["claude-code"]["plugin"] == "claude"
+    table = CliRunner().invoke(cli, ["network", "presets"], catch_exceptions=False).output
+    assert table.splitlines()[0].split() == ["NAME", "SUMMARY", "HOSTS"]
+    assert "registry.npmjs.org, pypi.org" in table
+
+
+def test_a_proxy_plan_through_the_command_line_finds_the_registered_presets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from cci_core.cli.main import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("cci_builtin_plugins.incus.driver.IncusDriver.policy_networks", lambda self: [])  # no Incus
+    result = CliRunner().invoke(cli, ["--network", "proxy", "network", "show", "--format", "json"],
+                                env={"CCI_NETWORK_PRESETS": "claude-code,github"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "preset claude-code" in result.output and "preset github" in result.output
+    assert json.loads(result.output)["policy"] == "proxy"
