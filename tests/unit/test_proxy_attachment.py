@@ -1,0 +1,246 @@
+"""The Incus side of the proxy policy without Incus: agent devices and variables, the proxy's users, its
+plan kept in the ACL, stopping unused proxies, a reused container taken off its proxy, the request log's lines."""
+
+from __future__ import annotations
+
+import json
+from email.message import Message
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cci_core.api import HostRule, NetworkPlan, ProxySpec, RequestRecord, Rule
+from cci_builtin_plugins.incus import proxy
+from cci_builtin_plugins.incus.errors import APINotFound
+
+SOCKET_DIR = "/var/lib/incus"
+BRIDGE = "cci-nonat-12345"
+SOCKET = proxy.socket_path(SOCKET_DIR, "cci-test", BRIDGE)
+CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_an_agent_behind_a_proxy_has_no_nic_only_the_proxy_device() -> None:
+    devices = {"eth0": {"type": "nic", "network": "incusbr0"}, "eth1": {"type": "nic", "nictype": "macvlan"},
+               "root": {"type": "disk", "path": "/"}}
+    assert proxy.agent_devices(devices, SOCKET) == {
+        "eth0": {"type": "none"}, "eth1": {"type": "none"},
+        "cci-proxy": {"type": "proxy", "bind": "instance", "listen": "tcp:127.0.0.1:3128",
+                      "connect": f"unix:{SOCKET}"}}
+    # a profile without a NIC: eth0 is masked all the same (a profile may get one later)
+    assert proxy.agent_devices({}, SOCKET)["eth0"] == {"type": "none"}
+
+
+def test_the_proxy_socket_is_root_only_and_one_per_network_and_project() -> None:
+    device = proxy.host_device(SOCKET)
+    assert (device["bind"], device["listen"], device["connect"]) == ("host", f"unix:{SOCKET}", "tcp:127.0.0.1:3128")
+    assert (device["mode"], device["uid"], device["gid"]) == ("0600", "0", "0")
+    assert SOCKET.startswith(SOCKET_DIR + "/cci-proxy-") and SOCKET.endswith(".sock")
+    others = {proxy.socket_path(SOCKET_DIR, "default", BRIDGE), proxy.socket_path(SOCKET_DIR, "cci-test", "cci-x")}
+    assert SOCKET not in others and len(others) == 2
+
+
+def test_an_agents_clients_go_through_the_proxy_and_trust_its_ca() -> None:
+    environment = proxy.agent_environment()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        assert environment[f"environment.{name}"] == "http://127.0.0.1:3128"
+    assert environment["environment.NO_PROXY"] == environment["environment.no_proxy"] == "localhost,127.0.0.1,::1"
+    for name in ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "PIP_CERT"):
+        assert environment[f"environment.{name}"] == "/etc/cci/ca-certificates.crt"
+    assert environment["environment.NODE_EXTRA_CA_CERTS"] == "/usr/local/share/ca-certificates/cci-proxy.crt"
+    assert set(proxy.AGENT_KEYS) == set(environment)
+    assert proxy.bundle(b"IMAGE CA", CA) == b"IMAGE CA\n" + CA.encode()
+    assert proxy.bundle(b"IMAGE CA\n", CA) == b"IMAGE CA\n" + CA.encode()
+    assert proxy.bundle(b"", CA) == CA.encode()
+
+
+def _instance(name: str, config: dict[str, str] | None = None, devices: dict[str, Any] | None = None,
+              status: str = "Running") -> dict[str, Any]:
+    return {"name": name, "status": status, "config": config or {}, "devices": devices or {}}
+
+
+def _proxy_instance(bridge: str, status: str = "Running", wanted: float = 0) -> dict[str, Any]:
+    return _instance(proxy.proxy_name(bridge), {"user.cci.kind": "proxy", "user.cci.proxy-network": bridge,
+                                                "user.cci.proxy-wanted": f"{wanted:.0f}"},
+                     {"cci-proxy": proxy.host_device(proxy.socket_path(SOCKET_DIR, "cci-test", bridge))}, status)
+
+
+def _agent(name: str, bridge: str, bind: str = "instance") -> dict[str, Any]:
+    device = {**proxy.agent_device(proxy.socket_path(SOCKET_DIR, "cci-test", bridge)), "bind": bind}
+    return _instance(name, devices={"cci-proxy": device, "eth0": {"type": "none"}})
+
+
+def test_a_proxys_users_are_the_agents_whose_device_reaches_its_socket() -> None:
+    instances = [_proxy_instance(BRIDGE), _proxy_instance("cci-other", "Stopped"), _agent("a1", BRIDGE),
+                 _agent("a2", "cci-other"), _agent("posing", BRIDGE, bind="host"), _instance("plain")]
+    users = proxy.proxy_users(instances, lambda bridge: proxy.socket_path(SOCKET_DIR, "cci-test", bridge))
+    assert users[BRIDGE] == {"agents": ["a1"], "proxy": proxy.proxy_name(BRIDGE), "status": "running", "wanted": 0.0}
+    assert users["cci-other"]["agents"] == ["a2"] and users["cci-other"]["status"] == "stopped"
+    assert set(users) == {BRIDGE, "cci-other"}
+
+
+class FakeInstances:
+    """``/1.0/instances`` of a fake Incus: listing, reading (with an ETag), PATCH, PUT and state changes."""
+
+    def __init__(self, *instances: dict[str, Any]) -> None:
+        self.instances = {item["name"]: item for item in instances}
+        self.endpoint = SimpleNamespace(socket=f"{SOCKET_DIR}/unix.socket")
+        self.project = "cci-test"
+        self.calls: list[tuple[str, str]] = []
+
+    def get(self, path: str, action: str, **params: Any) -> Any:
+        if path == "/1.0/instances":
+            return [{**item, "expanded_devices": item["devices"]} for item in self.instances.values()]
+        name = path.rsplit("/", 1)[1]
+        if name not in self.instances:
+            raise APINotFound(action, 404, "Instance not found")
+        return {**self.instances[name], "expanded_devices": self.instances[name]["devices"]}
+
+    def request(self, method: str, path: str, action: str, **kwargs: Any) -> Any:
+        from cci_builtin_plugins.incus.rest import Response
+
+        headers = Message()
+        headers["ETag"] = "etag"
+        return Response(200, headers, json.dumps({"metadata": self.get(path, action)}).encode())
+
+    def call(self, method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
+        self.calls.append((method, path))
+        name = path.split("/")[3]
+        item = self.instances[name]
+        if path.endswith("/state"):
+            item["status"] = "Stopped" if body["action"] == "stop" else "Running"
+        elif method == "PATCH":
+            item["config"].update(body.get("config") or {})
+            item["devices"].update(body.get("devices") or {})
+        elif method == "PUT":
+            item["config"], item["devices"] = body["config"], body["devices"]
+        elif method == "DELETE":
+            del self.instances[name]
+        return {}
+
+
+def test_only_running_proxies_no_agent_uses_and_no_launch_asked_for_lately_are_stopped() -> None:
+    api = FakeInstances(_proxy_instance("cci-idle", wanted=1000), _proxy_instance("cci-asked", wanted=1950),
+                        _proxy_instance("cci-used", wanted=1000), _agent("a1", "cci-used"),
+                        _proxy_instance("cci-stopped", "Stopped", wanted=1000))
+    assert proxy.stop_unused(api, now=2000) == [proxy.proxy_name("cci-idle")]  # type: ignore[arg-type]
+    assert api.instances[proxy.proxy_name("cci-idle")]["status"] == "Stopped"
+    assert api.instances[proxy.proxy_name("cci-asked")]["status"] == "Running"
+    assert api.instances[proxy.proxy_name("cci-used")]["status"] == "Running"
+
+
+def test_deleting_the_last_agent_stops_its_proxy() -> None:
+    from cci_builtin_plugins.incus.container import IncusContainer
+
+    api = FakeInstances(_proxy_instance(BRIDGE, wanted=0), _agent("a1", BRIDGE), _agent("a2", BRIDGE))
+    for name, left in (("a1", "Running"), ("a2", "Stopped")):
+        IncusContainer(api, api.get(f"/1.0/instances/{name}", ""), None).delete()  # type: ignore[arg-type]
+        assert api.instances[proxy.proxy_name(BRIDGE)]["status"] == left
+
+
+def _container(api: FakeInstances, name: str) -> Any:
+    from cci_builtin_plugins.incus.container import IncusContainer
+
+    container = IncusContainer(api, api.get(f"/1.0/instances/{name}", ""), None)  # type: ignore[arg-type]
+    container.files = {"/etc/ssl/certs/ca-certificates.crt": b"IMAGE CAS\n"}
+    container.pull_file = lambda path: container.files[path]
+    container.push_file = lambda path, data, **_kw: container.files.__setitem__(path, data)
+    container.make_directory = lambda path, **_kw: None
+    return container
+
+
+def test_a_container_is_put_behind_its_networks_proxy_and_taken_off_when_reused_without_one() -> None:
+    with_ca = _proxy_instance(BRIDGE)
+    with_ca["config"][proxy.CA_KEY] = CA
+    api = FakeInstances(with_ca, _instance("agent", {"user.cci.kind": "session"},
+                                           {"eth0": {"type": "nic", "network": "incusbr0"}}, "Stopped"))
+    container = _container(api, "agent")
+    container.configure({"environment.TERM": "xterm"}, [], BRIDGE)
+    agent = api.instances["agent"]
+    assert agent["devices"]["eth0"] == {"type": "none"}
+    assert agent["devices"]["cci-proxy"]["connect"] == f"unix:{SOCKET}"
+    assert agent["config"]["environment.HTTPS_PROXY"] == "http://127.0.0.1:3128"
+    assert agent["config"]["environment.TERM"] == "xterm"
+    assert container.files["/usr/local/share/ca-certificates/cci-proxy.crt"] == CA.encode()
+    assert container.files["/etc/cci/ca-certificates.crt"] == b"IMAGE CAS\n" + CA.encode()
+
+    container = _container(api, "agent")  # reused under a plan without proxy: its own NIC on that network
+    container.configure({}, [], "cci-restricted")
+    assert "cci-proxy" not in agent["devices"]
+    assert agent["devices"]["eth0"]["type"] == "nic" and agent["devices"]["eth0"]["network"] == "cci-restricted"
+    assert not [key for key in agent["config"] if key in proxy.AGENT_KEYS]
+    assert agent["config"]["environment.TERM"] == "xterm"
+
+
+def test_a_proxy_containers_own_device_is_never_taken_for_an_agents() -> None:
+    api = FakeInstances(_proxy_instance(BRIDGE))
+    container = _container(api, proxy.proxy_name(BRIDGE))
+    container.configure({}, [], "cci-restricted")
+    assert api.instances[proxy.proxy_name(BRIDGE)]["devices"]["cci-proxy"]["bind"] == "host"
+
+
+def test_a_container_in_the_way_of_a_proxy_is_not_taken_for_it() -> None:
+    from cci_core.api import BackendError
+
+    api = FakeInstances(_instance(proxy.proxy_name(BRIDGE), {"user.cci.kind": "session"}))
+    containers = proxy.ProxyContainers(api, "cci-proxy", SOCKET_DIR)  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match="in the way"):
+        containers.find(BRIDGE)
+    assert proxy.ca_of(api, BRIDGE) == ""  # type: ignore[arg-type]
+
+
+def test_a_proxy_container_is_no_session_nor_an_orphan() -> None:
+    from cci_core.session_record import SessionRecord
+
+    record = SessionRecord.from_labels({"kind": "proxy", "proxy-network": BRIDGE})
+    assert not record.is_session and record.kind is None
+
+
+def test_the_proxy_spec_is_kept_with_the_plan_in_its_acl() -> None:
+    from cci_builtin_plugins.incus.networks import acl_body, plan_of
+
+    spec = ProxySpec((HostRule("allow", "*.example.com", (), "allowed_domains"),
+                      HostRule("deny", "2001:db8::1", (8443,), "denied_domains")), {"api.example.com": "198.51.100.2"})
+    plan = NetworkPlan("proxy", "x", "allow", (Rule("reject", ("10.0.0.0/8",), "private"),), proxy=spec)
+    stored, _at = plan_of(acl_body(plan))
+    assert stored.proxy == spec
+    assert plan_of(acl_body(plan._replace(proxy=None)))[0].proxy is None
+
+
+def test_the_squid_error_shown_is_its_fatal_line() -> None:
+    log = "2026/12/03 kid1| Starting Squid\n2026/12/03 FATAL: Bungled squid.conf line 7: acl x\n\nsquid exited\n"
+    assert proxy.squid_error(log) == "2026/12/03 FATAL: Bungled squid.conf line 7: acl x"
+    assert proxy.squid_error("") == "no log"
+
+
+def test_a_log_record_is_shown_on_one_line_with_what_the_agent_wrote_escaped() -> None:
+    from cci_core.cli.network_cmd import _record_json, _record_line
+
+    record = RequestRecord(time=0, method="GET", host="evil\x1b[2J.example", port=80, allowed=False,
+                           rule="no rule", status=403, sent=10, received=20, duration_ms=3)
+    line = _record_line(record)
+    assert "\x1b" not in line and "\\x1b" in line and "\n" not in line
+    assert " DENIED  GET " in line and ":80 403 [no rule] 10/20 B 3 ms" in line
+    document = json.loads(_record_json(record))
+    assert document["host"] == "evil\x1b[2J.example" and document["allowed"] is False
+    assert set(document) == set(RequestRecord._fields)
+    assert "\x1b" not in _record_json(record)
+
+
+def test_the_log_of_a_network_without_proxy_is_refused_in_one_line() -> None:
+    from cci_core.api import NotFoundError, PolicyNetwork, UsageError
+    from cci_core.cli.network_cmd import _proxy_network
+
+    plain = PolicyNetwork("cci-restricted", NetworkPlan("restricted", "", "reject", ()), 0, ("c1",))
+    proxied = PolicyNetwork(BRIDGE, NetworkPlan("proxy", "x", "allow", (), proxy=ProxySpec(())), 0, ("c2",),
+                            proxy=proxy.proxy_name(BRIDGE), proxy_status="running")
+
+    def missing(name: str) -> None:
+        raise NotFoundError(f"no container named {name!r}")
+
+    state = SimpleNamespace(driver=SimpleNamespace(policy_networks=lambda: [plain, proxied], get=missing))
+    assert _proxy_network(state, "c2") == BRIDGE and _proxy_network(state, BRIDGE) == BRIDGE
+    with pytest.raises(UsageError, match="has no proxy"):
+        _proxy_network(state, "c1")
+    with pytest.raises(NotFoundError, match="no container named 'nope'"):
+        _proxy_network(state, "nope")
