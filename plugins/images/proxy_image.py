@@ -18,6 +18,7 @@ file kept).
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -165,8 +166,6 @@ class ProxyImageBuilder(ImageBuilder):
 
 def _make_tarball(work: Path, tarball: Path, request: BuildRequest, recipe: ProxyRecipe, description: str,
                   zstd: bool, say: Callable[[str], None], output: OutputHandler) -> None:
-    import os
-
     from cci_builtin_plugins.images.host_build import PROXY_VARIABLES, pack, place_bytes
 
     rootfs = work / "rootfs"
@@ -202,15 +201,18 @@ def proxy_request(alias: str = PROXY_IMAGE, *, mirror: str | None = None, cache:
 def ensure_proxy_image(driver: Driver, alias: str, say: Callable[[str], None]) -> None:
     """Build the proxy image ``alias`` when the driver has no image by that name (saying so in one line).
 
-    The build's output goes to a log file, named in the error when it fails.
+    Needs root (the build does); the build's output goes to a log file, named in the error when it fails.
     """
     if driver.image_exists(alias):
         return
-    from cci_core.api import CciError, state_dir
+    from cci_core.api import CciError, UsageError
     from cci_builtin_plugins.images.host_build import build_log_path
 
+    if os.geteuid() != 0:
+        raise UsageError(f"the proxy image {alias} is missing, and building it needs root (debootstrap)",
+                         hint=f"build it once: 'sudo cci build proxy --alias {alias}'")
     say(f"building the proxy image {alias} (once, about 90 s)")
-    request = proxy_request(alias, cache=str(_cache_dir(state_dir())))
+    request = proxy_request(alias, cache=str(_cache_dir()))
     log = build_log_path(alias)
     with log.open("wb") as handle:
         try:
@@ -221,8 +223,10 @@ def ensure_proxy_image(driver: Driver, alias: str, say: Callable[[str], None]) -
             raise
 
 
-def _cache_dir(state: Path) -> Path:
-    directory = state / "cache" / "images"
+def _cache_dir() -> Path:
+    from cci_core.api import state_dir
+
+    directory = state_dir() / "cache" / "images"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return directory
 

@@ -1,0 +1,153 @@
+"""The proxy image with cci's squid configuration, in a real container: it parses, starts, denies, logs, substitutes.
+
+The end-to-end path (agent containers without a NIC, the Incus proxy devices) is test_proxy_egress.py's;
+this one talks to squid inside its own container, over its loopback, and reaches nothing outside it
+(the one server it opens TLS to is an openssl s_server in the same container).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cci_builtin_plugins.incus import proxy_log, squid
+from cci_core.api import HostRule, ProxySpec, RequestRecord, Substitution
+from tests import incus_env
+from tests.integration.conftest import unique_name
+
+pytestmark = pytest.mark.incus
+
+ALLOWED = HostRule("allow", "allowed.test", (8443,), "allowed_domains")
+DENIED = HostRule("deny", ".denied.test", (), "denied_domains")
+#: what the proxy resolves itself: the allowed name is its own loopback (where the test's TLS server listens)
+HOSTS = {"allowed.test": "127.0.0.1", "other.test": "127.0.0.1"}
+SECRET = Substitution("H2_TEST_TOKEN", "cci-placeholder-h2test0123", "real-value-%s-\"q\"", ("allowed.test",),
+                      ("Authorization: Bearer {}", "X-Api-Key: {}"))
+
+
+def incus(*args: str, input: bytes | None = None, check: bool = True, timeout: float = 60) -> str:
+    result = subprocess.run(["incus", "--project", incus_env.PROJECT, *args], input=input, capture_output=True,
+                            timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"incus {' '.join(args)}: {result.returncode} {result.stderr.decode()!r}")
+    return result.stdout.decode(errors="replace")
+
+
+def run(name: str, script: str, *, check: bool = True, timeout: float = 60) -> str:
+    return incus("exec", name, "--", "bash", "-c", script, check=check, timeout=timeout)
+
+
+def wait_for(what: str, probe, timeout: float = 60):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = probe()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def listening(name: str) -> bool:
+    """Whether something listens on 127.0.0.1:3128 in the container (0100007F:0C38, state 0A)."""
+    table = run(name, "cat /proc/net/tcp", check=False)
+    return any(line.split()[1:2] == ["0100007F:0C38"] and line.split()[3] == "0A"
+               for line in table.splitlines()[1:] if len(line.split()) > 3)
+
+
+def records(name: str) -> list[RequestRecord]:
+    text = run(name, f"cat {squid.ACCESS_LOG} 2>/dev/null || true")
+    return [record for record in map(proxy_log.parse_line, text.splitlines()) if record is not None]
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[str]:
+    """A container of the proxy image with the rendered configuration pushed before its first start, running."""
+    images = incus("image", "list", "--format", "csv", "--columns", "l")
+    if not any(incus_env.PROXY_IMAGE in line.split(",")[0].split() for line in images.splitlines()):
+        pytest.fail(f"the proxy image {incus_env.PROXY_IMAGE} is missing: run 'sudo scripts/incus-test-env'",
+                    pytrace=False)
+    name = unique_name()
+    incus("init", incus_env.PROXY_IMAGE, name)
+    try:
+        server_cert = tmp_path / "server.pem"
+        subprocess.run(["openssl", "req", "-x509", "-new", "-newkey", "rsa:2048", "-noenc", "-days", "2",
+                        "-subj", "/CN=allowed.test", "-addext", "subjectAltName=DNS:allowed.test,DNS:other.test",
+                        "-keyout", str(tmp_path / "server.key"), "-out", str(server_cert)], check=True,
+                       capture_output=True, timeout=60)
+        files = squid.render(ProxySpec((ALLOWED, DENIED), HOSTS), (SECRET,), trust_ca=server_cert.read_text())
+        for path, (content, mode) in files.items():
+            incus("file", "push", "--create-dirs", "--uid", "0", "--gid", str(squid.PROXY_GID), "--mode",
+                  f"{mode:o}", "-", f"{name}{path}", input=content)
+        for file in ("server.pem", "server.key"):
+            incus("file", "push", "--mode", "600", str(tmp_path / file), f"{name}/root/{file}")
+        incus("start", name)
+        wait_for("squid listening on 127.0.0.1:3128", lambda: listening(name))
+        yield name
+    finally:
+        incus("delete", "--force", name, check=False)
+
+
+def test_squid_parses_the_configuration_and_makes_its_ca_in_the_container(proxy: str) -> None:
+    parsed = subprocess.run(["incus", "--project", incus_env.PROJECT, "exec", proxy, "--", "squid", "-k", "parse"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert parsed.returncode == 0, parsed.stderr
+    problems = [line for line in parsed.stderr.splitlines() if any(word in line for word in ("ERROR", "FATAL",
+                                                                                          "WARNING", "UNRECOGNIZED"))]
+    assert [line.split("| ", 1)[-1] for line in problems] == ["WARNING: HTTP requires the use of Via"], problems
+    assert f"Processing Configuration File: {squid.SECRETS_CONF}" in parsed.stderr
+    ca = run(proxy, f"openssl x509 -in {squid.CA_CERT} -noout -text; stat -c '%a %U %G' {squid.CA_KEY}")
+    assert "CA:TRUE" in ca and "Certificate Sign, CRL Sign" in ca
+    assert ca.splitlines()[-1] == "640 root proxy"
+
+
+def test_requests_no_rule_allows_or_a_rule_denies_are_refused_and_logged(proxy: str) -> None:
+    get = "exec 3<>/dev/tcp/127.0.0.1/3128; printf 'GET http://%s/ HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n' {0} {0} >&3; " \
+          "head -n 1 <&3"
+    assert run(proxy, get.format("nowhere.test")).startswith("HTTP/1.1 403 ")
+    assert run(proxy, get.format("www.denied.test")).startswith("HTTP/1.1 403 ")
+    # on the ssl-bump port squid accepts every CONNECT, and refuses inside TLS (the client trusts the proxy's CA)
+    connect = run(proxy, "printf 'GET / HTTP/1.1\\r\\nHost: nowhere.test\\r\\nConnection: close\\r\\n\\r\\n' | "
+                         "timeout 20 openssl s_client -quiet -proxy 127.0.0.1:3128 -connect nowhere.test:443 "
+                         f"-servername nowhere.test -CAfile {squid.CA_CERT} 2>/dev/null", check=False)
+    assert connect.startswith("HTTP/1.1 403 "), connect
+    found = wait_for("three records", lambda: (lambda got: got if len(got) >= 3 else None)(records(proxy)))
+    by_host = {(record.method, record.host): record for record in found}
+    assert not by_host["GET", "nowhere.test"].allowed and by_host["GET", "nowhere.test"].rule == proxy_log.NO_RULE
+    denied = by_host["GET", "www.denied.test"]
+    assert not denied.allowed and denied.rule == "deny .denied.test (denied_domains)" and denied.status == 403
+    tunnel = by_host["CONNECT", "nowhere.test"]
+    assert not tunnel.allowed and tunnel.port == 443 and tunnel.sni == "nowhere.test"
+    assert len(found) == 3  # squid's extra line of the refused tunnel is no record
+
+
+def test_a_tls_server_name_other_than_the_connect_s_is_cut(proxy: str) -> None:
+    out = run(proxy, "echo | timeout 20 openssl s_client -proxy 127.0.0.1:3128 -connect allowed.test:8443 "
+                     f"-servername other.test -CAfile {squid.CA_CERT} 2>&1", check=False)
+    assert "Server certificate" not in out and "BEGIN CERTIFICATE" not in out, out  # no TLS session at all
+    (record,) = wait_for("the record", lambda: records(proxy))
+    assert record.method == "CONNECT" and (record.host, record.sni) == ("allowed.test", "other.test")
+    assert not record.allowed and record.rule == proxy_log.SNI_MISMATCH
+
+
+def test_a_placeholder_becomes_the_real_value_for_its_host_only(proxy: str) -> None:
+    run(proxy, "cd /root && (sleep 60 | openssl s_server -quiet -naccept 1 -accept 127.0.0.1:8443 -cert server.pem "
+               "-key server.key >/root/received.txt 2>&1 &)")
+    wait_for("the test server", lambda: any(line.split()[1:2] == ["0100007F:20FB"] for line in run(
+        proxy, "cat /proc/net/tcp").splitlines()[1:]))
+    request = ("GET /x HTTP/1.1\\r\\nHost: allowed.test:8443\\r\\nAuthorization: Bearer {p}\\r\\n"
+               "X-Api-Key: {p}x\\r\\nX-Other: {p}\\r\\n\\r\\n").format(p=SECRET.placeholder)
+    run(proxy, f"printf '{request}' | timeout 5 openssl s_client -quiet -proxy 127.0.0.1:3128 -connect "
+               f"allowed.test:8443 -servername allowed.test -CAfile {squid.CA_CERT} >/dev/null 2>&1", check=False)
+    received = wait_for("the request at the server", lambda: (lambda text: text if "X-Other" in text else None)(
+        run(proxy, "cat /root/received.txt")), timeout=20)
+    headers = dict(line.split(": ", 1) for line in received.splitlines() if ": " in line)
+    assert headers["Authorization"] == f"Bearer {SECRET.value}"
+    assert headers["X-Api-Key"] == f"{SECRET.placeholder}x"  # not the whole value: left as it is
+    assert headers["X-Other"] == SECRET.placeholder
+    assert SECRET.value not in run(proxy, f"cat {squid.SQUID_CONF} {squid.ACCESS_LOG} {squid.CACHE_LOG}")
+    get = next(record for record in wait_for("the record", lambda: records(proxy)) if record.method == "GET")
+    assert get.allowed and get.rule == "allow allowed.test:8443 (allowed_domains)" and get.sni == "allowed.test"
