@@ -12,6 +12,8 @@ squid read them again. The proxy listens on 127.0.0.1:3128 only, with TLS interc
   client asked to CONNECT to is refused (:data:`SNI_HELPER`), so that an allowed CONNECT
   cannot carry a TLS session to another host. The hosts of secrets are bumped (squid opens
   TLS to them itself, trusting the system CAs and ``trust_ca``), everything else is spliced.
+  In a bumped session every request must be for the TLS server name (the same check), so
+  that a request for another secret's host cannot take that secret into this session.
 - secrets: a request header whose whole value is a placeholder form (``Authorization: Bearer
   PLACEHOLDER``), to one of the secret's hosts over an intercepted TLS connection, leaves
   with the real value instead. The real values are only in :data:`SECRETS_CONF` (mode 0640).
@@ -248,7 +250,7 @@ def _hosts_file(hosts: Mapping[str, str]) -> str:
 
 
 def _squid_conf(acls: list[str], access: list[str], bumped: list[str], trust_ca: bool) -> str:
-    bump = [*bumped, "ssl_bump bump step2 cci_bump"] if bumped else []
+    bump = [*bumped, "ssl_bump bump step2 cci_bump cci_bumped_note"] if bumped else []
     return "\n".join([
         "# cci: the filtering proxy of a network plan. Generated: changes are overwritten.",
         f"http_port {LISTEN_ADDRESS}:{LISTEN_PORT} ssl-bump generate-host-certificates=on"
@@ -282,10 +284,13 @@ def _squid_conf(acls: list[str], access: list[str], bumped: list[str], trust_ca:
         "acl cci_sni_ok external cci_sni_check",
         _annotation("cci_no_rule", NO_RULE),
         _annotation("cci_sni_mismatch", SNI_MISMATCH),
+        "acl cci_bumped_note annotate_client cci_bumped=yes",
+        "acl cci_bumped note cci_bumped yes",
         *acls,
         "",
         "http_access deny manager cci_no_rule",
         "http_access deny cci_ip_literal cci_private cci_no_rule",
+        "http_access deny cci_bumped !cci_sni_ok cci_sni_mismatch",
         *access,
         "http_access deny all cci_no_rule",
         "",

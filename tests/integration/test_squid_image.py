@@ -23,10 +23,13 @@ pytestmark = pytest.mark.incus
 
 ALLOWED = HostRule("allow", "allowed.test", (8443,), "allowed_domains")
 DENIED = HostRule("deny", ".denied.test", (), "denied_domains")
+OTHER = HostRule("allow", "other.test", (8443,), "allowed_domains")
 #: what the proxy resolves itself: the allowed name is its own loopback (where the test's TLS server listens)
 HOSTS = {"allowed.test": "127.0.0.1", "other.test": "127.0.0.1"}
 SECRET = Substitution("H2_TEST_TOKEN", "cci-placeholder-h2test0123", "real-value-%s-\"q\"", ("allowed.test",),
                       ("Authorization: Bearer {}", "X-Api-Key: {}"))
+OTHER_SECRET = Substitution("H2_OTHER_TOKEN", "cci-placeholder-h2other456", "other-real-value", ("other.test",),
+                            ("Authorization: Bearer {}",))
 
 
 def incus(*args: str, input: bytes | None = None, check: bool = True, timeout: float = 60) -> str:
@@ -78,7 +81,8 @@ def proxy(tmp_path: Path) -> Iterator[str]:
                         "-subj", "/CN=allowed.test", "-addext", "subjectAltName=DNS:allowed.test,DNS:other.test",
                         "-keyout", str(tmp_path / "server.key"), "-out", str(server_cert)], check=True,
                        capture_output=True, timeout=60)
-        files = squid.render(ProxySpec((ALLOWED, DENIED), HOSTS), (SECRET,), trust_ca=server_cert.read_text())
+        files = squid.render(ProxySpec((ALLOWED, DENIED, OTHER), HOSTS), (SECRET, OTHER_SECRET),
+                             trust_ca=server_cert.read_text())
         for path, (content, mode) in files.items():
             incus("file", "push", "--create-dirs", "--uid", "0", "--gid", str(squid.PROXY_GID), "--mode",
                   f"{mode:o}", "-", f"{name}{path}", input=content)
@@ -133,16 +137,26 @@ def test_a_tls_server_name_other_than_the_connect_s_is_cut(proxy: str) -> None:
     assert not record.allowed and record.rule == proxy_log.SNI_MISMATCH
 
 
-def test_a_placeholder_becomes_the_real_value_for_its_host_only(proxy: str) -> None:
-    run(proxy, "cd /root && (sleep 60 | openssl s_server -quiet -naccept 1 -accept 127.0.0.1:8443 -cert server.pem "
-               "-key server.key >/root/received.txt 2>&1 &)")
+def serve_once(proxy: str) -> None:
+    """An openssl s_server on 127.0.0.1:8443 in the container, writing what it receives to /root/received.txt."""
+    run(proxy, "cd /root && rm -f received.txt && (sleep 60 | openssl s_server -quiet -naccept 1 -accept "
+               "127.0.0.1:8443 -cert server.pem -key server.key >/root/received.txt 2>&1 &)")
     wait_for("the test server", lambda: any(line.split()[1:2] == ["0100007F:20FB"] for line in run(
         proxy, "cat /proc/net/tcp").splitlines()[1:]))
-    request = ("GET /x HTTP/1.1\\r\\nHost: allowed.test:8443\\r\\nAuthorization: Bearer {p}\\r\\n"
-               "X-Api-Key: {p}x\\r\\nX-Other: {p}\\r\\n\\r\\n").format(p=SECRET.placeholder)
+
+
+def send(proxy: str, host: str, server_name: str, headers: str) -> None:
+    """One HTTPS request through squid: CONNECT to ``host``, TLS with ``server_name``, then GET with ``headers``."""
+    request = f"GET /x HTTP/1.1\\r\\nHost: {host}:8443\\r\\n{headers}X-End: 1\\r\\n\\r\\n"
     run(proxy, f"printf '{request}' | timeout 5 openssl s_client -quiet -proxy 127.0.0.1:3128 -connect "
-               f"allowed.test:8443 -servername allowed.test -CAfile {squid.CA_CERT} >/dev/null 2>&1", check=False)
-    received = wait_for("the request at the server", lambda: (lambda text: text if "X-Other" in text else None)(
+               f"{server_name}:8443 -servername {server_name} -CAfile {squid.CA_CERT} >/dev/null 2>&1", check=False)
+
+
+def test_a_placeholder_becomes_the_real_value_for_its_host_only(proxy: str) -> None:
+    serve_once(proxy)
+    send(proxy, "allowed.test", "allowed.test", "Authorization: Bearer {p}\\r\\nX-Api-Key: {p}x\\r\\n"
+                                                "X-Other: {p}\\r\\n".format(p=SECRET.placeholder))
+    received = wait_for("the request at the server", lambda: (lambda text: text if "X-End" in text else None)(
         run(proxy, "cat /root/received.txt")), timeout=20)
     headers = dict(line.split(": ", 1) for line in received.splitlines() if ": " in line)
     assert headers["Authorization"] == f"Bearer {SECRET.value}"
@@ -151,3 +165,14 @@ def test_a_placeholder_becomes_the_real_value_for_its_host_only(proxy: str) -> N
     assert SECRET.value not in run(proxy, f"cat {squid.SQUID_CONF} {squid.ACCESS_LOG} {squid.CACHE_LOG}")
     get = next(record for record in wait_for("the record", lambda: records(proxy)) if record.method == "GET")
     assert get.allowed and get.rule == "allow allowed.test:8443 (allowed_domains)" and get.sni == "allowed.test"
+
+
+def test_a_placeholder_for_another_host_inside_a_tunnel_stays_a_placeholder(proxy: str) -> None:
+    serve_once(proxy)
+    # TLS to allowed.test (whose secret makes it intercepted), asking for other.test with other.test's placeholder
+    send(proxy, "other.test", "allowed.test", f"Authorization: Bearer {OTHER_SECRET.placeholder}\\r\\n")
+    get = wait_for("the request's record", lambda: next((record for record in records(proxy)
+                                                          if record.method == "GET"), None), timeout=20)
+    received = run(proxy, "cat /root/received.txt")
+    assert OTHER_SECRET.value not in received and SECRET.value not in received, received
+    assert (get.host, get.sni, get.allowed, get.rule) == ("other.test", "allowed.test", False, proxy_log.SNI_MISMATCH)

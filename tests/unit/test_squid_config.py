@@ -169,7 +169,11 @@ def test_secrets_go_only_to_their_hosts_and_only_into_the_secrets_file() -> None
     assert all("real" not in content.decode() for path, (content, _mode) in files.items() if path != squid.SECRETS_CONF)
     assert acl_values(text, "cci_bump1") == [["ssl::server_name", "api.github.com"]]
     assert acl_values(text, "cci_bump2")[0][:2] == ["ssl::server_name_regex", "-i"]
-    assert "ssl_bump bump step2 cci_bump" in text.splitlines()
+    assert "ssl_bump bump step2 cci_bump cci_bumped_note" in text.splitlines()
+    # in a bumped session, a request for another host than the TLS server name is refused before any allow
+    lines = access(text)
+    assert lines.index("http_access deny cci_bumped !cci_sni_ok cci_sni_mismatch") < next(
+        index for index, line in enumerate(lines) if line.startswith("http_access allow"))
     lines = secrets.splitlines()
     adds = [line for line in lines if line.startswith("request_header_add ")]
     denies = [line for line in lines if line.startswith("request_header_access ")]
@@ -202,7 +206,8 @@ def test_a_placeholder_matches_the_whole_header_value_exactly() -> None:
 
 def test_no_secret_no_bump_and_an_empty_secrets_file() -> None:
     files = squid.render(ProxySpec((GITHUB,)), ())
-    assert "cci_bump" not in files[squid.SQUID_CONF][0].decode()
+    text = files[squid.SQUID_CONF][0].decode()
+    assert "acl cci_bump " not in text and not any(line.startswith("ssl_bump bump") for line in text.splitlines())
     assert "request_header" not in files[squid.SECRETS_CONF][0].decode()
 
 
