@@ -89,10 +89,13 @@ def check_value(tp: Any, value: Any) -> Any:
         item_type = get_args(base)[1]
         for name, item in value.items():
             if get_origin(item_type) is list:
-                try:
-                    value = {**value, name: check_value(item_type, item)}
-                except Invalid:
-                    raise Invalid(f"expected {describe_type(tp)}, got {describe_value(item)} for {name!r}") from None
+                if not isinstance(item, list):
+                    raise Invalid(f"expected {describe_type(tp)}, got {describe_value(item)} for {name!r}")
+                for index, element in enumerate(item):
+                    if not _is(get_args(item_type)[0], element):
+                        raise Invalid(f"expected {describe_type(tp)}, got {describe_value(element)} at index {index} "
+                                      f"of {name!r}")
+                value = {**value, name: list(item)}
             elif not _is(item_type, item):
                 raise Invalid(f"expected {describe_type(tp)}, got {describe_value(item)} for {name!r}")
         return dict(value)

@@ -3,7 +3,8 @@
 * at every start and resume: the tool's credential files, fresh from the host
   (when ``[defaults] inject_credentials``, also spelled ``mount_claude_config``), then its sandbox settings merged
   into its settings files (JSON, or TOML for ``*.toml``), all owned by the
-  container user, mode 0600;
+  container user, mode 0600; a secret the launch passes by placeholder
+  (``ctx.substitutions``) is replaced by its placeholder in the copies;
 * at detach, periodically and after the session ends: the tool's state
   directory saved to ``~/.cci/sessions-<tool>/<id>/`` without credentials
   (files by name, files holding an injected secret, secret keys of JSON files);

@@ -331,3 +331,28 @@ def test_bad_input_stops_the_command_with_one_line_before_anything_is_launched(
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith("cci: ") and says in lines[0], result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('[secrets]\nhosts = { MY_TOKEN = "api.example.com" }\n',
+     "secrets.hosts: expected a table of lists of strings, got string \"api.example.com\" for 'MY_TOKEN'"),
+    ('[secrets]\nheaders = { MY_TOKEN = ["A: {}", 5] }\n',
+     "secrets.headers: expected a table of lists of strings, got integer 5 at index 1 of 'MY_TOKEN'"),
+])
+def test_tables_of_lists_are_type_checked(isolated_env: Path, text: str, says: str) -> None:
+    user_config(isolated_env, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(isolated_env, environ={})
+    assert says in str(caught.value)
+
+
+def test_a_reused_container_gets_its_secrets_routed_again_with_the_same_placeholders(
+        isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GH_TOKEN", "ghp_realtoken123")
+    driver, sessions = launched(isolated_env, tmp_path, PROXY_CONFIG, {})
+    container, first = sessions.launch(LaunchRequest(tmp_path, persistent=True))
+    assert sessions.finish(container)
+    reused = sessions.reuse(tmp_path)
+    assert reused is not None and reused[0] is container
+    assert len(driver.routed) == 2 and driver.routed[0] == driver.routed[1]
+    assert reused[1].environment["GH_TOKEN"] == first.environment["GH_TOKEN"] != "ghp_realtoken123"
