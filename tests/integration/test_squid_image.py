@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cci_builtin_plugins.images import proxy_image
 from cci_builtin_plugins.incus import proxy_log, squid
 from cci_core.api import HostRule, ProxySpec, RequestRecord, Substitution
 from tests import incus_env
@@ -176,3 +177,34 @@ def test_a_placeholder_for_another_host_inside_a_tunnel_stays_a_placeholder(prox
     received = run(proxy, "cat /root/received.txt")
     assert OTHER_SECRET.value not in received and SECRET.value not in received, received
     assert (get.host, get.sni, get.allowed, get.rule) == ("other.test", "allowed.test", False, proxy_log.SNI_MISMATCH)
+
+
+def test_a_new_configuration_applies_at_a_reconfigure(proxy: str) -> None:
+    get = "exec 3<>/dev/tcp/127.0.0.1/3128; printf 'GET http://later.test:8443/ HTTP/1.1\\r\\nHost: later.test:8443" \
+          "\\r\\n\\r\\n' >&3; head -n 1 <&3"
+    assert run(proxy, get).startswith("HTTP/1.1 403 ")
+    later = HostRule("allow", "later.test", (8443,), "allowed_domains")
+    files = squid.render(ProxySpec((ALLOWED, DENIED, OTHER, later), {**HOSTS, "later.test": "127.0.0.1"}),
+                         (SECRET, OTHER_SECRET))
+    for path, (content, mode) in files.items():
+        incus("file", "push", "--uid", "0", "--gid", str(squid.PROXY_GID), "--mode", f"{mode:o}", "-",
+              f"{proxy}{path}", input=content)
+    run(proxy, "squid -k reconfigure")
+    # allowed now: squid connects to 127.0.0.1:8443, where nothing listens (not a 403 any more)
+    status = wait_for("the new rule", lambda: (lambda line: line if not line.startswith("HTTP/1.1 403 ") else None)(
+        run(proxy, get, check=False)), timeout=30)
+    assert status.startswith("HTTP/1.1 50"), status
+    assert run(proxy, "systemctl is-active squid").strip() == "active"
+
+
+def test_the_request_log_is_rotated_by_size(proxy: str) -> None:
+    assert run(proxy, "systemctl is-enabled cci-proxy-rotate.timer").strip() == "enabled"
+    run(proxy, f"{proxy_image.ROTATE}")  # a small log stays
+    assert run(proxy, f"ls {squid.ACCESS_LOG}.0 2>/dev/null || echo none").strip() == "none"
+    run(proxy, f"truncate -s {squid.LOG_ROTATE_BYTES + 1} {squid.ACCESS_LOG} && {proxy_image.ROTATE}")
+    wait_for("the rotated log", lambda: run(proxy, f"ls {squid.ACCESS_LOG}.0 2>/dev/null || true").strip())
+    get = "exec 3<>/dev/tcp/127.0.0.1/3128; printf 'GET http://nowhere.test/ HTTP/1.1\\r\\nHost: nowhere.test\\r\\n" \
+          "\\r\\n' >&3; head -n 1 <&3"
+    run(proxy, get)
+    (record,) = wait_for("a record in the new log", lambda: records(proxy))
+    assert record.host == "nowhere.test" and int(run(proxy, f"stat -c %s {squid.ACCESS_LOG}")) < 4096
