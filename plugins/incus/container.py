@@ -133,6 +133,7 @@ class IncusContainer(Container):
             devices.update(proxy.agent_devices(self._devices, proxy.socket_path(
                 proxy.socket_dir_of(self._api), self._api.project or "default", str(network))))
             extra.update(proxy.agent_environment())
+            extra[proxy.AGENT_PROXY_KEY] = proxy.proxy_name(str(network))
         elif network is not None:
             devices.update(nic_devices(self._devices, network, filtering=self._nic_filtering))
         self._patch({"config": {**config, **extra}, "devices": devices}, f"configuring {self.name}")
@@ -195,6 +196,10 @@ class IncusContainer(Container):
             self._check_mounts()
 
     def start(self) -> None:
+        if self._behind_proxy():  # its proxy may have been stopped as unused since it was configured
+            from cci_builtin_plugins.incus.proxy import start_proxy_of
+
+            start_proxy_of(self._api, self._config)
         try:
             self._state("start", f"starting {self.name}")
         except APIError as exc:

@@ -125,8 +125,10 @@ def agent_environment() -> dict[str, str]:
     return {f"environment.{name}": value for name, value in values.items()}
 
 
-#: every config key :func:`agent_environment` sets (removed again when the agent leaves the proxy)
-AGENT_KEYS = tuple(agent_environment())
+#: an agent's config key naming its proxy container
+AGENT_PROXY_KEY = LABEL_PREFIX + "proxy"
+#: every config key an agent gets (removed again when the agent leaves the proxy)
+AGENT_KEYS = (*agent_environment(), AGENT_PROXY_KEY)
 
 
 def agent_devices(devices: Mapping[str, Mapping[str, Any]], socket: str) -> dict[str, dict[str, str]]:
@@ -142,13 +144,17 @@ def bundle(image_bundle: bytes, ca: str) -> bytes:
 
 
 def probe_command(hostname: str) -> list[str]:
-    """A command run in the proxy container: exit 0 once squid answers with ``visible_hostname`` ``hostname``.
+    """A command run in the proxy container: exit 0 once squid answers with ``visible_hostname`` ``hostname``;
+    exit 3 (printing systemd's word on it) once squid's unit has failed or does not exist.
 
     It asks for no URL: squid answers 400 and logs a line that is no request record (never shown).
     """
-    script = (f'exec 3<>/dev/tcp/127.0.0.1/{PORT} || exit 1; '
+    script = (f'if exec 3<>/dev/tcp/127.0.0.1/{PORT}; then '
               'printf "GET /cci-probe HTTP/1.0\\r\\n\\r\\n" >&3; '
-              f'timeout 5 cat <&3 | grep -q -F -- "{hostname}"')
+              f'timeout 5 cat <&3 | grep -q -F -- "{hostname}" && exit 0; exec 3>&-; fi 2>/dev/null; '
+              'load=$(systemctl show -P LoadState squid 2>/dev/null); '
+              'active=$(systemctl show -P ActiveState squid 2>/dev/null); '
+              'case "$load/$active" in not-found/*|*/failed) echo "$load/$active"; exit 3;; esac; exit 1')
     return ["bash", "-c", script]
 
 
@@ -415,18 +421,28 @@ class ProxyContainers:
         """Wait until squid answers with the configuration of ``digest`` (see :func:`probe_command`)."""
         deadline = time.monotonic() + timeout
         delay = 0.05
+        why = ""
         while True:
             try:
-                if container.exec(probe_command(f"cci-{digest}")).exit_code == 0:
-                    return
+                result = container.exec(probe_command(f"cci-{digest}"))
             except APIError:
-                pass  # not running yet
+                result = None  # not running yet
+            if result is not None and result.exit_code == 0:
+                return
+            if result is not None and result.exit_code == 3:
+                why = result.stdout.strip()
+                break
             if time.monotonic() > deadline or container.status() not in ("running", "starting"):
                 break
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
-        raise BackendError(f"the proxy {container.name} did not come up: {self._squid_log(container)}",
-                           hint=f"see 'incus exec {container.name} -- journalctl -u squid'")
+        if why.startswith("not-found/"):
+            reason = f"its image {self.image!r} has no squid (not a proxy image?)"
+        else:
+            reason = self._squid_log(container)
+        raise BackendError(f"the proxy {container.name} did not come up: {reason}",
+                           hint=f"see 'incus exec {container.name} -- journalctl -u squid'; "
+                                "'cci build proxy' builds the proxy image")
 
     def _squid_log(self, container: IncusContainer) -> str:
         from cci_core.api import printable
@@ -533,7 +549,7 @@ def proxy_users(instances: Iterable[Mapping[str, Any]], socket: Callable[[str], 
 
 
 #: a proxy asked for (by a launch) within this many seconds is never stopped as unused
-STOP_GRACE_SECONDS = 60.0
+STOP_GRACE_SECONDS = 10.0
 
 
 def stop_unused(api: IncusAPI, *, now: float | None = None) -> list[str]:
@@ -555,6 +571,30 @@ def stop_unused(api: IncusAPI, *, now: float | None = None) -> list[str]:
                 continue  # stopped or deleted meanwhile
             stopped.append(entry["proxy"])
     return stopped
+
+
+def start_proxy_of(api: IncusAPI, agent_config: Mapping[str, Any]) -> None:
+    """Start the proxy an agent is behind (:data:`AGENT_PROXY_KEY`) if it is stopped, and wait for squid."""
+    from cci_builtin_plugins.incus.container import IncusContainer
+
+    name = str(agent_config.get(AGENT_PROXY_KEY, ""))
+    if not name.startswith(PREFIX):
+        return
+    try:
+        instance = api.get(f"/1.0/instances/{quote(name)}", f"looking up proxy {name}")
+    except APINotFound:
+        raise BackendError(f"the proxy {name} of this container is gone",
+                           hint="start a new session: its network and proxy are made again") from None
+    if not is_proxy(instance.get("config") or {}) or str(instance.get("status")) == "Running":
+        return
+    container = IncusContainer(api, instance)
+    try:
+        container.start()
+    except APIError as exc:
+        if "already running" not in exc.detail.lower():
+            raise
+    ProxyContainers(api, "", socket_dir_of(api)).wait_ready(
+        container, str((instance.get("config") or {}).get(CONFIG_KEY, "")))
 
 
 def _squid() -> Any:

@@ -12,7 +12,6 @@ import pytest
 
 from cci_core.api import HostRule, NetworkPlan, ProxySpec, RequestRecord, Rule
 from cci_builtin_plugins.incus import proxy
-from cci_builtin_plugins.incus.errors import APINotFound
 
 SOCKET_DIR = "/var/lib/incus"
 BRIDGE = "cci-nonat-12345"
@@ -48,7 +47,7 @@ def test_an_agents_clients_go_through_the_proxy_and_trust_its_ca() -> None:
     for name in ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "PIP_CERT"):
         assert environment[f"environment.{name}"] == "/etc/cci/ca-certificates.crt"
     assert environment["environment.NODE_EXTRA_CA_CERTS"] == "/usr/local/share/ca-certificates/cci-proxy.crt"
-    assert set(proxy.AGENT_KEYS) == set(environment)
+    assert set(proxy.AGENT_KEYS) == {*environment, "user.cci.proxy"}
     assert proxy.bundle(b"IMAGE CA", CA) == b"IMAGE CA\n" + CA.encode()
     assert proxy.bundle(b"IMAGE CA\n", CA) == b"IMAGE CA\n" + CA.encode()
     assert proxy.bundle(b"", CA) == CA.encode()
@@ -93,6 +92,9 @@ class FakeInstances:
             return [{**item, "expanded_devices": item["devices"]} for item in self.instances.values()]
         name = path.rsplit("/", 1)[1]
         if name not in self.instances:
+            # imported now: another test may have made cci's modules afresh (the class the code catches)
+            from cci_builtin_plugins.incus.errors import APINotFound
+
             raise APINotFound(action, 404, "Instance not found")
         return {**self.instances[name], "expanded_devices": self.instances[name]["devices"]}
 
@@ -120,7 +122,7 @@ class FakeInstances:
 
 
 def test_only_running_proxies_no_agent_uses_and_no_launch_asked_for_lately_are_stopped() -> None:
-    api = FakeInstances(_proxy_instance("cci-idle", wanted=1000), _proxy_instance("cci-asked", wanted=1950),
+    api = FakeInstances(_proxy_instance("cci-idle", wanted=1000), _proxy_instance("cci-asked", wanted=1995),
                         _proxy_instance("cci-used", wanted=1000), _agent("a1", "cci-used"),
                         _proxy_instance("cci-stopped", "Stopped", wanted=1000))
     assert proxy.stop_unused(api, now=2000) == [proxy.proxy_name("cci-idle")]  # type: ignore[arg-type]
@@ -244,3 +246,41 @@ def test_the_log_of_a_network_without_proxy_is_refused_in_one_line() -> None:
         _proxy_network(state, "c1")
     with pytest.raises(NotFoundError, match="no container named 'nope'"):
         _proxy_network(state, "nope")
+
+
+def test_an_agent_starting_starts_its_proxy_stopped_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_builtin_plugins.incus import proxy as current  # the module the container's code imports now
+    from cci_builtin_plugins.incus.container import IncusContainer
+
+    waited: list[str] = []
+    monkeypatch.setattr(current.ProxyContainers, "wait_ready", lambda self, container, digest: waited.append(digest))
+    stopped = _proxy_instance(BRIDGE, "Stopped")
+    stopped["config"][proxy.CONFIG_KEY] = "d1"
+    agent = _agent("a1", BRIDGE)
+    agent["config"][proxy.AGENT_PROXY_KEY] = proxy.proxy_name(BRIDGE)
+    api = FakeInstances(stopped, agent)
+    IncusContainer(api, api.get("/1.0/instances/a1", ""), None).start()  # type: ignore[arg-type]
+    assert api.instances[proxy.proxy_name(BRIDGE)]["status"] == "Running" and waited == ["d1"]
+    assert api.instances["a1"]["status"] == "Running"
+    assert [path for _method, path in api.calls if path.endswith("/state")] == [
+        f"/1.0/instances/{proxy.proxy_name(BRIDGE)}/state", "/1.0/instances/a1/state"]
+
+
+def test_kill_all_and_cci_list_pass_a_proxy_container_by(tmp_path: Any) -> None:
+    from cci_core.api import ContainerSpec
+    from cci_core.config import Override, load_config
+    from cci_core.plugin_manager import load_plugins
+    from cci_core.session import SessionManager
+    from tests.fakes import FakeDriver
+
+    config = load_config(tmp_path, environ={}, overrides=[Override("defaults.driver", "fake", "test")])
+    driver = FakeDriver(config)
+    sessions = SessionManager(config, driver, load_plugins(entry_points=False), warn=lambda message: None)
+    driver.create(ContainerSpec(proxy.proxy_name(BRIDGE), "cci-proxy",
+                                labels={"kind": "proxy", "proxy-network": BRIDGE})).start()
+    assert sessions.current() == []  # what 'cci list' shows
+    from cci_core.cli.sessions import select
+
+    assert select(driver.list_containers(), (), True) == []  # what 'cci kill --all' / 'shutdown --all' end
+    assert sessions.cleanup().orphans == []  # what 'cci clean' deletes
+    assert driver.get(proxy.proxy_name(BRIDGE)).status() == "running"
