@@ -6,20 +6,16 @@ or ``presets`` or ``denied_domains`` set, makes it the ``proxy`` mode's plan (:m
 
 from __future__ import annotations
 
-import re
-
 from cci_core.api import ConfigError, NetworkConfig, NetworkPlan, NetworkPolicy, Register, Rule, hookimpl
+from cci_builtin_plugins.network.patterns import address_problem, name_problem
 from cci_builtin_plugins.network.ranges import BLOCKED, is_private
 
-_LABEL = r"^(?!-)[a-z0-9-]{1,63}(?<!-)$"  # compiled on first use
 _KEY = "network.allowed_domains"
 
 
 def is_domain_name(text: str) -> bool:
     """True for a fully qualified host name such as ``api.github.com``."""
-    labels = text.rstrip(".").split(".")
-    return (len(text) <= 253 and len(labels) >= 2 and not labels[-1].isdigit()
-            and all(re.match(_LABEL, label, re.IGNORECASE) for label in labels))
+    return name_problem(text.rstrip(".").lower()) is None
 
 
 def is_ipv4_address(text: str) -> bool:
@@ -30,20 +26,6 @@ def is_ipv4_address(text: str) -> bool:
         return isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address)
     except ValueError:
         return False
-
-
-def _unusable_address(text: str) -> str | None:
-    """Why an IPv4 address can never be a destination worth allowing, or None."""
-    import ipaddress
-
-    address = ipaddress.IPv4Address(text)
-    for what, flag in (("the unspecified address", address.is_unspecified), ("a loopback address", address.is_loopback),
-                       ("a multicast address", address.is_multicast), ("the broadcast address", text == "255.255.255.255")):
-        if flag:
-            return f"{text} is {what}"
-    if is_private(text):
-        return f"{text} is in a private range, which allowlist mode always blocks"
-    return None
 
 
 def split_entries(entries: list[str]) -> tuple[list[str], list[str]]:
@@ -84,7 +66,7 @@ class AllowlistPolicy(NetworkPolicy):
         for entry in settings.allowed_domains:
             cleaned = entry.strip()
             if is_ipv4_address(cleaned):
-                problem = _unusable_address(cleaned)
+                problem = address_problem(cleaned, self.name)
                 if problem:
                     raise ConfigError(f"{problem}: remove it", key=_KEY)
             elif not is_domain_name(cleaned):

@@ -51,13 +51,16 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def address_problem(address: str) -> str | None:
-    """Why an IP address (IPv4, or IPv6 without brackets) can never be a destination worth allowing, or None."""
+def address_problem(address: str, mode: str = "the proxy") -> str | None:
+    """Why an IP address (IPv4, or IPv6 without brackets) can never be a destination worth allowing, or None.
+
+    ``mode`` names the network mode that blocks private ranges in the message.
+    """
     import ipaddress
 
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return address_problem(str(ip.ipv4_mapped))
+        return address_problem(str(ip.ipv4_mapped), mode)
     checks = (("the unspecified address", ip.is_unspecified), ("a loopback address", ip.is_loopback),
               ("a link-local address", ip.is_link_local), ("a multicast address", ip.is_multicast),
               ("the broadcast address", address == "255.255.255.255"))
@@ -65,9 +68,9 @@ def address_problem(address: str) -> str | None:
         if flag:
             return f"{address} is {what}"
     if isinstance(ip, ipaddress.IPv4Address) and is_private(address):
-        return f"{address} is in a private range, which the proxy mode always blocks"
+        return f"{address} is in a private range, which {mode} mode always blocks"
     if isinstance(ip, ipaddress.IPv6Address) and (ip in ipaddress.IPv6Network("fc00::/7") or ip.is_site_local):
-        return f"{address} is a unique-local (private) IPv6 address, which the proxy mode always blocks"
+        return f"{address} is a unique-local (private) IPv6 address, which {mode} mode always blocks"
     return None
 
 
