@@ -97,7 +97,8 @@ def ca_command() -> list[str]:
             "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
 
 
-def render(spec: ProxySpec, substitutions: Sequence[Substitution], *, trust_ca: str = "") -> dict[str, tuple[bytes, int]]:
+def render(spec: ProxySpec, substitutions: Sequence[Substitution], *,
+           trust_ca: str = "") -> dict[str, tuple[bytes, int]]:
     """Every cci file of the proxy container for ``spec``: absolute path -> (content, mode).
 
     All are owned by root with group :data:`PROXY_GID`. ``trust_ca``: PEM text of extra CAs

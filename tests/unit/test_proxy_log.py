@@ -29,8 +29,9 @@ DENIED_CONNECT_INNER = ('{"time":"1796313504.723","client":"127.0.0.1","method":
                         '"port":"443","sni":"denied.test","status":"403","squid":"NONE_NONE","bump":"-","rule":"-",'
                         '"sent":"56","received":"3337","ms":"0"}')
 BUMPED_GET = ('{"time":"1796313555.442","client":"127.0.0.1","method":"GET","host":"allowed.test","port":"8443",'
-              '"sni":"allowed.test","status":"0","squid":"TCP_MISS_ABORTED","bump":"bump","rule":"allow%2520allowed.test'
-              '%253A8443%2520%2528allowed_domains%2529","sent":"117","received":"0","ms":"2979"}')
+              '"sni":"allowed.test","status":"0","squid":"TCP_MISS_ABORTED","bump":"bump",'
+              '"rule":"allow%2520allowed.test%253A8443%2520%2528allowed_domains%2529","sent":"117","received":"0",'
+              '"ms":"2979"}')
 
 
 def test_the_log_format_is_the_one_squid_writes() -> None:
