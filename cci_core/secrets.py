@@ -88,9 +88,10 @@ def spec_problem(spec: SecretSpec) -> str | None:
 DEFAULT_PREFIX = SecretSpec("X", ("x",)).placeholder_prefix
 #: the header form of a secret no plugin declares and ``[secrets] headers`` does not name
 DEFAULT_HEADERS = SecretSpec("X", ("x",)).headers
-#: characters a secret's value may hold: what a token or key is made of; anything else could break the header
-#: (or the proxy's configuration) it is put in
-_VALUE = r"[A-Za-z0-9._~+/=:@!$%&*^|-]+\Z"
+#: characters a secret's value may hold: what tokens and keys are made of (letters, digits, ``-._~``, base64's
+#: ``+/=``, ``:@`` of credentials); anything else (a space, a quote, ``%``, ``$``, a control character) could break
+#: the header, or the proxy's configuration, it is put in
+_VALUE = r"[A-Za-z0-9._~+/=:@-]+\Z"
 
 
 def key_path() -> Path:

@@ -137,10 +137,12 @@ def test_a_bad_variable_name_is_refused_by_the_config(isolated_env: Path) -> Non
         load_config(isolated_env, environ={})
 
 
-def test_a_value_no_token_has_is_refused_without_showing_it(isolated_env: Path) -> None:
+@pytest.mark.parametrize("value", ['abc"\nproxy_config_line', "abc proxy_config_line", "abc%{proxy_config_line}",
+                                   "abc$proxy_config_line", "abc\\proxy_config_line", "abc\x7fproxy_config_line"])
+def test_a_value_no_token_has_is_refused_without_showing_it(isolated_env: Path, value: str) -> None:
     config = config_with(isolated_env, '[secrets]\nenv = ["GH_TOKEN"]\n', isolated_env)
     with pytest.raises(ConfigError) as caught:
-        collect_secrets(config, KNOWN, PROXY_PLAN, {"GH_TOKEN": 'abc"\nproxy_config_line'})
+        collect_secrets(config, KNOWN, PROXY_PLAN, {"GH_TOKEN": value})
     assert "the value of GH_TOKEN has a character no token has" in str(caught.value)
     assert "proxy_config_line" not in str(caught.value)
 
@@ -156,6 +158,13 @@ def test_without_a_proxy_the_tools_files_are_injected_as_they_are(isolated_env: 
     (isolated_env / ".claude.json").write_text(json.dumps({"primaryApiKey": REAL_KEY}))
     config = load_config(isolated_env, environ={})
     assert collect_secrets(config, KNOWN, ACL_PLAN, {}, ClaudeCode()) == []
+
+
+@pytest.mark.parametrize("value", ["ghp_AbC123", "github_pat_11AB_cd", "sk-ant-api03-x_Y-z", "eyJ.eyJ.sig-_",
+                                   "dXNlcjpwYXNz+/==", "user:pass@x~"])
+def test_token_shaped_values_pass(isolated_env: Path, value: str) -> None:
+    config = config_with(isolated_env, '[secrets]\nenv = ["GH_TOKEN"]\n', isolated_env)
+    assert collect_secrets(config, KNOWN, PROXY_PLAN, {"GH_TOKEN": value})[0].value == value
 
 
 def test_the_claude_api_key_of_its_config_is_a_secret_under_a_proxy(isolated_env: Path) -> None:
