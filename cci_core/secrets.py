@@ -68,6 +68,10 @@ def header_problem(header: str) -> str | None:
     slots = re.findall(r"\{(?:basic:[^{}]+)?\}", template)
     if len(slots) != 1 or template.count("{") != 1 or template.count("}") != 1:
         return f"{header!r} needs exactly one '{{}}' (the value) or '{{basic:USER}}' (Basic credentials of USER)"
+    if not re.match(r"[A-Za-z0-9 ._~+/=:@,;()-]*\Z", template.replace(slots[0], "")) or \
+            not re.match(r"\{(basic:[A-Za-z0-9._~+=@-]+)?\}\Z", slots[0]):
+        return (f"{header!r} has a character a header form may not hold (letters, digits, spaces and "
+                "-._~+/=:@,;() only)")
     return None
 
 
@@ -81,6 +85,10 @@ def spec_problem(spec: SecretSpec) -> str | None:
         problem = header_problem(header) if isinstance(header, str) else f"{header!r} is not a string"
         if problem:
             return problem
+    import re
+
+    if not isinstance(spec.placeholder_prefix, str) or not re.match(r"[A-Za-z0-9._-]*\Z", spec.placeholder_prefix):
+        return f"its placeholder prefix {spec.placeholder_prefix!r} is not letters, digits, '-', '.' and '_'"
     return None
 
 

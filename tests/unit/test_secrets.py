@@ -193,6 +193,11 @@ def test_a_claude_config_without_an_api_key_gives_none(isolated_env: Path, conte
     ("A: {}\r\nInjected: 1", False),
     ("A: {basic:}", False),
     ("A: {x}", False),
+    ('A: "{}"', False),
+    ("A: %{}", False),
+    ("A: {basic:us er}", False),
+    ('A: {basic:u"}', False),
+    ("A: Token={}; v=1", True),
 ])
 def test_header_forms(header: str, ok: bool) -> None:
     assert (header_problem(header) is None) is ok
@@ -204,6 +209,7 @@ def test_header_forms(header: str, ok: bool) -> None:
     (SecretSpec("T", ()), "names no hosts"),
     (SecretSpec("T", "a.example.com"), "names no hosts"),  # type: ignore[arg-type]
     (SecretSpec("T", ("a.example.com",), ("Authorization: Bearer",)), "needs exactly one"),
+    (SecretSpec("T", ("a.example.com",), placeholder_prefix='x"y'), "placeholder prefix"),
 ])
 def test_a_plugins_secret_spec_is_checked_at_registration(spec: SecretSpec, says: str | None) -> None:
     register = Register(Registries(), "mine")
