@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 from cci_core.api import DEFAULT_PORTS, ConfigError, HostRule
 from cci_builtin_plugins.network.ranges import is_private
@@ -112,7 +113,10 @@ def _split_port(key: str, entry: str, text: str) -> tuple[str, tuple[int, ...]]:
     return host, (port,)
 
 
-def parse_entry(entry: str, *, key: str, action: str = "allow", source: str = "") -> HostRule:
+Action = Literal["allow", "deny"]
+
+
+def parse_entry(entry: str, *, key: str, action: Action = "allow", source: str = "") -> HostRule:
     """One entry as a :class:`HostRule` (pattern normalized: lower case, no trailing dot, IPv6 without brackets).
 
     Anything else is a :class:`ConfigError` naming ``key`` and the entry, with a hint.
@@ -132,7 +136,7 @@ def parse_entry(entry: str, *, key: str, action: str = "allow", source: str = ""
         problem = address_problem(address)
         if problem:
             raise _bad(key, entry, problem, "remove it")
-        return HostRule(action, address, ports, source)  # type: ignore[arg-type]
+        return HostRule(action, address, ports, source)
     host = host[:-1] if host.endswith(".") and host not in (".", "*.") else host
     if host == "*":
         raise _bad(key, entry, "a bare '*' would allow every host",
@@ -143,7 +147,7 @@ def parse_entry(entry: str, *, key: str, action: str = "allow", source: str = ""
         problem = address_problem(host)
         if problem:
             raise _bad(key, entry, problem, "remove it")
-        return HostRule(action, host, ports, source)  # type: ignore[arg-type]
+        return HostRule(action, host, ports, source)
     if host.startswith("*."):
         base, prefix = host[2:], "*."
     elif host.startswith("."):
@@ -157,10 +161,10 @@ def parse_entry(entry: str, *, key: str, action: str = "allow", source: str = ""
     problem = name_problem(base)
     if problem:
         raise _bad(key, entry, f"{base!r} {problem}" if prefix else problem)
-    return HostRule(action, prefix + base, ports, source)  # type: ignore[arg-type]
+    return HostRule(action, prefix + base, ports, source)
 
 
-def parse_entries(entries: Iterable[str], *, key: str, action: str = "allow", source: str = "") -> list[HostRule]:
+def parse_entries(entries: Iterable[str], *, key: str, action: Action = "allow", source: str = "") -> list[HostRule]:
     """Every entry of a list, parsed; duplicates (same pattern and ports) kept once, in their order."""
     return list(dict.fromkeys(parse_entry(entry, key=key, action=action, source=source) for entry in entries))
 

@@ -9,6 +9,7 @@ rules are the proxy's egress: the public internet, never private ranges, IPv6 or
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from cci_core.api import (
     DEFAULT_PORTS,
@@ -25,6 +26,9 @@ from cci_core.api import (
 from cci_builtin_plugins.network import patterns
 from cci_builtin_plugins.network.ranges import BLOCKED
 
+if TYPE_CHECKING:
+    from cci_core.api import Config
+
 _TRUST_KEY = "network.proxy_trust_ca"
 #: the largest ``proxy_trust_ca`` file read (a bundle of a few hundred certificates)
 MAX_TRUST_CA = 1 << 20
@@ -36,13 +40,15 @@ class ProxyPolicy(NetworkPolicy):
     name = "proxy"
     summary = "HTTP(S) only, through a proxy allowing allowed_domains and presets by name (*.x patterns, ports)"
 
-    def __init__(self, config: object = None, presets: Mapping[str, tuple[str, ...]] | None = None) -> None:
-        super().__init__(config)  # type: ignore[arg-type]
+    def __init__(self, config: Config | None = None, presets: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        """``presets``: the preset name -> host patterns to know (default: those the running command's plugins
+        registered)."""
+        super().__init__(config)
         self._presets = presets
 
     @property
     def presets(self) -> Mapping[str, tuple[str, ...]]:
-        """Preset name -> host patterns: those given, else those the running command's plugins registered."""
+        """Preset name -> host patterns."""
         if self._presets is None:
             from cci_builtin_plugins.network.presets import registered_presets
 
