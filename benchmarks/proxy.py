@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -43,6 +44,8 @@ from lifecycle import incus_options, median_p90, report, sh  # noqa: E402  (benc
 NAME = "bench.ccit.test"
 PROXY = "127.0.0.1:3128"
 CAFILES = ("/etc/cci/ca-certificates.crt", "/workspace/ccit-ca.pem")
+#: inside a container with a NIC: until its DHCP lease gives it a route (20 s at most)
+WAIT_FOR_ROUTE = "for i in $(seq 100); do [ $(wc -l < /proc/net/route) -gt 1 ] && break; sleep 0.2; done"
 #: requests dropped from the front of each series (connection set-up of the kept-alive one, caches)
 WARM_UP = 20
 
@@ -92,11 +95,12 @@ def workspace(root: Path, name: str, settings: dict[str, object], ca: Path) -> P
 def timed_requests(cci: str, where: Path, env: dict[str, str], spec: dict[str, object], count: int,
                    keep_alive: bool) -> list[float]:
     """Milliseconds per request, measured inside a fresh container of ``where``'s plan."""
-    argv = [cci, "run", "--", "python3", "/workspace/web_client.py"]
-    for path in CAFILES:
-        argv += ["--cafile", path]
-    argv += ["--repeat", str(count + WARM_UP), *(["--keep-alive"] if keep_alive else []), json.dumps(spec)]
-    result = subprocess.run(argv, cwd=where, env=env, capture_output=True, text=True, timeout=600, check=False)
+    client = ["python3", "/workspace/web_client.py", *(f"--cafile {path}" for path in CAFILES),
+              "--repeat", str(count + WARM_UP), *(["--keep-alive"] if keep_alive else []), shlex.quote(json.dumps(spec))]
+    # 'cci run' does not wait for the boot: a container with a NIC waits for its DHCP lease (a route) first
+    script = f"{WAIT_FOR_ROUTE}; {' '.join(client)}" if "proxy" not in spec else " ".join(client)
+    result = subprocess.run([cci, "run", "--", "bash", "-c", script], cwd=where, env=env, capture_output=True,
+                            text=True, timeout=600, check=False)
     if result.returncode:
         raise SystemExit(f"cci run failed ({result.returncode}): {result.stderr.strip()}")
     timing = json.loads(result.stdout.strip().splitlines()[-1])

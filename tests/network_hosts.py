@@ -57,8 +57,11 @@ HTTPS_PORT = 443
 """The port every internet host serves HTTPS on (tests/web_echo_server.py)."""
 WEB_PORT = 8080
 """The port every internet host serves the same JSON answers on over plain HTTP."""
-TLS_NAMES = ("ccit.test", "*.ccit.test", "*.wild.ccit.test", "*.dot.ccit.test")
-"""The names the internet hosts' certificate holds (with their addresses): tests name the hosts under these."""
+TLS_NAMES = ("ccit.test", "*.ccit.test", "*.wild.ccit.test", "*.dot.ccit.test", "api.anthropic.com")
+"""The names the internet hosts' certificate holds (with their addresses): tests name the hosts under these.
+
+``api.anthropic.com`` too: a proxy test maps that name to a test host through the proxy's own host map
+(only the test CA vouches for the certificate, and only a test trusts that CA)."""
 WEB_SERVER = Path(__file__).with_name("web_echo_server.py")
 WEB_CLIENT = Path(__file__).with_name("web_client.py")
 """A standalone client for containers (CONNECT with any server name, timing): see its docstring."""
