@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from cci_core.api import CciError, ConfigError, UsageError
+from cci_core.api import CciError, ConfigError, NetworkConfig, UsageError
 from cci_builtin_plugins.setup import facts as host
 from cci_builtin_plugins.setup.config_file import recorded, tomllib, with_setting
 from cci_builtin_plugins.setup.facts import HostFacts
@@ -102,6 +102,7 @@ def make_plan(facts: HostFacts, options: Options) -> Plan:
         network_step(facts, options),
         range_step(facts, options),
         image_step(facts, options),
+        proxy_image_step(facts, options),
     ]
     return Plan(tuple(steps), tuple(warnings))
 
@@ -322,6 +323,24 @@ def image_step(facts: HostFacts, options: Options) -> Step:
     alias = () if options.image == "cci" else ("--alias", options.image)
     return Step(title, PENDING, "build it with 'cci build' (usually 3 to 5 minutes: it fetches a base system and the tool)",
                 (Action((*options.cci, "build", *alias), own=True),))
+
+
+#: the proxy image's alias when ``[network] proxy_image`` is not set
+PROXY_IMAGE: str = NetworkConfig._field_defaults["proxy_image"]
+
+
+def proxy_image_step(facts: HostFacts, options: Options) -> Step:
+    """The image of the ``proxy`` network mode's filtering proxy (``cci build proxy``): small, so always built."""
+    title = f"proxy image {PROXY_IMAGE}"
+    if not options.build_image:
+        return Step(title, DONE, "skipped (--no-image)")
+    incus = facts.incus
+    if incus is None and facts.daemon.running:
+        return _unreadable(title)
+    if incus is not None and PROXY_IMAGE in incus.images:
+        return Step(title, DONE, f"image {PROXY_IMAGE} exists")
+    return Step(title, PENDING, "build it with 'cci build proxy' (about a minute: squid on a minimal Debian, for "
+                                "network mode proxy)", (Action((*options.cci, "build", "proxy"), own=True),))
 
 
 def _project(options: Options) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ PREPARED = IncusState(
     devices={"root": {"type": "disk", "path": "/", "pool": "cci"},
              "eth0": {"type": "nic", "network": "incusbr0", "name": "eth0"}},
     networks={"incusbr0": Network("incusbr0", "bridge", True, ipaddress.IPv4Interface("10.151.0.1/24"), True)},
-    images=frozenset({"cci"}),
+    images=frozenset({"cci", "cci-proxy"}),
 )
 EMPTY = IncusState(pools={}, devices={}, networks={}, images=frozenset())
 
@@ -101,8 +101,9 @@ def test_fresh_machine_plans_every_step_in_order_with_a_fresh_incus() -> None:
     assert list(states(plan).items()) == [
         ("install Incus", PENDING), ("add alice to incus-admin", PENDING), ("delegate uid 1001 and gid 1001 to root", PENDING),
         ("start Incus", PENDING), ("restart Incus for the delegated ids", DONE), ("storage pool", PENDING),
-        ("default network", PENDING), ("IPv4 range for cci's policy networks", PENDING), ("image cci", PENDING)]
-    group, subids, start, _, pool, network, subnets, image = plan.steps[1:]
+        ("default network", PENDING), ("IPv4 range for cci's policy networks", PENDING), ("image cci", PENDING),
+        ("proxy image cci-proxy", PENDING)]
+    group, subids, start, _, pool, network, subnets, image, proxy_image = plan.steps[1:]
     assert commands(group) == ["usermod -aG incus-admin alice"]
     assert "newgrp incus-admin" in group.note
     assert commands(subids) == ["echo root:1001:1 | tee -a /etc/subuid", "echo root:1001:1 | tee -a /etc/subgid"]
@@ -121,6 +122,7 @@ def test_fresh_machine_plans_every_step_in_order_with_a_fresh_incus() -> None:
         "user.cci.setup=true --description 'made by cci setup'",
         "incus profile device add default eth0 nic network=incusbr0 name=eth0"]
     assert commands(image) == ["/usr/bin/cci build"]
+    assert commands(proxy_image) == ["/usr/bin/cci build proxy"]
 
 
 def test_systemd_starts_and_restarts_incus_through_systemd() -> None:
@@ -135,7 +137,8 @@ def test_partly_done_plans_only_what_is_missing() -> None:
     facts = prepared(user=ALICE, incus=PREPARED._replace(images=frozenset()), config_text="# mine\n")
     plan = make_plan(facts, OPTIONS)
     assert [step.title for step in plan.pending] == [
-        "add alice to incus-admin", "IPv4 range for cci's policy networks", "image cci"]
+        "add alice to incus-admin", "IPv4 range for cci's policy networks", "image cci",
+        "proxy image cci-proxy"]
     assert plan.pending[1].actions[-1].stdin.startswith("# mine\n")
 
 
@@ -211,7 +214,7 @@ def test_a_recorded_range_is_kept() -> None:
 
 def test_incus_unreadable_for_this_user_leaves_its_steps_to_root() -> None:
     plan = make_plan(prepared(incus=None), OPTIONS)
-    assert [step.title for step in plan.pending] == ["storage pool", "default network", "image cci"]
+    assert [step.title for step in plan.pending] == ["storage pool", "default network", "image cci", "proxy image cci-proxy"]
     assert all(step.root and not step.actions for step in plan.pending)
 
 
