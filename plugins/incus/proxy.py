@@ -327,10 +327,14 @@ class ProxyContainers:
             nic = nic_devices(instance.get("expanded_devices") or {}, network, filtering=self.nic_filtering)
             self.api.call("PATCH", f"/1.0/instances/{quote(name)}", f"configuring proxy {name}", {"devices": nic})
             container = self._container(instance)
-            container.make_directory(str(PurePosixPath(DROP_IN).parent))
-            container.push_file(INIT_SCRIPT, init_script(), mode=0o755)
-            container.push_file(DROP_IN, DROP_IN_TEXT.encode(), mode=0o644)
-            self._apply(container, spec, [], trust_ca, reconfigure=False)
+            try:
+                container.make_directory(str(PurePosixPath(DROP_IN).parent))
+                container.push_file(INIT_SCRIPT, init_script(), mode=0o755)
+                container.push_file(DROP_IN, DROP_IN_TEXT.encode(), mode=0o644)
+                self._apply(container, spec, [], trust_ca, reconfigure=False)
+            except APINotFound:  # /etc/squid or /usr/local/sbin missing
+                raise BackendError(f"the proxy {name} did not come up: its image {self.image!r} has no squid "
+                                   "(not a proxy image?)", hint="'cci build proxy' builds the proxy image") from None
             container.start()
             self.wait_ready(container, str(self._config(name).get(CONFIG_KEY, "")))
             ca = container.pull_file(_squid().CA_CERT).decode("ascii")
