@@ -163,7 +163,7 @@ def main() -> int:
     from tests.network_hosts import INTERNET_HOSTS, WEB_PORT, TestHosts
 
     incus = ["incus", "--project", args.project]
-    with tempfile.TemporaryDirectory() as scratch_dir, TestHosts() as hosts:
+    with tempfile.TemporaryDirectory() as scratch_dir, TestHosts(wait=600) as hosts:
         scratch = Path(scratch_dir)
         scratch.chmod(0o755)
         home = scratch / "home"

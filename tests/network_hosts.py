@@ -380,8 +380,10 @@ class TestHosts:
 
     __test__ = False  # not a pytest test class despite its name
 
-    def __init__(self) -> None:
+    def __init__(self, *, wait: float = 0) -> None:
+        """``wait``: how many seconds :meth:`setup` waits for another TestHosts on this machine to go (0: none)."""
         self.tmp_dir: Path | None = None
+        self.wait = wait
         self._lock: int | None = None
         self._echo: dict[str, subprocess.Popen[bytes]] = {}
         self._dns: subprocess.Popen[bytes] | None = None
@@ -464,11 +466,17 @@ class TestHosts:
 
     def _acquire_lock(self) -> None:
         fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RuntimeError(f"another TestHosts is set up on this machine (lock {LOCK_FILE} is held)") from None
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise RuntimeError(f"another TestHosts is set up on this machine (lock {LOCK_FILE} is held"
+                                       + (f" for {self.wait:g} s" if self.wait else "") + ")") from None
+                time.sleep(0.2)
         self._lock = fd
 
     def _make_link(self, link: Link) -> None:

@@ -119,6 +119,48 @@ def test_setup_cleans_up_a_killed_run_and_teardown_leaves_nothing() -> None:
     assert setup_seconds < 5 and teardown_seconds < 5, (setup_seconds, teardown_seconds)
 
 
+# Runs before the shared hosts below exist: a child holds the lock instead.
+def test_a_setup_asked_to_wait_waits_for_the_lock_and_no_longer() -> None:
+    import threading
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys\n"
+         f"fd = os.open({str(network_hosts.LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdin and holder.stdout
+    try:
+        assert holder.stdout.readline() == "held\n"
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"lock .* is held for 0.3 s"):
+            TestHosts(wait=0.3).setup()
+        assert time.monotonic() - start >= 0.3
+        waiter = TestHosts(wait=30)
+        errors: list[BaseException] = []
+
+        def set_up() -> None:
+            try:
+                waiter.setup()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=set_up)
+        thread.start()
+        thread.join(timeout=0.5)
+        assert thread.is_alive() and waiter.tmp_dir is None  # still waiting while the lock is held
+        holder.stdin.close()  # the holder exits: its lock goes
+        thread.join(timeout=30)
+        try:
+            assert not thread.is_alive() and errors == [] and waiter.tmp_dir is not None
+            assert fetch(INTERNET_HOSTS[0]) == INTERNET_HOSTS[0]
+        finally:
+            waiter.teardown()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[TestHosts]:
     with TestHosts() as hosts:
@@ -308,3 +350,4 @@ def test_the_web_client_script_connects_directly_or_through_a_tunnel(hosts: Test
     assert isinstance(plain["answer"], dict) and plain["answer"]["tls"] is False
     # the web server is no proxy: it refuses the CONNECT (501), and the client says so
     assert (refused["connect"], refused["status"]) == (501, None) and "CONNECT answered 501" in str(refused["error"])
+

@@ -56,6 +56,8 @@ ALLOWED = [API, "*.wild.ccit.test", OTHER, f"{OTHER}:{WEB_PORT}", ".dot.ccit.tes
 DENIED = [BAD]
 LISTED_V6, UNLISTED_V6 = "2001:db8::2", "2001:db8::1"
 
+#: how long to wait for the test hosts of another test run on this machine (tests/network_hosts.py has one lock)
+LOCK_WAIT = 600
 PROXY = "127.0.0.1:3128"
 #: in the agent: the image's CA bundle with the proxy CA (cci's), and the test CA (the workspace's copy)
 CAFILES = ("/etc/cci/ca-certificates.crt", "/workspace/ccit-ca.pem")
@@ -83,7 +85,7 @@ def proxy_network(hosts: TestHosts) -> str:
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestHosts]:
     """The test hosts; afterwards this module's proxy network (and its proxy) is deleted, by name."""
-    with TestHosts() as made:
+    with TestHosts(wait=LOCK_WAIT) as made:
         yield made
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path_factory.mktemp("cleanup-home")),
                "LANG": "C.UTF-8", "CCI_INCUS_PROJECT": incus_env.PROJECT, "CCI_INCUS_NETWORK_NAT": "false",
@@ -247,7 +249,8 @@ def test_the_proxy_allows_by_name_and_nothing_goes_around_it(
     # 3.13's default context) accepts: the certificate squid makes for the tunnel names the CA's key
     for label, (_, host, _) in REQUESTS.items():
         if host is None and label != "listed IPv6 address":
-            assert 403 in (results[label]["status"], results[label]["connect"]), (label, results[label])
+            result = results[label]
+            assert 403 in (result["status"], result["connect"]), f"{label}: {result['error'] or result}"
 
 
 def matches(record: dict[str, object], want: dict[str, object]) -> bool:
