@@ -131,7 +131,16 @@ class IncusDriver(Driver):
         from cci_builtin_plugins.incus.networks import PolicyNetworks
 
         image = getattr(self.config.network, "proxy_image", "") if self.config is not None else ""
-        return PolicyNetworks(self.api, self.settings, image or "cci-proxy")
+        return PolicyNetworks(self.api, self.settings, image or "cci-proxy", build_image=self._build_proxy_image)
+
+    def _build_proxy_image(self, alias: str) -> None:
+        """The proxy image, built on the host the first time a proxy plan needs it (one progress line)."""
+        import sys
+
+        from cci_core.api import printable
+        from cci_builtin_plugins.images.proxy_image import ensure_proxy_image
+
+        ensure_proxy_image(self, alias, lambda line: print(f"cci: {printable(line)}", file=sys.stderr, flush=True))
 
     def ensure_network(self, plan: NetworkPlan) -> str:
         return self.networks.ensure(plan)

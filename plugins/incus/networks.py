@@ -22,7 +22,7 @@ import hashlib
 import ipaddress
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -228,10 +228,12 @@ def _instance_names(used_by: list[str]) -> tuple[str, ...]:
 class PolicyNetworks:
     """Creates, updates, lists and deletes cci's policy networks and their ACLs."""
 
-    def __init__(self, api: IncusAPI, settings: IncusSettings, proxy_image: str = "cci-proxy") -> None:
+    def __init__(self, api: IncusAPI, settings: IncusSettings, proxy_image: str = "cci-proxy",
+                 build_image: Callable[[str], None] | None = None) -> None:
         self.api = api
         self.settings = settings
         self.proxy_image = proxy_image
+        self.build_image = build_image
 
     @property
     def proxies(self) -> ProxyContainers:
@@ -239,7 +241,7 @@ class PolicyNetworks:
         from cci_builtin_plugins.incus.proxy import ProxyContainers, socket_dir_of
 
         return ProxyContainers(self.api, self.proxy_image, socket_dir_of(self.api),
-                               nic_filtering=self.settings.network_filtering)
+                               nic_filtering=self.settings.network_filtering, build_image=self.build_image)
 
     def ensure(self, plan: NetworkPlan) -> str:
         name = network_name(plan, nat=self.settings.network_nat)

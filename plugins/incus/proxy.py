@@ -251,11 +251,14 @@ def substitutions_of(data: bytes) -> list[Substitution]:
 class ProxyContainers:
     """Creates, starts, reconfigures and deletes the proxy containers of cci's policy networks."""
 
-    def __init__(self, api: IncusAPI, image: str, socket_dir: str, *, nic_filtering: bool = True) -> None:
+    def __init__(self, api: IncusAPI, image: str, socket_dir: str, *, nic_filtering: bool = True,
+                 build_image: Callable[[str], None] | None = None) -> None:
+        """``build_image(alias)``: makes the proxy image when it is missing (None: a missing one is an error)."""
         self.api = api
         self.image = image
         self.socket_dir = socket_dir
         self.nic_filtering = nic_filtering
+        self.build_image = build_image
 
     def socket(self, network: str) -> str:
         return socket_path(self.socket_dir, self.api.project or "default", network)
@@ -304,6 +307,8 @@ class ProxyContainers:
         from cci_builtin_plugins.incus.driver import IncusDriver, image_source
 
         name = proxy_name(network)
+        if self.build_image is not None and not self._image_exists():
+            self.build_image(self.image)
         body = {
             "name": name, "type": "container", "source": image_source(self.image),
             "description": f"cci filtering proxy of network {network}",

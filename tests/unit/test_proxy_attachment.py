@@ -284,3 +284,20 @@ def test_kill_all_and_cci_list_pass_a_proxy_container_by(tmp_path: Any) -> None:
     assert select(driver.list_containers(), (), True) == []  # what 'cci kill --all' / 'shutdown --all' end
     assert sessions.cleanup().orphans == []  # what 'cci clean' deletes
     assert driver.get(proxy.proxy_name(BRIDGE)).status() == "running"
+
+
+def test_a_missing_proxy_image_is_built_before_the_proxy_is_made() -> None:
+    class Built(Exception):
+        pass
+
+    built: list[str] = []
+
+    def build(alias: str) -> None:
+        built.append(alias)
+        raise Built  # (the fake Incus makes no instance): what matters is that it came first
+
+    api = FakeInstances()
+    containers = proxy.ProxyContainers(api, "my-proxy", SOCKET_DIR, build_image=build)  # type: ignore[arg-type]
+    with pytest.raises(Built):
+        containers.ensure(BRIDGE, ProxySpec((HostRule("allow", "example.com"),)))
+    assert built == ["my-proxy"] and api.calls == []
