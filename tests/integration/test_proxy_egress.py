@@ -156,7 +156,7 @@ REQUESTS: dict[str, tuple[dict[str, object], str | None, dict[str, object]]] = {
                               {"host": (UNLISTED_V6, f"[{UNLISTED_V6}]"), "allowed": False}),
     # listed, and no TLS server name to mismatch: allowed by its rule, yet unreachable (the proxy has no IPv6 route)
     "listed IPv6 address": ({"url": f"https://{API}/", "connect": f"[{LISTED_V6}]:443", "sni": ""}, None,
-                            {"host": (LISTED_V6, f"[{LISTED_V6}]")}),
+                            {"host": (LISTED_V6, f"[{LISTED_V6}]"), "allowed": True}),
     "HTTP on an allowed port": ({"url": f"http://{OTHER}:{WEB_PORT}/plain"}, INTERNET_HOSTS[2],
                                 {"host": OTHER, "port": WEB_PORT, "allowed": True}),
     "HTTP on another port": ({"url": f"http://{API}:{WEB_PORT}/"}, None,
