@@ -279,6 +279,41 @@ def read_until(proc: subprocess.Popen[bytes], wanted: list[dict[str, object]], d
     return records
 
 
+def test_a_proxy_being_started_is_not_stopped_as_unused_by_another_cci(
+        claude_environ: dict[str, str], driver: IncusDriver, tmp_path: Path) -> None:
+    """Another cci that deletes a container meanwhile stops the proxies no agent uses (as the host guard
+    does): one a launch is starting must not be one of them."""
+    import threading
+
+    from cci_builtin_plugins.incus.proxy import stop_unused
+
+    name = f"race-{uuid.uuid4().hex[:8]}.ccit.test"  # a plan (and a proxy) of this test alone
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    write_trusted(workspace, f'[network]\nmode = "proxy"\nallowed_domains = ["{name}"]\n'
+                             f'hosts = {{ "{name}" = "{INTERNET_HOSTS[0]}" }}\nproxy_image = "{PROXY_IMAGE}"\n')
+    launched = threading.Event()
+    stopped: list[str] = []
+
+    def other_cci() -> None:
+        while not launched.is_set():
+            stopped.extend(stop_unused(driver.api))
+            launched.wait(0.05)
+
+    thread = threading.Thread(target=other_cci, daemon=True)
+    thread.start()
+    try:
+        result = run_cci("run", "--", "true", env=claude_environ, cwd=workspace, timeout=300)
+    finally:
+        launched.set()
+        thread.join(timeout=30)
+        network = next((item.name for item in driver.policy_networks()
+                        if name in item.plan.settings.get("allowed_domains", [])), None)
+        if network:
+            run_cci("network", "delete", network, env=claude_environ)
+    assert result.returncode == 0, (result.stderr, stopped)
+
+
 # --- secrets by placeholder ---------------------------------------------------------------------------------------
 
 
