@@ -297,8 +297,11 @@ def test_a_proxy_being_started_is_not_stopped_as_unused_by_another_cci(
 
     def other_cci() -> None:
         while not launched.is_set():
-            stopped.extend(stop_unused(driver.api))
-            launched.wait(0.05)
+            try:
+                stopped.extend(stop_unused(driver.api))
+            except Exception:  # noqa: BLE001 - a listing that raced with a change: the next one counts
+                pass
+            launched.wait(0.02)
 
     thread = threading.Thread(target=other_cci, daemon=True)
     thread.start()
