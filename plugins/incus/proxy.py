@@ -617,17 +617,36 @@ def _digest(text: str) -> str:
 
 
 def _log_lines(container: IncusContainer, *, follow: bool) -> Iterator[bytes]:
-    """The lines of the access log; with ``follow`` read as they come from ``tail -F`` in another thread."""
-    if not follow:
+    """The lines of the access log; with ``follow``, then new ones as they come, until the caller stops.
+
+    While the proxy runs, new lines come from ``tail -F`` in it (which follows the log's rotation);
+    while it is stopped (no container uses it), nothing new can come: its status is checked every second.
+    """
+    seen = 0
+    while True:
+        if follow and container.status() == "running":
+            for line in _tail(container, seen):
+                seen += 1
+                yield line
+            continue  # tail ended: the proxy stopped
         try:
-            yield from container.pull_file(_squid().ACCESS_LOG).splitlines()
+            lines = container.pull_file(_squid().ACCESS_LOG).splitlines()
         except APINotFound:
+            lines = []
+        yield from lines[seen:]
+        seen = max(seen, len(lines))
+        if not follow:
             return
-        return
+        time.sleep(1.0)
+
+
+def _tail(container: IncusContainer, skip: int) -> Iterator[bytes]:
+    """The log's lines after the first ``skip``, then new ones as they come, read in another thread, until
+    the proxy stops."""
     import queue
     import threading
 
-    lines: queue.Queue[bytes | None] = queue.Queue(maxsize=10000)
+    lines: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=10000)
     pending = bytearray()
 
     def take(chunk: bytes) -> None:
@@ -639,13 +658,22 @@ def _log_lines(container: IncusContainer, *, follow: bool) -> Iterator[bytes]:
 
     def run() -> None:
         try:
-            container.exec(["tail", "-n", "+1", "-F", _squid().ACCESS_LOG], stdout=take, stderr=lambda _chunk: None)
-        finally:
+            container.exec(["tail", "-n", f"+{skip + 1}", "-F", _squid().ACCESS_LOG], stdout=take,
+                           stderr=lambda _chunk: None)
             lines.put(None)
+        except BaseException as exc:  # noqa: BLE001 - given to the reader
+            lines.put(exc)
 
     threading.Thread(target=run, daemon=True, name="cci-network-log").start()
-    while (line := lines.get()) is not None:
-        yield line
+    while True:
+        item = lines.get()
+        if item is None:
+            return
+        if isinstance(item, APIError):
+            return  # the proxy stopped meanwhile (or was never running)
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _secret_list(config: Mapping[str, Any]) -> list[str]:

@@ -19,6 +19,15 @@ SOCKET = proxy.socket_path(SOCKET_DIR, "cci-test", BRIDGE)
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
+@pytest.fixture(autouse=True)
+def _current_modules() -> None:
+    """Another test may have imported cci's modules afresh: use those the code imports now (their classes)."""
+    import importlib
+
+    global proxy
+    proxy = importlib.import_module("cci_builtin_plugins.incus.proxy")
+
+
 def test_an_agent_behind_a_proxy_has_no_nic_only_the_proxy_device() -> None:
     devices = {"eth0": {"type": "nic", "network": "incusbr0"}, "eth1": {"type": "nic", "nictype": "macvlan"},
                "root": {"type": "disk", "path": "/"}}
@@ -301,3 +310,40 @@ def test_a_missing_proxy_image_is_built_before_the_proxy_is_made() -> None:
     with pytest.raises(Built):
         containers.ensure(BRIDGE, ProxySpec((HostRule("allow", "example.com"),)))
     assert built == ["my-proxy"] and api.calls == []
+
+
+def test_following_the_log_of_a_stopped_proxy_waits_for_it_and_goes_on_where_it_was(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_builtin_plugins.incus import proxy as current
+    from cci_builtin_plugins.incus.errors import APIError
+
+    monkeypatch.setattr(current.time, "sleep", lambda seconds: None)
+    log = [b"line 1", b"line 2"]
+
+    class Proxy:
+        name = "cci-proxy-1"
+        statuses = ["stopped", "stopped", "running"]
+        tails: list[list[str]] = []
+
+        state = "stopped"
+
+        def status(self) -> str:
+            Proxy.state = self.statuses.pop(0) if self.statuses else "stopped"
+            return Proxy.state
+
+        def pull_file(self, path: str) -> bytes:
+            return b"\n".join(log) + b"\n"
+
+        def exec(self, argv: list[str], *, stdout: Any, stderr: Any) -> None:
+            if Proxy.state != "running":
+                raise APIError("running tail", 400, "Instance is not running")
+            self.tails.append(argv)
+            skip = int(argv[2].lstrip("+")) - 1
+            log.append(b"line 3")  # a request while it runs
+            stdout(b"\n".join(log[skip:]) + b"\n")
+            raise APIError("running tail", 400, "Instance is not running")  # then it stops
+
+    lines = current._log_lines(Proxy(), follow=True)  # type: ignore[arg-type]
+    assert [next(lines) for _ in range(3)] == [b"line 1", b"line 2", b"line 3"]
+    assert Proxy.tails == [["tail", "-n", "+3", "-F", "/var/log/squid/cci-access.log"]]
+    assert list(current._log_lines(Proxy(), follow=False)) == [b"line 1", b"line 2", b"line 3"]
