@@ -294,13 +294,17 @@ class ProxyContainers:
             with self._locked(container):
                 self._apply(container, spec, self._substitutions(container), trust_ca, reconfigure=running)
         if not running:
-            try:
-                container.start()
-            except APIError as exc:
-                if "already running" not in exc.detail.lower():
-                    raise
-            self.wait_ready(container, str(self._config(name).get(CONFIG_KEY, "")))
+            self.start(container, str(self._config(name).get(CONFIG_KEY, "")))
         self._patch_config(name, {WANTED_KEY: f"{time.time():.0f}"})
+
+    def start(self, container: IncusContainer, digest: str) -> None:
+        """Start a stopped proxy (another cci may just have) and wait for squid (see :meth:`wait_ready`)."""
+        try:
+            container.start()
+        except APIError as exc:
+            if "already running" not in exc.detail.lower():
+                raise
+        self.wait_ready(container, digest)
 
     def _create(self, network: str, spec: ProxySpec, trust_ca: str) -> dict[str, Any]:
         """Make, configure, start and check the proxy; nothing is left when that fails."""
@@ -596,14 +600,8 @@ def start_proxy_of(api: IncusAPI, agent_config: Mapping[str, Any]) -> None:
                            hint="start a new session: its network and proxy are made again") from None
     if not is_proxy(instance.get("config") or {}) or str(instance.get("status")) == "Running":
         return
-    container = IncusContainer(api, instance)
-    try:
-        container.start()
-    except APIError as exc:
-        if "already running" not in exc.detail.lower():
-            raise
-    ProxyContainers(api, "", socket_dir_of(api)).wait_ready(
-        container, str((instance.get("config") or {}).get(CONFIG_KEY, "")))
+    ProxyContainers(api, "", socket_dir_of(api)).start(IncusContainer(api, instance),
+                                                       str((instance.get("config") or {}).get(CONFIG_KEY, "")))
 
 
 def _squid() -> Any:
