@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from cci_core.config import NetworkConfig
+from cci_core.config import Config, NetworkConfig
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.incus.proxy import proxy_name
+from cci_builtin_plugins.network.restricted import RestrictedPolicy
 from tests import incus_env
 from tests.integration.conftest import assert_error, run_cci, unique_name
 from tests.network_hosts import INTERNET_HOSTS, LOCK_FILE, WEB_PORT, TestHosts
@@ -116,7 +117,7 @@ def wait_status(driver: IncusDriver, name: str, status: str, timeout: float = 90
 
 
 def test_a_proxy_plans_containers_reach_only_what_its_rules_allow_through_one_kept_proxy(
-        hosts: TestHosts, cci_environ: dict[str, str], driver: IncusDriver, workspace: Path) -> None:
+        hosts: TestHosts, cci_environ: dict[str, str], driver: IncusDriver, config: Config, workspace: Path) -> None:
     env, network = cci_environ, network_of()
     proxy = proxy_name(network)
     try:
@@ -174,6 +175,17 @@ def test_a_proxy_plans_containers_reach_only_what_its_rules_allow_through_one_ke
         used = json.loads(run_cci("network", "list", "--format", "json", env=env).stdout)
         assert [item["used_by"] for item in used if item["network"] == network] == [[name]]
         assert proxies_of(driver, network) == [made]
+
+        # configured again for a plan without proxy (a reuse under another mode): its NIC back, the proxy gone
+        restricted = driver.ensure_network(RestrictedPolicy(config).plan(config.network))
+        container = driver.get(name)
+        container.stop(force=True)
+        container.configure({}, [], restricted)
+        moved = driver.api.get(f"/1.0/instances/{name}", "reading")
+        assert "cci-proxy" not in moved["expanded_devices"]
+        assert [device.get("network") for device in moved["expanded_devices"].values()
+                if device["type"] == "nic"] == [restricted]
+        assert not [key for key in moved["config"] if key.startswith("environment.")]
     finally:
         run_cci("container", "delete", "--force", name, env=env) if "name" in locals() else None
         deleted = run_cci("network", "delete", network, env=env)
