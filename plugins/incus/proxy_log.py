@@ -46,6 +46,10 @@ def parse_line(text: str) -> RequestRecord | None:
     rule = _text(_text(fields.get("rule")))  # URL-encoded in squid's configuration, then in the log
     status = _integer(fields.get("status"))
     denied = "DENIED" in squid or not rule.startswith("allow ")
+    if denied and status == 200 and method == "CONNECT":
+        # squid accepted the CONNECT, then refused inside TLS (its 403) or cut the TLS handshake (terminate): the
+        # client got no tunnel; the log says what it saw
+        status = 403 if "DENIED" in squid else 0
     return RequestRecord(
         time=time, method=method, host=_text(fields.get("host")), port=_integer(fields.get("port")),
         allowed=not denied, rule=rule, status=status, sni=_text(fields.get("sni")),

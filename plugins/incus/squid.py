@@ -7,7 +7,15 @@ squid read them again. The proxy listens on 127.0.0.1:3128 only, with TLS interc
 
 - ``http_access``: ``denied_domains`` rules first, then the allows, each annotated
   (``rule=...``) so that the request log says which rule decided; what no rule allows is denied
-  with ``rule=no rule``.
+  with ``rule=no rule``. A denial is squid's 403 with :data:`DENIED_PAGE` (it names cci's policy).
+- A refused CONNECT is answered with that 403 at once, before any TLS: on an ``ssl-bump`` port
+  squid would accept it (200) and send the 403 inside a TLS session it makes with a certificate
+  of its own, which a client that does not trust the proxy's CA, or checks strictly (Python
+  3.13: "Missing Authority Key Identifier"), takes for an attack. Squid bumps every CONNECT it
+  refuses except a redirected one, so ``http_access`` lets a CONNECT it would refuse through,
+  marked ``cci_refused``; the URL rewriter (:data:`REFUSE_HELPER`, asked about those only)
+  marks it redirected, and ``adapted_http_access`` refuses it. Without the helper's answer it
+  is refused all the same (inside TLS, as squid does by default).
 - TLS: squid peeks at the client's hello; a server name (SNI) that is not the name the
   client asked to CONNECT to is refused (:data:`SNI_HELPER`), so that an allowed CONNECT
   cannot carry a TLS session to another host. The hosts of secrets are bumped (squid opens
@@ -44,6 +52,10 @@ SECRETS_CONF = f"{CONF_DIR}/secrets.conf"
 HOSTS_FILE = f"{CONF_DIR}/hosts"
 TRUST_CA = f"{CONF_DIR}/trust-ca.pem"
 SNI_HELPER = f"{CONF_DIR}/sni-check"
+REFUSE_HELPER = f"{CONF_DIR}/refuse"
+#: the body of squid's 403 (a template in the directory squid reads its default error pages from)
+DENIED_PAGE_NAME = "ERR_CCI_DENIED"
+DENIED_PAGE = f"/usr/share/squid/errors/templates/{DENIED_PAGE_NAME}"
 #: the request log: one JSON object a line (:mod:`cci_builtin_plugins.incus.proxy_log`)
 ACCESS_LOG = "/var/log/squid/cci-access.log"
 CACHE_LOG = "/var/log/squid/cache.log"
@@ -85,6 +97,21 @@ while (my $line = <STDIN>) {
 """
 
 
+#: the refusal helper, squid's URL rewriter for the CONNECTs the rules refuse: it answers each with a redirection,
+#: which keeps squid from bumping the CONNECT to send its refusal (adapted_http_access refuses it then)
+REFUSE_SCRIPT = b"""#!/bin/sh
+# cci: squid's URL rewriter, asked only about CONNECTs the rules refuse (squid then answers their CONNECT with 403)
+while read -r _line; do
+    echo 'OK status=302 url=http://cci-proxy.invalid/refused'
+done
+"""
+#: the 403's body (squid's template codes: %M the method, %H the host, %p the port)
+DENIED_TEXT = b"""cci: the network policy of this container does not allow %M %H:%p.
+The user can allow it ([network] allowed_domains in the cci configuration);
+'cci network log' shows each request and the rule that decided it.
+"""
+
+
 def ca_command() -> list[str]:
     """The openssl command that makes the proxy's CA (:data:`CA_CERT`, :data:`CA_KEY`) in the proxy container.
 
@@ -110,13 +137,16 @@ def render(spec: ProxySpec, substitutions: Sequence[Substitution], *,
     for number, rule in enumerate(sorted(spec.rules, key=lambda rule: rule.action != "deny"), start=1):
         name = f"cci_rule{number}"
         acls.extend(_rule_acls(name, rule))
-        access.append(f"http_access {rule.action} {name} {name}_ports {name}_note")
+        line = f"{name} {name}_ports {name}_note"
+        access.extend(_denied(line) if rule.action == "deny" else [f"http_access allow {line}"])
     secrets, bumped = _secrets(substitutions)
     files = {
         SQUID_CONF: (_squid_conf(acls, access, bumped, bool(trust_ca)).encode(), 0o644),
         SECRETS_CONF: (secrets.encode(), 0o640),
         HOSTS_FILE: (_hosts_file(spec.hosts).encode(), 0o644),
         SNI_HELPER: (SNI_SCRIPT, 0o755),
+        REFUSE_HELPER: (REFUSE_SCRIPT, 0o755),
+        DENIED_PAGE: (DENIED_TEXT, 0o644),
     }
     if trust_ca:
         files[TRUST_CA] = (trust_ca.encode(), 0o644)
@@ -128,6 +158,12 @@ def rule_text(rule: HostRule) -> str:
     ports = ",".join(map(str, rule.ports))
     source = f" ({rule.source})" if rule.source else ""
     return f"{rule.action} {rule.pattern}{':' + ports if ports else ''}{source}"
+
+
+def _denied(acls: str) -> list[str]:
+    """The ``http_access`` lines refusing what matches ``acls``: a CONNECT is let through marked ``cci_refused``
+    (``adapted_http_access`` refuses it, after the refusal helper kept squid from bumping it)."""
+    return [f"http_access allow CONNECT {acls} cci_refuse", f"http_access deny {acls} cci_refuse"]
 
 
 def _annotation(name: str, text: str) -> str:
@@ -289,11 +325,22 @@ def _squid_conf(acls: list[str], access: list[str], bumped: list[str], trust_ca:
         "acl cci_bumped note cci_bumped yes",
         *acls,
         "",
-        "http_access deny manager cci_no_rule",
-        "http_access deny cci_ip_literal cci_private cci_no_rule",
-        "http_access deny cci_bumped !cci_sni_ok cci_sni_mismatch",
+        "acl cci_refuse annotate_transaction cci_refused=yes",
+        "acl cci_refused note cci_refused yes",
+        f"deny_info {DENIED_PAGE_NAME} cci_refuse",
+        f"deny_info {DENIED_PAGE_NAME} cci_refused",
+        f"url_rewrite_program {REFUSE_HELPER}",
+        "url_rewrite_children 2 startup=1 idle=1",
+        "url_rewrite_access allow cci_refused",
+        "url_rewrite_access deny all",
+        "",
+        "http_access deny manager cci_no_rule cci_refuse",
+        *_denied("cci_ip_literal cci_private cci_no_rule"),
+        "http_access deny cci_bumped !cci_sni_ok cci_sni_mismatch cci_refuse",
         *access,
-        "http_access deny all cci_no_rule",
+        *_denied("all cci_no_rule"),
+        "adapted_http_access deny cci_refused",
+        "adapted_http_access allow all",
         "",
         "ssl_bump peek step1",
         "ssl_bump terminate step2 !cci_sni_ok cci_sni_mismatch",

@@ -28,6 +28,9 @@ DENIED_CONNECT = ('{"time":"1796313504.722","client":"127.0.0.1","method":"CONNE
 DENIED_CONNECT_INNER = ('{"time":"1796313504.723","client":"127.0.0.1","method":"GET","host":"denied.test",'
                         '"port":"443","sni":"denied.test","status":"403","squid":"NONE_NONE","bump":"-","rule":"-",'
                         '"sent":"56","received":"3337","ms":"0"}')
+REFUSED_CONNECT = ('{"time":"1796315353.041","client":"127.0.0.1","method":"CONNECT","host":"nowhere.test",'
+                   '"port":"443","sni":"-","status":"403","squid":"TCP_DENIED","bump":"-","rule":"no%2520rule",'
+                   '"sent":"61","received":"510","ms":"0"}')
 BUMPED_GET = ('{"time":"1796313555.442","client":"127.0.0.1","method":"GET","host":"allowed.test","port":"8443",'
               '"sni":"allowed.test","status":"0","squid":"TCP_MISS_ABORTED","bump":"bump",'
               '"rule":"allow%2520allowed.test%253A8443%2520%2528allowed_domains%2529","sent":"117","received":"0",'
@@ -50,6 +53,7 @@ def test_a_spliced_tunnel_is_one_allowed_record_with_its_rule() -> None:
 def test_a_server_name_mismatch_is_a_denied_record() -> None:
     record = proxy_log.parse_line(MISMATCH)
     assert record is not None and not record.allowed and record.rule == proxy_log.SNI_MISMATCH
+    assert record.status == 0  # squid answered the CONNECT with 200, then cut the TLS handshake: no answer
     assert (record.host, record.sni) == ("allowed.test", "other.test")
 
 
@@ -57,8 +61,10 @@ def test_denials_are_denied_records_and_the_inner_line_of_a_denied_connect_is_dr
     get = proxy_log.parse_line(DENIED_GET)
     assert get is not None and not get.allowed and get.rule == proxy_log.NO_RULE and get.status == 403
     assert get.host == "evil%0a.test"  # decoded once: what the client asked for, as it wrote it
-    connect = proxy_log.parse_line(DENIED_CONNECT)
-    assert connect is not None and not connect.allowed and connect.method == "CONNECT"
+    connect = proxy_log.parse_line(DENIED_CONNECT)  # squid 6's way on an ssl-bump port: 200, then 403 inside TLS
+    assert connect is not None and not connect.allowed and connect.method == "CONNECT" and connect.status == 403
+    refused = proxy_log.parse_line(REFUSED_CONNECT)  # cci's way: 403 to the CONNECT
+    assert refused is not None and not refused.allowed and refused.status == 403 and refused.rule == "no rule"
     assert proxy_log.parse_line(DENIED_CONNECT_INNER) is None
 
 
