@@ -317,7 +317,8 @@ class ProxyContainers:
             "name": name, "type": "container", "source": image_source(self.image),
             "description": f"cci filtering proxy of network {network}",
             "config": {**IncusDriver.base_config, "security.nesting": "false", "boot.autostart": "false",
-                       LABEL_PREFIX + "kind": KIND, LABEL_PREFIX + NETWORK_LABEL: network},
+                       LABEL_PREFIX + "kind": KIND, LABEL_PREFIX + NETWORK_LABEL: network,
+                       WANTED_KEY: f"{time.time():.0f}"},
             "devices": {DEVICE: host_device(self.socket(network))},
         }
         try:
@@ -551,7 +552,8 @@ def proxy_users(instances: Iterable[Mapping[str, Any]], socket: Callable[[str], 
             except ValueError:
                 wanted = 0.0
             found.setdefault(str(config.get(LABEL_PREFIX + NETWORK_LABEL, "")), {"agents": []}).update(
-                proxy=instance["name"], status=str(instance.get("status", "")).lower(), wanted=wanted)
+                proxy=instance["name"], status=str(instance.get("status", "")).lower(), wanted=wanted,
+                made=bool(config.get(CA_KEY)))
     sockets = {f"unix:{socket(bridge)}": entry for bridge, entry in found.items()}
     for instance in instances:
         device = (instance.get("devices") or {}).get(DEVICE) or {}
@@ -577,7 +579,8 @@ def stop_unused(api: IncusAPI, *, now: float | None = None) -> list[str]:
     directory, project = socket_dir_of(api), api.project or "default"
     stopped = []
     for entry in proxy_users(instances, lambda bridge: socket_path(directory, project, bridge)).values():
-        if entry["status"] == "running" and not entry["agents"] and now - entry["wanted"] >= STOP_GRACE_SECONDS:
+        if entry["status"] == "running" and entry["made"] and not entry["agents"] \
+                and now - entry["wanted"] >= STOP_GRACE_SECONDS:  # (one being made is another cci's)
             try:
                 IncusContainer(api, {"name": entry["proxy"]}).stop(force=True)
             except APIError:

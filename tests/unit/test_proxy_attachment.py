@@ -67,9 +67,10 @@ def _instance(name: str, config: dict[str, str] | None = None, devices: dict[str
     return {"name": name, "status": status, "config": config or {}, "devices": devices or {}}
 
 
-def _proxy_instance(bridge: str, status: str = "Running", wanted: float = 0) -> dict[str, Any]:
+def _proxy_instance(bridge: str, status: str = "Running", wanted: float = 0, made: bool = True) -> dict[str, Any]:
     return _instance(proxy.proxy_name(bridge), {"user.cci.kind": "proxy", "user.cci.proxy-network": bridge,
-                                                "user.cci.proxy-wanted": f"{wanted:.0f}"},
+                                                "user.cci.proxy-wanted": f"{wanted:.0f}",
+                                                **({"user.cci.proxy-ca": CA} if made else {})},
                      {"cci-proxy": proxy.host_device(proxy.socket_path(SOCKET_DIR, "cci-test", bridge))}, status)
 
 
@@ -82,7 +83,8 @@ def test_a_proxys_users_are_the_agents_whose_device_reaches_its_socket() -> None
     instances = [_proxy_instance(BRIDGE), _proxy_instance("cci-other", "Stopped"), _agent("a1", BRIDGE),
                  _agent("a2", "cci-other"), _agent("posing", BRIDGE, bind="host"), _instance("plain")]
     users = proxy.proxy_users(instances, lambda bridge: proxy.socket_path(SOCKET_DIR, "cci-test", bridge))
-    assert users[BRIDGE] == {"agents": ["a1"], "proxy": proxy.proxy_name(BRIDGE), "status": "running", "wanted": 0.0}
+    assert users[BRIDGE] == {"agents": ["a1"], "proxy": proxy.proxy_name(BRIDGE), "status": "running", "wanted": 0.0,
+                             "made": True}
     assert users["cci-other"]["agents"] == ["a2"] and users["cci-other"]["status"] == "stopped"
     assert set(users) == {BRIDGE, "cci-other"}
 
@@ -133,11 +135,13 @@ class FakeInstances:
 def test_only_running_proxies_no_agent_uses_and_no_launch_asked_for_lately_are_stopped() -> None:
     api = FakeInstances(_proxy_instance("cci-idle", wanted=1000), _proxy_instance("cci-asked", wanted=1995),
                         _proxy_instance("cci-used", wanted=1000), _agent("a1", "cci-used"),
-                        _proxy_instance("cci-stopped", "Stopped", wanted=1000))
+                        _proxy_instance("cci-stopped", "Stopped", wanted=1000),
+                        _proxy_instance("cci-being-made", wanted=0, made=False))  # another cci is making it
     assert proxy.stop_unused(api, now=2000) == [proxy.proxy_name("cci-idle")]  # type: ignore[arg-type]
     assert api.instances[proxy.proxy_name("cci-idle")]["status"] == "Stopped"
     assert api.instances[proxy.proxy_name("cci-asked")]["status"] == "Running"
     assert api.instances[proxy.proxy_name("cci-used")]["status"] == "Running"
+    assert api.instances[proxy.proxy_name("cci-being-made")]["status"] == "Running"
 
 
 def test_deleting_the_last_agent_stops_its_proxy() -> None:
