@@ -287,6 +287,7 @@ class ProxyContainers:
         if instance is None:
             instance = self._create(network, spec, trust_ca)
         instance = self._wait_made(name, instance)
+        self._patch_config(name, {WANTED_KEY: f"{time.time():.0f}"})  # before a start: kept running from now
         config = instance.get("config") or {}
         container = self._container(instance)
         running = str(instance.get("status")) == "Running"
@@ -295,7 +296,6 @@ class ProxyContainers:
                 self._apply(container, spec, self._substitutions(container), trust_ca, reconfigure=running)
         if not running:
             self.start(container, str(self._config(name).get(CONFIG_KEY, "")))
-        self._patch_config(name, {WANTED_KEY: f"{time.time():.0f}"})
 
     def start(self, container: IncusContainer, digest: str) -> None:
         """Start a stopped proxy (another cci may just have) and wait for squid (see :meth:`wait_ready`)."""

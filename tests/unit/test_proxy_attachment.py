@@ -351,3 +351,16 @@ def test_following_the_log_of_a_stopped_proxy_waits_for_it_and_goes_on_where_it_
     assert [next(lines) for _ in range(3)] == [b"line 1", b"line 2", b"line 3"]
     assert Proxy.tails == [["tail", "-n", "+3", "-F", "/var/log/squid/cci-access.log"]]
     assert list(current._log_lines(Proxy(), follow=False)) == [b"line 1", b"line 2", b"line 3"]
+
+
+def test_a_launch_marks_its_stopped_proxy_as_asked_for_before_starting_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = ProxySpec((HostRule("allow", "example.com"),))
+    stopped = _proxy_instance(BRIDGE, "Stopped", wanted=1000)
+    stopped["config"][proxy.SPEC_KEY] = proxy.spec_json(spec)
+    api = FakeInstances(stopped)
+    wanted_at_start: list[str] = []
+    monkeypatch.setattr(proxy.ProxyContainers, "start", lambda self, container, digest: wanted_at_start.append(
+        api.instances[container.name]["config"][proxy.WANTED_KEY]))
+    monkeypatch.setattr(proxy.time, "time", lambda: 2000.0)
+    proxy.ProxyContainers(api, "cci-proxy", SOCKET_DIR).ensure(BRIDGE, spec)  # type: ignore[arg-type]
+    assert wanted_at_start == ["2000"]  # the host guard, checking meanwhile, leaves it running
