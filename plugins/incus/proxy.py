@@ -15,7 +15,8 @@ bridge would be open to every local user of the host.
 
 The squid CA is made inside the proxy container at its first start (``openssl``; the key never
 leaves it); its certificate is kept in the container's config key ``user.cci.proxy-ca``, and
-pushed into each agent with the variables that make clients trust it (:func:`agent_files`).
+pushed into each agent (:meth:`IncusContainer.configure <.container.IncusContainer.configure>`) with the
+variables that make clients trust it (:func:`agent_environment`).
 The rendered configuration's digest is the key ``user.cci.proxy-config``; squid's
 ``visible_hostname`` carries it too, so that :meth:`ProxyContainers.wait_ready` knows the
 configuration it asked for is the one in force (after a start or a ``squid -k reconfigure``).
@@ -37,7 +38,7 @@ from cci_builtin_plugins.incus.instance_config import nic_devices
 from cci_builtin_plugins.incus.rest import quote
 
 if TYPE_CHECKING:
-    from cci_core.api import HostRule, Substitution
+    from cci_core.api import Substitution
     from cci_builtin_plugins.incus.container import IncusContainer
     from cci_builtin_plugins.incus.rest import IncusAPI
 
