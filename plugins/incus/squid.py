@@ -181,7 +181,9 @@ def _host_acl(name: str, pattern: str, kind: str) -> list[str]:
     """ACL lines defining ``name`` as "the host matches ``pattern``".
 
     ``kind``: ``dst`` (the request's host: dstdomain) or ``sni`` (the TLS server name). An
-    IP address matches requests to that address written as one, never a name that resolves to it.
+    IP address matches requests to that address written as one, never a name that resolves to it;
+    a name never matches a request for an address (``-n``: squid would look the address's name up,
+    a name its owner chooses, and the hosts map gives too).
     """
     address = _address(pattern)
     if address is not None:
@@ -194,7 +196,7 @@ def _host_acl(name: str, pattern: str, kind: str) -> list[str]:
         raise UsageError(f"the proxy cannot use the host pattern {pattern!r}",
                          hint="write a name (api.example.com), *.example.com, .example.com or an IP address")
     regex_type, domain_type = ("ssl::server_name_regex", "ssl::server_name") if kind == "sni" else \
-        ("dstdom_regex", "dstdomain")
+        ("dstdom_regex -n", "dstdomain -n")
     if pattern.startswith("*."):
         return [f"acl {name} {regex_type} -i {_SUBDOMAIN}{_escape(suffix)}$"]
     return [f"acl {name} {domain_type} {pattern.lower()}"]

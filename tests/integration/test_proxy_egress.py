@@ -152,6 +152,10 @@ REQUESTS: dict[str, tuple[dict[str, object], str | None, dict[str, object]]] = {
                                     {"host": API, "sni": WILD, "allowed": False}),
     "unlisted address, allowed SNI": ({"url": f"https://{API}/", "connect": f"{INTERNET_HOSTS[2]}:443"}, None,
                                       {"host": INTERNET_HOSTS[2], "allowed": False}),
+    # the address of allowed names (the proxy's host map names it), without a TLS server name: a name's rule is
+    # for requests for that name, never for its address
+    "address of allowed names": ({"url": f"https://{API}/", "connect": f"{INTERNET_HOSTS[0]}:443", "sni": ""}, None,
+                                 {"host": INTERNET_HOSTS[0], "allowed": False}),
     "unlisted IPv6 address": ({"url": f"https://{API}/", "connect": f"[{UNLISTED_V6}]:443"}, None,
                               {"host": (UNLISTED_V6, f"[{UNLISTED_V6}]"), "allowed": False}),
     # listed, and no TLS server name to mismatch: allowed by its rule, yet unreachable (the proxy has no IPv6 route)

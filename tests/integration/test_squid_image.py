@@ -25,8 +25,11 @@ pytestmark = pytest.mark.incus
 ALLOWED = HostRule("allow", "allowed.test", (8443,), "allowed_domains")
 DENIED = HostRule("deny", ".denied.test", (), "denied_domains")
 OTHER = HostRule("allow", "other.test", (8443,), "allowed_domains")
+#: an allowed name at a public address (nothing answers there: the proxy's network is its own, with no route)
+PUBLIC = HostRule("allow", "public.test", (8443,), "allowed_domains")
+PUBLIC_ADDRESS = "198.51.100.9"
 #: what the proxy resolves itself: the allowed name is its own loopback (where the test's TLS server listens)
-HOSTS = {"allowed.test": "127.0.0.1", "other.test": "127.0.0.1"}
+HOSTS = {"allowed.test": "127.0.0.1", "other.test": "127.0.0.1", "public.test": PUBLIC_ADDRESS}
 SECRET = Substitution("H2_TEST_TOKEN", "cci-placeholder-h2test0123", "real-value-%s-\"q\"", ("allowed.test",),
                       ("Authorization: Bearer {}", "X-Api-Key: {}"))
 OTHER_SECRET = Substitution("H2_OTHER_TOKEN", "cci-placeholder-h2other456", "other-real-value", ("other.test",),
@@ -82,7 +85,7 @@ def proxy(tmp_path: Path) -> Iterator[str]:
                         "-subj", "/CN=allowed.test", "-addext", "subjectAltName=DNS:allowed.test,DNS:other.test",
                         "-keyout", str(tmp_path / "server.key"), "-out", str(server_cert)], check=True,
                        capture_output=True, timeout=60)
-        files = squid.render(ProxySpec((ALLOWED, DENIED, OTHER), HOSTS), (SECRET, OTHER_SECRET),
+        files = squid.render(ProxySpec((ALLOWED, DENIED, OTHER, PUBLIC), HOSTS), (SECRET, OTHER_SECRET),
                              trust_ca=server_cert.read_text())
         for path, (content, mode) in files.items():
             incus("file", "push", "--create-dirs", "--uid", "0", "--gid", str(squid.PROXY_GID), "--mode",
@@ -129,6 +132,19 @@ def test_requests_no_rule_allows_or_a_rule_denies_are_refused_and_logged(proxy: 
     tunnel = by_host["CONNECT", "nowhere.test"]
     assert not tunnel.allowed and tunnel.port == 443 and tunnel.status == 403 and tunnel.rule == proxy_log.NO_RULE
     assert len(found) == 3  # squid's extra line of the refused tunnel is no record
+
+
+def test_a_name_rule_does_not_allow_a_request_for_its_address(proxy: str) -> None:
+    """squid looked the requested address's name up (the hosts map here; elsewhere a PTR record, which the
+    address's owner writes) and allowed the bare address by the name's rule."""
+    head = "exec 3<>/dev/tcp/127.0.0.1/3128; printf '{0} HTTP/1.1\\r\\nHost: {1}\\r\\nConnection: close" \
+           "\\r\\n\\r\\n' >&3; timeout 20 head -n 1 <&3"
+    target = f"{PUBLIC_ADDRESS}:8443"
+    assert run(proxy, head.format(f"GET http://{target}/", target)).startswith("HTTP/1.1 403 ")
+    assert run(proxy, head.format(f"CONNECT {target}", target)).startswith("HTTP/1.1 403 ")
+    found = wait_for("two records", lambda: (lambda got: got if len(got) >= 2 else None)(records(proxy)))
+    assert [(record.method, record.host, record.allowed, record.rule) for record in found] == [
+        ("GET", PUBLIC_ADDRESS, False, proxy_log.NO_RULE), ("CONNECT", PUBLIC_ADDRESS, False, proxy_log.NO_RULE)]
 
 
 def test_a_tls_server_name_other_than_the_connect_s_is_cut(proxy: str) -> None:

@@ -86,19 +86,19 @@ def note(text: str, acl: str) -> str:
 
 def test_an_exact_name_matches_that_name_only() -> None:
     text = conf(GITHUB)
-    assert acl_values(text, "cci_rule1") == [["dstdomain", "api.github.com"]]
+    assert acl_values(text, "cci_rule1") == [["dstdomain", "-n", "api.github.com"]]
     assert acl_values(text, "cci_rule1_ports") == [["port", "80", "443"]]
     assert note(text, "cci_rule1_note") == "allow api.github.com (preset github)"
     assert "http_access allow cci_rule1 cci_rule1_ports cci_rule1_note" in access(text)
 
 
 def test_a_leading_dot_matches_the_name_and_its_subdomains() -> None:
-    assert acl_values(conf(HostRule("allow", ".Example.com")), "cci_rule1") == [["dstdomain", ".example.com"]]
+    assert acl_values(conf(HostRule("allow", ".Example.com")), "cci_rule1") == [["dstdomain", "-n", ".example.com"]]
 
 
 def test_a_star_matches_subdomains_only() -> None:
-    ((kind, flag, regex),) = acl_values(conf(HostRule("allow", "*.example.com")), "cci_rule1")
-    assert (kind, flag) == ("dstdom_regex", "-i")
+    ((kind, *flags, regex),) = acl_values(conf(HostRule("allow", "*.example.com")), "cci_rule1")
+    assert (kind, flags) == ("dstdom_regex", ["-n", "-i"])
     pattern = posix(regex)
     assert pattern.search("a.example.com") and pattern.search("x.y.EXAMPLE.com")
     assert not pattern.search("example.com") and not pattern.search("badexample.com")
@@ -109,6 +109,18 @@ def test_ports_replace_the_defaults() -> None:
     text = conf(HostRule("allow", "example.com", (8443, 22)))
     assert acl_values(text, "cci_rule1_ports") == [["port", "8443", "22"]]
     assert note(text, "cci_rule1_note") == "allow example.com:8443,22"
+
+
+def test_a_name_never_matches_a_request_for_an_address() -> None:
+    """Without -n squid looks up the name of a requested address (the hosts map, or a PTR record its owner
+    writes: api.github.com for any address) and a name rule allowed a request for that bare address."""
+    text = squid.render(ProxySpec((GITHUB, HostRule("allow", "*.example.com"), HostRule("deny", ".bad.test")),
+                                  {"api.github.com": "198.51.100.7"}),
+                        (TOKEN,))
+    lines = [line for content, _mode in text.values() for line in content.decode(errors="replace").splitlines()]
+    name_acls = [line.split() for line in lines if line.startswith("acl ") and line.split()[2] in
+                 ("dstdomain", "dstdom_regex")]
+    assert len(name_acls) >= 6 and all("-n" in words[3:-1] for words in name_acls), name_acls
 
 
 @pytest.mark.parametrize(("pattern", "address"), [("198.51.100.2", "198.51.100.2"),
@@ -127,7 +139,7 @@ def test_an_address_matches_requests_to_that_address_written_as_one(pattern: str
 def test_denials_come_first_and_what_no_rule_allows_is_denied() -> None:
     text = conf(HostRule("allow", ".example.com"), HostRule("deny", "bad.example.com", source="denied_domains"),
                 GITHUB)
-    assert acl_values(text, "cci_rule1") == [["dstdomain", "bad.example.com"]]
+    assert acl_values(text, "cci_rule1") == [["dstdomain", "-n", "bad.example.com"]]
     assert note(text, "cci_rule1_note") == "deny bad.example.com (denied_domains)"
     assert note(text, "cci_no_rule") == "no rule"
     for method in ((), ("CONNECT",)):
@@ -266,7 +278,7 @@ def test_secrets_go_only_to_their_hosts_and_only_into_the_secrets_file() -> None
         ' cci_secret1_hosts cci_secret1_snis cci_tls_request']
     assert denies == [f"request_header_access Authorization deny cci_secret1_form{number} cci_secret1_hosts"
                       " cci_secret1_snis cci_tls_request" for number in (1, 2)]
-    assert acl_values(secrets, "cci_secret1_host1") == [["dstdomain", "api.github.com"]]
+    assert acl_values(secrets, "cci_secret1_host1") == [["dstdomain", "-n", "api.github.com"]]
     assert acl_values(secrets, "cci_secret1_hosts") == [["any-of", "cci_secret1_host1", "cci_secret1_host2"]]
     assert acl_values(secrets, "cci_secret1_snis") == [["any-of", "cci_secret1_sni1", "cci_secret1_sni2"]]
     assert acl_values(text, "cci_tls_request") == [["proto", "HTTPS"]]  # never over plain HTTP
