@@ -371,7 +371,7 @@ def test_list_and_show_tell_each_containers_policy(
     (allowlist_toml("not a domain"), "'not a domain' is neither a domain name nor an IPv4 address"),
     ('[network]\nmode = "allowlist"\n', "allowlist mode needs at least one entry in allowed_domains"),
     ('[network]\nallowed_domains = "github.com"\n', "expected a list of strings"),
-    ('[network]\nmode = "wide-open"\n', "available: allowlist, open, restricted"),
+    ('[network]\nmode = "wide-open"\n', "available: allowlist, open, proxy, restricted"),
 ])
 def test_bad_network_settings_fail_before_anything_is_launched(
         cci_environ: dict[str, str], driver: IncusDriver, incus: pylxd.Client, tmp_path: Path, toml: str,
