@@ -59,9 +59,10 @@ SUBNETS = "policy subnets"
 IDMAPPED = "idmapped mounts"
 UID_MAPPING = "uid mapping"
 IMAGE = "image"
+PROXY_IMAGE = "proxy image"
 
 #: the checks that need a connection, in the order they are printed
-NEED_CONNECTION = (PROJECT, STORAGE, NETWORK, ACLS, SUBNETS, IDMAPPED, IMAGE)
+NEED_CONNECTION = (PROJECT, STORAGE, NETWORK, ACLS, SUBNETS, IDMAPPED, IMAGE, PROXY_IMAGE)
 
 INSTALL_FIX = ("run 'cci setup' (it installs and starts Incus), or install Incus "
                "(https://linuxcontainers.org/incus/docs/main/installing/) and start it ('sudo systemctl start incus')")
@@ -107,6 +108,7 @@ def incus_checks(config: Config, environ: Mapping[str, str], *, uid: int | None 
         idmapped,
         guarded(UID_MAPPING, uid_mapping_check, incus, uid=uid, gid=gid, subuid=subuid, subgid=subgid),
         guarded(IMAGE, image_check, server, config.defaults.image, config.tool.name),
+        guarded(PROXY_IMAGE, proxy_image_check, server, config.network.proxy_image, config.network.mode),
     ]
     return checks
 
@@ -504,3 +506,16 @@ def image_check(server: _Server, alias: str, tool: str = "claude") -> Check:
                                                 "[defaults] image")
     return ok(IMAGE, f"{alias} ({target[:12]}) with {tool} {version}")
 
+
+
+def proxy_image_check(server: _Server, alias: str, mode: str) -> Check:
+    """The proxy image (``[network] proxy_image``) exists: a warning without it, a failure if this config's mode
+    needs it now (``proxy``; an allowlist with patterns needs it too, but that takes making its plan)."""
+    try:
+        target = server.read(f"looking up image {alias}", "images", "aliases", alias).get("target", "")
+    except NotFoundError:
+        build = "cci build proxy" if alias == "cci-proxy" else f"cci build proxy --alias {alias}"
+        problem = f"image {alias!r} not found in project {server.project}: network mode proxy needs it"
+        fix = f"{SETUP_FIX} (it builds the image) or 'sudo {build}'"
+        return fail(PROXY_IMAGE, problem, fix) if mode == "proxy" else warn(PROXY_IMAGE, problem, fix)
+    return ok(PROXY_IMAGE, f"{alias} ({target[:12]})")

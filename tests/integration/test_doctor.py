@@ -29,7 +29,7 @@ def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, s
 
 NAMES = ("config", "plugins", "driver", "tool", "network policy", "incus installed", "incus group",
          "incus reachable", "incus project", "storage", "network", "network acls", "policy subnets",
-         "idmapped mounts", "uid mapping", "image", "skipped")
+         "idmapped mounts", "uid mapping", "image", "proxy image", "skipped")
 
 
 def _name_of(rest: str) -> str:
@@ -46,9 +46,10 @@ def test_everything_is_ok_as_root(cci_environ: dict[str, str]) -> None:
     checks = lines_of(result)
     assert list(checks) == ["config", "plugins", "driver", "tool", "network policy", "incus installed",
                             "incus group", "incus reachable", "incus project", "storage", "network",
-                            "network acls", "policy subnets", "idmapped mounts", "uid mapping", "image"]
+                            "network acls", "policy subnets", "idmapped mounts", "uid mapping", "image", "proxy image"]
     # the test image is a base without the tool: the image check warns (it records no claude version)
     assert {name: status for name, (status, _) in checks.items() if status != "ok"} == {"image": "warn"}
+    assert checks["proxy image"][1].startswith("cci-proxy (")  # scripts/incus-test-env builds it
     assert checks["incus installed"][1].endswith(f"socket {incus_env.SOCKET}")
     assert "running as root" in checks["incus group"][1]
     assert checks["incus reachable"][1].startswith("incus ")

@@ -41,6 +41,7 @@ from cci_builtin_plugins.incus.doctor import (
     access_reason,
     delegated,
     image_check,
+    proxy_image_check,
     incus_checks,
     installed_check,
     network_check,
@@ -527,6 +528,15 @@ def test_image_alias_must_exist() -> None:
                          "[defaults] image")
 
 
+def test_the_proxy_image_is_checked_and_needed_only_by_the_proxy_mode() -> None:
+    fake = FakeServer({"images/aliases/cci-proxy": {"target": "fedcba9876543210"}})
+    assert proxy_image_check(fake, "cci-proxy", "restricted") == ok("proxy image", "cci-proxy (fedcba987654)")
+    missing = proxy_image_check(fake, "my-proxy", "restricted")
+    assert missing.status == "warn" and "'my-proxy' not found" in missing.detail
+    assert "cci build proxy --alias my-proxy" in missing.fix
+    assert proxy_image_check(fake, "my-proxy", "proxy").status == "fail"
+
+
 def test_a_failing_read_fails_only_its_own_check() -> None:
     class Broken(FakeServer):
         def read(self, action: str, *path: str) -> Any:
@@ -589,4 +599,4 @@ def test_unreachable_incus_skips_the_checks_that_need_it(tmp_path: Path) -> None
         ("incus installed", "fail"), ("incus reachable", "fail"), ("uid mapping", "ok"), ("skipped", "warn")]
     assert checks[1].detail == f"Incus is not running: no socket at {tmp_path / 'absent'}"
     assert checks[3].detail == ("not checked because Incus is not reachable: incus group, incus project, storage, "
-                                "network, network acls, policy subnets, idmapped mounts, image")
+                                "network, network acls, policy subnets, idmapped mounts, image, proxy image")
