@@ -27,9 +27,9 @@ pytestmark = pytest.mark.incus
 SUBUID, SUBGID = Path("/etc/subuid"), Path("/etc/subgid")
 SYSTEM_CONFIG = Path("/etc/cci/config.toml")
 #: the steps this prepared machine has done already, whoever runs setup
-PREPARED_STEPS = ("[1/9] install Incus: done: ", "[4/9] start Incus: done: incusd runs (pid ",
-                  f"[6/9] storage pool: done: the default profile's root disk is on pool {incus_env.POOL} (btrfs)",
-                  f"[7/9] default network: done: the default profile has a network device (eth0 on "
+PREPARED_STEPS = ("[1/10] install Incus: done: ", "[4/10] start Incus: done: incusd runs (pid ",
+                  f"[6/10] storage pool: done: the default profile's root disk is on pool {incus_env.POOL} (btrfs)",
+                  f"[7/10] default network: done: the default profile has a network device (eth0 on "
                   f"{incus_env.BRIDGE})")
 
 
@@ -73,23 +73,23 @@ def test_dry_run_on_this_machine_shows_what_is_done_and_changes_nothing(cci_envi
     assert result.stderr == ""
     output = lines(result)
     name = user or "root"
-    assert output[0].startswith(f"cci setup --dry-run for user {name}: 9 steps, ")
+    assert output[0].startswith(f"cci setup --dry-run for user {name}: 10 steps, ")
     assert output[0].endswith("; nothing is changed")
     steps = [line for line in output if line.startswith("[")]
-    assert len(steps) == 9
+    assert len(steps) == 10
     for prefix in PREPARED_STEPS:
         assert any(line.startswith(prefix) for line in steps), (prefix, result.stdout)
     if user:
-        assert steps[1] == f"[2/9] add {user} to incus-admin: done: {user} is in incus-admin"
-        assert steps[2].startswith("[3/9] delegate uid 1001 and gid 1001 to root: done: ")
+        assert steps[1] == f"[2/10] add {user} to incus-admin: done: {user} is in incus-admin"
+        assert steps[2].startswith("[3/10] delegate uid 1001 and gid 1001 to root: done: ")
         # done, unless /etc/subuid or /etc/subgid changed since incusd started (then the command to run is said)
-        assert (steps[4].startswith("[5/9] restart Incus for the delegated ids: done: incusd started after") or
-                (steps[4].startswith("[5/9] restart Incus for the delegated ids: manual: ") and
+        assert (steps[4].startswith("[5/10] restart Incus for the delegated ids: done: incusd started after") or
+                (steps[4].startswith("[5/10] restart Incus for the delegated ids: manual: ") and
                  "after incusd started" in steps[4] and "'sudo incus admin shutdown && sudo " in steps[4])), steps[4]
     else:
-        assert steps[1] == "[2/9] add root to incus-admin: done: root uses Incus without a group"
+        assert steps[1] == "[2/10] add root to incus-admin: done: root uses Incus without a group"
     # what is left to do is shown as exact commands (through sudo for a user), e.g. the image build
-    image = next(index for index, line in enumerate(output) if line.startswith("[9/9] image "))
+    image = next(index for index, line in enumerate(output) if line.startswith("[9/10] image "))
     if ": to do: " in output[image]:
         assert output[image + 1] == f"      $ {'sudo ' if user else ''}{CCI} build"
     assert (incus_state(), files_state(SUBUID, SUBGID, SYSTEM_CONFIG)) == before
@@ -132,11 +132,11 @@ def test_a_real_run_for_a_fresh_user_does_each_step_once(cci_environ: dict[str, 
     # everything is done but the restart of incusd, which setup never does with --no-restart: it says the command
     assert first.returncode == 1, first.stdout + first.stderr
     assert first.stderr.startswith("cci: setup is not complete after ")
-    assert "(3 step(s) done now, 5 done already): restart Incus for the delegated ids needs you" in first.stderr
+    assert "(3 step(s) done now, 6 done already): restart Incus for the delegated ids needs you" in first.stderr
     output = lines(first)
-    assert output[0] == f"cci setup for user {fresh_user}: 9 steps, 4 to do"
+    assert output[0] == f"cci setup for user {fresh_user}: 10 steps, 4 to do"
     assert f"      $ usermod -aG incus-admin {fresh_user}" in output
-    assert any(line.startswith("[5/9] restart Incus for the delegated ids: manual: ") and
+    assert any(line.startswith("[5/10] restart Incus for the delegated ids: manual: ") and
                f"is not restarted (--no-restart), so setup leaves it alone; restart it yourself, e.g. "
                f"'incus admin shutdown && {CCI} setup'" in line for line in output), first.stdout
     assert output[-1] == (f"note: {fresh_user} gets the group at the next login; until then cci runs itself under "
@@ -162,8 +162,8 @@ def test_a_real_run_for_a_fresh_user_does_each_step_once(cci_environ: dict[str, 
     snapshot = files_state(SUBUID, SUBGID, config), grp.getgrnam("incus-admin").gr_mem
     second = run_cci(*args, env=cci_environ)
     assert second.returncode == 1, second.stdout + second.stderr
-    assert "(0 step(s) done now, 8 done already)" in second.stderr
-    assert lines(second)[0] == f"cci setup for user {fresh_user}: 9 steps, 1 to do"
+    assert "(0 step(s) done now, 9 done already)" in second.stderr
+    assert lines(second)[0] == f"cci setup for user {fresh_user}: 10 steps, 1 to do"
     assert not any(line.startswith("      $ ") for line in lines(second))  # no command ran
     assert (files_state(SUBUID, SUBGID, config), grp.getgrnam("incus-admin").gr_mem) == snapshot
     assert incus_state() == incus_before
@@ -254,7 +254,7 @@ def test_the_real_default_image_passes_the_image_check_and_setup_finds_it(cci_en
     assert line.startswith(f"ok    image            {incus_env.CLAUDE_IMAGE} (")
     assert " with claude " in line
     dry = run_cci("setup", "--dry-run", env=env)
-    assert f"[9/9] image {incus_env.CLAUDE_IMAGE}: done: image {incus_env.CLAUDE_IMAGE} exists" in lines(dry)
+    assert f"[9/10] image {incus_env.CLAUDE_IMAGE}: done: image {incus_env.CLAUDE_IMAGE} exists" in lines(dry)
 
 
 def _recording_sudo(shared_dir: Path) -> tuple[Path, Path]:
