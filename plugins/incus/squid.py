@@ -67,6 +67,9 @@ CERTGEN = "/usr/lib/squid/security_file_certgen"
 PROXY_GID = 13
 #: the request log is rotated (squid -k rotate, one old file kept) when it grows beyond this
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
+#: squid's file descriptors (its default, the soft limit, is 1024: one agent holding 1000 connections stalled every
+#: agent of the proxy); squid takes the hard limit when it is lower
+MAX_FILE_DESCRIPTORS = 16384
 
 _NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -299,6 +302,7 @@ def _squid_conf(acls: list[str], access: list[str], bumped: list[str], trust_ca:
         f"tls_outgoing_options cafile={TRUST_CA}" if trust_ca else "# tls_outgoing_options: the system CAs",
         "visible_hostname cci-proxy",
         f"pid_filename {PID_FILE}",
+        f"max_filedescriptors {MAX_FILE_DESCRIPTORS}",
         f"hosts_file {HOSTS_FILE}",
         "cache deny all",
         "forwarded_for delete",
