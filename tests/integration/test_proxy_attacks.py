@@ -1,7 +1,7 @@
 """A hostile agent (root in its container) against its plan's proxy, on the real Incus (issue 16's red team).
 
-Each test is an attack that worked once; most attacks tried did not (see docs/security.md, "What the proxy
-does not stop", for the limits that remain). The proxies here are these tests' own: each test's plan has a
+Each test is an attack that worked once, or one that must keep failing; docs/networking.md ("What the proxy does
+not stop") lists what remains. The proxies here are these tests' own: each test's plan has a
 name no other test uses.
 """
 
