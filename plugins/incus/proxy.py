@@ -13,7 +13,8 @@ mode 0711, on every local Incus) with mode 0600 and owner root: only Incus's own
 connects to it, no other local user can use the proxy or its credentials. A TCP listener on the
 bridge would be open to every local user of the host.
 
-The squid CA is made inside the proxy container at its first start (``openssl``; the key never
+The squid CA is made inside the proxy container at its first start, by the image's own step before squid's
+(``cci-proxy-prepare``, see :mod:`cci_builtin_plugins.images.proxy_image`; ``openssl``: the key never
 leaves it); its certificate is kept in the container's config key ``user.cci.proxy-ca``, and
 pushed into each agent (:meth:`IncusContainer.configure <.container.IncusContainer.configure>`) with the
 variables that make clients trust it (:func:`agent_environment`).
@@ -71,8 +72,6 @@ CA_VARIABLES = ("NODE_EXTRA_CA_CERTS",)
 APPLIED_CONF = "/etc/squid/cci-applied.conf"
 #: the substitutions the proxy holds (mode 0600, root's): read back to add another one
 SUBSTITUTIONS = "/etc/squid/cci-substitutions.json"
-INIT_SCRIPT = "/usr/local/sbin/cci-proxy-init"
-DROP_IN = "/etc/systemd/system/squid.service.d/cci.conf"
 #: the instance config keys of a proxy: the configuration's digest, its spec, its trust CA's digest
 SPEC_KEY = LABEL_PREFIX + "proxy-spec"
 TRUST_KEY = LABEL_PREFIX + "proxy-trust"
@@ -167,43 +166,6 @@ def squid_error(log: str) -> str:
         if found:
             return found[-1]
     return lines[-1] if lines else "no log"
-
-
-INIT_TEXT = """#!/bin/sh
-# made by cci: before squid's first start, the proxy's CA (made here: its key never leaves) and squid's
-# certificate store
-set -e
-umask 022
-mkdir -p {conf_dir}
-if [ ! -s {ca_cert} ]; then
-    (umask 027; {ca_command})
-    chgrp proxy {ca_key}
-    chmod 640 {ca_key}
-    chmod 644 {ca_cert}
-fi
-if [ ! -d {cert_db} ]; then
-    mkdir -p "$(dirname {cert_db})"
-    {certgen} -c -s {cert_db} -M 4MB >/dev/null
-    chown -R proxy:proxy {cert_db}
-fi
-touch {access_log}
-chown proxy:proxy {access_log}
-"""
-
-
-def init_script() -> bytes:
-    """The step cci adds before squid's own start (see :data:`DROP_IN_TEXT`)."""
-    import shlex
-
-    from cci_builtin_plugins.incus import squid
-
-    return INIT_TEXT.format(conf_dir=squid.CONF_DIR, ca_cert=squid.CA_CERT, ca_key=squid.CA_KEY,
-                            ca_command=shlex.join(squid.ca_command()), cert_db=squid.CERT_DB,
-                            certgen=squid.CERTGEN, access_log=squid.ACCESS_LOG).encode()
-
-
-#: cci's step before squid's own (which reads the configuration, and so needs the CA made)
-DROP_IN_TEXT = f"[Service]\nExecStartPre=\nExecStartPre={INIT_SCRIPT}\nExecStartPre=/usr/sbin/squid --foreground -z\n"
 
 
 def rendered(spec: ProxySpec, substitutions: Sequence[Substitution], trust_ca: str) -> dict[str, tuple[bytes, int]]:
@@ -339,9 +301,6 @@ class ProxyContainers:
             self.api.call("PATCH", f"/1.0/instances/{quote(name)}", f"configuring proxy {name}", {"devices": nic})
             container = self._container(instance)
             try:
-                container.make_directory(str(PurePosixPath(DROP_IN).parent))
-                container.push_file(INIT_SCRIPT, init_script(), mode=0o755)
-                container.push_file(DROP_IN, DROP_IN_TEXT.encode(), mode=0o644)
                 self._apply(container, spec, [], trust_ca, reconfigure=False)
             except APINotFound:  # /etc/squid or /usr/local/sbin missing
                 raise BackendError(f"the proxy {name} did not come up: its image {self.image!r} has no squid "
