@@ -65,6 +65,8 @@ CERT_DB = "/var/lib/squid/ssl_db"
 CERTGEN = "/usr/lib/squid/security_file_certgen"
 #: the group squid runs as in Debian (base-passwd's fixed ``proxy``): owns the files squid reads
 PROXY_GID = 13
+#: how long squid keeps an answer of the SNI helper (a pure function of the TLS server name and the CONNECT's host)
+SNI_CACHE_SECONDS = 3600
 #: the request log is rotated (squid -k rotate, one old file kept) when it grows beyond this
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
 #: squid's file descriptors (its default, the soft limit, is 1024: one agent holding 1000 connections stalled every
@@ -309,6 +311,7 @@ def _squid_conf(acls: list[str], access: list[str], bumped: list[str], trust_ca:
         "via off",
         "httpd_suppress_version_string on",
         "shutdown_lifetime 1 seconds",
+        "pinger_enable off",
         "on_unsupported_protocol respond all",
         "logfile_rotate 1",
         f"cache_log {CACHE_LOG}",
@@ -322,8 +325,9 @@ def _squid_conf(acls: list[str], access: list[str], bumped: list[str], trust_ca:
         f"acl cci_private dst 0.0.0.0/8 10.0.0.0/8 100.64.0.0/10 127.0.0.0/8 169.254.0.0/16 172.16.0.0/12"
         f" 192.168.0.0/16 ::/128 ::1 fc00::/7 fe80::/10",
         f"acl cci_ip_literal dstdom_regex -n {_IP_LITERAL}",
-        f"external_acl_type cci_sni_check children-max=2 children-startup=1 ttl=0 negative_ttl=0"
-        f" %ssl::>sni %>rd {SNI_HELPER}",
+        # the answer depends on the two names only: kept (a new connection to a name seen asks no helper)
+        f"external_acl_type cci_sni_check children-max=2 children-startup=1 ttl={SNI_CACHE_SECONDS}"
+        f" negative_ttl={SNI_CACHE_SECONDS} %ssl::>sni %>rd {SNI_HELPER}",
         "acl cci_sni_ok external cci_sni_check",
         _annotation("cci_no_rule", NO_RULE),
         _annotation("cci_sni_mismatch", SNI_MISMATCH),

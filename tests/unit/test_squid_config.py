@@ -193,7 +193,8 @@ def test_the_proxy_listens_on_the_loopback_only_and_keeps_nothing_and_tells_noth
     assert len(ports) == 1 and ports[0].startswith(f"http_port 127.0.0.1:{squid.LISTEN_PORT} ssl-bump ")
     assert f"tls-cert={squid.CA_CERT}" in ports[0] and f"tls-key={squid.CA_KEY}" in ports[0]
     for line in ("cache deny all", "forwarded_for delete", "via off", "shutdown_lifetime 1 seconds",
-                 "on_unsupported_protocol respond all", "visible_hostname cci-proxy", f"pid_filename {squid.PID_FILE}",
+                 "pinger_enable off", "on_unsupported_protocol respond all", "visible_hostname cci-proxy",
+                 f"pid_filename {squid.PID_FILE}",
                  f"access_log stdio:{squid.ACCESS_LOG} cci_json", f"hosts_file {squid.HOSTS_FILE}",
                  f"include {squid.SECRETS_CONF}", "http_access deny manager cci_no_rule cci_refuse"):
         assert line in text.splitlines()
@@ -206,8 +207,11 @@ def test_a_server_name_other_than_the_connect_s_is_terminated_and_nothing_is_bum
     bump = [line for line in lines if line.startswith("ssl_bump ")]
     assert bump == ["ssl_bump peek step1", "ssl_bump terminate step2 !cci_sni_ok cci_sni_mismatch",
                     "ssl_bump splice all"]
-    assert any(line.startswith("external_acl_type cci_sni_check ") and line.endswith(
-        f"%ssl::>sni %>rd {squid.SNI_HELPER}") for line in lines)
+    (check,) = [line.split() for line in lines if line.startswith("external_acl_type cci_sni_check ")]
+    assert check[-3:] == ["%ssl::>sni", "%>rd", squid.SNI_HELPER]
+    # its answer depends on those two values only: kept, so that a new connection to a name seen asks no helper
+    options = dict(word.split("=", 1) for word in check[2:-3])
+    assert int(options["ttl"]) >= 600 and int(options["negative_ttl"]) >= 600, options
 
 
 def test_the_sni_helper_wants_the_requested_name_or_no_name_for_an_address(tmp_path: Path) -> None:
