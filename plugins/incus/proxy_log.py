@@ -15,9 +15,13 @@ from urllib.parse import unquote
 
 from cci_core.api import RequestRecord
 
+#: the most characters the log keeps of a value the agent chooses (a host, a TLS server name), URL-encoded: a line
+#: stays far below :data:`MAX_LINE` (a 60000-byte server name made a line the reader skipped)
+MAX_FIELD = 1000
 #: the squid log format the proxy writes (:mod:`cci_builtin_plugins.incus.squid` uses it): every value a string
-LOG_FORMAT = ('{"time":"%ts.%03tu","client":"%>a","method":"%#rm","host":"%#>rd","port":"%>rP",'
-              '"sni":"%#ssl::>sni","status":"%>Hs","squid":"%Ss","bump":"%ssl::bump_mode",'
+LOG_FORMAT = ('{"time":"%ts.%03tu","client":"%>a","method":"%#.100rm",'
+              f'"host":"%#.{MAX_FIELD}>rd","port":"%>rP","sni":"%#.{MAX_FIELD}ssl::>sni",'
+              '"status":"%>Hs","squid":"%Ss","bump":"%ssl::bump_mode",'
               '"rule":"%#note{rule}","sent":"%>st","received":"%<st","ms":"%tr"}')
 #: the rule the log names for a request no rule allows, and for a TLS server name that is not the CONNECT's
 NO_RULE = "no rule"

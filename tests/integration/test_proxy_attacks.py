@@ -185,3 +185,45 @@ def test_a_secret_goes_to_no_other_host_whatever_the_agent_sends(
     got = {label: any(want in answer for want in ((EXPECTED[label],) if isinstance(EXPECTED[label], str) else
                                                EXPECTED[label])) for label, answer in answers.items()}
     assert got == dict.fromkeys(EXPECTED, True), answers
+
+
+# --- the request log --------------------------------------------------------------------------------------------
+
+#: inside: a CONNECT to the allowed name whose TLS hello carries a server name of SIZE bytes (a TLS record holds
+#: 16 KiB: the hello is split into several)
+HUGE_SERVER_NAME = """
+import os, socket, struct
+name, size = {name!r}, {size}
+server_name = b"\\x01" * size
+extensions = struct.pack("!HHHBH", 0, size + 5, size + 3, 0, size) + server_name
+body = (b"\\x03\\x03" + os.urandom(32) + b"\\x00" + b"\\x00\\x02\\x00\\x2f" + b"\\x01\\x00"
+        + struct.pack("!H", len(extensions)) + extensions)
+hello = b"\\x01" + len(body).to_bytes(3, "big") + body
+records = b"".join(b"\\x16\\x03\\x01" + struct.pack("!H", len(hello[at:at + 16384])) + hello[at:at + 16384]
+                   for at in range(0, len(hello), 16384))
+connection = socket.create_connection(("127.0.0.1", 3128), timeout=10)
+connection.sendall(f"CONNECT {{name}}:443 HTTP/1.1\\r\\nHost: {{name}}:443\\r\\n\\r\\n".encode())
+print("connect:", connection.recv(64).split(b"\\r\\n")[0].decode())
+connection.sendall(records)
+try:
+    print("then:", connection.recv(64))
+except OSError as exc:
+    print("then:", type(exc).__name__)
+"""
+
+
+def test_a_request_with_a_huge_tls_server_name_is_in_the_log(
+        own_plan: tuple[Path, str], claude_environ: dict[str, str]) -> None:
+    """Squid logged the whole server name, URL-encoded: 60000 bytes made a line of 180 kB, which the log's reader
+    skipped (a line of more than 64 KiB is no record): the agent's refused request was not in 'cci network log'
+    (and a few hundred such lines filled the log beyond what cci reads)."""
+    workspace, name = own_plan
+    result = run_cci("run", "--", "python3", "-c", HUGE_SERVER_NAME.format(name=name, size=60000),
+                     env=claude_environ, cwd=workspace, timeout=300)
+    assert result.returncode == 0 and "connect: HTTP/1.1 200" in result.stdout, (result.stdout, result.stderr)
+    logged = run_cci("network", "log", "--format", "json", env=claude_environ, cwd=workspace)
+    assert logged.returncode == 0, logged.stderr
+    records = [json.loads(line) for line in logged.stdout.splitlines() if line.strip()]
+    refused = [record for record in records if record["host"] == name and record["sni"].startswith("\x01")]
+    assert len(refused) == 1 and refused[0]["allowed"] is False, records
+    assert len(refused[0]["sni"]) < 1024, len(refused[0]["sni"])
