@@ -79,6 +79,7 @@ SECRET_HOST, OTHER_HOST = "attack-api.ccit.test", "attack-other.ccit.test"
 SECRET_ATTACKS = r'''
 import json, os, socket, ssl, sys
 PH, API, OTHER = os.environ["ATTACK_TOKEN"], sys.argv[1], sys.argv[2]
+INSECURE = sys.argv[3:] == ["--insecure"]  # an agent takes any certificate the proxy makes
 AUTH = f"Authorization: Bearer {PH}\r\n"
 
 def read(sock):
@@ -108,6 +109,8 @@ def tunnel(request, target=API, sni=API):
         return head
     context = ssl.create_default_context(cafile="/etc/cci/ca-certificates.crt")
     context.load_verify_locations("/workspace/ccit-ca.pem")
+    if INSECURE:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
         secure = context.wrap_socket(sock, server_hostname=sni)
         secure.sendall(request.encode())
@@ -185,6 +188,33 @@ def test_a_secret_goes_to_no_other_host_whatever_the_agent_sends(
     got = {label: any(want in answer for want in ((EXPECTED[label],) if isinstance(EXPECTED[label], str) else
                                                EXPECTED[label])) for label, answer in answers.items()}
     assert got == dict.fromkeys(EXPECTED, True), answers
+
+
+def test_a_secret_goes_to_no_server_the_proxy_cannot_verify(
+        claude_environ: dict[str, str], driver: IncusDriver, tmp_path: Path) -> None:
+    """The secret's host answers with a certificate of a CA the proxy does not trust (no ``proxy_trust_ca``: the
+    test CA is not among the system's), as a machine in the middle would: the proxy must not send it the value."""
+    real = f"attack-real-{uuid.uuid4().hex}"
+    with TestHosts(wait=LOCK_WAIT) as hosts:
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        write_trusted(workspace, f'[network]\nmode = "proxy"\nallowed_domains = ["{SECRET_HOST}"]\n'
+                                 f'hosts = {{ "{SECRET_HOST}" = "{INTERNET_HOSTS[0]}" }}\n'
+                                 f'proxy_image = "{PROXY_IMAGE}"\n'
+                                 f'[secrets]\nenv = ["ATTACK_TOKEN"]\nhosts = {{ ATTACK_TOKEN = ["{SECRET_HOST}"] }}\n')
+        shutil.copy(hosts.ca_file, workspace / "ccit-ca.pem")
+        (workspace / "attacks.py").write_text(SECRET_ATTACKS)
+        try:
+            result = run_cci("run", "--", "python3", "/workspace/attacks.py", SECRET_HOST, OTHER_HOST, "--insecure",
+                             env={**claude_environ, "ATTACK_TOKEN": real}, cwd=workspace, timeout=300)
+        finally:
+            for network in driver.policy_networks():
+                if network.plan.settings.get("allowed_domains", []) == [SECRET_HOST]:
+                    run_cci("network", "delete", network.name, env=claude_environ)
+    assert result.returncode == 0, result.stderr
+    answers = dict(json.loads(line) for line in result.stdout.splitlines() if line.startswith("["))
+    own = answers["its own host (the echo)"]
+    assert real not in own and "ERR_SECURE_CONNECT_FAIL" in own, own
 
 
 # --- the request log --------------------------------------------------------------------------------------------
