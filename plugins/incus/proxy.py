@@ -75,6 +75,9 @@ SUBSTITUTIONS = "/etc/squid/cci-substitutions.json"
 #: the instance config keys of a proxy: the configuration's digest, its spec, its trust CA's digest
 SPEC_KEY = LABEL_PREFIX + "proxy-spec"
 TRUST_KEY = LABEL_PREFIX + "proxy-trust"
+#: the digest of the configuration rendered without secrets (:func:`template_digest`): a cci whose squid
+#: configuration differs from the one in force (an update of cci) applies its own
+TEMPLATE_KEY = LABEL_PREFIX + "proxy-template"
 #: how long squid may take to answer after a start or a reconfigure
 READY_SECONDS = 60.0
 
@@ -178,9 +181,18 @@ def rendered(spec: ProxySpec, substitutions: Sequence[Substitution], trust_ca: s
     return files
 
 
+def template_digest(spec: ProxySpec, trust_ca: str) -> str:
+    """The digest of every file of the configuration for ``spec`` without secrets: it changes with cci's own
+    squid configuration as well as with the rules."""
+    digest = hashlib.sha256()
+    for path, (content, mode) in sorted(rendered(spec, [], trust_ca).items()):
+        digest.update(f"{path}\0{mode:o}\0{len(content)}\0".encode() + content)
+    return digest.hexdigest()[:16]
+
+
 def public_digest(spec: ProxySpec, substitutions: Sequence[Substitution], trust_ca: str) -> str:
     """What tells two configurations apart, computed without the secrets' values (it is kept in a label)."""
-    text = json.dumps([spec_json(spec), sorted(_secret_tag(item) for item in substitutions), trust_ca])
+    text = json.dumps([template_digest(spec, trust_ca), sorted(_secret_tag(item) for item in substitutions)])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -254,7 +266,8 @@ class ProxyContainers:
         config = instance.get("config") or {}
         container = self._container(instance)
         running = str(instance.get("status")) == "Running"
-        if config.get(SPEC_KEY) != spec_json(spec) or config.get(TRUST_KEY, "") != _digest(trust_ca):
+        if (config.get(SPEC_KEY) != spec_json(spec) or config.get(TRUST_KEY, "") != _digest(trust_ca)
+                or config.get(TEMPLATE_KEY) != template_digest(spec, trust_ca)):
             with self._locked(container):
                 self._apply(container, spec, self._substitutions(container), trust_ca, reconfigure=running)
         if not running:
@@ -331,6 +344,7 @@ class ProxyContainers:
         digest = public_digest(spec, substitutions, trust_ca)
         container.push_file(APPLIED_CONF, f"visible_hostname cci-{digest}\n".encode(), mode=0o644)
         self._patch_config(container.name, {CONFIG_KEY: digest, SPEC_KEY: spec_json(spec), TRUST_KEY: _digest(trust_ca),
+                                            TEMPLATE_KEY: template_digest(spec, trust_ca),
                                             SECRETS_KEY: ",".join(sorted(_secret_tag(item) for item in substitutions))})
         if reconfigure:
             result = container.exec(["squid", "-k", "reconfigure"])

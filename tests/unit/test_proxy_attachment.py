@@ -357,6 +357,7 @@ def test_a_launch_marks_its_stopped_proxy_as_asked_for_before_starting_it(monkey
     spec = ProxySpec((HostRule("allow", "example.com"),))
     stopped = _proxy_instance(BRIDGE, "Stopped", wanted=1000)
     stopped["config"][proxy.SPEC_KEY] = proxy.spec_json(spec)
+    stopped["config"][proxy.TEMPLATE_KEY] = proxy.template_digest(spec, "")
     api = FakeInstances(stopped)
     wanted_at_start: list[str] = []
     monkeypatch.setattr(proxy.ProxyContainers, "start", lambda self, container, digest: wanted_at_start.append(
@@ -364,3 +365,24 @@ def test_a_launch_marks_its_stopped_proxy_as_asked_for_before_starting_it(monkey
     monkeypatch.setattr(proxy.time, "time", lambda: 2000.0)
     proxy.ProxyContainers(api, "cci-proxy", SOCKET_DIR).ensure(BRIDGE, spec)  # type: ignore[arg-type]
     assert wanted_at_start == ["2000"]  # the host guard, checking meanwhile, leaves it running
+
+
+def test_a_proxy_configured_by_another_version_of_cci_is_configured_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same rules, but squid's configuration as an older cci wrote it (say, before a security fix): cci's own
+    is applied, and squid reconfigured while it runs."""
+    spec = ProxySpec((HostRule("allow", "example.com"),))
+    running = _proxy_instance(BRIDGE, "Running", wanted=1000)
+    running["config"][proxy.SPEC_KEY] = proxy.spec_json(spec)
+    api = FakeInstances(running)
+    applied: list[bool] = []
+    monkeypatch.setattr(proxy.ProxyContainers, "_apply", lambda self, container, spec, substitutions, trust_ca, *,
+                        reconfigure: applied.append(reconfigure))
+    monkeypatch.setattr(proxy.ProxyContainers, "_substitutions", lambda self, container: [])
+    monkeypatch.setattr(proxy.ProxyContainers, "_locked", lambda self, container: __import__("contextlib").nullcontext())
+    containers = proxy.ProxyContainers(api, "cci-proxy", SOCKET_DIR)  # type: ignore[arg-type]
+    running["config"][proxy.TEMPLATE_KEY] = "written-by-an-older-cci"
+    containers.ensure(BRIDGE, spec)
+    assert applied == [True]
+    running["config"][proxy.TEMPLATE_KEY] = proxy.template_digest(spec, "")
+    containers.ensure(BRIDGE, spec)
+    assert applied == [True]  # up to date: left alone
