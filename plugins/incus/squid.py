@@ -65,8 +65,11 @@ CERT_DB = "/var/lib/squid/ssl_db"
 CERTGEN = "/usr/lib/squid/security_file_certgen"
 #: the group squid runs as in Debian (base-passwd's fixed ``proxy``): owns the files squid reads
 PROXY_GID = 13
-#: how long squid keeps an answer of the SNI helper (a pure function of the TLS server name and the CONNECT's host)
+#: how long squid keeps an answer of the SNI helper (a pure function of the TLS server name and the CONNECT's host);
+#: only a yes is kept (both names then one, of at most 255 characters), and only so many: the agent chooses the names
+#: (a kept no, for each server name of up to 64 kB it made up, grew squid by that much, for an hour)
 SNI_CACHE_SECONDS = 3600
+SNI_CACHE_ENTRIES = 4096
 #: the request log is rotated (squid -k rotate, one old file kept) when it grows beyond this
 LOG_ROTATE_BYTES = 16 * 1024 * 1024
 #: squid's file descriptors (its default, the soft limit, is 1024: one agent holding 1000 connections stalled every
@@ -327,7 +330,7 @@ def _squid_conf(acls: list[str], access: list[str], bumped: list[str], trust_ca:
         f"acl cci_ip_literal dstdom_regex -n {_IP_LITERAL}",
         # the answer depends on the two names only: kept (a new connection to a name seen asks no helper)
         f"external_acl_type cci_sni_check children-max=2 children-startup=1 ttl={SNI_CACHE_SECONDS}"
-        f" negative_ttl={SNI_CACHE_SECONDS} %ssl::>sni %>rd {SNI_HELPER}",
+        f" negative_ttl=0 cache={SNI_CACHE_ENTRIES} %ssl::>sni %>rd {SNI_HELPER}",
         "acl cci_sni_ok external cci_sni_check",
         _annotation("cci_no_rule", NO_RULE),
         _annotation("cci_sni_mismatch", SNI_MISMATCH),

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from cci_builtin_plugins.incus.driver import IncusDriver
-from tests.integration.conftest import run_cci
+from tests import incus_env
+from tests.integration.conftest import CCI, run_cci
 from tests.integration.test_proxy_egress import LOCK_WAIT, PROXY_IMAGE
 from tests.network_hosts import INTERNET_HOSTS, TestHosts
 from tests.workspace_config import write_trusted
@@ -219,11 +220,11 @@ def test_a_secret_goes_to_no_server_the_proxy_cannot_verify(
 
 # --- the request log --------------------------------------------------------------------------------------------
 
-#: inside: a CONNECT to the allowed name whose TLS hello carries a server name of SIZE bytes (a TLS record holds
-#: 16 KiB: the hello is split into several)
+#: inside: COUNT CONNECTs to the allowed name whose TLS hello carries a server name of SIZE bytes (a TLS record holds
+#: 16 KiB: the hello is split into several), each a new one when COUNT > 1
 HUGE_SERVER_NAME = """
 import os, socket, struct
-name, size = {name!r}, {size}
+name, size, count = {name!r}, {size}, {count}
 server_name = b"\\x01" * size
 extensions = struct.pack("!HHHBH", 0, size + 5, size + 3, 0, size) + server_name
 body = (b"\\x03\\x03" + os.urandom(32) + b"\\x00" + b"\\x00\\x02\\x00\\x2f" + b"\\x01\\x00"
@@ -231,14 +232,20 @@ body = (b"\\x03\\x03" + os.urandom(32) + b"\\x00" + b"\\x00\\x02\\x00\\x2f" + b"
 hello = b"\\x01" + len(body).to_bytes(3, "big") + body
 records = b"".join(b"\\x16\\x03\\x01" + struct.pack("!H", len(hello[at:at + 16384])) + hello[at:at + 16384]
                    for at in range(0, len(hello), 16384))
-connection = socket.create_connection(("127.0.0.1", 3128), timeout=10)
-connection.sendall(f"CONNECT {{name}}:443 HTTP/1.1\\r\\nHost: {{name}}:443\\r\\n\\r\\n".encode())
-print("connect:", connection.recv(64).split(b"\\r\\n")[0].decode())
-connection.sendall(records)
-try:
-    print("then:", connection.recv(64))
-except OSError as exc:
-    print("then:", type(exc).__name__)
+at = records.index(b"\\x01" * 16)
+for number in range(count):
+    if count > 1:  # another server name each time: its first 16 bytes differ
+        records = records[:at] + os.urandom(8).hex().encode() + records[at + 16:]
+    connection = socket.create_connection(("127.0.0.1", 3128), timeout=10)
+    connection.sendall(f"CONNECT {{name}}:443 HTTP/1.1\\r\\nHost: {{name}}:443\\r\\n\\r\\n".encode())
+    print("connect:", connection.recv(64).split(b"\\r\\n")[0].decode())
+    connection.sendall(records)
+    try:
+        print("then:", connection.recv(64))
+    except OSError as exc:
+        print("then:", type(exc).__name__)
+    connection.close()
+print("done", flush=True)
 """
 
 
@@ -248,7 +255,7 @@ def test_a_request_with_a_huge_tls_server_name_is_in_the_log(
     skipped (a line of more than 64 KiB is no record): the agent's refused request was not in 'cci network log'
     (and a few hundred such lines filled the log beyond what cci reads)."""
     workspace, name = own_plan
-    result = run_cci("run", "--", "python3", "-c", HUGE_SERVER_NAME.format(name=name, size=60000),
+    result = run_cci("run", "--", "python3", "-c", HUGE_SERVER_NAME.format(name=name, size=60000, count=1),
                      env=claude_environ, cwd=workspace, timeout=300)
     assert result.returncode == 0 and "connect: HTTP/1.1 200" in result.stdout, (result.stdout, result.stderr)
     logged = run_cci("network", "log", "--format", "json", env=claude_environ, cwd=workspace)
@@ -257,3 +264,35 @@ def test_a_request_with_a_huge_tls_server_name_is_in_the_log(
     refused = [record for record in records if record["host"] == name and record["sni"].startswith("\x01")]
     assert len(refused) == 1 and refused[0]["allowed"] is False, records
     assert len(refused[0]["sni"]) < 1024, len(refused[0]["sni"])
+
+
+def test_server_names_that_do_not_match_leave_squids_memory_as_it_was(
+        own_plan: tuple[Path, str], claude_environ: dict[str, str], driver: IncusDriver) -> None:
+    """Squid kept each answer of the SNI helper for an hour, without bound, keyed by the server name: 2000 TLS
+    hellos with server names of 30 kB, each another one, grew it by some 60 MB (an agent's flood: gigabytes, the
+    proxy of every container sharing it, the host's memory)."""
+    import subprocess
+    import time
+
+    from cci_builtin_plugins.incus.proxy import proxy_name
+
+    workspace, name = own_plan
+    script = HUGE_SERVER_NAME.format(name=name, size=30000, count=2000) + "\nimport time\ntime.sleep(120)\n"
+    agent = subprocess.Popen([str(CCI), "run", "--", "python3", "-c", script], env=claude_environ, cwd=workspace,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert agent.stdout is not None
+        deadline = time.monotonic() + 240
+        while (line := agent.stdout.readline()) and line.strip() != "done" and time.monotonic() < deadline:
+            pass
+        assert line.strip() == "done", agent.stderr.read() if agent.poll() is not None else "no end"
+        network = next(item.name for item in driver.policy_networks()
+                       if name in item.plan.settings.get("allowed_domains", []))
+        rss = subprocess.run(["incus", "--project", incus_env.PROJECT, "exec", proxy_name(network), "--", "sh", "-c",
+                              "for p in /proc/[0-9]*; do grep -qx squid $p/comm && grep VmRSS $p/status; done; true"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    finally:
+        agent.terminate()
+        agent.wait(timeout=60)
+    sizes = [int(line.split()[1]) for line in rss.splitlines()]
+    assert sizes and max(sizes) < 60 * 1024, rss  # kB: squid starts at about 22 MB

@@ -209,9 +209,11 @@ def test_a_server_name_other_than_the_connect_s_is_terminated_and_nothing_is_bum
                     "ssl_bump splice all"]
     (check,) = [line.split() for line in lines if line.startswith("external_acl_type cci_sni_check ")]
     assert check[-3:] == ["%ssl::>sni", "%>rd", squid.SNI_HELPER]
-    # its answer depends on those two values only: kept, so that a new connection to a name seen asks no helper
+    # its answer depends on those two values only: a yes is kept, so that a new connection to a name seen asks no
+    # helper; a no (a server name the agent made up, of up to 64 kB) is not, and the kept ones are bounded
     options = dict(word.split("=", 1) for word in check[2:-3])
-    assert int(options["ttl"]) >= 600 and int(options["negative_ttl"]) >= 600, options
+    assert int(options["ttl"]) >= 600 and options["negative_ttl"] == "0", options
+    assert 0 < int(options["cache"]) <= 10000, options
 
 
 def test_the_sni_helper_wants_the_requested_name_or_no_name_for_an_address(tmp_path: Path) -> None:
