@@ -156,6 +156,32 @@ EXPECTED: dict[str, str | tuple[str, ...]] = {
 }
 
 
+def secret_attacks(claude_environ: dict[str, str], driver: IncusDriver, tmp_path: Path, real: str, *,
+                   trust_test_ca: bool) -> dict[str, str]:
+    """What each of :data:`SECRET_ATTACKS` got back, with ``real`` as the secret of the secret's host (the proxy
+    trusting the test hosts' CA, or not: ``--insecure`` then, as an agent takes any certificate the proxy makes)."""
+    with TestHosts(wait=LOCK_WAIT) as hosts:
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        trust = f'proxy_trust_ca = "{hosts.ca_file}"\n' if trust_test_ca else ""
+        write_trusted(workspace, f'[network]\nmode = "proxy"\nallowed_domains = ["{SECRET_HOST}", "{OTHER_HOST}"]\n'
+                                 f'hosts = {{ "{SECRET_HOST}" = "{INTERNET_HOSTS[0]}", '
+                                 f'"{OTHER_HOST}" = "{INTERNET_HOSTS[1]}" }}\n{trust}proxy_image = "{PROXY_IMAGE}"\n'
+                                 f'[secrets]\nenv = ["ATTACK_TOKEN"]\nhosts = {{ ATTACK_TOKEN = ["{SECRET_HOST}"] }}\n')
+        shutil.copy(hosts.ca_file, workspace / "ccit-ca.pem")
+        (workspace / "attacks.py").write_text(SECRET_ATTACKS)
+        insecure = () if trust_test_ca else ("--insecure",)
+        try:
+            result = run_cci("run", "--", "python3", "/workspace/attacks.py", SECRET_HOST, OTHER_HOST, *insecure,
+                             env={**claude_environ, "ATTACK_TOKEN": real}, cwd=workspace, timeout=300)
+        finally:
+            for network in driver.policy_networks():
+                if SECRET_HOST in network.plan.settings.get("allowed_domains", []):
+                    run_cci("network", "delete", network.name, env=claude_environ)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(line) for line in result.stdout.splitlines() if line.startswith("["))
+
+
 def test_a_secret_goes_to_no_other_host_whatever_the_agent_sends(
         claude_environ: dict[str, str], driver: IncusDriver, tmp_path: Path) -> None:
     """The proxy answering by itself (TRACE and OPTIONS with Max-Forwards: 0), another host named inside the
@@ -163,25 +189,7 @@ def test_a_secret_goes_to_no_other_host_whatever_the_agent_sends(
     session, squid's own pages: the placeholder at most, never the value; toward its own host the value (the
     test host sends it back: the check that the attacks ran on a working secret)."""
     real = f"attack-real-{uuid.uuid4().hex}"
-    with TestHosts(wait=LOCK_WAIT) as hosts:
-        workspace = tmp_path / "ws"
-        workspace.mkdir()
-        write_trusted(workspace, f'[network]\nmode = "proxy"\nallowed_domains = ["{SECRET_HOST}", "{OTHER_HOST}"]\n'
-                                 f'hosts = {{ "{SECRET_HOST}" = "{INTERNET_HOSTS[0]}", '
-                                 f'"{OTHER_HOST}" = "{INTERNET_HOSTS[1]}" }}\n'
-                                 f'proxy_trust_ca = "{hosts.ca_file}"\nproxy_image = "{PROXY_IMAGE}"\n'
-                                 f'[secrets]\nenv = ["ATTACK_TOKEN"]\nhosts = {{ ATTACK_TOKEN = ["{SECRET_HOST}"] }}\n')
-        shutil.copy(hosts.ca_file, workspace / "ccit-ca.pem")
-        (workspace / "attacks.py").write_text(SECRET_ATTACKS)
-        try:
-            result = run_cci("run", "--", "python3", "/workspace/attacks.py", SECRET_HOST, OTHER_HOST,
-                             env={**claude_environ, "ATTACK_TOKEN": real}, cwd=workspace, timeout=300)
-        finally:
-            for network in driver.policy_networks():
-                if SECRET_HOST in network.plan.settings.get("allowed_domains", []):
-                    run_cci("network", "delete", network.name, env=claude_environ)
-    assert result.returncode == 0, result.stderr
-    answers = dict(json.loads(line) for line in result.stdout.splitlines() if line.startswith("["))
+    answers = secret_attacks(claude_environ, driver, tmp_path, real, trust_test_ca=True)
     own = answers.pop("its own host (the echo)")
     assert f'"Bearer {real}"' in own, own
     assert {label: real in answer for label, answer in answers.items()} == dict.fromkeys(EXPECTED, False), answers
@@ -196,25 +204,7 @@ def test_a_secret_goes_to_no_server_the_proxy_cannot_verify(
     """The secret's host answers with a certificate of a CA the proxy does not trust (no ``proxy_trust_ca``: the
     test CA is not among the system's), as a machine in the middle would: the proxy must not send it the value."""
     real = f"attack-real-{uuid.uuid4().hex}"
-    with TestHosts(wait=LOCK_WAIT) as hosts:
-        workspace = tmp_path / "ws"
-        workspace.mkdir()
-        write_trusted(workspace, f'[network]\nmode = "proxy"\nallowed_domains = ["{SECRET_HOST}"]\n'
-                                 f'hosts = {{ "{SECRET_HOST}" = "{INTERNET_HOSTS[0]}" }}\n'
-                                 f'proxy_image = "{PROXY_IMAGE}"\n'
-                                 f'[secrets]\nenv = ["ATTACK_TOKEN"]\nhosts = {{ ATTACK_TOKEN = ["{SECRET_HOST}"] }}\n')
-        shutil.copy(hosts.ca_file, workspace / "ccit-ca.pem")
-        (workspace / "attacks.py").write_text(SECRET_ATTACKS)
-        try:
-            result = run_cci("run", "--", "python3", "/workspace/attacks.py", SECRET_HOST, OTHER_HOST, "--insecure",
-                             env={**claude_environ, "ATTACK_TOKEN": real}, cwd=workspace, timeout=300)
-        finally:
-            for network in driver.policy_networks():
-                if network.plan.settings.get("allowed_domains", []) == [SECRET_HOST]:
-                    run_cci("network", "delete", network.name, env=claude_environ)
-    assert result.returncode == 0, result.stderr
-    answers = dict(json.loads(line) for line in result.stdout.splitlines() if line.startswith("["))
-    own = answers["its own host (the echo)"]
+    own = secret_attacks(claude_environ, driver, tmp_path, real, trust_test_ca=False)["its own host (the echo)"]
     assert real not in own and "ERR_SECURE_CONNECT_FAIL" in own, own
 
 
