@@ -604,15 +604,31 @@ def _log_lines(container: IncusContainer, *, follow: bool) -> Iterator[bytes]:
                 seen += 1
                 yield line
             continue  # tail ended: the proxy stopped
-        try:
-            lines = container.pull_file(_squid().ACCESS_LOG).splitlines()
-        except APINotFound:
-            lines = []
-        yield from lines[seen:]
-        seen = max(seen, len(lines))
+        count = 0
+        for count, line in enumerate(_copied_lines(container), start=1):
+            if count > seen:
+                yield line
+        seen = max(seen, count)
         if not follow:
             return
         time.sleep(1.0)
+
+
+def _copied_lines(container: IncusContainer) -> Iterator[bytes]:
+    """The access log's lines, read from a private copy on the host: an agent can make the log larger (between two
+    rotations) than cci reads into memory."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="cci-proxy-log-") as directory:
+        copy = Path(directory, "access.log")
+        try:
+            container.pull_file_to(_squid().ACCESS_LOG, copy)
+        except APINotFound:
+            return
+        with copy.open("rb") as lines:
+            for line in lines:
+                yield line.rstrip(b"\n")
 
 
 def _tail(container: IncusContainer, skip: int) -> Iterator[bytes]:

@@ -335,8 +335,8 @@ def test_following_the_log_of_a_stopped_proxy_waits_for_it_and_goes_on_where_it_
             Proxy.state = self.statuses.pop(0) if self.statuses else "stopped"
             return Proxy.state
 
-        def pull_file(self, path: str) -> bytes:
-            return b"\n".join(log) + b"\n"
+        def pull_file_to(self, path: str, destination: Any) -> None:
+            destination.write_bytes(b"\n".join(log) + b"\n")
 
         def exec(self, argv: list[str], *, stdout: Any, stderr: Any) -> None:
             if Proxy.state != "running":
@@ -386,3 +386,25 @@ def test_a_proxy_configured_by_another_version_of_cci_is_configured_again(monkey
     running["config"][proxy.TEMPLATE_KEY] = proxy.template_digest(spec, "")
     containers.ensure(BRIDGE, spec)
     assert applied == [True]  # up to date: left alone
+
+
+def test_a_log_larger_than_cci_reads_into_memory_is_read_all_the_same() -> None:
+    """An agent can write more than 64 MiB of refused requests between two rotations of the log: cci network log
+    failed ('has more than the 64 MiB that cci reads into memory') until the next rotation."""
+    from cci_core.api import UsageError
+
+    lines = [b'{"n":"%d"}' % number for number in range(3)]
+
+    class Flooded:
+        name = "cci-proxy-1"
+
+        def status(self) -> str:
+            return "stopped"
+
+        def pull_file(self, path: str) -> bytes:
+            raise UsageError(f"cci-proxy-1:{path} has more than the 64 MiB that cci reads into memory")
+
+        def pull_file_to(self, path: str, destination: Any) -> None:
+            destination.write_bytes(b"\n".join(lines) + b"\n")
+
+    assert list(proxy._log_lines(Flooded(), follow=False)) == lines  # type: ignore[arg-type]
