@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from cci_core.config import Config
     from cci_core.context import Mount
     from cci_core.network_policy import NetworkPlan, RequestRecord
-    from cci_core.secrets import SecretSpec, Substitution
+    from cci_core.secrets import Substitution
 
 #: prefix of the backend config keys that carry cci's own labels (``user.cci.slot``...)
 LABEL_PREFIX = "user.cci."

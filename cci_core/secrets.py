@@ -114,6 +114,7 @@ def placeholder_key(path: Path | None = None) -> bytes:
     import os
     import secrets
 
+    from cci_core.errors import CciError
     from cci_core.private_files import write_private
 
     path = path or key_path()
@@ -132,16 +133,12 @@ def placeholder_key(path: Path | None = None) -> bytes:
                 temporary.unlink()
             continue
         except OSError as exc:
-            from cci_core.errors import CciError
-
             raise CciError(f"cannot read the placeholder key {path}: {exc.strerror or exc}",
                            hint="remove it: cci makes a new one (running sessions then need a restart)") from None
         with os.fdopen(descriptor, "rb") as handle:
             key = handle.read(256).strip()
         if len(key) >= 32:
             return key
-        from cci_core.errors import CciError
-
         raise CciError(f"the placeholder key {path} is too short", hint="remove it: cci makes a new one")
     raise AssertionError("unreachable")
 

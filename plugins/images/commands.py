@@ -20,7 +20,6 @@ from cci_core.api import (
     current_plugins,
     interruptible,
     make_tool,
-    state_dir,
 )
 from cci_builtin_plugins.images import contents
 from cci_builtin_plugins.images.debootstrap import DEFAULT_MIRROR, DEFAULT_SUITE

@@ -325,8 +325,8 @@ def _squid_conf(acls: list[str], access: list[str], bumped: list[str], trust_ca:
         "acl step1 at_step SslBump1",
         "acl step2 at_step SslBump2",
         "acl cci_tls_request proto HTTPS",
-        f"acl cci_private dst 0.0.0.0/8 10.0.0.0/8 100.64.0.0/10 127.0.0.0/8 169.254.0.0/16 172.16.0.0/12"
-        f" 192.168.0.0/16 ::/128 ::1 fc00::/7 fe80::/10",
+        "acl cci_private dst 0.0.0.0/8 10.0.0.0/8 100.64.0.0/10 127.0.0.0/8 169.254.0.0/16 172.16.0.0/12"
+        " 192.168.0.0/16 ::/128 ::1 fc00::/7 fe80::/10",
         f"acl cci_ip_literal dstdom_regex -n {_IP_LITERAL}",
         # the answer depends on the two names only: kept (a new connection to a name seen asks no helper)
         f"external_acl_type cci_sni_check children-max=2 children-startup=1 ttl={SNI_CACHE_SECONDS}"

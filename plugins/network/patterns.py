@@ -45,7 +45,7 @@ def name_problem(name: str) -> str | None:
         if len(label) > 63:
             return f"has a label longer than 63 characters ({label[:20]}...)"
         if not re.match(_LABEL, label):
-            return (f"has an empty label" if not label else
+            return ("has an empty label" if not label else
                     f"has the label {label!r}: a label is letters, digits and '-', not at its start or end")
     if labels[-1].isdigit():
         return "ends in a numeric label (an address? write all four parts)"

@@ -311,15 +311,23 @@ def range_step(facts: HostFacts, options: Options) -> Step:
                 root=not facts.config_writable)
 
 
-def image_step(facts: HostFacts, options: Options) -> Step:
-    title = f"image {options.image}"
+def _image_done(title: str, alias: str, facts: HostFacts, options: Options) -> Step | None:
+    """The step of an image build that needs no doing (skipped, left to root, or the image exists), or None."""
     if not options.build_image:
         return Step(title, DONE, "skipped (--no-image)")
     incus = facts.incus
     if incus is None and facts.daemon.running:
         return _unreadable(title)
-    if incus is not None and options.image in incus.images:
-        return Step(title, DONE, f"image {options.image} exists")
+    if incus is not None and alias in incus.images:
+        return Step(title, DONE, f"image {alias} exists")
+    return None
+
+
+def image_step(facts: HostFacts, options: Options) -> Step:
+    title = f"image {options.image}"
+    done = _image_done(title, options.image, facts, options)
+    if done:
+        return done
     alias = () if options.image == "cci" else ("--alias", options.image)
     return Step(title, PENDING, "build it with 'cci build' (usually 3 to 5 minutes: it fetches a base system and the tool)",
                 (Action((*options.cci, "build", *alias), own=True),))
@@ -332,13 +340,9 @@ PROXY_IMAGE: str = NetworkConfig._field_defaults["proxy_image"]
 def proxy_image_step(facts: HostFacts, options: Options) -> Step:
     """The image of the ``proxy`` network mode's filtering proxy (``cci build proxy``): small, so always built."""
     title = f"proxy image {PROXY_IMAGE}"
-    if not options.build_image:
-        return Step(title, DONE, "skipped (--no-image)")
-    incus = facts.incus
-    if incus is None and facts.daemon.running:
-        return _unreadable(title)
-    if incus is not None and PROXY_IMAGE in incus.images:
-        return Step(title, DONE, f"image {PROXY_IMAGE} exists")
+    done = _image_done(title, PROXY_IMAGE, facts, options)
+    if done:
+        return done
     return Step(title, PENDING, "build it with 'cci build proxy' (about a minute: squid on a minimal Debian, for "
                                 "network mode proxy)", (Action((*options.cci, "build", "proxy"), own=True),))
 
