@@ -449,6 +449,27 @@ def test_claudes_api_key_is_a_placeholder_inside_and_real_only_toward_the_api(
     end_and_assert_nothing_saved(name, terminal, isolated_env, real, placeholder)
 
 
+def test_curl_git_and_npm_work_through_the_proxy_with_only_what_cci_sets(
+        hosts: TestHosts, claude_environ: dict[str, str], tmp_path: Path) -> None:
+    """No option of their own: the proxy variables and the CA bundle cci sets are enough, also toward a secret's host,
+    whose TLS the proxy opens (its certificate is the proxy CA's)."""
+    workspace = workspace_with(tmp_path, proxy_toml(hosts, f'[secrets]\nenv = ["{SECRET}"]\n'
+                                                           f'hosts = {{ {SECRET} = ["{API}"] }}\n'), hosts)
+    script = (f"curl -sS https://{API}/curl-probe; echo; "
+              f"git -c credential.helper= ls-remote https://{API}/git-probe.git 2>&1; "
+              f"npm ping --registry https://{API}/npm-probe/ 2>&1; true")
+    result = run_cci("run", "--", "bash", "-c", script, env={**claude_environ, SECRET: "ccit-value"}, cwd=workspace,
+                     timeout=300)
+    assert result.returncode == 0, result.stderr
+    curl = json.loads(result.stdout.splitlines()[0])
+    assert "/curl-probe" in json.dumps(curl) and curl["address"] == INTERNET_HOSTS[0], curl
+    # git got the test host's answer (HTTP 200, no git repository): through the proxy, and trusting its TLS
+    assert f"https://{API}/git-probe.git/info/refs not valid" in result.stdout, result.stdout
+    assert "PONG" in result.stdout, result.stdout  # npm ping: a 2xx from the registry it was given
+    for failure in ("Could not resolve", "ENOTFOUND", "EAI_AGAIN", "certificate", "SSL"):
+        assert failure not in result.stdout, result.stdout
+
+
 # --- bad input ----------------------------------------------------------------------------------------------------
 
 
