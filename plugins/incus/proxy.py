@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from cci_core.api import LABEL_PREFIX, BackendError, ProxySpec, RequestRecord
+from cci_core.api import LABEL_PREFIX, BackendError, CciError, ProxySpec, RequestRecord
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.instance_config import nic_devices
 from cci_builtin_plugins.incus.rest import quote
@@ -347,7 +347,12 @@ class ProxyContainers:
                                             TEMPLATE_KEY: template_digest(spec, trust_ca),
                                             SECRETS_KEY: ",".join(sorted(_secret_tag(item) for item in substitutions))})
         if reconfigure:
-            result = container.exec(["squid", "-k", "reconfigure"])
+            try:
+                result = container.exec(["squid", "-k", "reconfigure"])
+            except CciError:
+                if container.status() == "running":
+                    raise
+                return  # stopped meanwhile (as unused, by another cci or the host guard): its next start reads these
             if result.exit_code != 0:
                 raise BackendError(f"proxy {container.name} refused its new configuration: "
                                    f"{squid_error(result.stderr + result.stdout)}")
@@ -447,6 +452,7 @@ class ProxyContainers:
         instance = self._existing(network)
         if not {_secret_tag(item) for item in substitutions} - set(_secret_list(instance.get("config") or {})):
             return
+        self._patch_config(str(instance["name"]), {WANTED_KEY: f"{time.time():.0f}"})  # a launch is still on its way
         container = self._container(instance)
         with self._locked(container):
             config = self._config(container.name)

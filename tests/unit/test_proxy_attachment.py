@@ -408,3 +408,33 @@ def test_a_log_larger_than_cci_reads_into_memory_is_read_all_the_same() -> None:
             destination.write_bytes(b"\n".join(lines) + b"\n")
 
     assert list(proxy._log_lines(Flooded(), follow=False)) == lines  # type: ignore[arg-type]
+
+
+def test_a_proxy_stopped_while_a_launch_routes_its_secrets_takes_them_at_its_next_start() -> None:
+    """Another cci (or the host guard) stopped the proxy as unused between the launch's check and its
+    ``squid -k reconfigure``: the files are in place, the agent's start starts the proxy, which reads them."""
+    from cci_core.api import BackendError
+
+    running = _proxy_instance(BRIDGE, "Running", wanted=1000)
+    api = FakeInstances(running)
+
+    class StoppedMeanwhile:
+        name = running["name"]
+        pushed: list[str] = []
+
+        def make_directory(self, path: str, **kwargs: Any) -> None:
+            pass
+
+        def push_file(self, path: str, data: bytes, **kwargs: Any) -> None:
+            self.pushed.append(path)
+
+        def exec(self, argv: list[str], **kwargs: Any) -> Any:
+            raise BackendError(f"running {argv[0]} in {self.name}: Instance is not running")
+
+        def status(self) -> str:
+            return "stopped"
+
+    container = StoppedMeanwhile()
+    spec = ProxySpec((HostRule("allow", "example.com"),))
+    proxy.ProxyContainers(api, "cci-proxy", SOCKET_DIR)._apply(container, spec, [], "", reconfigure=True)  # type: ignore[arg-type]
+    assert container.pushed and api.instances[running["name"]]["config"][proxy.TEMPLATE_KEY]
