@@ -193,13 +193,7 @@ class IncusDriver(Driver):
         return [_image_info(item) for item in images]
 
     def image_exists(self, alias: str) -> bool:
-        if not alias:
-            return False
-        try:
-            self.api.get(f"/1.0/images/aliases/{quote(alias)}", f"looking up image {alias}")
-        except APINotFound:
-            return False
-        return True
+        return alias_exists(self.api, alias)
 
     def publish(self, container: str, alias: str, *, description: str = "",
                 properties: Mapping[str, str] | None = None) -> ImageInfo:
@@ -284,6 +278,17 @@ class IncusDriver(Driver):
 
 #: image servers reachable as ``<remote>:<alias>``, as the incus CLI names them by default
 REMOTES = {"images": "https://images.linuxcontainers.org"}
+
+
+def alias_exists(api: IncusAPI, alias: str) -> bool:
+    """Whether the image alias ``alias`` exists (an empty one never does)."""
+    if not alias:
+        return False
+    try:
+        api.get(f"/1.0/images/aliases/{quote(alias)}", f"looking up image {alias}")
+    except APINotFound:
+        return False
+    return True
 
 
 def image_source(image: str) -> dict[str, str]:

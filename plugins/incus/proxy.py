@@ -384,11 +384,9 @@ class ProxyContainers:
             os.close(fd)
 
     def _image_exists(self) -> bool:
-        try:
-            self.api.get(f"/1.0/images/aliases/{quote(self.image)}", f"looking up image {self.image}")
-        except APINotFound:
-            return False
-        return True
+        from cci_builtin_plugins.incus.driver import alias_exists
+
+        return alias_exists(self.api, self.image)
 
     def _wait_made(self, name: str, instance: dict[str, Any]) -> dict[str, Any]:
         """The proxy once its maker has finished (its CA recorded): another cci may be making it right now."""
