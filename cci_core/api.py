@@ -61,7 +61,9 @@ if TYPE_CHECKING:
         ImageInfo,
         OutputHandler,
         PolicyNetwork,
+        PublishedPort,
         ServerInfo,
+        SnapshotInfo,
         TreeEntry,
         TreeLimits,
         TreeReadError,
@@ -119,7 +121,7 @@ __all__ = [
     "hookimpl", "Register", "Lazy",
     # the container backend
     "Driver", "Container", "ContainerSpec", "ContainerInfo", "ImageInfo", "ServerInfo", "ExecResult",
-    "OutputHandler", "PolicyNetwork", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
+    "OutputHandler", "PolicyNetwork", "PublishedPort", "SnapshotInfo", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
     # tools, network policies, image builders
     "ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property", "make_tool",
     "NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST",
@@ -152,7 +154,7 @@ _LAZY: dict[str, str] = {
     "hookimpl": "cci_core.hookspecs",
     **dict.fromkeys(("Register", "Lazy", "make_tool"), "cci_core.registry"),
     **dict.fromkeys(("Driver", "Container", "ContainerSpec", "ContainerInfo", "ImageInfo", "ServerInfo", "ExecResult",
-                     "OutputHandler", "PolicyNetwork", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
+                     "OutputHandler", "PolicyNetwork", "PublishedPort", "SnapshotInfo", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
                      "ContainerExistsError", "TreeReadError"), "cci_core.driver"),
     **dict.fromkeys(("ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property"),
                     "cci_core.tool"),

@@ -106,6 +106,22 @@ class PolicyNetwork(NamedTuple):
     proxy_status: str = ""
 
 
+class PublishedPort(NamedTuple):
+    """A TCP port of a container reachable from the host: ``address:host_port`` on the host leads to
+    ``container_port`` on the container's own loopback (and nothing leads the other way)."""
+
+    address: str
+    host_port: int
+    container_port: int
+
+
+class SnapshotInfo(NamedTuple):
+    """One snapshot of a container: its name and when it was taken (ISO 8601)."""
+
+    name: str
+    created: str
+
+
 #: the kind of a :class:`TreeEntry` that could not be read
 UNREADABLE = "unreadable"
 
@@ -318,6 +334,38 @@ class Container(ABC):
         never the host's environment.
         """
 
+
+    # -- published ports and snapshots: drivers that cannot do them keep these defaults ----------------
+
+    def published_ports(self) -> list[PublishedPort]:
+        """The ports published from this container, as its configuration holds them now."""
+        return []
+
+    def publish_port(self, port: PublishedPort) -> None:
+        """Publish ``port`` (running or stopped); on a running container a host port that is taken is an error
+        at once, and nothing is left half-made."""
+        raise BackendError(f"{self.name}: this driver cannot publish ports")
+
+    def unpublish_port(self, host_port: int, address: str | None = None) -> bool:
+        """Stop publishing host port ``host_port`` (on ``address``; None: on any); False if it was not published."""
+        raise BackendError(f"{self.name}: this driver cannot publish ports")
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """The container's snapshots, oldest first."""
+        raise BackendError(f"{self.name}: this driver cannot take snapshots")
+
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        """Take snapshot ``name`` of the container's root filesystem and configuration (running or stopped); a name
+        that exists is a :class:`ContainerExistsError`."""
+        raise BackendError(f"{self.name}: this driver cannot take snapshots")
+
+    def restore_snapshot(self, name: str) -> None:
+        """Put the (stopped) container back to snapshot ``name``; cci's labels are kept as they are now."""
+        raise BackendError(f"{self.name}: this driver cannot take snapshots")
+
+    def delete_snapshot(self, name: str) -> None:
+        """Delete snapshot ``name``; a missing one is a :class:`~cci_core.errors.NotFoundError`."""
+        raise BackendError(f"{self.name}: this driver cannot take snapshots")
 
     @abstractmethod
     def attach(

@@ -227,6 +227,21 @@ def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], N
 
 
 @hookspec
+def cci_sandbox_brief(ctx: LaunchContext, container: Container) -> Sequence[str] | None:
+    """Return paragraphs (Markdown) for the sandbox brief: the short file the tool reads at start that tells the
+    agent it runs in a cci container, what it can reach and how to ask the user for more.
+
+    Called at every start (launch and reuse) once the container runs, and again when
+    what a paragraph says changes while it runs (``cci port add``). The tool adapter
+    says where the brief goes (:attr:`~cci_core.tool.ToolAdapter.brief_path`).
+
+    :param ctx: the session starting.
+    :param container: its running container.
+    :return: paragraphs, or None.
+    """
+
+
+@hookspec
 def cci_doctor_checks(config: Config) -> Sequence[Check] | None:
     """Check that this machine can run what the plugin provides, for ``cci doctor``.
 

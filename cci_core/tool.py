@@ -75,6 +75,10 @@ class ToolAdapter(ABC):
     #: make any saved file holding one of them be left out
     secret_keys: ClassVar[frozenset[str]] = frozenset()
 
+    #: where the tool reads the sandbox brief (``cci_sandbox_brief``), relative to the container user's home; a
+    #: file of the tool's own instructions, never in the workspace (None: the tool reads none)
+    brief_path: ClassVar[str | None] = None
+
     #: the invocation's merged config, set by cci when it makes the adapter (:func:`~cci_core.registry.make_tool`): a tool reads the
     #: section its plugin declares with ``self.config.section("mytool")``; None for an adapter made by hand
     config: Config | None = None
@@ -85,6 +89,14 @@ class ToolAdapter(ABC):
     @abstractmethod
     def command(self, session_id: str, *, resume: bool) -> list[str]:
         """The argv that starts a new session with ``session_id`` (a UUID cci chose), or resumes it."""
+
+    def headless_command(self, session_id: str, *, resume: bool, structured: bool) -> list[str] | None:
+        """The argv that runs one prompt non-interactively (``cci run --prompt``), the prompt read on its standard
+        input; ``structured``: the tool's machine-readable output (``--format json``). None: no headless mode.
+
+        It starts a new session ``session_id`` or, with ``resume``, continues that saved session.
+        """
+        return None
 
     def sandbox_settings(self) -> Mapping[str, Mapping[str, Any]]:
         """Settings files (relative to the container user's home) and the keys merged into them at every start.

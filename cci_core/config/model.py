@@ -10,9 +10,11 @@ from cci_core.config.schema import (
     PLUGIN_LISTS,
     SECTIONS,
     DefaultsConfig,
+    LimitsConfig,
     NetworkConfig,
     PathsConfig,
     PluginsConfig,
+    PortsConfig,
     ProfileConfig,
     Schema,
     SecretsConfig,
@@ -60,6 +62,10 @@ class Config(NamedTuple):
     """Every section and key this config was merged against."""
     secrets: SecretsConfig = SecretsConfig()
     """``[secrets]``: the host variables passed by placeholder."""
+    limits: LimitsConfig = LimitsConfig()
+    """``[limits]``: what one session container may use."""
+    ports: PortsConfig = PortsConfig()
+    """``[ports]``: container ports published on the host."""
 
     def section(self, name: str) -> Any:
         """The ``[name]`` section: a core one (``network``...) or one an enabled plugin declared.

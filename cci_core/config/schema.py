@@ -95,6 +95,12 @@ class DefaultsConfig(NamedTuple):
         dict[str, str], Setting("Extra environment variables passed into containers.", check=env_names)
     ] = {}
     driver: Annotated[str, Setting("Container backend plugin to use.", check=non_empty)] = "incus"
+    snapshot_on_start: Annotated[
+        bool, Setting("Snapshot a persistent container each time a session starts it again (cci snapshot).")
+    ] = False
+    snapshot_keep: Annotated[
+        int, Setting("Automatic snapshots kept per container (older ones are deleted).", check=non_negative)
+    ] = 5
 
     @property
     def mount_claude_config(self) -> bool:
@@ -170,6 +176,24 @@ class SecretsConfig(NamedTuple):
     ] = {}
 
 
+class LimitsConfig(NamedTuple):
+    """``[limits]``: what one session container may use, enforced by the driver (see docs/sessions.md)."""
+
+    cpu: Annotated[str, Setting("CPUs a session may use: a count (2) or a set (0-3); \"\": all.")] = ""
+    memory: Annotated[str, Setting("Memory a session may use (4GiB, 50%); \"\": no limit.")] = ""
+    processes: Annotated[int, Setting("Processes a session may run at once; 0: no limit.", check=non_negative)] = 10000
+    disk: Annotated[str, Setting("Size of a session's root disk (20GiB); \"\": the storage pool's default.")] = ""
+    duration: Annotated[str, Setting("Longest a session may run (8h, 90m); \"\": no limit.")] = ""
+    save_size: Annotated[str, Setting("Largest saved session (2GiB): a save stops there, with a warning.")] = "2GiB"
+
+
+class PortsConfig(NamedTuple):
+    """``[ports]``: container ports published on the host (see docs/sessions.md)."""
+
+    publish: Annotated[list[str], Setting("Ports published from every session: [ADDRESS:]HOST:CONTAINER.")] = []
+    address: Annotated[str, Setting("Host address a published port binds to when it names none.")] = "127.0.0.1"
+
+
 class ProfileConfig(NamedTuple):
     """``[profiles.NAME]``: optional settings applied on top of the files when selected.
 
@@ -216,6 +240,8 @@ SECTIONS: dict[str, type] = {
     "network": NetworkConfig,
     "security": SecurityConfig,
     "secrets": SecretsConfig,
+    "limits": LimitsConfig,
+    "ports": PortsConfig,
 }
 """The core's plain sections, in display order; each is an attribute of the same name on ``Config``.
 
