@@ -19,7 +19,7 @@ What it holds:
   record of a container's labels (:class:`SessionRecord`) and the saved sessions (:class:`SessionStore`);
 - the errors (:class:`CciError` and its subclasses) and ``cci doctor`` results (:class:`Check`,
   :func:`check_ok`, :func:`check_warn`, :func:`check_fail`, :func:`check_skipped`, :func:`guarded`);
-- the config (:class:`Config`, :class:`NetworkConfig`, :func:`system_config_file`, :func:`toml_parser`), and
+- the config (:class:`Config`, :class:`NetworkConfig`, :class:`LimitsConfig` and :func:`parse_size` of its sizes, :func:`system_config_file`, :func:`toml_parser`), and
   what a plugin declares its own section with (:class:`Setting` and the checks :func:`non_empty`,
   :func:`non_negative`, :func:`https_url`);
 - host-file and tree-copy utilities that refuse links planted by the container or the workspace
@@ -103,6 +103,8 @@ if TYPE_CHECKING:
         RequestRecord,
         Rule,
     )
+    from cci_core.config.schema import LimitsConfig
+    from cci_core.limits import parse_size
     from cci_core.plugin_manager import Plugins
     from cci_core.private_files import read_json, replace_private_json
     from cci_core.registry import Lazy, Register, make_tool
@@ -113,7 +115,7 @@ if TYPE_CHECKING:
     from cci_core.terminal_text import printable, warn
     from cci_core.tool import CredentialFile, ImageFetch, ImageFile, ToolAdapter, tool_version_property
     from cci_core.tree_copy import LIMITS as COPY_LIMITS
-    from cci_core.tree_copy import MAX_DEPTH, MAX_FILE, MAX_TOTAL, CopyPolicy, CopyReport, copy_tree
+    from cci_core.tree_copy import MAX_DEPTH, MAX_FILE, MAX_TOTAL, CopyPolicy, CopyReport, copy_tree, save_limits
     from cci_core.tree_copy import printable as printable_name
 
 __all__ = [
@@ -136,7 +138,7 @@ __all__ = [
     # cci doctor
     "Check", "OK", "WARN", "FAIL", "check_ok", "check_warn", "check_fail", "check_skipped", "guarded",
     # config
-    "Config", "NetworkConfig", "system_config_file", "toml_parser",
+    "Config", "NetworkConfig", "LimitsConfig", "parse_size", "save_limits", "system_config_file", "toml_parser",
     "Setting", "non_empty", "non_negative", "https_url",
     # host files and trees copied out of containers
     "SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",
@@ -172,6 +174,9 @@ _LAZY: dict[str, str] = {
     **{f"check_{name}": f"cci_core.check:{name}" for name in ("ok", "warn", "fail", "skipped")},
     "guarded": "cci_core.doctor",
     **dict.fromkeys(("Config", "NetworkConfig"), "cci_core.config"),
+    "LimitsConfig": "cci_core.config.schema",
+    "parse_size": "cci_core.limits",
+    "save_limits": "cci_core.tree_copy",
     "toml_parser": "cci_core.config.sources:_tomllib",
     **dict.fromkeys(("Setting", "non_empty", "non_negative", "https_url"), "cci_core.config.schema"),
     **dict.fromkeys(("SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",

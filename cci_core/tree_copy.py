@@ -10,7 +10,7 @@ the copy
   absolute names, odd components and too deep paths are refused;
 * keeps a symlink only when its target stays inside the copy;
 * streams file content to disk (runs of zeros become holes), skips files over
-  :data:`MAX_FILE` and stops at :data:`MAX_TOTAL`;
+  :data:`MAX_FILE` and stops at ``max_total`` (a save's: ``[limits] save_size``, :data:`MAX_TOTAL` by default);
 * filters before anything is written: paths excluded by name, files holding a
   secret value (dropped), and secret keys removed from JSON files.
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 MiB = 1 << 20
 #: files larger than this are not copied (a warning names them)
 MAX_FILE = 256 * MiB
-#: the copy stops (with a warning) once this much file content has been written
+#: the copy stops (with a warning) once this much file content has been written (a save's: ``[limits] save_size``)
 MAX_TOTAL = 2048 * MiB
 #: seconds a whole copy may take before it is abandoned
 TIMEOUT = 300.0
@@ -57,8 +57,17 @@ MAX_TARGET = 4096
 #: the longest path (in bytes) an entry of a copy may have on the host: deeper ones are left out (as unreadable), so
 #: that every part of a copy can be named by path (the links through links are checked by path once it is complete)
 MAX_HOST_PATH = 4095
-#: the bounds of a save
-LIMITS = TreeLimits(max_file=MAX_FILE, max_bytes=MAX_TOTAL + MAX_FILE + 64 * MiB, timeout=TIMEOUT, idle=IDLE)
+
+
+def save_limits(max_total: int = MAX_TOTAL) -> TreeLimits:
+    """The bounds of reading a tree whose copy stops at ``max_total`` bytes (``[limits] save_size``): no file over
+    that, nor over :data:`MAX_FILE`, is read, and what the reader takes in stays near ``max_total``."""
+    max_file = min(MAX_FILE, max_total)
+    return TreeLimits(max_file=max_file, max_bytes=max_total + max_file + 64 * MiB, timeout=TIMEOUT, idle=IDLE)
+
+
+#: the bounds of a save of the default size
+LIMITS = save_limits()
 
 _CHUNK = 1 << 20
 

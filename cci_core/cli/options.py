@@ -31,6 +31,20 @@ def _parse_env(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     return parsed
 
 
+def _parse_limits(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """``--limit KEY=VALUE``: KEY a ``[limits]`` key, VALUE checked as the key is in a file."""
+    from cci_core.config.loader import check_text_setting
+
+    parsed: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        problem = check_text_setting("limits", key, value) if sep else f"{item!r} is not KEY=VALUE (e.g. memory=4GiB)"
+        if problem:
+            raise click.BadParameter(problem, ctx, param)
+        parsed[key] = value
+    return parsed
+
+
 def with_global_options(command: click.Command) -> click.Command:
     """Let a session command also take the global flags after its name (``cci shell --slot 2``)."""
     command.params[:0] = global_options()
@@ -62,6 +76,9 @@ def global_options() -> list[click.Option]:
                      help="Mount persistent storage (repeatable)."),
         click.Option(["--network"], metavar="MODE", help="Network policy: restricted, allowlist, proxy, open, or a plugin's."),
         click.Option(["--tool"], metavar="NAME", help="AI coding tool to run (default: claude)."),
+        click.Option(["--limit", "limit"], multiple=True, metavar="KEY=VALUE", callback=_parse_limits,
+                     help="Set a [limits] key for this session: cpu, memory, processes, disk, duration, save_size "
+                          "(repeatable)."),
     ]
 
 
@@ -79,6 +96,7 @@ class GlobalOptions(NamedTuple):
     storage: tuple[Path, ...] = ()
     network: str | None = None
     tool: str | None = None
+    limit: Mapping[str, str] | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> GlobalOptions:
@@ -106,4 +124,6 @@ class GlobalOptions(NamedTuple):
             result.append(Override("network.mode", self.network, "--network"))
         if self.tool is not None:
             result.append(Override("tool.name", self.tool, "--tool"))
+        for key, value in (self.limit or {}).items():
+            result.append(Override(f"limits.{key}", value, "--limit"))
         return result

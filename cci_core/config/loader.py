@@ -23,6 +23,7 @@ from cci_core.config.schema import (
     CORE_SCHEMA,
     PLUGIN_LISTS,
     PROFILE_ALIASES,
+    PROFILE_SECTIONS,
     PROFILE_TARGETS,
     RESERVED_ENV,
     SECTIONS,
@@ -75,6 +76,21 @@ def _validate(spec: FieldSpec, value: Any, source: str, key: str | None = None, 
     if problem:
         raise ConfigError(problem, source=source, key=key or spec.key)
     return value
+
+
+def check_text_setting(section: str, name: str, text: str) -> str | None:
+    """Why ``text`` cannot set the core's key ``section.name`` (as a flag gives it), or None: unknown keys are named
+    with a did-you-mean."""
+    spec = CORE_SCHEMA.lookup(section, name)
+    if spec is None:
+        known = [key.partition(".")[2] for key in CORE_SCHEMA.keys_of(section)]
+        return f"unknown key {name!r}{_did_you_mean(name, known)}: the keys are {', '.join(known)}"
+    try:
+        value = parse_text(spec.type, text)
+    except Invalid as exc:
+        return f"{name}: {exc}"
+    problem = spec.check(value) if spec.check and value is not None else None
+    return f"{name}: {problem}" if problem else None
 
 
 def _pieces(spec: FieldSpec, value: Any, f: ConfigFile, *key: str) -> list[tuple[Any, str]]:
@@ -186,16 +202,34 @@ class _Merger:
             entries = self.profiles.setdefault(name, [])
             spellings = _Spellings()
             for spelled, value in _table(f, table, "profiles", name).items():
+                if spelled in PROFILE_SECTIONS:
+                    entries += self._profile_section(f, name, spelled, value)
+                    continue
                 key = PROFILE_ALIASES.get(spelled, spelled)
                 spec = PROFILE_TARGETS.get(key)
                 if spec is None:
-                    known = (f"profiles.{name}.{k}" for k in (*PROFILE_TARGETS, *PROFILE_ALIASES))
+                    known = (f"profiles.{name}.{k}" for k in (*PROFILE_TARGETS, *PROFILE_ALIASES, *PROFILE_SECTIONS))
                     self._unknown(f, ("profiles", name, spelled), known)
                     continue
                 where = f.where("profiles", name, spelled)
                 value = _validate(spec, value, where, f"profiles.{name}.{spelled}")
                 spellings.check(f"profiles.{name}.{key}", f"profiles.{name}.{spelled}", value, where)
                 entries += [(key, piece, place) for piece, place in _pieces(spec, value, f, "profiles", name, spelled)]
+
+    def _profile_section(self, f: ConfigFile, name: str, section: str, body: Any) -> list[tuple[str, Any, str]]:
+        """The entries of a section's table under a profile (``[profiles.NAME.limits]``), each checked as the
+        section's own key is."""
+        entries = []
+        for key, value in _table(f, body, "profiles", name, section).items():
+            spec = self.schema.lookup(section, key)
+            if spec is None:
+                known = (f"profiles.{name}.{k}" for k in self.schema.keys_of(section))
+                self._unknown(f, ("profiles", name, section, key), known)
+                continue
+            where = f.where("profiles", name, section, key)
+            value = _validate(spec, value, where, f"profiles.{name}.{section}.{key}")
+            entries.append((spec.key, value, where))
+        return entries
 
     def add_switches(self, f: ConfigFile) -> None:
         """Apply the ``[plugins]`` switches of one file (all that is needed before the plugins load)."""
@@ -222,7 +256,7 @@ class _Merger:
             available = ", ".join(sorted(self.profiles)) or "none defined"
             raise ConfigError(f"unknown profile {name!r} (available profiles: {available})", source=selected_by)
         for key, value, where in self.profiles[name]:
-            self.set(PROFILE_TARGETS[key], value, f"profile {name} ({where})")
+            self.set(PROFILE_TARGETS.get(key) or self.schema.settings[key], value, f"profile {name} ({where})")
 
     def add_environ(self, environ: Mapping[str, str], *, switches_only: bool = False) -> None:
         """Apply ``CCI_*`` variables (only ``CCI_PLUGINS_*`` with ``switches_only``) and warn about unknown ones."""
@@ -317,6 +351,8 @@ def _profile_config(entries: Iterable[tuple[str, Any, str]]) -> ProfileConfig:
     """Merge a profile's entries from all files (higher wins; tables merge per key)."""
     values: dict[str, Any] = {}
     for key, value, _ in entries:
+        if key not in PROFILE_TARGETS:
+            continue  # a section's key (``limits.cpu``): applied by use_profile, not a profile key
         values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
     return ProfileConfig(**values)
 

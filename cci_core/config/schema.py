@@ -16,6 +16,8 @@ import re
 from types import MappingProxyType
 from typing import Annotated, Any, Callable, ForwardRef, Iterator, Mapping, NamedTuple, Optional, get_args, get_origin
 
+from cci_core.limits import check_cpu, check_disk, check_duration, check_memory, check_save_size
+
 Check = Callable[[Any], Optional[str]]
 """Returns an error message for a well-typed but unacceptable value, else ``None``."""
 
@@ -177,14 +179,19 @@ class SecretsConfig(NamedTuple):
 
 
 class LimitsConfig(NamedTuple):
-    """``[limits]``: what one session container may use, enforced by the driver (see docs/sessions.md)."""
+    """``[limits]``: what one session container may use, enforced by the driver (see docs/sessions.md, *Limits*)."""
 
-    cpu: Annotated[str, Setting("CPUs a session may use: a count (2) or a set (0-3); \"\": all.")] = ""
-    memory: Annotated[str, Setting("Memory a session may use (4GiB, 50%); \"\": no limit.")] = ""
-    processes: Annotated[int, Setting("Processes a session may run at once; 0: no limit.", check=non_negative)] = 10000
-    disk: Annotated[str, Setting("Size of a session's root disk (20GiB); \"\": the storage pool's default.")] = ""
-    duration: Annotated[str, Setting("Longest a session may run (8h, 90m); \"\": no limit.")] = ""
-    save_size: Annotated[str, Setting("Largest saved session (2GiB): a save stops there, with a warning.")] = "2GiB"
+    cpu: Annotated[str, Setting("CPUs a session may use: a count (2) or a set (0-3); \"\": all.", check=check_cpu)] = ""
+    memory: Annotated[str, Setting("Memory a session may use (4GiB, 50% of the host's); \"\": no limit.",
+                                   check=check_memory)] = "50%"
+    processes: Annotated[int, Setting("Processes (and threads) a session may run at once; 0: no limit.",
+                                      check=non_negative)] = 10000
+    disk: Annotated[str, Setting("Size of a session's root disk (20GiB); \"\": the storage pool's default.",
+                                 check=check_disk)] = "20GiB"
+    duration: Annotated[str, Setting("Longest a session may run (8h, 90m, 1h30m); \"\": no limit.",
+                                     check=check_duration)] = ""
+    save_size: Annotated[str, Setting("Largest saved session (2GiB): a save stops there, with a warning.",
+                                      check=check_save_size)] = "2GiB"
 
 
 class PortsConfig(NamedTuple):
@@ -400,6 +407,9 @@ PLUGIN_LISTS: dict[str, FieldSpec] = field_specs("plugins", PluginListsConfig)
 
 PROFILE_TARGETS: dict[str, FieldSpec] = {name: SETTINGS[s.target] for name, _, s in _settings(ProfileConfig)}
 """Profile key -> the setting it overrides (and whose type and check it uses)."""
+
+PROFILE_SECTIONS = ("limits",)
+"""Sections a profile may set as a table of their own (``[profiles.NAME.limits]``), key by key."""
 
 PROFILE_ALIASES: dict[str, str] = {alias: name for name, _, s in _settings(ProfileConfig) for alias in s.aliases}
 """Other name of a profile key -> the key."""

@@ -105,27 +105,23 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
     container's doing fails a save: Incus unreachable, the container gone, the host's
     disk full.
     """
-    from cci_core.api import (
-        COPY_LIMITS as LIMITS,
-        CopyReport,
-        SavedSession,
-        SessionStore,
-        TreeReadError,
-        copy_tree,
-    )
+    from cci_core.api import CopyReport, SavedSession, SessionStore, TreeReadError, copy_tree, parse_size, save_limits
 
     tool = ctx.tool
     if tool is None:
         return None
     source = home_path(tool.state_dir)
     policy = copy_policy(tool)
+    max_total = parse_size(ctx.config.limits.save_size)
+    limits = save_limits(max_total)
     reports: list[CopyReport] = []
 
     def fill(directory: Path) -> None:
         copy = directory / saved_name(tool)
         try:
-            with container.read_tree(source, LIMITS) as entries:
-                reports.append(copy_tree(entries, copy, policy, source=source))
+            with container.read_tree(source, limits) as entries:
+                reports.append(copy_tree(entries, copy, policy, source=source, max_file=limits.max_file,
+                                         max_total=max_total))
             if reports[-1].unreadable:
                 container.status()  # left out because the container itself went away: this raises
         except NotFoundError:
@@ -144,19 +140,19 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
         warn(f"session {ctx.session_id} was not saved this time ({exc}); its last save is kept")
         return None
     for report in reports:
-        _warn_about(ctx.session_id, report)
+        _warn_about(ctx.session_id, report, limits.max_file, ctx.config.limits.save_size)
     return saved
 
 
-def _warn_about(session_id: str, report: CopyReport) -> None:
-    from cci_core.api import MAX_DEPTH, MAX_FILE, MAX_TOTAL, printable_name as printable
+def _warn_about(session_id: str, report: CopyReport, max_file: int, save_size: str) -> None:
+    from cci_core.api import MAX_DEPTH, printable_name as printable
 
     def names(paths: list[str]) -> str:
         shown = ", ".join(printable(path) for path in paths[:5])
         return shown + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
     if report.too_large:
-        warn(f"session {session_id}: {len(report.too_large)} file(s) over {MAX_FILE >> 20} MiB not saved: "
+        warn(f"session {session_id}: {len(report.too_large)} file(s) over {max_file >> 20} MiB not saved: "
              f"{names(report.too_large)}")
     if report.dropped:
         warn(f"session {session_id}: {len(report.dropped)} file(s) holding a credential not saved: "
@@ -166,8 +162,8 @@ def _warn_about(session_id: str, report: CopyReport) -> None:
              f"that could not be read (too long a path, over {MAX_DEPTH} levels down, refused) not saved, "
              f"with what is below them: {names(report.unreadable)}")
     if report.truncated:
-        warn(f"session {session_id}: the save stopped at its bound ({MAX_TOTAL >> 20} MiB); the files after "
-             "that point were not saved")
+        warn(f"session {session_id}: the save stopped at its bound ([limits] save_size = {save_size!r}); the files "
+             "after that point were not saved")
 
 
 def drop_escaping_links(copy: Path) -> None:

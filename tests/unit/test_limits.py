@@ -1,0 +1,114 @@
+"""Unit tests for ``[limits]``: the values' checks, profiles, ``--limit``, deadlines and the Incus translation."""
+
+from __future__ import annotations
+
+import pytest
+
+from cci_core.config import Override
+from cci_core.limits import (
+    check_cpu,
+    check_disk,
+    check_duration,
+    check_memory,
+    deadline_of,
+    overdue,
+    parse_duration,
+    parse_size,
+    read_summary,
+    summary,
+)
+from tests.unit.test_config import Layers, layers  # noqa: F401  (the fixture)
+
+
+@pytest.mark.parametrize(("text", "size"), [("512MiB", 512 << 20), ("4GiB", 4 << 30), ("2GB", 2 * 10**9),
+                                            ("1024", 1024), ("10B", 10)])
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["4 GiB", "4gib", "GiB", "-1GiB", "4.5GiB", "4Gi", ""])
+def test_what_is_no_size(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("8h", 8 * 3600), ("90m", 5400), ("1h30m", 5400), ("2d", 172800),
+                                               ("45s", 45), ("1d2h3m4s", 93784)])
+def test_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(("check", "good", "bad", "said"), [
+    (check_memory, ["", "4GiB", "50%", "128MiB"], ["4 GiB", "0%", "101%", "1KiB", "lots"], "e.g. 4GiB or 50%"),
+    (check_cpu, ["", "2", "0-3", "0,2", "1-1", "0-1,4"], ["0", "3-1", "two", "0-", "1.5"], "e.g. 2 (two CPUs)"),
+    (check_disk, ["", "20GiB", "4GiB"], ["1GiB", "20 GiB", "big"], "e.g. 20GiB"),
+    (check_duration, ["", "8h", "10s", "1h30m"], ["5s", "30m1h", "8 h", "8hours", "h"], "e.g. 8h"),
+])
+def test_each_key_is_checked_with_an_example(check, good, bad, said) -> None:  # type: ignore[no-untyped-def]
+    assert [check(value) for value in good] == [None] * len(good)
+    for value in bad:
+        problem = check(value)
+        assert problem is not None and said in problem and repr(value) in problem, (value, problem)
+
+
+def test_a_bad_limit_in_a_file_is_one_line_with_its_place(layers: Layers) -> None:
+    layers.write(layers.user, """
+        [limits]
+        cpu = "2"
+        memory = "4 GB"
+    """)
+    error = layers.error()
+    assert str(error).startswith("~/.config/cci/config.toml:3: limits.memory: '4 GB' is not a size")
+    assert "\n" not in str(error)
+
+
+def test_limits_merge_like_other_keys(layers: Layers) -> None:
+    layers.write(layers.user, '[limits]\ncpu = "2"\nduration = "8h"\n')
+    layers.write(layers.project, '[limits]\nmemory = "4GiB"\n')
+    config = layers.load(overrides=[Override("limits.duration", "90m", "--limit")])
+    assert (config.limits.cpu, config.limits.memory, config.limits.duration) == ("2", "4GiB", "90m")
+    assert config.limits.processes == 10000 and config.limits.disk == "20GiB"
+    assert config.source_of("limits.duration") == "--limit"
+
+
+def test_a_profile_sets_limits_in_a_table_of_its_own(layers: Layers) -> None:
+    layers.write(layers.user, """
+        [limits]
+        cpu = "1"
+        [profiles.big]
+        image = "cci-big"
+        [profiles.big.limits]
+        cpu = "0-3"
+        processes = 500
+    """)
+    config = layers.load(profile="big")
+    assert (config.limits.cpu, config.limits.processes, config.defaults.image) == ("0-3", 500, "cci-big")
+    assert config.source_of("limits.cpu") == "profile big (~/.config/cci/config.toml:6)"
+    assert layers.load().limits.cpu == "1"  # not selected: the file's own
+
+
+def test_a_profile_limit_is_checked_and_unknown_keys_are_named(layers: Layers) -> None:
+    layers.write(layers.user, """
+        [profiles.big.limits]
+        proceses = 50
+    """)
+    layers.load(profile="big")
+    assert any("unknown key 'profiles.big.limits.proceses'" in warning
+               and "did you mean 'profiles.big.limits.processes'" in warning for warning in layers.warnings)
+    layers.write(layers.user, """
+        [profiles.big.limits]
+        duration = "forever"
+    """)
+    assert "profiles.big.limits.duration: 'forever' is not a duration" in str(layers.error(profile="big"))
+
+
+def test_deadline_and_summary(layers: Layers) -> None:
+    layers.write(layers.user, '[limits]\nduration = "15s"\ncpu = "2"\n')
+    config = layers.load()
+    assert deadline_of(config, now=1000.5) == 1015
+    assert overdue(1015, now=1015) and not overdue(1015, now=1014.9) and not overdue(None)
+    label = summary(config)
+    assert label == "cpu=2 memory=50% processes=10000 disk=20GiB duration=15s"
+    assert read_summary(label) == {"cpu": "2", "memory": "50%", "processes": 10000, "disk": "20GiB",
+                                   "duration": "15s"}
+    assert deadline_of(layers.load(overrides=[Override("limits.duration", "", "--limit")])) is None
