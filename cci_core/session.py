@@ -341,6 +341,8 @@ class SessionManager:
              and (not slot or record.slot == slot) and (not session or record.session == session)),
             key=lambda pair: pair[1].slot or 0,
         )
+        from cci_core.snapshots import snapshot_on_start
+
         for info, record in saved:
             container = self.driver.get(info.name)
             me = launcher_id()
@@ -349,6 +351,7 @@ class SessionManager:
                                                                           "previous": State.SAVED.value}):
                 continue  # another cci process took it
             try:
+                snapshot_on_start(container, self.config.defaults, self._report)
                 ctx = self.context(info.name, container.labels())
                 ctx.storage = storage
                 if storage:

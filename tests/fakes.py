@@ -21,6 +21,7 @@ from cci_core.driver import (
     OutputHandler,
     PolicyNetwork,
     ServerInfo,
+    SnapshotInfo,
 )
 from cci_core.network_policy import NetworkPlan
 from cci_core.errors import NotFoundError
@@ -40,6 +41,8 @@ class FakeContainer(Container):
         self.directories: dict[str, tuple[int, int, int]] = {}
         self.commands: list[tuple[str, ...]] = []
         self.network: str | None = None
+        #: snapshot name -> (its info, the files, the labels when it was taken)
+        self.snapshot_files: dict[str, tuple[SnapshotInfo, dict[str, tuple[bytes, int, int, int]], dict[str, str]]] = {}
 
     @property
     def name(self) -> str:
@@ -90,6 +93,25 @@ class FakeContainer(Container):
 
     def remove_mounts(self, devices: Sequence[str]) -> None:
         self.mounts = [mount for mount in self.mounts if mount.device not in devices]
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        return [info for info, _files, _labels in self.snapshot_files.values()]
+
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        if name in self.snapshot_files:
+            raise ContainerExistsError(f"{self._name} already has a snapshot {name!r}")
+        info = SnapshotInfo(name, f"2026-01-01T00:00:{len(self.snapshot_files):02d}Z")
+        self.snapshot_files[name] = (info, dict(self.files), dict(self._labels))
+        return info
+
+    def restore_snapshot(self, name: str) -> None:
+        if name not in self.snapshot_files:
+            raise NotFoundError(f"{self._name} has no snapshot {name!r}")
+        self.files = dict(self.snapshot_files[name][1])  # the files back; labels and mounts kept
+
+    def delete_snapshot(self, name: str) -> None:
+        if self.snapshot_files.pop(name, None) is None:
+            raise NotFoundError(f"{self._name} has no snapshot {name!r}")
 
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         self.files[path] = (data, mode, uid, gid)

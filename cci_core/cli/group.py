@@ -61,6 +61,8 @@ CORE_COMMANDS: dict[str, CoreCommand] = {
     "clean": CoreCommand("cci_core.cli.clean_cmd", "clean",
                          "Finish stopped sessions (save, delete unless persistent) and delete orphaned cci "
                          "containers."),
+    "snapshot": CoreCommand("cci_core.cli.snapshot_cmd", "snapshot",
+                            "Snapshots of persistent session containers: create, list, restore (stopped), delete."),
     "doctor": CoreCommand("cci_core.cli.doctor_cmd", "doctor", "Check that this machine can run cci."),
     "network": CoreCommand("cci_core.cli.network_cmd", "network",
                            "Network policies: show the rules in force, refresh allowlist addresses, remove unused "

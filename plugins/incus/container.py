@@ -16,8 +16,9 @@ from cci_builtin_plugins.incus.rest import IncusAPI, quote
 
 if TYPE_CHECKING:
     from cci_builtin_plugins.incus.idmap import UserMap
+    from cci_builtin_plugins.incus.snapshots import InstanceSnapshots
 
-    from cci_core.api import Mount
+    from cci_core.api import Mount, SnapshotInfo
 
 _T = TypeVar("_T")
 
@@ -312,6 +313,24 @@ class IncusContainer(Container):
     def _patch(self, body: dict[str, Any], action: str) -> None:
         """PATCH merges the given config keys and devices into the instance."""
         self._when_idle(lambda: self._api.call("PATCH", self._path, action, body))
+
+    @property
+    def _snapshots(self) -> InstanceSnapshots:
+        from cci_builtin_plugins.incus.snapshots import InstanceSnapshots
+
+        return InstanceSnapshots(self._api, self.name, self._when_idle, self._put_edited)
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        return self._snapshots.list()
+
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        return self._snapshots.create(name)
+
+    def restore_snapshot(self, name: str) -> None:
+        self._snapshots.restore(name)
+
+    def delete_snapshot(self, name: str) -> None:
+        self._snapshots.delete(name)
 
     @property
     def _files(self) -> InstanceFiles:
