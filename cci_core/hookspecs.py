@@ -205,7 +205,9 @@ def cci_post_exit_save(ctx: LaunchContext, container: Container) -> None:
 
     The container may be stopped. Called exactly once per ended session,
     including when the session ended while no cci process was alive (the next
-    cci command that finds the stopped container calls it).
+    cci command that finds the stopped container calls it). Called again after
+    ``cci snapshot restore`` put a saved container back to a snapshot: the saved
+    copy then follows the restored container.
 
     :param ctx: the ended session, rebuilt from the container's metadata if needed.
     :param container: the ended container.

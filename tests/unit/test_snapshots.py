@@ -166,6 +166,18 @@ def test_restore_puts_the_files_back_keeps_the_labels_and_saves_the_session_agai
     assert recorder.saved == [b"before"]  # the host's copy is the restored container's
 
 
+def test_restore_runs_the_end_s_save_hook_alone(workspace: Path) -> None:
+    from tests.unit.test_lifecycle_hooks import Recorder
+
+    recorder = Recorder()
+    manager = sessions(workspace, recorder)
+    container = saved(manager, workspace)
+    snapshots.create(manager, container.name, "good")
+    recorder.calls.clear()
+    snapshots.restore(manager, container.name, "good")
+    assert recorder.calls == ["cci_post_exit_save"]  # (docs/lifecycle.md, which hooks run when)
+
+
 def test_restore_refuses_a_running_container(workspace: Path) -> None:
     manager = sessions(workspace)
     container, _ctx = manager.launch(LaunchRequest(workspace))
