@@ -54,6 +54,7 @@ class ContainerInfo(NamedTuple):
     :param status: lower case: ``running``, ``stopped``, ``frozen``, ``error``...
     :param labels: cci's labels without the ``user.cci.`` prefix.
     :param created: creation time, ISO 8601.
+    :param ports: the ports it publishes (:meth:`Container.published_ports`), when the listing holds them.
     """
 
     name: str
@@ -62,6 +63,7 @@ class ContainerInfo(NamedTuple):
     created: str
     image: str = ""
     ephemeral: bool = False
+    ports: tuple[PublishedPort, ...] = ()
 
 
 class ContainerSpec(NamedTuple):

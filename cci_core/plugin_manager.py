@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("images", "cci_builtin_plugins.images.plugin"),
     ("setup", "cci_builtin_plugins.setup.plugin"),
     ("workspace-guard", "cci_builtin_plugins.workspace.plugin"),
+    ("ports", "cci_builtin_plugins.ports.plugin"),
 )
 
 #: names that cannot be plugin names because ``[plugins]`` uses them as keys

@@ -20,6 +20,7 @@ from cci_core.driver import (
     ImageInfo,
     OutputHandler,
     PolicyNetwork,
+    PublishedPort,
     ServerInfo,
     SnapshotInfo,
 )
@@ -41,6 +42,7 @@ class FakeContainer(Container):
         self.directories: dict[str, tuple[int, int, int]] = {}
         self.commands: list[tuple[str, ...]] = []
         self.network: str | None = None
+        self.ports: dict[int, PublishedPort] = {}  # host port -> published port
         #: snapshot name -> (its info, the files, the labels when it was taken)
         self.snapshot_files: dict[str, tuple[SnapshotInfo, dict[str, tuple[bytes, int, int, int]], dict[str, str]]] = {}
 
@@ -112,6 +114,19 @@ class FakeContainer(Container):
     def delete_snapshot(self, name: str) -> None:
         if self.snapshot_files.pop(name, None) is None:
             raise NotFoundError(f"{self._name} has no snapshot {name!r}")
+
+    def published_ports(self) -> list[PublishedPort]:
+        return sorted(self.ports.values(), key=lambda port: port.host_port)
+
+    def publish_port(self, port: PublishedPort) -> None:
+        self.ports[port.host_port] = port
+
+    def unpublish_port(self, host_port: int, address: str | None = None) -> bool:
+        port = self.ports.get(host_port)
+        if port is None or address not in (None, port.address):
+            return False
+        del self.ports[host_port]
+        return True
 
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         self.files[path] = (data, mode, uid, gid)
@@ -210,7 +225,8 @@ class FakeDriver(Driver):
         return name in self.containers
 
     def list_containers(self) -> list[ContainerInfo]:
-        return [ContainerInfo(c.name, c.state, c.labels(), "") for c in self.containers.values()]
+        return [ContainerInfo(c.name, c.state, c.labels(), "", ports=tuple(c.published_ports()))
+                for c in self.containers.values()]
 
     def list_images(self) -> list[ImageInfo]:
         return list(self.images.values())

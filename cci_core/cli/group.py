@@ -64,6 +64,8 @@ CORE_COMMANDS: dict[str, CoreCommand] = {
     "snapshot": CoreCommand("cci_core.cli.snapshot_cmd", "snapshot",
                             "Snapshots of persistent session containers: create, list, restore (stopped), delete."),
     "doctor": CoreCommand("cci_core.cli.doctor_cmd", "doctor", "Check that this machine can run cci."),
+    "port": CoreCommand("cci_core.cli.port_cmd", "port", "Publish ports of a session container on the host: list, add, "
+                        "remove."),
     "network": CoreCommand("cci_core.cli.network_cmd", "network",
                            "Network policies: show the rules in force, refresh allowlist addresses, remove unused "
                            "networks."),

@@ -44,6 +44,7 @@ def list_(ctx: click.Context, everything: bool, fmt: str) -> None:
 
 def _container_row(info: ContainerInfo) -> dict[str, Any]:
     """One container in the JSON schema of ``cci list --format json`` (docs/cli.md): add fields, never rename."""
+    from cci_core.ports import as_json
     from cci_core.session_record import Mode, SessionRecord
 
     record = SessionRecord.from_labels(info.labels)
@@ -59,6 +60,7 @@ def _container_row(info: ContainerInfo) -> dict[str, Any]:
         "kind": record.kind.value if record.kind else "",
         "created": info.created,
         "network": record.network or "open",  # containers from before network policies: the profile's
+        "ports": [as_json(port) for port in info.ports],
     }
 
 

@@ -76,6 +76,8 @@ def global_options() -> list[click.Option]:
                      help="Mount persistent storage (repeatable)."),
         click.Option(["--network"], metavar="MODE", help="Network policy: restricted, allowlist, proxy, open, or a plugin's."),
         click.Option(["--tool"], metavar="NAME", help="AI coding tool to run (default: claude)."),
+        click.Option(["--port", "port"], multiple=True, metavar="[ADDRESS:]HOST:CONTAINER",
+                     help="Publish a container port on the host (repeatable; adds to [ports] publish)."),
         click.Option(["--limit", "limit"], multiple=True, metavar="KEY=VALUE", callback=_parse_limits,
                      help="Set a [limits] key for this session: cpu, memory, processes, disk, duration, save_size "
                           "(repeatable)."),
@@ -96,6 +98,7 @@ class GlobalOptions(NamedTuple):
     storage: tuple[Path, ...] = ()
     network: str | None = None
     tool: str | None = None
+    port: tuple[str, ...] = ()
     limit: Mapping[str, str] | None = None
 
     @classmethod
@@ -124,6 +127,8 @@ class GlobalOptions(NamedTuple):
             result.append(Override("network.mode", self.network, "--network"))
         if self.tool is not None:
             result.append(Override("tool.name", self.tool, "--tool"))
+        if self.port:
+            result.append(Override("ports.publish", list(self.port), "--port", extend=True))
         for key, value in (self.limit or {}).items():
             result.append(Override(f"limits.{key}", value, "--limit"))
         return result

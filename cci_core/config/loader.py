@@ -302,6 +302,8 @@ class _Merger:
         elif spec is None:
             known = [*settings, *PLUGIN_LISTS]
             raise ConfigError(f"unknown config key{_did_you_mean(key, known)}", source=source, key=key)
+        if override.extend:
+            value = [*self.values[spec.key], *value]
         value = _validate(spec, value, source, key, text=isinstance(value, str))
         if spec.key in PLUGIN_LISTS:
             self.switch_plugins(spec, value, source)

@@ -31,12 +31,14 @@ class Override(NamedTuple):
     ``key`` is a dotted config key (``defaults.environment`` takes a dict, or
     use ``defaults.environment.NAME``; ``plugins.<plugin>.<key>`` sets a plugin
     setting). A string ``value`` for a non-string key is parsed like an
-    environment variable. ``source`` names the flag in messages.
+    environment variable. ``source`` names the flag in messages. With ``extend``, a
+    list ``value`` is added to the list the lower layers give (``--port``) instead of replacing it.
     """
 
     key: str
     value: Any
     source: str
+    extend: bool = False
 
 
 class Config(NamedTuple):

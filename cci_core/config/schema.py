@@ -64,6 +64,20 @@ def workspace_paths(value: list[str]) -> str | None:
     return None
 
 
+def port_specs(value: list[str]) -> str | None:
+    """Reject a published port that is not ``[ADDRESS:]HOST:CONTAINER``, or a host port given twice."""
+    from cci_core.ports import check_specs
+
+    return check_specs(value)
+
+
+def ip_address(value: str) -> str | None:
+    """Reject anything but an IP address a host can listen on."""
+    from cci_core.ports import check_address_setting
+
+    return check_address_setting(value)
+
+
 class Setting:
     """The metadata of one config key: help text, optional check, deprecation note, profile target and aliases.
 
@@ -197,8 +211,12 @@ class LimitsConfig(NamedTuple):
 class PortsConfig(NamedTuple):
     """``[ports]``: container ports published on the host (see docs/sessions.md)."""
 
-    publish: Annotated[list[str], Setting("Ports published from every session: [ADDRESS:]HOST:CONTAINER.")] = []
-    address: Annotated[str, Setting("Host address a published port binds to when it names none.")] = "127.0.0.1"
+    publish: Annotated[
+        list[str], Setting("Ports published from every session: [ADDRESS:]HOST:CONTAINER.", check=port_specs)
+    ] = []
+    address: Annotated[
+        str, Setting("Host address a published port binds to when it names none.", check=ip_address)
+    ] = "127.0.0.1"
 
 
 class ProfileConfig(NamedTuple):

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from cci_builtin_plugins.incus.idmap import UserMap
     from cci_builtin_plugins.incus.snapshots import InstanceSnapshots
 
-    from cci_core.api import Mount, SnapshotInfo
+    from cci_core.api import Mount, PublishedPort, SnapshotInfo
 
 _T = TypeVar("_T")
 
@@ -206,6 +206,7 @@ class IncusContainer(Container):
         except APIError as exc:
             if self._user_map is not None and "idmap" in exc.detail.lower():
                 raise BackendError(str(exc), hint=self._user_map.delegation_hint()) from exc
+            self._raise_port_failure(exc, self.published_ports())
             raise
         self._check_mounts()
 
@@ -265,6 +266,55 @@ class IncusContainer(Container):
                 if exc.status != 412:
                     raise
         raise BackendError(f"{action}: it kept changing under us")
+
+    # -- published ports (:mod:`.ports`) -------------------------------------------------------------------
+
+    def published_ports(self) -> list[PublishedPort]:
+        from cci_builtin_plugins.incus.ports import published
+
+        return published(self._devices)
+
+    def publish_port(self, port: PublishedPort) -> None:
+        from cci_builtin_plugins.incus import ports
+
+        name, wanted = ports.device_name(port.host_port), ports.device(port)
+        if self._devices.get(name) == wanted:
+            return
+        if name not in self._devices:  # (one of ours there: it holds the port itself while it runs)
+            ports.check_free(self._api, port)
+        try:
+            self._patch({"devices": {name: wanted}}, f"publishing {ports.listen_address(port)} from {self.name}")
+        except APIError as exc:  # lost a race for the host port: Incus has taken the device off again
+            self._raise_port_failure(exc, [port])
+            raise
+        self._devices[name] = wanted
+
+    def unpublish_port(self, host_port: int, address: str | None = None) -> bool:
+        from cci_builtin_plugins.incus.ports import device_name, published
+
+        name = device_name(host_port)
+        removed: list[PublishedPort] = []
+
+        def edit(current: dict[str, Any]) -> bool:
+            devices = current.get("devices") or {}
+            removed[:] = [port for port in published({name: devices.get(name) or {}})
+                          if address is None or port.address == address]
+            current["devices"] = {key: value for key, value in devices.items() if key != name}
+            return bool(removed)
+
+        self._put_edited(f"unpublishing host port {host_port} from {self.name}", edit)
+        if removed:
+            self._devices.pop(name, None)
+        return bool(removed)
+
+    def _raise_port_failure(self, exc: APIError, ports: Sequence[PublishedPort]) -> None:
+        """Raise the one line for a host port taken, when that is why ``exc`` happened."""
+        if ports:
+            from cci_builtin_plugins.incus.ports import port_failure
+
+            failure = port_failure(self._api, self.name, ports, exc.detail)
+            if failure is not None:
+                raise failure from None
 
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
         self._state("stop", f"stopping {self.name}", force=force, timeout=timeout)

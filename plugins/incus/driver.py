@@ -174,6 +174,8 @@ class IncusDriver(Driver):
         return True
 
     def list_containers(self) -> list[ContainerInfo]:
+        from cci_builtin_plugins.incus.ports import published
+
         instances = self.api.get("/1.0/instances", "listing containers", recursion=1) or []
         return [
             ContainerInfo(
@@ -183,6 +185,7 @@ class IncusDriver(Driver):
                 created=item.get("created_at", ""),
                 image=(item.get("config") or {}).get("image.description", ""),
                 ephemeral=bool(item.get("ephemeral")),
+                ports=tuple(published(item.get("expanded_devices") or {})),
             )
             for item in instances
             if item.get("type", "container") == "container"
