@@ -6,6 +6,17 @@ Flags and settings keys checked against Claude Code 2.1.332 (npm
 ``--resume [id]``; the keys below are the ones its binary reads, and with all
 three set it starts straight at the prompt (without them it shows the
 onboarding, the folder-trust dialog, or the bypass-permissions warning).
+
+Headless (``cci run --prompt``): its print mode, checked with that binary in a
+container as the container user. ``-p``/``--print`` reads the prompt from its
+standard input when none is given as an argument (with none at all: "Input must
+be provided either through stdin or as a prompt argument", exit 1);
+``--output-format json`` prints one JSON result object (``session_id``,
+``result``, ``is_error``...); ``--session-id`` and ``--resume`` work in print
+mode as they do interactively (a ``--session-id`` already used is refused, so
+a new headless session gets a new id). Without a login it prints "Not logged
+in · Please run /login" on stdout (in the JSON object's ``result`` with
+``--output-format json``) and exits 1 within a second, without the network.
 """
 
 from __future__ import annotations
@@ -47,6 +58,8 @@ class ClaudeCode(ToolAdapter):
     summary = "Claude Code (Anthropic)"
     default_binary = "claude"
     state_dir = ".claude"
+    #: Claude Code reads its user instructions ("user memory") from ``~/.claude/CLAUDE.md`` at start
+    brief_path = ".claude/CLAUDE.md"
     credential_files = (
         CredentialFile("~/.claude/.credentials.json", ".claude/.credentials.json"),
         CredentialFile("~/.claude.json", ".claude.json"),
@@ -73,6 +86,11 @@ class ClaudeCode(ToolAdapter):
     def command(self, session_id: str, *, resume: bool) -> list[str]:
         session = ["--resume", session_id] if resume else ["--session-id", session_id]
         return [self.binary, "--dangerously-skip-permissions", *session]
+
+    def headless_command(self, session_id: str, *, resume: bool, structured: bool) -> list[str]:
+        """Print mode (``--print``), the prompt read from standard input; ``--output-format json`` when structured."""
+        return [*self.command(session_id, resume=resume), "--print",
+                *(["--output-format", "json"] if structured else [])]
 
     def sandbox_settings(self) -> Mapping[str, Mapping[str, Any]]:
         return {

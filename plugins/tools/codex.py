@@ -6,6 +6,15 @@ Flags and settings keys checked against Codex CLI 0.171.0 (npm
 accepts the ``config.toml`` keys below (it rejects unknown ones). Without the
 trust entry Codex stops at a "Trust this folder?" screen in a git workspace,
 even with approvals bypassed.
+
+Headless (``cci run --prompt``): ``codex exec``. Codex is not in cci's test
+images, so this follows the source of its ``exec`` command line
+(``codex-rs/exec/src/cli.rs``), not a run: a prompt argument ``-`` is read from
+standard input, ``--json`` prints its events as JSON Lines on stdout,
+``--skip-git-repo-check`` lets it run in a workspace that is no git
+repository, ``--dangerously-bypass-approvals-and-sandbox`` is accepted by
+``exec`` too, and ``exec resume --last`` continues the newest thread (the
+``exec`` flags go before ``resume``, where every version takes them).
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ class Codex(ToolAdapter):
     summary = "Codex CLI (OpenAI)"
     default_binary = "codex"
     state_dir = ".codex"
+    #: Codex reads its global instructions from ``$CODEX_HOME/AGENTS.md`` (``~/.codex``) at start, unless an
+    #: ``AGENTS.override.md`` is there
+    brief_path = ".codex/AGENTS.md"
     credential_files = (CredentialFile("~/.codex/auth.json", ".codex/auth.json"),)
     #: ``auth.json`` holds an API key or the ChatGPT login's tokens
     secret_keys = frozenset({"OPENAI_API_KEY", "access_token", "refresh_token", "id_token"})
@@ -42,6 +54,12 @@ class Codex(ToolAdapter):
     def command(self, session_id: str, *, resume: bool) -> list[str]:
         # session_id is not passed: Codex would look for a thread of that id and fail
         return [self.binary, *(["resume", "--last"] if resume else []), *_FLAGS]
+
+    def headless_command(self, session_id: str, *, resume: bool, structured: bool) -> list[str]:
+        """``codex exec``, the prompt (``-``) read from standard input; ``--json`` (JSON Lines events) when
+        structured; a resume continues the newest thread of the restored ``~/.codex``, as :meth:`command` does."""
+        return [self.binary, "exec", "--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check",
+                *(["--json"] if structured else []), *(["resume", "--last"] if resume else []), "-"]
 
     def sandbox_settings(self) -> Mapping[str, Mapping[str, Any]]:
         return {

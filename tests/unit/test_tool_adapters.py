@@ -48,6 +48,13 @@ def test_claude_starts_with_the_chosen_id_and_resumes_it() -> None:
         "/opt/bin/claude", "--dangerously-skip-permissions", "--resume", SESSION]
 
 
+def test_claude_runs_headless_in_print_mode_with_the_same_session_flags() -> None:
+    assert ClaudeCode().headless_command(SESSION, resume=False, structured=False) == [
+        "claude", "--dangerously-skip-permissions", "--session-id", SESSION, "--print"]
+    assert ClaudeCode().headless_command(SESSION, resume=True, structured=True) == [
+        "claude", "--dangerously-skip-permissions", "--resume", SESSION, "--print", "--output-format", "json"]
+
+
 def test_claude_sandbox_settings_skip_onboarding_trust_and_bypass_prompts() -> None:
     assert ClaudeCode().sandbox_settings() == {
         ".claude.json": {"hasCompletedOnboarding": True, "projects": {"/workspace": {"hasTrustDialogAccepted": True}}},
@@ -80,6 +87,13 @@ def test_codex_starts_new_and_resumes_the_latest_thread_of_the_restored_state() 
     assert Codex().command(SESSION, resume=False) == ["codex", *flags]
     assert Codex("/usr/local/bin/codex").command(SESSION, resume=True) == [
         "/usr/local/bin/codex", "resume", "--last", *flags]
+
+
+def test_codex_runs_headless_with_exec_reading_the_prompt_from_standard_input() -> None:
+    flags = ["exec", "--dangerously-bypass-approvals-and-sandbox", "--skip-git-repo-check"]
+    assert Codex().headless_command(SESSION, resume=False, structured=False) == ["codex", *flags, "-"]
+    assert Codex().headless_command(SESSION, resume=True, structured=True) == [
+        "codex", *flags, "--json", "resume", "--last", "-"]
 
 
 def test_codex_credentials_live_in_its_state_dir_and_are_stripped_from_saves(tmp_path: Path) -> None:
@@ -203,6 +217,8 @@ def test_stand_in_adapter_from_the_entry_point() -> None:
     assert tool.credential_files == (CredentialFile("~/.stand-in/credentials.json", ".stand-in/credentials.json"),)
     assert tool.command("id-1", resume=False) == ["cci-stand-in", "--new", "id-1"]
     assert tool.command("id-1", resume=True) == ["cci-stand-in", "--resume", "id-1"]
+    assert tool.headless_command("id-1", resume=True, structured=True) == [
+        "cci-stand-in", "--print", "--resume", "id-1", "--json"]
     assert tool.sandbox_settings() == {".stand-in/settings.json": {"sandbox": {"trusted": True}}}
 
 
@@ -224,6 +240,16 @@ def test_stand_in_script_keeps_one_history_per_session(tmp_path: Path) -> None:
     resumed = stand_in(tmp_path, "--resume", "s1", stdin="second\n")
     assert (resumed.returncode, resumed.stdout) == (0, "started s1\nfirst line\nresumed s1\nnoted: second\n")
     assert history.read_text() == "started s1\nfirst line\nresumed s1\nsecond\n"
+
+
+def test_stand_in_script_answers_a_headless_prompt_with_the_code_it_names(tmp_path: Path) -> None:
+    new = stand_in(tmp_path, "--print", "--new", "s1", stdin="hello\nstderr to stderr\nexit 7")
+    assert (new.returncode, new.stdout, new.stderr) == (7, "answer: hello\nanswer: stderr to stderr\nanswer: exit 7\n",
+                                                        "to stderr\n")
+    structured = stand_in(tmp_path, "--print", "--resume", "s1", "--json", stdin="more\n")
+    assert (structured.returncode, structured.stdout) == (0, '{"session_id": "s1", "lines": 1, "exit_code": 0}\n')
+    assert (tmp_path / ".stand-in" / "history-s1.txt").read_text() == (
+        "started s1\nprompt: hello\nprompt: stderr to stderr\nprompt: exit 7\nresumed s1\nprompt: more\n")
 
 
 @pytest.mark.parametrize(("path", "data"), [("x/settings.json", b"[" * 100_000 + b"]" * 100_000),
