@@ -10,7 +10,9 @@ container, with the deadline a ``[limits] duration`` gives (see docs/sessions.md
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 
@@ -20,6 +22,14 @@ class Config(Protocol):
 
     @property
     def limits(self) -> Any: ...
+
+
+class Container(Protocol):
+    """What the functions here need of a :class:`cci_core.driver.Container` (no import: see :class:`Config`)."""
+
+    def exec(self, argv: Sequence[str]) -> Any: ...
+
+    def stop(self, *, force: bool = False, timeout: int = 60) -> None: ...
 
 #: size units, as Incus writes them (``kB``... powers of 1000, ``KiB``... powers of 1024)
 UNITS = {"": 1, "B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -144,16 +154,25 @@ def overdue(deadline: int | None, now: float | None = None) -> bool:
     return deadline is not None and (now if now is not None else time.time()) >= deadline
 
 
-def ended_by_duration(name: str, duration: str) -> str:
-    """The line saying that the session in ``name`` was ended by its ``[limits] duration``."""
-    return f"{name} reached its time limit ([limits] duration = {duration!r}): the session was ended"
+def ended_by_duration(name: str, record: Any = None, outcome: str = "") -> str:
+    """The line saying that the session in ``name`` was ended by its ``[limits] duration`` (the duration read from
+    its :class:`~cci_core.session_record.SessionRecord`, when given), and what became of it (``outcome``)."""
+    duration = read_summary(getattr(record, "limits", None) or "").get("duration")
+    limit = f" ([limits] duration = {duration!r})" if duration else ""
+    outcome = outcome or "the session was ended (saved, then deleted unless persistent)"
+    return f"{name} reached its time limit{limit}: {outcome}"
+
+
+def iso_time(seconds: int) -> str:
+    """A time in seconds since the epoch as ISO 8601, UTC (``2026-12-03T20:45:00Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def summary(config: Config) -> str:
     """The limits a session of ``config`` runs under, as one label value (``cpu=2 memory=4GiB ...``; what was set)."""
     limits = config.limits
     values = {"cpu": limits.cpu, "memory": limits.memory, "processes": str(limits.processes or ""),
-              "disk": limits.disk, "duration": limits.duration}
+              "disk": limits.disk, "duration": limits.duration, "save_size": limits.save_size}
     return " ".join(f"{key}={value}" for key, value in values.items() if value)
 
 
@@ -162,6 +181,73 @@ def read_summary(text: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for part in text.split():
         key, sep, value = part.partition("=")
-        if sep and key in ("cpu", "memory", "processes", "disk", "duration"):
+        if sep and key in ("cpu", "memory", "processes", "disk", "duration", "save_size"):
             result[key] = int(value) if key == "processes" and value.isdigit() else value
     return result
+
+
+def save_size_of(labels: Mapping[str, str], config: Config) -> int:
+    """The bound of a save of the session whose container has ``labels``, in bytes: the ``save_size`` it was started
+    under (whoever saves it), else ``config``'s."""
+    recorded = read_summary(labels.get("limits") or "").get("save_size")
+    try:
+        return parse_size(recorded) if recorded else parse_size(config.limits.save_size)
+    except ValueError:  # a label of another release
+        return parse_size(config.limits.save_size)
+
+
+def labels_of(config: Config, now: float | None = None) -> dict[str, str]:
+    """The labels recording the limits of a session started now: ``limits``, and ``deadline`` when there is one
+    (an empty one when there is none: a saved container started again loses its old deadline)."""
+    deadline = deadline_of(config, now)
+    return {"limits": summary(config), "deadline": "" if deadline is None else str(deadline)}
+
+
+#: the systemd unit inside that powers a container off at its deadline
+TIMER_UNIT = "cci-deadline"
+
+
+def arm_poweroff(container: Container, deadline: int, now: float | None = None) -> str | None:
+    """Have the container power itself off at ``deadline`` (a systemd timer inside, for when no cci process is
+    there to end it; the agent, root inside, can cancel it: the host's side stays the rule); None, or why not."""
+    from cci_core.errors import CciError
+
+    seconds = max(1, int(deadline - (now if now is not None else time.time())))
+    argv = ["systemd-run", f"--unit={TIMER_UNIT}", f"--on-active={seconds}s", "--timer-property=AccuracySec=1s",
+            "--quiet", "systemctl", "poweroff"]
+    try:
+        result = container.exec(argv)
+    except CciError as exc:
+        return str(exc)
+    return None if result.exit_code == 0 else (result.stderr.strip() or f"systemd-run exited {result.exit_code}")
+
+
+class StopAtDeadline:
+    """While in this block, the container is stopped at ``deadline`` (seconds since the epoch; None: never): whatever
+    watches it then ends the session as after a poweroff inside. :attr:`reached` tells whether it came."""
+
+    def __init__(self, container: Container, deadline: int | None) -> None:
+        self._container, self._deadline = container, deadline
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="deadline", daemon=True)
+        self.reached = False
+
+    def __enter__(self) -> StopAtDeadline:
+        if self._deadline is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+
+    def _run(self) -> None:
+        assert self._deadline is not None
+        if self._done.wait(max(0.0, self._deadline - time.time())):
+            return
+        from cci_core.errors import CciError
+
+        self.reached = True
+        try:
+            self._container.stop(force=True)
+        except CciError:
+            pass  # stopped already, or gone: what watches the container finds out

@@ -40,6 +40,8 @@ from cci_core.context import LaunchContext, Mount, SessionEvent
 from cci_core.driver import Container, ContainerExistsError, ContainerInfo, ContainerSpec, Driver
 from cci_core.errors import CciError, PluginError, UsageError
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
+from cci_core.limits import arm_poweroff, deadline_of, ended_by_duration, overdue, summary
+from cci_core.limits import labels_of as limit_labels
 from cci_core.mount_checks import check_mountable, check_sources, check_storage_layout
 from cci_core.session_readiness import wait_for_session
 from cci_core.session_record import Kind, Mode, SessionRecord, State, is_session, launcher_id
@@ -79,7 +81,8 @@ class Cleanup:
 
     def lines(self) -> list[str]:
         """One line per container: its name and what is done to it."""
-        return ([f"{info.name}: stopped: save, then delete unless persistent" for info in self.ended]
+        return ([f"{info.name}: {'stopped' if info.status == 'stopped' else 'past its time limit'}: save, then "
+                 "delete unless persistent" for info in self.ended]
                 + [f"{info.name}: {reason}" for info, reason in self.orphans])
 
 
@@ -192,7 +195,8 @@ class SessionManager:
         record = SessionRecord(
             kind=Kind(request.kind), workspace=str(workspace), tool=tool.name if tool else "",
             mode=Mode.PERSISTENT if persistent else Mode.EPHEMERAL, session=request.resume_from or str(uuid.uuid4()),
-            state=State.LAUNCHING, launcher=me, network=attachment.policy,
+            state=State.LAUNCHING, launcher=me, network=attachment.policy, limits=summary(self.config),
+            deadline=deadline_of(self.config),
         )
 
         def create(name: str, slot: int) -> Container:
@@ -223,6 +227,7 @@ class SessionManager:
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
             if request.kind == Kind.SESSION:
                 wait_for_session(container)
+                self._arm_deadline(container, record.deadline)
             self._started(container, me)
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
         except BaseException:
@@ -351,6 +356,8 @@ class SessionManager:
                                                                           "previous": State.SAVED.value}):
                 continue  # another cci process took it
             try:
+                limits = limit_labels(self.config)
+                container.set_labels(limits)
                 snapshot_on_start(container, self.config.defaults, self._report)
                 ctx = self.context(info.name, container.labels())
                 ctx.storage = storage
@@ -363,6 +370,7 @@ class SessionManager:
                 self._start(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
                 wait_for_session(container)
+                self._arm_deadline(container, SessionRecord.from_labels(limits).deadline)
                 self._started(container, me)
                 self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
             except BaseException:
@@ -391,6 +399,16 @@ class SessionManager:
                          f"to {attachment.policy!r}; start a new session for that")
             return
         container.set_labels({"network": attachment.policy})
+
+    def _arm_deadline(self, container: Container, deadline: int | None) -> None:
+        """The container powers itself off at ``deadline`` (for when no cci process watches it: the next cci command
+        then ends the session); if it cannot, cci commands alone end it, and the user is told."""
+        if deadline is None:
+            return
+        problem = arm_poweroff(container, deadline)
+        if problem:
+            self._report(f"{container.name} has no timer inside to power it off at its time limit ({problem}); "
+                         "it ends when cci sees it past its limit (the attached cci, or any cci command)")
 
     def _start(self, container: Container) -> None:
         """Start, once its mounts still lead where cci resolved them, none in another session's workspace (see
@@ -651,10 +669,11 @@ class SessionManager:
 
     @staticmethod
     def ended(containers: Sequence[ContainerInfo]) -> list[ContainerInfo]:
-        """Sessions that stopped while no cci process watched them: running by label, stopped in fact."""
+        """Sessions that stopped while no cci process watched them (running by label, stopped in fact), and those
+        past their deadline (``[limits] duration``), whoever watches them."""
         return [info for info in containers
                 if (record := SessionRecord.from_labels(info.labels)).is_session and record.state is State.RUNNING
-                and info.status == "stopped"]
+                and (info.status == "stopped" or overdue(record.deadline))]
 
     def current(self) -> list[ContainerInfo]:
         """The session containers, once those that ended unwatched are finished; those finished now are left out
@@ -675,6 +694,8 @@ class SessionManager:
             try:
                 if self.finish(self.driver.get(info.name)):
                     finished.append(info.name)
+                    if info.status != "stopped":
+                        self._report(ended_by_duration(info.name, SessionRecord.from_labels(info.labels)))
             except CciError as exc:
                 if self.warn is None:
                     raise

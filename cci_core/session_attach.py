@@ -89,9 +89,13 @@ def attach_and_settle(manager: Sessions, container: Container, ctx: LaunchContex
     returns = f"'cci attach {name}' returns to it, {shutdown}"
     anew = f"'cci attach {name}' starts a new shell, {shutdown}"
     manager.refresh_networks()
+    from cci_core.limits import StopAtDeadline
+    from cci_core.session_record import SessionRecord
+
+    record = SessionRecord.from_labels(container.labels())
     try:
         try:
-            with PeriodicSave(manager, ctx, container):
+            with PeriodicSave(manager, ctx, container), StopAtDeadline(container, record.deadline) as deadline:
                 end = tmux.attach()
         except CciError:
             if container.status() == "running":
@@ -101,7 +105,12 @@ def attach_and_settle(manager: Sessions, container: Container, ctx: LaunchContex
             end = AttachEnd.CUT_OFF  # the container stopped as it began
         outcome = _left(end, container, tmux, returns, anew, say)
         if outcome is None:
-            return _end(manager, container, ctx)
+            ended = _end(manager, container, ctx)
+            if deadline.reached and ended.left is Left.ENDED:
+                from cci_core.limits import ended_by_duration
+
+                return ended._replace(note=ended_by_duration(name, record, ended.note))
+            return ended
     except NotFoundError:
         if manager.driver.exists(name):
             raise

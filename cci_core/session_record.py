@@ -70,11 +70,13 @@ class SessionRecord:
     launcher: str | None = None  # '<boot id>:<pid>' of the cci process at work on it
     previous: State | None = None  # the state before 'launching' (a restart) or 'ending'
     network: str | None = None  # the network policy it is under
+    limits: str | None = None  # the [limits] it was started under ('cpu=2 memory=4GiB ...', cci_core.limits.summary)
+    deadline: int | None = None  # when the session must end ([limits] duration), in seconds since the epoch
 
     @classmethod
     def from_labels(cls, labels: Mapping[str, str]) -> SessionRecord:
         """Read the labels as the driver returns them (without the ``user.cci.`` prefix)."""
-        slot = labels.get("slot")
+        slot, deadline = labels.get("slot"), labels.get("deadline")
         return cls(
             kind=_member(Kind, labels.get("kind")),
             workspace=labels.get("workspace"),
@@ -86,6 +88,8 @@ class SessionRecord:
             launcher=labels.get("launcher"),
             previous=_member(State, labels.get("previous")),
             network=labels.get("network"),
+            limits=labels.get("limits"),
+            deadline=int(deadline) if deadline is not None and deadline.isascii() and deadline.isdigit() else None,
         )
 
     def to_labels(self) -> dict[str, str]:

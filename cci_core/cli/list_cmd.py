@@ -32,9 +32,9 @@ def list_(ctx: click.Context, everything: bool, fmt: str) -> None:
             document["sessions"] = sessions
         click.echo(json.dumps(document, indent=2))
         return
-    print_table(["NAME", "STATUS", "MODE", "NETWORK", "WORKSPACE", "SLOT", "TOOL"],
-                [[r["name"], r["status"], r["mode"], r["network"], r["workspace"], str(r["slot"]), r["tool"] or "-"]
-                 for r in rows],
+    print_table(["NAME", "STATUS", "MODE", "NETWORK", "WORKSPACE", "SLOT", "TOOL", "ENDS"],
+                [[r["name"], r["status"], r["mode"], r["network"], r["workspace"], str(r["slot"]), r["tool"] or "-",
+                  _local_time(r["deadline"])] for r in rows],
                 empty="no cci containers")
     if sessions is not None:
         click.echo()
@@ -45,6 +45,7 @@ def list_(ctx: click.Context, everything: bool, fmt: str) -> None:
 def _container_row(info: ContainerInfo) -> dict[str, Any]:
     """One container in the JSON schema of ``cci list --format json`` (docs/cli.md): add fields, never rename."""
     from cci_core.ports import as_json
+    from cci_core.limits import iso_time, read_summary
     from cci_core.session_record import Mode, SessionRecord
 
     record = SessionRecord.from_labels(info.labels)
@@ -60,8 +61,20 @@ def _container_row(info: ContainerInfo) -> dict[str, Any]:
         "kind": record.kind.value if record.kind else "",
         "created": info.created,
         "network": record.network or "open",  # containers from before network policies: the profile's
+        "limits": read_summary(record.limits or ""),  # what was set ([limits]) when it last started
+        "deadline": iso_time(record.deadline) if record.deadline is not None else None,
         "ports": [as_json(port) for port in info.ports],
     }
+
+
+def _local_time(deadline: str | None) -> str:
+    """When a session ends ([limits] duration), in local time (``-``: no limit)."""
+    if deadline is None:
+        return "-"
+    import datetime
+
+    moment = datetime.datetime.strptime(deadline, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _saved_sessions() -> list[dict[str, Any]]:

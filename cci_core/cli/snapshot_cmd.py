@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from cci_core.cli.sessions import manager_for
@@ -48,10 +50,13 @@ def list_(ctx: click.Context, name: str, fmt: str) -> None:
                 empty=f"{name} has no snapshots")
 
 
+def _name_and_snap(command: Callable[..., None]) -> Callable[..., None]:
+    """The arguments of a command on one snapshot: NAME, SNAP (and the click context)."""
+    return click.argument("name")(click.argument("snap")(click.pass_context(command)))
+
+
 @snapshot.command()
-@click.argument("name")
-@click.argument("snap")
-@click.pass_context
+@_name_and_snap
 def restore(ctx: click.Context, name: str, snap: str) -> None:
     """Put stopped NAME back to SNAP (its root filesystem; the workspace is not in it), and save its session again."""
     from cci_core import snapshots
@@ -61,9 +66,7 @@ def restore(ctx: click.Context, name: str, snap: str) -> None:
 
 
 @snapshot.command()
-@click.argument("name")
-@click.argument("snap")
-@click.pass_context
+@_name_and_snap
 def delete(ctx: click.Context, name: str, snap: str) -> None:
     """Delete NAME's snapshot SNAP."""
     from cci_core import snapshots

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from cci_builtin_plugins.incus.idmap import UserMap
     from cci_builtin_plugins.incus.snapshots import InstanceSnapshots
 
-    from cci_core.api import Mount, PublishedPort, SnapshotInfo
+    from cci_core.api import LimitsConfig, Mount, PublishedPort, SnapshotInfo
 
 _T = TypeVar("_T")
 
@@ -143,6 +143,20 @@ class IncusContainer(Container):
         if ca:
             self._trust(ca)
 
+    def apply_limits(self, limits: LimitsConfig) -> None:
+        """Put ``[limits]`` on the (stopped) instance: its ``limits.*`` keys and its root disk's size (see
+        :mod:`.limits`); a value Incus refuses is one line, nothing changed."""
+        from cci_builtin_plugins.incus.limits import edit_limits
+
+        try:
+            self._put_edited(f"applying [limits] to {self.name}",
+                             lambda body: edit_limits(body, self._devices, limits))
+        except APIError as exc:
+            raise BackendError(str(exc), hint="Incus refused a value of [limits]: change it in the config, or with "
+                                              "--limit KEY=VALUE") from exc
+        current = self._read()
+        self._config, self._devices = dict(current.get("config") or {}), dict(current.get("expanded_devices") or {})
+
     def _behind_proxy(self) -> bool:
         from cci_builtin_plugins.incus.proxy import AGENT_KEYS, DEVICE
 
@@ -206,6 +220,9 @@ class IncusContainer(Container):
         except APIError as exc:
             if self._user_map is not None and "idmap" in exc.detail.lower():
                 raise BackendError(str(exc), hint=self._user_map.delegation_hint()) from exc
+            if "forkstart" in exc.detail and any(key.startswith("limits.") for key in self._config):
+                raise BackendError(str(exc), hint="Incus could not start it under its [limits]: change them in "
+                                                  "the config, or with --limit KEY=VALUE") from exc
             self._raise_port_failure(exc, self.published_ports())
             raise
         self._check_mounts()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from cci_core.api import Lazy, Register, hookimpl
 
 if TYPE_CHECKING:
-    from cci_core.api import Check, Config
+    from cci_core.api import Check, Config, Container, LaunchContext
 
 
 @hookimpl
@@ -28,3 +28,12 @@ def cci_doctor_checks(config: Config) -> list[Check] | None:
     import os
 
     return incus_checks(config, os.environ)
+
+
+@hookimpl
+def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> None:
+    """``[limits]`` on an Incus container at each start by cci (a launch, or a saved one started again)."""
+    from cci_builtin_plugins.incus.container import IncusContainer
+
+    if isinstance(container, IncusContainer):
+        container.apply_limits(ctx.config.limits)

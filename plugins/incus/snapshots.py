@@ -40,6 +40,13 @@ def kept_config(before: Mapping[str, str], restored: Mapping[str, str]) -> dict[
     return config
 
 
+def taken_at(created: str) -> tuple[str, str]:
+    """A time as Incus writes it (RFC 3339 in UTC, nanoseconds without their trailing zeros) as a key that sorts by
+    time: ``...:05Z`` before ``...:05.3Z``, ``...:05.1Z`` before ``...:05.10000001Z``."""
+    seconds, _, fraction = created.rstrip("Z").partition(".")
+    return seconds, fraction.ljust(9, "0")
+
+
 def _info(snapshot: Mapping[str, Any]) -> SnapshotInfo:
     return SnapshotInfo(str(snapshot["name"]).rpartition("/")[2], str(snapshot.get("created_at") or ""))
 
@@ -66,7 +73,8 @@ class InstanceSnapshots:
             found = self._api.get(f"{self._path}/snapshots", f"listing the snapshots of {self._name}", recursion=1)
         except APINotFound:
             raise NotFoundError(f"no container named {self._name!r}") from None
-        return sorted((_info(snapshot) for snapshot in found or []), key=lambda info: (info.created, info.name))
+        infos = [_info(snapshot) for snapshot in found or []]
+        return sorted(infos, key=lambda info: (taken_at(info.created), info.name))
 
     def get(self, snapshot: str) -> SnapshotInfo:
         """One snapshot; a missing one is a :class:`NotFoundError`."""

@@ -105,14 +105,14 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
     container's doing fails a save: Incus unreachable, the container gone, the host's
     disk full.
     """
-    from cci_core.api import CopyReport, SavedSession, SessionStore, TreeReadError, copy_tree, parse_size, save_limits
+    from cci_core.api import CopyReport, SavedSession, SessionStore, TreeReadError, copy_tree, save_limits, save_size_of
 
     tool = ctx.tool
     if tool is None:
         return None
     source = home_path(tool.state_dir)
     policy = copy_policy(tool)
-    max_total = parse_size(ctx.config.limits.save_size)
+    max_total = save_size_of(container.labels(), ctx.config)
     limits = save_limits(max_total)
     reports: list[CopyReport] = []
 
@@ -140,11 +140,11 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
         warn(f"session {ctx.session_id} was not saved this time ({exc}); its last save is kept")
         return None
     for report in reports:
-        _warn_about(ctx.session_id, report, limits.max_file, ctx.config.limits.save_size)
+        _warn_about(ctx.session_id, report, limits.max_file, max_total)
     return saved
 
 
-def _warn_about(session_id: str, report: CopyReport, max_file: int, save_size: str) -> None:
+def _warn_about(session_id: str, report: CopyReport, max_file: int, max_total: int) -> None:
     from cci_core.api import MAX_DEPTH, printable_name as printable
 
     def names(paths: list[str]) -> str:
@@ -162,8 +162,8 @@ def _warn_about(session_id: str, report: CopyReport, max_file: int, save_size: s
              f"that could not be read (too long a path, over {MAX_DEPTH} levels down, refused) not saved, "
              f"with what is below them: {names(report.unreadable)}")
     if report.truncated:
-        warn(f"session {session_id}: the save stopped at its bound ([limits] save_size = {save_size!r}); the files "
-             "after that point were not saved")
+        warn(f"session {session_id}: the save stopped at its bound ({max_total >> 20} MiB, [limits] save_size); "
+             "the files after that point were not saved")
 
 
 def drop_escaping_links(copy: Path) -> None:

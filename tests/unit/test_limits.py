@@ -108,7 +108,7 @@ def test_deadline_and_summary(layers: Layers) -> None:
     assert deadline_of(config, now=1000.5) == 1015
     assert overdue(1015, now=1015) and not overdue(1015, now=1014.9) and not overdue(None)
     label = summary(config)
-    assert label == "cpu=2 memory=50% processes=10000 disk=20GiB duration=15s"
+    assert label == "cpu=2 memory=50% processes=10000 disk=20GiB duration=15s save_size=2GiB"
     assert read_summary(label) == {"cpu": "2", "memory": "50%", "processes": 10000, "disk": "20GiB",
-                                   "duration": "15s"}
+                                   "duration": "15s", "save_size": "2GiB"}
     assert deadline_of(layers.load(overrides=[Override("limits.duration", "", "--limit")])) is None

@@ -14,7 +14,7 @@ from cci_core.errors import CciError, NotFoundError, UsageError
 from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
 from cci_core.session_record import SessionRecord
-from cci_builtin_plugins.incus.snapshots import kept_config
+from cci_builtin_plugins.incus.snapshots import kept_config, taken_at
 from tests.fakes import FakeContainer, FakeDriver
 from tests.unit.test_saved_sessions import Plugin
 
@@ -136,8 +136,10 @@ def test_ephemeral_missing_and_foreign_containers_are_one_line_each(workspace: P
     ephemeral = saved(manager, workspace, persistent=False)
     foreign = FakeContainer("mine", {"owner": "me"}, manager.driver)  # type: ignore[arg-type]
     manager.driver.containers["mine"] = foreign  # type: ignore[attr-defined]
-    for action in (lambda name: snapshots.create(manager, name, "x"), lambda name: snapshots.snapshots(manager, name),
-                   lambda name: snapshots.restore(manager, name, "x"), lambda name: snapshots.delete(manager, name, "x")):
+    for action in (lambda name: snapshots.create(manager, name, "x"),
+                   lambda name: snapshots.snapshots(manager, name),
+                   lambda name: snapshots.restore(manager, name, "x"),
+                   lambda name: snapshots.delete(manager, name, "x")):
         with pytest.raises(UsageError, match="is an ephemeral session container: only persistent ones"):
             action(ephemeral.name)
         with pytest.raises(UsageError, match="mine is not a cci session container; cci leaves it alone"):
@@ -325,3 +327,11 @@ def test_a_restore_keeps_the_configuration_but_the_disk_s_own_keys() -> None:
     assert kept_config(before, restored) == {
         **before, "volatile.last_state.idmap": "[shifted]", "volatile.uuid.generation": "new",
         "volatile.idmap.current": "[map]"}  # (an idmap key Incus refuses to see removed)
+
+
+def test_snapshots_sort_by_the_time_incus_took_them() -> None:
+    times = ["2026-12-03T19:26:05.10000001Z", "2026-12-03T19:26:05Z", "2026-12-03T19:26:05.1Z",
+             "2026-12-03T19:26:04.999999999Z", "2026-12-03T19:26:05.3Z"]
+    assert sorted(times, key=taken_at) == ["2026-12-03T19:26:04.999999999Z", "2026-12-03T19:26:05Z",
+                                           "2026-12-03T19:26:05.1Z", "2026-12-03T19:26:05.10000001Z",
+                                           "2026-12-03T19:26:05.3Z"]
