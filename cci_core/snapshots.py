@@ -112,7 +112,7 @@ def _held(container: Container, record: SessionRecord, states: tuple[State, ...]
 
 def create(manager: SessionManager, name: str, snapshot: str | None = None) -> SnapshotInfo:
     """Snapshot session container ``name``, running or stopped, as ``snapshot`` (None: ``snap-<UTC time>``)."""
-    manager.reconcile()  # a session that ended unwatched is saved first: the snapshot holds it saved
+    manager.reconcile()  # a session that ended unwatched is finished (saved) first
     container, record = session_container(manager.driver, name)
     if snapshot is not None:
         check_name(snapshot)
