@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from cci_core.config import Config
+    from cci_core.network_policy import NetworkPlan
     from cci_core.secrets import Substitution
     from cci_core.tool import ToolAdapter
 
@@ -63,6 +64,12 @@ class LaunchContext:
     substitutions: tuple[Substitution, ...] = ()
     """The secrets of this launch passed by placeholder (see :mod:`cci_core.secrets`): a tool's credential files
     are injected with each :attr:`~Substitution.value` replaced by its placeholder."""
+
+    network_policy: str = ""
+    """The network policy the session is under (``[network] mode``; "" when not known)."""
+    network_plan: NetworkPlan | None = None
+    """That policy's plan as enforced (None: no plan, as under ``open``, or not known): what the container can reach,
+    for the sandbox brief (:func:`~cci_core.hookspecs.cci_sandbox_brief`)."""
 
     def plugin_settings(self, plugin: str) -> Mapping[str, Any]:
         """The ``[plugins.<plugin>]`` settings from the merged config."""

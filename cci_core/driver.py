@@ -117,6 +117,17 @@ class PublishedPort(NamedTuple):
     container_port: int
 
 
+class FileStatus(NamedTuple):
+    """What one entry in a container is, its symlink not followed (:meth:`Container.file_status`).
+
+    :param kind: ``file``, ``directory``, ``symlink``, or what else it is (``FIFO``, ``socket``, ``device``).
+    :param size: its size in bytes.
+    """
+
+    kind: str
+    size: int = 0
+
+
 class SnapshotInfo(NamedTuple):
     """One snapshot of a container: its name and when it was taken (ISO 8601)."""
 
@@ -336,6 +347,17 @@ class Container(ABC):
         never the host's environment.
         """
 
+
+    # -- single entries, links never followed: drivers that cannot tell keep these defaults --------------
+
+    def file_status(self, path: str) -> FileStatus | None:
+        """What ``path`` itself is (a symlink is not followed); None when nothing is there."""
+        raise BackendError(f"{self.name}: this driver cannot tell what a path is without following it")
+
+    def remove_file(self, path: str) -> None:
+        """Remove the entry ``path`` that is not a directory (a symlink itself, never what it leads to); nothing
+        there is no error."""
+        raise BackendError(f"{self.name}: this driver cannot remove a file")
 
     # -- published ports and snapshots: drivers that cannot do them keep these defaults ----------------
 

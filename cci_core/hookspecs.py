@@ -23,7 +23,7 @@ Two kinds of hook:
       (network policy's plan enforced) -> (slot claimed: container created) -> cci_pre_launch
         -> cci_environment, cci_instance_config, cci_mounts -> (configured, on the policy's network)
         -> cci_pre_start(restart=False) -> (started)
-        -> cci_session_restore (resuming only) -> cci_inject_credentials -> cci_post_launch
+        -> cci_session_restore (resuming only) -> cci_inject_credentials -> cci_sandbox_brief -> cci_post_launch
         -> ... session runs; cci_session_save at detach and periodically ...
         -> (session ends) -> cci_post_exit_save -> (container deleted unless persistent)
         -> cci_session_end

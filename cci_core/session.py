@@ -18,7 +18,8 @@ cci command that calls :meth:`SessionManager.reconcile`.
 Which hooks run when (the order is tested, tests/unit/test_lifecycle_hooks.py):
 
 * launch: ``cci_pre_launch``, ``cci_environment``, ``cci_instance_config``, ``cci_mounts``,
-  ``cci_pre_start(restart=False)``, (``cci_session_restore``), ``cci_inject_credentials``, ``cci_post_launch``;
+  ``cci_pre_start(restart=False)``, (``cci_session_restore``), ``cci_inject_credentials``, (``cci_sandbox_brief``:
+  a tool with a ``brief_path``), ``cci_post_launch``;
 * reuse (a saved persistent container started again): the same, with ``cci_pre_start(restart=True)``
   and no ``cci_session_restore`` (the container holds its state);
 * attach (``cci attach``, ``cci tmux``: a running session): ``cci_environment``; then
@@ -219,12 +220,14 @@ class SessionManager:
             ctx.tool = tool
             ctx.resume_from = request.resume_from
             ctx.substitutions = substitutions
+            ctx.network_policy, ctx.network_plan = attachment.policy, attachment.plan
             self._configure(container, ctx, attachment.network)
             self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
             self._start(container)
             if request.resume_from:  # these write under the home only: while the container boots
                 self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
+            self._write_brief(ctx, container)
             if request.kind == Kind.SESSION:
                 wait_for_session(container)
                 self._arm_deadline(container, record.deadline)
@@ -365,10 +368,12 @@ class SessionManager:
                     self._check_kept_storage(container, workspace, storage)
                 attachment, ctx.substitutions = self.open_network(ctx.tool)
                 self._configure(container, ctx, attachment.network)
-                self._note_network(container, record.network or "", attachment)
+                ctx.network_policy = self._note_network(container, record.network or "", attachment)
+                ctx.network_plan = attachment.plan if ctx.network_policy == attachment.policy else None
                 self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=True)
                 self._start(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
+                self._write_brief(ctx, container)
                 wait_for_session(container)
                 self._arm_deadline(container, SessionRecord.from_labels(limits).deadline)
                 self._started(container, me)
@@ -392,13 +397,21 @@ class SessionManager:
                 if mount.device.startswith("storage") and mount.device not in replaced]
         check_storage_layout(workspace, (*storage, *kept))
 
-    def _note_network(self, container: Container, previous: str, attachment: Attachment) -> None:
-        """Record the policy a saved container is under now (its plan made afresh), or say why it keeps its own."""
+    def _note_network(self, container: Container, previous: str, attachment: Attachment) -> str:
+        """Record the policy a saved container is under now (its plan made afresh), or say why it keeps its own;
+        the policy it is under."""
         if attachment.network is None and previous and previous != attachment.policy:
             self._report(f"{container.name} keeps its {previous!r} network: a saved container cannot go back "
                          f"to {attachment.policy!r}; start a new session for that")
-            return
+            return previous
         container.set_labels({"network": attachment.policy})
+        return attachment.policy
+
+    def _write_brief(self, ctx: LaunchContext, container: Container) -> None:
+        """The sandbox brief, where the tool reads it (:mod:`cci_core.sandbox_brief`); a problem is a warning."""
+        from cci_core.sandbox_brief import write_brief
+
+        write_brief(self.plugins, ctx, container, self._report)
 
     def _arm_deadline(self, container: Container, deadline: int | None) -> None:
         """The container powers itself off at ``deadline`` (for when no cci process watches it: the next cci command
@@ -495,6 +508,7 @@ class SessionManager:
             image=self.config.defaults.image,
             environment=dict(self.config.defaults.environment) if workspace == self.config.workspace else {},
             tool=self._tool(record.tool) if record.tool else None,
+            network_policy=record.network or "",
         )
 
     def running(self, name: str, labels: Mapping[str, str] | None = None) -> tuple[Container, LaunchContext]:

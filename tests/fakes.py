@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cci_core.context import Mount
+from cci_core.layout import CONTAINER_HOME
 from cci_core.driver import (
     Container,
     ContainerExistsError,
@@ -17,6 +18,7 @@ from cci_core.driver import (
     ContainerSpec,
     Driver,
     ExecResult,
+    FileStatus,
     ImageInfo,
     OutputHandler,
     PolicyNetwork,
@@ -40,6 +42,7 @@ class FakeContainer(Container):
         self.mounts: list[Mount] = []
         self.files: dict[str, tuple[bytes, int, int, int]] = {}
         self.directories: dict[str, tuple[int, int, int]] = {}
+        self.links: dict[str, str] = {}  # symlinks planted by a test: path -> target
         self.commands: list[tuple[str, ...]] = []
         self.network: str | None = None
         self.ports: dict[int, PublishedPort] = {}  # host port -> published port
@@ -138,6 +141,19 @@ class FakeContainer(Container):
 
     def make_directory(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         self.directories.setdefault(path, (mode, uid, gid))
+
+    def file_status(self, path: str) -> FileStatus | None:
+        if path in self.links:
+            return FileStatus("symlink", len(self.links[path]))
+        if path in self.files:
+            return FileStatus("file", len(self.files[path][0]))
+        if path in self.directories or path == CONTAINER_HOME:
+            return FileStatus("directory")
+        return None
+
+    def remove_file(self, path: str) -> None:
+        self.links.pop(path, None)
+        self.files.pop(path, None)
 
     def push_tree(self, source: Path, path: str, *, uid: int = 0, gid: int = 0) -> None:
         for file in source.rglob("*"):

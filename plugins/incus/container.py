@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from cci_builtin_plugins.incus.idmap import UserMap
     from cci_builtin_plugins.incus.snapshots import InstanceSnapshots
 
-    from cci_core.api import LimitsConfig, Mount, PublishedPort, SnapshotInfo
+    from cci_core.api import FileStatus, LimitsConfig, Mount, PublishedPort, SnapshotInfo
 
 _T = TypeVar("_T")
 
@@ -415,6 +415,12 @@ class IncusContainer(Container):
 
     def pull_file_to(self, path: str, destination: Path, *, untrusted: Sequence[Path] = ()) -> None:
         self._files.pull_file_to(path, destination, untrusted=untrusted)
+
+    def file_status(self, path: str) -> FileStatus | None:
+        return self._files.status(path)
+
+    def remove_file(self, path: str) -> None:
+        self._files.remove(path)
 
     def make_directory(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         self._files.write(path, f"creating {path} in {self.name}", kind="directory", mode=mode, uid=uid, gid=gid)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from cci_core.api import MAX_DEPTH, CciError, SafeDirectory, UsageError, open_directory, open_parent
+from cci_core.api import MAX_DEPTH, CciError, FileStatus, SafeDirectory, UsageError, open_directory, open_parent
 from cci_builtin_plugins.incus.errors import APINotFound
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.sftp import Attributes, SFTPSession
@@ -100,6 +100,22 @@ class InstanceFiles:
                 return bytes(content)
             finally:
                 session.close_handle(handle)
+
+    def status(self, path: str) -> FileStatus | None:
+        """What ``path`` itself is, over SFTP (its ``lstat``: a symlink is not followed); None when missing."""
+        with self._sftp() as session:
+            try:
+                attributes = session.lstat(path)
+            except APINotFound:
+                return None
+        return FileStatus(attributes.kind, attributes.size)
+
+    def remove(self, path: str) -> None:
+        """Remove the non-directory entry ``path`` (Incus unlinks it: a symlink itself); a missing one is no error."""
+        try:
+            self.api.request("DELETE", self._path, f"removing {path} in {self.instance}", params={"path": path})
+        except APINotFound:
+            pass
 
     def pull_file_to(self, path: str, destination: Path, *, untrusted: Sequence[Path] = ()) -> None:
         """Copy regular file ``path`` (symlinks followed inside the instance) to host file ``destination``,

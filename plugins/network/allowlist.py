@@ -6,9 +6,14 @@ or ``presets`` or ``denied_domains`` set, makes it the ``proxy`` mode's plan (:m
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cci_core.api import ConfigError, NetworkConfig, NetworkPlan, NetworkPolicy, Register, Rule, hookimpl
 from cci_builtin_plugins.network.patterns import address_problem, name_problem
 from cci_builtin_plugins.network.ranges import BLOCKED, is_private
+
+if TYPE_CHECKING:
+    from cci_core.api import LaunchContext
 
 _KEY = "network.allowed_domains"
 
@@ -109,3 +114,10 @@ class AllowlistPolicy(NetworkPolicy):
 @hookimpl
 def cci_register(register: Register) -> None:
     register.add_network_policy(AllowlistPolicy)
+
+
+@hookimpl
+def cci_sandbox_brief(ctx: LaunchContext) -> list[str] | None:
+    from cci_builtin_plugins.network import brief
+
+    return [brief.allowlist(ctx.network_plan)] if brief.policy_in_force(ctx) == "allowlist" else None

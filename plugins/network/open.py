@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cci_core.api import NetworkConfig, NetworkPolicy, Register, hookimpl
+
+if TYPE_CHECKING:
+    from cci_core.api import LaunchContext
 
 
 class OpenPolicy(NetworkPolicy):
@@ -20,3 +25,10 @@ class OpenPolicy(NetworkPolicy):
 @hookimpl
 def cci_register(register: Register) -> None:
     register.add_network_policy(OpenPolicy)
+
+
+@hookimpl
+def cci_sandbox_brief(ctx: LaunchContext) -> list[str] | None:
+    from cci_builtin_plugins.network import brief
+
+    return [brief.open_network()] if brief.policy_in_force(ctx) == "open" else None

@@ -27,7 +27,7 @@ from cci_builtin_plugins.network import patterns
 from cci_builtin_plugins.network.ranges import BLOCKED
 
 if TYPE_CHECKING:
-    from cci_core.api import Config
+    from cci_core.api import Config, LaunchContext
 
 _TRUST_KEY = "network.proxy_trust_ca"
 #: the largest ``proxy_trust_ca`` file read (a bundle of a few hundred certificates)
@@ -202,3 +202,10 @@ def cci_register(register: Register) -> None:
                                 "npm, PyPI, crates.io, Go modules, Debian and Ubuntu archives")
     for spec in GITHUB_SECRETS:
         register.add_secret(spec)
+
+
+@hookimpl
+def cci_sandbox_brief(ctx: LaunchContext) -> list[str] | None:
+    from cci_builtin_plugins.network import brief
+
+    return [brief.proxy(ctx.network_plan)] if brief.policy_in_force(ctx) == "proxy" else None

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cci_core.api import NetworkConfig, NetworkPlan, NetworkPolicy, Register, hookimpl
 from cci_builtin_plugins.network.ranges import BLOCKED, PRIVATE_IPV4
+
+if TYPE_CHECKING:
+    from cci_core.api import LaunchContext
 
 
 class RestrictedPolicy(NetworkPolicy):
@@ -20,3 +25,10 @@ class RestrictedPolicy(NetworkPolicy):
 @hookimpl
 def cci_register(register: Register) -> None:
     register.add_network_policy(RestrictedPolicy)
+
+
+@hookimpl
+def cci_sandbox_brief(ctx: LaunchContext) -> list[str] | None:
+    from cci_builtin_plugins.network import brief
+
+    return [brief.restricted()] if brief.policy_in_force(ctx) == "restricted" else None

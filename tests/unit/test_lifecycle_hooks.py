@@ -19,7 +19,7 @@ from tests.fakes import FakeContainer
 from tests.unit.test_saved_sessions import manager
 
 LAUNCH_HOOKS = ["cci_pre_launch", "cci_environment", "cci_instance_config", "cci_mounts", "cci_pre_start restart=False",
-                "cci_inject_credentials", "cci_post_launch"]
+                "cci_inject_credentials", "cci_sandbox_brief", "cci_post_launch"]
 REUSE_HOOKS = [hook.replace("restart=False", "restart=True") for hook in LAUNCH_HOOKS]
 
 
@@ -62,6 +62,11 @@ class Recorder:
         container.push_file("/home/code/.token", b"secret", mode=0o600, uid=1000, gid=1000)
 
     @hookimpl
+    def cci_sandbox_brief(self, ctx, container):  # type: ignore[no-untyped-def]
+        self.calls.append("cci_sandbox_brief")
+        return [f"recorded for {ctx.network_policy}"]
+
+    @hookimpl
     def cci_post_launch(self, ctx, container):  # type: ignore[no-untyped-def]
         self.calls.append("cci_post_launch")
 
@@ -76,6 +81,14 @@ class Recorder:
     @hookimpl
     def cci_session_end(self, ctx, deleted, report):  # type: ignore[no-untyped-def]
         self.calls.append(f"cci_session_end deleted={deleted}")
+
+
+@pytest.fixture(autouse=True)
+def brief_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo tool reads a brief (the hook runs for tools that do)."""
+    from tests.unit.test_saved_sessions import Tool
+
+    monkeypatch.setattr(Tool, "brief_path", ".config/demo/BRIEF.md")
 
 
 @pytest.fixture
@@ -109,6 +122,7 @@ def test_a_launch_runs_the_launch_hooks_in_order_and_applies_what_they_contribut
     assert Mount("recorded", workspace.resolve(), "/recorded") in container.host_mounts()
     assert ctx.environment["FROM_RECORDER"] == "1" and ctx.environment["SETTING"] == "42"
     assert container.files["/home/code/.token"] == (b"secret", 0o600, 1000, 1000)  # type: ignore[attr-defined]
+    assert b"\n\nrecorded for restricted\n\n" in container.files["/home/code/.config/demo/BRIEF.md"][0]  # type: ignore[attr-defined]
 
 
 def test_a_reuse_runs_the_launch_hooks_with_restart(workspace: Path) -> None:
