@@ -49,6 +49,8 @@ CORE_COMMANDS: dict[str, CoreCommand] = {
                          "Start the AI tool in a container for the workspace, in tmux, and attach to it."),
     "attach": CoreCommand("cci_core.cli.shell_cmds", "attach",
                           "Attach to a running session: NAME, or this workspace's (asks when it has several)."),
+    "save": CoreCommand("cci_core.cli.save_cmd", "save",
+                        "Save a running session now: NAME, or this workspace's (asks when it has several)."),
     "tmux": CoreCommand("cci_core.cli.tmux_cmd", "tmux",
                         "Talk to the tmux session a cci container runs (as the container user)."),
     "list": CoreCommand("cci_core.cli.list_cmd", "list_",

@@ -66,6 +66,35 @@ def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything
     return [ours[name] for name in dict.fromkeys(names)]
 
 
+def pick_running(manager: SessionManager, name: str | None, workspace: str, *, verb: str) -> ContainerInfo:
+    """The running session ``name``, or else this workspace's; when it has several, the user is asked (``verb``:
+    "Attach to"), and without a terminal to ask on, told to name one."""
+    from cci_core.session_record import SessionRecord
+
+    running = [info for info in manager.current() if info.status == "running"]
+    if name:
+        for info in running:
+            if info.name == name:
+                return info
+        if manager.driver.exists(name):
+            raise UsageError(f"{name} is not a running cci session", hint="see 'cci list'")
+        raise UsageError(f"no container named {name!r}", hint="see 'cci list'")
+    ours = [(info, record) for info in running
+            if (record := SessionRecord.from_labels(info.labels)).workspace == workspace]
+    if not ours:
+        raise UsageError("no running session for this workspace", hint="start one with 'cci shell'")
+    if len(ours) == 1:
+        return ours[0][0]
+    if not sys.stdin.isatty():
+        raise UsageError(f"this workspace has {len(ours)} running sessions: "
+                         f"{', '.join(info.name for info, _record in ours)}", hint="name one")
+    for number, (info, record) in enumerate(ours, start=1):
+        click.echo(f"{number}) {info.name} (slot {record.slot if record.slot is not None else '?'}, "
+                   f"{record.mode.value if record.mode else None})")
+    choice = click.prompt(verb, type=click.IntRange(1, len(ours)), default=1)
+    return ours[choice - 1][0]
+
+
 def confirm(question: str, force: bool) -> None:
     """Ask before a bulk action unless ``--force``; without a terminal to ask on, refuse."""
     if force:

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
 from cci_core.cli.options import LATEST_SESSION, GlobalOptions, with_global_options
-from cci_core.cli.sessions import check_network_policy, manager_for
+from cci_core.cli.sessions import check_network_policy, manager_for, pick_running
 from cci_core.cli.signals import interruptible
 from cci_core.cli.state import get_state
 from cci_core.errors import UsageError
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from cci_core.driver import ContainerInfo
 
 
 def _require_terminal(command: str) -> None:
@@ -63,8 +57,7 @@ def attach(ctx: click.Context, name: str | None) -> None:
     """Attach to a running session: NAME, or this workspace's (asks when it has several)."""
     _require_terminal("attach")
     manager = manager_for(ctx)
-    running = [info for info in manager.current() if info.status == "running"]
-    info = _pick(running, name, str(get_state(ctx).config.workspace), manager.driver.exists)
+    info = pick_running(manager, name, str(get_state(ctx).config.workspace), verb="Attach to")
     with interruptible():
         container, session = manager.running(info.name, info.labels)
         outcome = manager.attach(container, session, say=_say)
@@ -73,27 +66,3 @@ def attach(ctx: click.Context, name: str | None) -> None:
 
 def _say(line: str) -> None:
     click.echo(line, err=True)
-
-
-def _pick(running: list[ContainerInfo], name: str | None, workspace: str,
-          exists: Callable[[str], bool]) -> ContainerInfo:
-    from cci_core.session_record import SessionRecord
-
-    if name:
-        for info in running:
-            if info.name == name:
-                return info
-        if exists(name):
-            raise UsageError(f"{name} is not a running cci session", hint="see 'cci list'")
-        raise UsageError(f"no container named {name!r}", hint="see 'cci list'")
-    ours = [(info, record) for info in running
-            if (record := SessionRecord.from_labels(info.labels)).workspace == workspace]
-    if not ours:
-        raise UsageError("no running session for this workspace", hint="start one with 'cci shell'")
-    if len(ours) == 1:
-        return ours[0][0]
-    for number, (info, record) in enumerate(ours, start=1):
-        click.echo(f"{number}) {info.name} (slot {record.slot if record.slot is not None else '?'}, "
-                   f"{record.mode.value if record.mode else None})")
-    choice = click.prompt("Attach to", type=click.IntRange(1, len(ours)), default=1)
-    return ours[choice - 1][0]
