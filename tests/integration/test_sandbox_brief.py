@@ -106,8 +106,20 @@ def test_a_persistent_session_keeps_the_users_text_and_follows_no_planted_link(
     assert_brief(driver, name, BRIEF, "`restricted` policy")
     assert not (workspace / "planted").exists() and not (workspace / "planted").is_symlink()
     assert_not_in_workspace(workspace)
+
+    # a FIFO (opening it would block) is removed unopened; a huge (sparse) file is neither read nor replaced
+    inside(driver, name, f"rm -f {BRIEF} && mkfifo -m 600 {BRIEF}")
+    assert "saved; container kept" in end_inside(terminal, "four", driver, name)
+    shell(terminal, "five", workspace, cci_environ, "--persistent")
+    terminal.wait_for("five", "resumed ")
+    assert_brief(driver, name, BRIEF, "`restricted` policy")
+    inside(driver, name, f"rm -f {BRIEF} && truncate -s 1G {BRIEF}")
+    assert "saved; container kept" in end_inside(terminal, "five", driver, name)
+    shell(terminal, "six", workspace, cci_environ, "--persistent")
+    terminal.wait_for("six", "resumed ")
+    assert inside(driver, name, f"stat -c '%F %s' {BRIEF}") == f"regular file {1 << 30}\n"
     run_cci("kill", name, env=cci_environ)
-    terminal.wait_for("four", "CCI-EXITED-", timeout=120)
+    terminal.wait_for("six", "CCI-EXITED-", timeout=120)
 
 
 def test_a_proxy_policys_brief_names_its_allowed_hosts_presets_and_denials(
