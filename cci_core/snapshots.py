@@ -68,6 +68,16 @@ def session_container(driver: Driver, name: str) -> tuple[Container, SessionReco
     return container, record
 
 
+def _settled(manager: SessionManager, name: str) -> tuple[Container, SessionRecord]:
+    """:func:`session_container`, once its session is finished if it ended while no cci process watched it (saved,
+    as the next cci command would: a snapshot or a restore then starts from the saved session)."""
+    container, record = session_container(manager.driver, name)
+    if record.state is State.RUNNING and container.status() == "stopped":
+        manager.finish(container)
+        container, record = session_container(manager.driver, name)
+    return container, record
+
+
 def snapshots(manager: SessionManager, name: str) -> list[SnapshotInfo]:
     """The snapshots of session container ``name``, oldest first."""
     container, _record = session_container(manager.driver, name)
@@ -112,8 +122,7 @@ def _held(container: Container, record: SessionRecord, states: tuple[State, ...]
 
 def create(manager: SessionManager, name: str, snapshot: str | None = None) -> SnapshotInfo:
     """Snapshot session container ``name``, running or stopped, as ``snapshot`` (None: ``snap-<UTC time>``)."""
-    manager.reconcile()  # a session that ended unwatched is finished (saved) first
-    container, record = session_container(manager.driver, name)
+    container, record = _settled(manager, name)
     if snapshot is not None:
         check_name(snapshot)
         if any(info.name == snapshot for info in container.snapshots()):
@@ -149,8 +158,7 @@ def _take(container: Container, snapshot: str | None, prefix: str) -> SnapshotIn
 def restore(manager: SessionManager, name: str, snapshot: str) -> None:
     """Put stopped session container ``name`` back to ``snapshot``, its labels and devices kept, and save its session
     again from it (the hook an end runs: ``cci_post_exit_save``)."""
-    manager.reconcile()
-    container, record = session_container(manager.driver, name)
+    container, record = _settled(manager, name)
     _existing(container, snapshot)
     running = UsageError(f"{name} is running: stop it first with cci shutdown {name}")
     if container.status() != "stopped":

@@ -66,6 +66,13 @@ def saved_history(home: Path, session: str) -> str:
     return (home / ".cci" / "sessions-stand-in" / session / ".stand-in" / f"history-{session}.txt").read_text()
 
 
+def without_disk_keys(config: dict[str, str]) -> dict[str, str]:
+    """An instance's configuration but the keys that describe its root filesystem (taken from a restored snapshot)."""
+    from cci_builtin_plugins.incus.snapshots import DISK_KEYS
+
+    return {key: value for key, value in config.items() if key not in DISK_KEYS}
+
+
 def snapshot_names(incus: pylxd.Client, name: str) -> list[str]:
     """The names of the snapshots Incus lists for instance ``name`` (URLs ``.../snapshots/NAME?project=...``)."""
     urls = incus.api.instances[name].snapshots.get().json()["metadata"]
@@ -99,12 +106,17 @@ def test_a_restore_takes_the_container_back_and_keeps_its_labels_and_the_saved_s
     assert run_cci("shutdown", name, env=cci_environ).returncode == 0
     assert "lost-line" in saved_history(isolated_env, session)
     labels, devices = labels_on(incus, name), incus.instances.get(name).devices
+    config = without_disk_keys(incus.instances.get(name).config)
     assert labels["state"] == "saved"
+    taken_while_running = incus.api.instances[name].snapshots["good"].get().json()["metadata"]["config"]
+    assert taken_while_running["user.cci.state"] == "ending"  # held: never a session for another cci to take
+    assert taken_while_running["volatile.last_state.power"] == "RUNNING"
 
     restored = run_cci("snapshot", "restore", name, "good", env=cci_environ)
     assert restored.returncode == 0, restored.stderr
     assert restored.stdout == f"{name}: restored to snapshot good; its saved session updated\n"
     assert labels_on(incus, name) == labels  # not the snapshot's (taken while it ran)
+    assert without_disk_keys(incus.instances.get(name).config) == config  # nor its volatile keys (power: RUNNING)
     assert incus.instances.get(name).devices == devices and status_of(incus, name) == "stopped"
     host_copy = saved_history(isolated_env, session)
     assert "kept-line" in host_copy.splitlines() and "lost-line" not in host_copy.splitlines()
@@ -171,6 +183,8 @@ def test_bad_input_is_one_line_and_changes_nothing(
     ephemeral, _ctx = manager.launch(LaunchRequest(config.workspace, persistent=False))
     assert run_cci("snapshot", "create", name, "one", env=cci_environ).returncode == 0
     labels = labels_on(incus, name)
+    held = incus.api.instances[name].snapshots["one"].get().json()["metadata"]["config"]
+    assert (held["user.cci.state"], held["user.cci.previous"], labels["state"]) == ("ending", "saved", "saved")
 
     def refused(code: int, fragment: str, *args: str) -> None:
         assert_error(run_cci("snapshot", *args, env=cci_environ), code, fragment)

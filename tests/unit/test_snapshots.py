@@ -168,6 +168,21 @@ def test_restore_puts_the_files_back_keeps_the_labels_and_saves_the_session_agai
     assert recorder.saved == [b"before"]  # the host's copy is the restored container's
 
 
+def test_a_session_that_ended_unwatched_is_saved_first_and_no_other(workspace: Path, tmp_path: Path) -> None:
+    recorder = SaveRecorder()
+    manager = sessions(workspace, recorder)
+    other_workspace = tmp_path / "other"
+    other_workspace.mkdir()
+    other, _ctx = manager.launch(LaunchRequest(other_workspace))
+    container, _ctx = manager.launch(LaunchRequest(workspace))
+    snapshots.create(manager, container.name, "good")
+    for ended in (container, other):
+        ended.stop()  # a poweroff inside, no cci watching: still 'running' by label
+    snapshots.restore(manager, container.name, "good")
+    assert container.labels()["state"] == "saved" and len(recorder.saved) == 2  # the end's save, the restore's
+    assert other.labels()["state"] == "running"  # another workspace's: left to the commands that list sessions
+
+
 def test_restore_runs_the_end_s_save_hook_alone(workspace: Path) -> None:
     from tests.unit.test_lifecycle_hooks import Recorder
 
