@@ -38,8 +38,17 @@ def _parsed(texts: Sequence[str], parse: Callable[[str], _T], what: str) -> list
 
 
 def _brief_changed(ctx: click.Context, container: Container) -> None:
-    """After a change on a running session: the sandbox brief says the ports as they are now."""
-    # the sandbox brief is rewritten through cci_core.sandbox_brief once it exists (see the lead's notes)
+    """After a change on a running session: the sandbox brief lists the ports as they are now (a failure is a
+    warning: the ports are changed all the same)."""
+    if container.status() != "running":
+        return  # a stopped one gets its brief at its next start
+    from cci_core.cli.sessions import manager_for
+    from cci_core.sandbox_brief import rewrite_brief
+
+    try:
+        rewrite_brief(manager_for(ctx), container)
+    except CciError as exc:
+        warn(f"the sandbox brief of {container.name} was not rewritten: {exc}")
 
 
 @click.group()

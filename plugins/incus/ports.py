@@ -1,4 +1,4 @@
-"""Published ports as Incus ``proxy`` devices (see :meth:`IncusContainer.publish_port <.container.IncusContainer.publish_port>`).
+"""Published ports as Incus ``proxy`` devices (:meth:`.container.IncusContainer.publish_port`).
 
 A port is the device ``cci-port-<host port>``: ``bind=host``, ``listen=tcp:ADDRESS:HOST``,
 ``connect=tcp:127.0.0.1:CONTAINER``. Incus's forkproxy listens on the host and, for each

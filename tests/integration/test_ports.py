@@ -8,9 +8,7 @@ network namespace (tests/network_hosts.py) connecting to this machine's addresse
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import socket
 import subprocess
 import time
@@ -22,11 +20,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cci_core.driver import PublishedPort
+from cci_core.naming import container_name
 from cci_core.errors import BackendError
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
 from tests.integration.conftest import CCI, RESTRICTED_NETWORK, assert_error, in_workspace, run_cci, status_of
-from tests.network_hosts import INTERNET_GATEWAY, LOCK_FILE, TestHosts
+from tests.integration.terminal import Terminal
+from tests.integration.test_proxy_policy import hosts  # noqa: F401 (the module's fixture: the test hosts, shared)
+from tests.network_hosts import INTERNET_GATEWAY, TestHosts
 from tests.workspace_config import write_trusted
 
 if TYPE_CHECKING:
@@ -41,26 +42,6 @@ SERVER = ('use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => $ARG
           'Listen => 16, ReuseAddr => 1) or die "listen: $!"; $| = 1; '
           'while (my $c = $s->accept) { print $c "hello $ARGV[2]\\n"; my $line = <$c>; close $c; '
           'exit 0 if defined $line && $line =~ /^quit/ }')
-HOSTS_WAIT_SECONDS = 900
-
-
-@pytest.fixture(scope="module")
-def hosts() -> Iterator[TestHosts]:
-    """The network-namespace test hosts, once no other test module holds them (one set per machine)."""
-    deadline = time.monotonic() + HOSTS_WAIT_SECONDS
-    while True:
-        fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            break
-        except BlockingIOError:
-            assert time.monotonic() < deadline, f"the test hosts stayed taken ({LOCK_FILE}) for {HOSTS_WAIT_SECONDS} s"
-            time.sleep(0.5)  # polling another process's lock, with a deadline
-        finally:
-            os.close(fd)
-    with TestHosts() as made:
-        yield made
 
 
 @pytest.fixture
@@ -285,3 +266,23 @@ def test_bad_port_specs_are_one_line_each_naming_where_they_came_from(
     result = run_cci("run", "--", "true", env=cci_environ, cwd=workspace)
     assert_error(result, 2, ".cci.toml:2: ports.publish: '[::1]8081:80' is not [ADDRESS:]HOST:CONTAINER")
     assert in_workspace(incus, workspace.resolve()) == []
+
+
+def test_the_sandbox_brief_lists_the_ports_and_follows_cci_port_add_and_remove(
+        tmp_path: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]) -> None:
+    from tests.integration.test_sandbox_brief import BRIEF, assert_brief, shell, stand_in_workspace
+
+    configured, added = free_port(), free_port()
+    workspace = stand_in_workspace(tmp_path / "project", f'[ports]\npublish = ["{configured}:3000"]\n')
+    name = container_name(workspace, 1)
+    shell(terminal, "one", workspace, cci_environ)
+    terminal.wait_for("one", "started ")
+    assert_brief(driver, name, BRIEF, f"- container port 3000: the user opens http://127.0.0.1:{configured}")
+    assert run_cci("port", "add", name, f"{added}:5173", env=cci_environ).returncode == 0
+    assert_brief(driver, name, BRIEF, f"- container port 3000: the user opens http://127.0.0.1:{configured}",
+                 f"- container port 5173: the user opens http://127.0.0.1:{added}")
+    assert run_cci("port", "remove", name, str(configured), env=cci_environ).returncode == 0
+    text = assert_brief(driver, name, BRIEF, f"- container port 5173: the user opens http://127.0.0.1:{added}")
+    assert f"127.0.0.1:{configured}" not in text
+    assert run_cci("kill", name, env=cci_environ).returncode == 0
+    terminal.wait_for("one", "CCI-EXITED-", timeout=120)

@@ -302,3 +302,33 @@ def test_an_add_that_fails_half_way_takes_back_what_it_published(fake_cli) -> No
     result = run("add", "cci-abc-1", "8080:80", "9000:90")
     assert (result.exit_code, result.output) == (4, "cci: 127.0.0.1:9000 is in use on the host\n")
     assert session.published_ports() == []
+
+
+def test_a_change_on_a_running_session_rewrites_its_brief(fake_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_core import sandbox_brief
+    from cci_core.cli import sessions
+    from cci_core.errors import CciError
+
+    run, session = fake_cli
+    rewritten: list[tuple[str, str, list[int]]] = []
+
+    def rewrite(manager: str, container) -> bool:  # type: ignore[no-untyped-def]
+        rewritten.append((manager, container.name, [port.host_port for port in container.published_ports()]))
+        return True
+
+    monkeypatch.setattr(sessions, "manager_for", lambda ctx: "the manager")
+    monkeypatch.setattr(sandbox_brief, "rewrite_brief", rewrite)
+    assert run("add", "cci-abc-1", "8080:80").exit_code == 0
+    assert rewritten == []  # stopped: its next start writes the brief
+    session.state = "running"
+    assert run("add", "cci-abc-1", "9000:90").exit_code == 0
+    assert run("remove", "cci-abc-1", "8080").exit_code == 0
+    assert rewritten == [("the manager", "cci-abc-1", [8080, 9000]), ("the manager", "cci-abc-1", [9000])]
+
+    def fail(manager: str, container) -> bool:  # type: ignore[no-untyped-def]
+        raise CciError("Incus went away")
+
+    monkeypatch.setattr(sandbox_brief, "rewrite_brief", fail)
+    result = run("add", "cci-abc-1", "7000:70")
+    assert result.exit_code == 0 and session.ports.keys() == {7000, 9000}
+    assert "cci: warning: the sandbox brief of cci-abc-1 was not rewritten: Incus went away" in result.output
