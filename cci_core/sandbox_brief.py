@@ -188,7 +188,8 @@ def _existing(container: Container, path: str) -> str | None:
     return data.decode("utf-8", errors="replace")
 
 
-def paragraphs_of(contributions: Sequence[Sequence[str] | None]) -> list[str]:
-    """The non-empty paragraphs of the hook's answers, stripped, in order."""
-    return [paragraph.strip() for contribution in contributions for paragraph in contribution or ()
+def paragraphs_of(contributions: Sequence[Sequence[str] | str | None]) -> list[str]:
+    """The non-empty paragraphs of the hook's answers, stripped, in order (a plugin's lone string is one)."""
+    return [paragraph.strip() for contribution in contributions
+            for paragraph in ([contribution] if isinstance(contribution, str) else contribution or ())
             if paragraph.strip()]

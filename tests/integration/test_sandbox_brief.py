@@ -4,23 +4,21 @@ persistent session, and links the agent planted at its place never followed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from cci_core.naming import container_name
 from cci_core.sandbox_brief import BEGIN, END
 from cci_builtin_plugins.incus.driver import IncusDriver
-from tests.integration.conftest import CCI, ClaudeImage, run_cci
+from tests.integration.conftest import CCI, run_cci
 from tests.integration.terminal import Terminal
+from tests.integration.test_claude_image import ACCOUNT, CREDENTIALS
 from tests.integration.test_proxy_policy import PROXY_IMAGE
 from tests.workspace_config import write_trusted
-
-if TYPE_CHECKING:
-    import pylxd
 
 pytestmark = pytest.mark.incus
 
@@ -148,13 +146,8 @@ def test_a_proxy_policys_brief_names_its_allowed_hosts_presets_and_denials(
 
 
 def test_claude_code_finds_the_brief_in_its_user_instructions(
-    tmp_path: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, claude_environ: dict[str, str],
-    claude_image: ClaudeImage, isolated_env: Path,
+    tmp_path: Path, driver: IncusDriver, terminal: Terminal, claude_environ: dict[str, str], isolated_env: Path,
 ) -> None:
-    import json
-
-    from tests.integration.test_claude_image import ACCOUNT, CREDENTIALS
-
     (isolated_env / ".claude").mkdir()
     (isolated_env / ".claude" / ".credentials.json").write_text(json.dumps(CREDENTIALS))
     (isolated_env / ".claude.json").write_text(json.dumps(ACCOUNT))
@@ -162,8 +155,13 @@ def test_claude_code_finds_the_brief_in_its_user_instructions(
     workspace.mkdir()
     name = container_name(workspace, 1)
     shell(terminal, "one", workspace, claude_environ)
-    terminal.wait_for("one", f"Claude Code v{claude_image.version}", timeout=120)
+    terminal.wait_for("one", "Claude Pro", timeout=120)  # it runs, with the injected login
     assert_brief(driver, name, "/home/code/.claude/CLAUDE.md", "`restricted` policy", "`/workspace`")
+    # the real binary's word on where it reads the user's instructions
+    terminal.keys("one", "-l", "/memory")
+    terminal.wait_for("one", "Edit CLAUDE.md files")
+    terminal.keys("one", "Enter")
+    assert "Saved in ~/.claude/CLAUDE.md" in terminal.wait_for("one", "User instructions")
     assert_not_in_workspace(workspace)
     result = run_cci("kill", name, env=claude_environ)
     assert result.returncode == 0, result.stderr

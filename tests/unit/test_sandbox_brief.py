@@ -14,7 +14,7 @@ from cci_core import hookimpl
 from cci_core.context import LaunchContext
 from cci_core.driver import Container
 from cci_core.plugin_manager import load_plugins
-from cci_core.sandbox_brief import BEGIN, END, MAX_EXISTING, merged, rewrite_brief, write_brief
+from cci_core.sandbox_brief import BEGIN, END, MAX_EXISTING, merged, paragraphs_of, rewrite_brief, write_brief
 from cci_core.session import LaunchRequest, SessionManager
 from tests.fakes import FakeContainer
 from tests.unit.test_network_policies import FakeDriverPlugin, manager
@@ -121,6 +121,10 @@ def test_the_users_own_text_is_kept_and_the_block_replaced_not_repeated(tmp_path
 ])
 def test_merged_takes_every_cci_block_out_and_puts_the_new_one_first(existing: str, expected: str) -> None:
     assert merged(existing, "B\n") == expected
+
+
+def test_each_plugins_answer_gives_its_paragraphs_a_lone_string_one() -> None:
+    assert paragraphs_of([None, ["one", " ", "two\n"], "three", []]) == ["one", "two", "three"]
 
 
 def test_a_link_planted_at_the_brief_is_replaced_never_followed(tmp_path: Path) -> None:
