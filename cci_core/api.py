@@ -107,7 +107,7 @@ if TYPE_CHECKING:
         Rule,
     )
     from cci_core.config.schema import LimitsConfig
-    from cci_core.limits import parse_size, save_size_of
+    from cci_core.limits import format_size, parse_size, save_size_of
     from cci_core.plugin_manager import Plugins
     from cci_core.ports import configured_ports
     from cci_core.ports import exposure as port_exposure
@@ -148,7 +148,7 @@ __all__ = [
     # cci doctor
     "Check", "OK", "WARN", "FAIL", "check_ok", "check_warn", "check_fail", "check_skipped", "guarded",
     # config
-    "Config", "NetworkConfig", "LimitsConfig", "parse_size", "save_size_of", "save_limits", "system_config_file", "toml_parser",
+    "Config", "NetworkConfig", "LimitsConfig", "parse_size", "format_size", "save_size_of", "save_limits", "system_config_file", "toml_parser",
     "Setting", "non_empty", "non_negative", "https_url",
     # host files and trees copied out of containers
     "SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",
@@ -187,7 +187,7 @@ _LAZY: dict[str, str] = {
     "guarded": "cci_core.doctor",
     **dict.fromkeys(("Config", "NetworkConfig"), "cci_core.config"),
     "LimitsConfig": "cci_core.config.schema",
-    **dict.fromkeys(("parse_size", "save_size_of"), "cci_core.limits"),
+    **dict.fromkeys(("parse_size", "format_size", "save_size_of"), "cci_core.limits"),
     "save_limits": "cci_core.tree_copy",
     "toml_parser": "cci_core.config.sources:_tomllib",
     **dict.fromkeys(("Setting", "non_empty", "non_negative", "https_url"), "cci_core.config.schema"),

@@ -147,13 +147,17 @@ class IncusContainer(Container):
         """Put ``[limits]`` on the (stopped) instance: its ``limits.*`` keys and its root disk's size (see
         :mod:`.limits`); a value Incus refuses is one line, nothing changed."""
         from cci_builtin_plugins.incus.limits import edit_limits
+        from cci_core.api import warn
 
+        notes: list[str] = []
         try:
             self._put_edited(f"applying [limits] to {self.name}",
-                             lambda body: edit_limits(body, self._devices, limits))
+                             lambda body: edit_limits(body, self._devices, limits, notes))
         except APIError as exc:
             raise BackendError(str(exc), hint="Incus refused a value of [limits]: change it in the config, or with "
                                               "--limit KEY=VALUE") from exc
+        for note in dict.fromkeys(notes):
+            warn(f"{self.name}: {note}")
         current = self._read()
         self._config, self._devices = dict(current.get("config") or {}), dict(current.get("expanded_devices") or {})
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cci_core.api import parse_size
+from cci_core.api import format_size, parse_size
 
 #: the instance config keys cci sets from ``[limits]``
 KEYS = ("limits.cpu", "limits.memory", "limits.processes")
@@ -33,18 +33,36 @@ def root_size(limits: Any) -> str:
     return str(parse_size(limits.disk)) if limits.disk else ""
 
 
-def edit_limits(body: dict[str, Any], expanded: Mapping[str, Mapping[str, Any]], limits: Any) -> bool:
+def edit_limits(body: dict[str, Any], expanded: Mapping[str, Mapping[str, Any]], limits: Any,
+                notes: list[str] | None = None) -> bool:
     """Put ``limits`` into an instance's writable fields ``body`` (its own devices; ``expanded``: with its
-    profiles'); False when they are there already."""
+    profiles'); False when they are there already.
+
+    A root disk is never made smaller than it is (``notes`` says so): below what it holds, btrfs
+    leaves Incus unable to write the container's own configuration, and it could not start again.
+    """
     before = (dict(body.get("config") or {}), dict(body.get("devices") or {}))
     config = {key: value for key, value in before[0].items() if key not in KEYS}
     config.update({key: value for key, value in instance_limits(limits).items() if value})
     devices = dict(before[1])
     size = root_size(limits)
     root = dict(devices.get(ROOT) or {})
-    if size:
+    current = _bytes(root.get("size", ""))
+    if size and current is not None and int(size) < current:
+        if notes is not None:
+            notes.append(f"its root disk stays at {format_size(current)}: a disk is never made smaller "
+                         f"(disk = {limits.disk!r}); start a new session for a smaller one")
+    elif size:
         devices[ROOT] = {**(root or expanded.get(ROOT) or {"type": "disk", "path": "/"}), "size": size}
     elif "size" in root:
         devices[ROOT] = {key: value for key, value in root.items() if key != "size"}
     body["config"], body["devices"] = config, devices
     return (config, devices) != before
+
+
+def _bytes(size: str) -> int | None:
+    """A device's ``size`` in bytes (None: none, or one cci cannot read)."""
+    try:
+        return parse_size(size) if size else None
+    except ValueError:
+        return None

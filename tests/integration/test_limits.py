@@ -171,3 +171,25 @@ def test_a_limit_incus_refuses_is_one_line_and_the_launch_is_undone(
     result = run_cci("--workspace", str(tmp_path), "run", "--", "true", env=cci_environ)
     assert_error(result, 4, "starting cci-", "Incus could not start it under its [limits]")
     assert in_workspace(incus, tmp_path) == []
+
+
+def test_a_saved_container_started_again_takes_the_limits_of_now_but_its_disk_never_shrinks(
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    name = container_name(workspace, 1)
+    shell(terminal, "one", workspace, cci_environ, "--persistent", "--limit", "processes=300", "--limit", "disk=8GiB")
+    terminal.wait_for("one", "started ")
+    assert in_container(name, "cat /sys/fs/cgroup/pids/pids.max", cci_environ) == "300\n"
+    assert run_cci("shutdown", name, env=cci_environ).returncode == 0
+    terminal.wait_for("one", "CCI-EXITED-0")
+    assert labels_on(incus, name)["state"] == "saved"
+
+    errors = tmp_path / "stderr"  # (tmux takes the screen once the session is there)
+    shell(terminal, "two", workspace, cci_environ, "--persistent", "--limit", "processes=400", "--limit", "disk=5GiB",
+          f"2>{errors}")
+    terminal.wait_for("two", "started ")
+    assert in_container(name, "cat /sys/fs/cgroup/pids/pids.max", cci_environ) == "400\n"
+    assert incus.instances.get(name).devices["root"]["size"] == str(8 << 30)
+    assert (f"cci: warning: {name}: its root disk stays at 8GiB: a disk is never made smaller (disk = '5GiB')"
+            in errors.read_text())

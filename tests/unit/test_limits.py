@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from cci_core.config import Override
@@ -112,3 +115,97 @@ def test_deadline_and_summary(layers: Layers) -> None:
     assert read_summary(label) == {"cpu": "2", "memory": "50%", "processes": 10000, "disk": "20GiB",
                                    "duration": "15s", "save_size": "2GiB"}
     assert deadline_of(layers.load(overrides=[Override("limits.duration", "", "--limit")])) is None
+
+
+# -- the Incus translation --------------------------------------------------------------------------------------------
+
+
+def limits_of(**values: object):  # type: ignore[no-untyped-def]
+    from cci_core.config.schema import LimitsConfig
+
+    return LimitsConfig()._replace(**values)
+
+
+PROFILE_ROOT = {"root": {"type": "disk", "path": "/", "pool": "fast"}}
+
+
+def test_limits_become_instance_keys_and_a_root_disk_on_the_profiles_pool() -> None:
+    from cci_builtin_plugins.incus.limits import edit_limits
+
+    body = {"config": {"user.cci.kind": "session", "limits.cpu": "4"}, "devices": {"eth0": {"type": "nic"}}}
+    assert edit_limits(body, PROFILE_ROOT, limits_of(cpu="0-1", memory="512MiB", processes=50, disk="5GiB"))
+    assert body["config"] == {"user.cci.kind": "session", "limits.cpu": "0-1", "limits.memory": str(512 << 20),
+                              "limits.processes": "50"}
+    assert body["devices"] == {"eth0": {"type": "nic"},
+                               "root": {"type": "disk", "path": "/", "pool": "fast", "size": str(5 << 30)}}
+    assert not edit_limits(body, PROFILE_ROOT, limits_of(cpu="0-1", memory="512MiB", processes=50, disk="5GiB"))
+
+
+def test_a_limit_taken_off_is_removed_and_a_root_disk_is_never_made_smaller() -> None:
+    from cci_builtin_plugins.incus.limits import edit_limits
+
+    body = {"config": {"limits.cpu": "2", "limits.memory": "50%", "limits.processes": "50"},
+            "devices": {"root": {"type": "disk", "path": "/", "pool": "fast", "size": str(20 << 30)}}}
+    notes: list[str] = []
+    assert edit_limits(body, PROFILE_ROOT, limits_of(cpu="", memory="", processes=0, disk="10GiB"), notes)
+    assert body["config"] == {}
+    assert body["devices"]["root"]["size"] == str(20 << 30)
+    assert notes == ["its root disk stays at 20GiB: a disk is never made smaller (disk = '10GiB'); start a new "
+                     "session for a smaller one"]
+    assert edit_limits(body, PROFILE_ROOT, limits_of(disk="30GiB"))
+    assert body["devices"]["root"]["size"] == str(30 << 30)
+    assert edit_limits(body, PROFILE_ROOT, limits_of(disk=""))  # the pool's default again
+    assert body["devices"]["root"] == {"type": "disk", "path": "/", "pool": "fast"}
+
+
+# -- the deadline --------------------------------------------------------------------------------------------------
+
+
+def test_sessions_past_their_deadline_count_as_ended_whoever_watches_them() -> None:
+    from cci_core.driver import ContainerInfo
+    from cci_core.session import SessionManager
+
+    def info(name: str, status: str, **labels: str) -> ContainerInfo:
+        return ContainerInfo(name, status, {"kind": "session", "workspace": "/w", "session": name, "state": "running",
+                                            **labels}, "")
+
+    past, future = str(int(time.time()) - 1), str(int(time.time()) + 3600)
+    listing = [info("over", "running", deadline=past), info("not-yet", "running", deadline=future),
+               info("none", "running"), info("stopped", "stopped", deadline=future),
+               info("saved", "stopped", deadline=past, state="saved")]
+    assert [entry.name for entry in SessionManager.ended(listing)] == ["over", "stopped"]
+
+
+def test_the_container_is_stopped_at_the_deadline_and_not_after_the_block() -> None:
+    from cci_core.limits import StopAtDeadline
+
+    class Stoppable:
+        def __init__(self) -> None:
+            self.stopped = threading.Event()
+
+        def exec(self, argv):  # type: ignore[no-untyped-def]
+            raise AssertionError("not run")
+
+        def stop(self, *, force: bool = False, timeout: int = 60) -> None:
+            assert force
+            self.stopped.set()
+
+    due = Stoppable()
+    with StopAtDeadline(due, int(time.time())) as deadline:
+        assert due.stopped.wait(10)
+    assert deadline.reached
+    spared = Stoppable()
+    with StopAtDeadline(spared, int(time.time()) + 3600) as deadline:
+        pass
+    assert not spared.stopped.wait(0.2) and not deadline.reached
+
+
+def test_the_limit_flag_names_itself_and_the_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from cci_core.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["--workspace", str(tmp_path), "--limit", "cpus=2", "config", "show"])
+    assert result.exit_code == 2
+    assert ("Invalid value for '--limit': unknown key 'cpus' (did you mean 'cpu'?): the keys are cpu, memory, "
+            "processes, disk, duration, save_size") in result.output
