@@ -48,6 +48,12 @@ def test_a_launch_writes_the_brief_where_the_tool_reads_it_the_users_0600(tmp_pa
     assert not [path for path in container.files if path.startswith("/workspace")]
 
 
+def test_codex_gets_it_in_its_global_instructions(tmp_path: Path) -> None:
+    _sessions, container, warnings = launched(tmp_path, ("tool.name", "codex"))
+    assert BEGIN in container.files["/home/code/.codex/AGENTS.md"][0].decode() and warnings == []
+    assert BRIEF not in container.files
+
+
 def test_the_brief_comes_after_the_credentials(tmp_path: Path) -> None:
     _sessions, container, _warnings = launched(tmp_path)
     paths = list(container.files)
