@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from cci_core.plugin_manager import Plugins
     from cci_core.secrets import Substitution
     from cci_core.session_attach import AttachOutcome
+    from cci_core.session_headless import Prompt
     from cci_core.tmux import TmuxSession
     from cci_core.tool import ToolAdapter
 
@@ -669,17 +670,30 @@ class SessionManager:
             if SessionRecord.from_labels(container.labels()).orphaned():  # still: checked again at the last moment
                 self.recover(container)
 
-    def run(self, request: LaunchRequest, command: Sequence[str], *, stdout: Any = None, stderr: Any = None) -> int:
+    def run(self, request: LaunchRequest, command: Sequence[str], *, stdout: Any = None, stderr: Any = None,
+            say: Callable[[str], None] | None = None) -> int:
         """``cci run``: ``command`` as the container user in a fresh container of ``request``'s workspace, which
-        is ended and deleted afterwards whatever happens; its exit code."""
+        is ended and deleted afterwards whatever happens; its exit code (124 when the session duration limit
+        stopped it: ``say`` tells why). See :func:`cci_core.session_headless.run_to_end`."""
+        from cci_core.session_headless import run_to_end
+
         opened = self.open(request._replace(kind=Kind.RUN, persistent=False, resume_from=None))
-        uid = self.driver.container_uid
-        try:
-            result = opened.container.exec(list(command), user=uid, group=uid, cwd=WORKSPACE_PATH,
-                                           environment=self.user_environment(opened.ctx), stdout=stdout, stderr=stderr)
-        finally:
-            self.finish(opened.container, force=True, delete=True)
-        return result.exit_code
+        return run_to_end(self, opened.container, opened.ctx, command, stdout=stdout, stderr=stderr,
+                          say=say or self._report, delete=True)
+
+    def run_prompt(self, request: LaunchRequest, prompt: Prompt, *, latest: bool = False, stdout: Any = None,
+                   stderr: Any = None, say: Callable[[str], None] | None = None) -> int:
+        """``cci run --prompt``: the tool headless in a fresh session container of ``request``'s workspace; its exit
+        code. ``request.resume_from`` (or, with ``latest``, the workspace's newest saved session) continues a saved
+        session. A tool without a headless mode is refused before anything is made; the session is saved and its
+        container deleted afterwards whatever happens. See :mod:`cci_core.session_headless`."""
+        from cci_core.session_headless import headless_command, run_headless
+
+        resume = latest or request.resume_from is not None
+        headless_command(self._tool(), str(uuid.UUID(int=0)), resume=resume, structured=prompt.structured)
+        opened = self.open(request._replace(kind=Kind.SESSION, persistent=False), latest=latest)
+        return run_headless(self, opened.container, opened.ctx, prompt, resume=resume, stdout=stdout, stderr=stderr,
+                            say=say or self._report)
 
     @staticmethod
     def ended(containers: Sequence[ContainerInfo]) -> list[ContainerInfo]:

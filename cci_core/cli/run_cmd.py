@@ -1,4 +1,5 @@
-"""``cci run``: a command in a fresh container with the workspace mounted; its exit code is cci's."""
+"""``cci run``: a command in a fresh container with the workspace mounted, or the tool headless with a prompt; its
+exit code is cci's."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sys
 
 import click
 
-from cci_core.cli.options import GlobalOptions, with_global_options
+from cci_core.cli.options import LATEST_SESSION, GlobalOptions, with_global_options
 from cci_core.cli.sessions import check_network_policy, manager_for
 from cci_core.cli.signals import interruptible
 from cci_core.cli.streams import binary_writer
@@ -15,29 +16,68 @@ from cci_core.errors import UsageError
 
 
 @with_global_options
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--prompt", metavar="TEXT", help="Run the tool headless with this prompt (instead of COMMAND).")
+@click.option("--prompt-file", metavar="FILE",
+              help="Run the tool headless with the prompt in FILE ('-': standard input; at most 1 MiB).")
+@click.option("--format", "format_", type=click.Choice(["text", "json"]), default=None,
+              help="With a prompt: json for the tool's structured output (stdout holds nothing else).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx: click.Context, command: tuple[str, ...], **flags: object) -> None:
+def run(ctx: click.Context, command: tuple[str, ...], prompt: str | None, prompt_file: str | None,
+        format_: str | None, **flags: object) -> None:
     """Run COMMAND in a fresh container with the workspace at /workspace, and exit with its exit code.
 
     The command runs as the container user (uid [incus] container_uid) in
     /workspace, with only the variables named in the config or with --env.
     Output is streamed. The container is deleted afterwards, even on Ctrl+C.
     Put -- before a command that has options of its own: cci run -- ls -la
+
+    With --prompt or --prompt-file, the configured tool runs headless instead,
+    the prompt on its standard input, credentials injected as for 'cci shell';
+    the session is saved afterwards ('cci shell --resume=ID' continues it), and
+    --resume/--continue continue a saved session headless.
     """
     from cci_core.session import LaunchRequest
 
     state = get_state(ctx)
     state.add_options(GlobalOptions.from_params(flags))
     options = state.options
-    for flag, value in (("--resume", options.resume), ("--continue", options.continue_),
-                        ("--persistent", options.persistent)):
+    headless = prompt is not None or prompt_file is not None
+    if headless and command:
+        raise UsageError("give a COMMAND or a prompt, not both")
+    if not headless and not command:
+        raise UsageError("give a COMMAND to run, or --prompt/--prompt-file for the tool",
+                         hint="'cci run -- CMD...', or 'cci run --prompt TEXT'")
+    if format_ is not None and not headless:
+        raise UsageError("--format applies to a prompt only (a COMMAND's output is its own)")
+    refused = (("--persistent", options.persistent),) if headless else (
+        ("--resume", options.resume), ("--continue", options.continue_), ("--persistent", options.persistent))
+    for flag, value in refused:
         if value:
             raise UsageError(f"{flag} does not apply to 'cci run' (it always uses a fresh container)")
+    wanted = options.resume or options.continue_
+    if wanted and wanted != LATEST_SESSION:
+        from cci_core.session_store import validate_id
+
+        validate_id(wanted)
+    if headless:
+        from cci_core.session_headless import Prompt, read_prompt
+
+        text = read_prompt(prompt, prompt_file, sys.stdin.buffer)
     check_network_policy(ctx)
     manager = manager_for(ctx)
+    request = LaunchRequest(state.config.workspace, slot=options.slot, storage=options.storage)
+    out, err = binary_writer(sys.stdout), binary_writer(sys.stderr)
     with interruptible():
-        code = manager.run(LaunchRequest(state.config.workspace, slot=options.slot, storage=options.storage), command,
-                           stdout=binary_writer(sys.stdout), stderr=binary_writer(sys.stderr))
+        if headless:
+            code = manager.run_prompt(request._replace(resume_from=wanted if wanted != LATEST_SESSION else None),
+                                      Prompt(text, structured=format_ == "json"), latest=wanted == LATEST_SESSION,
+                                      stdout=out, stderr=err, say=_say)
+        else:
+            code = manager.run(request, command, stdout=out, stderr=err, say=_say)
     ctx.exit(code)
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)

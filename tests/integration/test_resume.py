@@ -7,7 +7,6 @@ session, each line typed into it, and "resumed <id>" on resume (which fails when
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
 from tests.integration.conftest import CCI, labels_on, run_cci, status_of, wait_stopped
 from tests.integration.terminal import Terminal
-from tests.workspace_config import write_trusted
+from tests.stand_in import stand_in_workspace
 
 if TYPE_CHECKING:
     import pylxd
@@ -34,13 +33,7 @@ CREDENTIAL = '{"token": "stand-in-credential-v1"}'
 @pytest.fixture
 def workspace(tmp_path: Path, isolated_env: Path) -> Path:
     """A workspace whose sessions run the stand-in tool; the host user has its credential and an ~/.ssh."""
-    from cci_stand_in_tool import SCRIPT
-
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(SCRIPT, root / ".stand-in")
-    (root / ".stand-in").chmod(0o755)
-    write_trusted(root, '[tool]\nname = "stand-in"\nbinary = "/workspace/.stand-in"\n')
+    root = stand_in_workspace(tmp_path / "project")
     (isolated_env / ".stand-in").mkdir()
     (isolated_env / ".stand-in" / "credentials.json").write_text(CREDENTIAL)
     (isolated_env / ".ssh").mkdir()

@@ -78,9 +78,11 @@ def test_run_refuses_session_flags_before_touching_a_container(flag: str, tmp_pa
     assert one_line(result.output) == f"cci: {flag.split('=')[0]} does not apply to 'cci run' (it always uses a fresh container)"
 
 
-def test_run_needs_a_command() -> None:
+def test_run_needs_a_command_or_a_prompt() -> None:
     result = run("run")
-    assert result.exit_code == 2 and "Missing argument 'COMMAND...'" in result.output
+    assert result.exit_code == 2
+    assert one_line(result.output) == ("cci: give a COMMAND to run, or --prompt/--prompt-file for the tool "
+                                       "('cci run -- CMD...', or 'cci run --prompt TEXT')")
 
 
 @pytest.mark.parametrize("value", ["NOEQUALS", "1BAD=x", "=x"])

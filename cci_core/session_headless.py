@@ -1,0 +1,216 @@
+"""Headless runs (``cci run --prompt``), and how every ``cci run`` runs its command to the end.
+
+A headless run is a session like any other (kind ``session``, the configured tool, credentials
+in, ephemeral), but the tool runs once, non-interactively: its
+:meth:`~cci_core.tool.ToolAdapter.headless_command`, the prompt on its standard input. cci's
+exec gives commands no standard input, so the prompt is pushed into the container as a file only
+the container user can read (:data:`PROMPT_FILE`, outside the home and the workspace), which a
+small shell wrapper opens as the tool's standard input and removes before the tool starts. Its
+output is streamed, stdout and stderr apart; afterwards the session is ended like any other
+(saved, then deleted), and cci's exit code is the tool's.
+
+Both ``cci run -- CMD`` and a headless run stop at the session duration limit
+(``[limits] duration``): the container is stopped, the exit code is 124 (as ``timeout(1)``),
+one line says why, and the session is saved as at any other end.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
+
+from cci_core.errors import CciError, UsageError
+from cci_core.layout import WORKSPACE_PATH
+from cci_core.limits import TIMEOUT_EXIT, ended_by_duration, overdue
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from cci_core.config import Config
+    from cci_core.context import LaunchContext
+    from cci_core.driver import Container, Driver, OutputHandler
+    from cci_core.tool import ToolAdapter
+
+#: the largest prompt cci passes (a prompt is instructions, not data: put data into the workspace)
+MAX_PROMPT = 1 << 20
+#: where the prompt waits for the tool inside the container: a directory of the container user's (0700) on the
+#: tmpfs ``/run``, so that the tool's user can remove the file, and nothing of it is in the home or the workspace
+PROMPT_DIRECTORY = "/run/cci-prompt"
+PROMPT_FILE = f"{PROMPT_DIRECTORY}/prompt"
+#: the tool's standard input from the prompt file, which is removed before the tool starts
+_WITH_PROMPT = 'exec <"$1" && rm -f -- "$1" && shift && exec "$@"'
+
+
+class Sessions(Protocol):
+    """What a run needs of the session object (:class:`cci_core.session.SessionManager`)."""
+
+    config: Config
+    driver: Driver
+
+    def user_environment(self, ctx: LaunchContext) -> dict[str, str]: ...
+
+    def finish(self, container: Container, *, force: bool = False, timeout: int = 60,
+               delete: bool | None = None) -> bool: ...
+
+
+class Prompt(NamedTuple):
+    """What a headless run asks: the prompt, and whether the tool's structured output is wanted (``--format json``)."""
+
+    text: bytes
+    structured: bool = False
+
+
+def read_prompt(text: str | None, path: str | None, stdin: IO[bytes]) -> bytes:
+    """The prompt of ``--prompt TEXT`` or ``--prompt-file PATH`` (``-``: ``stdin``), at most :data:`MAX_PROMPT` bytes.
+
+    A file that is not a readable regular file (a FIFO would block, a directory has no
+    text), an oversized or an empty prompt is a :class:`UsageError`.
+    """
+    if text is not None and path is not None:
+        raise UsageError("give --prompt or --prompt-file, not both")
+    if text is not None:
+        prompt = text.encode()
+    elif path == "-":
+        prompt = stdin.read(MAX_PROMPT + 1)
+    elif path is not None:
+        prompt = _read_file(path)
+    else:
+        raise UsageError("no prompt given", hint="use --prompt TEXT or --prompt-file FILE")
+    if len(prompt) > MAX_PROMPT:
+        raise UsageError(f"the prompt is over {MAX_PROMPT >> 20} MiB", hint="put large inputs into the workspace and "
+                                                                          "name them in the prompt")
+    if not prompt.strip():
+        raise UsageError("the prompt is empty")
+    return prompt
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot read the prompt file {path}: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"the prompt file {path} is not a regular file")
+        if info.st_size > MAX_PROMPT:
+            raise UsageError(f"the prompt file {path} is over {MAX_PROMPT >> 20} MiB",
+                             hint="put large inputs into the workspace and name them in the prompt")
+        chunks, size = [], 0
+        while size <= MAX_PROMPT and (chunk := os.read(fd, MAX_PROMPT + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise UsageError(f"cannot read the prompt file {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def headless_command(tool: ToolAdapter, session_id: str, *, resume: bool, structured: bool) -> list[str]:
+    """The tool's headless argv; a :class:`UsageError` for a tool that has none."""
+    argv = tool.headless_command(session_id, resume=resume, structured=structured)
+    if argv is None:
+        raise UsageError(f"the tool {tool.name} has no headless mode, so 'cci run --prompt' cannot run it",
+                         hint="use 'cci shell', or 'cci run -- CMD'")
+    return list(argv)
+
+
+def with_prompt(argv: Sequence[str], path: str = PROMPT_FILE) -> list[str]:
+    """``argv`` run with file ``path`` as its standard input, the file removed before it starts."""
+    return ["sh", "-c", _WITH_PROMPT, "sh", path, *argv]
+
+
+def run_headless(manager: Sessions, container: Container, ctx: LaunchContext, prompt: Prompt, *, resume: bool,
+                 stdout: OutputHandler | None = None, stderr: OutputHandler | None = None,
+                 say: Callable[[str], None] = lambda line: None) -> int:
+    """Run the session's tool headless in its container, just opened for it (see :meth:`SessionManager.run_prompt
+    <cci_core.session.SessionManager.run_prompt>`); its exit code. The session is ended afterwards whatever
+    happens (saved, then deleted); ``say`` gets the line that tells how to continue it."""
+    try:
+        assert ctx.tool is not None  # a session's
+        argv = headless_command(ctx.tool, ctx.session_id, resume=resume, structured=prompt.structured)
+        uid = manager.driver.container_uid
+        container.make_directory(PROMPT_DIRECTORY, mode=0o700, uid=uid, gid=uid)
+        container.push_file(PROMPT_FILE, prompt.text, mode=0o600, uid=uid, gid=uid)
+    except BaseException:
+        manager.finish(container, force=True)
+        raise
+    code = run_to_end(manager, container, ctx, with_prompt(argv), stdout=stdout, stderr=stderr, say=say)
+    say(f"session {ctx.session_id} saved: 'cci shell --resume={ctx.session_id}' continues it "
+        f"('cci run --resume={ctx.session_id} --prompt ...' headless)")
+    return code
+
+
+def run_to_end(manager: Sessions, container: Container, ctx: LaunchContext, argv: Sequence[str], *,
+               stdout: OutputHandler | None = None, stderr: OutputHandler | None = None,
+               say: Callable[[str], None] = lambda line: None, delete: bool | None = None) -> int:
+    """Run ``argv`` as the container user in the workspace until it exits, or until the session's deadline
+    (``[limits] duration``, recorded on the container at its launch) stops the container; then end the session
+    (saved; deleted unless persistent, or as ``delete`` says).
+
+    Its exit code, or 124 (:data:`~cci_core.limits.TIMEOUT_EXIT`) when the deadline ended it (``say`` tells why),
+    whoever stopped the container then: this process, or the timer inside that powers it off.
+    """
+    from cci_core.session_record import SessionRecord
+
+    uid = manager.driver.container_uid
+    try:
+        with Deadline(container, SessionRecord.from_labels(container.labels()).deadline) as deadline:
+            try:
+                code = container.exec(list(argv), user=uid, group=uid, cwd=WORKSPACE_PATH,
+                                      environment=manager.user_environment(ctx), stdout=stdout,
+                                      stderr=stderr).exit_code
+            except CciError:
+                if not deadline.passed:
+                    raise
+            timed_out = deadline.passed
+    finally:
+        manager.finish(container, force=True, delete=delete)
+    if timed_out:
+        say(ended_by_duration(container.name))
+        return TIMEOUT_EXIT
+    return code
+
+
+class Deadline:
+    """While in this block: the container is force-stopped at ``deadline`` (seconds since the epoch; None: never)."""
+
+    def __init__(self, container: Container, deadline: int | None) -> None:
+        self._container = container
+        self._deadline = deadline
+        self._timer = (threading.Timer(max(0.0, deadline - time.time()), self._stop) if deadline is not None
+                       else None)
+        self._lock = threading.Lock()
+        self._over = False
+
+    @property
+    def passed(self) -> bool:
+        """Whether the deadline has passed (the command ended by it, whoever stopped the container)."""
+        return overdue(self._deadline)
+
+    def __enter__(self) -> Deadline:
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        with self._lock:
+            self._over = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _stop(self) -> None:
+        with self._lock:
+            if self._over:
+                return
+        try:
+            self._container.stop(force=True)
+        except CciError:
+            pass  # stopped already, or gone: the end that follows finds out
