@@ -90,15 +90,22 @@ def test_the_duration_ends_an_attached_session_with_a_save(
     assert session in [entry["id"] for entry in saved_sessions(cci_environ)]
 
 
+def unwatched(terminal: Terminal, workspace: Path, env: dict[str, str], incus: pylxd.Client,
+              *flags: str) -> tuple[str, str]:
+    """A stand-in session of 15 s whose cci was killed (nobody watches it): its container and session id."""
+    name = container_name(workspace, 1)
+    shell(terminal, "one", workspace, env, "--limit", "duration=15s", *flags)
+    terminal.wait_for("one", "started ")
+    session = session_of(incus, name)
+    terminal.kill_command("one")  # kill -9 of cci: the container runs on
+    terminal.wait_for("one", "CCI-EXITED-137")
+    return name, session
+
+
 def test_an_unwatched_session_powers_itself_off_at_its_deadline_and_the_next_command_saves_it(
     workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
 ) -> None:
-    name = container_name(workspace, 1)
-    shell(terminal, "one", workspace, cci_environ, "--limit", "duration=15s")
-    terminal.wait_for("one", "started ")
-    session = session_of(incus, name)
-    terminal.kill_command("one")  # kill -9 of cci: nobody watches the session
-    terminal.wait_for("one", "CCI-EXITED-137")
+    name, session = unwatched(terminal, workspace, cci_environ, incus)
     assert wait_stopped(incus, name, 60)  # the timer inside powered it off
     result = run_cci("list", env=cci_environ)
     assert result.returncode == 0, result.stderr
@@ -109,12 +116,7 @@ def test_an_unwatched_session_powers_itself_off_at_its_deadline_and_the_next_com
 def test_a_session_past_its_deadline_whose_timer_the_agent_cancelled_is_ended_by_any_cci_command(
     workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
 ) -> None:
-    name = container_name(workspace, 1)
-    shell(terminal, "one", workspace, cci_environ, "--limit", "duration=15s", "--persistent")
-    terminal.wait_for("one", "started ")
-    session = session_of(incus, name)
-    terminal.kill_command("one")
-    terminal.wait_for("one", "CCI-EXITED-137")
+    name, session = unwatched(terminal, workspace, cci_environ, incus, "--persistent")
     in_container(name, "systemctl stop cci-deadline.timer", cci_environ)  # the agent is root inside
     deadline = int(labels_on(incus, name)["deadline"])
     while time.time() < deadline + 1:  # the deadline is a time: nothing else to wait on
