@@ -64,7 +64,8 @@ def _size_problem(text: str, minimum: int, example: str) -> str | None:
     try:
         size = parse_size(text)
     except ValueError:
-        return f"{text!r} is not a size: write a number and a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. {example}"
+        return (f"{text!r} is not a size: write a number and a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), "
+                f"e.g. {example}")
     if size < minimum:
         return f"{text!r} is too small: give at least {format_size(minimum)}, e.g. {example}"
     return None
