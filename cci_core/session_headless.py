@@ -30,7 +30,6 @@ from cci_core.limits import TIMEOUT_EXIT, ended_by_duration, overdue
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from cci_core.config import Config
     from cci_core.context import LaunchContext
     from cci_core.driver import Container, Driver, OutputHandler
     from cci_core.tool import ToolAdapter
@@ -48,7 +47,6 @@ _WITH_PROMPT = 'exec <"$1" && rm -f -- "$1" && shift && exec "$@"'
 class Sessions(Protocol):
     """What a run needs of the session object (:class:`cci_core.session.SessionManager`)."""
 
-    config: Config
     driver: Driver
 
     def user_environment(self, ctx: LaunchContext) -> dict[str, str]: ...
