@@ -209,3 +209,17 @@ def test_the_limit_flag_names_itself_and_the_key(tmp_path) -> None:  # type: ign
     assert result.exit_code == 2
     assert ("Invalid value for '--limit': unknown key 'cpus' (did you mean 'cpu'?): the keys are cpu, memory, "
             "processes, disk, duration, save_size") in result.output
+
+
+def test_a_sessions_saves_are_bounded_by_the_save_size_it_started_under(layers: Layers) -> None:
+    from cci_core.limits import labels_of, save_size_of
+
+    layers.write(layers.user, '[limits]\nsave_size = "64MiB"\nduration = "1h"\n')
+    started = labels_of(layers.load(), now=100)
+    assert started["deadline"] == "3700" and "save_size=64MiB" in started["limits"]
+    now = layers.load(overrides=[Override("limits.save_size", "1GiB", "--limit")])
+    assert save_size_of(started, now) == 64 << 20  # whoever saves it
+    assert save_size_of({}, now) == 1 << 30  # a container of an earlier release: this invocation's
+    assert save_size_of({"limits": "save_size=lots"}, now) == 1 << 30
+    unlimited = layers.load(overrides=[Override("limits.duration", "", "--limit")])
+    assert labels_of(unlimited)["deadline"] == ""  # a saved container started again loses its old deadline
