@@ -25,7 +25,8 @@ What it holds:
   what a plugin declares its own section with (:class:`Setting` and the checks :func:`non_empty`,
   :func:`non_negative`, :func:`https_url`);
 - host-file and tree-copy utilities that refuse links planted by the container or the workspace
-  (:class:`SafeDirectory`, :func:`open_directory`, :func:`copy_tree`...), and the container layout
+  (:class:`SafeDirectory`, :func:`open_directory`, :func:`copy_tree`...), files written into the container
+  user's home without following its links (:func:`write_home_file`, :func:`read_home_file`...), the container layout
   (:data:`WORKSPACE_PATH`, :data:`CONTAINER_HOME`...) and cci's own directory on the host (:func:`state_dir`);
 - for plugin commands: :func:`warn`, :func:`interruptible`, and the invocation's
   :func:`current_config`, :func:`current_plugins` and :func:`current_driver`.
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from cci_core.hookspecs import hookimpl
+    from cci_core.home_files import HomeFileRefused, home_path, make_home_directories, read_home_file, write_home_file
     from cci_core.host_files import (
         PlantedLinkError,
         SafeDirectory,
@@ -154,6 +156,8 @@ __all__ = [
     "SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",
     "read_json", "replace_private_json", "copy_tree", "CopyPolicy", "CopyReport", "COPY_LIMITS",
     "MAX_DEPTH", "MAX_FILE", "MAX_TOTAL", "MAX_NESTING", "nested_too_deep", "printable", "printable_name",
+    # files cci writes into the container user's home, never following what the agent planted there
+    "home_path", "make_home_directories", "read_home_file", "write_home_file", "HomeFileRefused",
     # the container's layout; cci's own directory on the host
     "WORKSPACE_PATH", "CONTAINER_HOME", "CONTAINER_USER", "state_dir",
     # plugin commands
@@ -194,6 +198,8 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("SafeDirectory", "open_directory", "open_parent", "only_mine", "leads_inside", "chmod_handle",
                      "PlantedLinkError"), "cci_core.host_files"),
     **dict.fromkeys(("read_json", "replace_private_json"), "cci_core.private_files"),
+    **dict.fromkeys(("home_path", "make_home_directories", "read_home_file", "write_home_file", "HomeFileRefused"),
+                    "cci_core.home_files"),
     **dict.fromkeys(("copy_tree", "CopyPolicy", "CopyReport", "MAX_DEPTH", "MAX_FILE", "MAX_TOTAL"), "cci_core.tree_copy"),
     "COPY_LIMITS": "cci_core.tree_copy:LIMITS",
     "printable_name": "cci_core.tree_copy:printable",

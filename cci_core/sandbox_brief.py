@@ -9,18 +9,19 @@ core writes its own paragraphs and collects the others through the ``cci_sandbox
 It goes where the tool reads its user instructions (:attr:`~cci_core.tool.ToolAdapter.brief_path`, under the
 container user's home; Claude Code: ``~/.claude/CLAUDE.md``), never into the workspace. cci owns only the block
 between :data:`BEGIN` and :data:`END` in that file and replaces it at every start; the rest (the user's own
-instructions, restored with a saved session or written by the agent) stays. The file is the container's: a link,
-a FIFO or a directory there is removed or refused, never followed or opened, and an existing file is read only
-up to :data:`MAX_EXISTING` bytes. The brief is information for the agent, never a control.
+instructions, restored with a saved session or written by the agent) stays. The file is the container's: it is
+read and written through :mod:`cci_core.home_files` (a link or a FIFO there is removed, never followed or opened;
+a directory refuses it), and an existing file is read only up to :data:`MAX_EXISTING` bytes. The brief is
+information for the agent, never a control.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from cci_core.errors import CciError
+from cci_core.home_files import home_path, read_home_file, write_home_file
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
 
 if TYPE_CHECKING:
@@ -111,14 +112,14 @@ def write_brief(plugins: Plugins, ctx: LaunchContext, container: Container,
     """Write the brief into the running ``container`` where ``ctx.tool`` reads it: False when the tool reads none,
     or (said through ``warn``) when the container's files keep it from being written.
 
-    The directories on the way must be real directories under the home (missing ones are made, the container
-    user's, 0700); whatever else is at the file's place is removed (a link itself, never what it leads to),
-    then the file is written anew, the container user's, 0600.
+    The file is read and written as :mod:`cci_core.home_files` says (no link followed, nothing but a regular file
+    read, the file made anew, the container user's, 0600); a directory at its place, or a file over
+    :data:`MAX_EXISTING` bytes there, is left as it is.
     """
     tool = ctx.tool
     if tool is None or not tool.brief_path:
         return False
-    path = _home_path(tool.brief_path)
+    path = home_path(tool.brief_path)
 
     def refused(why: str) -> bool:
         if warn is not None:
@@ -126,17 +127,9 @@ def write_brief(plugins: Plugins, ctx: LaunchContext, container: Container,
         return False
 
     try:
-        uid = container.user_uid
-        problem = _make_directories(container, path, uid)
-        if problem:
-            return refused(problem)
-        existing = _existing(container, path)
-        if existing is None:
-            return refused(f"it is a directory, or over {MAX_EXISTING // 1024} KiB (remove it inside to "
-                           "get the brief)")
-        content = merged(existing, brief_text(plugins, ctx, container))
-        container.remove_file(path)  # whatever the container left there: the new file is made 0600, its user's
-        container.push_file(path, content.encode(), mode=0o600, uid=uid, gid=uid)
+        existing = read_home_file(container, path, MAX_EXISTING)
+        content = merged((existing or b"").decode("utf-8", errors="replace"), brief_text(plugins, ctx, container))
+        write_home_file(container, path, content.encode(), uid=container.user_uid)
     except CciError as exc:
         return refused(str(exc))
     return True
@@ -151,41 +144,6 @@ def rewrite_brief(manager: SessionManager, container: Container) -> bool:
     ctx.network_plan = next((network.plan for network in manager.driver.policy_networks()
                              if container.name in network.used_by), None)
     return write_brief(manager.plugins, ctx, container, manager.warn)
-
-
-def _home_path(relative: str) -> str:
-    """``relative`` under the container user's home; a path leading out of it is the adapter's error."""
-    parts = PurePosixPath(relative).parts
-    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
-        raise CciError(f"brief_path {relative!r} is not a path inside the home directory")
-    return str(PurePosixPath(CONTAINER_HOME, relative))
-
-
-def _make_directories(container: Container, path: str, uid: int) -> str | None:
-    """Make the missing directories from the home to ``path``'s parent; why not, when one is not a directory."""
-    home = PurePosixPath(CONTAINER_HOME)
-    for directory in (home, *reversed([parent for parent in PurePosixPath(path).parents if home in parent.parents])):
-        status = container.file_status(str(directory))
-        if status is None and directory != home:
-            container.make_directory(str(directory), mode=0o700, uid=uid, gid=uid)
-            status = container.file_status(str(directory))
-        if status is None or status.kind != "directory":
-            return f"{directory} is {'missing' if status is None else f'a {status.kind}'}, not a directory"
-    return None
-
-
-def _existing(container: Container, path: str) -> str | None:
-    """The text of the file at ``path`` to keep ("" when there is none to keep: nothing, a link, a FIFO...);
-    None when it must not be replaced (a directory, or a file too large to read)."""
-    status = container.file_status(path)
-    if status is not None and (status.kind == "directory" or (status.kind == "file" and status.size > MAX_EXISTING)):
-        return None
-    if status is None or status.kind != "file":
-        return ""  # a link or a special file is never followed or opened: it is replaced
-    data = container.pull_file(path)
-    if len(data) > MAX_EXISTING:  # it grew since
-        return None
-    return data.decode("utf-8", errors="replace")
 
 
 def paragraphs_of(contributions: Sequence[Sequence[str] | str | None]) -> list[str]:

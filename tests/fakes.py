@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cci_core.context import Mount
 from cci_core.layout import CONTAINER_HOME
@@ -147,7 +147,8 @@ class FakeContainer(Container):
             return FileStatus("symlink", len(self.links[path]))
         if path in self.files:
             return FileStatus("file", len(self.files[path][0]))
-        if path in self.directories or path == CONTAINER_HOME:
+        if (path in self.directories or path in (CONTAINER_HOME, *map(str, PurePosixPath(CONTAINER_HOME).parents))
+                or any(name.startswith(path.rstrip("/") + "/") for name in self.files)):  # a file's parents
             return FileStatus("directory")
         return None
 

@@ -3,7 +3,8 @@
 * at every start and resume: the tool's credential files, fresh from the host
   (when ``[defaults] inject_credentials``, also spelled ``mount_claude_config``), then its sandbox settings merged
   into its settings files (JSON, or TOML for ``*.toml``), all owned by the
-  container user, mode 0600; a secret the launch passes by placeholder
+  container user, mode 0600, written anew: a link or file the agent put at their place (or on the way) is never
+  followed (see :func:`cci_core.api.write_home_file`); a secret the launch passes by placeholder
   (``ctx.substitutions``) is replaced by its placeholder in the copies;
 * at detach, periodically and after the session ends: the tool's state
   directory saved to ``~/.cci/sessions-<tool>/<id>/`` without credentials
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from cci_core.api import CONTAINER_HOME, NotFoundError, UsageError, hookimpl, warn
+from cci_core.api import NotFoundError, hookimpl, home_path, make_home_directories, warn
 
 if TYPE_CHECKING:
     from cci_core.api import (
@@ -51,7 +52,8 @@ def cci_session_restore(ctx: LaunchContext, container: Container) -> None:
         drop_escaping_links(copy)  # saves made before cci dropped them
         uid = container.user_uid
         target = home_path(ctx.tool.state_dir)
-        make_parents(container, target, uid)
+        # a fresh container, no agent's process run in it yet: only the directories on the way are checked
+        make_home_directories(container, target, uid)
         container.push_tree(copy, target, uid=uid, gid=uid)
 
 
@@ -65,17 +67,25 @@ def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
         for credential in tool.credential_files:
             source = Path(credential.host_path).expanduser()
             if source.is_file():
-                target = home_path(credential.container_path)
-                make_parents(container, target, uid)
                 content = with_placeholders(source.read_bytes(), ctx.substitutions)
-                container.push_file(target, content, mode=credential.mode, uid=uid, gid=uid)
+                _write(container, home_path(credential.container_path), content, uid, credential.mode)
     from cci_builtin_plugins.tools import settings_files
 
     for relative, keys in tool.sandbox_settings().items():
         target = home_path(relative)
-        make_parents(container, target, uid)
         merged = merge(_read_settings(container, target), keys)
-        container.push_file(target, settings_files.render(target, merged), mode=0o600, uid=uid, gid=uid)
+        _write(container, target, settings_files.render(target, merged), uid, 0o600)
+
+
+def _write(container: Container, path: str, content: bytes, uid: int, mode: int) -> None:
+    """``content`` as a new file of the container user's at ``path`` (see :func:`cci_core.api.write_home_file`);
+    what the agent put in the way of it is a warning, never a failed start."""
+    from cci_core.api import HomeFileRefused, write_home_file
+
+    try:
+        write_home_file(container, path, content, uid=uid, mode=mode)
+    except HomeFileRefused as exc:
+        warn(f"{path} was not written: {exc}")
 
 
 def with_placeholders(content: bytes, substitutions: Sequence[Substitution]) -> bytes:
@@ -251,22 +261,6 @@ def saved_name(tool: ToolAdapter) -> str:
     return PurePosixPath(tool.state_dir).name
 
 
-def home_path(relative: str) -> str:
-    """A path relative to the container user's home, refusing anything that escapes it."""
-    path = PurePosixPath(CONTAINER_HOME, relative)
-    if ".." in PurePosixPath(relative).parts or PurePosixPath(relative).is_absolute():
-        raise ValueError(f"{relative!r} is not a path inside the home directory")
-    return str(path)
-
-
-def make_parents(container: Container, path: str, uid: int) -> None:
-    """Create the missing directories between the home directory and ``path``, owned by the container user."""
-    home = PurePosixPath(CONTAINER_HOME)
-    missing = [parent for parent in PurePosixPath(path).parents if home in parent.parents]
-    for directory in reversed(missing):
-        container.make_directory(str(directory), mode=0o700, uid=uid, gid=uid)
-
-
 def merge(base: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``extra``'s keys merged in recursively; ``base``'s other keys are kept."""
     result = dict(base) if isinstance(base, Mapping) else {}
@@ -278,14 +272,18 @@ def merge(base: Any, extra: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+#: a settings file in the container read up to this size to merge into (larger: replaced by the sandbox settings)
+MAX_SETTINGS = 64 << 20
+
+
 def _read_settings(container: Container, path: str) -> Any:
+    """The settings file's document, {} when there is none to merge into: nothing (or a link, a FIFO...) there, a
+    file too large or not valid JSON/TOML (the tool would not read it either). None of it is a failed start."""
+    from cci_core.api import HomeFileRefused, read_home_file
     from cci_builtin_plugins.tools import settings_files
 
     try:
-        return settings_files.parse(path, container.pull_file(path))
-    except ValueError:  # not valid JSON/TOML: the tool would not read it either, so it is replaced
-        return {}
-    except NotFoundError:
-        return {}
-    except UsageError:  # not a regular file, or too big to read (the agent's doing): replaced, never a failed start
+        data = read_home_file(container, path, MAX_SETTINGS)
+        return {} if data is None else settings_files.parse(path, data)
+    except (ValueError, HomeFileRefused):  # the write after it says what keeps it from the file, if anything
         return {}

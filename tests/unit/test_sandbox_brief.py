@@ -155,8 +155,8 @@ def test_a_directory_on_the_way_that_is_a_link_stops_the_brief_with_a_warning(tm
     warnings: list[str] = []
     assert not write_brief(sessions.plugins, ctx, container, warnings.append)
     assert BRIEF not in container.files and not [path for path in container.files if path.startswith("/workspace")]
-    assert warnings == [f"the sandbox brief was not written to {container.name}:{BRIEF}: /home/code/.claude is a "
-                        "symlink, not a directory"]
+    assert warnings == [f"the sandbox brief was not written to {container.name}:{BRIEF}: {container.name}:"
+                        "/home/code/.claude is a symlink, not a directory (remove it inside the container)"]
 
 
 def test_a_file_too_large_is_neither_read_nor_replaced(tmp_path: Path) -> None:
