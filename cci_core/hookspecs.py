@@ -168,7 +168,8 @@ def cci_inject_credentials(ctx: LaunchContext, container: Container) -> None:
 
     Called on every start and every resume, so credentials are always fresh
     copies from the host. Credentials must never be written anywhere that is
-    saved (see :func:`cci_post_exit_save`).
+    saved (see :func:`cci_post_exit_save`). The home is the agent's: write there with
+    :func:`cci_core.api.write_home_file` (a link the agent planted is never followed).
 
     :param ctx: the running session.
     :param container: the started container.
