@@ -224,14 +224,21 @@ def arm_poweroff(container: Container, deadline: int, now: float | None = None) 
 
 
 class StopAtDeadline:
-    """While in this block, the container is stopped at ``deadline`` (seconds since the epoch; None: never): whatever
-    watches it then ends the session as after a poweroff inside. :attr:`reached` tells whether it came."""
+    """While in this block, the container is force-stopped at ``deadline`` (seconds since the epoch; None: never):
+    whatever watches it then ends the session as after a poweroff inside (the attach, ``cci run``, a headless run).
+    :attr:`reached` tells whether this block stopped it, :attr:`passed` whether the deadline has passed (whoever
+    stopped the container: this block, or the timer inside)."""
 
     def __init__(self, container: Container, deadline: int | None) -> None:
         self._container, self._deadline = container, deadline
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deadline", daemon=True)
         self.reached = False
+
+    @property
+    def passed(self) -> bool:
+        """Whether the deadline has passed."""
+        return overdue(self._deadline)
 
     def __enter__(self) -> StopAtDeadline:
         if self._deadline is not None:

@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
 from cci_core.errors import CciError, UsageError
 from cci_core.layout import WORKSPACE_PATH
-from cci_core.limits import TIMEOUT_EXIT, ended_by_duration, overdue
+from cci_core.limits import TIMEOUT_EXIT, StopAtDeadline, ended_by_duration
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from cci_core.context import LaunchContext
     from cci_core.driver import Container, Driver, OutputHandler
     from cci_core.tool import ToolAdapter
@@ -158,7 +154,7 @@ def run_to_end(manager: Sessions, container: Container, ctx: LaunchContext, argv
 
     uid = manager.driver.container_uid
     try:
-        with Deadline(container, SessionRecord.from_labels(container.labels()).deadline) as deadline:
+        with StopAtDeadline(container, SessionRecord.from_labels(container.labels()).deadline) as deadline:
             try:
                 code = container.exec(list(argv), user=uid, group=uid, cwd=WORKSPACE_PATH,
                                       environment=manager.user_environment(ctx), stdout=stdout,
@@ -173,42 +169,3 @@ def run_to_end(manager: Sessions, container: Container, ctx: LaunchContext, argv
         say(ended_by_duration(container.name))
         return TIMEOUT_EXIT
     return code
-
-
-class Deadline:
-    """While in this block: the container is force-stopped at ``deadline`` (seconds since the epoch; None: never)."""
-
-    def __init__(self, container: Container, deadline: int | None) -> None:
-        self._container = container
-        self._deadline = deadline
-        self._timer = (threading.Timer(max(0.0, deadline - time.time()), self._stop) if deadline is not None
-                       else None)
-        self._lock = threading.Lock()
-        self._over = False
-
-    @property
-    def passed(self) -> bool:
-        """Whether the deadline has passed (the command ended by it, whoever stopped the container)."""
-        return overdue(self._deadline)
-
-    def __enter__(self) -> Deadline:
-        if self._timer is not None:
-            self._timer.daemon = True
-            self._timer.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        with self._lock:
-            self._over = True
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def _stop(self) -> None:
-        with self._lock:
-            if self._over:
-                return
-        try:
-            self._container.stop(force=True)
-        except CciError:
-            pass  # stopped already, or gone: the end that follows finds out

@@ -26,7 +26,6 @@ from cci_core.session_headless import (
     MAX_PROMPT,
     PROMPT_DIRECTORY,
     PROMPT_FILE,
-    Deadline,
     Prompt,
     read_prompt,
     with_prompt,
@@ -250,19 +249,6 @@ def test_an_exec_failure_before_the_deadline_is_reported_and_the_container_ended
     with pytest.raises(BackendError, match="Incus went away"):
         sessions.run(LaunchRequest(tmp_path), ["true"])
     assert sessions.driver.containers == {}
-
-
-def test_a_deadline_stops_the_container_once_it_is_reached_and_only_then() -> None:
-    container = FakeContainer("c")
-    container.state = "running"
-    with Deadline(container, int(time.time()) + 3600) as later, Deadline(container, None) as never:
-        pass
-    assert container.state == "running" and not later.passed and not never.passed
-    with Deadline(container, int(time.time())) as now:
-        deadline = time.monotonic() + 30
-        while container.state != "stopped" and time.monotonic() < deadline:
-            time.sleep(0.01)
-    assert container.state == "stopped" and now.passed
 
 
 # --- the command line --------------------------------------------------------------------------------------

@@ -193,11 +193,12 @@ def test_the_container_is_stopped_at_the_deadline_and_not_after_the_block() -> N
     due = Stoppable()
     with StopAtDeadline(due, int(time.time())) as deadline:
         assert due.stopped.wait(10)
-    assert deadline.reached
+    assert deadline.reached and deadline.passed
     spared = Stoppable()
-    with StopAtDeadline(spared, int(time.time()) + 3600) as deadline:
+    with StopAtDeadline(spared, int(time.time()) + 3600) as deadline, StopAtDeadline(spared, None) as never:
         pass
-    assert not spared.stopped.wait(0.2) and not deadline.reached
+    assert not spared.stopped.wait(0.2)
+    assert not deadline.reached and not deadline.passed and not never.reached and not never.passed
 
 
 def test_the_limit_flag_names_itself_and_the_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
