@@ -15,8 +15,9 @@ What it holds:
   :class:`Container` and their records), tool adapters (:class:`ToolAdapter`...), network
   policies (:class:`NetworkPolicy`, :class:`NetworkPlan`, :class:`Rule`...) and image
   builders (:class:`ImageBuilder`, :class:`BuildRequest`);
-- published ports: the configured ones (:func:`configured_ports`) and how they are written and told about
-  (:func:`port_host_address`, :func:`port_url`, :func:`port_exposure`, :func:`port_in_use`);
+- published ports: the configured ones (:func:`configured_ports`, those of this command line
+  :func:`command_line_ports`), how they are written and told about (:func:`port_host_address`, :func:`port_url`,
+  :func:`port_exposure`, :func:`port_in_use`), and a taken one (:class:`PortInUse`);
 - the records handed to hooks (:class:`LaunchContext`, :class:`Mount`, :class:`SessionEvent`), the
   record of a container's labels (:class:`SessionRecord`) and the saved sessions (:class:`SessionStore`);
 - the errors (:class:`CciError` and its subclasses) and ``cci doctor`` results (:class:`Check`,
@@ -111,7 +112,7 @@ if TYPE_CHECKING:
     from cci_core.config.schema import LimitsConfig
     from cci_core.limits import format_size, parse_size, save_size_of
     from cci_core.plugin_manager import Plugins
-    from cci_core.ports import configured_ports
+    from cci_core.ports import PortInUse, command_line_ports, configured_ports
     from cci_core.ports import exposure as port_exposure
     from cci_core.ports import host_address as port_host_address
     from cci_core.ports import in_use as port_in_use
@@ -140,7 +141,8 @@ __all__ = [
     "HostRule", "ProxySpec", "RequestRecord", "DEFAULT_PORTS", "SecretSpec", "Substitution",
     "ImageBuilder", "BuildRequest", "wait_for_boot",
     # published ports
-    "configured_ports", "port_host_address", "port_url", "port_exposure", "port_in_use",
+    "configured_ports", "command_line_ports", "port_host_address", "port_url", "port_exposure", "port_in_use",
+    "PortInUse",
     # what hooks are handed; a container's session record (its labels); saved sessions
     "LaunchContext", "Mount", "SessionEvent", "SessionRecord", "Kind", "State", "Mode", "launcher_id",
     "SessionStore", "SavedSession", "default_root",
@@ -179,7 +181,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("SecretSpec", "Substitution"), "cci_core.secrets"),
     **dict.fromkeys(("ImageBuilder", "BuildRequest"), "cci_core.image_builder"),
     "wait_for_boot": "cci_core.session_readiness",
-    "configured_ports": "cci_core.ports",
+    **dict.fromkeys(("configured_ports", "command_line_ports", "PortInUse"), "cci_core.ports"),
     **{f"port_{name}": f"cci_core.ports:{name}" for name in ("host_address", "url", "exposure", "in_use")},
     **dict.fromkeys(("SessionRecord", "Kind", "State", "Mode", "launcher_id"), "cci_core.session_record"),
     **dict.fromkeys(("LaunchContext", "Mount", "SessionEvent"), "cci_core.context"),

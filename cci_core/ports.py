@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING, NamedTuple
 
 from cci_core.driver import PublishedPort
+from cci_core.errors import BackendError
 
 if TYPE_CHECKING:
     from cci_core.config import Config
@@ -133,10 +134,25 @@ def exposure(port: PublishedPort) -> str | None:
             "whoever reaches that address talks to the server in the container")
 
 
+def command_line_ports(config: Config) -> list[PublishedPort]:
+    """The ports of :func:`configured_ports` named on this command line (``--port``), not by the config files."""
+    return [port for index, port in enumerate(configured_ports(config))
+            if config.source_of(f"ports.publish[{index}]").startswith("--")]
+
+
 def in_use(port: PublishedPort, holder: str | None = None) -> str:
     """The one line for a host port something else holds."""
     by = f" (published by {holder})" if holder else ""
     return f"{host_address(port)} is in use on the host{by}"
+
+
+class PortInUse(BackendError):
+    """A host port something else holds: :attr:`holder`, the cci container that publishes it, or None (another
+    program, or nothing the driver can name)."""
+
+    def __init__(self, port: PublishedPort, holder: str | None = None) -> None:
+        super().__init__(in_use(port, holder), hint="stop what listens there, or publish another host port")
+        self.port, self.holder = port, holder
 
 
 

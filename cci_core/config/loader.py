@@ -302,13 +302,17 @@ class _Merger:
         elif spec is None:
             known = [*settings, *PLUGIN_LISTS]
             raise ConfigError(f"unknown config key{_did_you_mean(key, known)}", source=source, key=key)
+        items: list[str] = []  # where each item of an extended list came from
         if override.extend:
-            value = [*self.values[spec.key], *value]
+            before = self.values[spec.key]
+            items = [self.sources.get(spec.key, "default")] * len(before) + [source] * len(value)
+            value = [*before, *value]
         value = _validate(spec, value, source, key, text=isinstance(value, str))
         if spec.key in PLUGIN_LISTS:
             self.switch_plugins(spec, value, source)
         else:
             self.set(spec, value, source)
+        self.sources.update({f"{spec.key}[{index}]": where for index, where in enumerate(items)})
 
     # -- result -----------------------------------------------------------------------------------------
 

@@ -91,12 +91,15 @@ class Config(NamedTuple):
     def source_of(self, dotted_key: str) -> str:
         """Where the value of ``dotted_key`` came from: ``default``, ``path:line``, ``env CCI_X``, a flag...
 
-        Also answers for a key's other name (``incus.claude_uid``), and for
-        ``defaults.environment.NAME`` and ``plugins.<plugin>.<key>`` values that were set.
+        Also answers for a key's other name (``incus.claude_uid``), for
+        ``defaults.environment.NAME`` and ``plugins.<plugin>.<key>`` values that were set, and for
+        item N of a list, ``ports.publish[N]`` (a flag may add items to what the files give).
         Raises ``KeyError`` for anything else.
         """
         if dotted_key in self.sources:
             return self.sources[dotted_key]
+        if dotted_key.endswith("]") and "[" in dotted_key:  # an item of a list no flag extended: the list's
+            return self.source_of(dotted_key.partition("[")[0])
         if dotted_key in self.schema.settings or dotted_key in PLUGIN_LISTS:
             return "default"
         spec = self.schema.lookup(*dotted_key.split(".", 1)) if "." in dotted_key else None

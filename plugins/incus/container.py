@@ -299,10 +299,10 @@ class IncusContainer(Container):
         from cci_builtin_plugins.incus import ports
 
         name, wanted = ports.device_name(port.host_port), ports.device(port)
+        if name not in self._devices or self.status() != "running":  # (running, one of ours there holds it)
+            ports.check_free(self._api, port, exclude=self.name)
         if self._devices.get(name) == wanted:
             return
-        if name not in self._devices:  # (one of ours there: it holds the port itself while it runs)
-            ports.check_free(self._api, port)
         try:
             self._patch({"devices": {name: wanted}}, f"publishing {ports.listen_address(port)} from {self.name}")
         except APIError as exc:  # lost a race for the host port: Incus has taken the device off again

@@ -85,17 +85,17 @@ def _try_listen(port: PublishedPort) -> int | None:
     return None
 
 
-def check_free(api: IncusAPI, port: PublishedPort) -> None:
-    """Refuse a host address that is taken, or is not this host's (a local Incus only: a remote one listens on
-    another machine, whose ports cci cannot try)."""
-    from cci_core.api import port_in_use
+def check_free(api: IncusAPI, port: PublishedPort, exclude: str = "") -> None:
+    """Refuse a host address that is taken (:class:`~cci_core.ports.PortInUse`, naming the running container other
+    than ``exclude`` that publishes it), or is not this host's (a local Incus only: a remote one listens on another
+    machine, whose ports cci cannot try)."""
+    from cci_core.api import PortInUse
 
     if api.endpoint.socket is None:
         return
     failure = _try_listen(port)
     if failure == errno.EADDRINUSE:
-        raise BackendError(port_in_use(port, holder(api, port.host_port)),
-                           hint="stop what listens there, or publish another host port")
+        raise PortInUse(port, holder(api, port.host_port, exclude))
     if failure == errno.EADDRNOTAVAIL:
         raise BackendError(f"{port.address} is not an address of this host",
                            hint="publish on one of its addresses, e.g. 127.0.0.1")
@@ -112,18 +112,19 @@ def holder(api: IncusAPI, host_port: int, exclude: str = "") -> str | None:
 def port_failure(api: IncusAPI, name: str, ports: Iterable[PublishedPort], detail: str) -> BackendError | None:
     """The one-line error for a start or an add of container ``name`` that failed because a host port is taken
     (None: it failed for another reason)."""
-    from cci_core.api import port_in_use
+    from cci_core.api import PortInUse
 
     ports = list(ports)
     if api.endpoint.socket is not None:
         for port in ports:
             if _try_listen(port) == errno.EADDRINUSE:
-                return BackendError(port_in_use(port, holder(api, port.host_port, exclude=name)),
-                                    hint="stop what listens there, or publish another host port")
+                return PortInUse(port, holder(api, port.host_port, exclude=name))
     taken = _TAKEN.search(detail)
     if taken is None:
         return None
     listen = taken.group(1)
     port = next((port for port in ports if listen_address(port) == listen), None)
-    return BackendError(port_in_use(port) if port else f"{listen} is in use on the host",
+    if port is not None:
+        return PortInUse(port)
+    return BackendError(f"{listen} is in use on the host",
                         hint="stop what listens there, or publish another host port")

@@ -4,6 +4,10 @@ brief tells the agent which ports the user can open and how to ask for another.
 
 A host port the container publishes already is published again as configured now (a reused container keeps
 the ports ``cci port add`` gave it). A port bound beyond the loopback is said once on stderr.
+
+A host port another cci container publishes (a parallel session of the workspace, a ``cci run``) is left out of
+this session with a warning naming that container, unless this command line named it (``--port``); a port held
+by anything else stops the start.
 """
 
 from __future__ import annotations
@@ -13,19 +17,43 @@ from typing import TYPE_CHECKING
 from cci_core.api import hookimpl
 
 if TYPE_CHECKING:
-    from cci_core.api import Container, LaunchContext
+    from cci_core.api import Container, LaunchContext, PublishedPort
 
 
 @hookimpl
 def cci_pre_start(ctx: LaunchContext, container: Container) -> None:
-    """Publish the configured ports (a taken host port stops the start: nothing is left half-made)."""
-    from cci_core.api import configured_ports, port_exposure, warn
+    """Publish the configured ports and check the ones the container keeps (a taken host port stops the start,
+    nothing left half-made, but for one another cci container publishes that this command line did not name)."""
+    from cci_core.api import command_line_ports, configured_ports, port_exposure, warn
 
-    for port in configured_ports(ctx.config):
-        container.publish_port(port)
-        exposed = port_exposure(port)
+    configured = configured_ports(ctx.config)
+    named = {port.host_port for port in command_line_ports(ctx.config)}
+    configured_hosts = {port.host_port for port in configured}
+    kept = [port for port in container.published_ports() if port.host_port not in configured_hosts]
+    for port in [*configured, *kept]:
+        if not _publish(ctx, container, port, named):
+            continue
+        exposed = port_exposure(port) if port in configured else None
         if exposed:
             warn(exposed)
+
+
+def _publish(ctx: LaunchContext, container: Container, port: PublishedPort, named: set[int]) -> bool:
+    """Publish ``port``; False (said, and taken off the container) when another cci container publishes it and
+    this command line did not name it."""
+    from cci_core.api import PortInUse, port_host_address, warn
+
+    try:
+        container.publish_port(port)
+    except PortInUse as exc:
+        if exc.holder is None or port.host_port in named:
+            raise
+        container.unpublish_port(port.host_port)
+        spec = f"{port_host_address(port)}:{port.container_port}"
+        warn(f"{port_host_address(port)} is not published for this session: {exc.holder} publishes it (once it is "
+             f"free, 'cci port add {ctx.container_name} {spec}' publishes it here)")
+        return False
+    return True
 
 
 @hookimpl

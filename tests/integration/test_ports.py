@@ -256,6 +256,37 @@ def test_a_port_taken_while_the_container_was_stopped_fails_its_start_in_one_lin
     assert started.returncode == 0, started.stderr
 
 
+def test_a_configured_port_another_session_publishes_is_left_out_of_the_next_one_and_a_named_one_refused(
+        cci_environ: dict[str, str], driver: IncusDriver, incus: pylxd.Client, workspace: Path, tmp_path: Path,
+        launched: str) -> None:
+    env, port = cci_environ, free_port()
+    write_trusted(workspace, f'[ports]\npublish = ["{port}:{INSIDE}"]\n')
+    stopped = driver.get(launched)
+    stopped.stop(force=True)
+    stopped.publish_port(PublishedPort("127.0.0.1", port, INSIDE))  # free now: kept by a stopped container
+    with serving(env, workspace) as token:
+        wait_answer(port, token)
+        holder = running_container(workspace)
+        # a second session of the workspace (a 'cci run' here) starts, without the port, and says who has it
+        second = run_cci("run", "--", "true", env=env, cwd=workspace)
+        assert second.returncode == 0, second.stderr
+        (warned,) = [line for line in second.stderr.splitlines() if f"127.0.0.1:{port}" in line]
+        assert warned.startswith(f"cci: warning: 127.0.0.1:{port} is not published for this session: {holder} "
+                                 "publishes it (once it is free, 'cci port add cci-")
+        # named on the command line (here in a workspace without the config): the user's own ask stays an error
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        named = run_cci("--port", f"{port}:{INSIDE}", "run", "--", "true", env=env, cwd=elsewhere)
+        assert_error(named, 4, f"127.0.0.1:{port} is in use on the host (published by {holder})")
+        assert in_workspace(incus, elsewhere.resolve()) == []
+        # the stopped container that kept the port: publishing it again before its start finds the holder
+        with pytest.raises(BackendError) as caught:
+            driver.get(launched).publish_port(PublishedPort("127.0.0.1", port, INSIDE))
+        assert caught.value.message == f"127.0.0.1:{port} is in use on the host (published by {holder})"
+        wait_answer(port, token)  # the first session's all along
+    assert in_workspace_names(workspace) == []
+
+
 def test_bad_port_specs_are_one_line_each_naming_where_they_came_from(
         cci_environ: dict[str, str], driver: IncusDriver, incus: pylxd.Client, workspace: Path) -> None:
     result = run_cci("--port", "localhost:8080:80", "run", "--", "true", env=cci_environ, cwd=workspace)

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from cci_core.config import Override, load_config
 from cci_core.driver import ContainerSpec, PublishedPort
 from cci_core.errors import BackendError, ConfigError
-from cci_core.ports import BadPort, parse_choice, parse_port, url
+from cci_core.ports import BadPort, PortInUse, parse_choice, parse_port, url
+from tests.fakes import FakeContainer
 
 
 # --- specs ------------------------------------------------------------------------------------------------
@@ -102,6 +103,8 @@ def test_port_flags_add_to_the_configured_ports(tmp_path: Path) -> None:
     config = _config(tmp_path, '[ports]\npublish = ["8080:80"]\naddress = "::1"\n', ports=("9000:90", "1.2.3.4:1:2"))
     assert config.ports.publish == ["8080:80", "9000:90", "1.2.3.4:1:2"]
     assert config.sources["ports.publish"] == "--port"
+    assert [config.source_of(f"ports.publish[{index}]") for index in range(3)] == \
+        [f"{tmp_path / 'user.toml'}:2", "--port", "--port"]
     assert configured_ports(config) == [PublishedPort("::1", 8080, 80), PublishedPort("::1", 9000, 90),
                                         PublishedPort("1.2.3.4", 1, 2)]
 
@@ -180,6 +183,10 @@ def test_a_taken_host_port_is_one_line_naming_the_container_that_holds_it() -> N
         with pytest.raises(BackendError) as caught:
             ports.check_free(_api(instances=[holder]), port)
         assert caught.value.message == f"127.0.0.1:{port.host_port} is in use on the host (published by cci-abc-1)"
+        assert isinstance(caught.value, PortInUse) and caught.value.holder == "cci-abc-1"
+        with pytest.raises(PortInUse) as caught:  # the container asking holds nothing against itself
+            ports.check_free(_api(instances=[holder]), port, exclude="cci-abc-1")
+        assert caught.value.holder is None
         with pytest.raises(BackendError) as caught:  # a stopped container holds nothing
             ports.check_free(_api(instances=[{**holder, "status": "Stopped"}]), port)
         assert caught.value.message == f"127.0.0.1:{port.host_port} is in use on the host"
@@ -231,6 +238,49 @@ def test_the_plugin_publishes_the_configured_ports_and_says_so_in_the_brief(
     assert "- container port 3000: the user opens http://127.0.0.1:8080" in listed
     assert "- container port 9000: the user opens http://127.0.0.1:9000" in listed
     assert "cci port add cci-abc-1 HOST:CONTAINER" in ask
+
+
+class _Taken(FakeContainer):
+    """A stopped container whose host ports 5173 and 6006 another cci container publishes, and 7000 a process."""
+
+    def publish_port(self, port: PublishedPort) -> None:
+        from cci_core.ports import PortInUse
+
+        holders = {5173: "cci-abc-1", 6006: "cci-xyz-2", 7000: None}
+        if port.host_port in holders:
+            raise PortInUse(port, holders[port.host_port])
+        super().publish_port(port)
+
+
+def test_a_configured_port_another_cci_container_publishes_is_skipped_with_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cci_builtin_plugins.ports import plugin
+
+    config = _config(tmp_path, '[ports]\npublish = ["5173:5173", "8080:3000"]\n')
+    container = _Taken("cci-abc-2")
+    container.ports[6006] = PublishedPort("127.0.0.1", 6006, 6006)  # kept from an earlier 'cci port add'
+    plugin.cci_pre_start(ctx=SimpleNamespace(config=config, container_name="cci-abc-2"), container=container)
+    assert container.published_ports() == [PublishedPort("127.0.0.1", 8080, 3000)]
+    assert capsys.readouterr().err.splitlines() == [
+        "cci: warning: 127.0.0.1:5173 is not published for this session: cci-abc-1 publishes it (once it is free, "
+        "'cci port add cci-abc-2 127.0.0.1:5173:5173' publishes it here)",
+        "cci: warning: 127.0.0.1:6006 is not published for this session: cci-xyz-2 publishes it (once it is free, "
+        "'cci port add cci-abc-2 127.0.0.1:6006:6006' publishes it here)"]
+
+
+@pytest.mark.parametrize("text, flags", [
+    ("", ("5173:5173",)),  # named on this command line: the user wants it for this session
+    ('[ports]\npublish = ["7000:7000"]\n', ()),  # held by something that is not cci
+])
+def test_a_port_named_on_the_command_line_or_held_by_no_cci_container_stays_an_error(
+        tmp_path: Path, text: str, flags: tuple[str, ...]) -> None:
+    from cci_builtin_plugins.ports import plugin
+    from cci_core.ports import PortInUse
+
+    config = _config(tmp_path, text, ports=flags)
+    with pytest.raises(PortInUse):
+        plugin.cci_pre_start(ctx=SimpleNamespace(config=config, container_name="cci-abc-2"),
+                             container=_Taken("cci-abc-2"))
 
 
 # --- cci port -----------------------------------------------------------------------------------------------
