@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cci_core.driver import TreeLimits, TreeReadError
+from cci_core.driver import TreeEntry, TreeLimits, TreeReadError
 from cci_core.session_store import SavedSession, SessionStore
-from cci_core.tree_copy import CopyPolicy, copy_tree
+from cci_core.tree_copy import ENTRY_SIZE, CopyPolicy, copy_tree
 from cci_builtin_plugins.incus.tree_reader import ChunkPipe, _NoArchive, tar_entries
 
 LIMITS = TreeLimits(max_file=1 << 20, max_bytes=64 << 20, timeout=30, idle=5)
@@ -92,8 +92,21 @@ def test_an_oversize_member_is_skipped_and_the_rest_copied(tmp_path: Path) -> No
 def test_the_copy_stops_at_its_total_bound(tmp_path: Path) -> None:
     stream = archive(ROOT, *(member(f"./f{index}", data=bytes([65 + index]) * 1000) for index in range(5)))
     destination = tmp_path / "copy"
-    report = copy_tree(tar_entries(io.BytesIO(stream), LIMITS), destination, max_total=2500)
+    report = copy_tree(tar_entries(io.BytesIO(stream), LIMITS), destination,
+                       max_total=2 * (ENTRY_SIZE + 1000) + 500)
     assert sorted(path.name for path in destination.iterdir()) == ["f0", "f1"] and report.truncated
+
+
+def test_entries_without_content_count_toward_the_total_bound(tmp_path: Path) -> None:
+    # a save of a stopped container (the SFTP walk) passes names and link targets uncounted by the reader: 20,000
+    # empty directories, links or empty files took 80 MB of the host's disk under a save_size of 1 MiB
+    kinds = [TreeEntry(f"d{index}", "directory", 0o755) for index in range(20_000)]
+    kinds += [TreeEntry(f"l{index}", "symlink", target="./" * 1000 + "d0") for index in range(20_000)]
+    kinds += [TreeEntry(f"f{index}", "file", 0o644, 0, data=io.BytesIO(b"")) for index in range(20_000)]
+    destination = tmp_path / "copy"
+    report = copy_tree([TreeEntry(".", "directory", 0o755), *kinds], destination, max_total=1 << 20)
+    made = len(os.listdir(destination))
+    assert report.truncated and 0 < made <= (1 << 20) // ENTRY_SIZE
 
 
 def test_runs_of_zeros_become_holes(tmp_path: Path) -> None:
