@@ -152,6 +152,25 @@ def test_a_save_is_bounded_and_reads_no_big_file_into_memory_nor_writes_it(
     assert "2 file(s) over 64 MiB not saved" in timed.stderr
 
 
+def test_a_save_of_many_empty_entries_stays_within_its_bound_on_the_host(
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
+    isolated_env: Path,
+) -> None:
+    # the end's save walks the stopped container over SFTP, where names and directories cost the reader nothing
+    name = container_name(workspace, 1)
+    shell(terminal, "one", workspace, cci_environ, "--limit", "save_size=1MiB")
+    terminal.wait_for("one", "started ")
+    session = session_of(incus, name)
+    in_container(name, f"mkdir {STATE}/many && cd {STATE}/many && seq 20000 | xargs mkdir", cci_environ)
+    ended = run_cci("shutdown", name, env=cci_environ, timeout=300)
+    assert ended.returncode == 0, ended.stderr
+    used = subprocess.run(["du", "-s", "--block-size=1", str(isolated_env / ".cci")], capture_output=True, text=True,
+                          check=True)
+    assert int(used.stdout.split()[0]) < 4 << 20, ended.stderr  # du: the blocks written
+    assert "the save stopped at its bound (1 MiB, [limits] save_size)" in ended.stderr
+    assert session in [entry["id"] for entry in saved_sessions(cci_environ)]
+
+
 @pytest.mark.parametrize(("flag", "said"), [
     ("memmory=1GiB", "unknown key 'memmory' (did you mean 'memory'?)"),
     ("disk=1GiB", "disk: '1GiB' is too small: give at least 4GiB"),
