@@ -40,19 +40,30 @@ INSTANCE_NAME = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z"
 MIN_FINGERPRINT_PREFIX = 12
 
 
+#: the ioctls that make a btrfs subvolume (BTRFS_IOC_SNAP_CREATE, _SUBVOL_CREATE, _SNAP_CREATE_V2, _SUBVOL_CREATE_V2),
+#: refused by seccomp (lines Incus adds to its default deny list, in LXC's syntax). On a btrfs pool the root disk's
+#: ``size`` ([limits] disk) is a quota group of the container's subvolume; a subvolume made inside has one of its
+#: own, so whatever is written there (any user may make one) is outside the limit, up to a full pool. The command
+#: number is compared in its low 32 bits, which are all the kernel reads. Docker inside uses overlay2 all the same.
+NO_SUBVOLUMES = "".join(f"ioctl errno 1 [1,{command:#x},SCMP_CMP_MASKED_EQ,0xffffffff]\n"
+                        for command in (0x50009401, 0x5000940E, 0x50009417, 0x50009418))
+
+
 class IncusDriver(Driver):
     """Containers on Incus, reached through its unix socket or a remote HTTPS endpoint."""
 
     name = "incus"
     summary = "Incus system containers (local unix socket or remote HTTPS)"
-    #: unprivileged, with nesting so Docker works inside, and no guest API (``/dev/incus`` would show the host's
-    #: workspace path and cci's labels; a plugin that needs it sets it "true")
+    #: unprivileged, with nesting so Docker works inside, no guest API (``/dev/incus`` would show the host's
+    #: workspace path and cci's labels; a plugin that needs it sets it "true"), and no new btrfs subvolume
+    #: (:data:`NO_SUBVOLUMES`)
     base_config = MappingProxyType({
         "security.privileged": "false",
         "security.guestapi": "false",
         "security.nesting": "true",
         "security.syscalls.intercept.mknod": "true",
         "security.syscalls.intercept.setxattr": "true",
+        "security.syscalls.deny": NO_SUBVOLUMES,
     })
 
     def check_container_name(self, name: str) -> str | None:
