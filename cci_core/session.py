@@ -720,7 +720,9 @@ class SessionManager:
         finished = []
         for info in self.ended(listing):
             try:
-                if self.finish(self.driver.get(info.name)):
+                # one past its deadline is stopped at once, as the attached cci stops it (root inside can make a
+                # graceful stop wait its whole timeout); one stopped already needs no stop
+                if self.finish(self.driver.get(info.name), force=True):
                     finished.append(info.name)
                     if info.status != "stopped":
                         self._report(ended_by_duration(info.name, SessionRecord.from_labels(info.labels)))

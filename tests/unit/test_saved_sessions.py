@@ -438,6 +438,25 @@ def test_a_failed_save_deletes_nothing_and_is_retried(tmp_path: Path) -> None:
     assert container.name not in sessions.driver.containers
 
 
+def test_a_session_past_its_deadline_is_stopped_at_once_by_the_command_that_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a graceful stop waits up to 60 s, which root inside makes it take (systemctl mask halt.target): the agent had
+    # that much more time, and the user's 'cci list' hung as long; the attached cci forces it at the deadline too
+    sessions = manager(tmp_path)
+    container, _ctx = sessions.launch(LaunchRequest(tmp_path))
+    container.set_labels({"deadline": "1000"})
+    stops: list[bool] = []
+
+    def stop(self: FakeContainer, *, force: bool = False, timeout: int = 60) -> None:
+        stops.append(force)
+        self.state = "stopped"
+
+    monkeypatch.setattr(FakeContainer, "stop", stop)
+    assert sessions.reconcile() == [container.name]
+    assert stops == [True]
+
+
 class Ends:
     """Records each cci_session_end: the container, and whether it was deleted."""
 
