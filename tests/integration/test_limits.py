@@ -129,14 +129,26 @@ def test_a_session_past_its_deadline_whose_timer_the_agent_cancelled_is_ended_by
     assert session in [entry["id"] for entry in saved_sessions(cci_environ)]
 
 
+def bounded_session(terminal: Terminal, workspace: Path, incus: pylxd.Client, env: dict[str, str],
+                    save_size: str) -> tuple[str, str]:
+    """Start a session under ``--limit save_size=SAVE_SIZE`` in ``terminal``; its container's name and session id."""
+    name = container_name(workspace, 1)
+    shell(terminal, "one", workspace, env, "--limit", f"save_size={save_size}")
+    terminal.wait_for("one", "started ")
+    return name, session_of(incus, name)
+
+
+def blocks_written(directory: Path) -> int:
+    """The bytes of the blocks the files under ``directory`` hold (du: not the sizes they show)."""
+    used = subprocess.run(["du", "-s", "--block-size=1", str(directory)], capture_output=True, text=True, check=True)
+    return int(used.stdout.split()[0])
+
+
 def test_a_save_is_bounded_and_reads_no_big_file_into_memory_nor_writes_it(
     workspace: Path, driver: IncusDriver, incus: pylxd.Client, terminal: Terminal, cci_environ: dict[str, str],
     isolated_env: Path,
 ) -> None:
-    name = container_name(workspace, 1)
-    shell(terminal, "one", workspace, cci_environ, "--limit", "save_size=64MiB")
-    terminal.wait_for("one", "started ")
-    session = session_of(incus, name)
+    name, session = bounded_session(terminal, workspace, incus, cci_environ, "64MiB")
     in_container(name, f"truncate -s 1G {STATE}/sparse.bin && head -c 100M /dev/urandom > {STATE}/over.bin && "
                        f"echo kept > {STATE}/small.txt", cci_environ)
     timed = subprocess.run(["/usr/bin/time", "-f", "maxrss=%M", str(CCI), "shutdown", name], env=cci_environ,
@@ -146,9 +158,7 @@ def test_a_save_is_bounded_and_reads_no_big_file_into_memory_nor_writes_it(
     tree = isolated_env / ".cci" / "sessions-stand-in" / session / ".stand-in"
     assert (tree / "small.txt").read_bytes() == b"kept\n"
     assert not (tree / "sparse.bin").exists() and not (tree / "over.bin").exists()
-    used = subprocess.run(["du", "-s", "--block-size=1", str(isolated_env / ".cci")], capture_output=True, text=True,
-                          check=True)
-    assert int(used.stdout.split()[0]) < 8 << 20  # du: the blocks written, not the sizes shown
+    assert blocks_written(isolated_env / ".cci") < 8 << 20
     assert "2 file(s) over 64 MiB not saved" in timed.stderr
 
 
@@ -157,16 +167,11 @@ def test_a_save_of_many_empty_entries_stays_within_its_bound_on_the_host(
     isolated_env: Path,
 ) -> None:
     # the end's save walks the stopped container over SFTP, where names and directories cost the reader nothing
-    name = container_name(workspace, 1)
-    shell(terminal, "one", workspace, cci_environ, "--limit", "save_size=1MiB")
-    terminal.wait_for("one", "started ")
-    session = session_of(incus, name)
+    name, session = bounded_session(terminal, workspace, incus, cci_environ, "1MiB")
     in_container(name, f"mkdir {STATE}/many && cd {STATE}/many && seq 20000 | xargs mkdir", cci_environ)
     ended = run_cci("shutdown", name, env=cci_environ, timeout=300)
     assert ended.returncode == 0, ended.stderr
-    used = subprocess.run(["du", "-s", "--block-size=1", str(isolated_env / ".cci")], capture_output=True, text=True,
-                          check=True)
-    assert int(used.stdout.split()[0]) < 4 << 20, ended.stderr  # du: the blocks written
+    assert blocks_written(isolated_env / ".cci") < 4 << 20, ended.stderr
     assert "the save stopped at its bound (1 MiB, [limits] save_size)" in ended.stderr
     assert session in [entry["id"] for entry in saved_sessions(cci_environ)]
 

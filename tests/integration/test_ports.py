@@ -192,7 +192,7 @@ def test_port_add_and_remove_on_a_running_session_and_nothing_leads_back_to_the_
             assert_error(result, 4, f"127.0.0.1:{taken} is in use on the host")
             from cci_builtin_plugins.incus import ports
 
-            monkeypatch.setattr(ports, "check_free", lambda api, port: None)  # as if taken just after the check
+            monkeypatch.setattr(ports, "check_free", lambda *args, **kwargs: None)  # as if taken just after the check
             with pytest.raises(BackendError) as lost:
                 driver.get(name).publish_port(PublishedPort("127.0.0.1", taken, INSIDE))
             assert lost.value.message == f"127.0.0.1:{taken} is in use on the host"
@@ -301,7 +301,8 @@ def test_bad_port_specs_are_one_line_each_naming_where_they_came_from(
 
 def test_the_sandbox_brief_lists_the_ports_and_follows_cci_port_add_and_remove(
         tmp_path: Path, driver: IncusDriver, terminal: Terminal, cci_environ: dict[str, str]) -> None:
-    from tests.integration.test_sandbox_brief import BRIEF, assert_brief, shell, stand_in_workspace
+    from tests.integration.test_sandbox_brief import BRIEF, assert_brief, shell
+    from tests.stand_in import stand_in_workspace
 
     configured, added = free_port(), free_port()
     workspace = stand_in_workspace(tmp_path / "project", f'[ports]\npublish = ["{configured}:3000"]\n')

@@ -5,7 +5,6 @@ persistent session, and links the agent planted at its place never followed."""
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from pathlib import Path
 
@@ -18,23 +17,12 @@ from tests.integration.conftest import CCI, run_cci
 from tests.integration.terminal import Terminal
 from tests.integration.test_claude_image import ACCOUNT, CREDENTIALS
 from tests.integration.test_proxy_policy import PROXY_IMAGE
-from tests.workspace_config import write_trusted
+from tests.stand_in import stand_in_workspace
 
 pytestmark = pytest.mark.incus
 
 BRIEF = "/home/code/.stand-in/BRIEF.md"
 OWN_TEXT = "my own rule: run the tests first"
-
-
-def stand_in_workspace(root: Path, network: str = "") -> Path:
-    """A workspace whose sessions run the stand-in tool (its program copied in), with ``network`` config."""
-    from cci_stand_in_tool import SCRIPT
-
-    root.mkdir()
-    shutil.copy(SCRIPT, root / ".stand-in")
-    (root / ".stand-in").chmod(0o755)
-    write_trusted(root, f'[tool]\nname = "stand-in"\nbinary = "/workspace/.stand-in"\n{network}')
-    return root
 
 
 def inside(driver: IncusDriver, name: str, script: str) -> str:

@@ -8,7 +8,6 @@ copy on the host can be compared with what the restored container holds.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +23,7 @@ from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
 from tests.integration.conftest import CCI, assert_error, labels_on, run_cci, status_of
 from tests.integration.terminal import Terminal
-from tests.workspace_config import write_trusted
+from tests.stand_in import stand_in_workspace
 
 if TYPE_CHECKING:
     import pylxd
@@ -35,14 +34,7 @@ pytestmark = pytest.mark.incus
 @pytest.fixture
 def workspace(tmp_path: Path, isolated_env: Path) -> Path:
     """A workspace whose sessions run the stand-in tool."""
-    from cci_stand_in_tool import SCRIPT
-
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(SCRIPT, root / ".stand-in")
-    (root / ".stand-in").chmod(0o755)
-    write_trusted(root, '[tool]\nname = "stand-in"\nbinary = "/workspace/.stand-in"\n')
-    return root
+    return stand_in_workspace(tmp_path / "project")
 
 
 def in_container(name: str, script: str, env: dict[str, str]) -> str:
