@@ -403,7 +403,9 @@ class Container(ABC):
     ) -> int:
         """Run ``argv`` on a pty with the user's terminal attached; return its exit code.
 
-        Only ``environment`` (plus the terminal's ``TERM``) is passed.
+        Only ``environment`` (plus the terminal's ``TERM``) is passed. ``argv`` is a client that can
+        be attached again (cci attaches ``tmux attach-session``): a driver may run it once more when
+        the backend lost track of the first run right after the container started.
         """
 
 

@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 
 #: the largest prompt cci passes (a prompt is instructions, not data: put data into the workspace)
 MAX_PROMPT = 1 << 20
-#: where the prompt waits for the tool inside the container: a directory of the container user's (0700) on the
-#: tmpfs ``/run``, so that the tool's user can remove the file, and nothing of it is in the home or the workspace
-PROMPT_DIRECTORY = "/run/cci-prompt"
+#: where the prompt waits for the tool inside the container: a directory of the container user's (0700), so that the
+#: tool's user can remove the file, and nothing of it is in the home or the workspace. On the root disk: the container
+#: is still booting when the prompt is pushed, and a file in ``/run`` or ``/tmp`` may then be hidden by the tmpfs
+#: systemd mounts there (seen: 2 pushes into ``/run`` of 4 lost)
+PROMPT_DIRECTORY = "/var/lib/cci-prompt"
 PROMPT_FILE = f"{PROMPT_DIRECTORY}/prompt"
 #: the tool's standard input from the prompt file, which is removed before the tool starts
 _WITH_PROMPT = 'exec <"$1" && rm -f -- "$1" && shift && exec "$@"'

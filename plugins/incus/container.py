@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from cci_core.api import FileStatus, LimitsConfig, Mount, PublishedPort, SnapshotInfo
 
 _T = TypeVar("_T")
+#: seconds an update waits for the instance to be free of another operation (a shutdown holds it about 1 s)
+BUSY_TIMEOUT = 30.0
 
 #: the instance fields a PUT replaces
 _WRITABLE = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
@@ -357,29 +360,38 @@ class IncusContainer(Container):
     def _when_idle(self, request: Callable[[], _T]) -> _T:
         """Make ``request``; if Incus says another operation holds the instance, wait for it and retry.
 
-        That happens when another cci process's create of the same name (which
-        will fail) briefly locks this instance.
+        That happens when another cci process's create of the same name (which will fail) briefly
+        locks this instance: an API operation, waited on. And while the container shuts itself down
+        (a poweroff inside; a stop after its processes ran out), Incus holds a lock of its own for about
+        a second that no API operation or event shows: then a growing pause, up to :data:`BUSY_TIMEOUT`.
         """
-        for _attempt in range(20):
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        pause = 0.02
+        while True:
             try:
                 return request()
             except APIError as exc:
-                if not is_busy(exc):
+                if not is_busy(exc) or time.monotonic() >= deadline:
                     raise
-                self._wait_for_other_operations()
-        return request()
+                if not self._wait_for_other_operations():
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.5)
 
-    def _wait_for_other_operations(self) -> None:
-        """Wait (on Incus's /wait endpoint, not a timer) for running operations that touch this instance."""
+    def _wait_for_other_operations(self) -> bool:
+        """Wait (on Incus's /wait endpoint, not a timer) for running operations that touch this instance;
+        whether there were any."""
         listing = self._api.get("/1.0/operations", "listing operations", recursion=1) or {}
+        waited = False
         for operation in listing.get("running", []):
             resources = operation.get("resources") or {}
             if any(url.split("?")[0].rstrip("/").endswith(f"/instances/{self.name}")
                    for url in resources.get("instances", [])):
+                waited = True
                 try:
                     self._api.wait(f"/1.0/operations/{operation['id']}", "waiting", timeout=30)
                 except APIError:  # it may have failed, or finished and gone already
                     pass
+        return waited
 
     def _patch(self, body: dict[str, Any], action: str) -> None:
         """PATCH merges the given config keys and devices into the instance."""

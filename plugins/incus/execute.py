@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib import parse
 
 from cci_core.api import ExecResult, OutputHandler
 from cci_builtin_plugins.incus.errors import APIError
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.websocket import close_quietly
+
+_T = TypeVar("_T")
 
 #: how long an exec keeps being retried while the container's init cannot fork commands yet
 NOT_READY_TIMEOUT = 30.0
@@ -109,16 +111,25 @@ def run_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: int 
     action = f"running {argv[0] if argv else '?'} in {instance}"
     body = exec_body(argv, user=user, group=group, environment=environment or {}, cwd=cwd, interactive=False,
                      user_groups=user_groups)
+    return when_ready(lambda: _run_once(api, instance, body, action, stdout, stderr))
+
+
+def is_not_ready(exc: BaseException) -> bool:
+    """Whether an exec failed because the container's init could not fork it yet (right after a start): the command
+    never ran, so running it again is safe."""
+    return isinstance(exc, APIError) and "Failed to retrieve PID of executing child process" in exc.detail
+
+
+def when_ready(attempt: Callable[[], _T]) -> _T:
+    """``attempt()``, made again while it fails with :func:`is_not_ready`: Incus offers no event for "ready",
+    so with a growing pause, up to :data:`NOT_READY_TIMEOUT`."""
     deadline = time.monotonic() + NOT_READY_TIMEOUT
     pause = 0.02
     while True:
         try:
-            return _run_once(api, instance, body, action, stdout, stderr)
+            return attempt()
         except APIError as exc:
-            # right after a start, the container's init may not be able to fork commands yet; Incus
-            # offers no event for "ready", so retry with a growing pause until the deadline
-            if "Failed to retrieve PID of executing child process" not in exc.detail \
-                    or time.monotonic() + pause > deadline:
+            if not is_not_ready(exc) or time.monotonic() + pause > deadline:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 0.5)

@@ -7,6 +7,10 @@ socket; what the pty writes comes back on it; a SIGWINCH sends the new size.
 The exit status is what Incus reports for the command once its output ended.
 When the container stops under it (a poweroff inside) Incus may report none:
 that counts as :data:`KILLED`, the status of a command killed with its container.
+
+Right after a start, Incus may fail the exec ("Failed to retrieve PID of executing child
+process") although a client ran and drew its screen: the attach is then made again, as the
+commands of :mod:`.execute` are (what is attached, ``tmux attach-session``, only redraws).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from cci_core.api import UsageError
-from cci_builtin_plugins.incus.execute import ExecStart, exec_body
+from cci_builtin_plugins.incus.execute import ExecStart, exec_body, is_not_ready, when_ready
 from cci_builtin_plugins.incus.websocket import close_quietly, on_stop
 
 if TYPE_CHECKING:
@@ -55,8 +59,7 @@ def attach_terminal(
     That is :data:`KILLED` when the container stopped under it, and 0 when our terminal closed first.
     ``user_groups``: see :func:`~cci_builtin_plugins.incus.execute.exec_body`.
     """
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-    if not os.isatty(stdin):
+    if not os.isatty(sys.stdin.fileno()):
         raise UsageError("this needs a terminal (stdin is not a tty)")
     columns, lines = shutil.get_terminal_size()
     environment = {"TERM": os.environ.get("TERM", "xterm-256color"), **environment}
@@ -64,6 +67,13 @@ def attach_terminal(
                         user_groups=user_groups),
             "width": columns, "height": lines}
     action = f"running {argv[0]} in {instance}"
+    return when_ready(lambda: _attach_once(api, instance, body, action))
+
+
+def _attach_once(api: IncusAPI, instance: str, body: Mapping[str, Any], action: str) -> int:
+    """One interactive exec with our terminal attached (see :func:`attach_terminal`); the :class:`APIError` of
+    an exec that Incus lost track of at once (:func:`~cci_builtin_plugins.incus.execute.is_not_ready`)."""
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     started = ExecStart(api, instance, body, action)
 
     wake_read, wake_write = os.pipe()
@@ -122,6 +132,8 @@ def attach_terminal(
     finished = outcome.get("done")
     if closed and finished is None:  # the user's terminal closed first: the command may still run
         return 0
+    if isinstance(finished, Exception) and is_not_ready(finished):
+        raise finished
     if finished is None or isinstance(finished, Exception):  # it ended with no status: the container went
         return KILLED
     return int((finished.get("metadata") or {}).get("return", 0))

@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.incus
 
-#: waits until systemd inside has mounted the cgroup files (a 'cci run' does not wait for the boot); at most 30 s
-CGROUPS = ("n=0; until [ -e /sys/fs/cgroup/pids/pids.max ] && [ -e /sys/fs/cgroup/memory/memory.limit_in_bytes ]; "
-           "do n=$((n+1)); [ $n -gt 300 ] && exit 9; sleep 0.1; done; ")
+#: waits until the container has booted (a 'cci run' does not wait for the boot), at most 60 s: a command that takes
+#: every process the limit allows while systemd still starts units leaves it without a bus (seen), and once stopped
+#: it altogether (in CI). Early on, systemctl cannot reach systemd at all (no bus): asked again then
+BOOTED = ("n=0; until s=$(timeout 60 systemctl is-system-running --wait 2>/dev/null); [ \"$s\" = running ] || "
+          "[ \"$s\" = degraded ]; do n=$((n+1)); [ $n -gt 300 ] && exit 9; sleep 0.2; done; ")
 STATE = "/home/code/.stand-in"
 
 
@@ -39,7 +41,7 @@ def lines_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 def test_limits_are_visible_and_enforced_inside(driver: IncusDriver, incus: pylxd.Client, tmp_path: Path,
                                                 cci_environ: dict[str, str]) -> None:
     # a bounded process test: one shell starts sleeps until fork fails (dash gives up at once), never a fork bomb
-    script = CGROUPS + (
+    script = BOOTED + (
         "echo pids=$(cat /sys/fs/cgroup/pids/pids.max); echo memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes);"
         " echo cpus=$(nproc);"
         " (i=0; while :; do sleep 600 & i=$((i+1)); echo $i > /tmp/started; done) 2>/tmp/fork-error;"
@@ -60,7 +62,7 @@ def test_a_profile_and_the_flag_reach_the_container_and_the_flag_wins(
 ) -> None:
     write_trusted(tmp_path, '[limits]\nprocesses = 300\n[profiles.small.limits]\nprocesses = 77\ncpu = "1"\n'
                             'memory = "256MiB"\n')
-    script = CGROUPS + ("echo pids=$(cat /sys/fs/cgroup/pids/pids.max); echo cpus=$(nproc); "
+    script = BOOTED + ("echo pids=$(cat /sys/fs/cgroup/pids/pids.max); echo cpus=$(nproc); "
                         "echo memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)")
     plain = lines_of(run_cci("--workspace", str(tmp_path), "run", "--", "sh", "-c", script, env=cci_environ))
     assert plain["pids"] == "300"

@@ -299,3 +299,15 @@ def test_clean_ends_an_interrupted_end_again_and_undoes_an_interrupted_restart(
     for name in (ending.name, restarting.name):  # persistent: ended (saved) and kept, never deleted
         assert (status_of(incus, name), labels_on(incus, name)["state"]) == ("stopped", "saved")
     assert status_of(incus, busy.name) == "running" and labels_on(incus, busy.name)["state"] == "ending"
+
+
+def test_a_run_whose_container_powers_itself_off_ends_cleanly(tmp_path: Path, incus: pylxd.Client,
+                                                               cci_environ: dict[str, str]) -> None:
+    # while the container shuts itself down, Incus refuses any update of it ("Instance is busy running a "stop"
+    # operation") with no API operation to wait for: cci's end of the session waited for none and failed
+    result = run_cci("--workspace", str(tmp_path), "run", "--", "sh", "-c",
+                     "until sudo -n poweroff 2>/dev/null; do sleep 0.1; done; sleep 60", env=cci_environ)
+    assert "Traceback" not in result.stderr and "busy" not in result.stderr, result.stderr
+    assert result.returncode != 0 and not result.stdout, (result.returncode, result.stdout, result.stderr)
+    assert not [instance.name for instance in incus.instances.all()
+                if instance.name.startswith(container_name(tmp_path, 1)[:-1])]

@@ -180,6 +180,8 @@ def test_a_headless_run_passes_the_prompt_streams_returns_the_code_and_saves_the
     # the prompt private to the container user, in a directory of the user's (the wrapper removes the file)
     assert execute.prompt_at_start == (b"hello", 0o600, 1000, 1000)
     assert execute.directory_at_start == (0o700, 1000, 1000) and PROMPT_FILE.startswith(PROMPT_DIRECTORY + "/")
+    # on the root disk: the container still boots, and the tmpfs systemd mounts on /run or /tmp would hide it
+    assert not PROMPT_DIRECTORY.startswith(("/run/", "/tmp/", "/dev/"))
     assert sessions.driver.containers == {}  # ephemeral whatever [defaults] persistent says: ended and deleted
     assert said == [f"session {session} saved: 'cci shell --resume={session}' continues it "
                     f"('cci run --resume={session} --prompt ...' headless)"]
