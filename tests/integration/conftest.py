@@ -15,6 +15,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
+from cci_core.errors import CciError
 from cci_core.config import Config, NetworkConfig, Override, load_config
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.incus.networks import network_name
@@ -76,10 +77,14 @@ def driver(config: Config, tmp_path: Path) -> Iterator[IncusDriver]:
     for info in driver.list_containers():
         workspace = info.labels.get("workspace", "")
         if info.name in _NAMED or workspace == owned_root or workspace.startswith(owned_root + "/"):
-            container = driver.get(info.name)
-            if info.status != "stopped":
-                container.stop(force=True)
-            container.delete()
+            try:
+                container = driver.get(info.name)
+                if info.status != "stopped":
+                    container.stop(force=True)
+                container.delete()
+            except CciError:
+                if driver.exists(info.name):  # (a 'cci run''s detached end may have deleted it meanwhile)
+                    raise
     _NAMED.clear()
 
 
@@ -102,10 +107,22 @@ def status_of(incus: pylxd.Client, name: str) -> str:
     return str(incus.instances.get(name).status).lower()
 
 
-def in_workspace(incus: pylxd.Client, workspace: Path) -> list[str]:
-    """Names of the instances cci labelled with ``workspace`` (other tests may use the project meanwhile)."""
-    return [instance.name for instance in incus.instances.all(recursion=1)
-            if instance.config.get(LABEL_PREFIX + "workspace") == str(workspace)]
+def in_workspace(incus: pylxd.Client, workspace: Path, timeout: float = 60) -> list[str]:
+    """Names of the instances cci labelled with ``workspace`` (other tests may use the project meanwhile), once
+    those a detached end is at work on (``ending`` under a live launcher: a 'cci run' that returned) are gone."""
+    import time
+
+    from cci_core.session_record import launcher_alive
+
+    deadline = time.monotonic() + timeout
+    while True:
+        instances = [instance for instance in incus.instances.all(recursion=1)
+                     if instance.config.get(LABEL_PREFIX + "workspace") == str(workspace)]
+        if time.monotonic() > deadline or not any(
+                instance.config.get(LABEL_PREFIX + "state") == "ending"
+                and launcher_alive(instance.config.get(LABEL_PREFIX + "launcher", "")) for instance in instances):
+            return [instance.name for instance in instances]
+        time.sleep(0.1)
 
 
 def aliased(incus: pylxd.Client, prefix: str) -> dict[str, tuple[str, ...]]:
