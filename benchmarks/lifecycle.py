@@ -74,6 +74,10 @@ def incus_options(description: str, runs: int, image: str) -> argparse.Namespace
     return parser.parse_args()
 
 
+#: marks the benchmark's own polling requests, left out of the counts
+POLL = "bench-poll"
+
+
 class RequestCounter:
     """``with RequestCounter(project) as counter: counter.count(action)`` -> the requests ``action`` made.
 
@@ -142,7 +146,19 @@ class RequestCounter:
         end = self._mark()
         with self._seen:
             lines = self._lines[start + 1:end]
-        return Counter(f"{line['method']} {shape(line['url'])}" for line in lines)
+        return Counter(f"{line['method']} {shape(line['url'])}" for line in lines if POLL not in line["url"])
+
+    def wait_gone(self, prefix: str, timeout: float = 60) -> None:
+        """Wait until no instance's name starts with ``prefix`` (a 'cci run''s detached end deletes its container
+        after it returned); its requests carry :data:`POLL`, which :meth:`count` leaves out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            listed = subprocess.run(["incus", "query", f"/1.0/instances?project={self.project}&{POLL}=1"],
+                                    capture_output=True, text=True, check=True).stdout
+            if not any(url.rsplit("/", 1)[-1].split("?")[0].startswith(prefix) for url in json.loads(listed)):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"instances named {prefix}* still there after {timeout} s")
 
 
 def shape(url: str) -> str:
@@ -209,8 +225,13 @@ def main() -> int:
         finally:
             sh(*incus, "delete", "--force", *names)
 
+        from cci_core.naming import workspace_id
+
         with RequestCounter(args.project) as counter:
-            ours, theirs = counter.count(with_cci), counter.count(by_hand)
+            prefix = f"cci-{workspace_id(workspace)}-"
+            counter.wait_gone(prefix)
+            ours = counter.count(lambda: (with_cci(), counter.wait_gone(prefix)))  # the detached end's requests too
+            theirs = counter.count(by_hand)
         print(f"(c) API requests per run: cci {sum(ours.values())}, floor {sum(theirs.values())}; cci's:")
         print(summary(ours))
     return 0

@@ -7,45 +7,57 @@ end begins, as ``python -m cci_core.cli.detached_end`` in a session of its own (
 Ctrl+C or hangup reaches it), its output discarded. It reads the invocation's global flags and
 the container's name from its standard input, loads the same config, plugins and driver meanwhile,
 waits until the pipe closes (the caller released it, or died), then ends the session if its
-``launcher`` label names this process. If this process dies first, the session stays ``ending``
+``launcher`` label names this process. It works with the config the caller had loaded (and trusted)
+before the command ran, never one read again: the agent may have rewritten the workspace's
+``.cci.toml`` meanwhile. If this process dies first, the session stays ``ending``
 under a dead launcher, and the next cci command ends it again
 (:meth:`~cci_core.session.SessionManager.reconcile`).
 """
 
 from __future__ import annotations
 
+import copyreg
 import os
 import pickle
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import IO, NamedTuple
+from types import MappingProxyType
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from cci_core.cli.options import GlobalOptions
 from cci_core.session_record import launcher_id
+
+if TYPE_CHECKING:
+    from cci_core.config import Config
 
 
 class _Job(NamedTuple):
-    options: GlobalOptions
+    config: Config
     name: str
     delete: bool | None
+
+
+def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    """Unpickles a read-only mapping of the config (pickle has no way of its own)."""
+    return MappingProxyType(items)
 
 
 class DetachedEndProcess:
     """The parent's handle on one detached end (a :class:`~cci_core.session.DetachedEnd`)."""
 
-    def __init__(self, options: GlobalOptions, name: str, delete: bool | None) -> None:
-        job = _Job(options._replace(env=dict(options.env) if options.env is not None else None,
-                                    limit=dict(options.limit) if options.limit is not None else None), name, delete)
+    def __init__(self, config: Config, name: str, delete: bool | None) -> None:
         self._process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                          start_new_session=True)
         self.launcher = f"{launcher_id().rpartition(':')[0]}:{self._process.pid}"
         assert self._process.stdin is not None
         self._pipe: IO[bytes] = self._process.stdin
+        pickler = pickle.Pickler(self._pipe)
+        pickler.dispatch_table = {**copyreg.dispatch_table,
+                                  MappingProxyType: lambda proxy: (_mapping_proxy, (dict(proxy),))}
         try:
-            pickle.dump(job, self._pipe)
+            pickler.dump(_Job(config, name, delete))
             self._pipe.flush()
         except OSError:  # it died at once: the session is ended again by the next command
             pass
@@ -57,9 +69,9 @@ class DetachedEndProcess:
             pass
 
 
-def starter(options: GlobalOptions) -> Callable[[str, bool | None], DetachedEndProcess]:
-    """The :attr:`~cci_core.session.SessionManager.detached_end` of an invocation with these global flags."""
-    return lambda name, delete: DetachedEndProcess(options, name, delete)
+def starter(config: Config) -> Callable[[str, bool | None], DetachedEndProcess]:
+    """The :attr:`~cci_core.session.SessionManager.detached_end` of an invocation with this config."""
+    return lambda name, delete: DetachedEndProcess(config, name, delete)
 
 
 def main() -> int:
@@ -67,11 +79,12 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     job: _Job = pickle.load(sys.stdin.buffer)
-    from cci_core.cli.state import AppState
+    from cci_core.plugin_manager import load_plugins
     from cci_core.session import SessionManager
 
-    state = AppState(job.options)
-    manager = SessionManager(state.config, state.driver, state.plugins, warn=lambda message: None)
+    plugins = load_plugins(job.config.plugins.disabled, warn=lambda message: None)
+    driver = plugins.registries.drivers.get(job.config.defaults.driver)(job.config)
+    manager = SessionManager(job.config, driver, plugins, warn=lambda message: None)
     sys.stdin.buffer.read()  # until the caller lets go (or is gone)
     manager.carry_on_end(job.name, job.delete)
     return 0

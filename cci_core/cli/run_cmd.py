@@ -77,7 +77,7 @@ def run(ctx: click.Context, command: tuple[str, ...], prompt: str | None, prompt
         else:
             from cci_core.cli.detached_end import starter
 
-            manager.detached_end = starter(state.options)  # the save and delete go on after this process returns
+            manager.detached_end = starter(state.config)  # the save and delete go on after this process returns
             code = manager.run(request, command, stdout=out, stderr=err, say=_say)
     ctx.exit(code)
 

@@ -8,15 +8,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from cci_core.errors import CciError
 from cci_core.config import Config, NetworkConfig, Override, load_config
+from cci_core.driver import ContainerInfo
+from cci_core.errors import CciError
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.incus.networks import network_name
 from cci_builtin_plugins.network.restricted import RestrictedPolicy
@@ -74,18 +75,24 @@ def driver(config: Config, tmp_path: Path) -> Iterator[IncusDriver]:
     _NAMED.clear()
     yield driver
     owned_root = str(tmp_path.resolve())
+    remove_containers(driver, lambda info: info.name in _NAMED or (workspace := info.labels.get("workspace", ""))
+                      == owned_root or workspace.startswith(owned_root + "/"))
+    _NAMED.clear()
+
+
+def remove_containers(driver: IncusDriver, chosen: Callable[[ContainerInfo], bool]) -> None:
+    """Stop and delete the containers ``chosen`` picks; one deleted meanwhile (by a 'cci run''s detached end) is
+    gone as wished."""
     for info in driver.list_containers():
-        workspace = info.labels.get("workspace", "")
-        if info.name in _NAMED or workspace == owned_root or workspace.startswith(owned_root + "/"):
+        if chosen(info):
             try:
                 container = driver.get(info.name)
                 if info.status != "stopped":
                     container.stop(force=True)
                 container.delete()
             except CciError:
-                if driver.exists(info.name):  # (a 'cci run''s detached end may have deleted it meanwhile)
+                if driver.exists(info.name):
                     raise
-    _NAMED.clear()
 
 
 @pytest.fixture(scope="session")
