@@ -90,7 +90,12 @@ class RequestCounter:
     """
 
     def __init__(self, project: str) -> None:
+        from cci_builtin_plugins.incus.connection import Endpoint
+        from cci_builtin_plugins.incus.rest import IncusAPI
+        from tests.incus_env import SOCKET
+
         self.project = project
+        self._api = IncusAPI(Endpoint(SOCKET), project)
         self._lines: list[dict[str, str]] = []
         self._seen = threading.Condition()
         self._monitor: subprocess.Popen[str] | None = None
@@ -125,13 +130,12 @@ class RequestCounter:
     def _mark(self) -> int:
         """Make a marker request and wait until the feed shows it; the index of its line."""
         marker = f"bench-marker-{uuid.uuid4().hex[:12]}"
-        subprocess.run(["incus", "query", f"/1.0/instances/{marker}?project={self.project}"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        with self._seen:
-            found = self._seen.wait_for(lambda: self._index(marker) is not None, timeout=30)
-            if not found:
-                raise RuntimeError("the Incus logging feed showed no marker request within 30 s")
-            return self._index(marker) or 0
+        for _attempt in range(60):  # made again until seen: the feed may not be connected yet
+            self._api.raw("GET", f"/1.0/instances/{marker}")  # one request (the incus CLI would GET /1.0 first)
+            with self._seen:
+                if self._seen.wait_for(lambda: self._index(marker) is not None, timeout=0.5):
+                    return self._index(marker) or 0
+        raise RuntimeError("the Incus logging feed showed no marker request within 30 s")
 
     def _index(self, marker: str) -> int | None:
         for index in range(len(self._lines) - 1, -1, -1):
@@ -153,9 +157,8 @@ class RequestCounter:
         after it returned); its requests carry :data:`POLL`, which :meth:`count` leaves out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            listed = subprocess.run(["incus", "query", f"/1.0/instances?project={self.project}&{POLL}=1"],
-                                    capture_output=True, text=True, check=True).stdout
-            if not any(url.rsplit("/", 1)[-1].split("?")[0].startswith(prefix) for url in json.loads(listed)):
+            listed = self._api.raw("GET", "/1.0/instances", params={POLL: 1}).json()["metadata"]
+            if not any(url.rsplit("/", 1)[-1].split("?")[0].startswith(prefix) for url in listed):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"instances named {prefix}* still there after {timeout} s")

@@ -590,9 +590,10 @@ class SessionManager:
         for the next command to retry, and raises; with ``delete`` (``cci kill``) the
         session is ended all the same, with a warning, and its last save stays.
 
-        With ``detach`` (``cci run``) and a :attr:`detached_end`, this process returns once the container
-        has stopped and the ``cci_session_end`` hooks have reported (nothing in the container can act any
-        more): the save and the delete are left to a detached process (see :meth:`carry_on_end`), which
+        With ``detach`` (``cci run``) and a :attr:`detached_end`, this process returns once the container's
+        processes are dead (:meth:`~cci_core.driver.Container.kill`, with ``force``) and the ``cci_session_end``
+        hooks have reported (nothing in the container can act any more): the rest of the stop, the save and
+        the delete are left to a detached process (see :meth:`carry_on_end`), which
         holds the session (``ending``) from the start, so that an end it does not complete is recovered
         by the next command's :meth:`reconcile`.
         """
@@ -612,7 +613,10 @@ class SessionManager:
         handed_back = record.owner()
         try:
             if container.status() != "stopped":
-                self._stop(container, force=force, timeout=timeout)
+                if helper is not None and force:
+                    container.kill()  # (the helper waits for the rest of the stop)
+                else:
+                    self._stop(container, force=force, timeout=timeout)
         except BaseException:
             container.set_labels(handed_back)  # not stopped, or interrupted: nothing has ended
             raise
@@ -639,7 +643,7 @@ class SessionManager:
         previous = record.previous or State.RUNNING
         handed_back = {"state": previous.value, "launcher": me}  # a dead launcher: the next command retries
         try:
-            if container.status() != "stopped":
+            if container.status() != "stopped" and not container.wait_stopped(60):  # the killed one's stop goes on
                 self._stop(container, force=True, timeout=0)
         except BaseException:
             container.set_labels(handed_back)
