@@ -603,11 +603,13 @@ class SessionManager:
         if state not in (State.RUNNING, State.SAVED, State.LAUNCHING):
             return False
         assert state is not None
-        helper = self.detached_end(container.name, delete) if detach and self.detached_end is not None else None
+        helper = self._detached_end(container.name, delete) if detach else None
         ending = {"state": State.ENDING.value, "launcher": helper.launcher if helper else launcher_id(),
                   "previous": state.value}
         if not container.compare_and_set_labels(_state(state), ending):
-            return False  # (a helper started finds the session is not its own, and leaves)
+            if helper is not None:
+                helper.release()  # it finds the session is not its own, and leaves
+            return False
         # handed back when the session is not ended now (to its own cci process, if it has one that still runs:
         # a 'cci run'), so that a later command retries
         handed_back = record.owner()
@@ -629,6 +631,17 @@ class SessionManager:
                 helper.release()
             return True
         return self._complete(container, labels, state, handed_back, delete)
+
+    def _detached_end(self, name: str, delete: bool | None) -> DetachedEnd | None:
+        """The detached process for :meth:`finish`'s ``detach``; None when there is none, or it could not start
+        (no process left under the user's limit, say): then the end is done here, as without ``detach``."""
+        if self.detached_end is None:
+            return None
+        try:
+            return self.detached_end(name, delete)
+        except OSError as exc:
+            self._report(f"ending {name} here: could not start a process to end it after cci returns ({exc})")
+            return None
 
     def carry_on_end(self, name: str, delete: bool | None = None) -> bool:
         """In the detached process a :meth:`finish` with ``detach`` started: end session ``name`` (stopped if it

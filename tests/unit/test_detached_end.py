@@ -89,7 +89,8 @@ def test_a_helper_whose_run_lost_the_end_to_another_process_does_nothing(workspa
     monkeypatch.setattr(container, "compare_and_set_labels", lambda expected, labels: False)  # another got there
     assert sessions.finish(container, force=True, delete=True, detach=True) is False
     monkeypatch.setattr(container, "compare_and_set_labels", original)
-    assert helper.released_after is None and container.labels()["state"] == "running"
+    # released at once (it leaves), the container left as it was
+    assert helper.released_after is not None and container.labels()["state"] == "running"
     monkeypatch.setattr("cci_core.session.launcher_id", lambda: GONE)
     assert sessions.carry_on_end(container.name, True) is False and sessions.driver.exists(container.name)
 
@@ -99,3 +100,18 @@ def test_without_a_helper_a_run_ends_everything_itself(workspace: Path) -> None:
     assert sessions.run(LaunchRequest(workspace), ["true"]) == 0
     assert recorder.calls[-2:] == ["cci_post_exit_save", "cci_session_end deleted=True"]
     assert sessions.driver.containers == {}  # type: ignore[attr-defined]
+
+
+def test_a_helper_that_cannot_start_leaves_the_end_to_the_run(workspace: Path) -> None:
+    sessions, recorder = recorded(workspace)
+    warnings: list[str] = []
+    sessions.warn = warnings.append
+
+    def no_process(name: str, delete: bool | None) -> Helper:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    sessions.detached_end = no_process
+    assert sessions.run(LaunchRequest(workspace), ["true"]) == 0
+    assert recorder.calls[-2:] == ["cci_post_exit_save", "cci_session_end deleted=True"]
+    assert sessions.driver.containers == {}  # type: ignore[attr-defined]
+    assert len(warnings) == 1 and "could not start a process to end it" in warnings[0]
