@@ -615,10 +615,7 @@ class SessionManager:
         handed_back = record.owner()
         try:
             if container.status() != "stopped":
-                if helper is not None and force:
-                    container.kill()  # (the helper waits for the rest of the stop)
-                else:
-                    self._stop(container, force=force, timeout=timeout)
+                self._stop(container, force=force, timeout=timeout, kill=helper is not None)
         except BaseException:
             container.set_labels(handed_back)  # not stopped, or interrupted: nothing has ended
             raise
@@ -702,14 +699,20 @@ class SessionManager:
         return True
 
     @staticmethod
-    def _stop(container: Container, *, force: bool, timeout: int) -> None:
+    def _stop(container: Container, *, force: bool, timeout: int, kill: bool = False) -> None:
+        """Stop ``container`` (forced: at once; else within ``timeout`` seconds, or then forced); with ``kill`` and
+        ``force``, return once its processes are dead (:meth:`~cci_core.driver.Container.kill`)."""
         if not force:
             try:
                 container.stop(timeout=timeout)
                 return
             except CciError:
                 pass  # did not stop in time: force it
-        container.stop(force=True)
+        try:
+            container.kill() if kill else container.stop(force=True)
+        except CciError:
+            if container.status() != "stopped":
+                raise  # (stopped meanwhile: a stop already under way, of a killed container, say)
 
     def recover(self, container: Container) -> None:
         """Put right a container whose cci process died (see ``cci clean``).

@@ -83,16 +83,23 @@ def driver(config: Config, tmp_path: Path) -> Iterator[IncusDriver]:
 def remove_containers(driver: IncusDriver, chosen: Callable[[ContainerInfo], bool]) -> None:
     """Stop and delete the containers ``chosen`` picks; one deleted meanwhile (by a 'cci run''s detached end) is
     gone as wished."""
+    def remove(name: str) -> None:
+        container = driver.get(name)
+        if container.status() != "stopped":
+            try:
+                container.stop(force=True)
+            except CciError:
+                if container.status() != "stopped":  # (its stop was under way: a 'cci run' returns before it ends)
+                    raise
+        container.delete()
+
     for info in driver.list_containers():
         if chosen(info):
             try:
-                container = driver.get(info.name)
-                if info.status != "stopped":
-                    container.stop(force=True)
-                container.delete()
+                remove(info.name)
             except CciError:
                 if driver.exists(info.name):
-                    raise
+                    remove(info.name)  # once more: its stop or delete may have been under way
 
 
 @pytest.fixture(scope="session")

@@ -115,3 +115,20 @@ def test_a_helper_that_cannot_start_leaves_the_end_to_the_run(workspace: Path) -
     assert recorder.calls[-2:] == ["cci_post_exit_save", "cci_session_end deleted=True"]
     assert sessions.driver.containers == {}  # type: ignore[attr-defined]
     assert len(warnings) == 1 and "could not start a process to end it" in warnings[0]
+
+
+def test_a_container_that_stopped_on_its_own_meanwhile_is_ended_all_the_same(workspace: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_core.errors import BackendError
+
+    sessions, recorder = recorded(workspace)
+    container, _ctx = sessions.launch(LaunchRequest(workspace))
+    sessions.detached_end = Helper(GONE, recorder, sessions)
+
+    def stopped_already() -> None:  # (a poweroff inside finished first: Incus refuses the stop)
+        container.state = "stopped"  # type: ignore[attr-defined]
+        raise BackendError(f"stopping {container.name}: The instance is already stopped")
+
+    monkeypatch.setattr(container, "kill", stopped_already)
+    assert sessions.finish(container, force=True, delete=True, detach=True) is True
+    assert container.labels()["state"] == "ending" and recorder.calls[-1] == "cci_session_end deleted=True"
