@@ -246,6 +246,12 @@ class Container(ABC):
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
         """Stop: a clean shutdown within ``timeout`` seconds, or at once with ``force``."""
 
+    def kill(self) -> None:
+        """Kill every process of the container at once and return when none runs: nothing inside can act from then
+        on, though the container may still be stopping (:meth:`wait_stopped` waits for that). By default a forced
+        :meth:`stop`, which returns once it has stopped for good."""
+        self.stop(force=True)
+
     @abstractmethod
     def delete(self) -> None:
         """Delete the container; it must be stopped."""

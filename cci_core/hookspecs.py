@@ -221,10 +221,12 @@ def cci_session_end(ctx: LaunchContext, deleted: bool, report: Callable[[str], N
 
     Called once the session's container has stopped, even when its save failed:
     the container is then kept (``deleted`` False) for a later command to retry
-    the save, which calls this hook again. So it must be idempotent.
+    the save, which calls this hook again. A ``cci run`` calls it before it returns,
+    once stopped, and the detached process that saves and deletes the container
+    after it calls it again (its reports go nowhere). So it must be idempotent.
 
     :param ctx: the ended session.
-    :param deleted: whether the container was deleted.
+    :param deleted: whether the container was deleted (or is being deleted, by that detached process).
     :param report: prints one line the user should read (a warning) with the command's output.
     """
 

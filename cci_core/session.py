@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from cci_core.context import LaunchContext, Mount, SessionEvent
 from cci_core.driver import Container, ContainerExistsError, ContainerInfo, ContainerSpec, Driver
@@ -103,6 +103,18 @@ class Opened(NamedTuple):
         return list(tool.command(self.ctx.session_id, resume=resuming)) if tool else None
 
 
+class DetachedEnd(Protocol):
+    """A process started to carry on the end of one session after this one returns (see
+    :meth:`SessionManager.finish`): it waits until released (or until this process is gone), then calls
+    :meth:`SessionManager.carry_on_end`."""
+
+    #: its ``launcher`` label (see :func:`~cci_core.session_record.launcher_id`)
+    launcher: str
+
+    def release(self) -> None:
+        """Let it carry on: the container has stopped."""
+
+
 def _state(value: State) -> dict[str, str]:
     return {"state": value.value}
 
@@ -117,6 +129,8 @@ class SessionManager:
         self.plugins = plugins
         #: where problems that do not stop the command are reported (None: raise them)
         self.warn = warn
+        #: starts the detached process that carries on a :meth:`finish` with ``detach`` (None: none, ended here)
+        self.detached_end: Callable[[str, bool | None], DetachedEnd] | None = None
 
     # -- open ----------------------------------------------------------------------------------------
 
@@ -562,7 +576,7 @@ class SessionManager:
         return self.finish(self.driver.get(name), force=force, timeout=timeout, delete=delete)
 
     def finish(self, container: Container, *, force: bool = False, timeout: int = 60,
-               delete: bool | None = None) -> bool:
+               delete: bool | None = None, detach: bool = False) -> bool:
         """End a session: stop it if it runs, save it, then delete it unless it is persistent.
 
         The first process to move the session to ``ending`` does the work; any
@@ -575,6 +589,13 @@ class SessionManager:
         the tool's plugin gone: never what the container holds) keeps the container
         for the next command to retry, and raises; with ``delete`` (``cci kill``) the
         session is ended all the same, with a warning, and its last save stays.
+
+        With ``detach`` (``cci run``) and a :attr:`detached_end`, this process returns once the container's
+        processes are dead (:meth:`~cci_core.driver.Container.kill`, with ``force``) and the ``cci_session_end``
+        hooks have reported (nothing in the container can act any more): the rest of the stop, the save and
+        the delete are left to a detached process (see :meth:`carry_on_end`), which
+        holds the session (``ending``) from the start, so that an end it does not complete is recovered
+        by the next command's :meth:`reconcile`.
         """
         labels = container.labels()
         record = SessionRecord.from_labels(labels)
@@ -582,21 +603,77 @@ class SessionManager:
         if state not in (State.RUNNING, State.SAVED, State.LAUNCHING):
             return False
         assert state is not None
-        if not container.compare_and_set_labels(_state(state), {"state": State.ENDING.value,
-                                                                "launcher": launcher_id(), "previous": state.value}):
+        helper = self._detached_end(container.name, delete) if detach else None
+        ending = {"state": State.ENDING.value, "launcher": helper.launcher if helper else launcher_id(),
+                  "previous": state.value}
+        if not container.compare_and_set_labels(_state(state), ending):
+            if helper is not None:
+                helper.release()  # it finds the session is not its own, and leaves
             return False
         # handed back when the session is not ended now (to its own cci process, if it has one that still runs:
         # a 'cci run'), so that a later command retries
         handed_back = record.owner()
-        failure: CciError | None = None
         try:
             if container.status() != "stopped":
-                self._stop(container, force=force, timeout=timeout)
+                self._stop(container, force=force, timeout=timeout, kill=helper is not None)
+        except BaseException:
+            container.set_labels(handed_back)  # not stopped, or interrupted: nothing has ended
+            raise
+        if helper is not None:
             try:
-                ctx = self.context(container.name, labels)
-            except CciError as exc:  # the tool's plugin is gone: nothing can save its state
-                ctx = self.context(container.name, record.but(tool="").to_labels())
-                failure = exc if state is State.RUNNING else None
+                ctx = self._ending_context(container.name, labels)[0]
+                self.plugins.hook.cci_session_end(ctx=ctx, deleted=(not ctx.persistent) if delete is None else delete,
+                                                  report=self._report)
+            finally:
+                helper.release()
+            return True
+        return self._complete(container, labels, state, handed_back, delete)
+
+    def _detached_end(self, name: str, delete: bool | None) -> DetachedEnd | None:
+        """The detached process for :meth:`finish`'s ``detach``; None when there is none, or it could not start
+        (no process left under the user's limit, say): then the end is done here, as without ``detach``."""
+        if self.detached_end is None:
+            return None
+        try:
+            return self.detached_end(name, delete)
+        except OSError as exc:
+            self._report(f"ending {name} here: could not start a process to end it after cci returns ({exc})")
+            return None
+
+    def carry_on_end(self, name: str, delete: bool | None = None) -> bool:
+        """In the detached process a :meth:`finish` with ``detach`` started: end session ``name`` (stopped if it
+        still runs: its cci process may have died first), save it, delete it; False when it is not this
+        process's to end (that ``finish`` lost the move to ``ending``)."""
+        container = self.driver.get(name)
+        labels = container.labels()
+        record = SessionRecord.from_labels(labels)
+        me = launcher_id()
+        if record.state is not State.ENDING or record.launcher != me:
+            return False
+        previous = record.previous or State.RUNNING
+        handed_back = {"state": previous.value, "launcher": me}  # a dead launcher: the next command retries
+        try:
+            if container.status() != "stopped" and not container.wait_stopped(60):  # the killed one's stop goes on
+                self._stop(container, force=True, timeout=0)
+        except BaseException:
+            container.set_labels(handed_back)
+            raise
+        return self._complete(container, labels, previous, handed_back, delete)
+
+    def _ending_context(self, name: str, labels: Mapping[str, str]) -> tuple[LaunchContext, CciError | None]:
+        """The context of a session that ends; when its tool's plugin is gone, the context without the tool, and why."""
+        try:
+            return self.context(name, labels), None
+        except CciError as exc:  # the tool's plugin is gone: nothing can save its state
+            return self.context(name, SessionRecord.from_labels(labels).but(tool="").to_labels()), exc
+
+    def _complete(self, container: Container, labels: Mapping[str, str], state: State,
+                  handed_back: Mapping[str, str], delete: bool | None) -> bool:
+        """The rest of :meth:`finish` once the container has stopped: the save (of a session that was running),
+        the delete (or the mark ``saved``), the ``cci_session_end`` hooks."""
+        try:
+            ctx, failure = self._ending_context(container.name, labels)
+            failure = failure if state is State.RUNNING else None
             # a saved session was saved when it ended; a launch never ran
             if failure is None and state is State.RUNNING:
                 try:
@@ -604,7 +681,7 @@ class SessionManager:
                 except CciError as exc:
                     failure = exc
         except BaseException:
-            container.set_labels(handed_back)  # not stopped, or interrupted: nothing has ended
+            container.set_labels(handed_back)  # interrupted: nothing has ended
             raise
         if failure is not None and not delete:
             container.set_labels(handed_back)  # nothing is deleted unsaved
@@ -622,14 +699,20 @@ class SessionManager:
         return True
 
     @staticmethod
-    def _stop(container: Container, *, force: bool, timeout: int) -> None:
+    def _stop(container: Container, *, force: bool, timeout: int, kill: bool = False) -> None:
+        """Stop ``container`` (forced: at once; else within ``timeout`` seconds, or then forced); with ``kill`` and
+        ``force``, return once its processes are dead (:meth:`~cci_core.driver.Container.kill`)."""
         if not force:
             try:
                 container.stop(timeout=timeout)
                 return
             except CciError:
                 pass  # did not stop in time: force it
-        container.stop(force=True)
+        try:
+            container.kill() if kill else container.stop(force=True)
+        except CciError:
+            if container.status() != "stopped":
+                raise  # (stopped meanwhile: a stop already under way, of a killed container, say)
 
     def recover(self, container: Container) -> None:
         """Put right a container whose cci process died (see ``cci clean``).
@@ -641,8 +724,8 @@ class SessionManager:
         record = SessionRecord.from_labels(container.labels())
         owner = record.owner()
         if record.state is State.ENDING and record.previous in (State.RUNNING, None):
-            if container.compare_and_set_labels(owner, _state(State.RUNNING)):
-                self.finish(self.driver.get(container.name))
+            if container.compare_and_set_labels(owner, _state(State.RUNNING)):  # (a 'cci run''s end is forced)
+                self.finish(self.driver.get(container.name), force=record.kind is Kind.RUN)
         elif not container.compare_and_set_labels(owner, {"state": State.ENDING.value, "launcher": launcher_id()}):
             return  # another cci process acted on it meanwhile
         elif record.previous is State.SAVED or (record.state is State.ENDING and record.previous is not State.LAUNCHING
@@ -673,13 +756,14 @@ class SessionManager:
     def run(self, request: LaunchRequest, command: Sequence[str], *, stdout: Any = None, stderr: Any = None,
             say: Callable[[str], None] | None = None) -> int:
         """``cci run``: ``command`` as the container user in a fresh container of ``request``'s workspace, which
-        is ended and deleted afterwards whatever happens; its exit code (124 when the session duration limit
-        stopped it: ``say`` tells why). See :func:`cci_core.session_headless.run_to_end`."""
+        is ended and deleted afterwards whatever happens (by a detached process once it has stopped, when there
+        is a :attr:`detached_end`); its exit code (124 when the session duration limit stopped it: ``say`` tells
+        why). See :func:`cci_core.session_headless.run_to_end`."""
         from cci_core.session_headless import run_to_end
 
         opened = self.open(request._replace(kind=Kind.RUN, persistent=False, resume_from=None))
         return run_to_end(self, opened.container, opened.ctx, command, stdout=stdout, stderr=stderr,
-                          say=say or self._report, delete=True)
+                          say=say or self._report, delete=True, detach=True)
 
     def run_prompt(self, request: LaunchRequest, prompt: Prompt, *, latest: bool = False, stdout: Any = None,
                    stderr: Any = None, say: Callable[[str], None] | None = None) -> int:
@@ -703,6 +787,14 @@ class SessionManager:
                 if (record := SessionRecord.from_labels(info.labels)).is_session and record.state is State.RUNNING
                 and (info.status == "stopped" or overdue(record.deadline))]
 
+    @staticmethod
+    def interrupted_ends(containers: Sequence[ContainerInfo]) -> list[ContainerInfo]:
+        """Sessions whose end was begun by a cci process that is gone, before it was saved: :meth:`recover` ends
+        them again."""
+        return [info for info in containers
+                if (record := SessionRecord.from_labels(info.labels)).is_session and record.state is State.ENDING
+                and record.previous in (State.RUNNING, None) and record.orphaned()]
+
     def current(self) -> list[ContainerInfo]:
         """The session containers, once those that ended unwatched are finished; those finished now are left out
         (deleted, or persistent and saved: the next listing shows them), as ``cci list`` always did."""
@@ -718,6 +810,14 @@ class SessionManager:
         """
         listing = self.driver.list_containers() if containers is None else containers
         finished = []
+        for info in self.interrupted_ends(listing):  # (a 'cci run''s detached end that did not complete, say)
+            try:
+                self.recover(self.driver.get(info.name))
+                finished.append(info.name)
+            except CciError as exc:
+                if self.warn is None:
+                    raise
+                self.warn(f"could not end {info.name} (kept, retried by the next command): {exc}")
         for info in self.ended(listing):
             try:
                 # one past its deadline is stopped at once, as the attached cci stops it (root inside can make a

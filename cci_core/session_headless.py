@@ -50,7 +50,7 @@ class Sessions(Protocol):
     def user_environment(self, ctx: LaunchContext) -> dict[str, str]: ...
 
     def finish(self, container: Container, *, force: bool = False, timeout: int = 60,
-               delete: bool | None = None) -> bool: ...
+               delete: bool | None = None, detach: bool = False) -> bool: ...
 
 
 class Prompt(NamedTuple):
@@ -144,10 +144,12 @@ def run_headless(manager: Sessions, container: Container, ctx: LaunchContext, pr
 
 def run_to_end(manager: Sessions, container: Container, ctx: LaunchContext, argv: Sequence[str], *,
                stdout: OutputHandler | None = None, stderr: OutputHandler | None = None,
-               say: Callable[[str], None] = lambda line: None, delete: bool | None = None) -> int:
+               say: Callable[[str], None] = lambda line: None, delete: bool | None = None,
+               detach: bool = False) -> int:
     """Run ``argv`` as the container user in the workspace until it exits, or until the session's deadline
     (``[limits] duration``, recorded on the container at its launch) stops the container; then end the session
-    (saved; deleted unless persistent, or as ``delete`` says).
+    (saved; deleted unless persistent, or as ``delete`` says; with ``detach``, the save and the delete go on
+    after this returns: see :meth:`SessionManager.finish <cci_core.session.SessionManager.finish>`).
 
     Its exit code, or 124 (:data:`~cci_core.limits.TIMEOUT_EXIT`) when the deadline ended it (``say`` tells why),
     whoever stopped the container then: this process, or the timer inside that powers it off.
@@ -166,7 +168,7 @@ def run_to_end(manager: Sessions, container: Container, ctx: LaunchContext, argv
                     raise
             timed_out = deadline.passed
     finally:
-        manager.finish(container, force=True, delete=delete)
+        manager.finish(container, force=True, delete=delete, detach=detach)
     if timed_out:
         say(ended_by_duration(container.name))
         return TIMEOUT_EXIT

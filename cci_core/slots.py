@@ -39,6 +39,8 @@ def claim_slot(
         try:
             return create(name, slot)
         except ContainerExistsError:
+            if _wait_for_its_end(driver, name):
+                return claim_slot(driver, workspace, create, slot=slot)
             raise UsageError(
                 f"slot {slot} of this workspace is busy: container {name} exists",
                 hint=f"attach with 'cci attach {name}', or omit --slot to take a free one",
@@ -52,3 +54,29 @@ def claim_slot(
             return create(container_name(workspace, candidate), candidate)
         except ContainerExistsError:
             taken.add(candidate)  # another launch won this one a moment ago
+
+
+#: how long an explicit slot waits for the container in it to be deleted by the end at work on it
+ENDING_WAIT = 60.0
+
+
+def _wait_for_its_end(driver: Driver, name: str, timeout: float = ENDING_WAIT) -> bool:
+    """Whether container ``name`` was an ending session (a 'cci run' that returned, its end carried on by a detached
+    process) and is gone now; waited for with a growing pause, up to ``timeout``."""
+    import time
+
+    from cci_core.errors import NotFoundError
+    from cci_core.session_record import SessionRecord, State, launcher_alive
+
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        try:
+            record = SessionRecord.from_labels(driver.get(name).labels())
+        except NotFoundError:
+            return True
+        if record.state is not State.ENDING or not launcher_alive(record.launcher or "") or \
+                time.monotonic() > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)

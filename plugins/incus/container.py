@@ -343,6 +343,11 @@ class IncusContainer(Container):
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
         self._state("stop", f"stopping {self.name}", force=force, timeout=timeout)
 
+    def kill(self) -> None:
+        from cci_builtin_plugins.incus.halt import kill
+
+        kill(self._api, self.name, self._path, self._when_idle)
+
     def _state(self, change: str, action: str, **options: Any) -> None:
         body = {"action": change, **options}
         self._when_idle(lambda: self._api.call("PUT", f"{self._path}/state", action, body))

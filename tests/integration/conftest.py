@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
@@ -16,6 +16,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from cci_core.config import Config, NetworkConfig, Override, load_config
+from cci_core.driver import ContainerInfo
+from cci_core.errors import CciError
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.incus.networks import network_name
 from cci_builtin_plugins.network.restricted import RestrictedPolicy
@@ -73,14 +75,31 @@ def driver(config: Config, tmp_path: Path) -> Iterator[IncusDriver]:
     _NAMED.clear()
     yield driver
     owned_root = str(tmp_path.resolve())
-    for info in driver.list_containers():
-        workspace = info.labels.get("workspace", "")
-        if info.name in _NAMED or workspace == owned_root or workspace.startswith(owned_root + "/"):
-            container = driver.get(info.name)
-            if info.status != "stopped":
-                container.stop(force=True)
-            container.delete()
+    remove_containers(driver, lambda info: info.name in _NAMED or (workspace := info.labels.get("workspace", ""))
+                      == owned_root or workspace.startswith(owned_root + "/"))
     _NAMED.clear()
+
+
+def remove_containers(driver: IncusDriver, chosen: Callable[[ContainerInfo], bool]) -> None:
+    """Stop and delete the containers ``chosen`` picks; one deleted meanwhile (by a 'cci run''s detached end) is
+    gone as wished."""
+    def remove(name: str) -> None:
+        container = driver.get(name)
+        if container.status() != "stopped":
+            try:
+                container.stop(force=True)
+            except CciError:
+                if container.status() != "stopped":  # (its stop was under way: a 'cci run' returns before it ends)
+                    raise
+        container.delete()
+
+    for info in driver.list_containers():
+        if chosen(info):
+            try:
+                remove(info.name)
+            except CciError:
+                if driver.exists(info.name):
+                    remove(info.name)  # once more: its stop or delete may have been under way
 
 
 @pytest.fixture(scope="session")
@@ -102,10 +121,22 @@ def status_of(incus: pylxd.Client, name: str) -> str:
     return str(incus.instances.get(name).status).lower()
 
 
-def in_workspace(incus: pylxd.Client, workspace: Path) -> list[str]:
-    """Names of the instances cci labelled with ``workspace`` (other tests may use the project meanwhile)."""
-    return [instance.name for instance in incus.instances.all(recursion=1)
-            if instance.config.get(LABEL_PREFIX + "workspace") == str(workspace)]
+def in_workspace(incus: pylxd.Client, workspace: Path, timeout: float = 60) -> list[str]:
+    """Names of the instances cci labelled with ``workspace`` (other tests may use the project meanwhile), once
+    those a detached end is at work on (``ending`` under a live launcher: a 'cci run' that returned) are gone."""
+    import time
+
+    from cci_core.session_record import launcher_alive
+
+    deadline = time.monotonic() + timeout
+    while True:
+        instances = [instance for instance in incus.instances.all(recursion=1)
+                     if instance.config.get(LABEL_PREFIX + "workspace") == str(workspace)]
+        if time.monotonic() > deadline or not any(
+                instance.config.get(LABEL_PREFIX + "state") == "ending"
+                and launcher_alive(instance.config.get(LABEL_PREFIX + "launcher", "")) for instance in instances):
+            return [instance.name for instance in instances]
+        time.sleep(0.1)
 
 
 def aliased(incus: pylxd.Client, prefix: str) -> dict[str, tuple[str, ...]]:

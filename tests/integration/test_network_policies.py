@@ -386,7 +386,8 @@ def test_bad_network_settings_fail_before_anything_is_launched(
 
 
 def test_two_launches_make_one_new_network_at_once(
-        hosts: TestHosts, driver: IncusDriver, cci_environ: dict[str, str], tmp_path: Path) -> None:
+        hosts: TestHosts, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path,
+) -> None:
     unique = f"198.51.100.{100 + uuid.uuid4().int % 100}"  # a plan (and network) no other test has
     workspace = workspace_with(tmp_path, allowlist_toml(INTERNET_HOSTS[2], unique))
     with ThreadPoolExecutor(2) as pool:
@@ -395,6 +396,7 @@ def test_two_launches_make_one_new_network_at_once(
     for result in results:
         assert result.returncode == 0, result.stderr
         assert answers(result.stdout) == {INTERNET_HOSTS[2]: INTERNET_HOSTS[2]}
+    assert in_workspace(incus, workspace) == []  # (their detached ends have deleted them)
     made = [item for item in driver.policy_networks() if unique in item.plan.settings.get("allowed_domains", [])]
     assert len(made) == 1 and made[0].used_by == ()
     deleted = run_cci("network", "delete", made[0].name, env=cci_environ)
@@ -451,6 +453,8 @@ def test_attaching_refreshes_a_due_plan(
 def test_bridge_settings_changed_by_hand_are_set_back_at_the_next_launch(
         driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], tmp_path: Path) -> None:
     assert run_cci("run", "--", "true", env=cci_environ, cwd=tmp_path).returncode == 0  # the bridge exists
+    # (its container gone first: Incus fails a bridge change while it takes a NIC of the bridge down)
+    assert in_workspace(incus, tmp_path) == []
     # (NAT stays off: test bridges never get it, not even for a moment)
     subprocess.run(["incus", "network", "set", RESTRICTED_NETWORK, "ipv6.address=fd42:cc1:0:1::1/64",
                     "security.acls.default.egress.action=reject"], check=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +22,7 @@ from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import in_workspace, labels_on, run_cci, status_of, unique_name, wait_stopped
+from tests.integration.conftest import CCI, in_workspace, labels_on, run_cci, status_of, unique_name, wait_stopped
 
 if TYPE_CHECKING:
     import pylxd
@@ -309,5 +312,89 @@ def test_a_run_whose_container_powers_itself_off_ends_cleanly(tmp_path: Path, in
                      "until sudo -n poweroff 2>/dev/null; do sleep 0.1; done; sleep 60", env=cci_environ)
     assert "Traceback" not in result.stderr and "busy" not in result.stderr, result.stderr
     assert result.returncode != 0 and not result.stdout, (result.returncode, result.stdout, result.stderr)
-    assert not [instance.name for instance in incus.instances.all()
-                if instance.name.startswith(container_name(tmp_path, 1)[:-1])]
+    assert in_workspace(incus, tmp_path) == []
+
+
+def _ending_of_a_run(tmp_path: Path, incus: pylxd.Client, cci_environ: dict[str, str], command: str,
+                     ) -> tuple[subprocess.Popen[str], str, int]:
+    """Start 'cci run -- sh -c COMMAND'; once its end has begun: the process, the container and the pid of the
+    process that holds the end (its launcher label)."""
+    name = container_name(tmp_path, 1)
+    process = subprocess.Popen([str(CCI), "--workspace", str(tmp_path), "run", "--", "sh", "-c", command],
+                               env=cci_environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            labels = labels_on(incus, name)
+        except pylxd_not_found():
+            labels = {}
+        if labels.get("state") == "ending":
+            return process, name, int(labels["launcher"].rpartition(":")[2])
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    raise AssertionError(f"{name} never began to end")
+
+
+def _exited(pid: int, timeout: float = 30) -> bool:
+    """Wait until process ``pid`` has exited (reaped by init, or a zombie where nothing reaps); whether it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                if handle.read().rpartition(")")[2].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def pylxd_not_found() -> type[Exception]:
+    from pylxd.exceptions import NotFound
+
+    return NotFound
+
+
+def test_a_run_returns_and_a_detached_process_deletes_its_container(tmp_path: Path, incus: pylxd.Client,
+                                                                    cci_environ: dict[str, str]) -> None:
+    process, name, helper = _ending_of_a_run(tmp_path, incus, cci_environ, "echo out; echo err >&2; sleep 1; exit 3")
+    assert helper != process.pid  # the end is held by another process from its start
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, out, err) == (3, "out\n", "err\n")
+    assert in_workspace(incus, tmp_path) == []  # the detached process completes it
+    assert _exited(helper)
+
+
+def test_a_detached_end_that_is_killed_is_completed_by_the_next_command(tmp_path: Path, incus: pylxd.Client,
+                                                                         cci_environ: dict[str, str]) -> None:
+    process, name, helper = _ending_of_a_run(tmp_path, incus, cci_environ, "sleep 1")
+    os.kill(helper, signal.SIGSTOP)  # it waits for 'cci run' to let go first: it has done nothing yet
+    try:
+        assert process.wait(60) == 0
+        listed = json.loads(run_cci("list", "--format", "json", env=cci_environ).stdout)["containers"]
+        # (its processes are dead; Incus may still be taking its devices down: running, or stopped)
+        assert [(row["name"], row["state"]) for row in listed if row["workspace"] == str(tmp_path)] == [(name, "ending")]
+    finally:
+        os.kill(helper, signal.SIGKILL)
+        os.kill(helper, signal.SIGCONT)
+    assert _exited(helper)
+    assert labels_on(incus, name)["state"] == "ending"  # left as it was, under a dead launcher
+    result = run_cci("list", env=cci_environ)
+    assert (result.returncode, result.stdout.strip()) == (0, "no cci containers"), result.stderr
+    assert in_workspace(incus, tmp_path) == []
+
+
+def test_nothing_left_behind_by_a_run_writes_to_the_workspace_after_it_returned(tmp_path: Path,
+                                                                                 cci_environ: dict[str, str]) -> None:
+    # 'cci run' returns before its container has stopped for good (a detached process finishes the stop): by then
+    # every process inside must be dead, those the command left running as the user and as root included
+    tmp_path.chmod(0o777)  # the container user writes here as well
+    writer = "while :; do echo x >> /workspace/{0}; done"
+    command = (f"setsid sh -c '{writer.format('user')}' </dev/null >/dev/null 2>&1 & "
+               f"sudo -n setsid sh -c '{writer.format('root')}' </dev/null >/dev/null 2>&1 & "
+               "until [ -s /workspace/user ] && [ -s /workspace/root ]; do sleep 0.05; done")
+    result = run_cci("--workspace", str(tmp_path), "run", "--", "sh", "-c", command, env=cci_environ)
+    assert result.returncode == 0, result.stderr
+    sizes = [(tmp_path / name).stat().st_size for name in ("user", "root")]
+    time.sleep(1)
+    assert [(tmp_path / name).stat().st_size for name in ("user", "root")] == sizes and all(sizes)

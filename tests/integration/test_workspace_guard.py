@@ -21,7 +21,7 @@ from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import run_cci, status_of, unique_name
+from tests.integration.conftest import remove_containers, run_cci, status_of, unique_name
 
 if TYPE_CHECKING:
     import pylxd
@@ -64,12 +64,8 @@ def workspace(driver: IncusDriver) -> Iterator[Path]:
     try:
         yield workspace
     finally:
-        for info in driver.list_containers():  # a failed test may leave its session behind
-            if info.labels.get("workspace") == str(workspace):
-                container = driver.get(info.name)
-                if info.status != "stopped":
-                    container.stop(force=True)
-                container.delete()
+        # a failed test may leave its session behind
+        remove_containers(driver, lambda info: info.labels.get("workspace") == str(workspace))
         shutil.rmtree(root)
 
 

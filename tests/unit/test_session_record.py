@@ -83,3 +83,29 @@ def test_a_garbage_slot_label_does_not_break_a_rebuilt_context(tmp_path: Path) -
 
     ctx = manager(tmp_path).context("cci-0-1", {"kind": "session", "workspace": "/w", "session": "s", "slot": "²"})
     assert ctx.slot == 0
+
+
+def test_a_launcher_is_alive_while_its_process_runs_and_not_once_it_exited_even_unreaped() -> None:
+    import os
+    import time
+
+    from cci_core.session_record import launcher_alive, launcher_id
+
+    boot = launcher_id().rpartition(":")[0]
+    assert launcher_alive(launcher_id())
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while launcher_alive(f"{boot}:{pid}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # a zombie (no one reaped it yet: a detached end whose parent's parent never reaps) is gone all the same
+        assert not launcher_alive(f"{boot}:{pid}")
+        assert os.waitpid(pid, os.WNOHANG)[0] == pid  # it was a zombie until now
+    finally:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    assert not launcher_alive(f"{boot}:{pid}") and not launcher_alive(f"another-boot:{os.getpid()}")

@@ -74,3 +74,18 @@ def test_racing_claims_get_distinct_slots(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sorted(results) == sorted(container_name(tmp_path, slot) for slot in range(1, 11))
+
+
+def test_an_explicit_slot_waits_for_the_end_at_work_on_its_container(tmp_path: Path) -> None:
+    from cci_core.session_record import launcher_id
+
+    driver = FakeDriver(None)
+    name = container_name(tmp_path, 1)
+    driver.create(ContainerSpec(name, "img", labels={"state": "ending", "launcher": launcher_id()}))
+    threading.Timer(0.3, lambda: driver.containers.pop(name)).start()  # the end at work deletes it
+    assert claim_slot(driver, tmp_path, make(driver), slot=1).name == name
+    # one whose end no live process holds is busy at once (the next command's reconcile ends it)
+    other = container_name(tmp_path, 2)
+    driver.create(ContainerSpec(other, "img", labels={"state": "ending", "launcher": "another-boot:1"}))
+    with pytest.raises(UsageError, match="slot 2 of this workspace is busy"):
+        claim_slot(driver, tmp_path, make(driver), slot=2)

@@ -1,0 +1,99 @@
+"""The detached process that carries on the end of a ``cci run`` after it returned (save, delete).
+
+``cci run`` returns as soon as its command has ended, the container has stopped and the
+workspace guard has reported (see :meth:`SessionManager.finish
+<cci_core.session.SessionManager.finish>`); the rest runs here. This process is started when the
+end begins, as ``python -m cci_core.cli.detached_end`` in a session of its own (no terminal's
+Ctrl+C or hangup reaches it), its output discarded. It reads the invocation's global flags and
+the container's name from its standard input, loads the same config, plugins and driver meanwhile,
+waits until the pipe closes (the caller released it, or died), then ends the session if its
+``launcher`` label names this process. It works with the config the caller had loaded (and trusted)
+before the command ran, never one read again: the agent may have rewritten the workspace's
+``.cci.toml`` meanwhile. If this process dies first, the session stays ``ending``
+under a dead launcher, and the next cci command ends it again
+(:meth:`~cci_core.session.SessionManager.reconcile`).
+"""
+
+from __future__ import annotations
+
+import copyreg
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
+
+from cci_core.session_record import launcher_id
+
+if TYPE_CHECKING:
+    from cci_core.config import Config
+
+
+class _Job(NamedTuple):
+    config: Config
+    name: str
+    delete: bool | None
+
+
+def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    """Unpickles a read-only mapping of the config (pickle has no way of its own)."""
+    return MappingProxyType(items)
+
+
+class DetachedEndProcess:
+    """The parent's handle on one detached end (a :class:`~cci_core.session.DetachedEnd`)."""
+
+    def __init__(self, config: Config, name: str, delete: bool | None) -> None:
+        self._process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True)
+        self.launcher = f"{launcher_id().rpartition(':')[0]}:{self._process.pid}"
+        assert self._process.stdin is not None
+        self._pipe: IO[bytes] = self._process.stdin
+        pickler = pickle.Pickler(self._pipe)
+        pickler.dispatch_table = {**copyreg.dispatch_table,
+                                  MappingProxyType: lambda proxy: (_mapping_proxy, (dict(proxy),))}
+        try:
+            pickler.dump(_Job(config, name, delete))
+            self._pipe.flush()
+        except OSError:  # it died at once: the session is ended again by the next command
+            pass
+
+    def release(self) -> None:
+        try:
+            self._pipe.close()
+        except OSError:
+            pass
+
+
+def starter(config: Config) -> Callable[[str, bool | None], DetachedEndProcess]:
+    """The :attr:`~cci_core.session.SessionManager.detached_end` of an invocation with this config."""
+    return lambda name, delete: DetachedEndProcess(config, name, delete)
+
+
+def main() -> int:
+    """The detached process: see the module's docstring."""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    job: _Job = pickle.load(sys.stdin.buffer)
+    from cci_core.plugin_manager import load_plugins
+    from cci_core.session import SessionManager
+
+    plugins = load_plugins(job.config.plugins.disabled, warn=lambda message: None)
+    driver = plugins.registries.drivers.get(job.config.defaults.driver)(job.config)
+    manager = SessionManager(job.config, driver, plugins, warn=lambda message: None)
+    sys.stdin.buffer.read()  # until the caller lets go (or is gone)
+    manager.carry_on_end(job.name, job.delete)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    except BaseException:  # nothing to tell anyone: the next command ends the session again
+        code = 1
+    sys.stdout.flush()
+    os._exit(code)
