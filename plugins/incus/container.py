@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from cci_core.api import LABEL_PREFIX, BackendError, Container, ExecResult, OutputHandler, TreeEntry, TreeLimits
+from cci_builtin_plugins.incus.backoff import Backoff
 from cci_builtin_plugins.incus.errors import APIError, is_busy
 from cci_builtin_plugins.incus.files import InstanceFiles
 from cci_builtin_plugins.incus.instance_config import disk_device, labels_of, nic_devices
@@ -370,17 +370,13 @@ class IncusContainer(Container):
         (a poweroff inside; a stop after its processes ran out), Incus holds a lock of its own for about
         a second that no API operation or event shows: then a growing pause, up to :data:`BUSY_TIMEOUT`.
         """
-        deadline = time.monotonic() + BUSY_TIMEOUT
-        pause = 0.02
+        backoff = Backoff(BUSY_TIMEOUT)
         while True:
             try:
                 return request()
             except APIError as exc:
-                if not is_busy(exc) or time.monotonic() >= deadline:
+                if not is_busy(exc) or backoff.expired() or not (self._wait_for_other_operations() or backoff.pause()):
                     raise
-                if not self._wait_for_other_operations():
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.5)
 
     def _wait_for_other_operations(self) -> bool:
         """Wait (on Incus's /wait endpoint, not a timer) for running operations that touch this instance;

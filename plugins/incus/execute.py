@@ -9,12 +9,12 @@ close ends each stream. The operation's ``return`` is the exit code.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib import parse
 
 from cci_core.api import ExecResult, OutputHandler
+from cci_builtin_plugins.incus.backoff import Backoff
 from cci_builtin_plugins.incus.errors import APIError
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.websocket import close_quietly
@@ -115,24 +115,21 @@ def run_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: int 
 
 
 def is_not_ready(exc: BaseException) -> bool:
-    """Whether an exec failed because the container's init could not fork it yet (right after a start): the command
-    never ran, so running it again is safe."""
+    """Whether an exec failed as Incus fails some right after a start: the init could not fork it yet, or Incus lost
+    track of it (it may have run). Made again only where that is harmless: see :func:`when_ready`'s callers."""
     return isinstance(exc, APIError) and "Failed to retrieve PID of executing child process" in exc.detail
 
 
 def when_ready(attempt: Callable[[], _T]) -> _T:
     """``attempt()``, made again while it fails with :func:`is_not_ready`: Incus offers no event for "ready",
     so with a growing pause, up to :data:`NOT_READY_TIMEOUT`."""
-    deadline = time.monotonic() + NOT_READY_TIMEOUT
-    pause = 0.02
+    backoff = Backoff(NOT_READY_TIMEOUT)
     while True:
         try:
             return attempt()
         except APIError as exc:
-            if not is_not_ready(exc) or time.monotonic() + pause > deadline:
+            if not is_not_ready(exc) or not backoff.pause():
                 raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
 
 
 def _run_once(api: IncusAPI, instance: str, body: Mapping[str, Any], action: str,
