@@ -51,7 +51,14 @@ CA_KEY = LABEL_PREFIX + "proxy-ca"
 CONFIG_KEY = LABEL_PREFIX + "proxy-config"
 SECRETS_KEY = LABEL_PREFIX + "proxy-secrets"
 #: when a launch last asked for the proxy (the host guard leaves a proxy asked for lately running)
-WANTED_KEY = LABEL_PREFIX + "proxy-wanted"
+WANTED_LABEL = "proxy-wanted"
+WANTED_KEY = LABEL_PREFIX + WANTED_LABEL
+#: set by :func:`stop_unused` (a compare-and-set on WANTED_KEY) right before it stops the proxy, cleared by a
+#: start: a launch that asks for a proxy so marked lets that stop land, then starts it again
+STOPPING_LABEL = "proxy-stopping"
+STOPPING_KEY = LABEL_PREFIX + STOPPING_LABEL
+#: how long a launch waits for a stop so marked to land (longer: its stopper died, the mark is stale)
+STOP_SETTLE_SECONDS = 30.0
 #: squid's port, inside the proxy container and (through the device) inside each agent
 PORT = 3128
 #: the name of the proxy device in both containers
@@ -263,6 +270,7 @@ class ProxyContainers:
             instance = self._create(network, spec, trust_ca)
         instance = self._wait_made(name, instance)
         self._patch_config(name, {WANTED_KEY: f"{time.time():.0f}"})  # before a start: kept running from now
+        instance = self.settled(name)
         config = instance.get("config") or {}
         container = self._container(instance)
         running = str(instance.get("status")) == "Running"
@@ -273,8 +281,20 @@ class ProxyContainers:
         if not running:
             self.start(container, str(self._config(name).get(CONFIG_KEY, "")))
 
+    def settled(self, name: str) -> dict[str, Any]:
+        """The proxy as Incus has it once a stop :func:`stop_unused` decided on (:data:`STOPPING_KEY`) has landed:
+        asked for after that decision, it is to be started again, not found running and then stopped."""
+        instance = dict(self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}"))
+        if (instance.get("config") or {}).get(STOPPING_KEY) and str(instance.get("status")) == "Running":
+            if not self._container(instance).wait_stopped(STOP_SETTLE_SECONDS):
+                self._patch_config(name, {STOPPING_KEY: ""})  # its stopper died before the stop: still running
+            instance = dict(self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}"))
+        return instance
+
     def start(self, container: IncusContainer, digest: str) -> None:
         """Start a stopped proxy (another cci may just have) and wait for squid (see :meth:`wait_ready`)."""
+        if container.labels().get(STOPPING_LABEL):
+            self._patch_config(container.name, {STOPPING_KEY: ""})
         try:
             container.start()
         except APIError as exc:
@@ -406,7 +426,9 @@ class ProxyContainers:
         return instance
 
     def _patch_config(self, name: str, config: Mapping[str, str]) -> None:
-        self.api.call("PATCH", f"/1.0/instances/{quote(name)}", f"labelling proxy {name}", {"config": dict(config)})
+        """Merge ``config`` (keys under LABEL_PREFIX) into the proxy's, after a stop under way (Incus refuses
+        updates meanwhile: see :meth:`IncusContainer._when_idle <.container.IncusContainer._when_idle>`)."""
+        self._container({"name": name}).set_labels({key[len(LABEL_PREFIX):]: value for key, value in config.items()})
 
     def wait_ready(self, container: IncusContainer, digest: str, timeout: float = READY_SECONDS) -> None:
         """Wait until squid answers with the configuration of ``digest`` (see :func:`probe_command`)."""
@@ -531,7 +553,7 @@ def proxy_users(instances: Iterable[Mapping[str, Any]], socket: Callable[[str], 
                 wanted = 0.0
             found.setdefault(str(config.get(LABEL_PREFIX + NETWORK_LABEL, "")), {"agents": []}).update(
                 proxy=instance["name"], status=str(instance.get("status", "")).lower(), wanted=wanted,
-                made=bool(config.get(CA_KEY)))
+                wanted_label=str(config.get(WANTED_KEY, "")), made=bool(config.get(CA_KEY)))
     sockets = {f"unix:{socket(bridge)}": entry for bridge, entry in found.items()}
     for instance in instances:
         device = (instance.get("devices") or {}).get(DEVICE) or {}
@@ -548,7 +570,9 @@ STOP_GRACE_SECONDS = 10.0
 def stop_unused(api: IncusAPI, *, now: float | None = None) -> list[str]:
     """Stop every running proxy no agent uses and no launch asked for lately; the names of those stopped.
 
-    Called when an agent is deleted and by the host guard; a launch starts its proxy again.
+    Called when an agent is deleted and by the host guard; a launch starts its proxy again. A launch may ask for
+    the proxy after the listing: the stop is marked (:data:`STOPPING_KEY`) only if it has not, and a launch that
+    asks for it after the mark waits for this stop and starts it again (:meth:`ProxyContainers.settled`).
     """
     from cci_builtin_plugins.incus.container import IncusContainer
 
@@ -559,8 +583,12 @@ def stop_unused(api: IncusAPI, *, now: float | None = None) -> list[str]:
     for entry in proxy_users(instances, lambda bridge: socket_path(directory, project, bridge)).values():
         if entry["status"] == "running" and entry["made"] and not entry["agents"] \
                 and now - entry["wanted"] >= STOP_GRACE_SECONDS:  # (one being made is another cci's)
+            container = IncusContainer(api, {"name": entry["proxy"]})
             try:
-                IncusContainer(api, {"name": entry["proxy"]}).stop(force=True)
+                if not container.compare_and_set_labels({WANTED_LABEL: entry["wanted_label"]},
+                                                        {STOPPING_LABEL: f"{now:.0f}"}):
+                    continue  # a launch asked for it meanwhile
+                container.stop(force=True)
             except APIError:
                 continue  # stopped or deleted meanwhile
             stopped.append(entry["proxy"])
@@ -579,10 +607,12 @@ def start_proxy_of(api: IncusAPI, agent_config: Mapping[str, Any]) -> None:
     except APINotFound:
         raise BackendError(f"the proxy {name} of this container is gone",
                            hint="start a new session: its network and proxy are made again") from None
-    if not is_proxy(instance.get("config") or {}) or str(instance.get("status")) == "Running":
+    if not is_proxy(instance.get("config") or {}):
         return
-    ProxyContainers(api, "", socket_dir_of(api)).start(IncusContainer(api, instance),
-                                                       str((instance.get("config") or {}).get(CONFIG_KEY, "")))
+    containers = ProxyContainers(api, "", socket_dir_of(api))
+    instance = containers.settled(name)
+    if str(instance.get("status")) != "Running":
+        containers.start(IncusContainer(api, instance), str((instance.get("config") or {}).get(CONFIG_KEY, "")))
 
 
 def _squid() -> Any:

@@ -84,7 +84,7 @@ def test_a_proxys_users_are_the_agents_whose_device_reaches_its_socket() -> None
                  _agent("a2", "cci-other"), _agent("posing", BRIDGE, bind="host"), _instance("plain")]
     users = proxy.proxy_users(instances, lambda bridge: proxy.socket_path(SOCKET_DIR, "cci-test", bridge))
     assert users[BRIDGE] == {"agents": ["a1"], "proxy": proxy.proxy_name(BRIDGE), "status": "running", "wanted": 0.0,
-                             "made": True}
+                             "wanted_label": "0", "made": True}
     assert users["cci-other"]["agents"] == ["a2"] and users["cci-other"]["status"] == "stopped"
     assert set(users) == {BRIDGE, "cci-other"}
 
@@ -142,6 +142,85 @@ def test_only_running_proxies_no_agent_uses_and_no_launch_asked_for_lately_are_s
     assert api.instances[proxy.proxy_name("cci-asked")]["status"] == "Running"
     assert api.instances[proxy.proxy_name("cci-used")]["status"] == "Running"
     assert api.instances[proxy.proxy_name("cci-being-made")]["status"] == "Running"
+
+
+def test_a_proxy_asked_for_between_the_listing_and_its_stop_is_not_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch asked for the proxy after stop_unused listed it idle: the stop is called off (its mark is a
+    compare-and-set on the time the launch wrote)."""
+    api = FakeInstances(_proxy_instance(BRIDGE, wanted=1000))
+    listing = api.get
+
+    def get(path: str, action: str, **params: Any) -> Any:
+        found = listing(path, action, **params)
+        if path == "/1.0/instances":  # right after the listing, a launch asks for the proxy
+            api.instances[proxy.proxy_name(BRIDGE)]["config"][proxy.WANTED_KEY] = "1999"
+        return found
+
+    monkeypatch.setattr(api, "get", get)
+    assert proxy.stop_unused(api, now=2000) == []  # type: ignore[arg-type]
+    assert api.instances[proxy.proxy_name(BRIDGE)]["status"] == "Running"
+    assert not api.instances[proxy.proxy_name(BRIDGE)]["config"].get(proxy.STOPPING_KEY)
+
+
+def test_a_launch_after_a_stop_was_decided_waits_for_it_and_starts_the_proxy_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop_unused marked the proxy and is about to stop it when a launch asks for it: the launch does not take
+    it for running (the stop would leave its agent without a proxy): it waits for the stop, then starts it."""
+    from cci_builtin_plugins.incus.container import IncusContainer
+
+    spec = ProxySpec((HostRule("allow", "example.com"),))
+    marked = _proxy_instance(BRIDGE, "Running", wanted=1000)
+    marked["config"].update({proxy.SPEC_KEY: proxy.spec_json(spec), proxy.TEMPLATE_KEY: proxy.template_digest(spec, ""),
+                             proxy.STOPPING_KEY: "1999"})
+    api = FakeInstances(marked)
+
+    def stop_lands(self: Any, timeout: float = 60) -> bool:
+        api.instances[self.name]["status"] = "Stopped"  # the stopper's stop
+        return True
+
+    started: list[dict[str, str]] = []
+    monkeypatch.setattr(IncusContainer, "wait_stopped", stop_lands)
+    monkeypatch.setattr(proxy.ProxyContainers, "wait_ready", lambda self, container, digest: started.append(
+        dict(api.instances[container.name]["config"])))
+    proxy.ProxyContainers(api, "cci-proxy", SOCKET_DIR).ensure(BRIDGE, spec)  # type: ignore[arg-type]
+    assert api.instances[marked["name"]]["status"] == "Running" and len(started) == 1
+    assert not started[0].get(proxy.STOPPING_KEY)  # its next stop_unused is a fresh decision
+
+
+def test_a_stop_mark_whose_stopper_died_is_cleared_and_the_proxy_used_as_it_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_builtin_plugins.incus.container import IncusContainer
+
+    marked = _proxy_instance(BRIDGE, "Running", wanted=1000)
+    marked["config"][proxy.STOPPING_KEY] = "1999"
+    api = FakeInstances(marked)
+    waited: list[float] = []
+    monkeypatch.setattr(IncusContainer, "wait_stopped", lambda self, timeout=60: waited.append(timeout) or False)
+    instance = proxy.ProxyContainers(api, "cci-proxy", SOCKET_DIR).settled(marked["name"])  # type: ignore[arg-type]
+    assert waited == [proxy.STOP_SETTLE_SECONDS] and instance["status"] == "Running"
+    assert not api.instances[marked["name"]]["config"].get(proxy.STOPPING_KEY)  # the next launch does not wait
+
+
+def test_a_proxy_is_labelled_after_a_stop_under_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Incus refuses updates while it stops the proxy ('busy running a stop operation'; CI saw the launch fail
+    with it): the label waits for the stop, as the agents' updates do."""
+    from cci_builtin_plugins.incus.errors import APIError
+
+    api = FakeInstances(_proxy_instance(BRIDGE, wanted=1000))
+    refusals = [APIError("labelling", 400, 'Instance is busy running a "stop" operation')]
+    call = api.call
+
+    def busy_once(method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
+        if method == "PATCH" and refusals:
+            raise refusals.pop()
+        return call(method, path, action, body, **kwargs)
+
+    monkeypatch.setattr(api, "call", busy_once)
+    monkeypatch.setattr(api, "get", lambda path, action, **params: {"running": []} if path == "/1.0/operations"
+                        else FakeInstances.get(api, path, action, **params))
+    proxy.ProxyContainers(api, "cci-proxy", SOCKET_DIR)._patch_config(  # type: ignore[arg-type]
+        proxy.proxy_name(BRIDGE), {proxy.WANTED_KEY: "2000"})
+    assert api.instances[proxy.proxy_name(BRIDGE)]["config"][proxy.WANTED_KEY] == "2000" and not refusals
 
 
 def test_deleting_the_last_agent_stops_its_proxy() -> None:
