@@ -29,6 +29,7 @@ What it holds:
   (:class:`SafeDirectory`, :func:`open_directory`, :func:`copy_tree`...), files written into the container
   user's home without following its links (:func:`write_home_file`, :func:`read_home_file`...), the container layout
   (:data:`WORKSPACE_PATH`, :data:`CONTAINER_HOME`...) and cci's own directory on the host (:func:`state_dir`);
+- waiting with a growing pause for a state no event tells (:class:`Backoff`);
 - for plugin commands: :func:`warn`, :func:`interruptible`, and the invocation's
   :func:`current_config`, :func:`current_plugins` and :func:`current_driver`.
 """
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from cci_core.backoff import Backoff
     from cci_core.check import FAIL, OK, WARN, Check
     from cci_core.check import fail as check_fail
     from cci_core.check import ok as check_ok
@@ -162,6 +164,8 @@ __all__ = [
     "home_path", "make_home_directories", "read_home_file", "write_home_file", "HomeFileRefused",
     # the container's layout; cci's own directory on the host
     "WORKSPACE_PATH", "CONTAINER_HOME", "CONTAINER_USER", "state_dir",
+    # waiting for a state no event tells
+    "Backoff",
     # plugin commands
     "warn", "interruptible", "ignoring_interrupts", "CLEANUP_SECONDS", "own_command", "started_here",
     "Plugins", "current_config", "current_plugins", "current_driver",
@@ -211,6 +215,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("interruptible", "ignoring_interrupts", "CLEANUP_SECONDS"), "cci_core.cli.signals"),
     **dict.fromkeys(("own_command", "started_here"), "cci_core.cli.entry"),
     "Plugins": "cci_core.plugin_manager",
+    "Backoff": "cci_core.backoff",
 }
 
 

@@ -139,11 +139,18 @@ class SessionManager:
         there is one to reuse, else a new one.
 
         Sessions that ended unwatched are finished first (so that a session just ended is
-        saved before it is looked for). ``request.resume_from`` (or, with ``latest``, the
-        workspace's newest saved session) names the saved session to resume: this process is
+        saved before it is looked for), and a resume waits for the workspace's ends at work in detached
+        processes (a session that just ended is saved by one). ``request.resume_from`` (or, with ``latest``,
+        the workspace's newest saved session) names the saved session to resume: this process is
         then the only one resuming it, and one still running elsewhere is refused.
         """
-        self.reconcile()
+        listing = self.driver.list_containers()
+        finished = set(self.reconcile(listing))
+        if request.resume_from is not None or latest:
+            from cci_core.ends_at_work import wait_for_end, workspace_ends
+
+            for name in workspace_ends(listing, request.workspace):
+                wait_for_end(self.driver, name)
         resume = self._session_to_resume(request, latest)
         request = request._replace(resume_from=resume)
         persistent = self.config.defaults.persistent if request.persistent is None else request.persistent
@@ -152,7 +159,9 @@ class SessionManager:
                 reused = self.reuse(request.workspace, request.slot, session=resume, storage=request.storage)
                 if reused is not None:
                     return Opened(*reused, reused=True)
-            return Opened(*self.launch(request), reused=False)
+            # (the names as listed before: a slot taken since is found taken when its name is)
+            return Opened(*self.launch(request, [info.name for info in listing if info.name not in finished]),
+                          reused=False)
 
     def _session_to_resume(self, request: LaunchRequest, latest: bool) -> str | None:
         if request.resume_from is None and not latest:
@@ -197,10 +206,11 @@ class SessionManager:
 
     # -- launch --------------------------------------------------------------------------------------
 
-    def launch(self, request: LaunchRequest) -> tuple[Container, LaunchContext]:
+    def launch(self, request: LaunchRequest, names: Sequence[str] | None = None) -> tuple[Container, LaunchContext]:
         """Claim a slot, configure, start: a running container with credentials in place.
 
-        On any failure after the claim, the container is deleted again: nothing half-made is left.
+        ``names``: the containers' names, if just listed (see :func:`~cci_core.slots.claim_slot`). On any failure
+        after the claim, the container is deleted again: nothing half-made is left.
         """
         defaults = self.config.defaults
         tool = self._tool() if request.kind == Kind.SESSION else None
@@ -228,7 +238,7 @@ class SessionManager:
 
         from cci_core.slots import claim_slot
 
-        container = claim_slot(self.driver, workspace, create, slot=request.slot)
+        container = claim_slot(self.driver, workspace, create, slot=request.slot, names=names)
         try:
             ctx = self.context(container.name, container.labels())
             ctx.storage = storage
@@ -590,7 +600,8 @@ class SessionManager:
         for the next command to retry, and raises; with ``delete`` (``cci kill``) the
         session is ended all the same, with a warning, and its last save stays.
 
-        With ``detach`` (``cci run``) and a :attr:`detached_end`, this process returns once the container's
+        With ``detach`` (``cci run``, an ephemeral session's end) and a :attr:`detached_end`, this process returns
+        once the container's
         processes are dead (:meth:`~cci_core.driver.Container.kill`, with ``force``) and the ``cci_session_end``
         hooks have reported (nothing in the container can act any more): the rest of the stop, the save and
         the delete are left to a detached process (see :meth:`carry_on_end`), which
@@ -638,6 +649,7 @@ class SessionManager:
             return self.detached_end(name, delete)
         except OSError as exc:
             self._report(f"ending {name} here: could not start a process to end it after cci returns ({exc})")
+            self.detached_end = None  # (nor for the next: what tells the user how it ended knows it was here)
             return None
 
     def carry_on_end(self, name: str, delete: bool | None = None) -> bool:

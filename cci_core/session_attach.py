@@ -27,6 +27,8 @@ QUICK_STOP = 3.0
 #: how long a container whose tmux session is gone may take to stop: systemd's last step of a poweroff waits up
 #: to its stop timeout (90 s by default) for processes that ignore SIGTERM before it kills them
 STOP_WAIT = 120.0
+#: how an ephemeral session's end is told when a detached process saves and deletes it ('cci list': ending)
+BACKGROUND_END = "session ended: saved and deleted in the background"
 #: seconds between saves of a session while the user is attached (a host crash loses at most this much)
 SAVE_INTERVAL = 300.0
 
@@ -43,7 +45,10 @@ class Sessions(Protocol):
 
     def save(self, ctx: LaunchContext, container: Container, event: SessionEvent) -> None: ...
 
-    def finish(self, container: Container) -> bool: ...
+    @property
+    def detached_end(self) -> object | None: ...
+
+    def finish(self, container: Container, *, detach: bool = False) -> bool: ...
 
 
 class Left(enum.Enum):
@@ -159,10 +164,16 @@ def after_cut_off(container: Container, tmux: TmuxSession, returns: str, anew: s
 
 
 def _end(manager: Sessions, container: Container, ctx: LaunchContext) -> AttachOutcome:
-    """The container stopped: end the session (save it, delete it unless persistent), unless another cci does."""
-    if manager.finish(container):
-        kept = ctx.persistent
-        return AttachOutcome(Left.ENDED, f"session ended: saved{'; container kept' if kept else ', container deleted'}")
+    """The container stopped: end the session (save it, delete it unless persistent), unless another cci does.
+
+    An ephemeral one's save and delete go on in a detached process (the user gets the terminal back at once);
+    a persistent one is saved here (the next 'cci shell' reuses it, saved)."""
+    if manager.finish(container, detach=not ctx.persistent):
+        if ctx.persistent:
+            return AttachOutcome(Left.ENDED, "session ended: saved; container kept")
+        if manager.detached_end is not None:
+            return AttachOutcome(Left.ENDED, BACKGROUND_END)
+        return AttachOutcome(Left.ENDED, "session ended: saved, container deleted")
     return AttachOutcome(Left.ENDED_ELSEWHERE, f"session ended: another cci command is ending {container.name}")
 
 

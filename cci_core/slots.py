@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cci_core.driver import Container, ContainerExistsError, Driver
+from cci_core.ends_at_work import wait_for_end
 from cci_core.errors import UsageError
 from cci_core.naming import container_name, parse_name, workspace_id
 
@@ -27,11 +28,14 @@ def claim_slot(
     create: Callable[[str, int], Container],
     *,
     slot: int | None = None,
+    names: Iterable[str] | None = None,
 ) -> Container:
     """Create the container for ``slot``, or for the lowest free slot when ``slot`` is None or 0.
 
     :param create: makes the container for a name and slot; it must raise
         :class:`ContainerExistsError` when the name is taken (the driver's ``create`` does).
+    :param names: the containers' names, if just listed (else listed here): a slot taken since is tried
+        and found taken, one freed since is passed by.
     :raises UsageError: an explicit slot is taken.
     """
     if slot:
@@ -39,13 +43,13 @@ def claim_slot(
         try:
             return create(name, slot)
         except ContainerExistsError:
-            if _wait_for_its_end(driver, name):
+            if wait_for_end(driver, name):  # an ending 'cci run' or session's, say
                 return claim_slot(driver, workspace, create, slot=slot)
             raise UsageError(
                 f"slot {slot} of this workspace is busy: container {name} exists",
                 hint=f"attach with 'cci attach {name}', or omit --slot to take a free one",
             ) from None
-    taken = used_slots(workspace, (info.name for info in driver.list_containers()))
+    taken = used_slots(workspace, (info.name for info in driver.list_containers()) if names is None else names)
     candidate = 1
     while True:
         while candidate in taken:
@@ -54,29 +58,3 @@ def claim_slot(
             return create(container_name(workspace, candidate), candidate)
         except ContainerExistsError:
             taken.add(candidate)  # another launch won this one a moment ago
-
-
-#: how long an explicit slot waits for the container in it to be deleted by the end at work on it
-ENDING_WAIT = 60.0
-
-
-def _wait_for_its_end(driver: Driver, name: str, timeout: float = ENDING_WAIT) -> bool:
-    """Whether container ``name`` was an ending session (a 'cci run' that returned, its end carried on by a detached
-    process) and is gone now; waited for with a growing pause, up to ``timeout``."""
-    import time
-
-    from cci_core.errors import NotFoundError
-    from cci_core.session_record import SessionRecord, State, launcher_alive
-
-    deadline = time.monotonic() + timeout
-    pause = 0.05
-    while True:
-        try:
-            record = SessionRecord.from_labels(driver.get(name).labels())
-        except NotFoundError:
-            return True
-        if record.state is not State.ENDING or not launcher_alive(record.launcher or "") or \
-                time.monotonic() > deadline:
-            return False
-        time.sleep(pause)
-        pause = min(pause * 2, 0.5)

@@ -1,4 +1,5 @@
-"""The detached process that carries on the end of a ``cci run`` after it returned (save, delete).
+"""The detached process that carries on the end of a ``cci run``, or of an attached ephemeral session, after its cci
+returned (save, delete).
 
 ``cci run`` returns as soon as its command has ended, the container has stopped and the
 workspace guard has reported (see :meth:`SessionManager.finish
@@ -22,7 +23,6 @@ import pickle
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
@@ -67,11 +67,6 @@ class DetachedEndProcess:
             self._pipe.close()
         except OSError:
             pass
-
-
-def starter(config: Config) -> Callable[[str, bool | None], DetachedEndProcess]:
-    """The :attr:`~cci_core.session.SessionManager.detached_end` of an invocation with this config."""
-    return lambda name, delete: DetachedEndProcess(config, name, delete)
 
 
 def main() -> int:

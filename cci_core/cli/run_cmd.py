@@ -75,9 +75,6 @@ def run(ctx: click.Context, command: tuple[str, ...], prompt: str | None, prompt
                                       Prompt(text, structured=format_ == "json"), latest=wanted == LATEST_SESSION,
                                       stdout=out, stderr=err, say=_say)
         else:
-            from cci_core.cli.detached_end import starter
-
-            manager.detached_end = starter(state.config)  # the save and delete go on after this process returns
             code = manager.run(request, command, stdout=out, stderr=err, say=_say)
     ctx.exit(code)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import click
@@ -12,8 +12,9 @@ from cci_core.cli.state import get_state
 from cci_core.errors import CciError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
+    from cci_core.config import Config
     from cci_core.driver import ContainerInfo
-    from cci_core.session import SessionManager
+    from cci_core.session import DetachedEnd, SessionManager
 
 
 def manager_for(ctx: click.Context) -> SessionManager:
@@ -27,7 +28,19 @@ def manager_for(ctx: click.Context) -> SessionManager:
         SessionStore().tidy()  # what killed saves left behind
     except OSError as exc:
         warn(f"could not tidy ~/.cci: {exc}")
-    return SessionManager(state.config, state.driver, state.plugins, warn=warn)
+    manager = SessionManager(state.config, state.driver, state.plugins, warn=warn)
+    manager.detached_end = _detached_end_starter(state.config)  # an end with detach goes on after cci returns
+    return manager
+
+
+def _detached_end_starter(config: Config) -> Callable[[str, bool | None], DetachedEnd]:
+    """Starts :mod:`cci_core.cli.detached_end`'s process (imported then: most commands never end a session)."""
+    def start(name: str, delete: bool | None) -> DetachedEnd:
+        from cci_core.cli.detached_end import DetachedEndProcess
+
+        return DetachedEndProcess(config, name, delete)
+
+    return start
 
 
 def check_network_policy(ctx: click.Context) -> None:

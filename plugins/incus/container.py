@@ -8,8 +8,16 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from cci_core.api import LABEL_PREFIX, BackendError, Container, ExecResult, OutputHandler, TreeEntry, TreeLimits
-from cci_builtin_plugins.incus.backoff import Backoff
+from cci_core.api import (
+    LABEL_PREFIX,
+    Backoff,
+    BackendError,
+    Container,
+    ExecResult,
+    OutputHandler,
+    TreeEntry,
+    TreeLimits,
+)
 from cci_builtin_plugins.incus.errors import APIError, is_busy
 from cci_builtin_plugins.incus.files import InstanceFiles
 from cci_builtin_plugins.incus.instance_config import disk_device, labels_of, nic_devices

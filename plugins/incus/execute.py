@@ -13,8 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib import parse
 
-from cci_core.api import ExecResult, OutputHandler
-from cci_builtin_plugins.incus.backoff import Backoff
+from cci_core.api import Backoff, ExecResult, OutputHandler
 from cci_builtin_plugins.incus.errors import APIError
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.websocket import close_quietly

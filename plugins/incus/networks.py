@@ -31,6 +31,7 @@ from cci_core.api import (
     HOST_RULE,
     LABEL_PREFIX,
     MULTICAST_AND_BROADCAST,
+    Backoff,
     BackendError,
     ConfigError,
     NetworkPlan,
@@ -184,6 +185,16 @@ def host_rules(interfaces: list[ipaddress.IPv4Interface], kernel: KernelAddresse
     return tuple(rules)
 
 
+def _managed_addresses(networks: Iterable[Mapping[str, Any]]) -> list[ipaddress.IPv4Interface]:
+    """The gateway addresses of Incus's managed networks (its bridges), from its list of networks."""
+    found = []
+    for network in networks:
+        address = (network.get("config") or {}).get("ipv4.address", "")
+        if network.get("managed") and address and "/" in address:
+            found.append(ipaddress.IPv4Interface(address))
+    return found
+
+
 def with_host_rules(egress: list[Mapping[str, Any]], rules: tuple[Rule, ...]) -> list[dict[str, Any]]:
     """An ACL's egress rules with the driver's own (:data:`DRIVER_RULES`) replaced by ``rules``."""
     kept = [dict(rule) for rule in egress if rule.get("description") not in DRIVER_RULES]
@@ -245,8 +256,8 @@ class PolicyNetworks:
 
     def ensure(self, plan: NetworkPlan) -> str:
         name = network_name(plan, nat=self.settings.network_nat)
-        interfaces = self._host_interfaces()  # read once, for the rules and the subnets
-        plan = plan._replace(rules=(*plan.rules, *self._host_rules(interfaces, block_host=plan.block_host)))
+        interfaces, kernel = self._host_addresses()
+        plan = plan._replace(rules=(*plan.rules, *host_rules(interfaces, kernel, block_host=plan.block_host)))
         try:
             self._put_acl(name, plan)
         except APIError as exc:
@@ -262,7 +273,7 @@ class PolicyNetworks:
             network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
         except APINotFound:
             try:
-                network = self._create(name, plan, interfaces)
+                network = self._create(name, plan, self._host_interfaces())
             except BaseException:
                 self._delete_acl_quietly(name)  # nothing half-made is left: the ACL serves this network only
                 raise
@@ -285,11 +296,8 @@ class PolicyNetworks:
 
     def _wait_created(self, name: str, network: Mapping[str, Any], timeout: float = 30) -> Mapping[str, Any]:
         """The bridge once created: waits while another process is still creating it (Incus says ``Pending``)."""
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while str(network.get("status", "Created")) == "Pending" and time.monotonic() < deadline:
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        backoff = Backoff(timeout)
+        while str(network.get("status", "Created")) == "Pending" and backoff.pause():
             network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
         status = str(network.get("status", "Created"))
         if status != "Created":
@@ -380,14 +388,11 @@ class PolicyNetworks:
 
         ``networks``: Incus's list of networks, if read already.
         """
-        found = []
         if networks is None:
             networks = self.api.get("/1.0/networks", "listing networks", recursion=1) or []
+        found = _managed_addresses(networks)
         for network in networks:
-            address = (network.get("config") or {}).get("ipv4.address", "")
-            if network.get("managed") and address and "/" in address:
-                found.append(ipaddress.IPv4Interface(address))
-            elif not network.get("managed"):
+            if not network.get("managed"):
                 try:
                     state = self.api.get(f"/1.0/networks/{quote(network['name'])}/state", "reading host addresses")
                 except APINotFound:
@@ -396,14 +401,23 @@ class PolicyNetworks:
                           for entry in (state or {}).get("addresses") or () if entry.get("family") == "inet"]
         return found
 
-    def _host_rules(self, interfaces: list[ipaddress.IPv4Interface], *, block_host: bool) -> tuple[Rule, ...]:
-        """:func:`host_rules` for this host (DHCP and DNS of the bridge pass before any ACL rule).
+    def _host_addresses(self, networks: list[Mapping[str, Any]] | None = None,
+                        ) -> tuple[list[ipaddress.IPv4Interface], KernelAddresses]:
+        """The host's addresses for :func:`host_rules`: those Incus reports, and (a local Incus) those the kernel routes.
 
-        Incus lists most of the host's interfaces but not all (veth pairs, say): on a local
-        Incus the kernel's own list of addresses completes it.
+        Incus lists most of the host's interfaces but not all (veth pairs, say): on a local Incus the
+        kernel's own list completes it, and when it holds every managed bridge's address (this process
+        shares the daemon's network namespace) it holds every other interface's too: their states are not
+        read then (a request each, at every launch).
         """
         kernel = kernel_addresses() if self.api.endpoint.socket is not None else KernelAddresses()
-        return host_rules(interfaces, kernel, block_host=block_host)
+        if networks is None:
+            networks = self.api.get("/1.0/networks", "listing networks", recursion=1) or []
+        managed = _managed_addresses(networks)
+        routed = [ipaddress.IPv4Network(cidr) for cidr in kernel.local]
+        if managed and all(any(interface.ip in network for network in routed) for interface in managed):
+            return managed, kernel
+        return self._host_interfaces(networks), kernel
 
     def update_host_rules(self) -> list[str]:
         """Put the host's current addresses into every cci ACL (they may have changed since it was written).
@@ -412,8 +426,8 @@ class PolicyNetworks:
         again (Incus refuses an update whose ETag is stale). Returns the names of the ACLs changed.
         """
         networks = self.api.get("/1.0/networks", "listing networks", recursion=1) or []
-        interfaces = self._host_interfaces(networks)
-        rules = {block_host: self._host_rules(interfaces, block_host=block_host) for block_host in (False, True)}
+        interfaces, kernel = self._host_addresses(networks)
+        rules = {block_host: host_rules(interfaces, kernel, block_host=block_host) for block_host in (False, True)}
         # a bridge another process is still making gets its rules from that process (Incus could not apply
         # ours to it yet); the next check covers what changed meanwhile
         ready = {network["name"] for network in networks if str(network.get("status", "Created")) == "Created"}

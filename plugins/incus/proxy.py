@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from cci_core.api import LABEL_PREFIX, BackendError, CciError, ProxySpec, RequestRecord
+from cci_core.api import LABEL_PREFIX, Backoff, BackendError, CciError, ProxySpec, RequestRecord
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.instance_config import nic_devices
 from cci_builtin_plugins.incus.rest import quote
@@ -410,14 +410,11 @@ class ProxyContainers:
 
     def _wait_made(self, name: str, instance: dict[str, Any]) -> dict[str, Any]:
         """The proxy once its maker has finished (its CA recorded): another cci may be making it right now."""
-        deadline = time.monotonic() + READY_SECONDS
-        delay = 0.05
+        backoff = Backoff(READY_SECONDS, first=0.05)
         while not (instance.get("config") or {}).get(CA_KEY):
-            if time.monotonic() > deadline:
+            if not backoff.pause():
                 raise BackendError(f"proxy {name} was not ready after {READY_SECONDS:.0f} s",
                                    hint=f"see 'incus info --show-log {name}'; 'cci network delete' makes it afresh")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
             try:
                 instance = dict(self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}"))
             except APINotFound:
@@ -432,8 +429,7 @@ class ProxyContainers:
 
     def wait_ready(self, container: IncusContainer, digest: str, timeout: float = READY_SECONDS) -> None:
         """Wait until squid answers with the configuration of ``digest`` (see :func:`probe_command`)."""
-        deadline = time.monotonic() + timeout
-        delay = 0.05
+        backoff = Backoff(timeout, first=0.05)
         why = ""
         while True:
             try:
@@ -445,10 +441,8 @@ class ProxyContainers:
             if result is not None and result.exit_code == 3:
                 why = result.stdout.strip()
                 break
-            if time.monotonic() > deadline or container.status() not in ("running", "starting"):
+            if container.status() not in ("running", "starting") or not backoff.pause():
                 break
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
         if why.startswith("not-found/"):
             reason = f"its image {self.image!r} has no squid (not a proxy image?)"
         else:

@@ -146,6 +146,14 @@ def aliased(incus: pylxd.Client, prefix: str) -> dict[str, tuple[str, ...]]:
             if any(name.startswith(prefix) for name in names)}
 
 
+def wait_until_gone(incus: pylxd.Client, name: str, timeout: float = 60) -> None:
+    """Wait until container ``name`` no longer exists (fails after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while incus.instances.exists(name):
+        assert time.monotonic() < deadline, f"{name} still exists after {timeout} s"
+        time.sleep(0.2)
+
+
 def wait_stopped(incus: pylxd.Client, name: str, timeout: float = 60) -> bool:
     """Whether instance ``name`` stops (or is deleted) within ``timeout`` seconds.
 

@@ -24,9 +24,8 @@ from cci_core.naming import container_name
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
 from tests.docker_archive import busybox_image
-from tests.integration.conftest import CCI, ClaudeImage, labels_on, run_cci
+from tests.integration.conftest import CCI, ClaudeImage, labels_on, run_cci, wait_until_gone
 from tests.integration.terminal import Terminal
-from tests.integration.test_shell import wait_until_gone
 
 if TYPE_CHECKING:
     import pylxd
@@ -114,7 +113,7 @@ def test_claude_code_in_a_shell_detached_attached_ended_and_resumed(
     terminal.wait_for("two", "docker-linux")  # the session's user reaches Docker without sudo
     terminal.keys("two", "sudo poweroff", "Enter")
     screen = terminal.wait_for("two", "CCI-EXITED-0")
-    assert "session ended: saved, container deleted" in screen, screen
+    assert "session ended: saved and deleted in the background" in screen, screen
     wait_until_gone(incus, name)
 
     terminal.start("three", f"{CCI} --workspace {config.workspace} shell --resume", env)

@@ -14,7 +14,16 @@ import pytest
 
 from cci_core.naming import container_name
 from cci_builtin_plugins.incus.driver import IncusDriver
-from tests.integration.conftest import CCI, assert_error, in_workspace, labels_on, run_cci, status_of, wait_stopped
+from tests.integration.conftest import (
+    CCI,
+    assert_error,
+    in_workspace,
+    labels_on,
+    run_cci,
+    status_of,
+    wait_stopped,
+    wait_until_gone,
+)
 from tests.integration.terminal import Terminal
 from tests.integration.test_resume import in_container, saved_sessions, session_of, shell, workspace  # noqa: F401
 from tests.workspace_config import write_trusted
@@ -86,9 +95,9 @@ def test_the_duration_ends_an_attached_session_with_a_save(
     terminal.keys("one", "typed-before-the-limit", "Enter")
     terminal.wait_for("one", "noted: typed-before-the-limit")
     screen = terminal.wait_for("one", "CCI-EXITED-0", timeout=90)
-    assert f"{name} reached its time limit ([limits] duration = '15s'): session ended: saved, container deleted" \
-        in " ".join(screen.split())
-    assert name not in [container.name for container in incus.instances.all()]
+    assert f"{name} reached its time limit ([limits] duration = '15s'): session ended: saved and deleted in the " \
+           "background" in " ".join(screen.split())
+    wait_until_gone(incus, name)
     assert session in [entry["id"] for entry in saved_sessions(cci_environ)]
 
 

@@ -30,7 +30,7 @@ from cci_core.config import NetworkConfig
 from cci_core.naming import container_name
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import CCI, assert_error, in_workspace, run_cci
+from tests.integration.conftest import CCI, assert_error, in_workspace, run_cci, wait_until_gone
 from tests.integration.terminal import Terminal
 from tests.network_hosts import (DNS_SERVER, INTERNET_HOSTS, WEB_CLIENT, WEB_PORT, TestHosts, probe_script)
 from tests.workspace_config import write_trusted
@@ -380,11 +380,13 @@ def assert_nothing_holds(name: str, real: str, placeholder: str, incus: pylxd.Cl
     assert real not in json.dumps(incus.instances.get(name).config)
 
 
-def end_and_assert_nothing_saved(name: str, terminal: Terminal, home: Path, real: str, placeholder: str) -> None:
+def end_and_assert_nothing_saved(name: str, terminal: Terminal, home: Path, real: str, placeholder: str,
+                                 incus: pylxd.Client) -> None:
     """Power the session off (it is saved); its saved state holds the agent's copy, without the real value."""
     in_container(name, "poweroff", check=False)  # what follows shows that it powered off
     screen = terminal.wait_for("one", "CCI-EXITED-0", timeout=120)
     assert "saved" in screen
+    wait_until_gone(incus, name)  # (saved, then deleted, in the background)
     saved = [path for path in (home / ".cci").rglob("*") if path.is_file()]
     assert any(path.name == "agent-copy.txt" and placeholder.encode() in path.read_bytes() for path in saved)
     assert [path for path in saved if real.encode() in path.read_bytes()] == []
@@ -423,7 +425,7 @@ def test_a_secret_reaches_only_its_host_and_nothing_inside_holds_it(
     assert ["Authorization", f"Bearer {placeholder}"] in other_plain["headers"], other_plain
 
     assert_nothing_holds(name, real, placeholder, incus, "/home/code/.stand-in/agent-copy.txt")
-    end_and_assert_nothing_saved(name, terminal, isolated_env, real, placeholder)
+    end_and_assert_nothing_saved(name, terminal, isolated_env, real, placeholder, incus)
     assert in_workspace(incus, workspace) == []
 
 
@@ -446,7 +448,7 @@ def test_claudes_api_key_is_a_placeholder_inside_and_real_only_toward_the_api(
     assert ["x-api-key", real] in api["headers"] and ["x-api-key", placeholder] in other["headers"], (api, other)
 
     assert_nothing_holds(name, real, placeholder, incus, "/home/code/.claude/agent-copy.txt")
-    end_and_assert_nothing_saved(name, terminal, isolated_env, real, placeholder)
+    end_and_assert_nothing_saved(name, terminal, isolated_env, real, placeholder, incus)
 
 
 def test_curl_git_and_npm_work_through_the_proxy_with_only_what_cci_sets(

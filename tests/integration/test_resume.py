@@ -16,7 +16,7 @@ import pytest
 from cci_core.naming import container_name
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import CCI, labels_on, run_cci, status_of, wait_stopped
+from tests.integration.conftest import CCI, labels_on, run_cci, status_of, wait_stopped, wait_until_gone
 from tests.integration.terminal import Terminal
 from tests.stand_in import stand_in_workspace
 
@@ -91,8 +91,8 @@ def test_resume_continues_the_session_with_nothing_of_the_host_inside(
 
     in_container(first, "poweroff", cci_environ)  # as 'sudo poweroff' in the session
     screen = terminal.wait_for("one", "CCI-EXITED-0")
-    assert "session ended: saved, container deleted" in screen
-    assert not incus.instances.exists(first)
+    assert "session ended: saved and deleted in the background" in screen
+    wait_until_gone(incus, first)
     [saved] = saved_sessions(cci_environ)
     assert (saved["id"], saved["tool"], saved["workspace"]) == (session, "stand-in", str(workspace.resolve()))
     assert_no_credential_saved(isolated_env)

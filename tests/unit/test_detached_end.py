@@ -132,3 +132,92 @@ def test_a_container_that_stopped_on_its_own_meanwhile_is_ended_all_the_same(wor
     monkeypatch.setattr(container, "kill", stopped_already)
     assert sessions.finish(container, force=True, delete=True, detach=True) is True
     assert container.labels()["state"] == "ending" and recorder.calls[-1] == "cci_session_end deleted=True"
+
+
+def _powered_off(sessions: SessionManager, workspace: Path, *, persistent: bool) -> str:
+    """A session launched, attached, and powered off inside while attached: returns its name."""
+    from tests.unit.test_lifecycle_hooks import PoweredOff
+
+    launched, _ctx = sessions.launch(LaunchRequest(workspace, persistent=persistent))
+    container = PoweredOff(launched.name, launched.labels(), sessions.driver)  # type: ignore[arg-type]
+    container.state = "running"
+    sessions.driver.containers[launched.name] = container  # type: ignore[attr-defined]
+    return launched.name
+
+
+def test_an_ephemeral_session_that_ends_returns_the_terminal_and_its_helper_saves_and_deletes(
+        workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_core.session_attach import Left
+
+    sessions, recorder = recorded(workspace)
+    name = _powered_off(sessions, workspace, persistent=False)
+    helper = Helper(GONE, recorder, sessions)
+    sessions.detached_end = helper
+    recorder.calls.clear()
+    outcome = sessions.attach(*sessions.running(name))
+    assert outcome == (Left.ENDED, "session ended: saved and deleted in the background")
+    assert helper.started == [(name, None)] and "cci_post_exit_save" not in recorder.calls
+    assert sessions.driver.get(name).labels()["state"] == "ending"
+    monkeypatch.setattr("cci_core.session.launcher_id", lambda: GONE)
+    assert sessions.carry_on_end(name) is True
+    assert recorder.calls[-2:] == ["cci_post_exit_save", "cci_session_end deleted=True"]
+    assert not sessions.driver.exists(name)
+
+
+def test_a_persistent_session_that_ends_is_saved_before_the_terminal_returns(workspace: Path) -> None:
+    """The next 'cci shell' reuses the container: saved, not ending."""
+    from cci_core.session_attach import Left
+
+    sessions, recorder = recorded(workspace)
+    name = _powered_off(sessions, workspace, persistent=True)
+    helper = Helper(GONE, recorder, sessions)
+    sessions.detached_end = helper
+    outcome = sessions.attach(*sessions.running(name))
+    assert outcome == (Left.ENDED, "session ended: saved; container kept") and helper.started == []
+    assert sessions.driver.get(name).labels()["state"] == "saved"
+
+
+def test_a_resume_waits_for_the_save_of_the_session_that_just_ended(workspace: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """'cci shell --continue' right after an ephemeral session ended: the newest session is the one being saved in
+    the background, so the resume waits for that end before it looks for it."""
+    import cci_core.ends_at_work as ends
+
+    sessions, recorder = recorded(workspace)
+    name = _powered_off(sessions, workspace, persistent=False)
+    helper_id = f"{launcher_id().rpartition(':')[0]}:{4999997}"
+    sessions.detached_end = Helper(helper_id, recorder, sessions)
+    sessions.attach(*sessions.running(name))
+    def alive(label: str) -> bool:  # the helper lives while its container does
+        return label == helper_id and sessions.driver.exists(name)
+
+    monkeypatch.setattr(ends, "launcher_alive", alive)
+    monkeypatch.setattr("cci_core.session_record.launcher_alive", alive)
+    ended: list[str] = []
+
+    def helper_works(seconds: float) -> None:  # the helper's end, done while the resume waits
+        if not ended:
+            monkeypatch.setattr("cci_core.session.launcher_id", lambda: helper_id)
+            ended.append(name) if sessions.carry_on_end(name) else None
+
+    monkeypatch.setattr("cci_core.backoff.time.sleep", helper_works)
+    looked_for: list[bool] = []
+    monkeypatch.setattr(SessionManager, "_session_to_resume",
+                        lambda self, request, latest: looked_for.append(self.driver.exists(name)) or None)
+    sessions.open(LaunchRequest(workspace), latest=True)
+    assert ended == [name] and looked_for == [False]  # looked for once the end was done
+
+
+def test_an_end_at_work_is_waited_for_only_while_its_process_lives(workspace: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import cci_core.ends_at_work as ends
+
+    sessions, recorder, _helper, name = run_detached(workspace, GONE)
+    slept: list[float] = []
+    monkeypatch.setattr("cci_core.backoff.time.sleep", slept.append)
+    assert ends.wait_for_end(sessions.driver, name) is False and slept == []  # its process is dead: no wait
+    monkeypatch.setattr(ends, "launcher_alive", lambda label: True)
+    assert ends.workspace_ends(sessions.driver.list_containers(), workspace) == [name]
+    assert ends.wait_for_end(sessions.driver, name, timeout=0.3) is False and slept  # waited, up to the timeout
+    sessions.driver.containers.clear()  # type: ignore[attr-defined]
+    assert ends.wait_for_end(sessions.driver, name) is True

@@ -664,3 +664,36 @@ def test_an_acl_incus_cannot_update_leaves_the_others_updated() -> None:
     with pytest.raises(BackendError, match="cci-restricted: Failed to run"):
         PolicyNetworks(api, None).update_host_rules()  # type: ignore[arg-type]
     assert api.puts == ["cci-proxy"]
+
+
+@pytest.mark.parametrize(("kernel_local", "states_read"), [
+    (("10.0.3.1", "10.214.7.1", "198.51.100.9"), []),  # the daemon's namespace: the kernel has every address
+    (("192.0.2.5",), ["/1.0/networks/eth0/state"]),  # another namespace (a socket passed in): Incus's word
+])
+def test_a_launch_reads_no_interface_state_when_the_kernel_routes_every_bridge_here(
+        monkeypatch: pytest.MonkeyPatch, kernel_local: tuple[str, ...], states_read: list[str]) -> None:
+    """Each unmanaged interface's state was a request at every launch; on a local Incus whose bridges this
+    process's kernel routes, the kernel's own list of addresses has them all."""
+    from types import SimpleNamespace
+
+    from cci_builtin_plugins.incus import networks as module
+
+    read: list[str] = []
+
+    class Local:
+        endpoint = SimpleNamespace(socket="/var/lib/incus/unix.socket")
+
+        def get(self, path: str, action: str, **params: Any) -> Any:
+            read.append(path)
+            if path == "/1.0/networks":
+                return [{"name": "eth0", "managed": False}, {"name": "lo", "managed": False},
+                        {"name": "incusbr0", "managed": True, "config": {"ipv4.address": "10.0.3.1/24"}},
+                        {"name": "cci-x", "managed": True, "config": {"ipv4.address": "10.214.7.1/24"}}]
+            return {"addresses": [{"family": "inet", "address": "198.51.100.9", "netmask": "24"}]}
+
+    monkeypatch.setattr(module, "kernel_addresses", lambda: module.KernelAddresses(kernel_local, ("198.51.100.255",)))
+    interfaces, kernel = module.PolicyNetworks(Local(), None)._host_addresses()  # type: ignore[arg-type]
+    assert [path for path in read if path.endswith("/state")] == states_read + (
+        ["/1.0/networks/lo/state"] if states_read else [])
+    own = {str(rule) for rule in module.host_rules(interfaces, kernel, block_host=True)[1].destinations}
+    assert {"10.0.3.1", "10.214.7.1", "198.51.100.9"} <= own  # the same rules either way

@@ -89,3 +89,26 @@ def test_an_explicit_slot_waits_for_the_end_at_work_on_its_container(tmp_path: P
     driver.create(ContainerSpec(other, "img", labels={"state": "ending", "launcher": "another-boot:1"}))
     with pytest.raises(UsageError, match="slot 2 of this workspace is busy"):
         claim_slot(driver, tmp_path, make(driver), slot=2)
+
+
+def test_a_launch_lists_the_containers_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """open() lists them to finish ended sessions; the slot's claim takes that listing (a request less): a slot
+    freed by that finishing is free, one taken since is found taken by its name. (The check of the mounts
+    before the start lists them afresh: a session started meanwhile counts there.)"""
+    import inspect
+
+    from cci_core.session import LaunchRequest
+    from tests.unit.test_lifecycle_hooks import recorded
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    sessions, _recorder = recorded(workspace)
+    driver = sessions.driver
+    listed: list[str] = []
+    original = driver.list_containers
+    monkeypatch.setattr(driver, "list_containers", lambda: listed.append(inspect.stack()[1].function) or original())
+    first = sessions.open(LaunchRequest(workspace)).container
+    assert listed == ["open", "other_workspaces"] and first.name == container_name(workspace, 1)
+    taken_since = make(driver)(container_name(workspace, 2), 2)  # after the listing below, say
+    assert claim_slot(driver, workspace, make(driver), names=[first.name]).name == container_name(workspace, 3)
+    assert taken_since.name in driver.containers and len(listed) == 2

@@ -1,5 +1,5 @@
-"""A growing pause between attempts, for states Incus offers no event for (an instance free again, an init that
-can fork commands): 20 ms, doubling up to 0.5 s, until a deadline."""
+"""A growing pause between attempts, for states the backend offers no event for (an instance free again, an init
+that can fork commands, a session's end done elsewhere): doubling from ``first`` up to 0.5 s, until a deadline."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 class Backoff:
     """``while ...: if not backoff.pause(): give up`` -- pauses while ``timeout`` seconds have not passed."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, first: float = 0.02) -> None:
         self._deadline = time.monotonic() + timeout
-        self._pause = 0.02
+        self._pause = first
 
     def expired(self) -> bool:
         """Whether the deadline has passed."""
