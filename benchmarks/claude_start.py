@@ -23,10 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -34,7 +32,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from lifecycle import incus_options, median_p90, report, sh  # noqa: E402  (benchmarks/ is no package)
+from lifecycle import (  # noqa: E402  (benchmarks/ is no package)
+    incus_options,
+    median_p90,
+    report,
+    seconds_to_screen,
+    session_environment,
+    sh,
+)
 
 BANNER = "Claude Code v"
 #: inside: wait for systemd's socket, then for the boot to finish (as cci does before it starts the tool)
@@ -44,41 +49,10 @@ SETTINGS = {".claude.json": {"hasCompletedOnboarding": True, "projects": {"/work
             ".claude/settings.json": {"skipDangerousModePermissionPrompt": True}}
 
 
-def seconds_to_screen(command: str, env: dict[str, str], text: str = BANNER, timeout: float = 300) -> float:
-    """Seconds from starting ``command`` in a fresh host tmux pane until ``text`` shows in it."""
-    socket = f"cci-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmux = ["tmux", "-L", socket]
-    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
-    started = time.perf_counter()
-    subprocess.run([*tmux, "new-session", "-d", "-x", "120", "-y", "30", f"env -i {exports} {command}; sleep 600"],
-                   check=True)
+def cci_shell_seconds(cci: str, workspace: Path, env: dict[str, str], text: str = BANNER) -> float:
+    """One ``cci shell`` until ``text`` shows (Claude's screen); the session is killed afterwards (untimed)."""
     try:
-        while True:
-            screen = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True).stdout
-            if text in screen:
-                return time.perf_counter() - started
-            if time.perf_counter() - started > timeout:
-                raise SystemExit(f"{text!r} did not appear within {timeout} s; the pane shows:\n{screen}")
-            time.sleep(0.05)
-    finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
-
-
-def session_environment(scratch: Path, project: str, image: str) -> dict[str, str]:
-    """What a cci command gets here: an empty home, the test project and image, policy networks with NAT off."""
-    from tests.incus_env import NETWORK_SUBNETS
-
-    home = scratch / "home"
-    home.mkdir(exist_ok=True)
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8", "TERM": "xterm",
-            "CCI_INCUS_PROJECT": project, "CCI_DEFAULTS_IMAGE": image,
-            "CCI_INCUS_NETWORK_NAT": "false", "CCI_INCUS_NETWORK_SUBNETS": NETWORK_SUBNETS}
-
-
-def cci_shell_seconds(cci: str, workspace: Path, env: dict[str, str]) -> float:
-    """One ``cci shell`` to Claude's screen; the session is killed afterwards (untimed)."""
-    try:
-        return seconds_to_screen(f"{cci} --workspace {workspace} shell", env)
+        return seconds_to_screen(f"{cci} --workspace {workspace} shell", env, text)
     finally:
         from cci_core.naming import container_name
 
@@ -91,7 +65,7 @@ def by_hand_script(project: str, image: str, workspace: Path, settings: Path, na
     from tests.integration.conftest import RESTRICTED_NETWORK
 
     incus = f"incus --project {project}"
-    config = " ".join(f"-c {key}={value}" for key, value in IncusDriver.base_config.items())
+    config = " ".join(f"-c {shlex.quote(f'{key}={value}')}" for key, value in IncusDriver.base_config.items())
     push = " && ".join(f"{incus} file push --create-dirs --uid 1000 --gid 1000 --mode 0600 {settings / relative} "
                        f"{name}/home/code/{relative}" for relative in SETTINGS)
     return " && ".join((
@@ -128,7 +102,7 @@ def main() -> int:
         def by_hand(booted: bool) -> float:
             script = by_hand_script(args.project, args.image, workspace, settings, name, booted=booted)
             try:
-                return seconds_to_screen(script, env)
+                return seconds_to_screen(script, env, BANNER)
             finally:
                 sh("incus", "--project", args.project, "delete", "--force", name)
 

@@ -11,6 +11,10 @@
 (b) ``cci list`` with 20 cci containers against ``incus list``. Target: at most 1.0x.
 (c) The Incus API requests of one ``cci run -- true`` and of one floor, as the daemon logs
     them (see :class:`RequestCounter`), with cci's by kind.
+(d) ``cci shell`` until the stand-in tool's screen shows (``started <id>``, in a host tmux pane
+    polled every 50 ms, as benchmarks/claude_start.py does for Claude Code) against the floor
+    of launch + exec: the steps of (a), then ``incus exec -t`` of the tool as the user in
+    /workspace. Target: at most 1.0x.
 
 Needs the Incus test environment (scripts/incus-test-env) and runs in its
 project (default cci-test). Prints medians and ratios; nothing is asserted.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -56,6 +61,37 @@ def median_p90(samples: list[float]) -> tuple[float, float]:
 
 def sh(*argv: str, env: dict[str, str] | None = None) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def seconds_to_screen(command: str, env: dict[str, str], text: str, timeout: float = 300) -> float:
+    """Seconds from starting ``command`` in a fresh host tmux pane until ``text`` shows in it."""
+    socket = f"cci-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", socket]
+    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+    started = time.perf_counter()
+    subprocess.run([*tmux, "new-session", "-d", "-x", "120", "-y", "30", f"env -i {exports} {command}; sleep 600"],
+                   check=True)
+    try:
+        while True:
+            screen = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True).stdout
+            if text in screen:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise SystemExit(f"{text!r} did not appear within {timeout} s; the pane shows:\n{screen}")
+            time.sleep(0.05)
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+
+
+def session_environment(scratch: Path, project: str, image: str) -> dict[str, str]:
+    """What a cci command gets here: an empty home, the test project and image, policy networks with NAT off."""
+    from tests.incus_env import NETWORK_SUBNETS
+
+    home = scratch / "home"
+    home.mkdir(exist_ok=True)
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8", "TERM": "xterm",
+            "CCI_INCUS_PROJECT": project, "CCI_DEFAULTS_IMAGE": image,
+            "CCI_INCUS_NETWORK_NAT": "false", "CCI_INCUS_NETWORK_SUBNETS": NETWORK_SUBNETS}
 
 
 def report(label: str, ours: tuple[float, float], floor: tuple[float, float], target: float) -> None:
@@ -237,7 +273,52 @@ def main() -> int:
             theirs = counter.count(by_hand)
         print(f"(c) API requests per run: cci {sum(ours.values())}, floor {sum(theirs.values())}; cci's:")
         print(summary(ours))
+
+        shell_start(args, Path(scratch), env, config)
     return 0
+
+
+def shell_start(args: argparse.Namespace, scratch: Path, env: dict[str, str], config: list[str]) -> None:
+    """(d): ``cci shell`` to the stand-in tool's screen against launch + exec by hand, alternating."""
+    from cci_core.naming import container_name
+    from tests.integration.conftest import RESTRICTED_NETWORK
+    from tests.stand_in import stand_in_workspace
+
+    home = os.environ.get("HOME", "")
+    os.environ["HOME"] = env["HOME"]  # the workspace's config is trusted in the benchmark's home
+    try:
+        workspace = stand_in_workspace(scratch / "stand-in")
+    finally:
+        os.environ["HOME"] = home
+    workspace.chmod(0o755)
+    incus = f"incus --project {args.project}"
+    name = "bench-shell-floor"
+    settings = " ".join(map(shlex.quote, config))  # (the syscalls deny list has spaces and newlines)
+    by_hand = " && ".join((
+        f"{incus} init -q {args.image} {name} {settings}",
+        f"{incus} config device add -q {name} workspace disk source={workspace} path=/workspace shift=true",
+        f"{incus} config device add -q {name} eth0 nic network={RESTRICTED_NETWORK} name=eth0 "
+        "security.port_isolation=true security.mac_filtering=true security.ipv4_filtering=true",
+        f"{incus} start {name}",
+        f"{incus} exec -t {name} -- su - code -c 'cd /workspace && ./.stand-in --new {uuid.uuid4()}'",
+    ))
+
+    def ours() -> float:
+        try:
+            return seconds_to_screen(f"{args.cci} --workspace {workspace} shell", env, "started ") * 1000
+        finally:
+            sh(args.cci, "kill", "--force", container_name(workspace, 1), env=env)
+
+    def floor() -> float:
+        try:
+            return seconds_to_screen(by_hand, env, "started ") * 1000
+        finally:
+            sh("incus", "--project", args.project, "delete", "--force", name)
+
+    ours(), floor()  # warm-up
+    timed: list[tuple[float, float]] = [(ours(), floor()) for _ in range(args.runs)]
+    report("(d) cci shell to the tool's screen", median_p90([pair[0] for pair in timed]),
+           median_p90([pair[1] for pair in timed]), 1.0)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from cci_core.background import InBackground
 from cci_core.context import LaunchContext, Mount, SessionEvent
 from cci_core.driver import Container, ContainerExistsError, ContainerInfo, ContainerSpec, Driver
 from cci_core.errors import CciError, PluginError, UsageError
@@ -249,12 +250,15 @@ class SessionManager:
             self._configure(container, ctx, attachment.network)
             self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
             self._start(container)
-            if request.resume_from:  # these write under the home only: while the container boots
+            # a session waits for the boot (basic.target) while these write under the home
+            booted = InBackground(lambda: wait_for_session(container), "boot") if request.kind == Kind.SESSION \
+                else None
+            if request.resume_from:
                 self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
             self._write_brief(ctx, container)
-            if request.kind == Kind.SESSION:
-                wait_for_session(container)
+            if booted is not None:
+                booted.result()
                 self._arm_deadline(container, record.deadline)
             self._started(container, me)
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
@@ -295,16 +299,18 @@ class SessionManager:
             self.driver.route_secrets(attachment.network, found)
         return attachment, tuple(found)
 
-    def refresh_networks(self) -> None:
-        """Refresh the network plans in use whose interval has passed; a failure is a warning, never fatal."""
+    def refresh_networks(self, report: Callable[[str], None] | None = None) -> None:
+        """Refresh the network plans in use whose interval has passed; a failure is a warning (to ``report``, else
+        :attr:`warn`), never fatal."""
         from cci_core.networking import refresh
 
+        report = report or self._report
         try:
             for refreshed in refresh(self.driver, self.plugins.registries):
                 for note in refreshed.notes:
-                    self._report(f"network {refreshed.network}: {note}")
+                    report(f"network {refreshed.network}: {note}")
         except CciError as exc:
-            self._report(f"could not refresh network policies: {exc}")
+            report(f"could not refresh network policies: {exc}")
 
     def _report(self, message: str) -> None:
         if self.warn is not None:

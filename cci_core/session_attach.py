@@ -41,7 +41,9 @@ class Sessions(Protocol):
 
     def tmux(self, container: Container, ctx: LaunchContext) -> TmuxSession: ...
 
-    def refresh_networks(self) -> None: ...
+    warn: Callable[[str], None] | None
+
+    def refresh_networks(self, report: Callable[[str], None] | None = None) -> None: ...
 
     def save(self, ctx: LaunchContext, container: Container, event: SessionEvent) -> None: ...
 
@@ -93,7 +95,6 @@ def attach_and_settle(manager: Sessions, container: Container, ctx: LaunchContex
     shutdown = f"'cci shutdown {name}' ends it"
     returns = f"'cci attach {name}' returns to it, {shutdown}"
     anew = f"'cci attach {name}' starts a new shell, {shutdown}"
-    manager.refresh_networks()
     from cci_core.limits import StopAtDeadline
     from cci_core.session_record import SessionRecord
 
@@ -178,12 +179,14 @@ def _end(manager: Sessions, container: Container, ctx: LaunchContext) -> AttachO
 
 
 class PeriodicSave:
-    """Every :data:`SAVE_INTERVAL` seconds while attached: save the session, refresh due network plans."""
+    """While attached: refresh due network plans at once (while the terminal comes up: what it has to say is
+    told after the attach), then every :data:`SAVE_INTERVAL` seconds save the session and refresh again."""
 
     def __init__(self, manager: Sessions, ctx: LaunchContext, container: Container) -> None:
         self._manager, self._ctx, self._container = manager, ctx, container
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="periodic-save", daemon=True)
+        self._notes: list[str] = []
 
     def __enter__(self) -> None:
         self._thread.start()
@@ -191,11 +194,15 @@ class PeriodicSave:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=SAVE_INTERVAL)
+        for note in self._notes:
+            if self._manager.warn is not None:
+                self._manager.warn(note)
 
     def _run(self) -> None:
         from cci_core.networking import refresh
 
         manager = self._manager
+        manager.refresh_networks(report=self._notes.append)
         while not self._stop.wait(SAVE_INTERVAL):
             try:
                 manager.save(self._ctx, self._container, SessionEvent.PERIODIC)

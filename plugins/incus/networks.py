@@ -256,22 +256,21 @@ class PolicyNetworks:
 
     def ensure(self, plan: NetworkPlan) -> str:
         name = network_name(plan, nat=self.settings.network_nat)
-        interfaces, kernel = self._host_addresses()
+        network = self._find(name)
+        interfaces, kernel = self._host_addresses(bridge=network)
         plan = plan._replace(rules=(*plan.rules, *host_rules(interfaces, kernel, block_host=plan.block_host)))
         try:
             self._put_acl(name, plan)
         except APIError as exc:
             # Incus could not apply the rules to the bridge while another process is still making it
             # (say the host's addresses changed since that one wrote them): once it is made, again
-            try:
-                pending = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
-            except APINotFound:
+            pending = self._find(name)
+            if pending is None:
                 raise exc from None
             self._wait_created(name, pending)
             self._put_acl(name, plan)
-        try:
-            network = self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}")
-        except APINotFound:
+        network = network or self._find(name)  # (another cci may have made it meanwhile)
+        if network is None:
             try:
                 network = self._create(name, plan, self._host_interfaces())
             except BaseException:
@@ -286,6 +285,12 @@ class PolicyNetworks:
             self.proxies.ensure(name, plan.proxy, str(plan.settings.get(TRUST_CA_PEM) or ""))
         self._start_guard()
         return name
+
+    def _find(self, name: str) -> Mapping[str, Any] | None:
+        try:
+            return dict(self.api.get(f"/1.0/networks/{quote(name)}", f"reading network {name}"))
+        except APINotFound:
+            return None
 
     def _start_guard(self) -> None:
         """Make sure the host guard runs (see :mod:`.host_guard`): for a local Incus only."""
@@ -401,21 +406,28 @@ class PolicyNetworks:
                           for entry in (state or {}).get("addresses") or () if entry.get("family") == "inet"]
         return found
 
-    def _host_addresses(self, networks: list[Mapping[str, Any]] | None = None,
+    def _host_addresses(self, networks: list[Mapping[str, Any]] | None = None, bridge: Mapping[str, Any] | None = None,
                         ) -> tuple[list[ipaddress.IPv4Interface], KernelAddresses]:
         """The host's addresses for :func:`host_rules`: those Incus reports, and (a local Incus) those the kernel routes.
 
         Incus lists most of the host's interfaces but not all (veth pairs, say): on a local Incus the
-        kernel's own list completes it, and when it holds every managed bridge's address (this process
-        shares the daemon's network namespace) it holds every other interface's too: their states are not
-        read then (a request each, at every launch).
+        kernel's own list completes it. When the kernel routes the managed ``bridge``'s address (or, without
+        one, every managed bridge's) here, this process shares the daemon's network namespace and the kernel's
+        list holds every interface: Incus's are not read then (its list of networks costs it 100 ms and more
+        with many bridges, each state a request, at every launch).
         """
         kernel = kernel_addresses() if self.api.endpoint.socket is not None else KernelAddresses()
+        routed = [ipaddress.IPv4Network(cidr) for cidr in kernel.local]
+
+        def here(interfaces: list[ipaddress.IPv4Interface]) -> bool:
+            return bool(interfaces) and all(any(item.ip in network for network in routed) for item in interfaces)
+
+        if bridge is not None and here(_managed_addresses([bridge])):
+            return [], kernel
         if networks is None:
             networks = self.api.get("/1.0/networks", "listing networks", recursion=1) or []
         managed = _managed_addresses(networks)
-        routed = [ipaddress.IPv4Network(cidr) for cidr in kernel.local]
-        if managed and all(any(interface.ip in network for network in routed) for interface in managed):
+        if here(managed):
             return managed, kernel
         return self._host_interfaces(networks), kernel
 

@@ -438,7 +438,12 @@ def test_attaching_refreshes_a_due_plan(
     attach = shlex.join(hosts.host_command([str(CCI), "attach", container.name]))
     terminal.start("one", attach, {**cci_environ, "TERM": "xterm"})
     terminal.wait_for("one", f"@{container.name}:/workspace$")
-    (refreshed,) = [item for item in driver.policy_networks() if item.name == network.name]
+    deadline = time.monotonic() + 30  # (refreshed while the terminal comes up, not before)
+    while True:
+        (refreshed,) = [item for item in driver.policy_networks() if item.name == network.name]
+        if refreshed.refreshed_at > network.refreshed_at or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert refreshed.plan.addresses[ALLOWED] == (INTERNET_HOSTS[1],)
     assert refreshed.refreshed_at > network.refreshed_at
     assert answers(as_root(container, probes(INTERNET_HOSTS[0], INTERNET_HOSTS[1]))) == {

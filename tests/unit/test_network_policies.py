@@ -697,3 +697,31 @@ def test_a_launch_reads_no_interface_state_when_the_kernel_routes_every_bridge_h
         ["/1.0/networks/lo/state"] if states_read else [])
     own = {str(rule) for rule in module.host_rules(interfaces, kernel, block_host=True)[1].destinations}
     assert {"10.0.3.1", "10.214.7.1", "198.51.100.9"} <= own  # the same rules either way
+    # a launch has read its own bridge: when the kernel routes its address, Incus's list is not read at all
+    read.clear()
+    bridge = {"name": "cci-x", "managed": True, "config": {"ipv4.address": "10.214.7.1/24"}}
+    interfaces, kernel = module.PolicyNetworks(Local(), None)._host_addresses(bridge=bridge)  # type: ignore[arg-type]
+    assert read == ([] if not states_read else ["/1.0/networks", *states_read, "/1.0/networks/lo/state"])
+    assert own == {str(rule) for rule in module.host_rules(interfaces, kernel, block_host=True)[1].destinations}
+
+
+def test_what_the_refresh_at_an_attach_says_is_told_once_the_attach_is_over(tmp_path: Path) -> None:
+    """The refresh runs while the terminal comes up (it used to delay the tool's screen): a line it prints then would
+    land in tmux's screen, so it is told after the attach."""
+    from cci_core import session_attach
+
+    told: list[str] = []
+
+    class Reporting:
+        warn = told.append
+        driver = plugins = None
+
+        def refresh_networks(self, report: Any = None) -> None:
+            report("network cci-x: api.example.org now 198.51.100.9")
+
+        def save(self, ctx: Any, container: Any, event: Any) -> None:
+            pass
+
+    with session_attach.PeriodicSave(Reporting(), None, None):  # type: ignore[arg-type]
+        told.append("attach over")  # (the refresh may not have begun yet: what it says waits all the same)
+    assert told == ["attach over", "network cci-x: api.example.org now 198.51.100.9"]

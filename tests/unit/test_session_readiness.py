@@ -66,28 +66,53 @@ def test_a_session_launch_waits_for_what_the_session_needs_not_the_whole_boot(tm
 
 
 def test_state_and_credentials_go_in_while_the_boot_goes_on_and_post_launch_comes_after_the_wait(
-        tmp_path: Path) -> None:
-    """They write only under the user's home, which the boot does not touch: done before the wait, they cost no time."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They write only under the user's home, which the boot does not touch: done while the wait goes on (on a
+    thread of its own), they cost no time; post_launch comes once the wait is over."""
+    import threading
+
     from cci_core import hookimpl
+    from cci_core import session as lifecycle
 
-    seen: dict[str, bool] = {}
+    injected = threading.Event()
+    seen: list[str] = []
 
-    def waited(container: object) -> bool:
-        return any(argv[-1] == session._WAIT_FOR_SESSION for argv in container.commands)  # type: ignore[attr-defined]
+    def wait(container: object) -> None:
+        seen.append("wait begins")
+        seen.append("credentials during the wait" if injected.wait(10) else "credentials not during the wait")
+        seen.append("wait over")
 
     class Order:
         @hookimpl
         def cci_inject_credentials(self, ctx, container):  # type: ignore[no-untyped-def]
-            seen["credentials after the wait"] = waited(container)
+            injected.set()
 
         @hookimpl
         def cci_post_launch(self, ctx, container):  # type: ignore[no-untyped-def]
-            seen["post_launch after the wait"] = waited(container)
+            seen.append("post_launch")
 
+    monkeypatch.setattr(lifecycle, "wait_for_session", wait)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     manager(tmp_path, Order()).launch(LaunchRequest(workspace))
-    assert seen == {"credentials after the wait": False, "post_launch after the wait": True}
+    assert seen == ["wait begins", "credentials during the wait", "wait over", "post_launch"]
+
+
+def test_a_boot_that_fails_fails_the_launch_after_the_credentials_went_in(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from cci_core import session as lifecycle
+    from cci_core.errors import BackendError
+
+    def wait(container: object) -> None:
+        raise BackendError("running timeout in cci-x: the container stopped")
+
+    monkeypatch.setattr(lifecycle, "wait_for_session", wait)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    sessions = manager(tmp_path)
+    with pytest.raises(BackendError, match="the container stopped"):
+        sessions.launch(LaunchRequest(workspace))
+    assert sessions.driver.containers == {}  # type: ignore[attr-defined]  (nothing half-made is left)
 
 
 def test_cci_shell_starts_tmux_in_a_container_it_just_launched_without_asking_whether_one_runs(
