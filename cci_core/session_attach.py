@@ -202,7 +202,10 @@ class PeriodicSave:
         from cci_core.networking import refresh
 
         manager = self._manager
-        manager.refresh_networks(report=self._notes.append)
+        try:
+            manager.refresh_networks(report=self._notes.append)
+        except Exception as exc:  # (never fatal, and this thread's saves must go on)
+            self._notes.append(f"could not refresh network policies: {exc}")
         while not self._stop.wait(SAVE_INTERVAL):
             try:
                 manager.save(self._ctx, self._container, SessionEvent.PERIODIC)

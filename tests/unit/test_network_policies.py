@@ -725,3 +725,30 @@ def test_what_the_refresh_at_an_attach_says_is_told_once_the_attach_is_over(tmp_
     with session_attach.PeriodicSave(Reporting(), None, None):  # type: ignore[arg-type]
         told.append("attach over")  # (the refresh may not have begun yet: what it says waits all the same)
     assert told == ["attach over", "network cci-x: api.example.org now 198.51.100.9"]
+
+
+def test_a_refresh_that_fails_at_an_attach_is_told_and_the_periodic_saves_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from cci_core import session_attach
+
+    told: list[str] = []
+    saved = threading.Event()
+
+    class Failing:
+        warn = told.append
+        driver = None
+        plugins = SimpleNamespace(registries=None)
+
+        def refresh_networks(self, report: Any = None) -> None:
+            raise OSError(28, "No space left on device")
+
+        def save(self, ctx: Any, container: Any, event: Any) -> None:
+            saved.set()
+
+    monkeypatch.setattr(session_attach, "SAVE_INTERVAL", 0.01)
+    monkeypatch.setattr("cci_core.networking.refresh", lambda driver, registries: [])
+    with session_attach.PeriodicSave(Failing(), None, None):  # type: ignore[arg-type]
+        assert saved.wait(5)  # the thread lives on
+    assert told == ["could not refresh network policies: [Errno 28] No space left on device"]
