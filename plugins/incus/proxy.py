@@ -281,10 +281,11 @@ class ProxyContainers:
         if not running:
             self.start(container, str(self._config(name).get(CONFIG_KEY, "")))
 
-    def settled(self, name: str) -> dict[str, Any]:
-        """The proxy as Incus has it once a stop :func:`stop_unused` decided on (:data:`STOPPING_KEY`) has landed:
-        asked for after that decision, it is to be started again, not found running and then stopped."""
-        instance = dict(self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}"))
+    def settled(self, name: str, instance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The proxy as Incus has it (``instance``: as just read) once a stop :func:`stop_unused` decided on
+        (:data:`STOPPING_KEY`) has landed: asked for after that decision, it is to be started again, not found
+        running and then stopped."""
+        instance = dict(instance or self.api.get(f"/1.0/instances/{quote(name)}", f"reading proxy {name}"))
         if (instance.get("config") or {}).get(STOPPING_KEY) and str(instance.get("status")) == "Running":
             if not self._container(instance).wait_stopped(STOP_SETTLE_SECONDS):
                 self._patch_config(name, {STOPPING_KEY: ""})  # its stopper died before the stop: still running
@@ -604,7 +605,7 @@ def start_proxy_of(api: IncusAPI, agent_config: Mapping[str, Any]) -> None:
     if not is_proxy(instance.get("config") or {}):
         return
     containers = ProxyContainers(api, "", socket_dir_of(api))
-    instance = containers.settled(name)
+    instance = containers.settled(name, instance)  # (read after the agent's ask: its start)
     if str(instance.get("status")) != "Running":
         containers.start(IncusContainer(api, instance), str((instance.get("config") or {}).get(CONFIG_KEY, "")))
 
