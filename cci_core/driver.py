@@ -223,7 +223,8 @@ class Container(ABC):
 
     @abstractmethod
     def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
-        """Set backend config keys, add mounts and attach to ``network`` in one update (before a start).
+        """Set backend config keys, add mounts and attach to ``network`` in one update (before a start; on a warm
+        container, while it runs: the mounts are there at once).
 
         ``network`` is a name returned by :meth:`Driver.ensure_network`; None keeps
         the network the backend's defaults give.
@@ -241,6 +242,12 @@ class Container(ABC):
         can use them, that each mount came from the place its source names, and
         stops the container and raises :class:`BackendError` if not.
         """
+
+    def start_warm(self) -> None:
+        """Finish the start of a container taken from the warm pool (:meth:`Driver.warm`): it runs already, and
+        its mounts were added while it ran. Checks them as :meth:`start` does after a start (one that is not what
+        its device names stops it, with :class:`BackendError`)."""
+        raise BackendError("this backend keeps no warm containers")
 
     @abstractmethod
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
@@ -507,6 +514,26 @@ class Driver(ABC):
     @abstractmethod
     def delete_image(self, alias_or_fingerprint: str) -> None:
         """Delete an image by alias or fingerprint."""
+
+    # -- the warm pool (docs/sessions.md#warm-pool): drivers that cannot add mounts to a running container keep
+    #    these defaults
+
+    #: whether :meth:`warm` works: the backend adds mounts and devices to a running container
+    supports_pool: ClassVar[bool] = False
+
+    def warm(self, spec: ContainerSpec, network: str | None) -> Container:
+        """Create and start a container for the warm pool: ``spec`` (no mounts), on ``network`` (a policy's, or
+        None), under the config's ``[limits]``, and ready to take shifted mounts while it runs. A launch later
+        configures it as it would a new container (:meth:`Container.configure` adds the mounts at once), then
+        calls :meth:`Container.start_warm` in place of :meth:`Container.start`."""
+        raise BackendError(f"the {self.name} driver keeps no warm containers", hint="set [pool] size = 0")
+
+    def image_fingerprint(self, image: str) -> str | None:
+        """The fingerprint of the image a create of ``image`` would use now (None: not a local image)."""
+        for info in self.list_images():
+            if image in info.aliases or info.fingerprint == image:
+                return info.fingerprint
+        return None
 
     # -- network policies: drivers that cannot enforce them keep these defaults -----------------------
 

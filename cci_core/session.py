@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from cci_core.session_headless import Prompt
     from cci_core.tmux import TmuxSession
     from cci_core.tool import ToolAdapter
+    from cci_core.warm_pool import PoolTarget
 
 
 
@@ -78,15 +79,17 @@ class Cleanup:
 
     ended: list[ContainerInfo]
     orphans: list[tuple[ContainerInfo, str]]  # and why each is one
+    pool: list[tuple[ContainerInfo, str]] = field(default_factory=list)  # warm-pool containers to delete, and why
 
     def __len__(self) -> int:
-        return len(self.ended) + len(self.orphans)
+        return len(self.ended) + len(self.orphans) + len(self.pool)
 
     def lines(self) -> list[str]:
         """One line per container: its name and what is done to it."""
         return ([f"{info.name}: {'stopped' if info.status == 'stopped' else 'past its time limit'}: save, then "
                  "delete unless persistent" for info in self.ended]
-                + [f"{info.name}: {reason}" for info, reason in self.orphans])
+                + [f"{info.name}: {reason}" for info, reason in self.orphans]
+                + [f"{info.name}: {reason}: delete" for info, reason in self.pool])
 
 
 class Opened(NamedTuple):
@@ -116,6 +119,10 @@ class DetachedEnd(Protocol):
         """Let it carry on: the container has stopped."""
 
 
+class _NotWarmable(Exception):
+    """A warm container cannot serve this launch (deleted again): a container is made for it."""
+
+
 def _state(value: State) -> dict[str, str]:
     return {"state": value.value}
 
@@ -132,6 +139,8 @@ class SessionManager:
         self.warn = warn
         #: starts the detached process that carries on a :meth:`finish` with ``detach`` (None: none, ended here)
         self.detached_end: Callable[[str, bool | None], DetachedEnd] | None = None
+        #: starts the detached process that fills the warm pool (None: the pool is not filled by this invocation)
+        self.refill_pool: Callable[[PoolTarget], object] | None = None
 
     # -- open ----------------------------------------------------------------------------------------
 
@@ -145,6 +154,9 @@ class SessionManager:
         the workspace's newest saved session) names the saved session to resume: this process is
         then the only one resuming it, and one still running elsewhere is refused.
         """
+        from cci_core.slots import label_claims
+
+        claims = label_claims(request.workspace)  # (before the listing: see claim_slot)
         listing = self.driver.list_containers()
         finished = set(self.reconcile(listing))
         if request.resume_from is not None or latest:
@@ -160,8 +172,8 @@ class SessionManager:
                 reused = self.reuse(request.workspace, request.slot, session=resume, storage=request.storage)
                 if reused is not None:
                     return Opened(*reused, reused=True)
-            # (the names as listed before: a slot taken since is found taken when its name is)
-            return Opened(*self.launch(request, [info.name for info in listing if info.name not in finished]),
+            # (the containers as listed before: see claim_slot)
+            return Opened(*self.launch(request, [info for info in listing if info.name not in finished], claims),
                           reused=False)
 
     def _session_to_resume(self, request: LaunchRequest, latest: bool) -> str | None:
@@ -207,11 +219,15 @@ class SessionManager:
 
     # -- launch --------------------------------------------------------------------------------------
 
-    def launch(self, request: LaunchRequest, names: Sequence[str] | None = None) -> tuple[Container, LaunchContext]:
+    def launch(self, request: LaunchRequest, listing: Sequence[ContainerInfo] | None = None,
+               claims: int | None = None) -> tuple[Container, LaunchContext]:
         """Claim a slot, configure, start: a running container with credentials in place.
 
-        ``names``: the containers' names, if just listed (see :func:`~cci_core.slots.claim_slot`). On any failure
-        after the claim, the container is deleted again: nothing half-made is left.
+        An ephemeral launch without an explicit slot takes a container from the warm pool when
+        ``[pool] size`` asks for one and one is ready (:mod:`cci_core.warm_pool`); the pool is made whole again
+        in the background. ``listing`` and ``claims``: the containers, if just listed, and the slot lock's count
+        read before (see :func:`~cci_core.slots.claim_slot`). On any failure after the claim, the container is
+        deleted again: nothing half-made is left.
         """
         defaults = self.config.defaults
         tool = self._tool() if request.kind == Kind.SESSION else None
@@ -225,6 +241,9 @@ class SessionManager:
             state=State.LAUNCHING, launcher=me, network=attachment.policy, limits=summary(self.config),
             deadline=deadline_of(self.config),
         )
+        pool = self._pool_target(attachment) if not persistent and not request.slot else None
+        if pool is not None and listing is None:
+            listing = self.driver.list_containers()
 
         def create(name: str, slot: int) -> Container:
             spec = ContainerSpec(name, defaults.image, labels=record.but(slot=slot).to_labels(),
@@ -239,7 +258,24 @@ class SessionManager:
 
         from cci_core.slots import claim_slot
 
-        container = claim_slot(self.driver, workspace, create, slot=request.slot, names=names)
+        started = (record, attachment, substitutions, tool, storage)
+        try:
+            warm = self._take_warm(workspace, pool, record, listing or ())
+            if warm is not None:
+                try:
+                    return self._start_session(warm, request, *started, warm=True)
+                except _NotWarmable:
+                    pass  # (deleted again) a plugin's instance config needs a container made for it
+            container = claim_slot(self.driver, workspace, create, slot=request.slot, listing=listing, claims=claims)
+            return self._start_session(container, request, *started)
+        finally:
+            self._refill(pool, listing or ())
+
+    def _start_session(self, container: Container, request: LaunchRequest, record: SessionRecord,
+                       attachment: Attachment, substitutions: tuple[Substitution, ...], tool: ToolAdapter | None,
+                       storage: tuple[Path, ...], *, warm: bool = False) -> tuple[Container, LaunchContext]:
+        """The rest of :meth:`launch`, in the container just claimed (``warm``: taken from the pool, running)."""
+        me = record.launcher or ""
         try:
             ctx = self.context(container.name, container.labels())
             ctx.storage = storage
@@ -247,18 +283,19 @@ class SessionManager:
             ctx.resume_from = request.resume_from
             ctx.substitutions = substitutions
             ctx.network_policy, ctx.network_plan = attachment.policy, attachment.plan
-            self._configure(container, ctx, attachment.network)
+            self._configure(container, ctx, attachment.network, warm=warm)
             self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
-            self._start(container)
-            # a session waits for the boot (basic.target) while these write under the home
-            booted = InBackground(lambda: wait_for_session(container), "boot") if request.kind == Kind.SESSION \
-                else None
+            self._start(container, warm=warm)
+            # a session waits for the boot (basic.target) while these write under the home (a warm one is booted)
+            booted = InBackground(lambda: wait_for_session(container), "boot") \
+                if request.kind == Kind.SESSION and not warm else None
             if request.resume_from:
                 self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
             self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
             self._write_brief(ctx, container)
             if booted is not None:
                 booted.result()
+            if request.kind == Kind.SESSION:
                 self._arm_deadline(container, record.deadline)
             self._started(container, me)
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
@@ -267,6 +304,58 @@ class SessionManager:
                 self.discard(container)
             raise
         return container, ctx
+
+    # -- the warm pool (cci_core.warm_pool) ------------------------------------------------------------
+
+    def _pool_target(self, attachment: Attachment) -> PoolTarget | None:
+        """What this launch's warm containers are made for; None without a pool, or where there can be none."""
+        if self.config.pool.size <= 0 or not self.driver.supports_pool:
+            return None
+        import os
+
+        from cci_core.warm_pool import PoolTarget, pool_key
+
+        image = self.config.defaults.image
+        fingerprint = self.driver.image_fingerprint(image)
+        if fingerprint is None:
+            return None
+        key = pool_key(self.driver, image, attachment.policy, attachment.network, summary(self.config), os.getuid())
+        return PoolTarget(key, image, fingerprint, attachment.network, attachment.policy)
+
+    def _take_warm(self, workspace: Path, pool: PoolTarget | None, record: SessionRecord,
+                   listing: Sequence[ContainerInfo]) -> Container | None:
+        if pool is None:
+            return None
+        from cci_core.warm_pool import take
+
+        return take(self.driver, workspace, pool, lambda slot: record.but(slot=slot).to_labels(), listing)
+
+    def _refill(self, pool: PoolTarget | None, listing: Sequence[ContainerInfo]) -> None:
+        """Have the pool made whole again in the background, unless it was whole before this launch took one."""
+        from cci_core.warm_pool import pooled
+
+        if pool is None or self.refill_pool is None or len(pooled(listing, pool)) > self.config.pool.size:
+            return
+        try:
+            self.refill_pool(pool)
+        except OSError as exc:
+            self._report(f"could not start filling the warm pool: {exc}")
+
+    def fill_pool(self, pool: PoolTarget) -> None:
+        """Make the pool of ``pool`` whole: warm containers until ``[pool] size`` are ready or warming, and remove
+        ready ones beyond it. One process per key at a time; the others wait for it, then look again."""
+        from cci_core.host_lock import held
+        from cci_core.layout import state_dir
+        from cci_core.warm_pool import pooled, remove, surplus, warm_one
+
+        with held(state_dir() / "pool" / pool.key):
+            while True:
+                listing = self.driver.list_containers()
+                for info in surplus(listing, pool, self.config.pool.size):
+                    remove(self.driver, info)
+                if len(pooled(listing, pool)) >= self.config.pool.size:
+                    return
+                warm_one(self.driver, pool, wait_for_session)
 
     def _tool(self, name: str | None = None) -> ToolAdapter:
         """The configured tool (or the one named, e.g. by a container's label), ready to use."""
@@ -316,11 +405,14 @@ class SessionManager:
         if self.warn is not None:
             self.warn(message)
 
-    def _configure(self, container: Container, ctx: LaunchContext, network: str | None) -> None:
+    def _configure(self, container: Container, ctx: LaunchContext, network: str | None, *,
+                   warm: bool = False) -> None:
         """Run the pre-launch hooks and apply what they contribute (before the container starts).
 
         A saved container is configured again the same way: the devices named here
-        replace those of the same name (the workspace, ``storage<N>``, the plugins').
+        replace those of the same name (the workspace, ``storage<N>``, the plugins'). A ``warm``
+        one runs already: a plugin's instance config, which might need a start, makes it unusable
+        (:class:`_NotWarmable`).
         """
         hook = self.plugins.hook
         hook.cci_pre_launch(ctx=ctx)
@@ -335,6 +427,8 @@ class SessionManager:
                 if key in config and config[key] != value and key not in base:
                     raise PluginError(f"two plugins set {key} to different values ({config[key]!r}, {value!r})")
                 config[key] = value
+        if warm and config != dict(base):
+            raise _NotWarmable
         mounts = [Mount("workspace", ctx.workspace, WORKSPACE_PATH, shift=True)]
         mounts += [Mount(f"storage{index}", path, f"/storage/{path.name}", shift=True)
                    for index, path in enumerate(ctx.storage)]
@@ -454,12 +548,15 @@ class SessionManager:
             self._report(f"{container.name} has no timer inside to power it off at its time limit ({problem}); "
                          "it ends when cci sees it past its limit (the attached cci, or any cci command)")
 
-    def _start(self, container: Container) -> None:
+    def _start(self, container: Container, *, warm: bool = False) -> None:
         """Start, once its mounts still lead where cci resolved them, none in another session's workspace (see
-        :func:`check_sources`)."""
+        :func:`check_sources`); a ``warm`` one runs already: its mounts are checked as after a start."""
         check_sources(container.host_mounts(), container.name, self.other_workspaces(container.name),
                       self.tool_directories)
-        container.start()
+        if warm:
+            container.start_warm()
+        else:
+            container.start()
 
     @cached_property
     def tool_directories(self) -> tuple[str, ...]:
@@ -752,15 +849,23 @@ class SessionManager:
         else:
             self.discard(container)
 
-    def cleanup(self) -> Cleanup:
-        """The plan of ``cci clean``: the sessions that ended unwatched, and the orphans (see
-        :meth:`SessionRecord.orphaned`); never a saved persistent container nor one cci did not make."""
+    def cleanup(self, *, pool: bool = False) -> Cleanup:
+        """The plan of ``cci clean``: the sessions that ended unwatched, the orphans (see
+        :meth:`SessionRecord.orphaned`) and the stale warm-pool containers (with ``pool``: all of them, not taken);
+        never a saved persistent container nor one cci did not make."""
+        from cci_core.warm_pool import is_pool, stale
+
         listing = self.driver.list_containers()
         ended = self.ended(listing)
         orphans = [(info, reason) for info in listing
                    if ((record := SessionRecord.from_labels(info.labels)).is_session or record.kind is Kind.BUILD)
                    and info not in ended and (reason := record.orphaned())]
-        return Cleanup(ended, orphans)
+        pooled = list(stale(self.driver, listing))
+        if pool:
+            named = {info.name for info, _reason in pooled}
+            pooled += [(info, "a warm-pool container") for info in listing
+                       if is_pool(info.labels) and info.name not in named]
+        return Cleanup(ended, orphans, pooled)
 
     def clean(self, plan: Cleanup) -> None:
         """Carry out :meth:`cleanup`'s plan; an orphan another cci process has acted on since is left alone."""
@@ -770,6 +875,10 @@ class SessionManager:
             container = self.driver.get(info.name)
             if SessionRecord.from_labels(container.labels()).orphaned():  # still: checked again at the last moment
                 self.recover(container)
+        from cci_core.warm_pool import remove
+
+        for info, _reason in plan.pool:
+            remove(self.driver, info)  # (unless a launch took it meanwhile)
 
     def run(self, request: LaunchRequest, command: Sequence[str], *, stdout: Any = None, stderr: Any = None,
             say: Callable[[str], None] | None = None) -> int:

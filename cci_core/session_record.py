@@ -28,6 +28,7 @@ class Kind(_Label):
     SESSION = "session"  # an interactive tool session (cci shell)
     RUN = "run"  # a one-shot command (cci run)
     BUILD = "build"  # a container an image builder is working in (cci build)
+    POOL = "pool"  # a warm container no launch has taken yet (cci_core.warm_pool)
 
 
 class State(_Label):

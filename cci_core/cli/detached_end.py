@@ -17,14 +17,9 @@ under a dead launcher, and the next cci command ends it again
 
 from __future__ import annotations
 
-import copyreg
 import os
-import pickle
-import signal
-import subprocess
 import sys
-from types import MappingProxyType
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cci_core.session_record import launcher_id
 
@@ -38,29 +33,14 @@ class _Job(NamedTuple):
     delete: bool | None
 
 
-def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
-    """Unpickles a read-only mapping of the config (pickle has no way of its own)."""
-    return MappingProxyType(items)
-
-
 class DetachedEndProcess:
     """The parent's handle on one detached end (a :class:`~cci_core.session.DetachedEnd`)."""
 
     def __init__(self, config: Config, name: str, delete: bool | None) -> None:
-        self._process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                         start_new_session=True)
+        from cci_core.cli.detached_process import start
+
+        self._process, self._pipe = start(__name__, _Job(config, name, delete))
         self.launcher = f"{launcher_id().rpartition(':')[0]}:{self._process.pid}"
-        assert self._process.stdin is not None
-        self._pipe: IO[bytes] = self._process.stdin
-        pickler = pickle.Pickler(self._pipe)
-        pickler.dispatch_table = {**copyreg.dispatch_table,
-                                  MappingProxyType: lambda proxy: (_mapping_proxy, (dict(proxy),))}
-        try:
-            pickler.dump(_Job(config, name, delete))
-            self._pipe.flush()
-        except OSError:  # it died at once: the session is ended again by the next command
-            pass
 
     def release(self) -> None:
         try:
@@ -71,14 +51,11 @@ class DetachedEndProcess:
 
 def main() -> int:
     """The detached process: see the module's docstring."""
-    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
-    job: _Job = pickle.load(sys.stdin.buffer)
-    from cci_core.plugin_manager import load_plugins
+    from cci_core.cli.detached_process import load, read_job
     from cci_core.session import SessionManager
 
-    plugins = load_plugins(job.config.plugins.disabled, warn=lambda message: None)
-    driver = plugins.registries.drivers.get(job.config.defaults.driver)(job.config)
+    job: _Job = read_job()
+    plugins, driver = load(job.config)
     manager = SessionManager(job.config, driver, plugins, warn=lambda message: None)
     sys.stdin.buffer.read()  # until the caller lets go (or is gone)
     manager.carry_on_end(job.name, job.delete)

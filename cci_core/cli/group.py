@@ -62,7 +62,7 @@ CORE_COMMANDS: dict[str, CoreCommand] = {
                         "Stop sessions at once and delete them (persistent ones too), saving their session first."),
     "clean": CoreCommand("cci_core.cli.clean_cmd", "clean",
                          "Finish stopped sessions (save, delete unless persistent) and delete orphaned cci "
-                         "containers."),
+                         "containers and stale warm-pool ones."),
     "snapshot": CoreCommand("cci_core.cli.snapshot_cmd", "snapshot",
                             "Snapshots of persistent session containers: create, list, restore (stopped), delete."),
     "doctor": CoreCommand("cci_core.cli.doctor_cmd", "doctor", "Check that this machine can run cci."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import click
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from cci_core.config import Config
     from cci_core.driver import ContainerInfo
     from cci_core.session import DetachedEnd, SessionManager
+    from cci_core.warm_pool import PoolTarget
 
 
 def manager_for(ctx: click.Context) -> SessionManager:
@@ -30,7 +32,14 @@ def manager_for(ctx: click.Context) -> SessionManager:
         warn(f"could not tidy ~/.cci: {exc}")
     manager = SessionManager(state.config, state.driver, state.plugins, warn=warn)
     manager.detached_end = _detached_end_starter(state.config)  # an end with detach goes on after cci returns
+    manager.refill_pool = partial(_fill_pool, state.config)  # and so does the refill of a warm pool
     return manager
+
+
+def _fill_pool(config: Config, pool: PoolTarget) -> None:
+    from cci_core.cli.pool_fill import start
+
+    start(config, pool)
 
 
 def _detached_end_starter(config: Config) -> Callable[[str, bool | None], DetachedEnd]:

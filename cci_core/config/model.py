@@ -15,6 +15,7 @@ from cci_core.config.schema import (
     PathsConfig,
     PluginsConfig,
     PortsConfig,
+    PoolConfig,
     ProfileConfig,
     Schema,
     SecretsConfig,
@@ -68,6 +69,8 @@ class Config(NamedTuple):
     """``[limits]``: what one session container may use."""
     ports: PortsConfig = PortsConfig()
     """``[ports]``: container ports published on the host."""
+    pool: PoolConfig = PoolConfig()
+    """``[pool]``: started containers kept ready for ephemeral launches."""
 
     def section(self, name: str) -> Any:
         """The ``[name]`` section: a core one (``network``...) or one an enabled plugin declared.

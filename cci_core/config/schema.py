@@ -219,6 +219,24 @@ class PortsConfig(NamedTuple):
     ] = "127.0.0.1"
 
 
+def pool_size(value: int) -> str | None:
+    """Reject a pool size that is negative or more than :data:`MAX_POOL_SIZE`."""
+    if not 0 <= value <= MAX_POOL_SIZE:
+        return f"must be 0 to {MAX_POOL_SIZE}, got {value} (each pooled container takes memory while it waits)"
+    return None
+
+
+#: the most warm containers ``[pool] size`` may keep for one image and policy
+MAX_POOL_SIZE = 16
+
+
+class PoolConfig(NamedTuple):
+    """``[pool]``: started containers kept ready for ephemeral launches (see docs/sessions.md, *Warm pool*)."""
+
+    size: Annotated[int, Setting("Containers kept started, per image and network policy, for ephemeral launches to "
+                                 "take; 0: none.", check=pool_size)] = 0
+
+
 class ProfileConfig(NamedTuple):
     """``[profiles.NAME]``: optional settings applied on top of the files when selected.
 
@@ -267,6 +285,7 @@ SECTIONS: dict[str, type] = {
     "secrets": SecretsConfig,
     "limits": LimitsConfig,
     "ports": PortsConfig,
+    "pool": PoolConfig,
 }
 """The core's plain sections, in display order; each is an attribute of the same name on ``Config``.
 

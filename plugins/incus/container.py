@@ -242,6 +242,13 @@ class IncusContainer(Container):
             raise
         self._check_mounts()
 
+    def start_warm(self) -> None:
+        if self._behind_proxy():  # as for a start
+            from cci_builtin_plugins.incus.proxy import start_proxy_of
+
+            start_proxy_of(self._api, self._config)
+        self._check_mounts()
+
     def host_mounts(self) -> list[Mount]:
         from cci_builtin_plugins.incus.mount_check import host_disks
         from cci_core.api import Mount

@@ -136,6 +136,27 @@ class IncusDriver(Driver):
             raise BackendError(str(exc), hint=_creation_hint(exc.detail)) from exc
         return self.get(spec.name)
 
+    supports_pool = True
+
+    def warm(self, spec: ContainerSpec, network: str | None) -> IncusContainer:
+        config = {**spec.config, "boot.autostart": "false"}  # (only cci starts a container, checking its mounts)
+        if self.user_map.needs_raw_idmap():  # the map a shifted mount needs applies only at start
+            config["raw.idmap"] = self.user_map.raw_idmap()
+        container = self.create(spec._replace(config=config, mounts=()))
+        container.configure({}, [], network)
+        if self.config is not None:
+            container.apply_limits(self.config.limits)
+        container.start()
+        return container
+
+    def image_fingerprint(self, image: str) -> str | None:
+        if ":" in image:
+            return None  # an image server's: pulled at create
+        try:
+            return str(self.api.get(f"/1.0/images/aliases/{quote(image)}", f"looking up image {image}")["target"])
+        except APINotFound:
+            return None
+
     @cached_property
     def networks(self) -> PolicyNetworks:
         """The networks that enforce network policies (see :mod:`.networks`)."""

@@ -38,7 +38,7 @@ def test_the_labels_read_as_typed_values() -> None:
 
 def test_the_enums_are_the_label_strings() -> None:
     assert [state.value for state in State] == ["launching", "running", "ending", "saved"]
-    assert [kind.value for kind in Kind] == ["session", "run", "build"]
+    assert [kind.value for kind in Kind] == ["session", "run", "build", "pool"]
     assert [mode.value for mode in Mode] == ["persistent", "ephemeral"]
     assert f"{State.SAVED}" == "saved" and State.SAVED == "saved"
 

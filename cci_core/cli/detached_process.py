@@ -1,0 +1,54 @@
+"""A cci process that goes on after the command returns (:mod:`.detached_end`, :mod:`.pool_fill`): started in a
+session of its own (no terminal's Ctrl+C or hangup reaches it), its output discarded, given its job (the
+invocation's config and what to do) pickled on its standard input."""
+
+from __future__ import annotations
+
+import copyreg
+import pickle
+import signal
+import subprocess
+import sys
+from types import MappingProxyType
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cci_core.config import Config
+    from cci_core.driver import Driver
+    from cci_core.plugin_manager import Plugins
+
+
+def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    """Unpickles a read-only mapping of the config (pickle has no way of its own)."""
+    return MappingProxyType(items)
+
+
+def start(module: str, job: object) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """Start ``python -m module`` with ``job`` on its standard input; the process and the pipe, left open."""
+    process = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    assert process.stdin is not None
+    pickler = pickle.Pickler(process.stdin)
+    pickler.dispatch_table = {**copyreg.dispatch_table,
+                              MappingProxyType: lambda proxy: (_mapping_proxy, (dict(proxy),))}
+    try:
+        pickler.dump(job)
+        process.stdin.flush()
+    except OSError:  # it died at once (what it was for is done again by a later command)
+        pass
+    return process, process.stdin
+
+
+def read_job() -> Any:
+    """In the detached process: ignore the signals a terminal or a closed pipe would send, and read the job."""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    return pickle.load(sys.stdin.buffer)
+
+
+def load(config: Config) -> tuple[Plugins, Driver]:
+    """The plugins and the driver of ``config``, as the command that started this process had them."""
+    from cci_core.plugin_manager import load_plugins
+
+    plugins = load_plugins(config.plugins.disabled, warn=lambda message: None)
+    return plugins, plugins.registries.drivers.get(config.defaults.driver)(config)
