@@ -851,9 +851,9 @@ class SessionManager:
 
     def cleanup(self, *, pool: bool = False) -> Cleanup:
         """The plan of ``cci clean``: the sessions that ended unwatched, the orphans (see
-        :meth:`SessionRecord.orphaned`) and the stale warm-pool containers (with ``pool``: all of them, not taken);
-        never a saved persistent container nor one cci did not make."""
-        from cci_core.warm_pool import is_pool, stale
+        :meth:`SessionRecord.orphaned`) and the stale warm-pool containers (with ``pool``: all of this user's not
+        taken); never a saved persistent container nor one cci did not make."""
+        from cci_core.warm_pool import is_mine, stale
 
         listing = self.driver.list_containers()
         ended = self.ended(listing)
@@ -864,7 +864,7 @@ class SessionManager:
         if pool:
             named = {info.name for info, _reason in pooled}
             pooled += [(info, "a warm-pool container") for info in listing
-                       if is_pool(info.labels) and info.name not in named]
+                       if is_mine(info.labels) and info.name not in named]
         return Cleanup(ended, orphans, pooled)
 
     def clean(self, plan: Cleanup) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -60,6 +61,11 @@ def pool_key(driver: Driver, image: str, policy: str, network: str | None, limit
 def is_pool(labels: Mapping[str, str]) -> bool:
     """Whether labels mark a pool container not taken yet."""
     return labels.get("kind") == Kind.POOL.value
+
+
+def is_mine(labels: Mapping[str, str]) -> bool:
+    """Whether labels mark a pool container made for this host user (the only ones a launch of theirs takes)."""
+    return is_pool(labels) and labels.get("uid") == str(os.getuid())
 
 
 def _of(info: ContainerInfo, target: PoolTarget) -> bool:
@@ -114,7 +120,8 @@ def warm_one(driver: Driver, target: PoolTarget, wait_until_booted: Callable[[Co
     me = launcher_id()
     spec = ContainerSpec(f"{NAME_PREFIX}{secrets.token_hex(4)}", target.image, config=driver.base_config, labels={
         "kind": Kind.POOL.value, "pool": WARMING, "pool-key": target.key, "pool-image": target.fingerprint,
-        "launcher": me, "network": target.policy, "version": _version(), "image": target.image})
+        "launcher": me, "network": target.policy, "version": _version(), "image": target.image,
+        "uid": str(os.getuid())})
     container = driver.warm(spec, target.network)
     try:
         wait_until_booted(container)

@@ -10,7 +10,7 @@ from cci_core.cli.sessions import confirm, manager_for
 @click.command()
 @click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be cleaned.")
-@click.option("--pool", is_flag=True, help="Also delete every warm-pool container (the next launch that uses a pool "
+@click.option("--pool", is_flag=True, help="Also delete your warm-pool containers (the next launch that uses a pool "
                                            "fills it again).")
 @click.pass_context
 def clean(ctx: click.Context, force: bool, dry_run: bool, pool: bool) -> None:
