@@ -343,12 +343,17 @@ class SessionManager:
 
     def fill_pool(self, pool: PoolTarget) -> None:
         """Make the pool of ``pool`` whole: warm containers until ``[pool] size`` are ready or warming, and remove
-        ready ones beyond it. One process per key at a time; the others wait for it, then look again."""
+        ready ones beyond it and stale ones of its key (stopped by a reboot, say). One process per key at a time;
+        the others wait for it, then look again."""
         from cci_core.host_lock import held
         from cci_core.layout import state_dir
-        from cci_core.warm_pool import pooled, remove, surplus, warm_one
+        from cci_core.warm_pool import pooled, remove, stale, surplus, warm_one
 
         with held(state_dir() / "pool" / pool.key):
+            listing = self.driver.list_containers()
+            for info, _why in stale(self.driver, listing):
+                if info.labels.get("pool-key") == pool.key:
+                    remove(self.driver, info)
             while True:
                 listing = self.driver.list_containers()
                 for info in surplus(listing, pool, self.config.pool.size):

@@ -86,6 +86,10 @@ class FakeContainer(Container):
     def start(self) -> None:
         self.state = "running"
 
+    def start_warm(self) -> None:
+        assert self.state == "running", f"{self._name} is taken from the pool but not running"
+        self.warm_starts = getattr(self, "warm_starts", 0) + 1
+
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
         self.state = "stopped"
 
@@ -217,6 +221,15 @@ class FakeDriver(Driver):
             container.mounts.extend(spec.mounts)
             self.containers[spec.name] = container
             return container
+
+    supports_pool = True
+
+    def warm(self, spec: ContainerSpec, network: str | None) -> FakeContainer:
+        container = self.create(spec)
+        container.config.update(spec.config)
+        container.configure({}, [], network)
+        container.start()
+        return container
 
     def ensure_network(self, plan: NetworkPlan) -> str:
         import time
