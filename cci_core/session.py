@@ -443,6 +443,8 @@ class SessionManager:
         duplicates = sorted({device for device in devices if devices.count(device) > 1})
         if duplicates:
             raise PluginError(f"two mounts use the device name(s) {', '.join(duplicates)}")
+        if warm:  # mounted as soon as configured: checked before, as before a start
+            check_sources(mounts, container.name, self.other_workspaces(container.name), self.tool_directories)
         container.configure(config, mounts, network)
 
     def _add_environment(self, ctx: LaunchContext) -> None:

@@ -206,3 +206,32 @@ def test_a_pool_container_taken_meanwhile_is_not_removed(workspace: Path) -> Non
     taken, _ctx = sessions.launch(LaunchRequest(workspace))
     sessions.clean(plan)
     assert taken.name in driver.containers and taken.status() == "running"
+
+
+def test_a_mount_whose_source_is_a_link_never_reaches_a_running_container(workspace: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm container mounts what it is configured with at once: its sources are checked before (as before a
+    start), never only after."""
+    from cci_core import hookimpl
+    from cci_core.context import Mount
+    from cci_core.errors import CciError
+    from tests.fakes import FakeContainer
+
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    link = workspace / "data"
+
+    class Mounts:
+        @hookimpl
+        def cci_mounts(self, ctx):  # type: ignore[no-untyped-def]
+            return [Mount("data", link, "/data")] if link.is_symlink() else []
+
+    sessions, driver, _target = filled(workspace, 1, Mounts())
+    link.symlink_to(secret)  # (an agent of another session of the workspace, say)
+    configured: list[list[str]] = []
+    original = FakeContainer.configure
+    monkeypatch.setattr(FakeContainer, "configure", lambda self, config, mounts, network=None: (
+        configured.append([mount.device for mount in mounts]), original(self, config, mounts, network))[1])
+    with pytest.raises(CciError, match="link"):
+        sessions.launch(LaunchRequest(workspace))
+    assert not any("data" in devices for devices in configured)
