@@ -154,9 +154,9 @@ class SessionManager:
         the workspace's newest saved session) names the saved session to resume: this process is
         then the only one resuming it, and one still running elsewhere is refused.
         """
-        from cci_core.slots import label_claims
+        from cci_core.slots import slot_claims
 
-        claims = label_claims(request.workspace)  # (before the listing: see claim_slot)
+        claims = slot_claims(request.workspace)  # (before the listing: see claim_slot)
         listing = self.driver.list_containers()
         finished = set(self.reconcile(listing))
         if request.resume_from is not None or latest:
@@ -260,7 +260,7 @@ class SessionManager:
 
         started = (record, attachment, substitutions, tool, storage)
         try:
-            warm = self._take_warm(workspace, pool, record, listing or ())
+            warm = self._take_warm(workspace, pool, record, listing or (), claims)
             if warm is not None:
                 try:
                     return self._start_session(warm, request, *started, warm=True)
@@ -323,12 +323,12 @@ class SessionManager:
         return PoolTarget(key, image, fingerprint, attachment.network, attachment.policy)
 
     def _take_warm(self, workspace: Path, pool: PoolTarget | None, record: SessionRecord,
-                   listing: Sequence[ContainerInfo]) -> Container | None:
+                   listing: Sequence[ContainerInfo], claims: int | None) -> Container | None:
         if pool is None:
             return None
         from cci_core.warm_pool import take
 
-        return take(self.driver, workspace, pool, lambda slot: record.but(slot=slot).to_labels(), listing)
+        return take(self.driver, workspace, pool, lambda slot: record.but(slot=slot).to_labels(), listing, claims)
 
     def _refill(self, pool: PoolTarget | None, listing: Sequence[ContainerInfo]) -> None:
         """Have the pool made whole again in the background, unless it was whole before this launch took one."""

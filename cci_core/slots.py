@@ -4,10 +4,10 @@ A new container's claim is the creation of the container itself, named
 ``cci-<id>-<slot>``: the backend refuses a name that exists, so two launches racing
 for one slot cannot both win, and a loser moves on to the next free slot. A
 container taken from the warm pool keeps its own name and takes its slot as a
-``slot`` label instead (:mod:`cci_core.warm_pool`): that claim, and every claim
-that could race with it, holds the workspace's slot lock (:func:`slot_lock`), whose
-count of label claims tells a claimer whether its listing is still good. There
-is no upper limit on slots.
+``slot`` label instead (:mod:`cci_core.warm_pool`). Every claim holds the workspace's
+slot lock (:func:`slot_lock`), which counts the claims made under it: a claimer whose
+listing was made before the count it reads now lists again. There is no upper limit on
+slots.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from cci_core.naming import container_name, parse_name, workspace_id
 
 
 class SlotLock:
-    """The workspace's slot lock, held: :attr:`claims` counts the slots ever taken by label."""
+    """The workspace's slot lock, held: :attr:`claims` counts the slots ever claimed under it."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self.claims = _read_count(fd)
 
     def claimed(self) -> None:
-        """Count one more slot taken by label (before the lock is let go)."""
+        """Count one more slot claimed (before the lock is let go)."""
         self.claims += 1
         os.pwrite(self._fd, f"{self.claims}\n".encode().ljust(21), 0)
 
@@ -47,8 +47,8 @@ def _read_count(fd: int) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def label_claims(workspace: Path) -> int:
-    """How many slots of ``workspace`` were ever taken by label (read before a listing a claim then relies on)."""
+def slot_claims(workspace: Path) -> int:
+    """How many slots of ``workspace`` were ever claimed (read before a listing a claim then relies on)."""
     try:
         fd = os.open(_lock_file(workspace), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
@@ -105,9 +105,9 @@ def claim_slot(
 
     :param create: makes the container for a name and slot; it must raise
         :class:`ContainerExistsError` when the name is taken (the driver's ``create`` does).
-    :param listing: the containers, if just listed (else listed here), and ``claims``, :func:`label_claims` as
-        read before that listing: when a slot was taken by label since, the claim lists again. A slot taken by
-        name since is tried and found taken, one freed since is passed by.
+    :param listing: the containers, if just listed (else listed here), and ``claims``, :func:`slot_claims` as
+        read before that listing: when a slot was claimed since, the claim lists again. (A slot taken by
+        name since by another user's cci is tried and found taken; one freed since is passed by.)
     :raises UsageError: an explicit slot is taken.
     """
     with slot_lock(workspace) as lock:
@@ -115,11 +115,15 @@ def claim_slot(
             listing = driver.list_containers()
         holders = slot_holders(workspace, listing)
         if not slot:
-            return _lowest_free(workspace, create, set(holders))
+            made = _lowest_free(workspace, create, set(holders))
+            lock.claimed()
+            return made
         name = holders.get(slot, container_name(workspace, slot))
         if name == container_name(workspace, slot):
             try:
-                return create(name, slot)
+                made = create(name, slot)
+                lock.claimed()
+                return made
             except ContainerExistsError:
                 pass
     if wait_for_end(driver, name):  # an ending 'cci run' or session's, say

@@ -88,11 +88,12 @@ def pooled(listing: Sequence[ContainerInfo], target: PoolTarget) -> list[Contain
 
 
 def take(driver: Driver, workspace: Path, target: PoolTarget, labels: Callable[[int], Mapping[str, str]],
-         listing: Sequence[ContainerInfo]) -> Container | None:
+         listing: Sequence[ContainerInfo], claims: int | None = None) -> Container | None:
     """Take a ready container of ``target`` for a session of ``workspace`` (None: none is ready).
 
     ``labels(slot)``: the session's labels for the slot it gets, set in the same compare-and-set that takes the
-    container. ``listing``: the containers as just listed (none ready there: nothing is asked of the backend).
+    container. ``listing``: the containers as just listed (none ready there: nothing is asked of the backend),
+    and ``claims``: :func:`~cci_core.slots.slot_claims` read before it (a slot claimed since: listed again).
     """
     import random
 
@@ -101,7 +102,8 @@ def take(driver: Driver, workspace: Path, target: PoolTarget, labels: Callable[[
     if not ready(listing, target):
         return None
     with slot_lock(workspace) as lock:
-        listing = driver.list_containers()
+        if claims != lock.claims:
+            listing = driver.list_containers()
         candidates = ready(listing, target)
         random.shuffle(candidates)  # launches at the same moment try different ones first
         taken = used_slots(workspace, listing)

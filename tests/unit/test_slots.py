@@ -10,7 +10,7 @@ import pytest
 from cci_core.driver import ContainerSpec
 from cci_core.errors import UsageError
 from cci_core.naming import container_name, parse_name, workspace_id
-from cci_core.slots import claim_slot, label_claims, used_slots
+from cci_core.slots import claim_slot, slot_claims, used_slots
 from tests.fakes import FakeDriver
 
 
@@ -62,7 +62,7 @@ def test_racing_claims_get_distinct_slots(tmp_path: Path) -> None:
 
     def claim() -> None:  # every thread has the same empty listing (the slot lock is this user's: another
         barrier.wait()    # user's claims race by name alone)
-        results.append(claim_slot(driver, tmp_path, make(driver), listing=[], claims=label_claims(tmp_path)).name)
+        results.append(claim_slot(driver, tmp_path, make(driver), listing=[], claims=slot_claims(tmp_path)).name)
 
     threads = [threading.Thread(target=claim) for _ in range(10)]
     for thread in threads:
@@ -107,6 +107,6 @@ def test_a_launch_lists_the_containers_once(tmp_path: Path, monkeypatch: pytest.
     assert listed == ["open", "other_workspaces"] and first.name == container_name(workspace, 1)
     taken_since = make(driver)(container_name(workspace, 2), 2)  # after the listing below, say
     listing = [info for info in original() if info.name == first.name]
-    assert claim_slot(driver, workspace, make(driver), listing=listing, claims=label_claims(workspace)).name == \
+    assert claim_slot(driver, workspace, make(driver), listing=listing, claims=slot_claims(workspace)).name == \
         container_name(workspace, 3)
     assert taken_since.name in driver.containers and len(listed) == 2

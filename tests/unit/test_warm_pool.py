@@ -14,7 +14,7 @@ from cci_core.naming import container_name
 from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
 from cci_core.session_record import launcher_id
-from cci_core.slots import claim_slot, label_claims, used_slots
+from cci_core.slots import claim_slot, slot_claims, used_slots
 from cci_core.warm_pool import PoolTarget, pooled, ready, stale, take
 from tests.fakes import FakeDriver
 from tests.unit.test_saved_sessions import Plugin
@@ -108,9 +108,9 @@ def test_racing_launches_never_share_a_container_and_get_distinct_slots(workspac
 
 def test_a_pooled_slot_counts_for_a_cold_claim_whose_listing_is_older(workspace: Path) -> None:
     sessions, driver, _target = filled(workspace)
-    claims, listing = label_claims(workspace), driver.list_containers()  # as open() reads them
+    claims, listing = slot_claims(workspace), driver.list_containers()  # as open() reads them
     pooled_session, _ctx = sessions.launch(LaunchRequest(workspace))
-    assert pooled_session.labels()["slot"] == "1" and label_claims(workspace) == claims + 1
+    assert pooled_session.labels()["slot"] == "1" and slot_claims(workspace) == claims + 1
     made = claim_slot(driver, workspace, lambda name, slot: driver.create(ContainerSpec(name, "img")),
                       listing=listing, claims=claims)
     assert made.name == container_name(workspace, 2)  # the stale listing had slot 1 free: listed again
