@@ -43,6 +43,14 @@ def _has_host_mounts(devices: Mapping[str, Mapping[str, Any]]) -> bool:
     return bool(host_disks(devices))
 
 
+def _nested_disk(devices: Mapping[str, Mapping[str, Any]], name: str) -> bool:
+    """Whether disk device ``name`` is mounted inside another disk device that mounts a host path."""
+    path = str((devices.get(name) or {}).get("path", "")).rstrip("/")
+    return bool(path) and (devices.get(name) or {}).get("type") == "disk" and any(
+        other != name and device.get("type") == "disk" and device.get("source", "").startswith("/")
+        and path.startswith(str(device.get("path", "")).rstrip("/") + "/") for other, device in devices.items())
+
+
 def _read_text(path: str) -> str:
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         return handle.read()
@@ -59,6 +67,8 @@ class IncusContainer(Container):
         self._devices = dict(instance.get("expanded_devices") or {})
         self._nic_filtering = nic_filtering
         self._path = f"/1.0/instances/{quote(self._name)}"
+        #: as last read or changed by this object (mounts go in at once while it runs: see _mounts_and_config)
+        self._running = str(instance.get("status", "")).lower() == "running"
         self._user_map = user_map
 
     @property
@@ -124,17 +134,34 @@ class IncusContainer(Container):
             return True
         raise BackendError(f"{action}: it kept changing under us")
 
-    def _mounts_and_config(self, mounts: Sequence[Mount]) -> tuple[dict[str, str], list[Mount]]:
-        """Shifted mounts become a ``raw.idmap`` of the host user alone (see :mod:`.idmap`)."""
+    def _mounts_and_config(self, mounts: Sequence[Mount], *, running: bool = False) -> tuple[dict[str, str],
+                                                                                            list[Mount]]:
+        """Shifted mounts become a ``raw.idmap`` of the host user alone (see :mod:`.idmap`).
+
+        Into a ``running`` container (a warm one), a read-only mount stays an idmapped one, and a writable file is
+        refused: Incus adds a plain bind mount to a running container by liblxc's mount injection, which creates
+        its target afresh, truncating a file that is there (a workspace file under a protection mount, through the
+        workspace's own mount: the host's file), and fails on a file mounted onto itself, removing it (seen with
+        Incus 6.0.4). An idmapped mount is added another way, which leaves the file alone; read-only, nothing
+        can be written through it, so the reason for ``raw.idmap`` does not hold (it shows the host's ids as they
+        are: a file of yours belongs to your uid there, not to the container user).
+        """
         user_map = self._user_map
-        if user_map is not None and user_map.needs_raw_idmap() and any(mount.shift for mount in mounts):
-            return {"raw.idmap": user_map.raw_idmap()}, [mount._replace(shift=False) for mount in mounts]
-        return {}, list(mounts)
+        if not (user_map is not None and user_map.needs_raw_idmap() and any(mount.shift for mount in mounts)):
+            return {}, list(mounts)
+        plain = [mount._replace(shift=False) if not (running and mount.readonly) else mount for mount in mounts]
+        if running:
+            files = [str(mount.source) for mount in plain if not mount.shift and not Path(mount.source).is_dir()]
+            if files:
+                raise BackendError(f"mounting {', '.join(files)} in {self.name}: a writable file cannot be mounted "
+                                   "into a running container (Incus would empty a file at its target)",
+                                   hint="stop the container first, or mount it read-only")
+        return {"raw.idmap": user_map.raw_idmap()}, plain
 
     def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
         from cci_builtin_plugins.incus import proxy
 
-        extra, mounts = self._mounts_and_config(mounts)
+        extra, mounts = self._mounts_and_config(mounts, running=self._running)
         devices = {mount.device: disk_device(mount) for mount in mounts}
         if _has_host_mounts({**self._devices, **devices}):
             extra["boot.autostart"] = "false"  # only cci starts it, checking its mounts (not Incus at boot)
@@ -210,9 +237,10 @@ class IncusContainer(Container):
             self.push_file(path, data, mode=0o644)
 
     def add_mount(self, mount: Mount) -> None:
-        extra, (mount,) = self._mounts_and_config([mount])
+        self._running = self.status() != "stopped"
+        extra, (mount,) = self._mounts_and_config([mount], running=self._running)
         if extra and self._config.get("raw.idmap") != extra["raw.idmap"]:
-            if self.status() != "stopped":
+            if self._running:
                 raise BackendError(f"mounting {mount.source} in {self.name}: keeping host ownership needs a "
                                    "raw.idmap, which only applies at start",
                                    hint="stop the container first, or mount without --shift")
@@ -222,7 +250,7 @@ class IncusContainer(Container):
         self._patch(body, f"mounting {mount.source} in {self.name}")
         self._config.update(extra)
         self._devices.update(body["devices"])
-        if self.status() == "running":  # mounted at once: checked at once, as after a start
+        if self._running:  # mounted at once: checked at once, as after a start
             self._check_mounts()
 
     def start(self) -> None:
@@ -240,6 +268,7 @@ class IncusContainer(Container):
                                                   "the config, or with --limit KEY=VALUE") from exc
             self._raise_port_failure(exc, self.published_ports())
             raise
+        self._running = True
         self._check_mounts()
 
     def start_warm(self) -> None:
@@ -278,6 +307,13 @@ class IncusContainer(Container):
                                hint="check those sources for links put there from a container, then start it again")
 
     def remove_mounts(self, devices: Sequence[str]) -> None:
+        nested = [name for name in devices if _nested_disk(self._devices, name)]
+        if nested and self.status() != "stopped":  # Incus removes the target it mounted on: the host's file there
+            raise BackendError(f"removing {', '.join(nested)} from {self.name}: a mount inside another host mount "
+                               "can only be removed while the container is stopped (Incus would delete the file or "
+                               "empty directory it was mounted on, which is the host's)",
+                               hint=f"stop {self.name} first")
+
         def edit(current: dict[str, Any]) -> bool:
             if not any(name in (current.get("devices") or {}) for name in devices):
                 return False
@@ -357,6 +393,7 @@ class IncusContainer(Container):
 
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
         self._state("stop", f"stopping {self.name}", force=force, timeout=timeout)
+        self._running = False
 
     def kill(self) -> None:
         from cci_builtin_plugins.incus.halt import kill
