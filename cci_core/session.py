@@ -259,6 +259,7 @@ class SessionManager:
         from cci_core.slots import claim_slot
 
         started = (record, attachment, substitutions, tool, storage)
+        warm: Container | None = None
         try:
             warm = self._take_warm(workspace, pool, record, listing or (), claims)
             if warm is not None:
@@ -269,7 +270,7 @@ class SessionManager:
             container = claim_slot(self.driver, workspace, create, slot=request.slot, listing=listing, claims=claims)
             return self._start_session(container, request, *started)
         finally:
-            self._refill(pool, listing or ())
+            self._refill(pool, listing or (), took=warm is not None)
 
     def _start_session(self, container: Container, request: LaunchRequest, record: SessionRecord,
                        attachment: Attachment, substitutions: tuple[Substitution, ...], tool: ToolAdapter | None,
@@ -330,11 +331,12 @@ class SessionManager:
 
         return take(self.driver, workspace, pool, lambda slot: record.but(slot=slot).to_labels(), listing, claims)
 
-    def _refill(self, pool: PoolTarget | None, listing: Sequence[ContainerInfo]) -> None:
-        """Have the pool made whole again in the background, unless it was whole before this launch took one."""
+    def _refill(self, pool: PoolTarget | None, listing: Sequence[ContainerInfo], *, took: bool) -> None:
+        """Have the pool made whole again in the background (containers warmed, or a surplus removed when the size
+        was lowered), unless this launch leaves it whole (``listing``: before it ``took`` one, or none)."""
         from cci_core.warm_pool import pooled
 
-        if pool is None or self.refill_pool is None or len(pooled(listing, pool)) > self.config.pool.size:
+        if pool is None or self.refill_pool is None or len(pooled(listing, pool)) - int(took) == self.config.pool.size:
             return
         try:
             self.refill_pool(pool)

@@ -97,6 +97,7 @@ def take(driver: Driver, workspace: Path, target: PoolTarget, labels: Callable[[
     """
     import random
 
+    from cci_core.errors import NotFoundError
     from cci_core.slots import slot_lock, used_slots
 
     if not ready(listing, target):
@@ -109,11 +110,14 @@ def take(driver: Driver, workspace: Path, target: PoolTarget, labels: Callable[[
         taken = used_slots(workspace, listing)
         slot = next(number for number in range(1, len(taken) + 2) if number not in taken)
         for info in candidates:
-            container = driver.get(info.name)
             expected = {"kind": Kind.POOL.value, "pool": READY, "pool-key": target.key}
-            if container.compare_and_set_labels(expected, {**labels(slot), "pool": TAKEN}):
-                lock.claimed()
-                return container
+            try:
+                container = driver.get(info.name)
+                if container.compare_and_set_labels(expected, {**labels(slot), "pool": TAKEN}):
+                    lock.claimed()
+                    return container
+            except NotFoundError:
+                continue  # gone since the listing (taken and ended by a launch elsewhere, removed): not to be had
     return None
 
 

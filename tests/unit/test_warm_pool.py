@@ -235,3 +235,26 @@ def test_a_mount_whose_source_is_a_link_never_reaches_a_running_container(worksp
     with pytest.raises(CciError, match="link"):
         sessions.launch(LaunchRequest(workspace))
     assert not any("data" in devices for devices in configured)
+
+
+def test_a_lowered_size_asks_for_a_refill_that_removes_the_surplus(workspace: Path) -> None:
+    sessions, driver, target = filled(workspace, 3)
+    smaller, _driver, refills = pool_manager(workspace, 1)
+    smaller.driver = driver
+    smaller.launch(LaunchRequest(workspace, kind="run"))  # takes one of 3: 2 left, 1 wanted
+    assert refills == [target]
+    smaller.fill_pool(target)
+    assert len(pooled(driver.list_containers(), target)) == 1
+
+
+def test_a_ready_container_gone_since_the_listing_is_passed_by(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    _sessions, driver, target = filled(workspace)
+    listing = driver.list_containers()
+    gone, kept = ready(listing, target)
+    driver.containers.pop(gone.name)  # (taken and ended by a launch of another workspace, say)
+    monkeypatch.setattr(random, "shuffle", lambda items: items.sort(key=lambda info: info.name != gone.name))
+    taken = take(driver, workspace, target, lambda slot: {"kind": "run", "slot": str(slot)}, listing,
+                 slot_claims(workspace))
+    assert taken is not None and taken.name == kept.name
