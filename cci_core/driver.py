@@ -6,6 +6,7 @@ second backend can be added as a plugin (``register.add_driver``).
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -371,6 +372,11 @@ class Container(ABC):
         """Remove the entry ``path`` that is not a directory (a symlink itself, never what it leads to); nothing
         there is no error."""
         raise BackendError(f"{self.name}: this driver cannot remove a file")
+
+    def file_batch(self) -> AbstractContextManager[None]:
+        """A block of many small file operations (the credentials and the brief going in): a driver may keep one
+        connection open for them until the block ends. This default does nothing."""
+        return contextlib.nullcontext()
 
     # -- published ports and snapshots: drivers that cannot do them keep these defaults ----------------
 

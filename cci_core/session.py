@@ -290,10 +290,12 @@ class SessionManager:
             # a session waits for the boot (basic.target) while these write under the home (a warm one is booted)
             booted = InBackground(lambda: wait_for_session(container), "boot") \
                 if request.kind == Kind.SESSION and not warm else None
-            if request.resume_from:
-                self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
-            self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
-            self._write_brief(ctx, container)
+            with container.file_batch():
+                if request.resume_from:
+                    self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
+                with container.file_batch():
+                    self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
+                    self._write_brief(ctx, container)
             if booted is not None:
                 booted.result()
             if request.kind == Kind.SESSION:

@@ -23,10 +23,15 @@ def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
     return MappingProxyType(items)
 
 
-def start(module: str, job: object) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """Start ``python -m module`` with ``job`` on its standard input; the process and the pipe, left open."""
-    process = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+def start(module: str, job: object, *, background: bool = False) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """Start ``python -m module`` with ``job`` on its standard input; the process and the pipe, left open.
+    ``background``: at the lowest CPU priority (``nice``), so that it never slows the command that started it."""
+    import shutil
+
+    nice = shutil.which("nice") if background else None
+    process = subprocess.Popen([*((nice, "-n", "19") if nice else ()), sys.executable, "-m", module],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     assert process.stdin is not None
     pickler = pickle.Pickler(process.stdin)
     pickler.dispatch_table = {**copyreg.dispatch_table,

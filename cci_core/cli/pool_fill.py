@@ -25,7 +25,7 @@ def start(config: Config, pool: PoolTarget) -> None:
     """Start the process for ``pool`` (it goes on alone)."""
     from cci_core.cli.detached_process import start
 
-    _process, pipe = start(__name__, _Job(config, pool))
+    _process, pipe = start(__name__, _Job(config, pool), background=True)
     try:
         pipe.close()
     except OSError:

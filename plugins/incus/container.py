@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from functools import cached_property
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -468,9 +469,12 @@ class IncusContainer(Container):
     def delete_snapshot(self, name: str) -> None:
         self._snapshots.delete(name)
 
-    @property
+    @cached_property
     def _files(self) -> InstanceFiles:
         return InstanceFiles(self._api, self.name)
+
+    def file_batch(self) -> AbstractContextManager[None]:
+        return self._files.batch()
 
     def push_file(self, path: str, data: bytes, *, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
         self._files.write(path, f"writing {path} in {self.name}", data=data, mode=mode, uid=uid, gid=gid)

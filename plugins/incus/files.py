@@ -13,14 +13,15 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from cci_core.api import MAX_DEPTH, CciError, FileStatus, SafeDirectory, UsageError, open_directory, open_parent
 from cci_builtin_plugins.incus.errors import APINotFound
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
-from cci_builtin_plugins.incus.sftp import Attributes, SFTPSession
+from cci_builtin_plugins.incus.sftp import Attributes, SFTPError, SFTPSession
 
 #: the most :meth:`InstanceFiles.pull_file` reads into memory (a copy to a host file has no limit)
 MAX_READ = 64 << 20
@@ -69,6 +70,24 @@ class InstanceFiles:
         self.api = api
         self.instance = instance
         self._path = f"/1.0/instances/{quote(instance)}/files"
+        #: the connection :meth:`status` keeps open within a :meth:`batch` (one per batch, not one per path)
+        self._kept: SFTPSession | None = None
+        self._batches = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Keep one SFTP connection for :meth:`status` until the block ends."""
+        with self._lock:
+            self._batches += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batches -= 1
+                if not self._batches and self._kept is not None:
+                    self._kept.close()
+                    self._kept = None
 
     def write(self, path: str, action: str, *, kind: str = "file", data: bytes | BinaryIO = b"", size: int = 0,
               mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
@@ -103,12 +122,23 @@ class InstanceFiles:
 
     def status(self, path: str) -> FileStatus | None:
         """What ``path`` itself is, over SFTP (its ``lstat``: a symlink is not followed); None when missing."""
-        with self._sftp() as session:
-            try:
-                attributes = session.lstat(path)
-            except APINotFound:
-                return None
-        return FileStatus(attributes.kind, attributes.size)
+        with self._lock:
+            batched = bool(self._batches)
+        if not batched:
+            with self._sftp() as session:
+                return _status(session, path)
+        with self._lock:
+            for attempt in (1, 2):
+                if self._kept is None:
+                    self._kept = self._sftp()
+                try:
+                    return _status(self._kept, path)
+                except SFTPError:  # (a kept connection may have broken: once more on a new one)
+                    self._kept.close()
+                    self._kept = None
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
 
     def remove(self, path: str) -> None:
         """Remove the non-directory entry ``path`` (Incus unlinks it: a symlink itself); a missing one is no error."""
@@ -251,6 +281,14 @@ class _TreeCopy:
             into.write(name, session.chunks(handle, path, attributes.size), attributes.mode)
         finally:
             session.close_handle(handle)
+
+
+def _status(session: SFTPSession, path: str) -> FileStatus | None:
+    try:
+        attributes = session.lstat(path)
+    except APINotFound:
+        return None
+    return FileStatus(attributes.kind, attributes.size)
 
 
 def _ignore(_path: str, _kind: str) -> None:
