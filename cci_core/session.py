@@ -284,9 +284,9 @@ class SessionManager:
             ctx.resume_from = request.resume_from
             ctx.substitutions = substitutions
             ctx.network_policy, ctx.network_plan = attachment.policy, attachment.plan
-            self._configure(container, ctx, attachment.network, warm=warm)
+            others = self._configure(container, ctx, attachment.network, warm=warm)
             self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
-            self._start(container, warm=warm)
+            self._start(container, warm=warm, others=others)
             # a session waits for the boot (basic.target) while these write under the home (a warm one is booted)
             booted = InBackground(lambda: wait_for_session(container), "boot") \
                 if request.kind == Kind.SESSION and not warm else None
@@ -415,13 +415,14 @@ class SessionManager:
             self.warn(message)
 
     def _configure(self, container: Container, ctx: LaunchContext, network: str | None, *,
-                   warm: bool = False) -> None:
+                   warm: bool = False) -> set[Path] | None:
         """Run the pre-launch hooks and apply what they contribute (before the container starts).
 
         A saved container is configured again the same way: the devices named here
         replace those of the same name (the workspace, ``storage<N>``, the plugins'). A ``warm``
         one runs already: a plugin's instance config, which might need a start, makes it unusable
-        (:class:`_NotWarmable`).
+        (:class:`_NotWarmable`), and its mounts are checked before they go in: then the other sessions'
+        workspaces as they were listed for that check are returned.
         """
         hook = self.plugins.hook
         hook.cci_pre_launch(ctx=ctx)
@@ -447,9 +448,12 @@ class SessionManager:
         duplicates = sorted({device for device in devices if devices.count(device) > 1})
         if duplicates:
             raise PluginError(f"two mounts use the device name(s) {', '.join(duplicates)}")
+        others = None
         if warm:  # mounted as soon as configured: checked before, as before a start
-            check_sources(mounts, container.name, self.other_workspaces(container.name), self.tool_directories)
+            others = self.other_workspaces(container.name)
+            check_sources(mounts, container.name, others, self.tool_directories)
         container.configure(config, mounts, network)
+        return others
 
     def _add_environment(self, ctx: LaunchContext) -> None:
         for contribution in self.plugins.hook.cci_environment(ctx=ctx):
@@ -559,11 +563,12 @@ class SessionManager:
             self._report(f"{container.name} has no timer inside to power it off at its time limit ({problem}); "
                          "it ends when cci sees it past its limit (the attached cci, or any cci command)")
 
-    def _start(self, container: Container, *, warm: bool = False) -> None:
+    def _start(self, container: Container, *, warm: bool = False, others: set[Path] | None = None) -> None:
         """Start, once its mounts still lead where cci resolved them, none in another session's workspace (see
-        :func:`check_sources`); a ``warm`` one runs already: its mounts are checked as after a start."""
-        check_sources(container.host_mounts(), container.name, self.other_workspaces(container.name),
-                      self.tool_directories)
+        :func:`check_sources`; ``others``: those workspaces if just listed); a ``warm`` one runs already: its
+        mounts are checked as after a start."""
+        check_sources(container.host_mounts(), container.name,
+                      self.other_workspaces(container.name) if others is None else others, self.tool_directories)
         if warm:
             container.start_warm()
         else:

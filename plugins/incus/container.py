@@ -190,13 +190,15 @@ class IncusContainer(Container):
 
         notes: list[str] = []
         try:
-            self._put_edited(f"applying [limits] to {self.name}",
-                             lambda body: edit_limits(body, self._devices, limits, notes))
+            changed = self._put_edited(f"applying [limits] to {self.name}",
+                                       lambda body: edit_limits(body, self._devices, limits, notes))
         except APIError as exc:
             raise BackendError(str(exc), hint="Incus refused a value of [limits]: change it in the config, or with "
                                               "--limit KEY=VALUE") from exc
         for note in dict.fromkeys(notes):
             warn(f"{self.name}: {note}")
+        if not changed:
+            return  # (a warm container: made under them)
         current = self._read()
         self._config, self._devices = dict(current.get("config") or {}), dict(current.get("expanded_devices") or {})
 
@@ -325,19 +327,19 @@ class IncusContainer(Container):
         for name in devices:
             self._devices.pop(name, None)
 
-    def _put_edited(self, action: str, edit: Callable[[dict[str, Any]], bool]) -> None:
+    def _put_edited(self, action: str, edit: Callable[[dict[str, Any]], bool]) -> bool:
         """Read the instance, let ``edit`` change its writable fields (False: nothing to do), and put it back;
-        read again while someone else changes it meanwhile."""
+        read again while someone else changes it meanwhile. Whether it changed anything."""
         for _attempt in range(10):
             response = self._api.request("GET", self._path, f"reading {self.name}")
             current = response.json()["metadata"]
             body = {key: current[key] for key in _WRITABLE if key in current}
             if not edit(body):
-                return
+                return False
             try:
                 self._when_idle(lambda: self._api.call("PUT", self._path, action, body,
                                                        headers={"If-Match": response.headers.get("ETag", "")}))
-                return
+                return True
             except APIError as exc:
                 if exc.status != 412:
                     raise

@@ -59,7 +59,7 @@ class InstanceSnapshots:
     """
 
     def __init__(self, api: IncusAPI, name: str, when_idle: Callable[[Callable[[], Any]], Any],
-                 put_edited: Callable[[str, Callable[[dict[str, Any]], bool]], None]) -> None:
+                 put_edited: Callable[[str, Callable[[dict[str, Any]], bool]], object]) -> None:
         self._api, self._name = api, name
         self._path = f"/1.0/instances/{quote(name)}"
         self._when_idle, self._put_edited = when_idle, put_edited
