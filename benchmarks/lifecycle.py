@@ -155,6 +155,7 @@ class RequestCounter:
         self._lines: list[dict[str, str]] = []
         self._seen = threading.Condition()
         self._monitor: subprocess.Popen[str] | None = None
+        self.others = 0
 
     def __enter__(self) -> RequestCounter:
         self._monitor = subprocess.Popen(["incus", "monitor", "--type=logging", "--format=json"],
@@ -179,10 +180,9 @@ class RequestCounter:
             if metadata.get("message") != "Handling API request":
                 continue
             context = metadata.get("context") or {}
-            if context.get("username", self.user) != self.user:
-                continue  # another user's (the integration tests run as their own)
             with self._seen:
-                self._lines.append({"method": context.get("method", ""), "url": context.get("url", "")})
+                self._lines.append({"method": context.get("method", ""), "url": context.get("url", ""),
+                                    "user": context.get("username", self.user)})
                 self._seen.notify_all()
 
     def _mark(self) -> int:
@@ -208,7 +208,10 @@ class RequestCounter:
         end = self._mark()
         with self._seen:
             lines = self._lines[start + 1:end]
-        return Counter(f"{line['method']} {shape(line['url'])}" for line in lines if POLL not in line["url"])
+        #: the requests of other users meanwhile (left out: the integration tests run as their own user)
+        self.others = sum(line["user"] != self.user for line in lines)
+        return Counter(f"{line['method']} {shape(line['url'])}" for line in lines
+                       if POLL not in line["url"] and line["user"] == self.user)
 
     def wait_gone(self, prefix: str, timeout: float = 60) -> None:
         """Wait until no instance's name starts with ``prefix`` (a 'cci run''s detached end deletes its container
@@ -227,7 +230,8 @@ def shape(url: str) -> str:
     ``/1.0/instances/cci-1a2b-1/exec`` -> ``/1.0/instances/NAME/exec``."""
     parts = url.split("?", 1)[0].rstrip("/").split("/")
     kinds = {"instances": "NAME", "operations": "ID", "networks": "NAME", "network-acls": "NAME", "images": "ID",
-             "aliases": "NAME", "profiles": "NAME", "pools": "NAME", "volumes": "TYPE", "projects": "NAME"}
+             "aliases": "NAME", "profiles": "NAME", "pools": "NAME", "volumes": "TYPE", "projects": "NAME",
+             "containers": "NAME"}
     return "/".join(kinds.get(parts[index - 1], part) if index else part for index, part in enumerate(parts))
 
 
@@ -250,7 +254,7 @@ class WarmPool:
     (it is started, as a process, before the launch that starts it returns). Every request carries :data:`POLL`.
     """
 
-    def __init__(self, project: str, home: Path, size: int) -> None:
+    def __init__(self, project: str, home: Path, size: int, image: str) -> None:
         from cci_builtin_plugins.incus.connection import Endpoint
         from cci_builtin_plugins.incus.rest import IncusAPI
         from tests.incus_env import SOCKET
@@ -259,6 +263,9 @@ class WarmPool:
         self.home = home
         self.size = size
         self._api = IncusAPI(Endpoint(SOCKET), project)
+        alias = self._api.raw("GET", f"/1.0/images/aliases/{image}", params={POLL: 1}).json()["metadata"] or {}
+        #: the image a launch makes its containers of now (a pool container of another is not taken)
+        self.fingerprint = alias.get("target", "")
         #: the pool containers there before the benchmark's runs (any key): never deleted
         self.before = {item["name"] for item in self.instances() if labels_of(item).get("kind") == "pool"}
         #: name -> (memory.usage, anon, file) in bytes, as last read (see :meth:`sample_memory`)
@@ -288,11 +295,11 @@ class WarmPool:
         return False
 
     def ready(self) -> list[str]:
-        """The ready containers of the benchmark's pool key(s), running."""
+        """The ready containers of the benchmark's pool key(s) and image, running."""
         keys = self.keys()
         return [str(item["name"]) for item in self.instances() if item.get("status") == "Running"
                 and (labels := labels_of(item)).get("kind") == "pool" and labels.get("pool") == "ready"
-                and labels.get("pool-key") in keys]
+                and labels.get("pool-key") in keys and labels.get("pool-image") == self.fingerprint]
 
     def wait_full(self, size: int | None = None, timeout: float = 300) -> list[str]:
         """Wait until no refill of the benchmark's runs is running and the pool holds ``size`` (default: its size)
@@ -332,10 +339,12 @@ class WarmPool:
         for name in self.ready():
             state = self._api.raw("GET", f"/1.0/instances/{name}/state", params={POLL: 1}).json()["metadata"] or {}
             usage = int((state.get("memory") or {}).get("usage") or 0)
-            stat = subprocess.run(["incus", "--project", self.project, "exec", name, "--", "cat",
-                                   "/sys/fs/cgroup/memory.stat"], capture_output=True, text=True, check=False).stdout
+            # cgroup v2: anon and file; v1 (a hybrid host): total_rss and total_cache, the same split
+            stat = subprocess.run(["incus", "--project", self.project, "exec", name, "--", "sh", "-c",
+                                   "cat /sys/fs/cgroup/memory.stat || cat /sys/fs/cgroup/memory/memory.stat"],
+                                  capture_output=True, text=True, check=False).stdout
             values = dict(line.split(" ", 1) for line in stat.splitlines() if " " in line)
-            anon, cache = values.get("anon"), values.get("file")
+            anon, cache = values.get("anon", values.get("total_rss")), values.get("file", values.get("total_cache"))
             self.memory[name] = (usage, int(anon) if anon else None, int(cache) if cache else None)
 
     def memory_report(self) -> str:
@@ -421,7 +430,7 @@ def main() -> int:
         floor = median_ms(by_hand, args.runs)
         report("(a) cci run -- true", median_ms(with_cci, args.runs), floor, 0.8)
 
-        pool = WarmPool(args.project, Path(scratch), 2)
+        pool = WarmPool(args.project, Path(scratch), 2, args.image)
         try:
             measure_pooled(args, pool, workspace, env, config, floor, by_hand, with_cci)
         finally:
@@ -471,8 +480,11 @@ def measure_pooled(args: argparse.Namespace, pool: WarmPool, workspace: Path, en
     with RequestCounter(args.project) as counter:
         prefix = f"cci-{workspace_id(workspace)}-"
         counter.wait_gone(prefix)
+        others = []  # other users' requests during each count (left out of it)
         ours = counter.count(lambda: (with_cci(), counter.wait_gone(prefix)))  # the detached end's requests too
+        others.append(counter.others)
         theirs = counter.count(by_hand)
+        others.append(counter.others)
         # (c2): a take with no refill: the pool holds one more than its size (a run with a pool one bigger fills
         # it so), and a launch starts no refill where the pool was more than whole
         pool.wait_full()
@@ -480,10 +492,12 @@ def measure_pooled(args: argparse.Namespace, pool: WarmPool, workspace: Path, en
         pool.wait_gone(workspace)
         pool.wait_full(pool.size + 1)
         take = counter.count(lambda: (with_cci(pooled), pool.wait_gone(workspace)))
+        others.append(counter.others)
         refilled = pool.refilling()
         # a take and the refill it starts, until the pool is whole again
         pool.wait_full()
         both = counter.count(lambda: (with_cci(pooled), pool.wait_gone(workspace), pool.wait_full()))
+        others.append(counter.others)
     print(f"(c) API requests per run: cci {sum(ours.values())}, floor {sum(theirs.values())}; cci's:")
     print(summary(ours))
     print(f"(c2) API requests of a pooled run (the take: from the command's start to its return and the end of its "
@@ -494,6 +508,9 @@ def measure_pooled(args: argparse.Namespace, pool: WarmPool, workspace: Path, en
     print(f"     the refill a take starts (a take from a full pool counted until the pool is whole again, "
           f"{sum(both.values())}, less the take's): {sum(refill.values())}; by kind:")
     print(summary(refill))
+    if any(others):
+        print(f"     (other users' requests meanwhile, left out: {', '.join(map(str, others))} during the counts of "
+              "(c) cci, (c) floor, (c2) take, (c2) take and refill; this user's other clients would be counted)")
 
     shell_start(args, workspace.parent, env, config, pool)
     pool.wait_full()
