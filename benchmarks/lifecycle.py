@@ -25,6 +25,8 @@
     /workspace. Target: at most 1.0x.
 (d2) The same ``cci shell`` with a warm pool of 2, against the floor of (d), alternating with both and
     waiting for a full pool as (a2). Target: at most 0.5x.
+(c3) The requests of one ``cci shell`` start to the stand-in tool's screen (no pool), by kind, and of the
+    floor of (d); the kill afterwards is not counted.
 (e) The memory of an idle ready pool container: ``memory.usage`` of its Incus state, and the ``anon`` and
     ``file`` of its cgroup's ``memory.stat``; the median over the ready containers seen, each as last seen.
 
@@ -577,6 +579,20 @@ def shell_start(args: argparse.Namespace, scratch: Path, env: dict[str, str], co
            median_p90([three[1] for three in timed]), 1.0)
     report(f"(d2) cci shell, pool of {pool.size}", median_p90([three[2] for three in timed]),
            median_p90([three[1] for three in timed]), 0.5)
+
+    with RequestCounter(args.project) as counter:
+        try:
+            ours_requests = counter.count(lambda: seconds_to_screen(f"{args.cci} --workspace {workspace} shell", env,
+                                                                    "started "))
+        finally:
+            sh(args.cci, "kill", "--force", container_name(workspace, 1), env=env)
+        try:
+            floor_requests = counter.count(lambda: seconds_to_screen(by_hand, env, "started "))
+        finally:
+            sh("incus", "--project", args.project, "delete", "--force", name)
+    print(f"(c3) API requests of a cci shell start to the tool's screen: cci {sum(ours_requests.values())}, "
+          f"floor {sum(floor_requests.values())}; cci's:")
+    print(summary(ours_requests))
 
 
 if __name__ == "__main__":

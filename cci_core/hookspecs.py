@@ -28,6 +28,10 @@ Two kinds of hook:
         -> (session ends) -> cci_post_exit_save -> (container deleted unless persistent)
         -> cci_session_end
 
+  A container taken from the warm pool (``[pool] size``) goes through the same hooks, but
+  runs already, booted, when it is claimed: what is configured reaches it at once (its
+  mounts included), and "started" is the check of those mounts.
+
   A **reuse** (``cci shell`` starting a saved persistent container again) runs the same
   hooks from ``cci_pre_launch`` on: the container is configured again with what they
   contribute now (environment, instance config, mounts with this invocation's
@@ -86,7 +90,8 @@ def cci_pre_launch(ctx: LaunchContext) -> None:
 
     The slot is already claimed (the container exists, stopped: a new one
     unconfigured, or a saved persistent one about to be reused and configured
-    again), so ``ctx.container_name`` and ``ctx.slot`` are final. Raise a
+    again; or running: one taken from the warm pool, with nothing of any session
+    in it), so ``ctx.container_name`` and ``ctx.slot`` are final. Raise a
     :class:`cci_core.errors.CciError` to refuse the launch: cci deletes a new
     container again, leaving nothing behind, and puts a reused one back, saved.
 
@@ -101,7 +106,8 @@ def cci_instance_config(ctx: LaunchContext) -> Mapping[str, str] | None:
 
     Keys are backend configuration keys (for Incus, e.g.
     ``security.nesting``). Two plugins returning different values for one
-    key is an error.
+    key is an error. A launch given any makes a container of its own rather
+    than take one from the warm pool (a key may apply only at a start).
 
     :param ctx: the launch being prepared.
     :return: a mapping of keys to values, or None.
@@ -137,12 +143,14 @@ def cci_environment(ctx: LaunchContext) -> Mapping[str, str] | None:
 @hookspec
 def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> None:
     """Run right before a session's container starts: a new one once it is configured, or a saved
-    persistent one (``restart``) before it starts again. Nothing runs in it yet.
+    persistent one (``restart``) before it starts again. Nothing of the session runs in it yet
+    (one taken from the warm pool runs already, booted from its image and nothing else: what this
+    hook configures reaches it at once).
 
     Raise a :class:`cci_core.errors.CciError` to refuse the start: the launch is undone.
 
     :param ctx: the session about to start.
-    :param container: the stopped, configured container.
+    :param container: the configured container, stopped (or warm: running).
     :param restart: True for a saved persistent container started again (its rootfs is what the
         previous session left, the agent's to change).
     """
