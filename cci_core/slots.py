@@ -4,10 +4,12 @@ A new container's claim is the creation of the container itself, named
 ``cci-<id>-<slot>``: the backend refuses a name that exists, so two launches racing
 for one slot cannot both win, and a loser moves on to the next free slot. A
 container taken from the warm pool keeps its own name and takes its slot as a
-``slot`` label instead (:mod:`cci_core.warm_pool`). Every claim holds the workspace's
-slot lock (:func:`slot_lock`), which counts the claims made under it: a claimer whose
-listing was made before the count it reads now lists again. There is no upper limit on
-slots.
+``slot`` label instead (:mod:`cci_core.warm_pool`), holding the workspace's slot lock
+(:func:`slot_lock`), which counts the claims. A new container's claim settles under that
+lock after its create (never holding it while Incus creates: parallel launches stay
+parallel): if a label claim came since its listing and took the same slot, it gives the
+slot back. Either claimer lists again only when the count moved since its listing. There
+is no upper limit on slots.
 """
 
 from __future__ import annotations
@@ -103,41 +105,62 @@ def claim_slot(
 ) -> Container:
     """Create the container for ``slot``, or for the lowest free slot when ``slot`` is None or 0.
 
+    The create is the claim among new containers (the backend refuses a name that exists). Then, under the
+    slot lock, the claim counts, and a slot a warm-pool launch took by label meanwhile (the count moved since
+    the listing) is given back: the container is deleted and the next slot tried (an explicit one is busy).
+
     :param create: makes the container for a name and slot; it must raise
         :class:`ContainerExistsError` when the name is taken (the driver's ``create`` does).
     :param listing: the containers, if just listed (else listed here), and ``claims``, :func:`slot_claims` as
-        read before that listing: when a slot was claimed since, the claim lists again. (A slot taken by
-        name since by another user's cci is tried and found taken; one freed since is passed by.)
+        read before that listing. A slot taken by name since is tried and found taken; one freed since is
+        passed by.
     :raises UsageError: an explicit slot is taken.
     """
-    with slot_lock(workspace) as lock:
-        if listing is None or claims != lock.claims:
-            listing = driver.list_containers()
-        holders = slot_holders(workspace, listing)
-        if not slot:
-            made = _lowest_free(workspace, create, set(holders))
-            lock.claimed()
-            return made
+    if listing is None or claims is None:
+        claims = slot_claims(workspace)
+        listing = driver.list_containers()
+    holders = slot_holders(workspace, listing)
+    if slot:
         name = holders.get(slot, container_name(workspace, slot))
         if name == container_name(workspace, slot):
             try:
                 made = create(name, slot)
-                lock.claimed()
-                return made
             except ContainerExistsError:
                 pass
-    if wait_for_end(driver, name):  # an ending 'cci run' or session's, say
-        return claim_slot(driver, workspace, create, slot=slot)
-    raise UsageError(f"slot {slot} of this workspace is busy: container {name} exists",
-                     hint=f"attach with 'cci attach {name}', or omit --slot to take a free one")
-
-
-def _lowest_free(workspace: Path, create: Callable[[str, int], Container], taken: set[int]) -> Container:
+            else:
+                holder = _settle(driver, workspace, made, slot, claims)
+                if holder is None:
+                    return made
+                name = holder
+        if wait_for_end(driver, name):  # an ending 'cci run' or session's, say
+            return claim_slot(driver, workspace, create, slot=slot)
+        raise UsageError(f"slot {slot} of this workspace is busy: container {name} exists",
+                         hint=f"attach with 'cci attach {name}', or omit --slot to take a free one")
+    taken = set(holders)
     candidate = 1
     while True:
         while candidate in taken:
             candidate += 1
         try:
-            return create(container_name(workspace, candidate), candidate)
+            made = create(container_name(workspace, candidate), candidate)
         except ContainerExistsError:
             taken.add(candidate)  # another launch won this one a moment ago
+            continue
+        if _settle(driver, workspace, made, candidate, claims) is None:
+            return made
+        taken.add(candidate)
+
+
+def _settle(driver: Driver, workspace: Path, made: Container, slot: int, claims: int) -> str | None:
+    """Count the claim of ``slot`` by ``made``, unless a warm-pool launch took that slot by label since the
+    listing (``claims``): then ``made`` is deleted, and the taker's name returned."""
+    with slot_lock(workspace) as lock:
+        holder = None
+        if lock.claims != claims:
+            holder = next((info.name for info in driver.list_containers() if info.name != made.name
+                           and slot_holders(workspace, [info]).get(slot)), None)
+        if holder is None:
+            lock.claimed()
+            return None
+    made.delete()
+    return holder

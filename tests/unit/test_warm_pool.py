@@ -258,3 +258,16 @@ def test_a_ready_container_gone_since_the_listing_is_passed_by(workspace: Path, 
     taken = take(driver, workspace, target, lambda slot: {"kind": "run", "slot": str(slot)}, listing,
                  slot_claims(workspace))
     assert taken is not None and taken.name == kept.name
+
+
+def test_an_explicit_slot_taken_by_label_after_the_listing_is_given_back(workspace: Path) -> None:
+    from cci_core.errors import UsageError
+
+    sessions, driver, _target = filled(workspace)
+    claims, listing = slot_claims(workspace), driver.list_containers()
+    pooled_session, _ctx = sessions.launch(LaunchRequest(workspace))  # slot 1, by label
+    before = set(driver.containers)
+    with pytest.raises(UsageError, match=f"slot 1 of this workspace is busy: container {pooled_session.name}"):
+        claim_slot(driver, workspace, lambda name, slot: driver.create(ContainerSpec(name, "img")), slot=1,
+                   listing=listing, claims=claims)
+    assert set(driver.containers) == before  # the container made for it was deleted again
