@@ -359,12 +359,12 @@ class SessionManager:
                 if info.labels.get("pool-key") == pool.key:
                     remove(self.driver, info)
             while True:
-                listing = self.driver.list_containers()
                 for info in surplus(listing, pool, self.config.pool.size):
                     remove(self.driver, info)
                 if len(pooled(listing, pool)) >= self.config.pool.size:
                     return
                 warm_one(self.driver, pool, wait_for_session)
+                listing = self.driver.list_containers()
 
     def _tool(self, name: str | None = None) -> ToolAdapter:
         """The configured tool (or the one named, e.g. by a container's label), ready to use."""
@@ -459,8 +459,9 @@ class SessionManager:
         for contribution in self.plugins.hook.cci_environment(ctx=ctx):
             ctx.environment.update(contribution or {})
 
-    def discard(self, container: Container) -> None:
-        """Delete a container at once, without saving (a failed launch, an orphan); never raises."""
+    @staticmethod
+    def discard(container: Container) -> None:
+        """Delete a container at once, without saving (a failed launch, an orphan, a pool container); never raises."""
         try:
             if container.status() != "stopped":
                 container.stop(force=True)

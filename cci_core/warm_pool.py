@@ -140,16 +140,9 @@ def warm_one(driver: Driver, target: PoolTarget, wait_until_booted: Callable[[Co
 
 
 def _discard(container: Container) -> None:
-    from cci_core.errors import CciError
+    from cci_core.session import SessionManager
 
-    try:
-        container.stop(force=True)
-    except CciError:
-        pass
-    try:
-        container.delete()
-    except CciError:
-        pass
+    SessionManager.discard(container)
 
 
 def surplus(listing: Sequence[ContainerInfo], target: PoolTarget, size: int) -> list[ContainerInfo]:
