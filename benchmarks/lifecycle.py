@@ -5,9 +5,11 @@
 
 (a) ``cci run -- true`` against the floor: the same steps by hand with the
     incus CLI (create with cci's config, add the workspace disk, put the NIC on
-    the default policy's network, isolated and with its anti-spoofing filter, start, exec
-    ``true`` as uid 1000 in /workspace, delete). Target: at most 0.8x (issue 18). The
-    policy networks have NAT off here, as in the tests.
+    the default policy's network, isolated and with its anti-spoofing filter, start, wait
+    until the container is ready as cci does (``incus exec`` of cci's readiness check:
+    ``basic.target`` and the network up), exec ``true`` as uid 1000 in /workspace, delete).
+    Target: at most 0.8x (issue 18). The policy networks have NAT off here, as in the tests.
+(a0) ``cci run --no-wait -- true`` against the same floor without the readiness wait.
 (a2) The same ``cci run -- true`` with a warm pool of 2 (``CCI_POOL_SIZE=2``) against the floor of (a).
     Target: at most 0.4x. Before each run (not timed) the benchmark waits until the pool holds 2 ready
     containers and the refill started by the run before has ended, so each run takes from a full pool;
@@ -21,8 +23,8 @@
     again, less the take's.
 (d) ``cci shell`` until the stand-in tool's screen shows (``started <id>``, in a host tmux pane
     polled every 50 ms, as benchmarks/claude_start.py does for Claude Code) against the floor
-    of launch + exec: the steps of (a), then ``incus exec -t`` of the tool as the user in
-    /workspace. Target: at most 1.0x.
+    of launch + exec: the steps of (a) with its readiness wait, then ``incus exec -t`` of the tool
+    as the user in /workspace. Target: at most 1.0x.
 (d2) The same ``cci shell`` with a warm pool of 2, against the floor of (d), alternating with both and
     waiting for a full pool as (a2). Target: at most 0.5x.
 (c3) The requests of one ``cci shell`` start to the stand-in tool's screen (no pool), by kind, and of the
@@ -60,6 +62,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from cci_core.session_readiness import READY_CHECK  # noqa: E402  (cci's readiness check, which the floors run too)
 
 
 def median_ms(action: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -413,7 +417,7 @@ def main() -> int:
                "CCI_INCUS_NETWORK_NAT": "false", "CCI_INCUS_NETWORK_SUBNETS": NETWORK_SUBNETS}
         config = [item for key, value in IncusDriver.base_config.items() for item in ("-c", f"{key}={value}")]
 
-        def by_hand() -> None:
+        def by_hand(wait: bool = True) -> None:
             name = "bench-floor"
             sh(*incus, "init", args.image, name, *config)
             sh(*incus, "config", "device", "add", name, "workspace", "disk", f"source={workspace}",
@@ -421,16 +425,20 @@ def main() -> int:
             sh(*incus, "config", "device", "add", name, "eth0", "nic", f"network={RESTRICTED_NETWORK}", "name=eth0",
                "security.port_isolation=true", "security.mac_filtering=true", "security.ipv4_filtering=true")
             sh(*incus, "start", name)
+            if wait:
+                sh(*incus, "exec", name, "--", "sh", "-c", READY_CHECK, "sh", "60")
             sh(*incus, "exec", name, "--user", "1000", "--group", "1000", "--cwd", "/workspace", "--", "true")
             sh(*incus, "delete", "--force", name)
 
-        def with_cci(environment: dict[str, str] = env) -> None:
-            sh(args.cci, "--workspace", str(workspace), "run", "--", "true", env=environment)
+        def with_cci(environment: dict[str, str] = env, *flags: str) -> None:
+            sh(args.cci, "--workspace", str(workspace), "run", *flags, "--", "true", env=environment)
 
         print(f"{'':<34}{'cci ms':>10}{'p90':>9}{'floor ms':>11}{'ratio':>8}   ({args.runs} runs each)")
         with_cci()  # makes the restricted policy's network, which the floor uses too
         floor = median_ms(by_hand, args.runs)
         report("(a) cci run -- true", median_ms(with_cci, args.runs), floor, 0.8)
+        report("(a0) cci run --no-wait -- true", median_ms(lambda: with_cci(env, "--no-wait"), args.runs),
+               median_ms(lambda: by_hand(wait=False), args.runs), 0.8)
 
         pool = WarmPool(args.project, Path(scratch), 2, args.image)
         try:
@@ -545,6 +553,7 @@ def shell_start(args: argparse.Namespace, scratch: Path, env: dict[str, str], co
         f"{incus} config device add -q {name} eth0 nic network={RESTRICTED_NETWORK} name=eth0 "
         "security.port_isolation=true security.mac_filtering=true security.ipv4_filtering=true",
         f"{incus} start {name}",
+        f"{incus} exec {name} -- sh -c {shlex.quote(READY_CHECK)} sh 60",
         f"{incus} exec -t {name} -- su - code -c 'cd /workspace && ./.stand-in --new {uuid.uuid4()}'",
     ))
 

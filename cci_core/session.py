@@ -45,7 +45,7 @@ from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
 from cci_core.limits import arm_poweroff, deadline_of, ended_by_duration, overdue, summary
 from cci_core.limits import labels_of as limit_labels
 from cci_core.mount_checks import check_mountable, check_sources, check_storage_layout
-from cci_core.session_readiness import wait_for_session
+from cci_core.session_readiness import Readiness, check_ready, not_ready, wait_ready
 from cci_core.session_record import Kind, Mode, SessionRecord, State, is_session, launcher_id
 
 if TYPE_CHECKING:
@@ -71,6 +71,13 @@ class LaunchRequest(NamedTuple):
     storage: tuple[Path, ...] = ()
     resume_from: str | None = None
     persistent: bool | None = None  # None: [defaults] persistent
+    readiness: Readiness = Readiness.WANTED  # what the launch does about the container's readiness
+
+
+def _one_shot(readiness: Readiness) -> Readiness:
+    """A one-shot's readiness: it waits unless told not to, and fails if the container is not ready by the deadline
+    (a command started anyway would fail at random: see :mod:`cci_core.session_readiness`)."""
+    return Readiness.SKIPPED if readiness == Readiness.SKIPPED else Readiness.REQUIRED
 
 
 @dataclass(frozen=True)
@@ -287,9 +294,9 @@ class SessionManager:
             others = self._configure(container, ctx, attachment.network, warm=warm)
             self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
             self._start(container, warm=warm, others=others)
-            # a session waits for the boot (basic.target) while these write under the home (a warm one is booted)
-            booted = InBackground(lambda: wait_for_session(container), "boot") \
-                if request.kind == Kind.SESSION and not warm else None
+            # the readiness wait goes on while these write under the home (a warm one was ready when pooled)
+            booted = InBackground(lambda: check_ready(container, self.config.readiness.timeout), "boot") \
+                if request.readiness != Readiness.SKIPPED and not warm else None
             with container.file_batch():
                 if request.resume_from:
                     self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
@@ -297,7 +304,7 @@ class SessionManager:
                     self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
                     self._write_brief(ctx, container)
             if booted is not None:
-                booted.result()
+                self._settle_readiness(container, booted.result(), request.readiness)
             if request.kind == Kind.SESSION:
                 self._arm_deadline(container, record.deadline)
             self._started(container, me)
@@ -363,7 +370,7 @@ class SessionManager:
                     remove(self.driver, info)
                 if len(pooled(listing, pool)) >= self.config.pool.size:
                     return
-                warm_one(self.driver, pool, wait_for_session)
+                warm_one(self.driver, pool, lambda container: wait_ready(container, self.config.readiness.timeout))
                 listing = self.driver.list_containers()
 
     def _tool(self, name: str | None = None) -> ToolAdapter:
@@ -413,6 +420,21 @@ class SessionManager:
     def _report(self, message: str) -> None:
         if self.warn is not None:
             self.warn(message)
+
+    def wait_ready(self, container: Container, readiness: Readiness = Readiness.WANTED) -> None:
+        """Wait (up to ``[readiness] timeout``) for ``container`` to be ready, as ``readiness`` says: see
+        :mod:`cci_core.session_readiness`."""
+        if readiness != Readiness.SKIPPED:
+            self._settle_readiness(container, check_ready(container, self.config.readiness.timeout), readiness)
+
+    def _settle_readiness(self, container: Container, missing: str | None, readiness: Readiness) -> None:
+        """What was still ``missing`` when the readiness wait ended: an error where it is required, else a warning."""
+        if missing is None:
+            return
+        error = not_ready(container.name, self.config.readiness.timeout, missing)
+        if readiness == Readiness.REQUIRED:
+            raise error
+        self._report(f"{error.message}; going on without it")
 
     def _configure(self, container: Container, ctx: LaunchContext, network: str | None, *,
                    warm: bool = False) -> set[Path] | None:
@@ -515,7 +537,7 @@ class SessionManager:
                 self._start(container)
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
                 self._write_brief(ctx, container)
-                wait_for_session(container)
+                self.wait_ready(container)
                 self._arm_deadline(container, SessionRecord.from_labels(limits).deadline)
                 self._started(container, me)
                 self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
@@ -905,7 +927,8 @@ class SessionManager:
         why). See :func:`cci_core.session_headless.run_to_end`."""
         from cci_core.session_headless import run_to_end
 
-        opened = self.open(request._replace(kind=Kind.RUN, persistent=False, resume_from=None))
+        opened = self.open(request._replace(kind=Kind.RUN, persistent=False, resume_from=None,
+                                            readiness=_one_shot(request.readiness)))
         return run_to_end(self, opened.container, opened.ctx, command, stdout=stdout, stderr=stderr,
                           say=say or self._report, delete=True, detach=True)
 
@@ -919,7 +942,8 @@ class SessionManager:
 
         resume = latest or request.resume_from is not None
         headless_command(self._tool(), str(uuid.UUID(int=0)), resume=resume, structured=prompt.structured)
-        opened = self.open(request._replace(kind=Kind.SESSION, persistent=False), latest=latest)
+        opened = self.open(request._replace(kind=Kind.SESSION, persistent=False,
+                                            readiness=_one_shot(request.readiness)), latest=latest)
         return run_headless(self, opened.container, opened.ctx, prompt, resume=resume, stdout=stdout, stderr=stderr,
                             say=say or self._report)
 

@@ -52,6 +52,8 @@ class Sessions(Protocol):
 
     def finish(self, container: Container, *, detach: bool = False) -> bool: ...
 
+    def wait_ready(self, container: Container) -> None: ...
+
 
 class Left(enum.Enum):
     """How an attach ended, as far as the session is concerned."""
@@ -82,14 +84,12 @@ def attach_and_settle(manager: Sessions, container: Container, ctx: LaunchContex
         Otherwise one is started only when none runs (for a shell, once the container is ready for it).
     :param say: prints a line while this waits (for a container to stop).
     """
-    from cci_core.session_readiness import wait_for_session
-
     tmux = manager.tmux(container, ctx)
     if fresh:
         tmux.start(command)
     elif not tmux.exists():  # the user left bash with 'exit', a 'cci run' container, a reused container
         if command is None:
-            wait_for_session(container)  # a tmux started before systemd cleans /tmp loses its socket
+            manager.wait_ready(container)  # a tmux started before systemd cleans /tmp loses its socket
         tmux.start(command)
     name = container.name
     shutdown = f"'cci shutdown {name}' ends it"

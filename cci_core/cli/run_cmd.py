@@ -22,15 +22,20 @@ from cci_core.errors import UsageError
               help="Run the tool headless with the prompt in FILE ('-': standard input; at most 1 MiB).")
 @click.option("--format", "format_", type=click.Choice(["text", "json"]), default=None,
               help="With a prompt: json for the tool's structured output (stdout holds nothing else).")
+@click.option("--wait/--no-wait", default=None,
+              help="Wait until the container is ready (booted, its network up) before the command, or start it at "
+                   "once. Default: [readiness] wait (true).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, command: tuple[str, ...], prompt: str | None, prompt_file: str | None,
-        format_: str | None, **flags: object) -> None:
+        format_: str | None, wait: bool | None, **flags: object) -> None:
     """Run COMMAND in a fresh container with the workspace at /workspace, and exit with its exit code.
 
     The command runs as the container user (uid [incus] container_uid) in
     /workspace, with only the variables named in the config or with --env.
     Output is streamed. The container is deleted afterwards, even on Ctrl+C.
+    The command starts once the container is ready: booted, and its network
+    up (an IPv4 address and a default route); --no-wait starts it at once.
     Put -- before a command that has options of its own: cci run -- ls -la
 
     With --prompt or --prompt-file, the configured tool runs headless instead,
@@ -39,6 +44,7 @@ def run(ctx: click.Context, command: tuple[str, ...], prompt: str | None, prompt
     --resume/--continue continue a saved session headless.
     """
     from cci_core.session import LaunchRequest
+    from cci_core.session_readiness import Readiness
 
     state = get_state(ctx)
     state.add_options(GlobalOptions.from_params(flags))
@@ -67,7 +73,9 @@ def run(ctx: click.Context, command: tuple[str, ...], prompt: str | None, prompt
         text = read_prompt(prompt, prompt_file, sys.stdin.buffer)
     check_network_policy(ctx)
     manager = manager_for(ctx)
-    request = LaunchRequest(state.config.workspace, slot=options.slot, storage=options.storage)
+    wait = state.config.readiness.wait if wait is None else wait
+    request = LaunchRequest(state.config.workspace, slot=options.slot, storage=options.storage,
+                            readiness=Readiness.REQUIRED if wait else Readiness.SKIPPED)
     out, err = binary_writer(sys.stdout), binary_writer(sys.stderr)
     with interruptible():
         if headless:

@@ -16,6 +16,7 @@ from cci_core.config.schema import (
     PluginsConfig,
     PortsConfig,
     PoolConfig,
+    ReadinessConfig,
     ProfileConfig,
     Schema,
     SecretsConfig,
@@ -70,6 +71,7 @@ class Config(NamedTuple):
     ports: PortsConfig = PortsConfig()
     """``[ports]``: container ports published on the host."""
     pool: PoolConfig = PoolConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
     """``[pool]``: started containers kept ready for ephemeral launches."""
 
     def section(self, name: str) -> Any:

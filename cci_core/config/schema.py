@@ -237,6 +237,26 @@ class PoolConfig(NamedTuple):
                                  "take; 0: none.", check=pool_size)] = 0
 
 
+def ready_timeout(value: int) -> str | None:
+    """Reject a readiness timeout under a second or over :data:`MAX_READY_TIMEOUT`."""
+    if not 1 <= value <= MAX_READY_TIMEOUT:
+        return f"must be 1 to {MAX_READY_TIMEOUT} seconds, got {value}"
+    return None
+
+
+#: the longest ``[readiness] timeout``: an hour
+MAX_READY_TIMEOUT = 3600
+
+
+class ReadinessConfig(NamedTuple):
+    """``[readiness]``: waiting for a started container to be ready, booted and on its network (docs/sessions.md)."""
+
+    wait: Annotated[bool, Setting("cci run waits until the container is ready (booted, its network up) before the "
+                                  "command; false: it starts the command at once, as --no-wait.")] = True
+    timeout: Annotated[int, Setting("Seconds a launch waits for the container to be ready; then cci run fails, "
+                                    "cci shell and attach go on with a warning.", check=ready_timeout)] = 60
+
+
 class ProfileConfig(NamedTuple):
     """``[profiles.NAME]``: optional settings applied on top of the files when selected.
 
@@ -286,6 +306,7 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "ports": PortsConfig,
     "pool": PoolConfig,
+    "readiness": ReadinessConfig,
 }
 """The core's plain sections, in display order; each is an attribute of the same name on ``Config``.
 
