@@ -84,7 +84,13 @@ def median_p90(samples: list[float]) -> tuple[float, float]:
 
 
 def sh(*argv: str, env: dict[str, str] | None = None) -> None:
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    """Run ``argv``; an exec Incus fails right after a start ("Failed to retrieve PID", as cci knows) is retried."""
+    for _ in range(3):
+        result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False)
+        if b"Failed to retrieve PID of executing child process" not in result.stderr:
+            break
+    if result.returncode:
+        raise SystemExit(f"{shlex.join(argv)[:200]} exited with {result.returncode}: {result.stderr.decode()[-2000:]}")
 
 
 def seconds_to_screen(command: str, env: dict[str, str], text: str, timeout: float = 300) -> float:

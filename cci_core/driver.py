@@ -423,7 +423,8 @@ class Container(ABC):
         """Run ``argv`` on a pty with the user's terminal attached; return its exit code.
 
         Only ``environment`` (plus the terminal's ``TERM``) is passed. ``argv`` is a client that can
-        be attached again (cci attaches ``tmux attach-session``): a driver may run it once more when
+        be attached again (cci attaches ``tmux attach-session``, or ``tmux new-session -A``, which attaches
+        to the session once it runs): a driver may run it once more when
         the backend lost track of the first run right after the container started.
         """
 

@@ -80,14 +80,13 @@ def attach_and_settle(manager: Sessions, container: Container, ctx: LaunchContex
     """Attach; afterwards, end the session if its container stopped (a poweroff inside), else save it.
 
     :param command: what a new tmux session runs (the tool; None: a login shell).
-    :param fresh: the container was launched just now: it has no tmux session, one is started without asking.
+    :param fresh: the container was launched just now: it has no tmux session, one is started without asking, by the
+        attach itself (one exec less before the tool shows).
         Otherwise one is started only when none runs (for a shell, once the container is ready for it).
     :param say: prints a line while this waits (for a container to stop).
     """
     tmux = manager.tmux(container, ctx)
-    if fresh:
-        tmux.start(command)
-    elif not tmux.exists():  # the user left bash with 'exit', a 'cci run' container, a reused container
+    if not fresh and not tmux.exists():  # the user left bash with 'exit', a 'cci run' container, a reused container
         if command is None:
             manager.wait_ready(container)  # a tmux started before systemd cleans /tmp loses its socket
         tmux.start(command)
@@ -102,7 +101,7 @@ def attach_and_settle(manager: Sessions, container: Container, ctx: LaunchContex
     try:
         try:
             with PeriodicSave(manager, ctx, container), StopAtDeadline(container, record.deadline) as deadline:
-                end = tmux.attach()
+                end = tmux.attach(new=fresh, command=command)
         except CciError:
             if container.status() == "running":
                 raise  # the attach could not start: a real failure

@@ -25,6 +25,12 @@ class AttachEnd(enum.Enum):
     CUT_OFF = "cut off"  # anything else: tmux or its client was killed (a poweroff inside), the container went
 
 
+def _new_session(command: Sequence[str] | None) -> list[str]:
+    """``tmux new-session``'s arguments for the session: bash runs ``command``, then stays as an interactive shell."""
+    script = f"{shlex.join(command)}; exec bash -l" if command else "exec bash -l"
+    return ["-s", SESSION, "-c", WORKSPACE_PATH, "bash", "-lc", script]
+
+
 class TmuxSession:
     """The ``cci`` tmux session of one container, driven as ``uid``."""
 
@@ -43,8 +49,7 @@ class TmuxSession:
 
     def start(self, command: Sequence[str] | None = None) -> None:
         """Start the session: bash runs ``command`` (the tool), then stays as an interactive shell."""
-        script = f"{shlex.join(command)}; exec bash -l" if command else "exec bash -l"
-        result = self._tmux("new-session", "-d", "-s", SESSION, "-c", WORKSPACE_PATH, "bash", "-lc", script)
+        result = self._tmux("new-session", "-d", *_new_session(command))
         if result.exit_code != 0 and "duplicate session" in result.stderr and self.exists():
             # right after a start, Incus may report an exec as failed ("Failed to retrieve PID") although
             # it ran; the retry then finds the session it made: started, as asked
@@ -53,14 +58,17 @@ class TmuxSession:
             raise CciError(f"could not start tmux in {self.container.name}: {result.stderr.strip()}",
                            hint="the image needs tmux and bash")
 
-    def attach(self) -> AttachEnd:
+    def attach(self, *, new: bool = False, command: Sequence[str] | None = None) -> AttachEnd:
         """Attach the user's terminal until they detach (Ctrl+b d) or the session ends; say which it was.
 
-        tmux's client exits 0 when it is detached and when the session ends,
+        With ``new``, the same exec starts the session first (as :meth:`start` with ``command``, at the
+        size of the user's terminal; or attaches to one that runs already): one exec less before the
+        tool shows. tmux's client exits 0 when it is detached and when the session ends,
         non-zero when it or the server is killed; the session still there tells a
         detach from an end.
         """
-        status = self.container.attach(["tmux", "attach-session", "-t", SESSION], user=self.uid, group=self.uid,
+        argv = ["new-session", "-A", *_new_session(command)] if new else ["attach-session", "-t", SESSION]
+        status = self.container.attach(["tmux", *argv], user=self.uid, group=self.uid,
                                        environment=self.environment, cwd=WORKSPACE_PATH)
         if status != 0:
             return AttachEnd.CUT_OFF

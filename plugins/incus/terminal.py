@@ -10,7 +10,8 @@ that counts as :data:`KILLED`, the status of a command killed with its container
 
 Right after a start, Incus may fail the exec ("Failed to retrieve PID of executing child
 process") although a client ran and drew its screen: the attach is then made again, as the
-commands of :mod:`.execute` are (what is attached, ``tmux attach-session``, only redraws).
+commands of :mod:`.execute` are (what is attached, ``tmux attach-session`` or ``tmux new-session -A``,
+only redraws: the second finds the session the first made, and attaches).
 """
 
 from __future__ import annotations

@@ -93,7 +93,11 @@ def test_an_attach_cut_off_while_tmux_runs_on_is_left_running(
     deadline = time.monotonic() + 10
     # tmux says "[terminated]"; seen once in CI: no match although the prompt was on the screen, so try
     # again briefly, and show the processes if it never matches
-    while (killed := container.exec(["pkill", "-TERM", "-f", "tmux attach-session"])).exit_code == 1 \
+    # the client: cci's attach started the session ('new-session -A'), and the server it forked has the same
+    # command line; the server's parent is init, the client's is none (the exec came from outside)
+    client = ('for pid in $(pgrep -f "^tmux (attach-session|new-session)"); do '
+              '[ "$(ps -o ppid= -p "$pid" | tr -d " ")" = 0 ] && kill -TERM "$pid" && exit 0; done; exit 1')
+    while (killed := container.exec(["sh", "-c", client])).exit_code == 1 \
             and time.monotonic() < deadline:
         time.sleep(0.2)
     assert killed.exit_code == 0, (killed.stderr, container.exec(["ps", "-eo", "pid,ppid,stat,args"]).stdout)

@@ -275,23 +275,24 @@ def test_a_container_that_stops_during_the_check_fails_the_launch_after_the_cred
 
 def test_cci_shell_starts_tmux_in_a_container_it_just_launched_without_asking_whether_one_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A container made a moment ago has no tmux session: asking would be one more request before the tool starts."""
+    """A container made a moment ago has no tmux session: asking would be one more request before the tool starts,
+    and so would starting it in an exec of its own: the attach starts it."""
     from click.testing import CliRunner
 
     from cci_core.cli import shell_cmds
     from cci_core.cli.main import cli
-    from cci_core.tmux import AttachEnd, TmuxSession
+    from cci_core.tmux import SESSION
 
     sessions = manager(tmp_path)
-    attached: list[object] = []
     monkeypatch.setattr(shell_cmds, "manager_for", lambda ctx: sessions)
     monkeypatch.setattr(shell_cmds, "_require_terminal", lambda command: None)
     monkeypatch.setattr(shell_cmds, "check_network_policy", lambda ctx: None)
-    monkeypatch.setattr(TmuxSession, "attach", lambda tmux: attached.append(tmux.container) or AttachEnd.DETACHED)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     result = CliRunner().invoke(cli, ["--workspace", str(workspace), "shell"], env={"CCI_NETWORK_MODE": "open"})
     assert result.exit_code == 0, result.output
-    [container] = attached
-    tmux = [argv[1] for argv in container.commands if argv[:1] == ("tmux",)]  # type: ignore[attr-defined]
-    assert tmux == ["new-session"]
+    [container] = sessions.driver.containers.values()  # type: ignore[attr-defined]
+    tmux = [argv for argv in container.commands if argv[:1] == ("tmux",)]
+    assert tmux[0][:5] == ("tmux", "new-session", "-A", "-s", SESSION)  # the attach, which starts the session
+    assert "demo" in tmux[0][-1]  # the tool, in bash
+    assert [argv[1] for argv in tmux[1:]] == ["has-session"]  # after the attach: detached, or ended?
