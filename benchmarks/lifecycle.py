@@ -66,11 +66,32 @@ sys.path.insert(0, str(HERE.parent))
 from cci_core.session_readiness import READY_CHECK  # noqa: E402  (cci's readiness check, which the floors run too)
 
 
+def settle(busy: float = 0.15, window: float = 0.2, timeout: float = 15) -> None:
+    """Wait until the machine is quiet: its CPUs less than ``busy`` busy over ``window`` seconds (at most
+    ``timeout`` s). What a run leaves behind (a detached delete, btrfs's cleaner, a pool container finishing its
+    boot) then does not slow the next one down, whichever it is: every timed run starts from the same quiet state."""
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(field) for field in stat.readline().split()[1:]]
+        idle = values[3] + values[4]  # idle, iowait
+        return sum(values) - idle, sum(values)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy_before, total_before = ticks()
+        time.sleep(window)
+        busy_after, total_after = ticks()
+        if busy_after - busy_before < busy * max(1, total_after - total_before):
+            return
+
+
 def median_ms(action: Callable[[], object], runs: int) -> tuple[float, float]:
-    """Median and 90th percentile wall time of ``action`` in milliseconds, after one warm-up."""
+    """Median and 90th percentile wall time of ``action`` in milliseconds, after one warm-up, each run started on a
+    quiet machine (:func:`settle`)."""
     action()
     samples = []
     for _ in range(runs):
+        settle()
         started = time.perf_counter()
         action()
         samples.append((time.perf_counter() - started) * 1000)
@@ -466,6 +487,7 @@ def measure_pooled(args: argparse.Namespace, pool: WarmPool, workspace: Path, en
         pool.wait_gone(workspace)
         pool.wait_full()
         pool.sample_memory()
+        settle()
         started = time.perf_counter()
         with_cci(pooled)
         elapsed = (time.perf_counter() - started) * 1000
@@ -564,12 +586,14 @@ def shell_start(args: argparse.Namespace, scratch: Path, env: dict[str, str], co
     ))
 
     def ours() -> float:
+        settle()
         try:
             return seconds_to_screen(f"{args.cci} --workspace {workspace} shell", env, "started ") * 1000
         finally:
             sh(args.cci, "kill", "--force", container_name(workspace, 1), env=env)
 
     def floor() -> float:
+        settle()
         try:
             return seconds_to_screen(by_hand, env, "started ") * 1000
         finally:
@@ -580,6 +604,7 @@ def shell_start(args: argparse.Namespace, scratch: Path, env: dict[str, str], co
     def from_pool() -> float:
         pool.wait_gone(workspace)
         pool.wait_full()
+        settle()
         try:
             return seconds_to_screen(f"{args.cci} --workspace {workspace} shell", pooled, "started ") * 1000
         finally:

@@ -18,6 +18,7 @@ from cci_core.errors import BackendError, CciError
 
 if TYPE_CHECKING:
     from cci_core.config import Config
+    from cci_core.config.schema import LimitsConfig
     from cci_core.context import Mount
     from cci_core.network_policy import NetworkPlan, RequestRecord
     from cci_core.secrets import Substitution
@@ -68,7 +69,9 @@ class ContainerInfo(NamedTuple):
 
 
 class ContainerSpec(NamedTuple):
-    """What to create: ``labels`` become ``user.cci.*`` keys, ``config`` other backend keys."""
+    """What to create: ``labels`` become ``user.cci.*`` keys, ``config`` other backend keys; ``limits``: the
+    ``[limits]`` a session will start under, which a driver may put on the container as it creates it (one
+    update less before the start; the session's ``cci_pre_start`` applies them either way)."""
 
     name: str
     image: str
@@ -76,6 +79,7 @@ class ContainerSpec(NamedTuple):
     config: Mapping[str, str] = MappingProxyType({})
     mounts: Sequence[Mount] = ()
     ephemeral: bool = False
+    limits: LimitsConfig | None = None
 
 
 class ImageInfo(NamedTuple):

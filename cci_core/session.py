@@ -254,7 +254,7 @@ class SessionManager:
 
         def create(name: str, slot: int) -> Container:
             spec = ContainerSpec(name, defaults.image, labels=record.but(slot=slot).to_labels(),
-                                 config=self.driver.base_config)
+                                 config=self.driver.base_config, limits=self.config.limits)
             try:
                 return self.driver.create(spec)
             except ContainerExistsError:
@@ -303,11 +303,11 @@ class SessionManager:
                 with container.file_batch():
                     self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
                     self._write_brief(ctx, container)
+            self._started(container, me)  # (while the readiness wait goes on: a failure after it still undoes all)
             if booted is not None:
                 self._settle_readiness(container, booted.result(), request.readiness)
             if request.kind == Kind.SESSION:
                 self._arm_deadline(container, record.deadline)
-            self._started(container, me)
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
         except BaseException:
             if self._reclaim(container, me, State.LAUNCHING):

@@ -117,11 +117,14 @@ class IncusDriver(Driver):
         return IncusContainer(self.api, instance, self.user_map, nic_filtering=self.settings.network_filtering)
 
     def create(self, spec: ContainerSpec) -> IncusContainer:
+        from cci_builtin_plugins.incus.limits import instance_limits
+
+        limits = {key: value for key, value in instance_limits(spec.limits).items() if value} if spec.limits else {}
         body = {
             "name": spec.name,
             "type": "container",
             "source": image_source(spec.image),
-            "config": {**spec.config, **{LABEL_PREFIX + key: value for key, value in spec.labels.items()}},
+            "config": {**spec.config, **limits, **{LABEL_PREFIX + key: value for key, value in spec.labels.items()}},
             "devices": {mount.device: disk_device(mount) for mount in spec.mounts},
             "ephemeral": spec.ephemeral,
         }
@@ -142,10 +145,11 @@ class IncusDriver(Driver):
         config = {**spec.config, "boot.autostart": "false"}  # (only cci starts a container, checking its mounts)
         if self.user_map.needs_raw_idmap():  # the map a shifted mount needs applies only at start
             config["raw.idmap"] = self.user_map.raw_idmap()
-        container = self.create(spec._replace(config=config, mounts=()))
+        limits = self.config.limits if self.config is not None else None
+        container = self.create(spec._replace(config=config, mounts=(), limits=limits))
         container.configure({}, [], network)
-        if self.config is not None:
-            container.apply_limits(self.config.limits)
+        if limits is not None:
+            container.apply_limits(limits)
         container.start()
         return container
 
@@ -360,6 +364,8 @@ def _sha256(path: Path) -> str:
 
 def _creation_hint(message: str) -> str | None:
     lowered = message.lower()
+    if "limits." in lowered:
+        return "Incus refused a value of [limits]: change it in the config, or with --limit KEY=VALUE"
     if "root" in lowered and "device" in lowered or "storage pool" in lowered:
         return "the default profile needs a root disk on a storage pool: see 'incus profile show default'"
     if "network" in lowered:
