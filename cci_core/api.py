@@ -67,6 +67,7 @@ if TYPE_CHECKING:
         FileStatus,
         ImageInfo,
         OutputHandler,
+        RunningCommand,
         PolicyNetwork,
         PublishedPort,
         ServerInfo,
@@ -136,7 +137,7 @@ __all__ = [
     "hookimpl", "Register", "Lazy",
     # the container backend
     "Driver", "Container", "ContainerSpec", "ContainerInfo", "ImageInfo", "ServerInfo", "ExecResult",
-    "OutputHandler", "PolicyNetwork", "PublishedPort", "SnapshotInfo", "FileStatus", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
+    "OutputHandler", "RunningCommand", "PolicyNetwork", "PublishedPort", "SnapshotInfo", "FileStatus", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
     # tools, network policies, image builders
     "ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property", "make_tool",
     "NetworkPolicy", "NetworkPlan", "Rule", "HOST_RULE", "BROADCAST_RULE", "MULTICAST_AND_BROADCAST",
@@ -176,7 +177,7 @@ _LAZY: dict[str, str] = {
     "hookimpl": "cci_core.hookspecs",
     **dict.fromkeys(("Register", "Lazy", "make_tool"), "cci_core.registry"),
     **dict.fromkeys(("Driver", "Container", "ContainerSpec", "ContainerInfo", "ImageInfo", "ServerInfo", "ExecResult",
-                     "OutputHandler", "PolicyNetwork", "PublishedPort", "SnapshotInfo", "FileStatus", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
+                     "OutputHandler", "RunningCommand", "PolicyNetwork", "PublishedPort", "SnapshotInfo", "FileStatus", "TreeEntry", "TreeLimits", "UNREADABLE", "LABEL_PREFIX",
                      "ContainerExistsError", "TreeReadError"), "cci_core.driver"),
     **dict.fromkeys(("ToolAdapter", "CredentialFile", "ImageFile", "ImageFetch", "tool_version_property"),
                     "cci_core.tool"),

@@ -68,6 +68,34 @@ class ContainerInfo(NamedTuple):
     ports: tuple[PublishedPort, ...] = ()
 
 
+class RunningCommand(ABC):
+    """A command running in a container (:meth:`Container.start_command`)."""
+
+    @abstractmethod
+    def signal(self, signum: int) -> None:
+        """Send signal ``signum`` to the command; nothing once it has ended."""
+
+    @abstractmethod
+    def wait(self) -> int:
+        """Block until the command has ended and its output is through; its exit code (128 + N when signal N
+        killed it). A container that stops meanwhile is a :class:`~cci_core.errors.BackendError`."""
+
+
+class _ExecOnThread(RunningCommand):
+    """:meth:`Container.start_command`'s default: a blocking exec on a thread of its own; signals are lost."""
+
+    def __init__(self, call: Callable[[], int]) -> None:
+        from cci_core.background import InBackground
+
+        self._result = InBackground(call, "exec")
+
+    def signal(self, signum: int) -> None:
+        pass
+
+    def wait(self) -> int:
+        return self._result.result()
+
+
 class ContainerSpec(NamedTuple):
     """What to create: ``labels`` become ``user.cci.*`` keys, ``config`` other backend keys; ``limits``: the
     ``[limits]`` a session will start under, which a driver may put on the container as it creates it (one
@@ -366,6 +394,29 @@ class Container(ABC):
         """
 
 
+    def start_command(
+        self,
+        argv: Sequence[str],
+        *,
+        user: int = 0,
+        group: int = 0,
+        environment: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: BinaryIO | None = None,
+        stdout: OutputHandler | None = None,
+        stderr: OutputHandler | None = None,
+    ) -> RunningCommand:
+        """Start ``argv`` as :meth:`exec` does, its output streamed to the handlers, and return at once.
+
+        ``stdin`` is read as the command reads (never all at once) and its end is the command's end of
+        file (None: end of file at once). The :class:`RunningCommand` sends signals to the command and
+        waits for it. This default runs :meth:`exec` on a thread of its own: no input, no signals.
+        """
+        if stdin is not None:
+            raise BackendError(f"{self.name}: this driver cannot pass standard input to a command")
+        return _ExecOnThread(lambda: self.exec(argv, user=user, group=group, environment=environment, cwd=cwd,
+                                               stdout=stdout, stderr=stderr).exit_code)
+
     # -- single entries, links never followed: drivers that cannot tell keep these defaults --------------
 
     def file_status(self, path: str) -> FileStatus | None:
@@ -423,13 +474,16 @@ class Container(ABC):
         group: int = 0,
         environment: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        signals: bool = False,
     ) -> int:
         """Run ``argv`` on a pty with the user's terminal attached; return its exit code.
 
         Only ``environment`` (plus the terminal's ``TERM``) is passed. ``argv`` is a client that can
         be attached again (cci attaches ``tmux attach-session``, or ``tmux new-session -A``, which attaches
         to the session once it runs): a driver may run it once more when
-        the backend lost track of the first run right after the container started.
+        the backend lost track of the first run right after the container started. With ``signals``,
+        SIGINT, SIGTERM and SIGHUP sent to cci while it runs go to the command (a one-shot's: ``cci run -t``);
+        else they unwind cci as anywhere else. The window size follows the terminal's.
         """
 
 

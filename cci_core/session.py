@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from cci_core.plugin_manager import Plugins
     from cci_core.secrets import Substitution
     from cci_core.session_attach import AttachOutcome
+    from cci_core.command_io import CommandIO
     from cci_core.session_headless import Prompt
     from cci_core.tmux import TmuxSession
     from cci_core.tool import ToolAdapter
@@ -920,17 +921,18 @@ class SessionManager:
             remove(self.driver, info)  # (unless a launch took it meanwhile)
 
     def run(self, request: LaunchRequest, command: Sequence[str], *, stdout: Any = None, stderr: Any = None,
-            say: Callable[[str], None] | None = None) -> int:
+            say: Callable[[str], None] | None = None, io: CommandIO | None = None) -> int:
         """``cci run``: ``command`` as the container user in a fresh container of ``request``'s workspace, which
         is ended and deleted afterwards whatever happens (by a detached process once it has stopped, when there
         is a :attr:`detached_end`); its exit code (124 when the session duration limit stopped it: ``say`` tells
-        why). See :func:`cci_core.session_headless.run_to_end`."""
+        why). ``io``: how the command meets cci's streams and signals (else ``stdout`` and ``stderr``, no input).
+        See :func:`cci_core.session_headless.run_to_end`."""
         from cci_core.session_headless import run_to_end
 
         opened = self.open(request._replace(kind=Kind.RUN, persistent=False, resume_from=None,
                                             readiness=_one_shot(request.readiness)))
         return run_to_end(self, opened.container, opened.ctx, command, stdout=stdout, stderr=stderr,
-                          say=say or self._report, delete=True, detach=True)
+                          say=say or self._report, delete=True, detach=True, io=io)
 
     def run_prompt(self, request: LaunchRequest, prompt: Prompt, *, latest: bool = False, stdout: Any = None,
                    stderr: Any = None, say: Callable[[str], None] | None = None) -> int:

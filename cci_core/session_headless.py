@@ -21,6 +21,7 @@ import stat
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
+from cci_core.command_io import CommandIO, run_command
 from cci_core.errors import CciError, UsageError
 from cci_core.layout import WORKSPACE_PATH
 from cci_core.limits import TIMEOUT_EXIT, StopAtDeadline, ended_by_duration
@@ -145,24 +146,25 @@ def run_headless(manager: Sessions, container: Container, ctx: LaunchContext, pr
 def run_to_end(manager: Sessions, container: Container, ctx: LaunchContext, argv: Sequence[str], *,
                stdout: OutputHandler | None = None, stderr: OutputHandler | None = None,
                say: Callable[[str], None] = lambda line: None, delete: bool | None = None,
-               detach: bool = False) -> int:
+               detach: bool = False, io: CommandIO | None = None) -> int:
     """Run ``argv`` as the container user in the workspace until it exits, or until the session's deadline
     (``[limits] duration``, recorded on the container at its launch) stops the container; then end the session
     (saved; deleted unless persistent, or as ``delete`` says; with ``detach``, the save and the delete go on
     after this returns: see :meth:`SessionManager.finish <cci_core.session.SessionManager.finish>`).
 
-    Its exit code, or 124 (:data:`~cci_core.limits.TIMEOUT_EXIT`) when the deadline ended it (``say`` tells why),
-    whoever stopped the container then: this process, or the timer inside that powers it off.
+    Its exit code (128 + N when signal N killed it), or 124 (:data:`~cci_core.limits.TIMEOUT_EXIT`) when the
+    deadline ended it (``say`` tells why), whoever stopped the container then: this process, or the timer inside
+    that powers it off. ``io`` (else ``stdout`` and ``stderr``, no input) says how it meets cci's streams.
     """
     from cci_core.session_record import SessionRecord
 
+    io = io or CommandIO(stdout=stdout, stderr=stderr)
     uid = manager.driver.container_uid
     try:
         with StopAtDeadline(container, SessionRecord.from_labels(container.labels()).deadline) as deadline:
             try:
-                code = container.exec(list(argv), user=uid, group=uid, cwd=WORKSPACE_PATH,
-                                      environment=manager.user_environment(ctx), stdout=stdout,
-                                      stderr=stderr).exit_code
+                code = run_command(container, argv, user=uid, environment=manager.user_environment(ctx),
+                                   cwd=WORKSPACE_PATH, io=io)
             except CciError:
                 if not deadline.passed:
                     raise
@@ -173,3 +175,4 @@ def run_to_end(manager: Sessions, container: Container, ctx: LaunchContext, argv
         say(ended_by_duration(container.name))
         return TIMEOUT_EXIT
     return code
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from typing import BinaryIO
 from pathlib import Path, PurePosixPath
 
 from cci_core.context import Mount
@@ -23,6 +24,7 @@ from cci_core.driver import (
     OutputHandler,
     PolicyNetwork,
     PublishedPort,
+    RunningCommand,
     ServerInfo,
     SnapshotInfo,
 )
@@ -192,9 +194,36 @@ class FakeContainer(Container):
 
 
     def attach(self, argv: Sequence[str], *, user: int = 0, group: int = 0,
-               environment: Mapping[str, str] | None = None, cwd: str | None = None) -> int:
+               environment: Mapping[str, str] | None = None, cwd: str | None = None, signals: bool = False) -> int:
         self.commands.append(tuple(argv))
+        self.attached_with_signals = signals
         return 0
+
+    def start_command(self, argv: Sequence[str], *, user: int = 0, group: int = 0,
+                      environment: Mapping[str, str] | None = None, cwd: str | None = None,
+                      stdin: BinaryIO | None = None, stdout: OutputHandler | None = None,
+                      stderr: OutputHandler | None = None) -> FakeCommand:
+        """Runs the command as :meth:`exec` (which tests may replace), after reading all of ``stdin`` into
+        :attr:`FakeCommand.input`."""
+        data = stdin.read() if stdin is not None else b""
+        result = self.exec(argv, user=user, group=group, environment=environment, cwd=cwd, stdout=stdout,
+                           stderr=stderr)
+        self.started = FakeCommand(data, result.exit_code)
+        return self.started
+
+
+class FakeCommand(RunningCommand):
+    """A command that has run: its input, and the signals sent to it."""
+
+    def __init__(self, data: bytes, code: int = 0) -> None:
+        self.input, self.code = data, code
+        self.signals: list[int] = []
+
+    def signal(self, signum: int) -> None:
+        self.signals.append(signum)
+
+    def wait(self) -> int:
+        return self.code
 
 
 class FakeDriver(Driver):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from cci_core.cli.command_io import command_io, tty_option
 from cci_core.cli.options import _parse_env
 from cci_core.cli.state import get_state
 from cci_core.errors import BackendError, NotFoundError, UsageError
@@ -191,13 +191,18 @@ def delete(ctx: click.Context, name: str, force: bool) -> None:
 @click.option("--capture", is_flag=True, help="Collect the output and print it when the command ends (see --format).")
 @click.option("--format", "fmt", type=click.Choice(["json", "raw"]), default=None,
               help="With --capture: json (default) or raw.")
+@tty_option
 @click.pass_context
 def exec_(ctx: click.Context, name: str, command: tuple[str, ...], user: int | None, group: int | None,
-          env: dict[str, str], cwd: str | None, capture: bool, fmt: str | None) -> None:
+          env: dict[str, str], cwd: str | None, capture: bool, fmt: str | None, tty: bool | None) -> None:
     """Run CMD in running container NAME; cci exits with CMD's exit code.
 
     Put -- before CMD. Only the --env variables are passed (never the host's
-    environment; Incus adds PATH and LANG). stdin is not forwarded.
+    environment; Incus adds PATH and LANG). Standard input goes to CMD as it
+    reads (its end is CMD's end of file). From a terminal (input and output
+    both; not with --capture), CMD runs on one. Ctrl+C, SIGTERM and SIGHUP go
+    to CMD (128+N is the exit code of a CMD that signal N killed); a third one
+    makes cci stop waiting for it.
 
     \b
     Without --capture, stdout and stderr are streamed as they arrive.
@@ -211,27 +216,35 @@ def exec_(ctx: click.Context, name: str, command: tuple[str, ...], user: int | N
     """
     if fmt is not None and not capture:
         raise UsageError("--format only applies with --capture")
+    if tty and capture:
+        raise UsageError("--tty does not go with --capture (a terminal's output cannot be told apart from its input)")
     if cwd is not None:
         check_absolute(cwd, "--cwd")
     target = driver_of(ctx).get(name)
     if target.status() != "running":
         raise UsageError(f"container {name} is not running", hint=f"start it with 'cci container start {name}'")
-    uid = user or 0
-    run = partial(target.exec, list(command), user=uid, group=uid if group is None else group, environment=env,
-                  cwd=cwd)
-    if capture and fmt != "raw":
+    from cci_core.cli.signals import interruptible
+    from cci_core.cli.streams import binary_writer
+    from cci_core.command_io import run_command
+
+    out: list[bytes] = []
+    err: list[bytes] = []
+    json_capture = capture and fmt != "raw"
+    io = command_io(False if capture else tty, out.append if capture else binary_writer(sys.stdout),
+                    err.append if json_capture else binary_writer(sys.stderr))
+    with interruptible():
+        code = run_command(target, command, user=user or 0, group=group, environment=env, cwd=cwd, io=io)
+    if json_capture:
         import json
 
-        result = run()
-        click.echo(json.dumps({"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr}))
-        ctx.exit(result.exit_code)
-    from cci_core.cli.streams import binary_writer
+        click.echo(json.dumps({"exit_code": code, "stdout": _text(out), "stderr": _text(err)}))
+    elif capture:  # raw: stdout exactly as the command wrote it
+        binary_writer(sys.stdout)(b"".join(out))  # type: ignore[operator]
+    ctx.exit(code)
 
-    chunks: list[bytes] = []
-    result = run(stdout=chunks.append if capture else binary_writer(sys.stdout), stderr=binary_writer(sys.stderr))
-    if capture:  # raw: stdout exactly as the command wrote it
-        binary_writer(sys.stdout)(b"".join(chunks))  # type: ignore[operator]
-    ctx.exit(result.exit_code)
+
+def _text(chunks: list[bytes]) -> str:
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 @container.command()

@@ -45,10 +45,21 @@ def _parse_limits(ctx: click.Context, param: click.Parameter, values: tuple[str,
     return parsed
 
 
-def with_global_options(command: click.Command) -> click.Command:
-    """Let a session command also take the global flags after its name (``cci shell --slot 2``)."""
-    command.params[:0] = global_options()
-    return command
+def with_global_options(command: click.Command | None = None, *, hide: tuple[str, ...] = (),
+                        helps: Mapping[str, str] | None = None) -> Any:
+    """Let a session command also take the global flags after its name (``cci shell --slot 2``); as
+    ``@with_global_options(hide=..., helps=...)``, with those that do not apply to it (by parameter name) left out
+    of its help (still parsed: the command refuses them in one line), and its own help for some."""
+    def add(command: click.Command) -> click.Command:
+        options = global_options()
+        for option in options:
+            option.hidden = option.name in hide
+            if helps and option.name in helps:
+                option.help = helps[option.name]
+        command.params[:0] = options
+        return command
+
+    return add(command) if command is not None else add
 
 
 def global_options() -> list[click.Option]:

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from cci_core.cli.command_io import command_io, tty_option
 from cci_core.cli.options import LATEST_SESSION, GlobalOptions, with_global_options
 from cci_core.cli.sessions import check_network_policy, manager_for
 from cci_core.cli.signals import interruptible
@@ -15,25 +16,34 @@ from cci_core.cli.state import get_state
 from cci_core.errors import UsageError
 
 
-@with_global_options
+@with_global_options(hide=("persistent",), helps={
+    "slot": "The slot of the run's container (default: the lowest free one); a slot in use is an error.",
+    "resume": "With --prompt: continue a saved session headless (omit the id for this workspace's latest).",
+    "continue_": "Alias for --resume.",
+})
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--prompt", metavar="TEXT", help="Run the tool headless with this prompt (instead of COMMAND).")
 @click.option("--prompt-file", metavar="FILE",
               help="Run the tool headless with the prompt in FILE ('-': standard input; at most 1 MiB).")
 @click.option("--format", "format_", type=click.Choice(["text", "json"]), default=None,
               help="With a prompt: json for the tool's structured output (stdout holds nothing else).")
+@tty_option
 @click.option("--wait/--no-wait", default=None,
               help="Wait until the container is ready (booted, its network up) before the command, or start it at "
                    "once. Default: [readiness] wait (true).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, command: tuple[str, ...], prompt: str | None, prompt_file: str | None,
-        format_: str | None, wait: bool | None, **flags: object) -> None:
+        format_: str | None, tty: bool | None, wait: bool | None, **flags: object) -> None:
     """Run COMMAND in a fresh container with the workspace at /workspace, and exit with its exit code.
 
     The command runs as the container user (uid [incus] container_uid) in
     /workspace, with only the variables named in the config or with --env.
-    Output is streamed. The container is deleted afterwards, even on Ctrl+C.
+    Standard input goes to the command as it reads (its end is the command's
+    end of file); output is streamed, stdout and stderr apart. From a terminal
+    (input and output both), the command runs on one, as with incus exec or
+    ssh. Ctrl+C, SIGTERM and SIGHUP go to the command; a third one ends the
+    container. The container is deleted afterwards in every case.
     The command starts once the container is ready: booted, and its network
     up (an IPv4 address and a default route); --no-wait starts it at once.
     Put -- before a command that has options of its own: cci run -- ls -la
@@ -55,8 +65,12 @@ def run(ctx: click.Context, command: tuple[str, ...], prompt: str | None, prompt
     if not headless and not command:
         raise UsageError("give a COMMAND to run, or --prompt/--prompt-file for the tool",
                          hint="'cci run -- CMD...', or 'cci run --prompt TEXT'")
+    if command and command[0].startswith("-"):  # (an option of nobody's: no command begins with -)
+        raise UsageError(f"no such option: {command[0]}", hint="see 'cci run --help'")
     if format_ is not None and not headless:
         raise UsageError("--format applies to a prompt only (a COMMAND's output is its own)")
+    if tty is not None and headless:
+        raise UsageError("--tty and --no-tty apply to a COMMAND only (the tool runs headless without a terminal)")
     refused = (("--persistent", options.persistent),) if headless else (
         ("--resume", options.resume), ("--continue", options.continue_), ("--persistent", options.persistent))
     for flag, value in refused:
@@ -83,7 +97,7 @@ def run(ctx: click.Context, command: tuple[str, ...], prompt: str | None, prompt
                                       Prompt(text, structured=format_ == "json"), latest=wanted == LATEST_SESSION,
                                       stdout=out, stderr=err, say=_say)
         else:
-            code = manager.run(request, command, stdout=out, stderr=err, say=_say)
+            code = manager.run(request, command, say=_say, io=command_io(tty, out, err))
     ctx.exit(code)
 
 

@@ -1,4 +1,5 @@
-"""SIGTERM and SIGHUP unwind like Ctrl+C (so `finally` blocks clean up); a cleanup can ignore all three."""
+"""SIGTERM and SIGHUP unwind like Ctrl+C (so `finally` blocks clean up); a cleanup can ignore all three; while a
+one-shot's command runs, the three go to it instead (:func:`forwarding`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cci_core.driver import RunningCommand
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -48,3 +52,32 @@ def _handling(signals: tuple[signal.Signals, ...], handler: Any) -> Iterator[Non
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+#: signals cci passes on to a one-shot's command (``cci run``, ``cci container exec``)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: the signal of these that makes cci stop waiting for a command that outlives the ones before
+GIVE_UP_AFTER = 3
+
+
+@contextmanager
+def forwarding(command: RunningCommand) -> Iterator[None]:
+    """Inside this block Ctrl+C, SIGTERM and SIGHUP go to ``command`` (as ``incus exec`` passes them on), which
+    decides what to do: its exit code tells. The third one in a row unwinds like Ctrl+C instead (the container
+    is then ended), for a command that ignores them. Outside the main thread it changes nothing."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = 0
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal received
+        received += 1
+        if received >= GIVE_UP_AFTER:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        command.signal(signum)
+
+    with _handling(FORWARDED, forward):
+        yield

@@ -16,6 +16,7 @@ from cci_core.api import (
     Container,
     ExecResult,
     OutputHandler,
+    RunningCommand,
     TreeEntry,
     TreeLimits,
 )
@@ -529,6 +530,23 @@ class IncusContainer(Container):
         return run_command(self._api, self.name, argv, user=user, group=group, environment=environment, cwd=cwd,
                            stdout=stdout, stderr=stderr, user_groups=self._user_groups(user))
 
+    def start_command(
+        self,
+        argv: Sequence[str],
+        *,
+        user: int = 0,
+        group: int = 0,
+        environment: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: BinaryIO | None = None,
+        stdout: OutputHandler | None = None,
+        stderr: OutputHandler | None = None,
+    ) -> RunningCommand:
+        from cci_builtin_plugins.incus.execute import start_command
+
+        return start_command(self._api, self.name, argv, user=user, group=group, environment=environment, cwd=cwd,
+                             stdin=stdin, stdout=stdout, stderr=stderr, user_groups=self._user_groups(user))
+
     def attach(
         self,
         argv: Sequence[str],
@@ -537,11 +555,13 @@ class IncusContainer(Container):
         group: int = 0,
         environment: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        signals: bool = False,
     ) -> int:
         from cci_builtin_plugins.incus.terminal import attach_terminal
 
         return attach_terminal(self._api, self.name, argv, user=user, group=group,
-                               environment=dict(environment or {}), cwd=cwd, user_groups=self._user_groups(user))
+                               environment=dict(environment or {}), cwd=cwd, user_groups=self._user_groups(user),
+                               signals=signals)
 
     def _user_groups(self, user: int) -> bool:
         """Whether a command run as ``user`` can get the user's supplementary groups (see :mod:`.execute`).

@@ -1,19 +1,23 @@
 """Run a command in an Incus instance: the exec API, its websockets, and the command's exit code.
 
 Incus starts the command once every websocket of the exec operation is
-connected: stdin (closed at once, so the command reads end-of-file), stdout,
-stderr and control. Output arrives in binary messages; an empty message or a
-close ends each stream. The operation's ``return`` is the exit code.
+connected: stdin (closed at once, so the command reads end-of-file, or fed from a
+stream: its close is the end of file), stdout, stderr and control (a
+``{"command": "signal", "signal": N}`` message signals the command). Output arrives
+in binary messages; an empty message or a close ends each stream. The operation's
+``return`` is the exit code, 128 + N for a command signal N killed.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib import parse
 
-from cci_core.api import Backoff, ExecResult, OutputHandler
+from cci_core.api import Backoff, ExecResult, OutputHandler, RunningCommand
 from cci_builtin_plugins.incus.errors import APIError
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.websocket import close_quietly
@@ -24,6 +28,8 @@ _T = TypeVar("_T")
 NOT_READY_TIMEOUT = 30.0
 #: how long output may trail behind the end of the command
 DRAIN_TIMEOUT = 10.0
+#: the most of a command's standard input read at once (and sent in one message)
+INPUT_CHUNK = 64 * 1024
 
 
 class ExecStart:
@@ -133,26 +139,93 @@ def when_ready(attempt: Callable[[], _T]) -> _T:
 
 def _run_once(api: IncusAPI, instance: str, body: Mapping[str, Any], action: str,
               stdout: OutputHandler | None, stderr: OutputHandler | None) -> ExecResult:
-    started = ExecStart(api, instance, body, action)
-    streams = {"1": _Stream(stdout), "2": _Stream(stderr)}
-    sockets = []
-    try:
-        for fd, stream in streams.items():
-            socket = api.websocket(started.resource(fd), on_data=stream.write, on_close=stream.done.set)
-            sockets.append(socket)
-            threading.Thread(target=socket.run, daemon=True, name=f"exec-{fd}").start()
-        sockets.append(api.websocket(started.resource("control")))
-        stdin = api.websocket(started.resource("0"))
-        sockets.append(stdin)
-        close_quietly(stdin)  # no input: the command reads end-of-file
-        outcome = api.wait(started.operation, action)
-        for stream in streams.values():
-            stream.done.wait(DRAIN_TIMEOUT)
-    finally:
-        for socket in sockets:
+    command = IncusCommand(api, instance, body, action, None, stdout, stderr)
+    code = command.wait()
+    return ExecResult(code, command.streams["1"].text(), command.streams["2"].text())
+
+
+def start_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: int = 0, group: int = 0,
+                  environment: Mapping[str, str] | None = None, cwd: str | None = None,
+                  stdin: BinaryIO | None = None, stdout: OutputHandler | None = None,
+                  stderr: OutputHandler | None = None, user_groups: bool = False) -> IncusCommand:
+    """Start ``argv`` without a terminal, ``stdin`` fed to it as it reads, its output streamed to the handlers.
+
+    Unlike :func:`run_command` it is never made again (its input is used up): see :func:`is_not_ready`.
+    """
+    action = f"running {argv[0] if argv else '?'} in {instance}"
+    body = exec_body(argv, user=user, group=group, environment=environment or {}, cwd=cwd, interactive=False,
+                     user_groups=user_groups)
+    return IncusCommand(api, instance, body, action, stdin, stdout, stderr)
+
+
+class IncusCommand(RunningCommand):
+    """One exec without a terminal: its websockets connected (so it runs), ``stdin`` pumped into it on a thread."""
+
+    def __init__(self, api: IncusAPI, instance: str, body: Mapping[str, Any], action: str,
+                 stdin: BinaryIO | None, stdout: OutputHandler | None, stderr: OutputHandler | None) -> None:
+        self._api, self._action = api, action
+        self._started = ExecStart(api, instance, body, action)
+        self.streams = {"1": _Stream(stdout), "2": _Stream(stderr)}
+        self._sockets: list[Any] = []
+        self._lock = threading.Lock()  # signals come from a signal handler while the pump may be sending
+        try:
+            for fd, stream in self.streams.items():
+                socket = api.websocket(self._started.resource(fd), on_data=stream.write, on_close=stream.done.set)
+                self._sockets.append(socket)
+                threading.Thread(target=socket.run, daemon=True, name=f"exec-{fd}").start()
+            self._control = api.websocket(self._started.resource("control"))
+            self._sockets.append(self._control)
+            input_socket = api.websocket(self._started.resource("0"))
+            self._sockets.append(input_socket)
+        except BaseException:
+            self._close()
+            raise
+        if stdin is None:
+            close_quietly(input_socket)  # no input: the command reads end-of-file
+        else:
+            threading.Thread(target=_pump, args=(stdin, input_socket), daemon=True, name="exec-0").start()
+
+    def signal(self, signum: int) -> None:
+        with self._lock:
+            try:
+                self._control.send(json.dumps({"command": "signal", "signal": int(signum)}), binary=False)
+            except (OSError, ValueError, RuntimeError):
+                pass  # it has ended: nothing to signal
+
+    def wait(self) -> int:
+        try:
+            outcome = self._api.wait(self._started.operation, self._action)
+            for stream in self.streams.values():
+                stream.done.wait(DRAIN_TIMEOUT)
+        finally:
+            self._close()
+        return int((outcome.get("metadata") or {}).get("return", -1))
+
+    def _close(self) -> None:
+        for socket in self._sockets:
             close_quietly(socket)
-    code = int((outcome.get("metadata") or {}).get("return", -1))
-    return ExecResult(code, streams["1"].text(), streams["2"].text())
+
+
+def _pump(source: BinaryIO, socket: Any) -> None:
+    """Send what ``source`` gives, a chunk as it comes (the socket's pace holds back the reading), then close
+    ``socket``: the command's end of file. A command that ended first closes the socket: the pump stops.
+
+    A source with a file descriptor is read with ``os.read``: a buffered reader would hold its lock while it
+    waits, and the interpreter cannot exit while a thread holds it (cci's own standard input, a terminal)."""
+    try:
+        fd = source.fileno()
+    except (AttributeError, OSError, ValueError):
+        read = getattr(source, "read1", source.read)
+    else:
+        def read(size: int) -> bytes:
+            return os.read(fd, size)
+    try:
+        while chunk := read(INPUT_CHUNK):
+            socket.send(chunk, binary=True)
+    except (OSError, ValueError, RuntimeError):
+        pass
+    finally:
+        close_quietly(socket)
 
 
 def probe_user_groups(api: IncusAPI, instance: str) -> str | None:

@@ -54,11 +54,13 @@ def attach_terminal(
     environment: Mapping[str, str],
     cwd: str | None,
     user_groups: bool = False,
+    signals: bool = False,
 ) -> int:
     """Run ``argv`` on a pty in the container with our terminal attached; return its exit code.
 
     That is :data:`KILLED` when the container stopped under it, and 0 when our terminal closed first.
-    ``user_groups``: see :func:`~cci_builtin_plugins.incus.execute.exec_body`.
+    ``user_groups``: see :func:`~cci_builtin_plugins.incus.execute.exec_body`. With ``signals``, SIGINT,
+    SIGTERM and SIGHUP sent to this process go to the command over the control socket.
     """
     if not os.isatty(sys.stdin.fileno()):
         raise UsageError("this needs a terminal (stdin is not a tty)")
@@ -68,10 +70,14 @@ def attach_terminal(
                         user_groups=user_groups),
             "width": columns, "height": lines}
     action = f"running {argv[0]} in {instance}"
-    return when_ready(lambda: _attach_once(api, instance, body, action))
+    return when_ready(lambda: _attach_once(api, instance, body, action, signals))
 
 
-def _attach_once(api: IncusAPI, instance: str, body: Mapping[str, Any], action: str) -> int:
+#: what ``signals`` passes on to the command
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _attach_once(api: IncusAPI, instance: str, body: Mapping[str, Any], action: str, signals: bool) -> int:
     """One interactive exec with our terminal attached (see :func:`attach_terminal`); the :class:`APIError` of
     an exec that Incus lost track of at once (:func:`~cci_builtin_plugins.incus.execute.is_not_ready`)."""
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
@@ -107,7 +113,14 @@ def _attach_once(api: IncusAPI, instance: str, body: Mapping[str, Any], action: 
         width, height = shutil.get_terminal_size()
         control.send(json.dumps({"command": "window-resize", "args": {"width": str(width), "height": str(height)}}))
 
-    previous = signal.signal(signal.SIGWINCH, resize)
+    def forward(signum: int, _: object) -> None:
+        try:
+            control.send(json.dumps({"command": "signal", "signal": int(signum)}))
+        except (OSError, ValueError, RuntimeError):
+            pass  # it has ended
+
+    previous = {signum: signal.signal(signum, handler)
+                for signum, handler in ((signal.SIGWINCH, resize), *((s, forward) for s in FORWARDED if signals))}
     closed = False  # our terminal: its end leaves the command running
     try:
         with _raw(stdin):
@@ -125,7 +138,8 @@ def _attach_once(api: IncusAPI, instance: str, body: Mapping[str, Any], action: 
                 close_quietly(socket)
             settled.wait(_STATUS_WAIT)
     finally:
-        signal.signal(signal.SIGWINCH, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         for socket in (data, control, events):
             close_quietly(socket)
         os.close(wake_read)

@@ -20,6 +20,7 @@ def open_socket(endpoint: Endpoint, resource: str, *, on_data: Callable[[bytes],
     from ws4py.client import WebSocketBaseClient
 
     _quiet_ws4py()
+    _fast_masking()
 
     class Socket(WebSocketBaseClient):  # type: ignore[misc]
         def received_message(self, message: Any) -> None:
@@ -47,6 +48,23 @@ def _quiet_ws4py() -> None:
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
         logger.propagate = False
+
+
+def _fast_masking() -> None:
+    """ws4py masks what a client sends (the protocol asks it to) a byte at a time in Python: about 10 MB/s, the
+    pace of a command's standard input. XORing the whole frame as one integer does the same at C speed."""
+    from ws4py.framing import Frame
+
+    if getattr(Frame.mask, "cci_fast", False):
+        return
+
+    def mask(self: Any, data: bytes) -> bytearray:
+        size = len(data)
+        key = bytes(self.masking_key) * (size // 4 + 1)
+        return bytearray((int.from_bytes(data, "big") ^ int.from_bytes(key[:size], "big")).to_bytes(size, "big"))
+
+    mask.cci_fast = True  # type: ignore[attr-defined]
+    Frame.mask = Frame.unmask = mask
 
 
 def close_quietly(socket: Any) -> None:
