@@ -14,6 +14,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, BinaryIO, TypeVar
 from urllib import parse
 
@@ -28,6 +29,8 @@ _T = TypeVar("_T")
 NOT_READY_TIMEOUT = 30.0
 #: how long output may trail behind the end of the command
 DRAIN_TIMEOUT = 10.0
+#: how long output may trail behind an exec Incus lost track of, before it is made again
+LOST_DRAIN_TIMEOUT = 1.0
 #: the most of a command's standard input read at once (and sent in one message)
 INPUT_CHUNK = 64 * 1024
 
@@ -116,7 +119,7 @@ def run_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: int 
     action = f"running {argv[0] if argv else '?'} in {instance}"
     body = exec_body(argv, user=user, group=group, environment=environment or {}, cwd=cwd, interactive=False,
                      user_groups=user_groups)
-    return when_ready(lambda: _run_once(api, instance, body, action, stdout, stderr))
+    return _run_once(api, instance, body, action, stdout, stderr)  # (made again as IncusCommand says)
 
 
 def is_not_ready(exc: BaseException) -> bool:
@@ -150,7 +153,8 @@ def start_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: in
                   stderr: OutputHandler | None = None, user_groups: bool = False) -> IncusCommand:
     """Start ``argv`` without a terminal, ``stdin`` fed to it as it reads, its output streamed to the handlers.
 
-    Unlike :func:`run_command` it is never made again (its input is used up): see :func:`is_not_ready`.
+    It is made again when Incus loses track of it at once only while none of its input was read: see
+    :class:`IncusCommand`.
     """
     action = f"running {argv[0] if argv else '?'} in {instance}"
     body = exec_body(argv, user=user, group=group, environment=environment or {}, cwd=cwd, interactive=False,
@@ -159,31 +163,41 @@ def start_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: in
 
 
 class IncusCommand(RunningCommand):
-    """One exec without a terminal: its websockets connected (so it runs), ``stdin`` pumped into it on a thread."""
+    """One exec without a terminal: its websockets connected (so it runs), its input fed by a :class:`_Pump`.
+
+    When Incus loses track of it at once (:func:`is_not_ready`) before any of its input was read and any of
+    its output came, it is started again, as :func:`when_ready` does; else that failure is reported.
+    """
 
     def __init__(self, api: IncusAPI, instance: str, body: Mapping[str, Any], action: str,
                  stdin: BinaryIO | None, stdout: OutputHandler | None, stderr: OutputHandler | None) -> None:
-        self._api, self._action = api, action
-        self._started = ExecStart(api, instance, body, action)
-        self.streams = {"1": _Stream(stdout), "2": _Stream(stderr)}
+        self._api, self._instance, self._body, self._action = api, instance, body, action
+        self._handlers = (stdout, stderr)
+        self._pump = _Pump(stdin) if stdin is not None else None
+        self._lock = threading.Lock()  # signals come from a signal handler
+        self._launch()
+
+    def _launch(self) -> None:
+        self._started = ExecStart(self._api, self._instance, self._body, self._action)
+        self.streams = {"1": _Stream(self._handlers[0]), "2": _Stream(self._handlers[1])}
         self._sockets: list[Any] = []
-        self._lock = threading.Lock()  # signals come from a signal handler while the pump may be sending
         try:
             for fd, stream in self.streams.items():
-                socket = api.websocket(self._started.resource(fd), on_data=stream.write, on_close=stream.done.set)
+                socket = self._api.websocket(self._started.resource(fd), on_data=stream.write,
+                                             on_close=stream.done.set)
                 self._sockets.append(socket)
                 threading.Thread(target=socket.run, daemon=True, name=f"exec-{fd}").start()
-            self._control = api.websocket(self._started.resource("control"))
+            self._control = self._api.websocket(self._started.resource("control"))
             self._sockets.append(self._control)
-            input_socket = api.websocket(self._started.resource("0"))
+            input_socket = self._api.websocket(self._started.resource("0"))
             self._sockets.append(input_socket)
         except BaseException:
             self._close()
             raise
-        if stdin is None:
+        if self._pump is None:
             close_quietly(input_socket)  # no input: the command reads end-of-file
         else:
-            threading.Thread(target=_pump, args=(stdin, input_socket), daemon=True, name="exec-0").start()
+            self._pump.feed(input_socket)
 
     def signal(self, signum: int) -> None:
         with self._lock:
@@ -193,39 +207,89 @@ class IncusCommand(RunningCommand):
                 pass  # it has ended: nothing to signal
 
     def wait(self) -> int:
-        try:
-            outcome = self._api.wait(self._started.operation, self._action)
-            for stream in self.streams.values():
-                stream.done.wait(DRAIN_TIMEOUT)
-        finally:
+        backoff = Backoff(NOT_READY_TIMEOUT)
+        while True:
+            try:
+                outcome = self._api.wait(self._started.operation, self._action)
+                for stream in self.streams.values():
+                    stream.done.wait(DRAIN_TIMEOUT)
+            except APIError as exc:
+                for stream in self.streams.values():  # (what it wrote before Incus lost it tells that it ran)
+                    stream.done.wait(LOST_DRAIN_TIMEOUT)
+                self._close()
+                if not is_not_ready(exc) or any(stream.received for stream in self.streams.values()) \
+                        or (self._pump is not None and not self._pump.hold()) or not backoff.pause():
+                    raise
+                self._launch()
+                continue
+            except BaseException:
+                self._close()
+                raise
             self._close()
-        return int((outcome.get("metadata") or {}).get("return", -1))
+            return int((outcome.get("metadata") or {}).get("return", -1))
 
     def _close(self) -> None:
         for socket in self._sockets:
             close_quietly(socket)
 
 
-def _pump(source: BinaryIO, socket: Any) -> None:
-    """Send what ``source`` gives, a chunk as it comes (the socket's pace holds back the reading), then close
-    ``socket``: the command's end of file. A command that ended first closes the socket: the pump stops.
+class _Pump:
+    """A command's standard input: what ``source`` gives, sent a chunk as it comes (the socket's pace holds back
+    the reading) to the input socket of the command's exec, then that socket closed: the command's end of file.
+    A command that ended first closes the socket, which stops the pump.
 
     A source with a file descriptor is read with ``os.read``: a buffered reader would hold its lock while it
     waits, and the interpreter cannot exit while a thread holds it (cci's own standard input, a terminal)."""
-    try:
-        fd = source.fileno()
-    except (AttributeError, OSError, ValueError):
-        read = getattr(source, "read1", source.read)
-    else:
-        def read(size: int) -> bytes:
-            return os.read(fd, size)
-    try:
-        while chunk := read(INPUT_CHUNK):
-            socket.send(chunk, binary=True)
-    except (OSError, ValueError, RuntimeError):
-        pass
-    finally:
-        close_quietly(socket)
+
+    def __init__(self, source: BinaryIO) -> None:
+        try:
+            fd = source.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._read = getattr(source, "read1", source.read)
+        else:
+            self._read = partial(os.read, fd)
+        self._changed = threading.Condition()
+        self._socket: Any = None
+        self._read_any = self._ended = self._started = False
+
+    def feed(self, socket: Any) -> None:
+        """Send to ``socket`` from now on (the exec's input socket; a new one when the exec is made again)."""
+        with self._changed:
+            self._socket = socket
+            if self._ended:
+                close_quietly(socket)
+            self._changed.notify_all()
+            if not self._started:
+                self._started = True
+                threading.Thread(target=self._run, daemon=True, name="exec-0").start()
+
+    def hold(self) -> bool:
+        """Send nothing until :meth:`feed` gives another socket, if nothing was read yet (then the exec may be
+        made again without losing input); whether it holds."""
+        with self._changed:
+            if self._read_any:
+                return False
+            self._socket = None
+            return True
+
+    def _run(self) -> None:
+        socket = None
+        try:
+            while chunk := self._read(INPUT_CHUNK):
+                with self._changed:
+                    self._read_any = True
+                    while self._socket is None:
+                        self._changed.wait()
+                    socket = self._socket
+                socket.send(chunk, binary=True)
+        except (OSError, ValueError, RuntimeError):
+            pass
+        finally:
+            with self._changed:
+                self._ended = True
+                socket = self._socket
+            if socket is not None:
+                close_quietly(socket)
 
 
 def probe_user_groups(api: IncusAPI, instance: str) -> str | None:
@@ -244,8 +308,10 @@ class _Stream:
         self.handler = handler
         self.chunks: list[bytes] = []
         self.done = threading.Event()
+        self.received = False  # (then the command ran)
 
     def write(self, chunk: bytes) -> None:
+        self.received = True
         if self.handler is None:
             self.chunks.append(chunk)
         else:

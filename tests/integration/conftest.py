@@ -196,10 +196,11 @@ def _stops(event: dict[str, Any], name: str) -> bool:
 
 def run_cci(*args: str, env: dict[str, str], cwd: Path | None = None, user: str | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``cci`` as a separate process (as ``user`` when given), capturing its output."""
+    """Run the installed ``cci`` as a separate process (as ``user`` when given), capturing its output; its
+    standard input is empty (a command reads end of file at once: cci passes its input on)."""
     prefix = ["runuser", "-u", user, "--"] if user else []
     return subprocess.run([*prefix, str(CCI), *args], env=env, cwd=cwd or "/", capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
 
 def unique_name() -> str:
