@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cci_core.config import Config
-from tests.integration.conftest import CCI, in_workspace, run_cci
+from tests.integration.conftest import CCI, in_workspace
 from tests.integration.terminal import Terminal
 
 if TYPE_CHECKING:
