@@ -219,11 +219,14 @@ class PortsConfig(NamedTuple):
     ] = "127.0.0.1"
 
 
-def pool_size(value: int) -> str | None:
-    """Reject a pool size that is negative or more than :data:`MAX_POOL_SIZE`."""
-    if not 0 <= value <= MAX_POOL_SIZE:
-        return f"must be 0 to {MAX_POOL_SIZE}, got {value} (each pooled container takes memory while it waits)"
-    return None
+def in_range(low: int, high: int, unit: str = "", why: str = "") -> Check:
+    """A check of an integer setting: from ``low`` to ``high`` (``unit`` after the numbers, ``why`` in brackets)."""
+    def check(value: int) -> str | None:
+        if low <= value <= high:
+            return None
+        return f"must be {low} to {high}{unit}, got {value}" + (f" ({why})" if why else "")
+
+    return check
 
 
 #: the most warm containers ``[pool] size`` may keep for one image and policy
@@ -234,14 +237,9 @@ class PoolConfig(NamedTuple):
     """``[pool]``: started containers kept ready for ephemeral launches (see docs/sessions.md, *Warm pool*)."""
 
     size: Annotated[int, Setting("Containers kept started, per image and network policy, for ephemeral launches to "
-                                 "take; 0: none.", check=pool_size)] = 0
-
-
-def ready_timeout(value: int) -> str | None:
-    """Reject a readiness timeout under a second or over :data:`MAX_READY_TIMEOUT`."""
-    if not 1 <= value <= MAX_READY_TIMEOUT:
-        return f"must be 1 to {MAX_READY_TIMEOUT} seconds, got {value}"
-    return None
+                                 "take; 0: none.",
+                                 check=in_range(0, MAX_POOL_SIZE, why="each pooled container takes memory while it "
+                                                                      "waits"))] = 0
 
 
 #: the longest ``[readiness] timeout``: an hour
@@ -254,7 +252,7 @@ class ReadinessConfig(NamedTuple):
     wait: Annotated[bool, Setting("cci run waits until the container is ready (booted, its network up) before the "
                                   "command; false: it starts the command at once, as --no-wait.")] = True
     timeout: Annotated[int, Setting("Seconds a launch waits for the container to be ready; then cci run fails, "
-                                    "cci shell and attach go on with a warning.", check=ready_timeout)] = 60
+                                    "cci shell and attach go on with a warning.", check=in_range(1, MAX_READY_TIMEOUT, " seconds"))] = 60
 
 
 class ProfileConfig(NamedTuple):
