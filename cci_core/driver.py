@@ -481,9 +481,10 @@ class Container(ABC):
         Only ``environment`` (plus the terminal's ``TERM``) is passed. ``argv`` is a client that can
         be attached again (cci attaches ``tmux attach-session``, or ``tmux new-session -A``, which attaches
         to the session once it runs): a driver may run it once more when
-        the backend lost track of the first run right after the container started. With ``signals``,
-        SIGINT, SIGTERM and SIGHUP sent to cci while it runs go to the command (a one-shot's: ``cci run -t``);
-        else they unwind cci as anywhere else. The window size follows the terminal's.
+        the backend lost track of the first run right after the container started. With ``signals``
+        (a one-shot's command, ``cci run -t``, which must not run twice: never run again), SIGINT, SIGTERM and
+        SIGHUP sent to cci while it runs go to the command; else they unwind cci as anywhere else. The window
+        size follows the terminal's.
         """
 
 

@@ -59,8 +59,9 @@ def attach_terminal(
     """Run ``argv`` on a pty in the container with our terminal attached; return its exit code.
 
     That is :data:`KILLED` when the container stopped under it, and 0 when our terminal closed first.
-    ``user_groups``: see :func:`~cci_builtin_plugins.incus.execute.exec_body`. With ``signals``, SIGINT,
-    SIGTERM and SIGHUP sent to this process go to the command over the control socket.
+    ``user_groups``: see :func:`~cci_builtin_plugins.incus.execute.exec_body`. With ``signals`` (a one-shot's
+    command), SIGINT, SIGTERM and SIGHUP sent to this process go to the command over the control socket, and
+    an exec Incus loses track of at once is reported, not made again (the command may have run).
     """
     if not os.isatty(sys.stdin.fileno()):
         raise UsageError("this needs a terminal (stdin is not a tty)")
@@ -70,6 +71,8 @@ def attach_terminal(
                         user_groups=user_groups),
             "width": columns, "height": lines}
     action = f"running {argv[0]} in {instance}"
+    if signals:  # a one-shot's command, which must not run twice: never made again
+        return _attach_once(api, instance, body, action, signals)
     return when_ready(lambda: _attach_once(api, instance, body, action, signals))
 
 
