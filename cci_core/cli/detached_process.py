@@ -23,6 +23,14 @@ def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
     return MappingProxyType(items)
 
 
+def dump(job: object, stream: IO[bytes]) -> None:
+    """Pickle ``job`` (a config in it: read-only mappings too) onto ``stream``, for :func:`read_job`."""
+    pickler = pickle.Pickler(stream)
+    pickler.dispatch_table = {**copyreg.dispatch_table,
+                              MappingProxyType: lambda proxy: (_mapping_proxy, (dict(proxy),))}
+    pickler.dump(job)
+
+
 def start(module: str, job: object, *, background: bool = False) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     """Start ``python -m module`` with ``job`` on its standard input; the process and the pipe, left open.
     ``background``: at the lowest CPU priority (``nice``), so that it never slows the command that started it."""
@@ -33,11 +41,8 @@ def start(module: str, job: object, *, background: bool = False) -> tuple[subpro
                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     assert process.stdin is not None
-    pickler = pickle.Pickler(process.stdin)
-    pickler.dispatch_table = {**copyreg.dispatch_table,
-                              MappingProxyType: lambda proxy: (_mapping_proxy, (dict(proxy),))}
     try:
-        pickler.dump(job)
+        dump(job, process.stdin)
         process.stdin.flush()
     except OSError:  # it died at once (what it was for is done again by a later command)
         pass

@@ -13,6 +13,7 @@ loader hands out copies).
 """
 
 import re
+from functools import partial
 from types import MappingProxyType
 from typing import Annotated, Any, Callable, ForwardRef, Iterator, Mapping, NamedTuple, Optional, get_args, get_origin
 
@@ -220,13 +221,15 @@ class PortsConfig(NamedTuple):
 
 
 def in_range(low: int, high: int, unit: str = "", why: str = "") -> Check:
-    """A check of an integer setting: from ``low`` to ``high`` (``unit`` after the numbers, ``why`` in brackets)."""
-    def check(value: int) -> str | None:
-        if low <= value <= high:
-            return None
-        return f"must be {low} to {high}{unit}, got {value}" + (f" ({why})" if why else "")
+    """A check of an integer setting: from ``low`` to ``high`` (``unit`` after the numbers, ``why`` in brackets).
+    (A partial of a module's function: a config is pickled for the processes that carry a session's end on.)"""
+    return partial(_check_range, low, high, unit, why)
 
-    return check
+
+def _check_range(low: int, high: int, unit: str, why: str, value: int) -> str | None:
+    if low <= value <= high:
+        return None
+    return f"must be {low} to {high}{unit}, got {value}" + (f" ({why})" if why else "")
 
 
 #: the most warm containers ``[pool] size`` may keep for one image and policy

@@ -805,3 +805,18 @@ def test_both_names_with_one_value_or_in_two_layers_are_fine(layers: Layers) -> 
     config = layers.load()
     assert config.section("incus").container_uid == 1003
     assert config.source_of("incus.container_uid") == f"{layers.project}:2"
+
+
+def test_a_config_survives_pickling_with_its_checks(tmp_path: Path) -> None:
+    """The detached processes that end a session or fill the warm pool get the config pickled: every part of it,
+    the checks of its settings included, must pickle (a closure would not)."""
+    import io
+    import pickle
+
+    from cci_core.cli.detached_process import dump
+
+    config = load_config(tmp_path, environ={"CCI_POOL_SIZE": "2", "CCI_READINESS_TIMEOUT": "7"})
+    stream = io.BytesIO()
+    dump(config, stream)
+    again = pickle.loads(stream.getvalue())
+    assert (again.pool.size, again.readiness.timeout, again.workspace) == (2, 7, config.workspace)
