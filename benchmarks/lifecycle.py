@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """cci's container paths against the incus CLI doing the same work, measured in the same run.
 
-    python benchmarks/lifecycle.py [--runs N] [--project P] [--image I]
+    python benchmarks/lifecycle.py [--runs N] [--project P] [--image I] [--fresh | --cci PATH] [--only LETTERS]
+
+``--fresh`` measures the cci a user gets: this checkout (and the stand-in tool of (d)) installed, not editable,
+into a new virtualenv without setuptools (see benchmarks/startup.py: the editable install's and setuptools' import
+hooks add to every start of the development virtualenv's cci). ``--only`` runs some of the measures: ``a`` for
+(a), (a0) and (a2), ``b``, ``c`` for (c) and (c2), ``d`` for (d), (d2) and (c3); (e) is always printed.
 
 (a) ``cci run -- true`` against the floor: the same steps by hand with the
     incus CLI (create with cci's config, add the workspace disk, put the NIC on
@@ -158,7 +163,18 @@ def incus_options(description: str, runs: int, image: str) -> argparse.Namespace
     parser.add_argument("--project", default=os.environ.get("CCI_TEST_PROJECT", "cci-test"))
     parser.add_argument("--image", default=image)
     parser.add_argument("--cci", default=shutil.which("cci", path=str(Path(sys.executable).parent)) or "cci")
+    parser.add_argument("--fresh", action="store_true", help="measure a fresh non-editable install of this checkout")
+    parser.add_argument("--only", default="abcd", help="the measures to run (letters; default all)")
     return parser.parse_args()
+
+
+def fresh_cci(scratch: Path) -> str:
+    """The ``cci`` of a fresh non-editable install of this checkout and the stand-in tool, made under ``scratch``."""
+    from startup import fresh_install
+
+    print("installing this checkout and the stand-in tool into a new virtualenv (--fresh)", flush=True)
+    python = fresh_install(scratch / "fresh", HERE.parent / "tests" / "plugins" / "cci-stand-in-tool")
+    return str(python.parent / "cci")
 
 
 #: marks the benchmark's own polling requests, left out of the counts
@@ -434,6 +450,8 @@ def main() -> int:
 
     incus = ["incus", "--project", args.project]
     with tempfile.TemporaryDirectory() as scratch:
+        if args.fresh:
+            args.cci = fresh_cci(Path(scratch))
         workspace = Path(scratch) / "workspace"  # not the home itself: cci refuses to mount that
         workspace.mkdir()
         # the floor works in it as uid 1000 through an idmapped mount (host uid N is container uid N): it must
@@ -462,10 +480,11 @@ def main() -> int:
 
         print(f"{'':<34}{'cci ms':>10}{'p90':>9}{'floor ms':>11}{'ratio':>8}   ({args.runs} runs each)")
         with_cci()  # makes the restricted policy's network, which the floor uses too
-        floor = median_ms(by_hand, args.runs)
-        report("(a) cci run -- true", median_ms(with_cci, args.runs), floor, 0.8)
-        report("(a0) cci run --no-wait -- true", median_ms(lambda: with_cci(env, "--no-wait"), args.runs),
-               median_ms(lambda: by_hand(wait=False), args.runs), 0.8)
+        floor = median_ms(by_hand, args.runs) if "a" in args.only else (0.0, 0.0)
+        if "a" in args.only:
+            report("(a) cci run -- true", median_ms(with_cci, args.runs), floor, 0.8)
+            report("(a0) cci run --no-wait -- true", median_ms(lambda: with_cci(env, "--no-wait"), args.runs),
+                   median_ms(lambda: by_hand(wait=False), args.runs), 0.8)
 
         pool = WarmPool(args.project, Path(scratch), 2, args.image)
         try:
@@ -479,7 +498,6 @@ def measure_pooled(args: argparse.Namespace, pool: WarmPool, workspace: Path, en
                    floor: tuple[float, float], by_hand: Callable[[], None],
                    with_cci: Callable[..., None]) -> None:
     """(a2) to (e), with ``pool`` (whose containers the caller deletes afterwards); (b), (c) and (d) in their places."""
-    incus = ["incus", "--project", args.project]
     pooled = {**env, "CCI_POOL_SIZE": str(pool.size)}
 
     def pooled_run() -> float:
@@ -496,24 +514,44 @@ def measure_pooled(args: argparse.Namespace, pool: WarmPool, workspace: Path, en
 
     with_cci(pooled)  # warm-up: the first fills the pool (its refill tells the pool key)
     pool.wait_gone(workspace)
-    report(f"(a2) cci run -- true, pool of {pool.size}", median_p90([pooled_run() for _ in range(args.runs)]), floor,
-           0.4)
+    if "a" in args.only:
+        report(f"(a2) cci run -- true, pool of {pool.size}", median_p90([pooled_run() for _ in range(args.runs)]),
+               floor, 0.4)
     pool.wait_full()  # the last run's refill, before anything else is timed
+    if "b" in args.only:
+        list_twenty(args, env, workspace)
+    if "c" in args.only:
+        count_requests(args, pool, workspace, env, by_hand, with_cci)
+    if "d" in args.only:
+        shell_start(args, workspace.parent, env, config, pool)
+    pool.wait_full()
+    pool.sample_memory()
+    print(pool.memory_report())
 
+
+def list_twenty(args: argparse.Namespace, env: dict[str, str], workspace: Path) -> None:
+    """(b): ``cci list`` with 20 (stopped) cci containers against ``incus list``, alternating."""
+    incus = ["incus", "--project", args.project]
     names = [f"bench-list-{index}" for index in range(20)]
     labels = ["-c", "user.cci.kind=session", "-c", "user.cci.session=bench", "-c", "user.cci.state=saved",
               "-c", "user.cci.mode=persistent", "-c", f"user.cci.workspace={workspace}"]
     for name in names:
         sh(*incus, "init", args.image, name, *labels)
     try:
-        listing = median_ms(lambda: sh(*incus, "list"), args.runs)
-        report("(b) cci list, 20 containers", median_ms(lambda: sh(args.cci, "list", env=env), args.runs),
-               listing, 1.0)
+        pairs = [(median_ms(lambda: sh(args.cci, "list", env=env), 1)[0], median_ms(lambda: sh(*incus, "list"), 1)[0])
+                 for _ in range(args.runs)]
+        report("(b) cci list, 20 containers", median_p90([pair[0] for pair in pairs]),
+               median_p90([pair[1] for pair in pairs]), 1.0)
     finally:
         sh(*incus, "delete", "--force", *names)
 
+
+def count_requests(args: argparse.Namespace, pool: WarmPool, workspace: Path, env: dict[str, str],
+                   by_hand: Callable[[], None], with_cci: Callable[..., None]) -> None:
+    """(c) and (c2): the API requests of a ``cci run -- true`` and of its floor, and of a pooled run and its refill."""
     from cci_core.naming import workspace_id
 
+    pooled = {**env, "CCI_POOL_SIZE": str(pool.size)}
     bigger = {**env, "CCI_POOL_SIZE": str(pool.size + 1)}
     with RequestCounter(args.project) as counter:
         prefix = f"cci-{workspace_id(workspace)}-"
@@ -549,11 +587,6 @@ def measure_pooled(args: argparse.Namespace, pool: WarmPool, workspace: Path, en
     if any(others):
         print(f"     (other users' requests meanwhile, left out: {', '.join(map(str, others))} during the counts of "
               "(c) cci, (c) floor, (c2) take, (c2) take and refill; this user's other clients would be counted)")
-
-    shell_start(args, workspace.parent, env, config, pool)
-    pool.wait_full()
-    pool.sample_memory()
-    print(pool.memory_report())
 
 
 def shell_start(args: argparse.Namespace, scratch: Path, env: dict[str, str], config: list[str],

@@ -196,14 +196,16 @@ def report_measures(samples: dict[str, list[float]]) -> None:
                   f"{statistics.median(differences):>10.1f}{low:>7.1f}..{high:<5.1f}")
 
 
-def fresh_install(root: Path) -> Path:
-    """Install this checkout into a new virtualenv under ``root``; return its interpreter."""
+def fresh_install(root: Path, *extra: Path) -> Path:
+    """Install this checkout (and the ``extra`` projects) into a new virtualenv under ``root``, not editable;
+    return its interpreter."""
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     project = Path(__file__).resolve().parents[1]
     pip = [str(python), "-m", "pip", "--quiet", "--disable-pip-version-check"]
-    installed = subprocess.run([*pip, "install", str(project)], capture_output=True, text=True, check=False)
+    installed = subprocess.run([*pip, "install", str(project), *map(str, extra)], capture_output=True, text=True,
+                               check=False)
     if installed.returncode:
         sys.exit(f"installing {project} failed:\n{installed.stderr}")
     subprocess.run([*pip, "uninstall", "--yes", "setuptools"], capture_output=True, check=False)

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -65,6 +64,12 @@ def validate_id(session_id: str) -> str:
         raise UsageError(f"{session_id!r} is not a valid session id",
                          hint="ids are letters, digits, '.', '-' and '_'; see 'cci list --all'")
     return session_id
+
+
+def _remove_tree(path: Path, ignore_errors: bool = False) -> None:
+    import shutil  # (imported here: most commands never remove a tree)
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
 def now() -> str:
@@ -121,7 +126,7 @@ class SessionStore:
                     if session_id and _VALID_ID.match(session_id):
                         with _locked(tool_dir, f".save-{session_id}.lock", wait=False) as free:
                             if free:
-                                shutil.rmtree(path, ignore_errors=True)
+                                _remove_tree(path, ignore_errors=True)
                 for kind in (".save-", ".resume-"):
                     session_id = name[len(kind):-len(".lock")] if name.startswith(kind) and name.endswith(".lock") \
                         else ""
@@ -166,7 +171,7 @@ class SessionStore:
                 write_private(staging / METADATA, json.dumps(session.as_json(), indent=2) + "\n")
                 _swap_in(staging, target)
         except BaseException as exc:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_tree(staging, ignore_errors=True)
             if isinstance(exc, OSError):  # disk full, ~/.cci unwritable...: the earlier copy stays
                 raise _not_saved(metadata.id, target, exc) from exc
             raise
@@ -246,4 +251,4 @@ def _swap_in(staging: Path, target: Path) -> None:
         target.rename(retired)
     staging.rename(target)
     if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
+        _remove_tree(retired, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -154,6 +153,8 @@ class CciGroup(click.Group):
             code = INTERRUPTED
         except CciError as exc:
             if debug:
+                import traceback
+
                 traceback.print_exc()
             click.echo(f"cci: {printable(str(exc))}", err=True)
             code = exc.exit_code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket as sockets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -73,6 +74,32 @@ class Endpoint(NamedTuple):
         if self.cert:
             context.load_cert_chain(*self.cert)
         return context
+
+    def open(self, timeout: float | None = None) -> sockets.socket:
+        """A connected socket to Incus: the unix socket, or TLS to the remote (its certificate checked)."""
+        if self.socket is not None:
+            sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(str(self.socket))
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        url = parse.urlsplit(self.url or "")
+        plain = sockets.create_connection((url.hostname or "", url.port or 8443), timeout=timeout)
+        try:
+            return self.ssl_context().wrap_socket(plain, server_hostname=url.hostname or "")
+        except BaseException:
+            plain.close()
+            raise
+
+    @property
+    def host(self) -> str:
+        """The Host header of a request to this endpoint."""
+        if self.socket is not None:
+            return "localhost"
+        return parse.urlsplit(self.url or "").netloc.rpartition("@")[2]
 
     @property
     def websocket_url(self) -> str:

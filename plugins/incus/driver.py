@@ -117,15 +117,19 @@ class IncusDriver(Driver):
         return IncusContainer(self.api, instance, self.user_map, nic_filtering=self.settings.network_filtering)
 
     def create(self, spec: ContainerSpec) -> IncusContainer:
-        from cci_builtin_plugins.incus.limits import instance_limits
+        from cci_builtin_plugins.incus.limits import ROOT, instance_limits, root_size
 
         limits = {key: value for key, value in instance_limits(spec.limits).items() if value} if spec.limits else {}
+        devices = {mount.device: disk_device(mount) for mount in spec.mounts}
+        size = root_size(spec.limits) if spec.limits else ""
+        if size and self._profile_root:  # the root disk's size too: no update before the start
+            devices[ROOT] = {**self._profile_root, "size": size}
         body = {
             "name": spec.name,
             "type": "container",
             "source": image_source(spec.image),
             "config": {**spec.config, **limits, **{LABEL_PREFIX + key: value for key, value in spec.labels.items()}},
-            "devices": {mount.device: disk_device(mount) for mount in spec.mounts},
+            "devices": devices,
             "ephemeral": spec.ephemeral,
         }
         try:
@@ -138,6 +142,19 @@ class IncusDriver(Driver):
                                     hint="build it with 'cci build', or pick one from 'cci image list'") from exc
             raise BackendError(str(exc), hint=_creation_hint(exc.detail)) from exc
         return self.get(spec.name)
+
+    @cached_property
+    def _profile_root(self) -> dict[str, Any] | None:
+        """The root disk device of the default profile (its pool), which a container's own root device with a
+        size overrides; None when the profile has none (then ``[limits] disk`` is applied after the create)."""
+        from cci_builtin_plugins.incus.limits import ROOT
+
+        try:
+            profile = self.api.get("/1.0/profiles/default", "reading the default profile") or {}
+        except APIError:
+            return None
+        root = (profile.get("devices") or {}).get(ROOT)
+        return dict(root) if isinstance(root, dict) and root.get("type") == "disk" and root.get("pool") else None
 
     supports_pool = True
 

@@ -32,7 +32,7 @@ ONLY_FILES = "only regular files, directories and symlinks are copied"
 
 
 class ExactLength:
-    """The next ``size`` bytes of an open file, read in the pieces http.client asks for (a streamed request body).
+    """The next ``size`` bytes of an open file, read in the pieces the request asks for (a streamed request body).
 
     A file that grows meanwhile is cut at ``size`` (the Content-Length sent); one that
     shrinks is an error, so a request never carries other than what it announced.

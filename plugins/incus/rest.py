@@ -2,54 +2,35 @@
 
 cci's own requests go through this client rather than pylxd: importing pylxd
 (with requests and urllib3) takes about 330 ms, longer than a whole
-``incus list``. Here a request is one ``http.client`` round trip on the local
-unix socket, or on HTTPS with a client certificate for a remote Incus.
+``incus list``. Here a request is one round trip of :mod:`http1` on a kept-alive
+connection: the local unix socket, or HTTPS with a client certificate for a remote Incus.
 Websockets (exec streams, the events feed) use ws4py, imported when needed.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 import threading
 from collections.abc import Mapping
-from email.message import Message
 from typing import Any, BinaryIO, NamedTuple
 from urllib import parse
 
 from cci_core.api import BackendError
 from cci_builtin_plugins.incus.connection import Endpoint, quote
 from cci_builtin_plugins.incus.errors import APIError, APINotFound
+from cci_builtin_plugins.incus.http1 import ClosedBeforeAnswer, Connection, Headers, ProtocolError
 
 
 class Response(NamedTuple):
     """One HTTP response: status, headers and raw body."""
 
     status: int
-    headers: Message
+    headers: Headers
     body: bytes
 
     def json(self) -> Any:
         """The decoded JSON body (Incus answers every API request with JSON, except file contents)."""
         return json.loads(self.body or b"{}")
-
-
-#: the pieces a streamed request body is read and sent in (http.client's default, 8 KiB, is 1 system call a page)
-BLOCK = 1 << 20
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None = None) -> None:
-        super().__init__("localhost", timeout=timeout, blocksize=BLOCK)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None:
-            sock.settimeout(self.timeout)
-        sock.connect(self.path)
-        self.sock = sock
 
 
 class IncusAPI:
@@ -62,19 +43,15 @@ class IncusAPI:
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._connect()
             self._local.connection = connection
         return connection
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if self.endpoint.socket is not None:
-            return _UnixConnection(str(self.endpoint.socket))
-        url = parse.urlsplit(self.endpoint.url or "")
-        return http.client.HTTPSConnection(url.hostname or "", url.port or 8443, context=self.endpoint.ssl_context(),
-                                           blocksize=BLOCK)
+    def _connect(self) -> Connection:
+        return Connection(self.endpoint.open, self.endpoint.host)
 
     def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
         """``path`` with ``params`` and the project as its query string."""
@@ -97,18 +74,16 @@ class IncusAPI:
         for attempt in (1, 2):
             connection = self._connection()
             try:
-                connection.request(method, target, body=payload, headers=request_headers)
-                reply = connection.getresponse()
-                return Response(reply.status, reply.headers, reply.read())
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                return Response(*connection.request(method, target, payload, request_headers))
+            except (ClosedBeforeAnswer, BrokenPipeError, ConnectionResetError) as exc:
                 self._drop(connection)  # the server closed a kept-alive connection: reconnect once
                 if attempt == 2:
                     raise BackendError(f"lost the connection to Incus on {self.endpoint}: {exc}") from exc
                 if hasattr(payload, "seek"):
                     payload.seek(0)  # a streamed body is sent again from its start
-            except http.client.HTTPException as exc:  # a broken answer: Incus may have acted, so no retry
+            except ProtocolError as exc:  # a broken answer: Incus may have acted, so no retry
                 self._drop(connection)
-                raise BackendError(f"bad answer from Incus on {self.endpoint}: {type(exc).__name__}: {exc}") from exc
+                raise bad_answer(self.endpoint, exc) from exc
             except OSError as exc:
                 self._drop(connection)
                 raise self.endpoint.connection_error(exc) from exc
@@ -119,7 +94,7 @@ class IncusAPI:
                 raise
         raise AssertionError("unreachable")
 
-    def _drop(self, connection: http.client.HTTPConnection) -> None:
+    def _drop(self, connection: Connection) -> None:
         connection.close()
         self._local.connection = None
 
@@ -175,6 +150,11 @@ class IncusAPI:
     def events_resource(self, kind: str) -> str:
         """The events endpoint for one kind of event (``lifecycle``, ``operation``) in our project."""
         return self.url("/1.0/events", {"type": kind})
+
+
+def bad_answer(endpoint: Endpoint, exc: ProtocolError) -> BackendError:
+    """The error for an answer that is not HTTP as expected (Incus may have acted on the request)."""
+    return BackendError(f"bad answer from Incus on {endpoint}: {exc}")
 
 
 def api_error(action: str, response: Response) -> APIError:

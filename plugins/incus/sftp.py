@@ -16,12 +16,12 @@ import socket
 import stat
 import struct
 from collections.abc import Iterator, Sequence
-from email.message import Message
 from typing import BinaryIO, NamedTuple
 
 from cci_builtin_plugins.incus.connection import Endpoint, quote
 from cci_builtin_plugins.incus.errors import APIError, APINotFound
-from cci_builtin_plugins.incus.rest import IncusAPI, Response, api_error
+from cci_builtin_plugins.incus.http1 import Connection, ProtocolError
+from cci_builtin_plugins.incus.rest import IncusAPI, Response, api_error, bad_answer
 
 #: seconds an answer may take (Incus answers in milliseconds; a FIFO being opened never answers)
 TIMEOUT = 30.0
@@ -373,39 +373,19 @@ def _names(payload: bytes) -> list[tuple[str, Attributes]]:
 def _upgrade(api: IncusAPI, path: str, timeout: float, action: str) -> tuple[socket.socket, BinaryIO]:
     """A socket on which Incus switched ``path`` to SFTP (HTTP 101); an error answer raises as in :mod:`rest`."""
     endpoint: Endpoint = api.endpoint
+    connection = Connection(lambda: endpoint.open(timeout), endpoint.host)
     try:
-        if endpoint.socket is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(str(endpoint.socket))
-            host = "localhost"
-        else:
-            from urllib import parse
-
-            url = parse.urlsplit(endpoint.url or "")
-            host = url.hostname or ""
-            raw = socket.create_connection((host, url.port or 8443), timeout=timeout)
-            sock = endpoint.ssl_context().wrap_socket(raw, server_hostname=host)
+        answer = connection.request("GET", api.url(path), headers={"Upgrade": "sftp", "Connection": "Upgrade"})
     except OSError as exc:
+        connection.close()
         raise endpoint.connection_error(exc) from exc
-    request = (f"GET {api.url(path)} HTTP/1.1\r\nHost: {host}\r\nUpgrade: sftp\r\n"
-               "Connection: Upgrade\r\n\r\n")
-    try:
-        sock.sendall(request.encode())
-        reader = sock.makefile("rb")
-        status_line = reader.readline(65536).decode("latin-1")
-        headers = Message()
-        while (line := reader.readline(65536)) not in (b"\r\n", b"\n", b""):
-            name, _colon, value = line.decode("latin-1").partition(":")
-            headers[name.strip()] = value.strip()
-        parts = status_line.split()
-        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        if status != 101:
-            length = int(headers.get("Content-Length") or 0)
-            body = reader.read(min(length, 1 << 20)) if length else b""
-            sock.close()
-            raise api_error(action, Response(status or 500, headers, body))
-    except OSError as exc:
-        sock.close()
-        raise endpoint.connection_error(exc) from exc
-    return sock, reader  # the reader may hold bytes read past the headers
+    except ProtocolError as exc:
+        connection.close()
+        raise bad_answer(endpoint, exc) from exc
+    except BaseException:
+        connection.close()
+        raise
+    if answer.status != 101:
+        connection.close()
+        raise api_error(action, Response(*answer))
+    return connection.detach()  # the reader may hold bytes read past the headers

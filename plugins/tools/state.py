@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -136,6 +135,8 @@ def save_state(ctx: LaunchContext, container: Container) -> SavedSession | None:
                 container.status()  # left out because the container itself went away: this raises
         except NotFoundError:
             container.status()  # the container itself is gone: this raises, and the last save stays
+            import shutil  # (here: loading the tool plugins must not import it)
+
             shutil.rmtree(copy, ignore_errors=True)  # the directory went away while it was copied
             return  # the tool has no state: the metadata alone records the session
         if copy.is_dir():

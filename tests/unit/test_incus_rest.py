@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import http.client
 import json
+import socket
 import socketserver
 import stat
 import threading
@@ -20,6 +20,7 @@ from cci_builtin_plugins.incus.connection import Endpoint
 from cci_builtin_plugins.incus.driver import IncusDriver
 from cci_builtin_plugins.incus.errors import APIError, APINotFound
 from cci_builtin_plugins.incus.files import InstanceFiles
+from cci_builtin_plugins.incus.http1 import Connection
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
 from cci_builtin_plugins.incus.sftp import Attributes
 
@@ -61,6 +62,44 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+class RawServer:
+    """A unix socket server that answers the requests it reads, one connection after the other, with
+    ``answers`` as they are (``None``: close the connection instead); records each request's head."""
+
+    def __init__(self, tmp_path: Path, answers: list[bytes | None]) -> None:
+        self.path = tmp_path / "raw.socket"
+        self.answers = list(answers)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(self.path))
+        self._listener.listen()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while self.answers:
+            connection, _ = self._listener.accept()
+            self.connections += 1
+            with connection, connection.makefile("rb") as reader:
+                while self.answers:
+                    head = b"".join(iter(reader.readline, b"\r\n"))
+                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), 0)
+                    reader.read(length)
+                    self.requests.append(head)
+                    answer = self.answers.pop(0)
+                    if answer is None:
+                        break
+                    connection.sendall(answer)
 
 
 @pytest.fixture
@@ -118,39 +157,38 @@ def test_a_request_interrupted_by_ctrl_c_leaves_the_next_one_working(server: Fak
     """The cleanup after Ctrl+C (delete the container, labels back) must not fail on a half-used connection."""
     server.routes[("GET", "/1.0")] = sync({"api_version": "1.0"})
     api = api_for(server)
-    real = http.client.HTTPConnection.getresponse
+    real = Connection._answer
     interrupted: list[bool] = []
 
-    def getresponse(self: http.client.HTTPConnection) -> http.client.HTTPResponse:
+    def answer(self: Connection, method: str) -> Any:
         if not interrupted:
             interrupted.append(True)
             raise KeyboardInterrupt  # the request went out; the answer never was read
-        return real(self)
+        return real(self, method)
 
-    monkeypatch.setattr(http.client.HTTPConnection, "getresponse", getresponse)
+    monkeypatch.setattr(Connection, "_answer", answer)
     with pytest.raises(KeyboardInterrupt):
         api.get("/1.0", "reading")
     assert api.get("/1.0", "reading") == {"api_version": "1.0"}
 
 
-def test_a_broken_answer_is_not_sent_again(server: FakeIncus, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_answer_is_not_sent_again(tmp_path: Path) -> None:
     """Incus may have acted on it (an exec run, a container made): resending could do it twice."""
-    server.routes[("POST", "/1.0/instances")] = sync({})
-    real_request = http.client.HTTPConnection.request
-    sent: list[str] = []
+    with RawServer(tmp_path, [b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"type\": \"sync\"}"]) as raw:
+        with pytest.raises(BackendError, match="bad answer from Incus on .*: the answer ended 34 bytes short"):
+            IncusAPI(Endpoint(socket=raw.path), "proj").request("POST", "/1.0/instances", "creating c1",
+                                                                body={"name": "c1"})
+    assert [request.split(b"\r\n")[0] for request in raw.requests] == [b"POST /1.0/instances?project=proj HTTP/1.1"]
 
-    def request(self: http.client.HTTPConnection, method: str, url: str, *args: Any, **kwargs: Any) -> None:
-        sent.append(f"{method} {url}")
-        real_request(self, method, url, *args, **kwargs)
 
-    def broken(self: http.client.HTTPConnection) -> http.client.HTTPResponse:
-        raise http.client.IncompleteRead(b"")
-
-    monkeypatch.setattr(http.client.HTTPConnection, "request", request)
-    monkeypatch.setattr(http.client.HTTPConnection, "getresponse", broken)
-    with pytest.raises(BackendError, match="bad answer from Incus"):
-        api_for(server).request("POST", "/1.0/instances", "creating c1", body={"name": "c1"})
-    assert sent == ["POST /1.0/instances?project=proj"]
+def test_a_kept_alive_connection_the_server_closed_is_opened_again_once(tmp_path: Path) -> None:
+    body = b'{"type": "sync", "metadata": 1}'
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with RawServer(tmp_path, [answer, None, answer]) as raw:  # None: closes the connection without answering
+        api = IncusAPI(Endpoint(socket=raw.path), None)
+        assert api.get("/1.0", "reading") == 1
+        assert api.get("/1.0", "reading") == 1
+    assert len(raw.requests) == 3 and raw.connections == 2
 
 
 def test_a_stopped_daemon_is_one_actionable_line(tmp_path: Path) -> None:
@@ -318,6 +356,40 @@ def test_a_good_container_name_is_accepted(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("alias", ["", "a b", "a\tb", "a\nb", "a\x1bb"])
 def test_an_image_alias_with_spaces_or_control_characters_is_refused(alias: str, tmp_path: Path) -> None:
     assert IncusDriver(load_config(tmp_path, environ={})).check_image_alias(alias)
+
+
+def test_a_create_puts_the_limits_and_the_root_disk_size_in_its_one_request(server: FakeIncus, tmp_path: Path) -> None:
+    """No update of the new container is needed before its start for [limits] (disk included)."""
+    from cci_core.driver import ContainerSpec
+
+    server.routes[("GET", "/1.0/profiles/default")] = sync(
+        {"devices": {"root": {"type": "disk", "path": "/", "pool": "fast"}, "eth0": {"type": "nic"}}})
+    server.routes[("POST", "/1.0/instances")] = sync({})
+    server.routes[("GET", "/1.0/instances/c1")] = sync({"name": "c1", "config": {}, "expanded_devices": {}})
+    config = load_config(tmp_path, environ={"CCI_LIMITS_DISK": "5GiB", "CCI_LIMITS_CPU": "2"})
+    driver = IncusDriver(config)
+    driver.__dict__["api"] = api_for(server)
+    driver.create(ContainerSpec("c1", "img", limits=config.limits))
+    driver.create(ContainerSpec("c1", "img", limits=config.limits))
+    creates = [body for method, path, body in server.requests if method == "POST"]
+    assert creates[0]["devices"] == {"root": {"type": "disk", "path": "/", "pool": "fast", "size": str(5 << 30)}}
+    assert creates[0]["config"]["limits.cpu"] == "2" and creates[0]["config"]["limits.processes"] == "10000"
+    assert creates[1] == creates[0]
+    assert [path.split("?")[0] for method, path, _ in server.requests].count("/1.0/profiles/default") == 1
+
+
+def test_without_a_root_disk_in_the_profile_a_create_leaves_the_size_to_the_start(server: FakeIncus,
+                                                                                  tmp_path: Path) -> None:
+    from cci_core.driver import ContainerSpec
+
+    server.routes[("GET", "/1.0/profiles/default")] = sync({"devices": {}})
+    server.routes[("POST", "/1.0/instances")] = sync({})
+    server.routes[("GET", "/1.0/instances/c1")] = sync({"name": "c1", "config": {}, "expanded_devices": {}})
+    config = load_config(tmp_path, environ={})
+    driver = IncusDriver(config)
+    driver.__dict__["api"] = api_for(server)
+    driver.create(ContainerSpec("c1", "img", limits=config.limits))
+    assert [body for method, _, body in server.requests if method == "POST"][0]["devices"] == {}
 
 
 def test_names_with_url_characters_are_one_quoted_path_segment(server: FakeIncus, tmp_path: Path) -> None:
