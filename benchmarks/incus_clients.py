@@ -6,8 +6,9 @@
 (a) Import time: a fresh interpreter importing cci's REST client, and one importing
     pylxd, timed inside the interpreter around the import; medians of N runs.
 (b) HTTP requests (and websockets) each client sends for the same work, counted in
-    process (every request goes through ``http.client``, every websocket through
-    ws4py), and the median wall time of N runs (of --cycles runs for the cycle):
+    process (pylxd's requests go through ``http.client`` and its websockets through
+    ws4py; cci's through ``plugins/incus/http1.py`` and ``websocket.py``, whose handshake
+    is one of its requests: counted as a websocket only), and the median wall time of N runs (of --cycles runs for the cycle):
       list   every container of the project with its config and status;
       cycle  create a container from the image, start it, exec ``true``, stop it, delete it.
     pylxd is used the way its documentation shows (``instances.all()`` then the
@@ -63,7 +64,10 @@ class Requests:
     def counting(self) -> Iterator[Requests]:
         from ws4py.client import WebSocketBaseClient
 
+        from cci_builtin_plugins.incus import http1, websocket
+
         putrequest, connect = http.client.HTTPConnection.putrequest, WebSocketBaseClient.connect
+        request, open_socket = http1.Connection.request, websocket.open_socket
         counter = self
 
         def counted_putrequest(self: http.client.HTTPConnection, method: str, url: str, *args: Any,
@@ -71,17 +75,31 @@ class Requests:
             counter.http[f"{method} {url.split('?')[0]}"] += 1
             return putrequest(self, method, url, *args, **kwargs)
 
+        def counted_request(self: http1.Connection, method: str, target: str, *args: Any, **kwargs: Any) -> Any:
+            headers = kwargs.get("headers") or (args[1] if len(args) > 1 else None) or {}
+            if headers.get("Upgrade") != "websocket":
+                counter.http[f"{method} {target.split('?')[0]}"] += 1
+            return request(self, method, target, *args, **kwargs)
+
         def counted_connect(self: Any) -> Any:
             counter.websockets += 1
             return connect(self)
 
+        def counted_open(*args: Any, **kwargs: Any) -> Any:
+            counter.websockets += 1
+            return open_socket(*args, **kwargs)
+
         http.client.HTTPConnection.putrequest = counted_putrequest  # type: ignore[method-assign]
+        http1.Connection.request = counted_request  # type: ignore[method-assign]
         WebSocketBaseClient.connect = counted_connect
+        websocket.open_socket = counted_open
         try:
             yield self
         finally:
             http.client.HTTPConnection.putrequest = putrequest  # type: ignore[method-assign]
+            http1.Connection.request = request  # type: ignore[method-assign]
             WebSocketBaseClient.connect = connect
+            websocket.open_socket = open_socket
 
     @property
     def total(self) -> int:

@@ -7,7 +7,7 @@ import os
 import socket as sockets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from urllib import parse
 
 from cci_core.api import BackendError, ConfigError
@@ -100,26 +100,6 @@ class Endpoint(NamedTuple):
         if self.socket is not None:
             return "localhost"
         return parse.urlsplit(self.url or "").netloc.rpartition("@")[2]
-
-    @property
-    def websocket_url(self) -> str:
-        """The endpoint as a ws4py URL."""
-        if self.socket is not None:
-            return f"ws+unix://{self.socket}"
-        return "wss://" + parse.urlsplit(self.url or "").netloc
-
-    @property
-    def ssl_options(self) -> dict[str, Any] | None:
-        """TLS options for ws4py, verifying the server like :meth:`ssl_context` (ws4py skips that by default)."""
-        if self.url is None:
-            return None
-        import ssl
-
-        options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED,
-                                   "ca_certs": self.server_cert or ssl.get_default_verify_paths().cafile}
-        if self.cert:
-            options.update(certfile=self.cert[0], keyfile=self.cert[1])
-        return options
 
     def connection_error(self, exc: OSError) -> BackendError:
         """One actionable line for a failed connection."""

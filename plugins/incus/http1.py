@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator, Mapping
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Union
+
+    Body = Union[bytes, bytearray, memoryview, BinaryIO]
 
 #: the pieces a streamed request body is read and sent in, and the answer's read buffer
 BLOCK = 1 << 20
@@ -62,8 +67,6 @@ class Answer(NamedTuple):
     headers: Headers
     body: bytes
 
-
-Body = bytes | bytearray | memoryview | BinaryIO
 
 
 class Connection:

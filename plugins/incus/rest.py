@@ -4,7 +4,7 @@ cci's own requests go through this client rather than pylxd: importing pylxd
 (with requests and urllib3) takes about 330 ms, longer than a whole
 ``incus list``. Here a request is one round trip of :mod:`http1` on a kept-alive
 connection: the local unix socket, or HTTPS with a client certificate for a remote Incus.
-Websockets (exec streams, the events feed) use ws4py, imported when needed.
+Websockets (exec streams, the events feed) are in :mod:`websocket`, imported when needed.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
-from typing import Any, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 from urllib import parse
 
 from cci_core.api import BackendError
 from cci_builtin_plugins.incus.connection import Endpoint, quote
 from cci_builtin_plugins.incus.errors import APIError, APINotFound
 from cci_builtin_plugins.incus.http1 import ClosedBeforeAnswer, Connection, Headers, ProtocolError
+
+if TYPE_CHECKING:
+    from cci_builtin_plugins.incus.websocket import WebSocket
 
 
 class Response(NamedTuple):
@@ -134,16 +137,16 @@ class IncusAPI:
 
     # -- websockets ---------------------------------------------------------------------------
 
-    def websocket(self, resource: str, **handlers: Any) -> Any:
-        """A connected ws4py client for ``resource`` (see :func:`websocket.open_socket`)."""
-        from ws4py.exc import HandshakeError
-
-        from cci_builtin_plugins.incus.websocket import open_socket
+    def websocket(self, resource: str, **handlers: Any) -> WebSocket:
+        """A connected websocket for ``resource`` (see :func:`websocket.open_socket`)."""
+        from cci_builtin_plugins.incus.websocket import WebSocketError, open_socket
 
         try:
             return open_socket(self.endpoint, resource, **handlers)
-        except HandshakeError as exc:
+        except WebSocketError as exc:
             raise BackendError(f"Incus refused a websocket for {resource.split('?')[0]}: {exc}") from exc
+        except ProtocolError as exc:
+            raise bad_answer(self.endpoint, exc) from exc
         except OSError as exc:
             raise self.endpoint.connection_error(exc) from exc
 
