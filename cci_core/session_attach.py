@@ -31,6 +31,10 @@ STOP_WAIT = 120.0
 BACKGROUND_END = "session ended: saved and deleted in the background"
 #: seconds between saves of a session while the user is attached (a host crash loses at most this much)
 SAVE_INTERVAL = 300.0
+#: seconds into an attach before the network plans are refreshed: not while the tool's screen comes up, which
+#: the refresh slowed down (Incus spends a few hundred ms of CPU on the listings it reads); an attach over sooner
+#: refreshes as it ends
+FIRST_REFRESH = 3.0
 
 
 class Sessions(Protocol):
@@ -178,8 +182,9 @@ def _end(manager: Sessions, container: Container, ctx: LaunchContext) -> AttachO
 
 
 class PeriodicSave:
-    """While attached: refresh due network plans at once (while the terminal comes up: what it has to say is
-    told after the attach), then every :data:`SAVE_INTERVAL` seconds save the session and refresh again."""
+    """While attached: refresh due network plans :data:`FIRST_REFRESH` seconds in, or at the end of an attach over
+    sooner (what it has to say is told after the attach), then every :data:`SAVE_INTERVAL` seconds save the
+    session and refresh again."""
 
     def __init__(self, manager: Sessions, ctx: LaunchContext, container: Container) -> None:
         self._manager, self._ctx, self._container = manager, ctx, container
@@ -201,6 +206,7 @@ class PeriodicSave:
         from cci_core.networking import refresh
 
         manager = self._manager
+        self._stop.wait(FIRST_REFRESH)
         try:
             manager.refresh_networks(report=self._notes.append)
         except Exception as exc:  # (never fatal, and this thread's saves must go on)

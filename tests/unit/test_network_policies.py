@@ -706,8 +706,8 @@ def test_a_launch_reads_no_interface_state_when_the_kernel_routes_every_bridge_h
 
 
 def test_what_the_refresh_at_an_attach_says_is_told_once_the_attach_is_over(tmp_path: Path) -> None:
-    """The refresh runs while the terminal comes up (it used to delay the tool's screen): a line it prints then would
-    land in tmux's screen, so it is told after the attach."""
+    """The refresh runs while attached (a line it printed then would land in tmux's screen), so what it says is told
+    after the attach; one over before the refresh's time refreshes as it ends."""
     from cci_core import session_attach
 
     told: list[str] = []
@@ -725,6 +725,30 @@ def test_what_the_refresh_at_an_attach_says_is_told_once_the_attach_is_over(tmp_
     with session_attach.PeriodicSave(Reporting(), None, None):  # type: ignore[arg-type]
         told.append("attach over")  # (the refresh may not have begun yet: what it says waits all the same)
     assert told == ["attach over", "network cci-x: api.example.org now 198.51.100.9"]
+
+
+def test_the_refresh_at_an_attach_waits_until_the_screen_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not while the tool's screen comes up (Incus's CPU time for the listings slowed it), but within seconds."""
+    import threading
+    import time
+
+    from cci_core import session_attach
+
+    refreshed = threading.Event()
+
+    class Counting:
+        warn = None
+        driver = plugins = None
+
+        def refresh_networks(self, report: Any = None) -> None:
+            refreshed.set()
+
+    monkeypatch.setattr(session_attach, "FIRST_REFRESH", 0.6)
+    with session_attach.PeriodicSave(Counting(), None, None):  # type: ignore[arg-type]
+        started = time.monotonic()
+        assert not refreshed.wait(0.3)
+        assert refreshed.wait(5)
+        assert time.monotonic() - started >= 0.5
 
 
 def test_a_refresh_that_fails_at_an_attach_is_told_and_the_periodic_saves_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -748,6 +772,7 @@ def test_a_refresh_that_fails_at_an_attach_is_told_and_the_periodic_saves_go_on(
             saved.set()
 
     monkeypatch.setattr(session_attach, "SAVE_INTERVAL", 0.01)
+    monkeypatch.setattr(session_attach, "FIRST_REFRESH", 0.01)
     monkeypatch.setattr("cci_core.networking.refresh", lambda driver, registries: [])
     with session_attach.PeriodicSave(Failing(), None, None):  # type: ignore[arg-type]
         assert saved.wait(5)  # the thread lives on
