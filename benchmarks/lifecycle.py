@@ -90,17 +90,19 @@ def settle(busy: float = 0.15, window: float = 0.2, timeout: float = 15) -> None
             return
 
 
+def time_ms(action: Callable[[], object]) -> float:
+    """Wall time of one run of ``action`` in milliseconds, started on a quiet machine (:func:`settle`)."""
+    settle()
+    started = time.perf_counter()
+    action()
+    return (time.perf_counter() - started) * 1000
+
+
 def median_ms(action: Callable[[], object], runs: int) -> tuple[float, float]:
     """Median and 90th percentile wall time of ``action`` in milliseconds, after one warm-up, each run started on a
-    quiet machine (:func:`settle`)."""
+    quiet machine."""
     action()
-    samples = []
-    for _ in range(runs):
-        settle()
-        started = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - started) * 1000)
-    return median_p90(samples)
+    return median_p90([time_ms(action) for _ in range(runs)])
 
 
 def median_p90(samples: list[float]) -> tuple[float, float]:
@@ -505,10 +507,7 @@ def measure_pooled(args: argparse.Namespace, pool: WarmPool, workspace: Path, en
         pool.wait_gone(workspace)
         pool.wait_full()
         pool.sample_memory()
-        settle()
-        started = time.perf_counter()
-        with_cci(pooled)
-        elapsed = (time.perf_counter() - started) * 1000
+        elapsed = time_ms(lambda: with_cci(pooled))
         pool.wait_gone(workspace)
         return elapsed
 
@@ -538,8 +537,9 @@ def list_twenty(args: argparse.Namespace, env: dict[str, str], workspace: Path) 
     for name in names:
         sh(*incus, "init", args.image, name, *labels)
     try:
-        pairs = [(median_ms(lambda: sh(args.cci, "list", env=env), 1)[0], median_ms(lambda: sh(*incus, "list"), 1)[0])
-                 for _ in range(args.runs)]
+        ours, floor = (lambda: sh(args.cci, "list", env=env)), (lambda: sh(*incus, "list"))
+        ours(), floor()  # warm-up
+        pairs = [(time_ms(ours), time_ms(floor)) for _ in range(args.runs)]
         report("(b) cci list, 20 containers", median_p90([pair[0] for pair in pairs]),
                median_p90([pair[1] for pair in pairs]), 1.0)
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from cci_core.api import BackendError, NotFoundError
 
 
@@ -33,3 +35,12 @@ def is_conflict(exc: BaseException) -> bool:
     """Whether a failed create lost the race for the name."""
     text = str(exc)
     return any(marker in text for marker in _CONFLICTS)
+
+
+def error_detail(status: int, body: bytes) -> str:
+    """The first line of Incus's message in an error answer (its JSON ``error``, else the body), or the status."""
+    try:
+        detail = str(json.loads(body or b"{}").get("error") or "").strip()
+    except (ValueError, AttributeError):
+        detail = body.decode(errors="replace").strip()
+    return detail.splitlines()[0] if detail else f"HTTP {status}"

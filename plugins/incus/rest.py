@@ -17,7 +17,7 @@ from urllib import parse
 
 from cci_core.api import BackendError
 from cci_builtin_plugins.incus.connection import Endpoint, quote
-from cci_builtin_plugins.incus.errors import APIError, APINotFound
+from cci_builtin_plugins.incus.errors import APIError, APINotFound, error_detail
 from cci_builtin_plugins.incus.http1 import ClosedBeforeAnswer, Connection, Headers, ProtocolError
 
 if TYPE_CHECKING:
@@ -162,12 +162,7 @@ def bad_answer(endpoint: Endpoint, exc: ProtocolError) -> BackendError:
 
 def api_error(action: str, response: Response) -> APIError:
     """The error an answer that is not a success stands for (its message, not-found told apart)."""
-    try:
-        detail = str(response.json().get("error") or "").strip()
-    except ValueError:
-        detail = response.body.decode(errors="replace").strip()
-    detail = detail.splitlines()[0] if detail else f"HTTP {response.status}"
     kind = APINotFound if response.status == 404 else APIError
-    return kind(action, response.status, detail)
+    return kind(action, response.status, error_detail(response.status, response.body))
 
 

@@ -19,6 +19,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib import parse
 
+from cci_builtin_plugins.incus.errors import error_detail
+from cci_builtin_plugins.incus.http1 import Connection
+
 if TYPE_CHECKING:
     from cci_builtin_plugins.incus.connection import Endpoint
 
@@ -175,8 +178,6 @@ def open_socket(endpoint: Endpoint, resource: str, *, on_data: Callable[[bytes],
     """A connected websocket for ``resource`` (a path with its query) on ``endpoint``; run its :meth:`~WebSocket.run`
     in a thread to receive. Raises :class:`WebSocketError` when Incus answers with anything but the switch
     (its status and message), :class:`OSError` when the connection fails."""
-    from cci_builtin_plugins.incus.http1 import Connection
-
     key = base64.b64encode(os.urandom(16))
     connection = Connection(endpoint.open, endpoint.host)
     try:
@@ -184,8 +185,7 @@ def open_socket(endpoint: Endpoint, resource: str, *, on_data: Callable[[bytes],
             "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": key.decode(),
             "Sec-WebSocket-Version": "13"})
         if answer.status != 101:
-            detail = _error_of(answer.body) or f"HTTP {answer.status}"
-            raise WebSocketError(f"{answer.status}: {detail}")
+            raise WebSocketError(f"{answer.status}: {error_detail(answer.status, answer.body)}")
         if answer.headers.get("Sec-WebSocket-Accept", "") != _accept(key):
             raise WebSocketError("the server's Sec-WebSocket-Accept does not match the key sent")
         sock, reader = connection.detach()
@@ -201,13 +201,6 @@ def _accept(key: bytes) -> str:
     except ImportError:  # pragma: no cover - an interpreter without it
         from hashlib import sha1
     return base64.b64encode(sha1(key + _ACCEPT_GUID).digest()).decode()
-
-
-def _error_of(body: bytes) -> str:
-    try:
-        return str(json.loads(body).get("error") or "").strip()
-    except (ValueError, AttributeError):
-        return body.decode(errors="replace").strip()[:200]
 
 
 def close_quietly(socket: Any) -> None:
