@@ -429,8 +429,9 @@ class Container(ABC):
         raise BackendError(f"{self.name}: this driver cannot remove a file")
 
     def file_batch(self) -> AbstractContextManager[None]:
-        """A block of many small file operations (the credentials and the brief going in): a driver may keep one
-        connection open for them until the block ends. This default does nothing."""
+        """A block of many small file operations (the credentials and the brief going in), in a running container: a
+        driver may keep one connection open for them until the block ends, opened ahead of the first. This default
+        does nothing."""
         return contextlib.nullcontext()
 
     # -- published ports and snapshots: drivers that cannot do them keep these defaults ----------------

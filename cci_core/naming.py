@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 from typing import NamedTuple
+
+from cci_core.digests import sha256
 
 PREFIX = "cci"
 _SESSION_NAME = r"^cci-([0-9a-f]{8})-([1-9][0-9]*)$"
@@ -22,7 +23,7 @@ class SessionName(NamedTuple):
 def workspace_id(workspace: Path) -> str:
     """8 hex digits identifying a workspace by its real path (symlinks resolved)."""
     real = os.path.realpath(workspace)
-    return hashlib.sha256(real.encode()).hexdigest()[:8]
+    return sha256(real.encode()).hexdigest()[:8]
 
 
 def container_name(workspace: Path, slot: int) -> str:

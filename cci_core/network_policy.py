@@ -116,9 +116,9 @@ class NetworkPlan(NamedTuple):
         """A short stable name for the plan's network: the policy name, or a digest with its identity."""
         if not self.identity and len(self.policy) <= MAX_KEY_LENGTH:
             return self.policy
-        import hashlib
+        from cci_core.digests import sha256
 
-        digest = hashlib.sha256(f"{self.policy}\0{self.identity}".encode()).hexdigest()[:8]
+        digest = sha256(f"{self.policy}\0{self.identity}".encode()).hexdigest()[:8]
         return f"{self.policy[:2]}-{digest}"
 
 

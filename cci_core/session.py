@@ -292,18 +292,20 @@ class SessionManager:
             ctx.resume_from = request.resume_from
             ctx.substitutions = substitutions
             ctx.network_policy, ctx.network_plan = attachment.policy, attachment.plan
-            others = self._configure(container, ctx, attachment.network, warm=warm)
-            self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
-            self._start(container, warm=warm, others=others)
-            # the readiness wait goes on while these write under the home (a warm one was ready when pooled)
-            booted = InBackground(lambda: check_ready(container, self.config.readiness.timeout), "boot") \
-                if request.readiness != Readiness.SKIPPED and not warm else None
-            with container.file_batch():
-                if request.resume_from:
-                    self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
+            # a warm one runs: the connection for its files opens while it is configured (see file_batch)
+            with container.file_batch() if warm else contextlib.nullcontext():
+                others = self._configure(container, ctx, attachment.network, warm=warm)
+                self.plugins.hook.cci_pre_start(ctx=ctx, container=container, restart=False)
+                self._start(container, warm=warm, others=others)
+                # the readiness wait goes on while these write under the home (a warm one was ready when pooled)
+                booted = InBackground(lambda: check_ready(container, self.config.readiness.timeout), "boot") \
+                    if request.readiness != Readiness.SKIPPED and not warm else None
                 with container.file_batch():
-                    self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
-                    self._write_brief(ctx, container)
+                    if request.resume_from:
+                        self.plugins.hook.cci_session_restore(ctx=ctx, container=container)
+                    with container.file_batch():
+                        self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
+                        self._write_brief(ctx, container)
             self._started(container, me)  # (while the readiness wait goes on: a failure after it still undoes all)
             if booted is not None:
                 self._settle_readiness(container, booted.result(), request.readiness)

@@ -18,14 +18,13 @@ is gone, of another cci version, or of an image its alias no longer names.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from cci_core.digests import sha256
 from cci_core.driver import Container, ContainerInfo, ContainerSpec, Driver
 from cci_core.session_record import Kind, launcher_id, launcher_alive
 
@@ -55,7 +54,7 @@ def pool_key(driver: Driver, image: str, policy: str, network: str | None, limit
     facts = {"driver": driver.name, "image": image, "policy": policy, "network": network,
              "config": dict(sorted(driver.base_config.items())), "limits": limits, "uid": uid,
              "container_uid": driver.container_uid, "version": _version()}
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+    return sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def is_pool(labels: Mapping[str, str]) -> bool:
@@ -124,7 +123,7 @@ def take(driver: Driver, workspace: Path, target: PoolTarget, labels: Callable[[
 def warm_one(driver: Driver, target: PoolTarget, wait_until_booted: Callable[[Container], None]) -> Container:
     """Make one container of ``target``: warming, started, booted, then ready. A failure deletes it again."""
     me = launcher_id()
-    spec = ContainerSpec(f"{NAME_PREFIX}{secrets.token_hex(4)}", target.image, config=driver.base_config, labels={
+    spec = ContainerSpec(f"{NAME_PREFIX}{os.urandom(4).hex()}", target.image, config=driver.base_config, labels={
         "kind": Kind.POOL.value, "pool": WARMING, "pool-key": target.key, "pool-image": target.fingerprint,
         "launcher": me, "network": target.policy, "version": _version(), "image": target.image,
         "uid": str(os.getuid())})

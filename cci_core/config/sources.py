@@ -68,9 +68,9 @@ class ConfigFile(NamedTuple):
 
     def digest(self) -> str:
         """SHA-256 of the bytes that were parsed (what a user trusts, see :mod:`cci_core.config.trust`)."""
-        import hashlib
+        from cci_core.digests import sha256
 
-        return hashlib.sha256(self.raw).hexdigest()
+        return sha256(self.raw).hexdigest()
 
     def where(self, *key: str) -> str:
         """``path:line`` of the key, or of its nearest enclosing key; just the path if none is found."""

@@ -370,9 +370,9 @@ def _image_info(item: dict[str, Any]) -> ImageInfo:
 
 def _sha256(path: Path) -> str:
     """An image's fingerprint: the SHA-256 of its (unified) tarball."""
-    import hashlib
+    from cci_core.api import sha256
 
-    digest = hashlib.sha256()
+    digest = sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)

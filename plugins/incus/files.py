@@ -21,7 +21,7 @@ from typing import BinaryIO
 from cci_core.api import MAX_DEPTH, CciError, FileStatus, SafeDirectory, UsageError, open_directory, open_parent
 from cci_builtin_plugins.incus.errors import APINotFound
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
-from cci_builtin_plugins.incus.sftp import Attributes, SFTPError, SFTPSession
+from cci_builtin_plugins.incus.sftp import Attributes, SFTPError, SFTPRefused, SFTPSession
 
 #: the most :meth:`InstanceFiles.pull_file` reads into memory (a copy to a host file has no limit)
 MAX_READ = 64 << 20
@@ -70,24 +70,36 @@ class InstanceFiles:
         self.api = api
         self.instance = instance
         self._path = f"/1.0/instances/{quote(instance)}/files"
-        #: the connection :meth:`status` keeps open within a :meth:`batch` (one per batch, not one per path)
+        #: the connection :meth:`status` and :meth:`pull_file` keep open within a :meth:`batch` (one per batch, not
+        #: one per path)
         self._kept: SFTPSession | None = None
+        #: that connection while a thread opens it (from the batch's start: see :meth:`batch`)
+        self._opening: _Opening | None = None
         self._batches = 0
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Keep one SFTP connection for :meth:`status` until the block ends."""
+        """Keep one SFTP connection for :meth:`status` and :meth:`pull_file` until the block ends.
+
+        The instance must run. The connection is opened at once on a thread: the first one to an instance makes
+        Incus start its file server inside (about 30 ms), while the block goes on with other requests.
+        """
         with self._lock:
             self._batches += 1
+            if self._batches == 1:
+                self._opening = _Opening(self._sftp)
         try:
             yield
         finally:
             with self._lock:
                 self._batches -= 1
-                if not self._batches and self._kept is not None:
-                    self._kept.close()
-                    self._kept = None
+                if not self._batches:
+                    kept, opening, self._kept, self._opening = self._kept, self._opening, None, None
+                    if kept is not None:
+                        kept.close()
+                    if opening is not None:
+                        opening.discard()
 
     def write(self, path: str, action: str, *, kind: str = "file", data: bytes | BinaryIO = b"", size: int = 0,
               mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
@@ -107,7 +119,7 @@ class InstanceFiles:
 
     def pull_file(self, path: str) -> bytes:
         """A regular file's content (symlinks followed inside the instance), at most :data:`MAX_READ` bytes."""
-        with self._sftp() as session:
+        with self._session() as session:
             handle, size = self._open_file(session, path)
             try:
                 content = bytearray()
@@ -122,23 +134,33 @@ class InstanceFiles:
 
     def status(self, path: str) -> FileStatus | None:
         """What ``path`` itself is, over SFTP (its ``lstat``: a symlink is not followed); None when missing."""
-        with self._lock:
-            batched = bool(self._batches)
-        if not batched:
-            with self._sftp() as session:
-                return _status(session, path)
-        with self._lock:
-            for attempt in (1, 2):
-                if self._kept is None:
-                    self._kept = self._sftp()
+        for attempt in (1, 2):
+            with self._session() as session:
                 try:
-                    return _status(self._kept, path)
-                except SFTPError:  # (a kept connection may have broken: once more on a new one)
-                    self._kept.close()
-                    self._kept = None
-                    if attempt == 2:
+                    return _status(session, path)
+                except SFTPRefused:
+                    raise  # (about that path: the connection is fine)
+                except SFTPError:  # a kept connection may have broken: once more on a new one
+                    if attempt == 2 or session is not self._kept:
                         raise
+                    self._kept = None
+                    session.close()
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[SFTPSession]:
+        """The batch's connection (one user at a time), else a new one for the block."""
+        with self._lock:
+            if self._batches:
+                if self._kept is None:
+                    opening, self._opening = self._opening, None
+                    self._kept = opening.result() if opening is not None else None
+                    if self._kept is None:  # (its opening failed: opened here, its error raised here)
+                        self._kept = self._sftp()
+                yield self._kept
+                return
+        with self._sftp() as session:
+            yield session
 
     def remove(self, path: str) -> None:
         """Remove the non-directory entry ``path`` (Incus unlinks it: a symlink itself); a missing one is no error."""
@@ -230,6 +252,42 @@ class InstanceFiles:
             session.close_handle(handle)
             raise UsageError(f"{self.instance}:{path} is a {attributes.kind}", hint=ONLY_FILES)
         return handle, attributes.size
+
+
+class _Opening:
+    """An SFTP connection opened on a daemon thread from now: :meth:`result` is it, or None when opening failed
+    (who needs it then opens one, and meets the error itself)."""
+
+    def __init__(self, open_session: Callable[[], SFTPSession]) -> None:
+        self._open = open_session
+        self._session: SFTPSession | None = None
+        self._discarded = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="sftp-open", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            session = self._open()
+        except Exception:  # noqa: BLE001 (see the class)
+            return
+        with self._lock:
+            if self._discarded:
+                session.close()
+            else:
+                self._session = session
+
+    def result(self) -> SFTPSession | None:
+        self._thread.join()
+        return self._session
+
+    def discard(self) -> None:
+        """Not needed after all: closed now, or as soon as it is open (never waited for)."""
+        with self._lock:
+            self._discarded = True
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
 
 class _TreeCopy:

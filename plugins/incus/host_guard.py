@@ -14,14 +14,13 @@ rule changed by hand). It exits once no container has used a cci network for
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cci_core.api import state_dir
+from cci_core.api import sha256, state_dir
 
 if TYPE_CHECKING:
     import socket
@@ -47,7 +46,7 @@ def lock_path(socket: Path, project: str | None) -> Path:
     each cci process had, and no other local user can make the directory first
     (in a shared ``/tmp`` they could, and so keep the guard from ever starting).
     """
-    digest = hashlib.sha256(f"{socket}\0{project or ''}".encode()).hexdigest()[:12]
+    digest = sha256(f"{socket}\0{project or ''}".encode()).hexdigest()[:12]
     return state_dir(_home()) / "run" / f"host-guard-{digest}.lock"
 
 

@@ -18,7 +18,7 @@ multicast and broadcast, and the host's addresses as they are now;
 
 from __future__ import annotations
 
-import hashlib
+from cci_core.api import sha256
 import ipaddress
 import json
 import time
@@ -70,7 +70,7 @@ def network_name(plan: NetworkPlan, *, nat: bool = True) -> str:
     """
     if nat:
         return PREFIX + plan.key
-    return f"{PREFIX}nonat-{hashlib.sha256(plan.key.encode()).hexdigest()[:5]}"
+    return f"{PREFIX}nonat-{sha256(plan.key.encode()).hexdigest()[:5]}"
 
 
 def acl_body(plan: NetworkPlan) -> dict[str, Any]:
@@ -383,7 +383,7 @@ class PolicyNetworks:
         network = ipaddress.IPv4Network(pool)
         blocks = list(network.subnets(new_prefix=24)) if network.prefixlen <= 24 else [network]
         used = [interface.network for interface in interfaces]
-        start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(blocks)
+        start = int(sha256(name.encode()).hexdigest(), 16) % len(blocks)
         free = [block for block in blocks[start:] + blocks[:start] if not any(block.overlaps(u) for u in used)]
         for block in free[:_SUBNET_TRIES]:
             yield f"{next(block.hosts())}/{block.prefixlen}"

@@ -26,14 +26,13 @@ configuration it asked for is the one in force (after a start or a ``squid -k re
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from cci_core.api import LABEL_PREFIX, Backoff, BackendError, CciError, ProxySpec, RequestRecord
+from cci_core.api import LABEL_PREFIX, Backoff, BackendError, CciError, ProxySpec, RequestRecord, sha256
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.instance_config import nic_devices
 from cci_builtin_plugins.incus.rest import quote
@@ -108,12 +107,12 @@ def ca_of(api: IncusAPI, network: str) -> str:
 
 def proxy_name(network: str) -> str:
     """The proxy container of bridge ``network``."""
-    return PREFIX + hashlib.sha256(network.encode()).hexdigest()[:8]
+    return PREFIX + sha256(network.encode()).hexdigest()[:8]
 
 
 def socket_path(socket_dir: str, project: str, network: str) -> str:
     """The unix socket on the Incus server through which the agents of ``network`` reach its proxy."""
-    digest = hashlib.sha256(f"{project}\0{network}".encode()).hexdigest()[:12]
+    digest = sha256(f"{project}\0{network}".encode()).hexdigest()[:12]
     return str(PurePosixPath(socket_dir, f"cci-proxy-{digest}.sock"))
 
 
@@ -191,7 +190,7 @@ def rendered(spec: ProxySpec, substitutions: Sequence[Substitution], trust_ca: s
 def template_digest(spec: ProxySpec, trust_ca: str) -> str:
     """The digest of every file of the configuration for ``spec`` without secrets: it changes with cci's own
     squid configuration as well as with the rules."""
-    digest = hashlib.sha256()
+    digest = sha256()
     for path, (content, mode) in sorted(rendered(spec, [], trust_ca).items()):
         digest.update(f"{path}\0{mode:o}\0{len(content)}\0".encode() + content)
     return digest.hexdigest()[:16]
@@ -200,11 +199,11 @@ def template_digest(spec: ProxySpec, trust_ca: str) -> str:
 def public_digest(spec: ProxySpec, substitutions: Sequence[Substitution], trust_ca: str) -> str:
     """What tells two configurations apart, computed without the secrets' values (it is kept in a label)."""
     text = json.dumps([template_digest(spec, trust_ca), sorted(_secret_tag(item) for item in substitutions)])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256(text.encode()).hexdigest()[:16]
 
 
 def _secret_tag(substitution: Substitution) -> str:
-    return hashlib.sha256(substitution.placeholder.encode()).hexdigest()[:16]
+    return sha256(substitution.placeholder.encode()).hexdigest()[:16]
 
 
 def substitutions_json(substitutions: Sequence[Substitution]) -> bytes:
@@ -617,7 +616,7 @@ def _squid() -> Any:
 
 
 def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16] if text else ""
+    return sha256(text.encode()).hexdigest()[:16] if text else ""
 
 
 def _log_lines(container: IncusContainer, *, follow: bool) -> Iterator[bytes]:

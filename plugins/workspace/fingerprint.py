@@ -11,14 +11,13 @@ modes and change times.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
 from collections.abc import Iterable, Mapping
 
 from cci_builtin_plugins.workspace.walk import walk
-from cci_core.api import SafeDirectory
+from cci_core.api import SafeDirectory, sha256
 
 HASH_LIMIT = 1 << 20
 MAX_ENTRIES = 2000
@@ -52,7 +51,7 @@ def describe(info: os.stat_result, name: str, directory: SafeDirectory) -> str:
     if not stat.S_ISREG(info.st_mode):
         return f"special {stat.S_IFMT(info.st_mode):o} ctime {info.st_ctime_ns}"
     try:
-        digest = hashlib.sha256(directory.read(name, HASH_LIMIT)[0]).hexdigest()
+        digest = sha256(directory.read(name, HASH_LIMIT)[0]).hexdigest()
     except OSError:
         digest = "unreadable"
     return f"file {mode:o} {info.st_size} {digest} ctime {info.st_ctime_ns}"
@@ -98,7 +97,7 @@ def _add(root: SafeDirectory, path: str, result: dict[str, str]) -> None:
             if not stat.S_ISDIR(info.st_mode):
                 return
             with directory.directory(name) as inside:
-                count, rest = 0, hashlib.sha256()
+                count, rest = 0, sha256()
                 for entry in walk(inside, f"{path}/", device=info.st_dev, prune=_prune_git_state if in_git else None):
                     if entry.path in result or in_git and _git_state(entry.path, stat.S_ISDIR(entry.stat.st_mode)):
                         continue
