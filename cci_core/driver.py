@@ -97,9 +97,10 @@ class _ExecOnThread(RunningCommand):
 
 
 class ContainerSpec(NamedTuple):
-    """What to create: ``labels`` become ``user.cci.*`` keys, ``config`` other backend keys; ``limits``: the
-    ``[limits]`` a session will start under, which a driver may put on the container as it creates it (one
-    update less before the start; the session's ``cci_pre_start`` applies them either way)."""
+    """What to create: ``labels`` become ``user.cci.*`` keys, ``config`` other backend keys, ``mounts`` and
+    ``network`` (a name :meth:`Driver.ensure_network` returned) as :meth:`Container.configure` puts them on a
+    container; ``limits``: the ``[limits]`` a session will start under, which a driver may put on the container as
+    it creates it (one update less before the start; the session's ``cci_pre_start`` applies them either way)."""
 
     name: str
     image: str
@@ -108,6 +109,7 @@ class ContainerSpec(NamedTuple):
     mounts: Sequence[Mount] = ()
     ephemeral: bool = False
     limits: LimitsConfig | None = None
+    network: str | None = None
 
 
 class ImageInfo(NamedTuple):
@@ -257,7 +259,8 @@ class Container(ABC):
     @abstractmethod
     def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
         """Set backend config keys, add mounts and attach to ``network`` in one update (before a start; on a warm
-        container, while it runs: the mounts are there at once).
+        container, while it runs: the mounts are there at once); none when it has all of that already (made so
+        from its :class:`ContainerSpec`).
 
         ``network`` is a name returned by :meth:`Driver.ensure_network`; None keeps
         the network the backend's defaults give.

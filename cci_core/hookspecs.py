@@ -88,10 +88,11 @@ def cci_register(register: Register) -> None:
 def cci_pre_launch(ctx: LaunchContext) -> None:
     """Check and adjust a session before its container is configured and started.
 
-    The slot is already claimed (the container exists, stopped: a new one
-    unconfigured, or a saved persistent one about to be reused and configured
-    again; or running: one taken from the warm pool, with nothing of any session
-    in it), so ``ctx.container_name`` and ``ctx.slot`` are final. Raise a
+    The slot is already claimed (the container exists, stopped: a new one made with
+    the session's own mounts and network but nothing of the plugins', or a saved
+    persistent one about to be reused and configured again; or running: one taken
+    from the warm pool, with nothing of any session in it), so ``ctx.container_name``
+    and ``ctx.slot`` are final. Raise a
     :class:`cci_core.errors.CciError` to refuse the launch: cci deletes a new
     container again, leaving nothing behind, and puts a reused one back, saved.
 

@@ -131,6 +131,12 @@ class _NotWarmable(Exception):
     """A warm container cannot serve this launch (deleted again): a container is made for it."""
 
 
+def own_mounts(workspace: Path, storage: Sequence[Path]) -> list[Mount]:
+    """The mounts of a session's own: its workspace, and its storage directories."""
+    return [Mount("workspace", workspace, WORKSPACE_PATH, shift=True),
+            *(Mount(f"storage{index}", path, f"/storage/{path.name}", shift=True) for index, path in enumerate(storage))]
+
+
 def _state(value: State) -> dict[str, str]:
     return {"state": value.value}
 
@@ -253,9 +259,10 @@ class SessionManager:
         if pool is not None and listing is None:
             listing = self.driver.list_containers()
 
-        def create(name: str, slot: int) -> Container:
+        def create(name: str, slot: int) -> Container:  # (made with its own mounts and network: see _configure)
             spec = ContainerSpec(name, defaults.image, labels=record.but(slot=slot).to_labels(),
-                                 config=self.driver.base_config, limits=self.config.limits)
+                                 config=self.driver.base_config, limits=self.config.limits,
+                                 mounts=own_mounts(workspace, storage), network=attachment.network)
             try:
                 return self.driver.create(spec)
             except ContainerExistsError:
@@ -464,9 +471,7 @@ class SessionManager:
                 config[key] = value
         if warm and config != dict(base):
             raise _NotWarmable
-        mounts = [Mount("workspace", ctx.workspace, WORKSPACE_PATH, shift=True)]
-        mounts += [Mount(f"storage{index}", path, f"/storage/{path.name}", shift=True)
-                   for index, path in enumerate(ctx.storage)]
+        mounts = own_mounts(ctx.workspace, ctx.storage)
         for contribution in hook.cci_mounts(ctx=ctx):
             mounts.extend(contribution or ())
         devices = [mount.device for mount in mounts]

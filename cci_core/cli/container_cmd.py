@@ -78,7 +78,7 @@ def launch(ctx: click.Context, image: str, name: str, ephemeral: bool) -> None:
     check_name(driver_of(ctx), name)
     attachment = manager_for(ctx).attach_network()  # a bad [network] stops here, before anything is made
     spec = ContainerSpec(name, image, labels={"kind": KIND_CONTAINER, "network": attachment.policy},
-                         ephemeral=ephemeral)
+                         ephemeral=ephemeral, network=attachment.network)
     driver = driver_of(ctx)
     try:
         created = driver.create(spec)
@@ -87,7 +87,7 @@ def launch(ctx: click.Context, image: str, name: str, ephemeral: bool) -> None:
             exc.message, hint=f"pick another name, or delete it first with 'cci container delete --force {name}'"
         ) from exc
     try:
-        if attachment.network is not None:
+        if attachment.network is not None:  # (made on it: nothing to update, but a proxy's CA to put in)
             created.configure({}, [], attachment.network)
         _boot(created)
     except BaseException:

@@ -161,15 +161,33 @@ class IncusContainer(Container):
         return {"raw.idmap": user_map.raw_idmap()}, plain
 
     def configure(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None = None) -> None:
+        """One update, left out when the instance has all of it already (made with it: see :meth:`IncusDriver.create`;
+        a saved one started again as it was)."""
+        from cci_builtin_plugins.incus import proxy
+
+        ca = proxy.ca_of(self._api, network) if network is not None else ""
+        if network is not None and not ca and self._behind_proxy():
+            self._leave_proxy()  # a container reused under a plan without proxy gets its NIC back
+        settings, devices = self.planned(config, mounts, network, ca)
+        if any(self._config.get(key) != value for key, value in settings.items()) or \
+                any(self._devices.get(name) != device for name, device in devices.items()):
+            self._patch({"config": settings, "devices": devices}, f"configuring {self.name}")
+            self._devices.update(devices)
+            self._config.update(settings)
+        if ca:
+            self._trust(ca)
+
+    def planned(self, config: Mapping[str, str], mounts: Sequence[Mount], network: str | None,
+                ca: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """The config keys and devices that :meth:`configure` puts on the instance as it is now: ``mounts`` (shifted
+        ones through ``raw.idmap`` where needed), ``network``'s NIC, or with the proxy's ``ca`` the proxy's devices
+        instead of a NIC."""
         from cci_builtin_plugins.incus import proxy
 
         extra, mounts = self._mounts_and_config(mounts, running=self._running)
         devices = {mount.device: disk_device(mount) for mount in mounts}
         if _has_host_mounts({**self._devices, **devices}):
             extra["boot.autostart"] = "false"  # only cci starts it, checking its mounts (not Incus at boot)
-        ca = proxy.ca_of(self._api, network) if network is not None else ""
-        if network is not None and not ca and self._behind_proxy():
-            self._leave_proxy()  # a container reused under a plan without proxy gets its NIC back
         if ca:  # a network with a proxy: no NIC at all, squid's port on the container's loopback
             devices.update(proxy.agent_devices(self._devices, proxy.socket_path(
                 proxy.socket_dir_of(self._api), self._api.project or "default", str(network))))
@@ -177,11 +195,7 @@ class IncusContainer(Container):
             extra[proxy.AGENT_PROXY_KEY] = proxy.proxy_name(str(network))
         elif network is not None:
             devices.update(nic_devices(self._devices, network, filtering=self._nic_filtering))
-        self._patch({"config": {**config, **extra}, "devices": devices}, f"configuring {self.name}")
-        self._devices.update(devices)
-        self._config.update({**config, **extra})
-        if ca:
-            self._trust(ca)
+        return {**config, **extra}, devices
 
     def apply_limits(self, limits: LimitsConfig) -> None:
         """Put ``[limits]`` on the (stopped) instance: its ``limits.*`` keys and its root disk's size (see

@@ -120,15 +120,15 @@ class IncusDriver(Driver):
         from cci_builtin_plugins.incus.limits import ROOT, instance_limits, root_size
 
         limits = {key: value for key, value in instance_limits(spec.limits).items() if value} if spec.limits else {}
-        devices = {mount.device: disk_device(mount) for mount in spec.mounts}
+        config, devices = self._planned(spec)
         size = root_size(spec.limits) if spec.limits else ""
-        if size and self._profile_root:  # the root disk's size too: no update before the start
-            devices[ROOT] = {**self._profile_root, "size": size}
+        if size and (profile_root := self._profile_root):  # the root disk's size too: no update before the start
+            devices[ROOT] = {**profile_root, "size": size}
         body = {
             "name": spec.name,
             "type": "container",
             "source": image_source(spec.image),
-            "config": {**spec.config, **limits, **{LABEL_PREFIX + key: value for key, value in spec.labels.items()}},
+            "config": {**config, **limits, **{LABEL_PREFIX + key: value for key, value in spec.labels.items()}},
             "devices": devices,
             "ephemeral": spec.ephemeral,
         }
@@ -143,18 +143,36 @@ class IncusDriver(Driver):
             raise BackendError(str(exc), hint=_creation_hint(exc.detail)) from exc
         return self.get(spec.name)
 
+    def _planned(self, spec: ContainerSpec) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """The config and devices of ``spec`` with its mounts and network as the container's
+        :meth:`~IncusContainer.configure` would put them on it (which then has nothing left to change)."""
+        if not spec.mounts and spec.network is None:
+            return dict(spec.config), {}
+        from cci_builtin_plugins.incus.proxy import ca_of
+
+        unmade = self._container({"name": spec.name, "config": {}, "expanded_devices": self._profile_devices})
+        ca = ca_of(self.api, spec.network) if spec.network is not None else ""
+        return unmade.planned(spec.config, spec.mounts, spec.network, ca)
+
     @cached_property
+    def _profile_devices(self) -> dict[str, dict[str, Any]]:
+        """The devices of the default profile, which a new container has (none when it cannot be read)."""
+        try:
+            profile = self.api.get("/1.0/profiles/default", "reading the default profile") or {}
+        except APIError:
+            return {}
+        devices = profile.get("devices")
+        return {name: dict(device) for name, device in devices.items() if isinstance(device, dict)} \
+            if isinstance(devices, dict) else {}
+
+    @property
     def _profile_root(self) -> dict[str, Any] | None:
         """The root disk device of the default profile (its pool), which a container's own root device with a
         size overrides; None when the profile has none (then ``[limits] disk`` is applied after the create)."""
         from cci_builtin_plugins.incus.limits import ROOT
 
-        try:
-            profile = self.api.get("/1.0/profiles/default", "reading the default profile") or {}
-        except APIError:
-            return None
-        root = (profile.get("devices") or {}).get(ROOT)
-        return dict(root) if isinstance(root, dict) and root.get("type") == "disk" and root.get("pool") else None
+        root = self._profile_devices.get(ROOT)
+        return dict(root) if root and root.get("type") == "disk" and root.get("pool") else None
 
     supports_pool = True
 
@@ -163,8 +181,8 @@ class IncusDriver(Driver):
         if self.user_map.needs_raw_idmap():  # the map a shifted mount needs applies only at start
             config["raw.idmap"] = self.user_map.raw_idmap()
         limits = self.config.limits if self.config is not None else None
-        container = self.create(spec._replace(config=config, mounts=(), limits=limits))
-        container.configure({}, [], network)
+        container = self.create(spec._replace(config=config, mounts=(), limits=limits, network=network))
+        container.configure({}, [], network)  # (nothing left to change; a proxy's CA goes in)
         if limits is not None:
             container.apply_limits(limits)
         container.start()

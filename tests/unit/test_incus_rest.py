@@ -378,6 +378,47 @@ def test_a_create_puts_the_limits_and_the_root_disk_size_in_its_one_request(serv
     assert [path.split("?")[0] for method, path, _ in server.requests].count("/1.0/profiles/default") == 1
 
 
+def test_a_create_with_mounts_and_a_network_leaves_its_configure_nothing_to_update(server: FakeIncus,
+                                                                                    tmp_path: Path) -> None:
+    """The session's own mounts and NIC go into the create request; configuring the same again sends nothing,
+    anything more one update."""
+    from cci_core.context import Mount
+    from cci_core.driver import ContainerSpec
+
+    profile = {"root": {"type": "disk", "path": "/", "pool": "fast"}, "eth0": {"type": "nic", "network": "br0"}}
+
+    class Instance(dict):  # type: ignore[type-arg]
+        """Answers a read of c1 as Incus would after the create: what was posted over the profile's devices."""
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            if key == ("GET", "/1.0/instances/c1"):
+                posted = [body for method, _, body in server.requests if method == "POST"][-1]
+                return sync({"name": "c1", "config": posted["config"],
+                             "expanded_devices": {**profile, **posted["devices"]}})
+            return super().get(key, default)
+
+    server.routes = Instance(server.routes)
+    server.routes[("GET", "/1.0/profiles/default")] = sync({"devices": profile})
+    server.routes[("POST", "/1.0/instances")] = sync({})
+    server.routes[("PATCH", "/1.0/instances/c1")] = sync({})
+    driver = IncusDriver(load_config(tmp_path, environ={}))
+    driver.__dict__["api"] = api_for(server)
+    mounts = [Mount("workspace", tmp_path, "/workspace", shift=True)]
+    container = driver.create(ContainerSpec("c1", "img", config={"security.nesting": "true"}, mounts=mounts,
+                                            network="cci-net"))
+    created = [body for method, _, body in server.requests if method == "POST"][0]
+    assert created["devices"]["eth0"] == {"type": "nic", "network": "cci-net", "name": "eth0",
+                                          "security.port_isolation": "true", "security.mac_filtering": "true",
+                                          "security.ipv4_filtering": "true"}
+    assert created["devices"]["workspace"]["source"] == str(tmp_path)
+    assert created["config"]["boot.autostart"] == "false" and created["config"]["security.nesting"] == "true"
+    container.configure({"security.nesting": "true"}, mounts, "cci-net")
+    assert not [method for method, _, _ in server.requests if method == "PATCH"]
+    container.configure({"security.nesting": "true", "environment.X": "1"}, mounts, "cci-net")
+    patches = [body for method, _, body in server.requests if method == "PATCH"]
+    assert len(patches) == 1 and patches[0]["config"]["environment.X"] == "1"
+
+
 def test_without_a_root_disk_in_the_profile_a_create_leaves_the_size_to_the_start(server: FakeIncus,
                                                                                   tmp_path: Path) -> None:
     from cci_core.driver import ContainerSpec
