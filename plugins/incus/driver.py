@@ -25,7 +25,7 @@ from cci_core.api import (
 from cci_builtin_plugins.incus.connection import quote, resolve_endpoint
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.idmap import UserMap
-from cci_builtin_plugins.incus.instance_config import disk_device, labels_of
+from cci_builtin_plugins.incus.instance_config import labels_of
 from cci_builtin_plugins.incus.settings import IncusSettings
 
 if TYPE_CHECKING:
