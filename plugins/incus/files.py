@@ -1,7 +1,8 @@
 """Files in an Incus instance: single files, and whole trees in both directions.
 
 Pushes go through the files API (a POST creates one file, directory or symlink
-with the owner and mode in ``X-Incus-*`` headers). Pulls go over SFTP
+with the owner and mode in ``X-Incus-*`` headers), or within a :meth:`InstanceFiles.batch` over its SFTP
+connection (a file's bytes, a removal: no request of Incus's own for each). Pulls go over SFTP
 (:mod:`sftp`): only there does Incus tell a FIFO, socket or device from a regular
 file before opening it, and a file is read in chunks. What a pull writes on the
 host goes through :mod:`cci_core.host_files`, never following a symlink that the
@@ -80,7 +81,8 @@ class InstanceFiles:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Keep one SFTP connection for :meth:`status` and :meth:`pull_file` until the block ends.
+        """Keep one SFTP connection for :meth:`status`, :meth:`pull_file`, :meth:`remove` and the :meth:`write` of a
+        file's bytes until the block ends.
 
         The instance must run. The connection is opened at once on a thread: the first one to an instance makes
         Incus start its file server inside (about 30 ms), while the block goes on with other requests.
@@ -108,6 +110,10 @@ class InstanceFiles:
         ``data`` may be an open regular file: its next ``size`` bytes are streamed
         (:class:`ExactLength`), never read whole.
         """
+        if kind == "file" and isinstance(data, bytes) and self._batched():  # (no request of Incus's own each)
+            with self._session() as session:
+                session.write_file(path, data, mode=mode, uid=uid, gid=gid)
+            return
         headers = {"X-Incus-type": kind, "X-Incus-uid": str(uid), "X-Incus-gid": str(gid),
                    "X-Incus-mode": f"{mode & 0o7777:04o}", "Content-Type": "application/octet-stream"}
         if kind == "file":
@@ -147,6 +153,10 @@ class InstanceFiles:
                     session.close()
         raise AssertionError("unreachable")
 
+    def _batched(self) -> bool:
+        with self._lock:
+            return bool(self._batches)
+
     @contextlib.contextmanager
     def _session(self) -> Iterator[SFTPSession]:
         """The batch's connection (one user at a time), else a new one for the block."""
@@ -164,6 +174,10 @@ class InstanceFiles:
 
     def remove(self, path: str) -> None:
         """Remove the non-directory entry ``path`` (Incus unlinks it: a symlink itself); a missing one is no error."""
+        if self._batched():
+            with self._session() as session:
+                session.remove(path)
+            return
         try:
             self.api.request("DELETE", self._path, f"removing {path} in {self.instance}", params={"path": path})
         except APINotFound:

@@ -21,6 +21,7 @@ class Session:
 
     def __init__(self, number: int, broken: bool = False) -> None:
         self.number, self.broken, self.closed, self.calls = number, broken, False, 0
+        self.changes: list[tuple[object, ...]] = []
 
     def __enter__(self) -> Session:
         return self
@@ -58,6 +59,14 @@ class Session:
 
     def close_handle(self, handle: bytes) -> None:
         pass
+
+    def write_file(self, path: str, data: bytes, *, mode: int, uid: int, gid: int) -> None:
+        self.calls += 1
+        self.changes.append(("write", path, data, mode, uid, gid))
+
+    def remove(self, path: str) -> None:
+        self.calls += 1
+        self.changes.append(("remove", path))
 
 
 class Files(InstanceFiles):
@@ -135,3 +144,12 @@ def test_a_broken_kept_connection_is_replaced_once_and_a_refused_path_is_not_ret
     with files.batch(), pytest.raises(SFTPError, match="broken"):
         files.status("/home/code/a")
     assert len(files.sessions) == 2 and all(s.closed for s in files.sessions)
+
+
+def test_in_a_batch_a_files_bytes_and_a_removal_go_over_its_connection() -> None:
+    files = Files()
+    with files.batch():
+        files.remove("/home/code/a")
+        files.write("/home/code/a", "writing", data=b"new", mode=0o600, uid=1000, gid=1000)
+    assert files.sessions[0].changes == [("remove", "/home/code/a"),
+                                         ("write", "/home/code/a", b"new", 0o600, 1000, 1000)]

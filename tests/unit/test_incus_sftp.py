@@ -57,6 +57,9 @@ class Server:
         self.listener.bind(str(path))
         self.listener.listen()
         self.listed: set[str] = set()  # directory handles read to their end
+        #: what the client wrote: path -> content; and each change in order: (kind, path, attributes or offset)
+        self.written: dict[str, bytearray] = {}
+        self.changes: list[tuple[int, str, bytes]] = []
         self.served: dict[str, int] = {}  # READDIR answers sent, by directory
         threading.Thread(target=self.serve, daemon=True).start()
 
@@ -101,6 +104,8 @@ class Server:
         argument = payload[4:4 + length].decode().rstrip("/") or "/"
         if kind in (3, 11) and argument == "/slow":  # an OPEN that waits for a FIFO's writer
             return None
+        if argument.startswith("/w/") or argument == "/w":  # a directory the client writes into
+            return self.change(kind, argument, payload[4 + length:])
         if kind in (8, 12, 5, 4):  # FSTAT, READDIR, READ, CLOSE take a handle: the path itself here
             path = argument
             if kind == 4:
@@ -136,6 +141,23 @@ class Server:
         if kind == 19:
             return 104, struct.pack(">I", 1) + _string(FILES[argument][1]) + _string("") + struct.pack(">I", 0)
         return 102, _string(argument)  # OPEN, OPENDIR: the handle is the path
+
+    def change(self, kind: int, path: str, rest: bytes) -> tuple[int, bytes]:
+        """OPEN (to write), FSETSTAT, WRITE, CLOSE and REMOVE under ``/w``: ``/w/refused`` cannot be opened."""
+        ok = (101, struct.pack(">I", 0) + _string("") + _string(""))
+        self.changes.append((kind, path, rest))
+        if kind == 3:
+            if path == "/w/refused":
+                return 101, struct.pack(">I", 3) + _string("permission denied") + _string("")
+            self.written[path] = bytearray()
+            return 102, _string(path)
+        if kind == 6:
+            (offset,) = struct.unpack_from(">Q", rest)
+            data = rest[12:]
+            self.written[path][offset:offset + len(data)] = data
+        if kind == 13 and self.written.pop(path, None) is None:
+            return 101, struct.pack(">I", 2) + _string("no such file") + _string("")
+        return ok
 
     def send(self, connection: socket.socket, kind: int, body: bytes) -> None:
         try:
@@ -224,3 +246,26 @@ def test_a_huge_listing_is_streamed_and_stops_at_the_deadline(api: IncusAPI, mon
         for _entry in walk:
             assert server.served[BIG] < 100, "the whole listing was read before anything came"
     assert time.monotonic() - started < 3 and server.served[BIG] < 100
+
+
+def test_a_file_is_written_owner_and_mode_first_in_chunks_and_its_close_waited_for(api: IncusAPI) -> None:
+    server: Server = api.server  # type: ignore[attr-defined]
+    data = os.urandom(3 * CHUNK + 5)
+    with SFTPSession(api, "c1", timeout=5) as session:
+        session.write_file("/w/f", data, mode=0o100640, uid=1000, gid=1001)
+        session.remove("/w/missing")  # nothing there: no error
+        with pytest.raises(SFTPError, match="writing /w/refused in c1.*permission denied"):
+            session.write_file("/w/refused", b"x", mode=0o600, uid=0, gid=0)
+    assert bytes(server.written["/w/f"]) == data
+    kinds = [kind for kind, path, _ in server.changes if path == "/w/f"]
+    assert kinds == [3, 10, 10, 6, 6, 6, 6, 4]  # open, owner, mode, the writes, the close
+    attributes = [rest for kind, path, rest in server.changes if kind == 10]
+    assert attributes == [struct.pack(">III", 0x2, 1000, 1001), struct.pack(">II", 0x4, 0o640)]
+
+
+def test_a_removal_unlinks_the_entry(api: IncusAPI) -> None:
+    server: Server = api.server  # type: ignore[attr-defined]
+    with SFTPSession(api, "c1", timeout=5) as session:
+        session.write_file("/w/f", b"x", mode=0o600, uid=0, gid=0)
+        session.remove("/w/f")
+    assert "/w/f" not in server.written and [kind for kind, _, _ in server.changes][-1] == 13
