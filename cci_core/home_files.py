@@ -2,10 +2,10 @@
 a link the agent planted leads.
 
 The home is the agent's: root inside, it can put a symlink, a FIFO or a directory at any path cci writes at the
-next start, or in place of a directory on the way. Incus's files API follows links (a push opens the path with
-``O_CREAT|O_TRUNC``, and keeps an existing file's mode and owner; a pull opens what a link names), so a planted
-``~/.tool/credentials.json -> /workspace/leak.json`` would put the host's credential into the host's project. So
-every write cci makes under the home goes through here:
+next start, or in place of a directory on the way. Incus's files API and its SFTP follow links (a write opens the
+path with ``O_CREAT|O_TRUNC``, and the files API keeps an existing file's mode and owner; a pull opens what a link
+names), so a planted ``~/.tool/credentials.json -> /workspace/leak.json`` would put the host's credential into the
+host's project. So every write cci makes under the home goes through here:
 
 * every directory from ``/`` down to the file's is looked at without following a link
   (:meth:`~cci_core.driver.Container.file_status`, an SFTP ``lstat``); a missing one below the home is made, the
