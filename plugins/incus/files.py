@@ -71,8 +71,7 @@ class InstanceFiles:
         self.api = api
         self.instance = instance
         self._path = f"/1.0/instances/{quote(instance)}/files"
-        #: the connection :meth:`status` and :meth:`pull_file` keep open within a :meth:`batch` (one per batch, not
-        #: one per path)
+        #: the connection kept open within a :meth:`batch` (one per batch, not one per path: see there)
         self._kept: SFTPSession | None = None
         #: that connection while a thread opens it (from the batch's start: see :meth:`batch`)
         self._opening: _Opening | None = None
