@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from cci_core.config.schema import Setting, https_url, non_empty, non_negative
     from cci_core.config.sources import _tomllib as toml_parser
     from cci_core.context import LaunchContext, Mount, SessionEvent
-    from cci_core.digests import sha256
+    from cci_core.digests import sha1, sha256
     from cci_core.doctor import guarded
     from cci_core.driver import (
         LABEL_PREFIX,
@@ -169,7 +169,7 @@ __all__ = [
     # waiting for a state no event tells
     "Backoff",
     # hashes without OpenSSL's library
-    "sha256",
+    "sha256", "sha1",
     # plugin commands
     "warn", "interruptible", "ignoring_interrupts", "CLEANUP_SECONDS", "own_command", "started_here",
     "Plugins", "current_config", "current_plugins", "current_driver",
@@ -220,7 +220,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("own_command", "started_here"), "cci_core.cli.entry"),
     "Plugins": "cci_core.plugin_manager",
     "Backoff": "cci_core.backoff",
-    "sha256": "cci_core.digests",
+    **dict.fromkeys(("sha256", "sha1"), "cci_core.digests"),
 }
 
 

@@ -68,7 +68,6 @@ class Answer(NamedTuple):
     body: bytes
 
 
-
 class Connection:
     """One kept-alive HTTP/1.1 connection, opened with ``connect`` when first used and again after a close.
 

@@ -196,10 +196,8 @@ def open_socket(endpoint: Endpoint, resource: str, *, on_data: Callable[[bytes],
 
 
 def _accept(key: bytes) -> str:
-    try:
-        from _sha1 import sha1  # (the built-in one: hashlib would load OpenSSL's, some milliseconds more)
-    except ImportError:  # pragma: no cover - an interpreter without it
-        from hashlib import sha1
+    from cci_core.api import sha1
+
     return base64.b64encode(sha1(key + _ACCEPT_GUID).digest()).decode()
 
 

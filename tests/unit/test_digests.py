@@ -6,7 +6,7 @@ import hashlib
 import subprocess
 import sys
 
-from cci_core.api import sha256
+from cci_core.api import sha1, sha256
 
 
 def test_it_gives_the_standard_digest_whole_and_in_pieces() -> None:
@@ -17,6 +17,7 @@ def test_it_gives_the_standard_digest_whole_and_in_pieces() -> None:
         running.update(data[start:start + 4097])
     assert running.digest() == hashlib.sha256(data).digest()
     assert sha256().hexdigest() == hashlib.sha256(b"").hexdigest()
+    assert sha1(data).digest() == hashlib.sha1(data).digest()
 
 
 def test_naming_a_workspace_loads_no_openssl() -> None:
