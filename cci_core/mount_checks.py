@@ -3,6 +3,7 @@ saved container's mounts still lead where cci resolved them before it starts aga
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -52,12 +53,25 @@ def check_mountable(directory: Path, kind: str = "workspace", sensitive: Iterabl
     guarded = [("your home directory", home, False),
                ("cci's files", state_dir(home).resolve(), True),
                ("your cci config", user_config_file().parent.resolve(), True)]
-    guarded += [(f"~/{name}", (home / name).resolve(), True) for name in (*SENSITIVE_IN_HOME, *sensitive)]
+    guarded += [(f"~/{name}", _in_home(home, name), True) for name in (*SENSITIVE_IN_HOME, *sensitive)]
     for what, path, inside_too in guarded:
         holds = directory == path or directory in path.parents
         if holds or (inside_too and path in directory.parents):
             raise UsageError(f"{kind} {directory} {'holds' if holds else 'is in'} {what} ({path}): the container "
                              "would get it read-write", hint=f"use a project directory as the {kind}")
+
+
+def _in_home(home: Path, name: str) -> Path:
+    """``home / name`` resolved (``home`` is): one ``lstat`` rather than a walk from the root, unless it is a link."""
+    path = home / name
+    if "/" in name or name in (".", ".."):
+        return path.resolve()
+    try:
+        if not stat.S_ISLNK(os.lstat(path).st_mode):
+            return path
+    except OSError:
+        return path  # nothing there: as resolve() would say
+    return path.resolve()
 
 
 def check_storage_layout(workspace: Path, storage: Sequence[Path]) -> None:

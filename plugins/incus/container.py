@@ -62,11 +62,15 @@ class IncusContainer(Container):
     """An Incus instance; every call is one REST request (or an operation waited on)."""
 
     def __init__(self, api: IncusAPI, instance: Mapping[str, Any], user_map: UserMap | None = None,
-                 nic_filtering: bool = True) -> None:
+                 nic_filtering: bool = True, known_cas: Mapping[str, str] | None = None) -> None:
         self._api = api
+        #: the proxy CAs of the networks its driver ensured (see :func:`.proxy.ca_of`)
+        self._known_cas = known_cas
         self._name = str(instance["name"])
         self._config = dict(instance.get("config") or {})
         self._devices = dict(instance.get("expanded_devices") or {})
+        #: its own root disk device, if it has one (not the profile's): what [limits] disk changes
+        self._own_root = dict((instance.get("devices") or {}).get("root") or {})
         self._nic_filtering = nic_filtering
         self._path = f"/1.0/instances/{quote(self._name)}"
         #: as last read or changed by this object (mounts go in at once while it runs: see _mounts_and_config)
@@ -165,7 +169,7 @@ class IncusContainer(Container):
         a saved one started again as it was)."""
         from cci_builtin_plugins.incus import proxy
 
-        ca = proxy.ca_of(self._api, network) if network is not None else ""
+        ca = proxy.ca_of(self._api, network, self._known_cas) if network is not None else ""
         if network is not None and not ca and self._behind_proxy():
             self._leave_proxy()  # a container reused under a plan without proxy gets its NIC back
         settings, devices = self.planned(config, mounts, network, ca)
@@ -200,10 +204,16 @@ class IncusContainer(Container):
     def apply_limits(self, limits: LimitsConfig) -> None:
         """Put ``[limits]`` on the (stopped) instance: its ``limits.*`` keys and its root disk's size (see
         :mod:`.limits`); a value Incus refuses is one line, nothing changed."""
-        from cci_builtin_plugins.incus.limits import edit_limits
+        from cci_builtin_plugins.incus.limits import ROOT, edit_limits
         from cci_core.api import warn
 
         notes: list[str] = []
+        known = {"config": dict(self._config), "devices": {ROOT: dict(self._own_root)} if self._own_root else {}}
+        if not edit_limits(known, self._devices, limits, notes):  # as last read: no request (made under them)
+            for note in dict.fromkeys(notes):
+                warn(f"{self.name}: {note}")
+            return
+        notes.clear()
         try:
             changed = self._put_edited(f"applying [limits] to {self.name}",
                                        lambda body: edit_limits(body, self._devices, limits, notes))
@@ -216,6 +226,7 @@ class IncusContainer(Container):
             return  # (a warm container: made under them)
         current = self._read()
         self._config, self._devices = dict(current.get("config") or {}), dict(current.get("expanded_devices") or {})
+        self._own_root = dict((current.get("devices") or {}).get(ROOT) or {})
 
     def _behind_proxy(self) -> bool:
         from cci_builtin_plugins.incus.proxy import AGENT_KEYS, DEVICE

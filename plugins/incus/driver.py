@@ -114,7 +114,14 @@ class IncusDriver(Driver):
     def _container(self, instance: dict[str, Any]) -> IncusContainer:
         from cci_builtin_plugins.incus.container import IncusContainer
 
-        return IncusContainer(self.api, instance, self.user_map, nic_filtering=self.settings.network_filtering)
+        return IncusContainer(self.api, instance, self.user_map, nic_filtering=self.settings.network_filtering,
+                              known_cas=self._known_cas)
+
+    @cached_property
+    def _known_cas(self) -> dict[str, str]:
+        """The proxy CA of each network ensured here that has none (""): not read again at its containers' create
+        and configure."""
+        return {}
 
     def create(self, spec: ContainerSpec) -> IncusContainer:
         from cci_builtin_plugins.incus.limits import ROOT, instance_limits, root_size
@@ -151,7 +158,7 @@ class IncusDriver(Driver):
         from cci_builtin_plugins.incus.proxy import ca_of
 
         unmade = self._container({"name": spec.name, "config": {}, "expanded_devices": self._profile_devices})
-        ca = ca_of(self.api, spec.network) if spec.network is not None else ""
+        ca = ca_of(self.api, spec.network, self._known_cas) if spec.network is not None else ""
         return unmade.planned(spec.config, spec.mounts, spec.network, ca)
 
     @cached_property
@@ -214,7 +221,10 @@ class IncusDriver(Driver):
         ensure_proxy_image(self, alias, lambda line: print(f"cci: {printable(line)}", file=sys.stderr, flush=True))
 
     def ensure_network(self, plan: NetworkPlan) -> str:
-        return self.networks.ensure(plan)
+        name = self.networks.ensure(plan)
+        if plan.proxy is None:
+            self._known_cas[name] = ""
+        return name
 
     def route_secrets(self, network: str, substitutions: Sequence[Substitution]) -> None:
         self.networks.proxies.route_secrets(network, substitutions)

@@ -18,7 +18,6 @@ multicast and broadcast, and the host's addresses as they are now;
 
 from __future__ import annotations
 
-from cci_core.api import sha256
 import ipaddress
 import json
 import time
@@ -37,6 +36,7 @@ from cci_core.api import (
     NetworkPlan,
     PolicyNetwork,
     Rule,
+    sha256,
 )
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.proxy import proxy_users, spec_json, spec_of
@@ -236,6 +236,10 @@ def _instance_names(used_by: list[str]) -> tuple[str, ...]:
     return tuple(unquote(url[len(prefix):].split("?")[0]) for url in used_by if url.startswith(prefix))
 
 
+def _acl_path(name: str) -> str:
+    return f"/1.0/network-acls/{quote(name)}"
+
+
 class PolicyNetworks:
     """Creates, updates, lists and deletes cci's policy networks and their ACLs."""
 
@@ -256,11 +260,12 @@ class PolicyNetworks:
 
     def ensure(self, plan: NetworkPlan) -> str:
         name = network_name(plan, nat=self.settings.network_nat)
+        acl = self.api.get_soon(_acl_path(name), f"reading network ACL {name}")  # (meanwhile: the bridge)
         network = self._find(name)
         interfaces, kernel = self._host_addresses(bridge=network)
         plan = plan._replace(rules=(*plan.rules, *host_rules(interfaces, kernel, block_host=plan.block_host)))
         try:
-            self._put_acl(name, plan)
+            self._put_acl(name, plan, acl)
         except APIError as exc:
             # Incus could not apply the rules to the bridge while another process is still making it
             # (say the host's addresses changed since that one wrote them): once it is made, again
@@ -310,13 +315,13 @@ class PolicyNetworks:
                                hint=f"see 'incus network show {name}'; 'cci network delete {name}' starts it afresh")
         return network
 
-    def _put_acl(self, name: str, plan: NetworkPlan) -> None:
+    def _put_acl(self, name: str, plan: NetworkPlan, read: Callable[[], Any] | None = None) -> None:
         """Create or update the ACL; an unchanged static plan is left alone (an update costs Incus a
-        firewall reload)."""
+        firewall reload). ``read``: the ACL's read, if started already (see :meth:`IncusAPI.get_soon`)."""
         body = acl_body(plan)
-        path = f"/1.0/network-acls/{quote(name)}"
+        path = _acl_path(name)
         try:
-            current = self.api.get(path, f"reading network ACL {name}")
+            current = read() if read is not None else self.api.get(path, f"reading network ACL {name}")
         except APINotFound:
             try:
                 self.api.call("POST", "/1.0/network-acls", f"creating network ACL {name}", {"name": name, **body})
@@ -331,7 +336,7 @@ class PolicyNetworks:
 
     def _delete_acl_quietly(self, name: str) -> None:
         try:
-            self.api.call("DELETE", f"/1.0/network-acls/{quote(name)}", f"deleting network ACL {name}")
+            self.api.call("DELETE", _acl_path(name), f"deleting network ACL {name}")
         except APIError:
             pass  # in use by a network another cci made meanwhile, or gone already
 
@@ -461,7 +466,7 @@ class PolicyNetworks:
 
     def _update_host_rules(self, name: str, rules: Mapping[bool, tuple[Rule, ...]], tries: int = 5) -> bool:
         """Replace the driver's rules in one ACL by ``rules[block_host]``; whether it changed."""
-        path = f"/1.0/network-acls/{quote(name)}"
+        path = _acl_path(name)
         for _ in range(tries):
             try:
                 response = self.api.request("GET", path, f"reading network ACL {name}")
@@ -526,7 +531,7 @@ class PolicyNetworks:
             self.proxies.delete(name)  # its proxy container goes first: it holds the bridge
             self.api.call("DELETE", f"/1.0/networks/{quote(name)}", f"deleting network {name}")
         try:
-            self.api.call("DELETE", f"/1.0/network-acls/{quote(name)}", f"deleting network ACL {name}")
+            self.api.call("DELETE", _acl_path(name), f"deleting network ACL {name}")
         except APINotFound:
             if network is None:
                 raise

@@ -94,8 +94,11 @@ def socket_dir_of(api: IncusAPI) -> str:
     return str(PurePosixPath(str(socket)).parent) if socket is not None else "/var/lib/incus"
 
 
-def ca_of(api: IncusAPI, network: str) -> str:
-    """The CA of the proxy of bridge ``network`` ("": the network has no proxy)."""
+def ca_of(api: IncusAPI, network: str, known: Mapping[str, str] | None = None) -> str:
+    """The CA of the proxy of bridge ``network`` ("": the network has no proxy); ``known``: the CAs of networks
+    this process ensured, not read again."""
+    if known is not None and network in known:
+        return known[network]
     name = proxy_name(network)
     try:
         instance = api.get(f"/1.0/instances/{quote(name)}", f"looking up proxy {name}") or {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 from urllib import parse
 
@@ -111,6 +111,34 @@ class IncusAPI:
     def get(self, path: str, action: str, **params: Any) -> Any:
         """The ``metadata`` of a GET."""
         return self.request("GET", path, action, params=params).json().get("metadata")
+
+    def get_soon(self, path: str, action: str, **params: Any) -> Callable[[], Any]:
+        """Start a :meth:`get` of ``path`` now, on a thread with a connection of its own (closed after it), while
+        this one goes on with other requests; the call returned waits for it and gives what it gave (or raises
+        what it raised)."""
+        outcome: list[tuple[bool, Any]] = []
+
+        def read() -> None:
+            try:
+                outcome.append((True, self.get(path, action, **params)))
+            except BaseException as exc:  # noqa: BLE001 (raised to the caller by the call returned)
+                outcome.append((False, exc))
+            finally:
+                connection = getattr(self._local, "connection", None)
+                if connection is not None:
+                    self._drop(connection)
+
+        thread = threading.Thread(target=read, name="incus-get", daemon=True)
+        thread.start()
+
+        def result() -> Any:
+            thread.join()
+            done, value = outcome[0]
+            if not done:
+                raise value
+            return value
+
+        return result
 
     def call(self, method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
         """Make a request and, if it started a background operation, wait for it; return the metadata."""

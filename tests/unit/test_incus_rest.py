@@ -482,3 +482,77 @@ def test_a_streamed_body_whose_file_shrank_is_an_error_not_a_short_request(tmp_p
         assert body.read(4) == b"45"
         with pytest.raises(CciError, match=r"changed while it was copied: it ended 4 bytes short of the 10"):
             body.read(4)
+
+
+def test_a_read_started_soon_runs_beside_the_next_and_hands_over_its_answer_or_error(server: FakeIncus) -> None:
+    """Both reads are in flight at once (each waits for the other at the server), on two connections."""
+    both = threading.Barrier(2, timeout=5)
+
+    class Meeting(dict):  # type: ignore[type-arg]
+        def get(self, key: Any, default: Any = None) -> Any:
+            if key in (("GET", "/1.0/a"), ("GET", "/1.0/b")):
+                both.wait()  # (a read made after the other would time out here)
+            return super().get(key, default)
+
+    server.routes = Meeting({("GET", "/1.0/a"): sync({"name": "a"}), ("GET", "/1.0/b"): sync({"name": "b"})})
+    api = api_for(server)
+    later = api.get_soon("/1.0/a", "reading a")
+    assert api.get("/1.0/b", "reading b") == {"name": "b"}
+    assert later() == {"name": "a"}
+    with pytest.raises(APINotFound, match="reading c"):
+        api.get_soon("/1.0/c", "reading c")()
+
+
+def test_a_network_ensured_without_a_proxy_is_not_asked_for_its_proxy_again(server: FakeIncus,
+                                                                           tmp_path: Path) -> None:
+    """Its containers' create and configure read no proxy container; those of a network with a proxy plan do."""
+    from cci_core.context import Mount
+    from cci_core.driver import ContainerSpec
+    from cci_core.network_policy import NetworkPlan, ProxySpec
+
+    class Instances(dict):  # type: ignore[type-arg]
+        """Answers a read of a container as it was posted."""
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            posted = [body for method, _, body in server.requests if method == "POST"]
+            if key[0] == "GET" and posted and key[1] == f"/1.0/instances/{posted[-1]['name']}":
+                return sync({"name": posted[-1]["name"], "config": posted[-1]["config"],
+                             "expanded_devices": posted[-1]["devices"]})
+            return super().get(key, default)
+
+    server.routes = Instances({("POST", "/1.0/instances"): sync({})})
+    driver = IncusDriver(load_config(tmp_path, environ={}))
+    driver.__dict__["api"] = api_for(server)
+    driver.__dict__["networks"] = type("Networks", (), {"ensure": staticmethod(lambda plan: plan.policy)})()
+    mounts = [Mount("workspace", tmp_path, "/workspace", shift=True)]
+
+    def proxy_reads_of_a_launch(network: str, name: str) -> list[str]:
+        server.requests.clear()
+        container = driver.create(ContainerSpec(name, "img", mounts=mounts, network=network))
+        container.configure({}, mounts, network)
+        return [path for method, path, _ in server.requests if method == "GET" and "cci-proxy-" in path]
+
+    plain = NetworkPlan("plain", "", "allow", ())
+    assert driver.ensure_network(plain) == "plain"
+    assert proxy_reads_of_a_launch("plain", "c1") == []
+    driver.ensure_network(plain._replace(policy="proxied", proxy=ProxySpec(rules=())))
+    assert len(proxy_reads_of_a_launch("proxied", "c2")) == 2  # asked at the create and at the configure
+
+
+def test_limits_a_container_has_as_last_read_cost_no_request_and_others_one_update(server: FakeIncus,
+                                                                                  tmp_path: Path) -> None:
+    """Made under its [limits] (the create carries them): nothing read or sent; changed: read, then put."""
+    from cci_builtin_plugins.incus.container import IncusContainer
+    from cci_builtin_plugins.incus.limits import instance_limits, root_size
+
+    limits = load_config(tmp_path, environ={}).limits
+    config = {key: value for key, value in instance_limits(limits).items() if value}
+    root = {"type": "disk", "path": "/", "pool": "fast", "size": root_size(limits)}
+    instance = {"name": "c1", "config": config, "devices": {"root": root}, "expanded_devices": {"root": root}}
+    server.routes[("GET", "/1.0/instances/c1")] = sync(instance)
+    server.routes[("PUT", "/1.0/instances/c1")] = sync({})
+    IncusContainer(api_for(server), instance).apply_limits(limits)
+    assert server.requests == []
+    IncusContainer(api_for(server), instance).apply_limits(limits._replace(cpu="3"))
+    assert [method for method, _, _ in server.requests] == ["GET", "PUT", "GET"]
+    assert server.requests[1][2]["config"]["limits.cpu"] == "3"

@@ -572,6 +572,16 @@ def test_a_workspace_in_your_credentials_or_trusted_directories_is_refused(where
     assert sessions.driver.containers == {}
 
 
+def test_a_credentials_directory_that_is_a_link_guards_where_it_leads(isolated_env: Path, tmp_path: Path) -> None:
+    """~/.ssh kept elsewhere through a link: a workspace in (or holding) that place is refused all the same."""
+    keys = tmp_path / "elsewhere" / "keys"
+    (keys / "sub").mkdir(parents=True)
+    (isolated_env / ".ssh").symlink_to(keys)
+    for workspace in (keys / "sub", keys.parent):
+        with pytest.raises(UsageError, match=r"workspace .* (is in|holds) ~/\.ssh .*the container would get it"):
+            manager(workspace).launch(LaunchRequest(workspace))
+
+
 def test_the_credential_directory_of_any_installed_tool_is_refused(isolated_env: Path) -> None:
     """Not only the built-in tools': a third-party tool's directory under the home holding its credentials."""
     class KeyTool(Tool):

@@ -486,3 +486,15 @@ def test_a_start_recorded_by_an_older_cci_is_compared_as_it_was_recorded(tmp_pat
     (tmp_path / ".git/hooks/pre-push").write_text("#!/bin/sh\nevil\n")
     assert [line.split(" during ")[0] for line in session_end_report(tmp_path, slot=9)] == [
         "workspace file .git/hooks/pre-push was changed"]
+
+
+def test_the_file_clock_reads_the_kernels_stamp_and_leaves_no_file(tmp_path: Path) -> None:
+    directory = tmp_path / "guard"
+    before = time.time_ns()
+    clock = guard.file_clock(directory)
+    made = directory / "made-after"
+    made.write_text("x")
+    assert os.stat(made).st_ctime_ns >= clock  # a file changed from now on is stamped at it or later
+    assert clock >= before - 50_000_000  # the kernel's stamp (a tick behind at most), not the fallback a second back
+    assert [path.name for path in directory.iterdir()] == ["made-after"]  # the probe had no name
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
