@@ -116,6 +116,14 @@ def wait_status(driver: IncusDriver, name: str, status: str, timeout: float = 90
         time.sleep(0.5)
 
 
+def wait_sessions_gone(driver: IncusDriver, workspace: Path, timeout: float = 90) -> None:
+    """``cci run`` returns before its container is gone (a detached cleanup deletes it): wait for that."""
+    deadline = time.monotonic() + timeout
+    while [info.name for info in driver.list_containers() if info.labels.get("workspace") == str(workspace.resolve())]:
+        assert time.monotonic() < deadline, f"the sessions of {workspace} were not gone in {timeout:.0f} s"
+        time.sleep(0.2)
+
+
 def test_a_proxy_plans_containers_reach_only_what_its_rules_allow_through_one_kept_proxy(
         hosts: TestHosts, cci_environ: dict[str, str], driver: IncusDriver, config: Config, workspace: Path) -> None:
     env, network = cci_environ, network_of()
@@ -157,6 +165,7 @@ def test_a_proxy_plans_containers_reach_only_what_its_rules_allow_through_one_ke
         assert len(lines) == 2 and all(" DENIED " in line for line in lines)
         assert any(f"{DENIED}:{WEB_PORT} 403 [deny {DENIED}:{WEB_PORT} (denied_domains)]" in line for line in lines)
 
+        wait_sessions_gone(driver, workspace)  # (their containers used the network until then)
         shown = run_cci("network", "list", "--format", "json", env=env)
         (entry,) = [item for item in json.loads(shown.stdout) if item["network"] == network]
         assert entry["used_by"] == [] and entry["proxy"]["container"] == proxy
