@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from cci_core.background import InBackground
 from cci_core.context import LaunchContext, Mount, SessionEvent
 from cci_core.driver import Container, ContainerExistsError, ContainerInfo, ContainerSpec, Driver
-from cci_core.errors import CciError, PluginError, UsageError
+from cci_core.errors import CciError, NotFoundError, PluginError, UsageError
 from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
 from cci_core.limits import arm_poweroff, deadline_of, ended_by_duration, overdue, summary
 from cci_core.limits import labels_of as limit_labels
@@ -979,6 +979,13 @@ class SessionManager:
         finished = set(self.reconcile(listing))
         return [info for info in listing if is_session(info.labels) and info.name not in finished]
 
+    def _still_there(self, name: str) -> Container | None:
+        """Container ``name``, or None when it is gone since it was listed (another cci process finished it)."""
+        try:
+            return self.driver.get(name)
+        except NotFoundError:
+            return None
+
     def reconcile(self, containers: Sequence[ContainerInfo] | None = None) -> list[str]:
         """Finish every session that ended unwatched (save, then delete unless persistent); return their names.
 
@@ -989,7 +996,8 @@ class SessionManager:
         finished = []
         for info in self.interrupted_ends(listing):  # (a 'cci run''s detached end that did not complete, say)
             try:
-                self.recover(self.driver.get(info.name))
+                if (container := self._still_there(info.name)) is not None:
+                    self.recover(container)
                 finished.append(info.name)
             except CciError as exc:
                 if self.warn is None:
@@ -999,7 +1007,9 @@ class SessionManager:
             try:
                 # one past its deadline is stopped at once, as the attached cci stops it (root inside can make a
                 # graceful stop wait its whole timeout); one stopped already needs no stop
-                if self.finish(self.driver.get(info.name), force=True):
+                if (container := self._still_there(info.name)) is None:
+                    finished.append(info.name)
+                elif self.finish(container, force=True):
                     finished.append(info.name)
                     if info.status != "stopped":
                         self._report(ended_by_duration(info.name, SessionRecord.from_labels(info.labels)))

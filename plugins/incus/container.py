@@ -20,7 +20,7 @@ from cci_core.api import (
     TreeEntry,
     TreeLimits,
 )
-from cci_builtin_plugins.incus.errors import APIError, is_busy
+from cci_builtin_plugins.incus.errors import APIError, is_busy, is_stopped_already
 from cci_builtin_plugins.incus.files import InstanceFiles
 from cci_builtin_plugins.incus.instance_config import disk_device, labels_of, nic_devices
 from cci_builtin_plugins.incus.rest import IncusAPI, quote
@@ -421,7 +421,11 @@ class IncusContainer(Container):
                 raise failure from None
 
     def stop(self, *, force: bool = False, timeout: int = 60) -> None:
-        self._state("stop", f"stopping {self.name}", force=force, timeout=timeout)
+        try:
+            self._state("stop", f"stopping {self.name}", force=force, timeout=timeout)
+        except APIError as exc:
+            if not is_stopped_already(exc):
+                raise
         self._running = False
 
     def kill(self) -> None:

@@ -31,6 +31,12 @@ def is_busy(exc: BaseException) -> bool:
     return "Instance is busy running" in str(exc)
 
 
+def is_stopped_already(exc: BaseException) -> bool:
+    """Whether Incus refused a stop because the instance had stopped (powered off from inside, say, between a look
+    at it and the stop): what the stop was for."""
+    return "The instance is already stopped" in str(exc)
+
+
 def is_conflict(exc: BaseException) -> bool:
     """Whether a failed create lost the race for the name."""
     text = str(exc)

@@ -18,7 +18,7 @@ import select
 from collections.abc import Callable
 from typing import Any
 
-from cci_builtin_plugins.incus.errors import APIError
+from cci_builtin_plugins.incus.errors import APIError, is_stopped_already
 from cci_builtin_plugins.incus.rest import IncusAPI
 
 #: seconds the init's exit is waited for before the stop is waited for to its end
@@ -28,17 +28,21 @@ KILL_WAIT = 30.0
 def kill(api: IncusAPI, name: str, path: str, when_idle: Callable[[Callable[[], Any]], Any]) -> None:
     """Force-stop instance ``name`` (at ``path``), and return once none of its processes runs; the stop goes on."""
     pidfd = _init_pidfd(api, name, path)
-    if pidfd is None:
-        when_idle(lambda: api.call("PUT", f"{path}/state", f"stopping {name}", {"action": "stop", "force": True}))
-        return
     try:
+        if pidfd is None:
+            when_idle(lambda: api.call("PUT", f"{path}/state", f"stopping {name}", {"action": "stop", "force": True}))
+            return
         answer = when_idle(lambda: api.request("PUT", f"{path}/state", f"stopping {name}",
                                                body={"action": "stop", "force": True}).json())
         ready, _, _ = select.select([pidfd], [], [], KILL_WAIT)
         if not ready:  # (a stop that failed after it began, say): its outcome tells
             api.wait(answer["operation"], f"stopping {name}")
+    except APIError as exc:
+        if not is_stopped_already(exc):  # (stopped meanwhile: none of its processes runs)
+            raise
     finally:
-        os.close(pidfd)
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def _init_pidfd(api: IncusAPI, name: str, path: str) -> int | None:

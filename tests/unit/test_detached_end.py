@@ -221,3 +221,17 @@ def test_an_end_at_work_is_waited_for_only_while_its_process_lives(workspace: Pa
     assert ends.wait_for_end(sessions.driver, name, timeout=0.3) is False and slept  # waited, up to the timeout
     sessions.driver.containers.clear()  # type: ignore[attr-defined]
     assert ends.wait_for_end(sessions.driver, name) is True
+
+
+def test_an_end_another_process_completes_after_the_listing_is_no_warning(workspace: Path) -> None:
+    """Listed while its helper still ended it, gone (that helper's work done) by the time the listing is acted on:
+    nothing to do, nothing to warn about (a concurrent 'cci run' warned "could not end ... no container named")."""
+    sessions, _recorder, _helper, name = run_detached(workspace, GONE)
+    ended, _ctx = sessions.launch(LaunchRequest(workspace, slot=2))
+    ended.stop()  # powered off inside, nobody watching: listed as ended
+    listing = sessions.driver.list_containers()
+    sessions.driver.containers.clear()  # both finished elsewhere meanwhile
+    warnings: list[str] = []
+    sessions.warn = warnings.append
+    assert sorted(sessions.reconcile(listing)) == sorted([name, ended.name])
+    assert warnings == []

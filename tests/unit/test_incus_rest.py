@@ -556,3 +556,25 @@ def test_limits_a_container_has_as_last_read_cost_no_request_and_others_one_upda
     IncusContainer(api_for(server), instance).apply_limits(limits._replace(cpu="3"))
     assert [method for method, _, _ in server.requests] == ["GET", "PUT", "GET"]
     assert server.requests[1][2]["config"]["limits.cpu"] == "3"
+
+
+@pytest.mark.parametrize("how", ["refused at once", "in its operation"])
+def test_a_stop_of_a_container_that_stopped_by_itself_meanwhile_is_done(server: FakeIncus, how: str) -> None:
+    """Powered off from inside between a look at it and the stop: Incus says it is stopped already, which is what
+    the stop was for (a 'cci run' whose command powered the container off left it behind, ending failed)."""
+    from cci_builtin_plugins.incus.container import IncusContainer
+
+    refused = (400, {"type": "error", "error_code": 400, "error": "The instance is already stopped"})
+    if how == "refused at once":
+        server.routes[("PUT", "/1.0/instances/c1/state")] = refused
+    else:
+        server.routes[("PUT", "/1.0/instances/c1/state")] = (202, {"type": "async", "operation": "/1.0/operations/s"})
+        server.routes[("GET", "/1.0/operations/s/wait")] = sync({"status": "Failure",
+                                                                 "err": "The instance is already stopped"})
+    container = IncusContainer(api_for(server), {"name": "c1", "status": "Running"})
+    container.stop(force=True)
+    container.kill()
+    server.routes[("PUT", "/1.0/instances/c1/state")] = (500, {"type": "error", "error_code": 500,
+                                                               "error": "Failed stopping instance: denied"})
+    with pytest.raises(APIError, match="denied"):  # any other refusal is still an error
+        container.stop(force=True)
