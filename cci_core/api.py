@@ -29,7 +29,8 @@ What it holds:
   (:class:`SafeDirectory`, :func:`open_directory`, :func:`copy_tree`...), files written into the container
   user's home without following its links (:func:`write_home_file`, :func:`read_home_file`...), the container layout
   (:data:`WORKSPACE_PATH`, :data:`CONTAINER_HOME`...) and cci's own directory on the host (:func:`state_dir`);
-- waiting with a growing pause for a state no event tells (:class:`Backoff`);
+- waiting with a growing pause for a state no event tells (:class:`Backoff`); one call on a thread of its own,
+  its result collected later (:class:`InBackground`);
 - for plugin commands: :func:`warn`, :func:`interruptible`, and the invocation's
   :func:`current_config`, :func:`current_plugins` and :func:`current_driver`.
 """
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from cci_core.backoff import Backoff
+    from cci_core.background import InBackground
     from cci_core.check import FAIL, OK, WARN, Check
     from cci_core.check import fail as check_fail
     from cci_core.check import ok as check_ok
@@ -167,7 +169,7 @@ __all__ = [
     # the container's layout; cci's own directory on the host
     "WORKSPACE_PATH", "CONTAINER_HOME", "CONTAINER_USER", "state_dir",
     # waiting for a state no event tells
-    "Backoff",
+    "Backoff", "InBackground",
     # hashes without OpenSSL's library
     "sha256", "sha1",
     # plugin commands
@@ -220,6 +222,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("own_command", "started_here"), "cci_core.cli.entry"),
     "Plugins": "cci_core.plugin_manager",
     "Backoff": "cci_core.backoff",
+    "InBackground": "cci_core.background",
     **dict.fromkeys(("sha256", "sha1"), "cci_core.digests"),
 }
 

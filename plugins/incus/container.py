@@ -58,6 +58,11 @@ def _read_text(path: str) -> str:
         return handle.read()
 
 
+def _own_root(instance: Mapping[str, Any]) -> dict[str, Any]:
+    """The instance's own ``root`` disk device as read ({}: it has the profile's only)."""
+    return dict((instance.get("devices") or {}).get("root") or {})
+
+
 class IncusContainer(Container):
     """An Incus instance; every call is one REST request (or an operation waited on)."""
 
@@ -70,7 +75,7 @@ class IncusContainer(Container):
         self._config = dict(instance.get("config") or {})
         self._devices = dict(instance.get("expanded_devices") or {})
         #: its own root disk device, if it has one (not the profile's): what [limits] disk changes
-        self._own_root = dict((instance.get("devices") or {}).get("root") or {})
+        self._own_root = _own_root(instance)
         self._nic_filtering = nic_filtering
         self._path = f"/1.0/instances/{quote(self._name)}"
         #: as last read or changed by this object (mounts go in at once while it runs: see _mounts_and_config)
@@ -226,7 +231,7 @@ class IncusContainer(Container):
             return  # (a warm container: made under them)
         current = self._read()
         self._config, self._devices = dict(current.get("config") or {}), dict(current.get("expanded_devices") or {})
-        self._own_root = dict((current.get("devices") or {}).get(ROOT) or {})
+        self._own_root = _own_root(current)
 
     def _behind_proxy(self) -> bool:
         from cci_builtin_plugins.incus.proxy import AGENT_KEYS, DEVICE

@@ -116,29 +116,17 @@ class IncusAPI:
         """Start a :meth:`get` of ``path`` now, on a thread with a connection of its own (closed after it), while
         this one goes on with other requests; the call returned waits for it and gives what it gave (or raises
         what it raised)."""
-        outcome: list[tuple[bool, Any]] = []
+        from cci_core.api import InBackground
 
-        def read() -> None:
+        def read() -> Any:
             try:
-                outcome.append((True, self.get(path, action, **params)))
-            except BaseException as exc:  # noqa: BLE001 (raised to the caller by the call returned)
-                outcome.append((False, exc))
+                return self.get(path, action, **params)
             finally:
                 connection = getattr(self._local, "connection", None)
                 if connection is not None:
                     self._drop(connection)
 
-        thread = threading.Thread(target=read, name="incus-get", daemon=True)
-        thread.start()
-
-        def result() -> Any:
-            thread.join()
-            done, value = outcome[0]
-            if not done:
-                raise value
-            return value
-
-        return result
+        return InBackground(read, "incus-get").result
 
     def call(self, method: str, path: str, action: str, body: Any = None, **kwargs: Any) -> Any:
         """Make a request and, if it started a background operation, wait for it; return the metadata."""

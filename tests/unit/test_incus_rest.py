@@ -378,6 +378,23 @@ def test_a_create_puts_the_limits_and_the_root_disk_size_in_its_one_request(serv
     assert [path.split("?")[0] for method, path, _ in server.requests].count("/1.0/profiles/default") == 1
 
 
+class AsPosted(dict):  # type: ignore[type-arg]
+    """Routes that answer a read of the container last posted as Incus would after its create: what was posted,
+    over the ``profile``'s devices."""
+
+    def __init__(self, server: FakeIncus, routes: dict[tuple[str, str], Route],
+                 profile: dict[str, Any] | None = None) -> None:
+        super().__init__(routes)
+        self.server, self.profile = server, profile or {}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        posted = [body for method, _, body in self.server.requests if method == "POST"]
+        if key[0] == "GET" and posted and key[1] == f"/1.0/instances/{posted[-1]['name']}":
+            return sync({"name": posted[-1]["name"], "config": posted[-1]["config"],
+                         "expanded_devices": {**self.profile, **posted[-1]["devices"]}})
+        return super().get(key, default)
+
+
 def test_a_create_with_mounts_and_a_network_leaves_its_configure_nothing_to_update(server: FakeIncus,
                                                                                     tmp_path: Path) -> None:
     """The session's own mounts and NIC go into the create request; configuring the same again sends nothing,
@@ -387,17 +404,7 @@ def test_a_create_with_mounts_and_a_network_leaves_its_configure_nothing_to_upda
 
     profile = {"root": {"type": "disk", "path": "/", "pool": "fast"}, "eth0": {"type": "nic", "network": "br0"}}
 
-    class Instance(dict):  # type: ignore[type-arg]
-        """Answers a read of c1 as Incus would after the create: what was posted over the profile's devices."""
-
-        def get(self, key: Any, default: Any = None) -> Any:
-            if key == ("GET", "/1.0/instances/c1"):
-                posted = [body for method, _, body in server.requests if method == "POST"][-1]
-                return sync({"name": "c1", "config": posted["config"],
-                             "expanded_devices": {**profile, **posted["devices"]}})
-            return super().get(key, default)
-
-    server.routes = Instance(server.routes)
+    server.routes = AsPosted(server, server.routes, profile)
     server.routes[("GET", "/1.0/profiles/default")] = sync({"devices": profile})
     server.routes[("POST", "/1.0/instances")] = sync({})
     server.routes[("PATCH", "/1.0/instances/c1")] = sync({})
@@ -510,17 +517,7 @@ def test_a_network_ensured_without_a_proxy_is_not_asked_for_its_proxy_again(serv
     from cci_core.driver import ContainerSpec
     from cci_core.network_policy import NetworkPlan, ProxySpec
 
-    class Instances(dict):  # type: ignore[type-arg]
-        """Answers a read of a container as it was posted."""
-
-        def get(self, key: Any, default: Any = None) -> Any:
-            posted = [body for method, _, body in server.requests if method == "POST"]
-            if key[0] == "GET" and posted and key[1] == f"/1.0/instances/{posted[-1]['name']}":
-                return sync({"name": posted[-1]["name"], "config": posted[-1]["config"],
-                             "expanded_devices": posted[-1]["devices"]})
-            return super().get(key, default)
-
-    server.routes = Instances({("POST", "/1.0/instances"): sync({})})
+    server.routes = AsPosted(server, {("POST", "/1.0/instances"): sync({})})
     driver = IncusDriver(load_config(tmp_path, environ={}))
     driver.__dict__["api"] = api_for(server)
     driver.__dict__["networks"] = type("Networks", (), {"ensure": staticmethod(lambda plan: plan.policy)})()
