@@ -2,11 +2,9 @@
 
 A headless run is a session like any other (kind ``session``, the configured tool, credentials
 in, ephemeral), but the tool runs once, non-interactively: its
-:meth:`~cci_core.tool.ToolAdapter.headless_command`, the prompt on its standard input. cci's
-exec gives commands no standard input, so the prompt is pushed into the container as a file only
-the container user can read (:data:`PROMPT_FILE`, outside the home and the workspace), which a
-small shell wrapper opens as the tool's standard input and removes before the tool starts. Its
-output is streamed, stdout and stderr apart; afterwards the session is ended like any other
+:meth:`~cci_core.tool.ToolAdapter.headless_command`, the prompt fed to its standard input as it
+reads (nothing is written into the container for it, and an exec the driver has to make again gets
+the whole prompt again: it is in memory). Its output is streamed, stdout and stderr apart; afterwards the session is ended like any other
 (saved, then deleted), and cci's exit code is the tool's.
 
 Both ``cci run -- CMD`` and a headless run stop at the session duration limit
@@ -18,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+from io import BytesIO
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
@@ -33,14 +32,6 @@ if TYPE_CHECKING:
 
 #: the largest prompt cci passes (a prompt is instructions, not data: put data into the workspace)
 MAX_PROMPT = 1 << 20
-#: where the prompt waits for the tool inside the container: a directory of the container user's (0700), so that the
-#: tool's user can remove the file, and nothing of it is in the home or the workspace. On the root disk: the container
-#: is still booting when the prompt is pushed, and a file in ``/run`` or ``/tmp`` may then be hidden by the tmpfs
-#: systemd mounts there (seen: 2 pushes into ``/run`` of 4 lost)
-PROMPT_DIRECTORY = "/var/lib/cci-prompt"
-PROMPT_FILE = f"{PROMPT_DIRECTORY}/prompt"
-#: the tool's standard input from the prompt file, which is removed before the tool starts
-_WITH_PROMPT = 'exec <"$1" && rm -f -- "$1" && shift && exec "$@"'
 
 
 class Sessions(Protocol):
@@ -117,11 +108,6 @@ def headless_command(tool: ToolAdapter, session_id: str, *, resume: bool, struct
     return list(argv)
 
 
-def with_prompt(argv: Sequence[str], path: str = PROMPT_FILE) -> list[str]:
-    """``argv`` run with file ``path`` as its standard input, the file removed before it starts."""
-    return ["sh", "-c", _WITH_PROMPT, "sh", path, *argv]
-
-
 def run_headless(manager: Sessions, container: Container, ctx: LaunchContext, prompt: Prompt, *, resume: bool,
                  stdout: OutputHandler | None = None, stderr: OutputHandler | None = None,
                  say: Callable[[str], None] = lambda line: None) -> int:
@@ -131,13 +117,11 @@ def run_headless(manager: Sessions, container: Container, ctx: LaunchContext, pr
     try:
         assert ctx.tool is not None  # a session's
         argv = headless_command(ctx.tool, ctx.session_id, resume=resume, structured=prompt.structured)
-        uid = manager.driver.container_uid
-        container.make_directory(PROMPT_DIRECTORY, mode=0o700, uid=uid, gid=uid)
-        container.push_file(PROMPT_FILE, prompt.text, mode=0o600, uid=uid, gid=uid)
     except BaseException:
         manager.finish(container, force=True)
         raise
-    code = run_to_end(manager, container, ctx, with_prompt(argv), stdout=stdout, stderr=stderr, say=say)
+    io = CommandIO(stdin=BytesIO(prompt.text), stdout=stdout, stderr=stderr)
+    code = run_to_end(manager, container, ctx, argv, io=io, say=say)
     say(f"session {ctx.session_id} saved: 'cci shell --resume={ctx.session_id}' continues it "
         f"('cci run --resume={ctx.session_id} --prompt ...' headless)")
     return code

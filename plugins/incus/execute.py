@@ -153,7 +153,7 @@ def start_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: in
                   stderr: OutputHandler | None = None, user_groups: bool = False) -> IncusCommand:
     """Start ``argv`` without a terminal, ``stdin`` fed to it as it reads, its output streamed to the handlers.
 
-    It is made again when Incus loses track of it at once only while none of its input was read: see
+    It is made again when Incus loses track of it at once only while none of its input is lost: see
     :class:`IncusCommand`.
     """
     action = f"running {argv[0] if argv else '?'} in {instance}"
@@ -165,8 +165,9 @@ def start_command(api: IncusAPI, instance: str, argv: Sequence[str], *, user: in
 class IncusCommand(RunningCommand):
     """One exec without a terminal: its websockets connected (so it runs), its input fed by a :class:`_Pump`.
 
-    When Incus loses track of it at once (:func:`is_not_ready`) before any of its input was read and any of
-    its output came, it is started again, as :func:`when_ready` does; else that failure is reported.
+    When Incus loses track of it at once (:func:`is_not_ready`) before any of its output came, and before any
+    of its input was read or with an input that can be given again from where it began (see :meth:`_Pump.hold`),
+    it is started again, as :func:`when_ready` does; else that failure is reported.
     """
 
     def __init__(self, api: IncusAPI, instance: str, body: Mapping[str, Any], action: str,
@@ -239,7 +240,8 @@ class _Pump:
     A command that ended first closes the socket, which stops the pump.
 
     A source with a file descriptor is read with ``os.read``: a buffered reader would hold its lock while it
-    waits, and the interpreter cannot exit while a thread holds it (cci's own standard input, a terminal)."""
+    waits, and the interpreter cannot exit while a thread holds it (cci's own standard input, a terminal).
+    A seekable source (a headless run's prompt, a regular file) can be given whole again from where it began."""
 
     def __init__(self, source: BinaryIO) -> None:
         try:
@@ -248,8 +250,11 @@ class _Pump:
             self._read = getattr(source, "read1", source.read)
         else:
             self._read = partial(os.read, fd)
+        self._rewind = _rewinder(source)
         self._changed = threading.Condition()
+        self._reading = threading.Lock()  # a read and a rewind, never both at once
         self._socket: Any = None
+        self._generation = 0  # a rewind begins the next: what was read before it is not sent
         self._read_any = self._ended = self._started = False
 
     def feed(self, socket: Any) -> None:
@@ -264,32 +269,74 @@ class _Pump:
                 threading.Thread(target=self._run, daemon=True, name="exec-0").start()
 
     def hold(self) -> bool:
-        """Send nothing until :meth:`feed` gives another socket, if nothing was read yet (then the exec may be
-        made again without losing input); whether it holds."""
+        """Send nothing until :meth:`feed` gives another socket, if nothing was read yet or the source can be
+        given again from where it began (then the exec may be made again without losing input); whether it
+        holds."""
         with self._changed:
             if self._read_any:
-                return False
+                if self._rewind is None:
+                    return False
+                with self._reading:
+                    self._rewind()
+                self._generation += 1
+                self._read_any = False
+                if self._ended:  # (all of it went to the exec that was lost: a new pump thread gives it again)
+                    self._ended = self._started = False
             self._socket = None
+            self._changed.notify_all()
             return True
 
     def _run(self) -> None:
-        socket = None
-        try:
-            while chunk := self._read(INPUT_CHUNK):
-                with self._changed:
-                    self._read_any = True
-                    while self._socket is None:
-                        self._changed.wait()
-                    socket = self._socket
+        while (sending := self._next()) is not None:
+            generation, socket, chunk = sending
+            try:
                 socket.send(chunk, binary=True)
-        except (OSError, ValueError, RuntimeError):
-            pass
-        finally:
+            except (OSError, ValueError, RuntimeError):  # the command ended, or its exec was lost
+                with self._changed:
+                    if generation == self._generation:  # (after a rewind it goes on)
+                        self._end()
+                        return
+
+    def _next(self) -> tuple[int, Any, bytes] | None:
+        """The next chunk to send, with its socket and generation; None once the input has ended (then the pump
+        has ended: see :meth:`_end`)."""
+        while True:
             with self._changed:
-                self._ended = True
-                socket = self._socket
-            if socket is not None:
-                close_quietly(socket)
+                generation = self._generation
+            try:
+                with self._reading:
+                    chunk = self._read(INPUT_CHUNK)
+            except (OSError, ValueError, RuntimeError):
+                chunk = b""  # an input that cannot be read ends
+            with self._changed:
+                if generation != self._generation:
+                    continue  # read before a rewind: it comes again
+                if not chunk:
+                    self._end()
+                    return None
+                self._read_any = True
+                while self._socket is None and generation == self._generation:
+                    self._changed.wait()
+                if generation == self._generation:
+                    return generation, self._socket, chunk
+
+    def _end(self) -> None:
+        """The pump's end (the lock held: a rewind comes before it, and is seen, or after it, and starts the pump
+        again): the command's end of file."""
+        self._ended = True
+        if self._socket is not None:
+            close_quietly(self._socket)
+
+
+def _rewinder(source: BinaryIO) -> Callable[[], object] | None:
+    """What puts ``source`` back where it is now, or None when it cannot go back (a pipe, a terminal)."""
+    try:
+        if not source.seekable():
+            return None
+        at = source.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return partial(source.seek, at)
 
 
 def probe_user_groups(api: IncusAPI, instance: str) -> str | None:

@@ -1,6 +1,7 @@
 """A command's standard input over the exec's input socket (cci run, cci container exec), against a fake Incus: sent
 as read, then closed (the end of file); signals over the control socket; an exec Incus lost track of at once is made
-again only while none of its input was read and none of its output came."""
+again only while none of its output came and none of its input was read, or its input can be read again from
+where it began (a seekable one)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 import json
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,13 +133,35 @@ def test_an_exec_incus_lost_track_of_before_any_input_was_read_is_made_again_wit
     assert b"".join(api.inputs()[-1].sent) == b"all of it"
 
 
-def test_an_exec_incus_lost_track_of_after_its_input_was_read_is_not_made_again() -> None:
+def test_an_exec_incus_lost_track_of_after_its_input_was_read_from_a_pipe_is_not_made_again() -> None:
+    read, write = os.pipe()
     api = API(failures=1)
-    command = start_command(api, "cci-x-1", ["cat"], stdin=io.BytesIO(b"used up"))  # type: ignore[arg-type]
-    api.inputs()[0].closed.wait(10)  # (the input was read and sent)
-    with pytest.raises(APIError, match="Failed to retrieve PID"):
-        command.wait()
+    with os.fdopen(read, "rb", buffering=0) as source:
+        command = start_command(api, "cci-x-1", ["cat"], stdin=source)  # type: ignore[arg-type]
+        os.write(write, b"used up")
+        os.close(write)
+        api.inputs()[0].closed.wait(10)  # (the input was read and sent: it cannot be read again)
+        with pytest.raises(APIError, match="Failed to retrieve PID"):
+            command.wait()
     assert api.started == 1
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+def test_an_exec_incus_lost_track_of_after_its_seekable_input_was_sent_is_made_again_with_all_of_it(
+    tmp_path: Path, failures: int
+) -> None:
+    """An input that can be read again (a headless run's prompt, a file on cci's standard input) goes again from
+    where it began, whole, to the exec made again: as if the lost one had had none."""
+    data = b"skipped" + os.urandom(2 * INPUT_CHUNK + 9)
+    (tmp_path / "input").write_bytes(data)
+    for source in (io.BytesIO(data), open(tmp_path / "input", "rb")):
+        with source:
+            source.seek(7)
+            api = API(failures=failures, code=4)
+            command = start_command(api, "cci-x-1", ["cat"], stdin=source)  # type: ignore[arg-type]
+            api.inputs()[0].closed.wait(10)  # (all of it was read and sent to the exec Incus then lost)
+            assert command.wait() == 4 and api.started == failures + 1
+            assert b"".join(api.inputs()[-1].sent) == data[7:] and api.inputs()[-1].closed.is_set()
 
 
 def test_an_exec_incus_lost_track_of_after_output_came_is_not_made_again() -> None:

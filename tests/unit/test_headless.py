@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,11 +23,8 @@ from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
 from cci_core.session_headless import (
     MAX_PROMPT,
-    PROMPT_DIRECTORY,
-    PROMPT_FILE,
     Prompt,
     read_prompt,
-    with_prompt,
 )
 from cci_core.session_store import SessionStore
 from cci_core.tool import ToolAdapter
@@ -116,16 +112,6 @@ def test_an_oversized_or_doubled_prompt_is_refused() -> None:
         read_prompt("a", "-", io.BytesIO(b"b"))
 
 
-def test_the_wrapper_gives_the_prompt_file_as_standard_input_and_removes_it_first(tmp_path: Path) -> None:
-    prompt = tmp_path / "prompt"
-    prompt.write_bytes(b"line one\nline 'two' $HOME\n")
-    script = "test -e \"$1\" && echo still there; cat"
-    result = subprocess.run(with_prompt(["sh", "-c", script, "sh", str(prompt)], str(prompt)),
-                            capture_output=True, check=True)
-    assert result.stdout == b"line one\nline 'two' $HOME\n"
-    assert not prompt.exists()
-
-
 # --- the run -----------------------------------------------------------------------------------------------
 
 
@@ -143,8 +129,7 @@ class Exec:
     def __init__(self, code: int) -> None:
         self.code = code
         self.runs: list[tuple[list[str], int, str | None, dict[str, str]]] = []
-        self.prompt_at_start: tuple[bytes, int, int, int] | None = None
-        self.directory_at_start: tuple[int, int, int] | None = None
+        self.container: FakeContainer | None = None
 
     def __call__(self, container: FakeContainer, argv: Sequence[str], *, user: int = 0, group: int = 0,
                  environment: Mapping[str, str] | None = None, cwd: str | None = None,
@@ -152,8 +137,7 @@ class Exec:
         if cwd != "/workspace":  # not the run: the launch's own commands (waiting for the boot)
             return ExecResult(0, "", "")
         self.runs.append((list(argv), user, cwd, dict(environment or {})))
-        self.prompt_at_start = container.files.get(PROMPT_FILE)
-        self.directory_at_start = container.directories.get(PROMPT_DIRECTORY)
+        self.container = container
         if stdout is not None and stderr is not None:
             stdout(b"out\n")
             stderr(b"err\n")
@@ -175,13 +159,11 @@ def test_a_headless_run_passes_the_prompt_streams_returns_the_code_and_saves_the
     assert code == 7 and out == [b"out\n"] and err == [b"err\n"]
     [(argv, user, cwd, environment)] = execute.runs
     [session] = saves.saved
-    assert argv == with_prompt(["demo", "--new", session, "--print", "--json"])
+    assert argv == ["demo", "--new", session, "--print", "--json"]
     assert (user, cwd, environment["HOME"]) == (1000, "/workspace", "/home/code")
-    # the prompt private to the container user, in a directory of the user's (the wrapper removes the file)
-    assert execute.prompt_at_start == (b"hello", 0o600, 1000, 1000)
-    assert execute.directory_at_start == (0o700, 1000, 1000) and PROMPT_FILE.startswith(PROMPT_DIRECTORY + "/")
-    # on the root disk: the container still boots, and the tmpfs systemd mounts on /run or /tmp would hide it
-    assert not PROMPT_DIRECTORY.startswith(("/run/", "/tmp/", "/dev/"))
+    # the prompt on the tool's standard input, and nothing written into the container for it
+    assert execute.container is not None and execute.container.started.input == b"hello"
+    assert not [path for path in execute.container.files if "prompt" in path]
     assert sessions.driver.containers == {}  # ephemeral whatever [defaults] persistent says: ended and deleted
     assert said == [f"session {session} saved: 'cci shell --resume={session}' continues it "
                     f"('cci run --resume={session} --prompt ...' headless)"]
@@ -196,7 +178,7 @@ def test_a_headless_run_continues_a_saved_session(tmp_path: Path, monkeypatch: p
                         lambda directory: None)
     saves = Saves()
     assert manager(tmp_path, saves).run_prompt(LaunchRequest(tmp_path), Prompt(b"more"), latest=True) == 0
-    assert execute.runs[0][0] == with_prompt(["demo", "--resume", "s-old", "--print"])
+    assert execute.runs[0][0] == ["demo", "--resume", "s-old", "--print"]
     assert saves.saved == ["s-old"]
 
 
