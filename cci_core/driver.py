@@ -598,6 +598,10 @@ class Driver(ABC):
         calls :meth:`Container.start_warm` in place of :meth:`Container.start`."""
         raise BackendError(f"the {self.name} driver keeps no warm containers", hint="set [pool] size = 0")
 
+    def check_host_paths(self, paths: Sequence[Path]) -> None:
+        """Raise a :class:`~cci_core.errors.CciError` (one line and its fix) when containers of this driver cannot
+        mount ``paths`` of this host (a server elsewhere): a launch asks before it makes anything."""
+
     def image_fingerprint(self, image: str) -> str | None:
         """The fingerprint of the image a create of ``image`` would use now (None: not a local image)."""
         for info in self.list_images():

@@ -229,6 +229,7 @@ class SessionManager:
         for path in real:
             check_mountable(path, "storage directory", self.tool_directories)
         check_storage_layout(workspace, real)
+        self.driver.check_host_paths((workspace, *real))
         return workspace, real
 
     # -- launch --------------------------------------------------------------------------------------

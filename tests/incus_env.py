@@ -21,6 +21,12 @@ BRIDGE_SUBNET = str(ipaddress.ip_interface(os.environ.get("CCI_TEST_SUBNET", "10
 TEST_USER = os.environ.get("CCI_TEST_USER", "ccitest")
 #: where cci's policy networks take their subnets in tests (their NAT is off: nothing leaves the machine)
 NETWORK_SUBNETS = os.environ.get("CCI_TEST_NETWORK_SUBNETS", "10.214.0.0/16")
+#: the test daemon on loopback HTTPS, as a remote of the incus CLI whose config scripts/incus-test-env keeps in
+#: STATE_DIR/remote-conf (the test user's; its client certificate trusted)
+STATE_DIR = Path(os.environ.get("CCI_TEST_STATE_DIR", "/var/lib/cci-test-env"))
+REMOTE = os.environ.get("CCI_TEST_REMOTE", "cci-test-remote")
+REMOTE_CONF = STATE_DIR / "remote-conf"
+HTTPS_ADDRESS = os.environ.get("CCI_TEST_HTTPS_ADDRESS", "127.0.0.1:18443")
 #: where scripts/incus-test-env and the tests keep what they fetch on the host
 CACHE_DIR = Path(os.environ.get("CCI_TEST_CACHE_DIR", "/var/cache/cci-test-env"))
 

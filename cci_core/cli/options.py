@@ -80,6 +80,8 @@ def global_options() -> list[click.Option]:
         click.Option(["--continue", "continue_"], is_flag=False, flag_value=LATEST_SESSION, default=None,
                      metavar="[SESSION_ID]", help="Alias for --resume."),
         click.Option(["--profile"], metavar="NAME", is_eager=True, help="Use the named [profiles.NAME] from the config."),
+        click.Option(["--remote"], metavar="NAME",
+                     help="Use this remote of the incus CLI ('incus remote list'; local: this host's Incus)."),
         click.Option(["--image"], metavar="NAME", help="Image to launch (default: cci)."),
         click.Option(["--env", "env"], multiple=True, metavar="KEY=VALUE", callback=_parse_env,
                      help="Set an environment variable in the container (repeatable)."),
@@ -104,6 +106,7 @@ class GlobalOptions(NamedTuple):
     resume: str | None = None
     continue_: str | None = None
     profile: str | None = None
+    remote: str | None = None
     image: str | None = None
     env: Mapping[str, str] | None = None
     storage: tuple[Path, ...] = ()
@@ -127,6 +130,8 @@ class GlobalOptions(NamedTuple):
         from cci_core.config import Override
 
         result = []
+        if self.remote is not None:
+            result.append(Override("incus.remote", self.remote, "--remote"))
         if self.image is not None:
             result.append(Override("defaults.image", self.image, "--image"))
         if self.persistent is not None:

@@ -55,6 +55,23 @@ class SocketAccessError(BackendError):
     """The local socket exists but this process may not read and write it."""
 
 
+class UntrustedServer(BackendError):
+    """A remote Incus offered a certificate other than the pinned one."""
+
+
+def _pinned(path: str) -> bytes:
+    """The DER bytes of the (first) certificate in PEM file ``path``."""
+    import ssl
+
+    try:
+        text = Path(path).read_text(encoding="ascii")
+        begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+        return ssl.PEM_cert_to_DER_cert(text[text.index(begin):text.index(end) + len(end)] + "\n")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the server certificate {path}: {getattr(exc, 'strerror', None) or exc}",
+                          key="incus.server_cert") from None
+
+
 class Endpoint(NamedTuple):
     """Where Incus listens: a local unix ``socket``, or a remote ``url`` with a client certificate."""
 
@@ -67,10 +84,14 @@ class Endpoint(NamedTuple):
         return self.url or str(self.socket)
 
     def ssl_context(self) -> ssl.SSLContext:
-        """TLS for a remote Incus: our client certificate, and the server's pinned one if configured."""
+        """TLS for a remote Incus: our client certificate; the server's checked against the system CAs and its
+        host name, or, pinned (``server_cert``), compared whole with the pinned one by :meth:`open`."""
         import ssl
 
-        context = ssl.create_default_context(cafile=self.server_cert)
+        context = ssl.create_default_context()
+        if self.server_cert:  # (an Incus server's own certificate: self-signed, often for another name)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         if self.cert:
             context.load_cert_chain(*self.cert)
         return context
@@ -89,10 +110,17 @@ class Endpoint(NamedTuple):
         url = parse.urlsplit(self.url or "")
         plain = sockets.create_connection((url.hostname or "", url.port or 8443), timeout=timeout)
         try:
-            return self.ssl_context().wrap_socket(plain, server_hostname=url.hostname or "")
+            secure = self.ssl_context().wrap_socket(plain, server_hostname=url.hostname or "")
         except BaseException:
             plain.close()
             raise
+        if self.server_cert and secure.getpeercert(binary_form=True) != _pinned(self.server_cert):
+            secure.close()
+            raise UntrustedServer(f"the server at {self.url} offered a certificate other than the one pinned in "
+                                  f"{self.server_cert}",
+                                  hint="if the server's certificate changed on purpose, add the remote again "
+                                       "('incus remote remove' and 'incus remote add'), or update [incus] server_cert")
+        return secure
 
     @property
     def host(self) -> str:
@@ -101,13 +129,35 @@ class Endpoint(NamedTuple):
             return "localhost"
         return parse.urlsplit(self.url or "").netloc.rpartition("@")[2]
 
+    def untrusted_hint(self) -> str:
+        """The fix when the remote does not trust our client certificate."""
+        cert = self.cert[0] if self.cert else "your client certificate"
+        return (f"{self.url} does not trust {cert}: on the server run 'incus config trust add-certificate' with it, "
+                "or add the remote with a trust token ('incus config trust add NAME' there, "
+                "'incus remote add NAME TOKEN' here)")
+
     def connection_error(self, exc: OSError) -> BackendError:
         """One actionable line for a failed connection."""
+        import ssl
+
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return UntrustedServer(f"the certificate of the server at {self} is not trusted "
+                                   f"({exc.verify_message or exc.reason})",
+                                   hint="add the remote with 'incus remote add NAME URL' (it shows the certificate's "
+                                        "fingerprint and pins it), or set [incus] server_cert to the server's "
+                                        "certificate")
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
             return BackendError(f"Incus is not running: connection refused on {self}", hint="is incusd running?")
         if exc.errno == errno.EACCES:
             return BackendError(f"permission denied on {self}", hint="is your user in the incus-admin group?")
         return BackendError(f"cannot connect to Incus on {self}: {exc.strerror or exc}")
+
+
+def remote_mount_error(url: str, path: Path | str) -> BackendError:
+    """A host path asked of a remote Incus, which would mount what it has at that path."""
+    return BackendError(f"the remote Incus {url} cannot mount {path} from this host",
+                        hint="cci does not sync a workspace to a remote Incus yet: run sessions on the local one "
+                             "('--remote local', or unset [incus] remote and url)")
 
 
 def quote(name: str) -> str:

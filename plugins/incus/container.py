@@ -20,6 +20,7 @@ from cci_core.api import (
     TreeEntry,
     TreeLimits,
 )
+from cci_builtin_plugins.incus.connection import remote_mount_error
 from cci_builtin_plugins.incus.errors import APIError, is_busy, is_stopped_already
 from cci_builtin_plugins.incus.files import InstanceFiles
 from cci_builtin_plugins.incus.instance_config import disk_device, labels_of, nic_devices
@@ -193,6 +194,7 @@ class IncusContainer(Container):
         instead of a NIC."""
         from cci_builtin_plugins.incus import proxy
 
+        self._check_local(mounts)
         extra, mounts = self._mounts_and_config(mounts, running=self._running)
         devices = {mount.device: disk_device(mount) for mount in mounts}
         if _has_host_mounts({**self._devices, **devices}):
@@ -270,7 +272,14 @@ class IncusContainer(Container):
             self.make_directory(str(Path(path).parent))
             self.push_file(path, data, mode=0o644)
 
+    def _check_local(self, mounts: Sequence[Mount]) -> None:
+        """Refuse host paths to a remote Incus, which would mount what it has at those paths (before anything is
+        made or changed)."""
+        if mounts and self._api.endpoint.url:
+            raise remote_mount_error(self._api.endpoint.url, mounts[0].source)
+
     def add_mount(self, mount: Mount) -> None:
+        self._check_local([mount])
         self._running = self.status() != "stopped"
         extra, (mount,) = self._mounts_and_config([mount], running=self._running)
         if extra and self._config.get("raw.idmap") != extra["raw.idmap"]:

@@ -160,7 +160,8 @@ def installed_check(config: Config, environ: Mapping[str, str]) -> Check:
     """Incus's unix socket exists, or a remote ``[incus] url`` is set."""
     incus = IncusSettings.of(config)
     if incus.url:
-        return ok(INSTALLED, f"remote Incus at {incus.url} ([incus] url)")
+        via = f"remote {incus.remote!r} of the incus CLI" if incus.remote else "[incus] url"
+        return ok(INSTALLED, f"remote Incus at {incus.url} ({via})")
     socket = find_socket(incus.socket, environ)
     setting, origin = _socket_setting(config, environ)
     chosen = f" ({setting}, set by {origin})" if setting else ""

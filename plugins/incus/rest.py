@@ -105,7 +105,10 @@ class IncusAPI:
         """Like :meth:`raw`, but an error answer raises :class:`APIError` (:class:`APINotFound` for 404)."""
         response = self.raw(method, path, **kwargs)
         if response.status >= 400:
-            raise api_error(action, response)
+            error = api_error(action, response)
+            if response.status == 403 and self.endpoint.cert:
+                error.hint = self.endpoint.untrusted_hint()
+            raise error
         return response
 
     def get(self, path: str, action: str, **params: Any) -> Any:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, NamedTuple
 from cci_core.api import Setting, https_url, non_empty, non_negative
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from cci_core.api import Config
 
 #: the section's name: ``[incus]`` and ``CCI_INCUS_*``
@@ -37,10 +39,15 @@ class IncusSettings(NamedTuple):
         int, Setting("UID of the tool user inside the container.", check=non_negative, aliases=("claude_uid",))
     ] = 1000
     socket: Annotated[str | None, Setting("Path of the Incus unix socket (default: auto-detect).")] = None
-    url: Annotated[str | None, Setting("HTTPS endpoint of a remote Incus, e.g. https://host:8443.", check=https_url)] = None
+    remote: Annotated[
+        str | None, Setting("A remote of the incus CLI ('incus remote add') to use, by name (local: this host's).")
+    ] = None
+    url: Annotated[str | None, Setting("HTTPS endpoint of a remote Incus, e.g. https://host:8443 (remote wins).",
+                                                    check=https_url)] = None
     client_cert: Annotated[str | None, Setting("Client certificate (PEM) for a remote Incus.")] = None
     client_key: Annotated[str | None, Setting("Client key (PEM) for a remote Incus.")] = None
-    server_cert: Annotated[str | None, Setting("Server certificate (PEM) to trust; default: the system CAs.")] = None
+    server_cert: Annotated[str | None, Setting("The server's certificate (PEM), trusted as it is (pinned); default: "
+                                                            "the system CAs and the host name.")] = None
     network_nat: Annotated[
         bool, Setting("Masquerade the traffic of the networks cci makes for network policies.")
     ] = True
@@ -61,4 +68,18 @@ class IncusSettings(NamedTuple):
     def of(cls, config: "Config") -> "IncusSettings":
         """The merged ``[incus]`` section of ``config`` (an error if the Incus plugin is not enabled)."""
         settings: IncusSettings = config.section(SECTION)
+        if settings.remote:
+            settings = settings.with_remote(project_set=config.source_of(f"{SECTION}.project") != "default")
         return settings
+
+    def with_remote(self, *, project_set: bool, environ: "Mapping[str, str] | None" = None) -> "IncusSettings":
+        """These settings with ``remote`` (a remote of the incus CLI) in place of ``url``, the certificates and the
+        socket, and its project unless ``project`` was set."""
+        import os
+
+        from cci_builtin_plugins.incus.remotes import find_remote
+
+        remote = find_remote(self.remote or "", os.environ if environ is None else environ)
+        return self._replace(url=remote.url, client_cert=remote.client_cert, client_key=remote.client_key,
+                             server_cert=remote.server_cert, socket=remote.socket or self.socket,
+                             project=self.project if project_set or not remote.project else remote.project)

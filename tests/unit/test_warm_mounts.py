@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cci_builtin_plugins.incus.connection import Endpoint
 from cci_builtin_plugins.incus.container import IncusContainer
 from cci_builtin_plugins.incus.idmap import UserMap
 from cci_core.context import Mount
@@ -17,9 +18,10 @@ from cci_core.errors import BackendError
 
 
 class RecordingAPI:
-    """Records the PATCHes; answers GETs with the instance."""
+    """Records the PATCHes; answers GETs with the instance (of the local daemon)."""
 
     project = "default"
+    endpoint = Endpoint(socket=Path("/var/lib/incus/unix.socket"))
 
     def __init__(self, instance: dict[str, Any]) -> None:
         self.instance = instance
