@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import MappingProxyType
@@ -362,6 +362,23 @@ class Container(ABC):
         No symlink is followed at ``destination`` or below it, nor in ``untrusted``
         directories (see :func:`cci_core.host_files.open_directory`).
         """
+
+    def write_tree(self, path: str, entries: Iterable[TreeEntry], *, uid: int = 0, gid: int = 0) -> None:
+        """Write ``entries`` (relative paths, a directory before what it holds) below directory ``path`` (made if
+        missing), owned by ``uid``:``gid`` with the entries' modes; merged into what is there. Each file's
+        ``data`` is read once, as it is written. This default writes entry by entry with :meth:`make_directory`,
+        :meth:`push_stream` and :meth:`push_file`; drivers override it to stream the whole tree at once."""
+        import posixpath
+
+        self.make_directory(path, mode=0o755, uid=uid, gid=gid)
+        for entry in entries:
+            target = posixpath.join(path, entry.path)
+            if entry.kind == "directory" and entry.path != ".":
+                self.make_directory(target, mode=entry.mode, uid=uid, gid=gid)
+            elif entry.kind == "file" and entry.data is not None:
+                self.push_stream(target, entry.data, entry.size, mode=entry.mode, uid=uid, gid=gid)
+            elif entry.kind == "symlink":
+                raise BackendError(f"{self.name}: this driver cannot write the symlink {target}")
 
     def read_tree(self, path: str, limits: TreeLimits) -> AbstractContextManager[Iterator[TreeEntry]]:
         """The directory ``path`` as entries (the directory itself first), read within ``limits``.

@@ -201,7 +201,7 @@ class SafeDirectory:
                 writer.write(chunk)
             writer.finish()
             if mode is not None:
-                os.fchmod(fd, mode & 0o777 & ~_umask())
+                os.fchmod(fd, mode & 0o777 & ~current_umask())
         except OSError as exc:
             raise _with_name(exc, self.join(name)) from None
         finally:
@@ -391,7 +391,7 @@ def leads_inside(path: str | Path, directory: str | Path) -> bool:
     return os.path.commonpath([inside, os.path.realpath(path)]) == inside
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process's umask, read without changing it (setting it, even back, races other threads' creations)."""
     try:
         with open("/proc/self/status", encoding="ascii", errors="replace") as status:

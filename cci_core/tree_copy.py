@@ -116,7 +116,7 @@ def copy_tree(entries: Iterable[TreeEntry], destination: Path, policy: CopyPolic
     try:
         for count, entry in enumerate(entries):
             if writer is None:
-                if _parts(entry.path) != () or entry.kind != "directory":
+                if entry_parts(entry.path) != () or entry.kind != "directory":
                     return report
                 os.mkdir(destination, 0o700)
                 writer = _Writer(destination, policy, source, report, max_file, max_total)
@@ -132,7 +132,7 @@ def copy_tree(entries: Iterable[TreeEntry], destination: Path, policy: CopyPolic
     return report
 
 
-def _parts(name: str) -> tuple[str, ...] | None:
+def entry_parts(name: str) -> tuple[str, ...] | None:
     """The components of a relative entry name; None for anything that could leave the tree."""
     if "\0" in name or name.startswith("/"):
         return None
@@ -166,7 +166,7 @@ class _Writer:
         if entry.kind == UNREADABLE:
             self.report.unreadable.append(entry.path)
             return True
-        parts = _parts(entry.path)
+        parts = entry_parts(entry.path)
         if not parts:  # leads out, or a second root
             self.report.refused += 1
             return True

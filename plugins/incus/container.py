@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
@@ -551,6 +551,11 @@ class IncusContainer(Container):
     def pull_tree(self, path: str, destination: Path, *, untrusted: Sequence[Path] = (),
                   on_skip: Callable[[str, str], None] | None = None) -> None:
         self._files.pull_tree(path, destination, untrusted=untrusted, on_skip=on_skip)
+
+    def write_tree(self, path: str, entries: Iterable[TreeEntry], *, uid: int = 0, gid: int = 0) -> None:
+        from cci_builtin_plugins.incus.tree_writer import write_tree
+
+        write_tree(self._api, self.name, path, entries, uid=uid, gid=gid)
 
     def read_tree(self, path: str, limits: TreeLimits) -> AbstractContextManager[Iterator[TreeEntry]]:
         from cci_builtin_plugins.incus.tree_reader import read_tree
