@@ -61,7 +61,7 @@ def write_tree(api: IncusAPI, instance: str, path: str, entries: Iterable[TreeEn
         raise failed[0]
     if code != 0:
         said = errors.decode("utf-8", errors="replace").strip().splitlines()
-        raise BackendError(f"writing {path} in {instance}: tar exited with {code}" + (f" ({said[-1]})" if said else ""))
+        raise BackendError(f"writing {path} in {instance}: tar exited with {code}" + (f" ({said[0]})" if said else ""))
 
 
 def _member(entry: TreeEntry, uid: int, gid: int, mtime: int) -> tuple[tarfile.TarInfo, object]:

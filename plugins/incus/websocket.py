@@ -32,6 +32,8 @@ CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 MAX_MESSAGE = 64 << 20
 #: close codes: a normal end
 NORMAL_CLOSURE = 1000
+#: seconds a websocket that nothing reads waits for the server's close before its TCP connection is closed
+CLOSE_WAIT = 5.0
 
 
 class WebSocketError(Exception):
@@ -49,7 +51,7 @@ class WebSocket:
         self._on_data, self._on_close = on_data, on_close
         self._sending = threading.Lock()
         self._state = threading.Lock()
-        self._close_sent = self._running = self._finished = False
+        self._close_sent = self._running = self._finished = self._shutting = False
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -75,15 +77,30 @@ class WebSocket:
             self._socket.sendall(head + key + mask(payload, key))
 
     def close(self, code: int = NORMAL_CLOSURE) -> None:
-        """Say the end (once); the socket itself is closed when :meth:`run` ends, or now if it does not run."""
+        """Say the end (once); the socket itself is closed when :meth:`run` ends, or now if it does not run: over
+        TCP once the server has answered the close (see :meth:`_await_close`)."""
         try:
             self._send_frame(CLOSE, struct.pack("!H", code))
         except OSError:
             pass  # sent before, or the server has gone: either way there is nothing more to say
         with self._state:
-            running = self._running
-        if not running:
-            self._shut()
+            if self._running or self._shutting:
+                return
+            self._shutting = True
+        if self._socket.family != sockets.AF_UNIX:
+            self._await_close()
+        self._shut()
+
+    def _await_close(self) -> None:
+        """Read until the server's close (at most :data:`CLOSE_WAIT` seconds): a TCP socket closed with data
+        unread (a TLS session ticket, say) is reset, and a reset can drop what the server had not read yet of
+        what was sent (the end of a command's input)."""
+        try:
+            self._socket.settimeout(CLOSE_WAIT)
+            while self._frame()[1] != CLOSE:
+                pass
+        except (OSError, ValueError, WebSocketError):
+            pass  # it closed, broke or kept silent: nothing more to wait for
 
     def _shut(self) -> None:
         with self._state:

@@ -5,8 +5,11 @@ untrusted client, a changed server certificate and an unknown remote are one lin
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pylxd
@@ -14,7 +17,7 @@ import pytest
 
 from cci_builtin_plugins.incus.driver import IncusDriver
 from tests import incus_env
-from tests.integration.conftest import assert_error, run_cci, unique_name
+from tests.integration.conftest import CCI, assert_error, run_cci, unique_name
 from tests.unit.test_incus_remotes import self_signed
 
 
@@ -46,6 +49,12 @@ def test_list_and_doctor_go_to_the_remote_with_its_certificate_and_project(
         ran = run_cci("--remote", incus_env.REMOTE, "container", "exec", name, "--", "sh", "-c",
                       "cat /etc/hostname; echo oops >&2; exit 3", env=environ)
         assert (ran.returncode, ran.stdout, ran.stderr) == (3, f"{name}\n", "oops\n")
+        # and its input, whole: over TCP the input socket is closed only once Incus has answered its close
+        data = os.urandom(8 << 20)
+        fed = subprocess.run([str(CCI), "--remote", incus_env.REMOTE, "container", "exec", name, "--", "sha256sum"],
+                             input=data, env=environ, capture_output=True, timeout=120, check=False)
+        assert fed.returncode == 0, fed.stderr
+        assert fed.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
         doctor = run_cci("--remote", incus_env.REMOTE, "doctor", env=environ)
         lines = {found[1]: found[2] for line in doctor.stdout.splitlines()
                  if (found := re.match(r"ok\s+(\S.*?)\s{2,}(.*)", line))}
