@@ -70,6 +70,9 @@ class LaunchContext:
     network_plan: NetworkPlan | None = None
     """That policy's plan as enforced (None: no plan, as under ``open``, or not known): what the container can reach,
     for the sandbox brief (:func:`~cci_core.hookspecs.cci_sandbox_brief`)."""
+    synced: bool = False
+    """The workspace is a copy in the container, not a mount: the server cannot mount this host's paths (a remote
+    Incus); cci copies it in at the launch and back at every save (:mod:`cci_core.workspace_sync`)."""
 
     def plugin_settings(self, plugin: str) -> Mapping[str, Any]:
         """The ``[plugins.<plugin>]`` settings from the merged config."""

@@ -615,9 +615,11 @@ class Driver(ABC):
         calls :meth:`Container.start_warm` in place of :meth:`Container.start`."""
         raise BackendError(f"the {self.name} driver keeps no warm containers", hint="set [pool] size = 0")
 
-    def check_host_paths(self, paths: Sequence[Path]) -> None:
-        """Raise a :class:`~cci_core.errors.CciError` (one line and its fix) when containers of this driver cannot
-        mount ``paths`` of this host (a server elsewhere): a launch asks before it makes anything."""
+    def mounts_host_paths(self) -> bool:
+        """Whether containers of this driver can mount paths of this host; when not (a server elsewhere), a
+        session's workspace is copied in and back instead (:mod:`cci_core.workspace_sync`). Asked before a launch
+        makes anything."""
+        return True
 
     def image_fingerprint(self, image: str) -> str | None:
         """The fingerprint of the image a create of ``image`` would use now (None: not a local image)."""

@@ -41,7 +41,7 @@ from cci_core.background import InBackground
 from cci_core.context import LaunchContext, Mount, SessionEvent
 from cci_core.driver import Container, ContainerExistsError, ContainerInfo, ContainerSpec, Driver
 from cci_core.errors import CciError, NotFoundError, PluginError, UsageError
-from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH
+from cci_core.layout import CONTAINER_HOME, CONTAINER_USER, WORKSPACE_PATH, state_dir
 from cci_core.limits import arm_poweroff, deadline_of, ended_by_duration, overdue, summary
 from cci_core.limits import labels_of as limit_labels
 from cci_core.mount_checks import check_mountable, check_sources, check_storage_layout
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from cci_core.command_io import CommandIO
     from cci_core.session_headless import Prompt
     from cci_core.tmux import TmuxSession
+    from cci_core.workspace_sync import SyncReport
     from cci_core.tool import ToolAdapter
     from cci_core.warm_pool import PoolTarget
 
@@ -131,9 +132,10 @@ class _NotWarmable(Exception):
     """A warm container cannot serve this launch (deleted again): a container is made for it."""
 
 
-def own_mounts(workspace: Path, storage: Sequence[Path]) -> list[Mount]:
-    """The mounts of a session's own: its workspace, and its storage directories."""
-    return [Mount("workspace", workspace, WORKSPACE_PATH, shift=True),
+def own_mounts(workspace: Path, storage: Sequence[Path], *, synced: bool = False) -> list[Mount]:
+    """The mounts of a session's own: its workspace (unless it is ``synced``: copied in and back), and its storage
+    directories."""
+    return [*([] if synced else [Mount("workspace", workspace, WORKSPACE_PATH, shift=True)]),
             *(Mount(f"storage{index}", path, f"/storage/{path.name}", shift=True) for index, path in enumerate(storage))]
 
 
@@ -222,14 +224,18 @@ class SessionManager:
                                       f"or end it with 'cci shutdown {info.name}'")
 
     def _prepare(self, workspace: Path, storage: Sequence[Path]) -> tuple[Path, tuple[Path, ...]]:
-        """The workspace and storage directories as real paths, each checked to be mountable."""
+        """The workspace and storage directories as real paths, each checked to be mountable (or, where the driver
+        cannot mount this host's paths, to be copied: the same checks, and no storage directories)."""
         workspace = workspace.resolve()
         check_mountable(workspace, sensitive=self.tool_directories)
         real = tuple(path.resolve() for path in storage)
         for path in real:
             check_mountable(path, "storage directory", self.tool_directories)
         check_storage_layout(workspace, real)
-        self.driver.check_host_paths((workspace, *real))
+        if real and not self.driver.mounts_host_paths():
+            raise UsageError(f"--storage mounts {real[0]} from this host, which the {self.driver.name} driver's "
+                             "server cannot do (it is not this host)",
+                             hint="put what the session needs into the workspace, which is copied in and back")
         return workspace, real
 
     # -- launch --------------------------------------------------------------------------------------
@@ -254,16 +260,17 @@ class SessionManager:
             kind=Kind(request.kind), workspace=str(workspace), tool=tool.name if tool else "",
             mode=Mode.PERSISTENT if persistent else Mode.EPHEMERAL, session=request.resume_from or str(uuid.uuid4()),
             state=State.LAUNCHING, launcher=me, network=attachment.policy, limits=summary(self.config),
-            deadline=deadline_of(self.config),
+            deadline=deadline_of(self.config), synced=None if self.driver.mounts_host_paths() else True,
         )
-        pool = self._pool_target(attachment) if not persistent and not request.slot else None
+        pool = self._pool_target(attachment) if not persistent and not request.slot and not record.synced else None
         if pool is not None and listing is None:
             listing = self.driver.list_containers()
 
         def create(name: str, slot: int) -> Container:  # (made with its own mounts and network: see _configure)
             spec = ContainerSpec(name, defaults.image, labels=record.but(slot=slot).to_labels(),
                                  config=self.driver.base_config, limits=self.config.limits,
-                                 mounts=own_mounts(workspace, storage), network=attachment.network)
+                                 mounts=own_mounts(workspace, storage, synced=bool(record.synced)),
+                                 network=attachment.network)
             try:
                 return self.driver.create(spec)
             except ContainerExistsError:
@@ -300,6 +307,7 @@ class SessionManager:
             ctx.resume_from = request.resume_from
             ctx.substitutions = substitutions
             ctx.network_policy, ctx.network_plan = attachment.policy, attachment.plan
+            ctx.synced = bool(record.synced)
             # a warm one runs: the connection for its files opens while it is configured (see file_batch)
             with container.file_batch() if warm else contextlib.nullcontext():
                 others = self._configure(container, ctx, attachment.network, warm=warm)
@@ -317,6 +325,8 @@ class SessionManager:
             self._started(container, me)  # (while the readiness wait goes on: a failure after it still undoes all)
             if booted is not None:
                 self._settle_readiness(container, booted.result(), request.readiness)
+            if ctx.synced:
+                self._sync_in(container, ctx)
             if request.kind == Kind.SESSION:
                 self._arm_deadline(container, record.deadline)
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
@@ -472,7 +482,7 @@ class SessionManager:
                 config[key] = value
         if warm and config != dict(base):
             raise _NotWarmable
-        mounts = own_mounts(ctx.workspace, ctx.storage)
+        mounts = own_mounts(ctx.workspace, ctx.storage, synced=ctx.synced)
         for contribution in hook.cci_mounts(ctx=ctx):
             mounts.extend(contribution or ())
         devices = [mount.device for mount in mounts]
@@ -547,6 +557,8 @@ class SessionManager:
                 self.plugins.hook.cci_inject_credentials(ctx=ctx, container=container)
                 self._write_brief(ctx, container)
                 self.wait_ready(container)
+                if ctx.synced:
+                    self._sync_in(container, ctx)
                 self._arm_deadline(container, SessionRecord.from_labels(limits).deadline)
                 self._started(container, me)
                 self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
@@ -685,6 +697,7 @@ class SessionManager:
             environment=dict(self.config.defaults.environment) if workspace == self.config.workspace else {},
             tool=self._tool(record.tool) if record.tool else None,
             network_policy=record.network or "",
+            synced=bool(record.synced),
         )
 
     def running(self, name: str, labels: Mapping[str, str] | None = None) -> tuple[Container, LaunchContext]:
@@ -726,8 +739,38 @@ class SessionManager:
         return attach_and_settle(self, container, ctx, command=command, fresh=fresh, say=say)
 
     def save(self, ctx: LaunchContext, container: Container, event: SessionEvent) -> None:
-        """Save a live session's state (``cci_session_save``): at detach, periodically, or on request."""
+        """Save a live session's state (``cci_session_save``): at detach, periodically, or on request; a synced
+        workspace is brought back first."""
+        if ctx.synced:
+            self.sync_back(container, ctx.workspace)
         self.plugins.hook.cci_session_save(ctx=ctx, container=container, event=event)
+
+    # -- a workspace copied, not mounted (cci_core.workspace_sync) ------------------------------------------------
+
+    def _sync_in(self, container: Container, ctx: LaunchContext) -> None:
+        """Copy the workspace into the container just started, as the container user's; what was copied is the
+        manifest the copies back compare with."""
+        from cci_core.workspace_sync import Excludes, manifest_path, save_manifest, sync_limits, sync_to_container
+
+        container.exec(["true"])  # (the driver waits until it can run commands: a start may still be settling)
+        records = sync_to_container(container, ctx.workspace, WORKSPACE_PATH, uid=self.driver.container_uid,
+                                    excludes=Excludes(self.config.sync.exclude), limits=sync_limits(self.config))
+        save_manifest(manifest_path(state_dir(), container.name), records)
+
+    def sync_back(self, container: Container, workspace: Path) -> SyncReport:
+        """Bring the container's copy of ``workspace`` back to the host (see :mod:`cci_core.workspace_sync`),
+        telling the user what they should know (both sides changed a file; what was left out); its report."""
+        from cci_core.workspace_sync import (Excludes, describe, load_manifest, manifest_path, protected_patterns,
+                                             save_manifest, sync_limits, sync_to_host)
+
+        manifest = manifest_path(state_dir(), container.name)
+        excludes = Excludes([*self.config.sync.exclude, *protected_patterns(self.config)])
+        report, records = sync_to_host(container, WORKSPACE_PATH, workspace, load_manifest(manifest),
+                                       excludes=excludes, limits=sync_limits(self.config))
+        save_manifest(manifest, records)
+        for line in describe(report):
+            self._report(f"{container.name}: {line}")
+        return report
 
     # -- ending --------------------------------------------------------------------------------------
 
@@ -765,7 +808,8 @@ class SessionManager:
         if state not in (State.RUNNING, State.SAVED, State.LAUNCHING):
             return False
         assert state is not None
-        helper = self._detached_end(container.name, delete) if detach else None
+        synced = bool(record.synced) and state is State.RUNNING  # (its copy comes back before this returns)
+        helper = self._detached_end(container.name, delete) if detach and not synced else None
         ending = {"state": State.ENDING.value, "launcher": helper.launcher if helper else launcher_id(),
                   "previous": state.value}
         if not container.compare_and_set_labels(_state(state), ending):
@@ -775,7 +819,11 @@ class SessionManager:
         # handed back when the session is not ended now (to its own cci process, if it has one that still runs:
         # a 'cci run'), so that a later command retries
         handed_back = record.owner()
+        synced_back = False
         try:
+            if synced and container.status() == "running":  # read while it runs: one stream, not a walk
+                self.sync_back(container, record.workspace_path)
+                synced_back = True
             if container.status() != "stopped":
                 self._stop(container, force=force, timeout=timeout, kill=helper is not None)
         except BaseException:
@@ -789,7 +837,7 @@ class SessionManager:
             finally:
                 helper.release()
             return True
-        return self._complete(container, labels, state, handed_back, delete)
+        return self._complete(container, labels, state, handed_back, delete, synced_back=synced_back)
 
     def _detached_end(self, name: str, delete: bool | None) -> DetachedEnd | None:
         """The detached process for :meth:`finish`'s ``detach``; None when there is none, or it could not start
@@ -831,7 +879,7 @@ class SessionManager:
             return self.context(name, SessionRecord.from_labels(labels).but(tool="").to_labels()), exc
 
     def _complete(self, container: Container, labels: Mapping[str, str], state: State,
-                  handed_back: Mapping[str, str], delete: bool | None) -> bool:
+                  handed_back: Mapping[str, str], delete: bool | None, *, synced_back: bool = False) -> bool:
         """The rest of :meth:`finish` once the container has stopped: the save (of a session that was running),
         the delete (or the mark ``saved``), the ``cci_session_end`` hooks."""
         try:
@@ -840,6 +888,8 @@ class SessionManager:
             # a saved session was saved when it ended; a launch never ran
             if failure is None and state is State.RUNNING:
                 try:
+                    if ctx.synced and not synced_back:
+                        self.sync_back(container, ctx.workspace)
                     self.plugins.hook.cci_post_exit_save(ctx=ctx, container=container)
                 except CciError as exc:
                     failure = exc
@@ -856,6 +906,10 @@ class SessionManager:
         deleted = (not ctx.persistent) if delete is None else delete
         if deleted:
             container.delete()
+            if ctx.synced:
+                from cci_core.workspace_sync import manifest_path
+
+                manifest_path(state_dir(), container.name).unlink(missing_ok=True)
         else:
             container.set_labels(_state(State.SAVED))
         self.plugins.hook.cci_session_end(ctx=ctx, deleted=deleted, report=self._report)

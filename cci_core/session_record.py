@@ -73,6 +73,7 @@ class SessionRecord:
     network: str | None = None  # the network policy it is under
     limits: str | None = None  # the [limits] it was started under ('cpu=2 memory=4GiB ...', cci_core.limits.summary)
     deadline: int | None = None  # when the session must end ([limits] duration), in seconds since the epoch
+    synced: bool | None = None  # the workspace is a copy, synced back at saves (a server that cannot mount it)
 
     @classmethod
     def from_labels(cls, labels: Mapping[str, str]) -> SessionRecord:
@@ -91,6 +92,7 @@ class SessionRecord:
             network=labels.get("network"),
             limits=labels.get("limits"),
             deadline=int(deadline) if deadline is not None and deadline.isascii() and deadline.isdigit() else None,
+            synced=True if labels.get("synced") == "True" else None,
         )
 
     def to_labels(self) -> dict[str, str]:

@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from cci_core.driver import UNREADABLE, TreeEntry, TreeLimits
+from cci_core.errors import UsageError
 from cci_core.host_files import SafeDirectory, current_umask
 from cci_core.private_files import read_json, replace_private_json
 from cci_core.tree_copy import entry_parts
 
 if TYPE_CHECKING:
+    from cci_core.config import Config
     from cci_core.driver import Container
 
 #: the manifest's format
@@ -41,6 +43,10 @@ VERSION = 1
 #: what a temporary file on the host starts with while a container's file is written
 _TEMPORARY = ".cci-sync-"
 _CHUNK = 1 << 16
+
+
+class WorkspaceTooLarge(UsageError):
+    """The workspace is over ``[sync] max_size``."""
 
 
 class Record(NamedTuple):
@@ -100,6 +106,20 @@ def _path_match(path: str, pattern: str) -> bool:
     return match(0, 0)
 
 
+def sync_limits(config: Config) -> TreeLimits:
+    """The bounds of a copy either way: ``[sync] max_size`` in all (and for one file), an hour, ten minutes idle."""
+    from cci_core.limits import parse_size
+
+    size = parse_size(config.sync.max_size)
+    return TreeLimits(max_file=size, max_bytes=size, timeout=3600, idle=600)
+
+
+def protected_patterns(config: Config) -> list[str]:
+    """``[security] protected_paths`` as excludes of the copy back: what the agent must not change on the host
+    never comes back (where a mount would have made them read-only)."""
+    return ["/" + path.strip("/") for path in config.security.protected_paths if path.strip("/")]
+
+
 def manifest_path(state: Path, container: str) -> Path:
     """Where the manifest of ``container``'s workspace is kept, below cci's state directory ``state``."""
     return state / "sync" / f"{container}.json"
@@ -139,7 +159,14 @@ def _host_entries(workspace: Path, excludes: Excludes, limits: TreeLimits,
     with SafeDirectory.at(workspace) as root:
         yield TreeEntry(".", "directory", stat.S_IMODE(os.fstat(root.fd).st_mode))
         pending: list[tuple[str, _Hashing, tuple[int, int, int]]] = []
+        total = 0
         for entry, info in _walk(root, "", excludes, limits):
+            total += entry.size
+            if total > limits.max_bytes:
+                raise WorkspaceTooLarge(f"the workspace {workspace} is over [sync] max_size "
+                                        f"({limits.max_bytes >> 20} MiB) to copy into the container",
+                                        hint="leave out what the session does not need with [sync] exclude, "
+                                             "or raise [sync] max_size")
             for name, hashing, stamp in pending:
                 records[name] = Record("file", hashing.hexdigest(), stamp)
             pending.clear()

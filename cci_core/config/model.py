@@ -16,6 +16,7 @@ from cci_core.config.schema import (
     PluginsConfig,
     PortsConfig,
     PoolConfig,
+    SyncConfig,
     ReadinessConfig,
     ProfileConfig,
     Schema,
@@ -71,8 +72,10 @@ class Config(NamedTuple):
     ports: PortsConfig = PortsConfig()
     """``[ports]``: container ports published on the host."""
     pool: PoolConfig = PoolConfig()
-    readiness: ReadinessConfig = ReadinessConfig()
     """``[pool]``: started containers kept ready for ephemeral launches."""
+    readiness: ReadinessConfig = ReadinessConfig()
+    sync: SyncConfig = SyncConfig()
+    """``[sync]``: the workspace copied to a server that cannot mount it, and back."""
 
     def section(self, name: str) -> Any:
         """The ``[name]`` section: a core one (``network``...) or one an enabled plugin declared.

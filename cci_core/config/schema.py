@@ -245,6 +245,16 @@ class PoolConfig(NamedTuple):
                                                                       "waits"))] = 0
 
 
+class SyncConfig(NamedTuple):
+    """``[sync]``: the workspace copied into containers on a server that cannot mount it (a remote Incus), and
+    back at every save (see docs/configuration.md, *Remote Incus*)."""
+
+    exclude: Annotated[list[str], Setting(".gitignore-style patterns left out both ways (node_modules/, *.log, "
+                                          "/build/out).")] = []
+    max_size: Annotated[str, Setting("Largest workspace copied (10GiB): a larger one is refused, a copy back stops.",
+                                     check=check_save_size)] = "10GiB"
+
+
 #: the longest ``[readiness] timeout``: an hour
 MAX_READY_TIMEOUT = 3600
 
@@ -308,6 +318,7 @@ SECTIONS: dict[str, type] = {
     "ports": PortsConfig,
     "pool": PoolConfig,
     "readiness": ReadinessConfig,
+    "sync": SyncConfig,
 }
 """The core's plain sections, in display order; each is an attribute of the same name on ``Config``.
 

@@ -22,7 +22,7 @@ from cci_core.api import (
     NotFoundError,
     ServerInfo,
 )
-from cci_builtin_plugins.incus.connection import quote, remote_mount_error, resolve_endpoint
+from cci_builtin_plugins.incus.connection import quote, resolve_endpoint
 from cci_builtin_plugins.incus.errors import APIError, APINotFound, is_conflict
 from cci_builtin_plugins.incus.idmap import UserMap
 from cci_builtin_plugins.incus.instance_config import labels_of
@@ -111,9 +111,8 @@ class IncusDriver(Driver):
         """The invoking user and the container user their workspace files map to."""
         return UserMap(os.getuid(), os.getgid(), self.settings.container_uid)
 
-    def check_host_paths(self, paths: Sequence[Path]) -> None:
-        if paths and self.api.endpoint.url:
-            raise remote_mount_error(self.api.endpoint.url, paths[0])
+    def mounts_host_paths(self) -> bool:
+        return self.api.endpoint.socket is not None  # (a remote would mount what it has at those paths)
 
     def _container(self, instance: dict[str, Any]) -> IncusContainer:
         from cci_builtin_plugins.incus.container import IncusContainer

@@ -118,7 +118,7 @@ def cci_pre_start(ctx: LaunchContext, container: Container, restart: bool) -> No
         if names:
             container.remove_mounts(names)
             container.set_labels({LABEL: ""})
-    else:
+    elif not ctx.synced:  # (a copied workspace: the protected paths never come back, see cci_core.workspace_sync)
         mounts = protected_mounts(ctx.workspace, protected)
         if mounts:
             container.configure({}, mounts)

@@ -1,7 +1,8 @@
 """cci against a remote Incus named as the incus CLI knows it (``--remote``, ``[incus] remote``): the test daemon on
 loopback HTTPS, its client certificate trusted (scripts/incus-test-env). What does not need the workspace works
-through it; a session, whose workspace a remote server cannot mount, is refused before anything is made; an
-untrusted client, a changed server certificate and an unknown remote are one line each with the fix."""
+through it; a session there gets a copy of the workspace, synced back before 'cci run' returns, a file changed
+on both sides kept twice; an untrusted client, a changed server certificate and an unknown remote are one line
+each with the fix."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pylxd
@@ -70,24 +72,78 @@ def test_list_and_doctor_go_to_the_remote_with_its_certificate_and_project(
         run_cci("container", "delete", "--force", name, env=cci_environ)
 
 
-def test_a_session_on_a_remote_is_refused_before_anything_is_made(
-    workspace: Path, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str], launched: str
+def test_a_run_on_a_remote_gets_a_copy_of_the_workspace_and_its_changes_come_back_before_it_returns(
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str]
+) -> None:
+    (workspace / "in.txt").write_text("from the host\n")
+    (workspace / "gone.txt").write_text("to be removed inside\n")
+    (workspace / "etc").symlink_to("/etc")  # a link out: copied as a link, never followed
+    script = ("cat in.txt > out.txt && ! grep -q ' /workspace ' /proc/mounts && test -L etc && "
+              "test \"$(stat -c %u in.txt)\" = 1000 && mkdir -p d/e && echo deep > d/e/f && rm gone.txt && "
+              "ln -s /etc/shadow leak && ln -s ../in.txt d/up && exit 5")
+    result = run_cci("--workspace", str(workspace), "--remote", incus_env.REMOTE, "run", "--", "sh", "-c", script,
+                     env=remote_environ(cci_environ))
+    assert result.returncode == 5, result.stderr
+    assert (workspace / "out.txt").read_text() == "from the host\n"
+    assert (workspace / "d/e/f").read_text() == "deep\n" and os.readlink(workspace / "d/up") == "../in.txt"
+    assert not (workspace / "gone.txt").exists()
+    assert not os.path.lexists(workspace / "leak") and "leak" in result.stderr  # a link out is not made, and said
+    assert os.readlink(workspace / "etc") == "/etc"
+    assert not [name for name in os.listdir(workspace) if name.startswith(".cci-sync")]
+
+
+def test_a_file_changed_on_both_sides_keeps_the_hosts_and_puts_the_containers_beside_it(
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str]
+) -> None:
+    (workspace / "shared.txt").write_text("before\n")
+    run = subprocess.Popen([str(CCI), "--workspace", str(workspace), "--remote", incus_env.REMOTE, "run", "--", "sh",
+                            "-c", "echo container > shared.txt && while [ ! -e /tmp/go ]; do sleep 0.1; done"],
+                           env=remote_environ(cci_environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        name = wait_for_copy(incus, workspace, "shared.txt", "container\n")
+        devices = incus.instances.get(name).expanded_devices
+        assert not [device for device in devices.values() if device.get("type") == "disk"
+                    and device.get("source", "").startswith("/")]  # no host path: a copy, not a mount
+        (workspace / "shared.txt").write_text("host\n")
+        incus.instances.get(name).execute(["touch", "/tmp/go"])
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, stderr
+    assert (workspace / "shared.txt").read_text() == "host\n"
+    [beside] = [path for path in workspace.iterdir() if path.name.startswith("shared.txt.cci-container-")]
+    assert beside.read_text() == "container\n"
+    assert "shared.txt changed on both sides" in stderr and beside.name in stderr
+
+
+def wait_for_copy(incus: pylxd.Client, workspace: Path, path: str, content: str, timeout: float = 90) -> str:
+    """The session container of ``workspace`` once its copy of ``path`` holds ``content``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for instance in incus.instances.all():
+            if instance.config.get("user.cci.workspace") == str(workspace.resolve()) and instance.status == "Running":
+                found = instance.execute(["cat", f"/workspace/{path}"])
+                if found.exit_code == 0 and found.stdout == content:
+                    return str(instance.name)
+        time.sleep(0.2)
+    raise AssertionError(f"no container of {workspace} got {path} = {content!r}")
+
+
+def test_storage_and_mounts_are_refused_on_a_remote_before_anything_is_made(
+    workspace: Path, tmp_path: Path, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str],
+    launched: str
 ) -> None:
     before = {instance.name for instance in incus.instances.all()}
-    networks = {network.name for network in incus.networks.all()}
-    for command in (("run", "--", "true"), ("run", "--prompt", "hello")):
-        result = run_cci("--workspace", str(workspace), "--remote", incus_env.REMOTE, *command,
-                         env=remote_environ(cci_environ))
-        assert_error(result, 4, f"the remote Incus https://{incus_env.HTTPS_ADDRESS} cannot mount {workspace} "
-                                "from this host", "--remote local")
-    # nor a mount into a container there
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    result = run_cci("--workspace", str(workspace), "--remote", incus_env.REMOTE, "--storage", str(storage), "run",
+                     "--", "true", env=remote_environ(cci_environ))
+    assert_error(result, 2, f"--storage mounts {storage} from this host", "copied in and back")
     result = run_cci("--remote", incus_env.REMOTE, "container", "mount", launched, "mnt", str(workspace),
-                     "/mnt",
-                     env=remote_environ(cci_environ))
+                     "/mnt", env=remote_environ(cci_environ))
     assert_error(result, 4, f"cannot mount {workspace} from this host")
     assert "mnt" not in {device for device in incus.instances.get(launched).devices}
     assert {instance.name for instance in incus.instances.all()} == before
-    assert {network.name for network in incus.networks.all()} == networks
 
 
 def test_an_untrusted_client_a_changed_server_and_an_unknown_remote_are_one_line_each(

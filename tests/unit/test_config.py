@@ -576,7 +576,7 @@ def test_render_toml(layers: Layers) -> None:
     assert f"ttl = 5  # {layers.project}:4" in text
     headers = [line for line in text.splitlines() if line.startswith("[")]
     assert headers == ["[defaults]", "[defaults.environment]", "[tool]", "[paths]", "[network]", "[security]", "[secrets]",
-                       "[limits]", "[ports]", "[pool]", "[readiness]",
+                       "[limits]", "[ports]", "[pool]", "[readiness]", "[sync]",
                        "[incus]  # plugin incus", "[plugins]", "[plugins.net]"]  # fmt: skip
     assert "container_uid = 1000  # default" in text
 
