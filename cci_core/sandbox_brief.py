@@ -40,11 +40,14 @@ MAX_EXISTING = 256 * 1024
 
 def core_paragraphs(ctx: LaunchContext) -> list[str]:
     """What the core says: where the agent runs, and the limits set."""
+    where, shared = ("on a server away from the user's machine", "a copy of the user's project, copied back to "
+                     "their machine when the session is saved and when it ends") if ctx.synced else \
+        ("on the user's machine", "shared with the user's machine")
     paragraphs = [
         "# You run in a cci sandbox\n\n"
-        f"This is a cci container (an Incus system container) on the user's machine. You are the user "
+        f"This is a cci container (an Incus system container) {where}. You are the user "
         f"`{CONTAINER_USER}` (home `{CONTAINER_HOME}`) with passwordless `sudo`: root inside. The project is at "
-        f"`{WORKSPACE_PATH}`, shared with the user's machine; nothing else of it is here (no other files, "
+        f"`{WORKSPACE_PATH}`, {shared}; nothing else of the user's machine is here (no other files, "
         "no SSH keys, no credentials of the user's)."
     ]
     limits = limit_lines(ctx)

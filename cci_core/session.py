@@ -326,7 +326,7 @@ class SessionManager:
             if booted is not None:
                 self._settle_readiness(container, booted.result(), request.readiness)
             if ctx.synced:
-                self._sync_in(container, ctx)
+                self.sync_in(container, ctx.workspace)
             if request.kind == Kind.SESSION:
                 self._arm_deadline(container, record.deadline)
             self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
@@ -558,7 +558,7 @@ class SessionManager:
                 self._write_brief(ctx, container)
                 self.wait_ready(container)
                 if ctx.synced:
-                    self._sync_in(container, ctx)
+                    self.sync_in(container, ctx.workspace)
                 self._arm_deadline(container, SessionRecord.from_labels(limits).deadline)
                 self._started(container, me)
                 self.plugins.hook.cci_post_launch(ctx=ctx, container=container)
@@ -747,27 +747,38 @@ class SessionManager:
 
     # -- a workspace copied, not mounted (cci_core.workspace_sync) ------------------------------------------------
 
-    def _sync_in(self, container: Container, ctx: LaunchContext) -> None:
-        """Copy the workspace into the container just started, as the container user's; what was copied is the
-        manifest the copies back compare with."""
-        from cci_core.workspace_sync import Excludes, manifest_path, save_manifest, sync_limits, sync_to_container
+    def sync_in(self, container: Container, workspace: Path, *, again: bool = False) -> None:
+        """Copy ``workspace`` into the running container, as the container user's; what was copied is the manifest
+        the copies back compare with. ``again`` (``cci sync --to-container``): into a copy that may have changed,
+        which is brought back first (:meth:`sync_back`), so that nothing of it is lost; then what the host removed
+        since is removed there."""
+        if again:
+            self.sync_back(container, workspace)
+        from cci_core.host_lock import held
+        from cci_core.workspace_sync import (Excludes, load_manifest, manifest_path, save_manifest, sync_limits,
+                                             sync_to_container)
 
         container.exec(["true"])  # (the driver waits until it can run commands: a start may still be settling)
-        records = sync_to_container(container, ctx.workspace, WORKSPACE_PATH, uid=self.driver.container_uid,
-                                    excludes=Excludes(self.config.sync.exclude), limits=sync_limits(self.config))
-        save_manifest(manifest_path(state_dir(), container.name), records)
+        manifest = manifest_path(state_dir(), container.name)
+        with held(manifest.with_suffix(".lock")):  # (one copy of a container's workspace at a time, either way)
+            records = sync_to_container(container, workspace, WORKSPACE_PATH, uid=self.driver.container_uid,
+                                        excludes=Excludes(self.config.sync.exclude), limits=sync_limits(self.config),
+                                        previous=load_manifest(manifest) if again else None)
+            save_manifest(manifest, records)
 
     def sync_back(self, container: Container, workspace: Path) -> SyncReport:
         """Bring the container's copy of ``workspace`` back to the host (see :mod:`cci_core.workspace_sync`),
         telling the user what they should know (both sides changed a file; what was left out); its report."""
+        from cci_core.host_lock import held
         from cci_core.workspace_sync import (Excludes, describe, load_manifest, manifest_path, protected_patterns,
                                              save_manifest, sync_limits, sync_to_host)
 
         manifest = manifest_path(state_dir(), container.name)
         excludes = Excludes([*self.config.sync.exclude, *protected_patterns(self.config)])
-        report, records = sync_to_host(container, WORKSPACE_PATH, workspace, load_manifest(manifest),
-                                       excludes=excludes, limits=sync_limits(self.config))
-        save_manifest(manifest, records)
+        with held(manifest.with_suffix(".lock")):
+            report, records = sync_to_host(container, WORKSPACE_PATH, workspace, load_manifest(manifest),
+                                           excludes=excludes, limits=sync_limits(self.config))
+            save_manifest(manifest, records)
         for line in describe(report):
             self._report(f"{container.name}: {line}")
         return report
@@ -909,7 +920,8 @@ class SessionManager:
             if ctx.synced:
                 from cci_core.workspace_sync import manifest_path
 
-                manifest_path(state_dir(), container.name).unlink(missing_ok=True)
+                for leftover in (manifest := manifest_path(state_dir(), container.name)), manifest.with_suffix(".lock"):
+                    leftover.unlink(missing_ok=True)
         else:
             container.set_labels(_state(State.SAVED))
         self.plugins.hook.cci_session_end(ctx=ctx, deleted=deleted, report=self._report)

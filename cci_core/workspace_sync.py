@@ -144,11 +144,18 @@ def save_manifest(path: Path, records: dict[str, Record]) -> None:
 
 
 def sync_to_container(container: Container, workspace: Path, target: str, *, uid: int, excludes: Excludes,
-                      limits: TreeLimits) -> dict[str, Record]:
+                      limits: TreeLimits, previous: dict[str, Record] | None = None) -> dict[str, Record]:
     """Write the host ``workspace`` (less ``excludes``) to ``target`` in ``container``, owned by ``uid``; the
-    manifest of what was written."""
+    manifest of what was written. What the ``previous`` manifest has and the host no longer does is removed
+    there (a copy into a container that has one: its own changes must have come back first)."""
     records: dict[str, Record] = {}
     container.write_tree(target, _host_entries(workspace, excludes, limits, records), uid=uid, gid=uid)
+    gone = sorted((path for path in previous or {} if path not in records
+                   and not excludes(path, (previous or {})[path].kind == "directory")),
+                  key=lambda path: path.count("/"), reverse=True)
+    for first in range(0, len(gone), 500):  # (deepest first: a directory after what it held)
+        container.exec(["sh", "-c", 'cd -- "$1" && shift && for p; do rm -f -- "$p" 2>/dev/null || '
+                                    'rmdir -- "$p" 2>/dev/null; done; exit 0', "sh", target, *gone[first:first + 500]])
     return records
 
 

@@ -50,6 +50,8 @@ CORE_COMMANDS: dict[str, CoreCommand] = {
                           "Attach to a running session: NAME, or this workspace's (asks when it has several)."),
     "save": CoreCommand("cci_core.cli.save_cmd", "save",
                         "Save a running session now: NAME, or this workspace's (asks when it has several)."),
+    "sync": CoreCommand("cci_core.cli.sync_cmd", "sync",
+                        "Copy a running session's workspace now: NAME, or this workspace's (asks when it has several)."),
     "tmux": CoreCommand("cci_core.cli.tmux_cmd", "tmux",
                         "Talk to the tmux session a cci container runs (as the container user)."),
     "list": CoreCommand("cci_core.cli.list_cmd", "list_",

@@ -116,6 +116,37 @@ def test_a_file_changed_on_both_sides_keeps_the_hosts_and_puts_the_containers_be
     assert "shared.txt changed on both sides" in stderr and beside.name in stderr
 
 
+def test_cci_sync_copies_either_way_while_the_session_runs(
+    workspace: Path, driver: IncusDriver, incus: pylxd.Client, cci_environ: dict[str, str]
+) -> None:
+    (workspace / "old.txt").write_text("old\n")
+    (workspace / "edited.txt").write_text("first\n")
+    environ = remote_environ(cci_environ)
+    run = subprocess.Popen([str(CCI), "--workspace", str(workspace), "--remote", incus_env.REMOTE, "run", "--", "sh",
+                            "-c", "echo made > made.txt && while [ ! -e /tmp/go ]; do sleep 0.1; done"],
+                           env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        name = wait_for_copy(incus, workspace, "made.txt", "made\n")
+        back = run_cci("--remote", incus_env.REMOTE, "sync", name, env=environ)
+        assert back.returncode == 0, back.stderr
+        assert (workspace / "made.txt").read_text() == "made\n" and "1 written" in back.stdout
+        # the host changes things; the container one of them too: its change comes back first, nothing is lost
+        (workspace / "old.txt").unlink()
+        (workspace / "host.txt").write_text("host\n")
+        incus.instances.get(name).execute(["sh", "-c", "echo inside > /workspace/edited.txt"])
+        into = run_cci("--remote", incus_env.REMOTE, "sync", name, "--to-container", env=environ)
+        assert into.returncode == 0, into.stderr
+        inside = incus.instances.get(name).execute(["sh", "-c", "cd /workspace && cat host.txt edited.txt; "
+                                                                "test -e old.txt && echo old-still-there; true"])
+        assert inside.stdout == "host\ninside\n"
+        assert (workspace / "edited.txt").read_text() == "inside\n"
+        incus.instances.get(name).execute(["touch", "/tmp/go"])
+        assert run.wait(120) == 0
+    finally:
+        run.kill()
+        run.communicate()
+
+
 def wait_for_copy(incus: pylxd.Client, workspace: Path, path: str, content: str, timeout: float = 90) -> str:
     """The session container of ``workspace`` once its copy of ``path`` holds ``content``."""
     deadline = time.monotonic() + timeout

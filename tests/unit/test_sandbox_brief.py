@@ -84,6 +84,21 @@ def test_limits_set_are_named(tmp_path: Path) -> None:
     assert "**Limits:** CPUs 2; memory 4GiB; root disk 30GiB; the session ends after 8h." in brief_of(container)
 
 
+def test_a_copied_workspace_is_told_as_a_copy_on_a_server_away_from_the_user(tmp_path: Path) -> None:
+    from cci_core.config import load_config
+    from cci_core.sandbox_brief import core_paragraphs
+
+    config = load_config(tmp_path, environ={})
+    mounted = LaunchContext(config=config, workspace=tmp_path, container_name="cci-x-1", slot=1, session_id="s",
+                            persistent=False, image="cci")
+    assert "on the user's machine" in core_paragraphs(mounted)[0]
+    assert "`/workspace`, shared with the user's machine" in core_paragraphs(mounted)[0]
+    mounted.synced = True
+    text = core_paragraphs(mounted)[0]
+    assert "on a server away from the user's machine" in text and "shared with" not in text
+    assert "`/workspace`, a copy of the user's project, copied back to their machine when the session is saved" in text
+
+
 class Paragraphs:
     """A plugin loaded after the built-ins, contributing one paragraph (and an empty one, dropped)."""
 

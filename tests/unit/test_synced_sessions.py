@@ -1,0 +1,74 @@
+"""Sessions on a driver that cannot mount this host's paths (a remote Incus), with the fake driver: the workspace is
+not mounted but copied in once started, marked so on the container, copied back at a save and at the end, and
+--storage is refused before anything is made. Against the real Incus: tests/integration/test_remote.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cci_core.config import Override, load_config
+from cci_core.context import SessionEvent
+from cci_core.errors import UsageError
+from cci_core.plugin_manager import load_plugins
+from cci_core.session import LaunchRequest, SessionManager
+from tests.fakes import FakeContainer, FakeDriver
+from tests.unit.test_network_policies import FakeDriverPlugin
+
+
+class ElsewhereDriver(FakeDriver):
+    """A fake driver whose server is not this host."""
+
+    def mounts_host_paths(self) -> bool:
+        return False
+
+
+def manager(tmp_path: Path, said: list[str]) -> SessionManager:
+    config = load_config(tmp_path / "project", environ={}, overrides=[Override("defaults.driver", "fake", "test")])
+    plugins = load_plugins(entry_points=False, extra=[("fake", FakeDriverPlugin())])
+    sessions = SessionManager(config, ElsewhereDriver(config), plugins, warn=said.append)
+    sessions._report = said.append  # type: ignore[method-assign]
+    return sessions
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    root = tmp_path / "project"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "a.py").write_text("a = 1\n")
+    (root / "notes.txt").write_text("host\n")
+    return root
+
+
+def test_a_session_elsewhere_gets_a_copy_that_comes_back_at_a_save_and_at_the_end(project: Path,
+                                                                                  tmp_path: Path) -> None:
+    said: list[str] = []
+    sessions = manager(tmp_path, said)
+    container, ctx = sessions.launch(LaunchRequest(project, kind="run"))
+    assert isinstance(container, FakeContainer)
+    assert "workspace" not in {mount.device for mount in container.host_mounts()}  # no mount: a copy
+    assert container.labels()["synced"] == "True" and ctx.synced
+    assert container.files["/workspace/src/a.py"][0] == b"a = 1\n" and container.files["/workspace/src/a.py"][2] == 1000
+    container.files["/workspace/made.txt"] = (b"inside\n", 0o644, 1000, 1000)
+    sessions.save(ctx, container, SessionEvent.REQUESTED)
+    assert (project / "made.txt").read_text() == "inside\n"
+    container.files["/workspace/src/a.py"] = (b"a = 2\n", 0o644, 1000, 1000)
+    (project / "notes.txt").write_text("changed on the host\n")
+    container.files["/workspace/notes.txt"] = (b"changed inside\n", 0o644, 1000, 1000)
+    assert sessions.finish(container)
+    assert (project / "src" / "a.py").read_text() == "a = 2\n"
+    assert (project / "notes.txt").read_text() == "changed on the host\n"
+    [beside] = project.glob("notes.txt.cci-container-*")
+    assert beside.read_text() == "changed inside\n"
+    assert any("notes.txt changed on both sides" in line for line in said)
+
+
+def test_storage_is_refused_elsewhere_before_anything_is_made(project: Path, tmp_path: Path) -> None:
+    sessions = manager(tmp_path, [])
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    with pytest.raises(UsageError, match="--storage mounts .* from this host"):
+        sessions.launch(LaunchRequest(project, kind="run", storage=(storage,)))
+    assert sessions.driver.containers == {}  # type: ignore[attr-defined]
