@@ -833,8 +833,7 @@ class SessionManager:
         synced_back = False
         try:
             if synced and container.status() == "running":  # read while it runs: one stream, not a walk
-                self.sync_back(container, record.workspace_path)
-                synced_back = True
+                synced_back = self._sync_back_at_end(container, record.workspace_path, delete)
             if container.status() != "stopped":
                 self._stop(container, force=force, timeout=timeout, kill=helper is not None)
         except BaseException:
@@ -849,6 +848,18 @@ class SessionManager:
                 helper.release()
             return True
         return self._complete(container, labels, state, handed_back, delete, synced_back=synced_back)
+
+    def _sync_back_at_end(self, container: Container, workspace: Path, delete: bool | None) -> bool:
+        """The copy back at a synced session's end; one that fails keeps the session (raised), but for a ``delete``
+        (``cci kill``), which goes on with a warning."""
+        try:
+            self.sync_back(container, workspace)
+        except CciError as exc:
+            if not delete:
+                raise
+            self._report(f"the workspace copy in {container.name} could not be brought back ({exc}); the session "
+                         "is ended all the same")
+        return True
 
     def _detached_end(self, name: str, delete: bool | None) -> DetachedEnd | None:
         """The detached process for :meth:`finish`'s ``detach``; None when there is none, or it could not start

@@ -72,3 +72,26 @@ def test_storage_is_refused_elsewhere_before_anything_is_made(project: Path, tmp
     with pytest.raises(UsageError, match="--storage mounts .* from this host"):
         sessions.launch(LaunchRequest(project, kind="run", storage=(storage,)))
     assert sessions.driver.containers == {}  # type: ignore[attr-defined]
+
+
+def test_a_copy_back_that_fails_keeps_the_session_but_a_kill_ends_it_with_a_warning(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cci_core.driver import TreeReadError
+    from cci_core.session_record import SessionRecord, State
+
+    said: list[str] = []
+    sessions = manager(tmp_path, said)
+    container, _ctx = sessions.launch(LaunchRequest(project, kind="run"))
+    assert isinstance(container, FakeContainer)
+
+    def too_much(self: FakeContainer, path: str, destination: Path) -> None:
+        raise TreeReadError("reading /workspace took in over [sync] max_size")
+
+    monkeypatch.setattr(FakeContainer, "pull_tree", too_much)
+    with pytest.raises(TreeReadError):
+        sessions.finish(container)
+    assert container.status() == "running" and SessionRecord.from_labels(container.labels()).state is State.RUNNING
+    assert sessions.finish(container, delete=True)
+    assert container.name not in sessions.driver.containers  # type: ignore[attr-defined]
+    assert any("could not be brought back" in line and "ended all the same" in line for line in said)
