@@ -167,7 +167,7 @@ def _host_entries(workspace: Path, excludes: Excludes, limits: TreeLimits,
         yield TreeEntry(".", "directory", stat.S_IMODE(os.fstat(root.fd).st_mode))
         pending: list[tuple[str, _Hashing, tuple[int, int, int]]] = []
         total = 0
-        for entry, info in _walk(root, "", excludes, limits):
+        for entry, info in _walk(root, "", excludes):
             total += entry.size
             if total > limits.max_bytes:
                 raise WorkspaceTooLarge(f"the workspace {workspace} is over [sync] max_size "
@@ -190,8 +190,7 @@ def _host_entries(workspace: Path, excludes: Excludes, limits: TreeLimits,
             records[name] = Record("file", hashing.hexdigest(), stamp)
 
 
-def _walk(directory: SafeDirectory, prefix: str, excludes: Excludes,
-          limits: TreeLimits) -> Iterator[tuple[TreeEntry, os.stat_result]]:
+def _walk(directory: SafeDirectory, prefix: str, excludes: Excludes) -> Iterator[tuple[TreeEntry, os.stat_result]]:
     for name in directory.names():
         info, path = directory.lstat(name), prefix + name
         if info is None or excludes(path, stat.S_ISDIR(info.st_mode)):
@@ -204,10 +203,8 @@ def _walk(directory: SafeDirectory, prefix: str, excludes: Excludes,
         elif stat.S_ISDIR(info.st_mode):
             yield TreeEntry(path, "directory", mode), info
             with directory.directory(name) as child:
-                yield from _walk(child, f"{path}/", excludes, limits)
+                yield from _walk(child, f"{path}/", excludes)
         elif stat.S_ISREG(info.st_mode):
-            if info.st_size > limits.max_file:
-                continue  # (left out, as the way back leaves out what is over the bound)
             with directory.open_file(name) as handle:
                 opened = os.fstat(handle.fileno())
                 yield TreeEntry(path, "file", mode, opened.st_size, data=handle), opened

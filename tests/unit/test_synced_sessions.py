@@ -24,8 +24,9 @@ class ElsewhereDriver(FakeDriver):
         return False
 
 
-def manager(tmp_path: Path, said: list[str]) -> SessionManager:
-    config = load_config(tmp_path / "project", environ={}, overrides=[Override("defaults.driver", "fake", "test")])
+def manager(tmp_path: Path, said: list[str], *overrides: tuple[str, object]) -> SessionManager:
+    config = load_config(tmp_path / "project", environ={}, overrides=[
+        Override("defaults.driver", "fake", "test"), *(Override(key, value, "test") for key, value in overrides)])
     plugins = load_plugins(entry_points=False, extra=[("fake", FakeDriverPlugin())])
     sessions = SessionManager(config, ElsewhereDriver(config), plugins, warn=said.append)
     sessions._report = said.append  # type: ignore[method-assign]
@@ -95,3 +96,14 @@ def test_a_copy_back_that_fails_keeps_the_session_but_a_kill_ends_it_with_a_warn
     assert sessions.finish(container, delete=True)
     assert container.name not in sessions.driver.containers  # type: ignore[attr-defined]
     assert any("could not be brought back" in line and "ended all the same" in line for line in said)
+
+
+def test_a_workspace_over_max_size_is_refused_at_the_launch_and_nothing_is_left(project: Path, tmp_path: Path) -> None:
+    from cci_core.workspace_sync import WorkspaceTooLarge
+
+    (project / "big.bin").write_bytes(b"x" * (2 << 20))
+    sessions = manager(tmp_path, [], ("sync.max_size", "1MiB"))
+    with pytest.raises(WorkspaceTooLarge, match=r"over \[sync\] max_size \(1 MiB\)") as caught:
+        sessions.launch(LaunchRequest(project, kind="run"))
+    assert "[sync] exclude" in (caught.value.hint or "")
+    assert sessions.driver.containers == {}  # type: ignore[attr-defined]
