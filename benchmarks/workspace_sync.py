@@ -10,7 +10,9 @@ image and comes back. Measured, each after one warm-up:
 (a) into the container: ``sync_to_container`` (one streamed archive) against ``incus file push -r``;
 (b) back to the host, all of it new there (an empty host directory, no manifest): ``sync_to_host`` against
     ``incus file pull -r``;
-(c) back again with nothing changed (the manifest of (b)): what a periodic save costs, against the same pull.
+(c) back again with nothing changed (the manifest of (b)): what a periodic save costs, against the same pull;
+(d) ``cci run -- true`` in a small workspace (three files) over the remote (its copy in and back included) against
+    the same over the local socket, alternating.
 
 Target: at most 0.5x the incus CLI for (a) and (b). Needs the Incus test environment (scripts/incus-test-env, which
 makes the remote and its incus CLI config in /var/lib/cci-test-env/remote-conf); prints medians and ratios, asserts
@@ -118,10 +120,37 @@ def main() -> int:
             _, kept = sync.sync_to_host(container, "/workspace", back, {}, excludes=sync.Excludes([]), limits=LIMITS)
             mine = median_s(again, args.runs)
             print(f"{'(c) back, nothing changed':<34}{mine:>8.2f}{floor:>10.2f}{mine / floor:>8.2f}  (a periodic save)")
+            remote_run, local_run = run_over_both(Path(scratch), args.remote, args.image, args.runs)
+            print(f"{'(d) cci run -- true, remote/local':<34}{remote_run:>8.2f}{local_run:>10.2f}"
+                  f"{remote_run / local_run:>8.2f}  (the local socket in the second column)")
         finally:
             subprocess.run([*incus, "delete", "--force", f"{remote}{name}"], check=False, stdout=subprocess.DEVNULL)
             shutil.rmtree(scratch, ignore_errors=True)
     return 0 if worst <= TARGET else 1
+
+
+def run_over_both(scratch: Path, remote: str, image: str, runs: int) -> tuple[float, float]:
+    """Medians (s) of ``cci run -- true`` over ``remote`` and over the local socket, alternating."""
+    from tests import incus_env
+
+    workspace = scratch / "small"
+    workspace.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (workspace / name).write_text(name)
+    cci = str(Path(sys.executable).with_name("cci"))
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch / "home"), "LANG": "C.UTF-8",
+            "CCI_DEFAULTS_IMAGE": image, "CCI_INCUS_NETWORK_NAT": "false",
+            "CCI_INCUS_NETWORK_SUBNETS": incus_env.NETWORK_SUBNETS, "INCUS_CONF": str(incus_env.REMOTE_CONF)}
+    over = {"remote": {**base, "CCI_INCUS_REMOTE": remote}, "local": {**base, "CCI_INCUS_PROJECT": incus_env.PROJECT}}
+    samples: dict[str, list[float]] = {"remote": [], "local": []}
+    for round_ in range(runs + 1):
+        for where, environ in over.items():
+            started = time.perf_counter()
+            subprocess.run([cci, "--workspace", str(workspace), "run", "--", "true"], env=environ, check=True,
+                           stdout=subprocess.DEVNULL)
+            if round_:  # (the first round warms up)
+                samples[where].append(time.perf_counter() - started)
+    return statistics.median(samples["remote"]), statistics.median(samples["local"])
 
 
 def syncer(name: str, remote: str) -> tuple[object, object]:

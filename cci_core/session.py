@@ -132,6 +132,11 @@ class _NotWarmable(Exception):
     """A warm container cannot serve this launch (deleted again): a container is made for it."""
 
 
+#: the label by which a synced session's end says its copy came back before the stop (the detached rest of the end
+#: does not read it again from the stopped container)
+SYNCED_BACK = "synced_back"
+
+
 def own_mounts(workspace: Path, storage: Sequence[Path], *, synced: bool = False) -> list[Mount]:
     """The mounts of a session's own: its workspace (unless it is ``synced``: copied in and back), and its storage
     directories."""
@@ -761,6 +766,8 @@ class SessionManager:
         container.exec(["true"])  # (the driver waits until it can run commands: a start may still be settling)
         manifest = manifest_path(state_dir(), container.name)
         with held(manifest.with_suffix(".lock")):  # (one copy of a container's workspace at a time, either way)
+            if container.labels().get(SYNCED_BACK):
+                container.set_labels({SYNCED_BACK: ""})  # (a persistent one, started again)
             records = sync_to_container(container, workspace, WORKSPACE_PATH, uid=self.driver.container_uid,
                                         excludes=Excludes(self.config.sync.exclude), limits=sync_limits(self.config),
                                         previous=load_manifest(manifest) if again else None)
@@ -820,7 +827,7 @@ class SessionManager:
             return False
         assert state is not None
         synced = bool(record.synced) and state is State.RUNNING  # (its copy comes back before this returns)
-        helper = self._detached_end(container.name, delete) if detach and not synced else None
+        helper = self._detached_end(container.name, delete) if detach else None
         ending = {"state": State.ENDING.value, "launcher": helper.launcher if helper else launcher_id(),
                   "previous": state.value}
         if not container.compare_and_set_labels(_state(state), ending):
@@ -834,7 +841,11 @@ class SessionManager:
         try:
             if synced and container.status() == "running":  # read while it runs: one stream, not a walk
                 synced_back = self._sync_back_at_end(container, record.workspace_path, delete)
-            if container.status() != "stopped":
+            if synced_back and helper is not None:
+                # nothing in it reaches the host any more (no mount): the whole stop is left to the detached end,
+                # told not to copy it back again
+                container.set_labels({SYNCED_BACK: "1"})
+            elif container.status() != "stopped":
                 self._stop(container, force=force, timeout=timeout, kill=helper is not None)
         except BaseException:
             container.set_labels(handed_back)  # not stopped, or interrupted: nothing has ended
@@ -886,12 +897,13 @@ class SessionManager:
         previous = record.previous or State.RUNNING
         handed_back = {"state": previous.value, "launcher": me}  # a dead launcher: the next command retries
         try:
-            if container.status() != "stopped" and not container.wait_stopped(60):  # the killed one's stop goes on
-                self._stop(container, force=True, timeout=0)
+            if container.status() != "stopped" and (labels.get(SYNCED_BACK) == "1" or not container.wait_stopped(60)):
+                self._stop(container, force=True, timeout=0)  # (the killed one's stop goes on: waited for)
         except BaseException:
             container.set_labels(handed_back)
             raise
-        return self._complete(container, labels, previous, handed_back, delete)
+        return self._complete(container, labels, previous, handed_back, delete,
+                              synced_back=labels.get(SYNCED_BACK) == "1")
 
     def _ending_context(self, name: str, labels: Mapping[str, str]) -> tuple[LaunchContext, CciError | None]:
         """The context of a session that ends; when its tool's plugin is gone, the context without the tool, and why."""

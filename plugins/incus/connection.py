@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket as sockets
 from collections.abc import Mapping
@@ -59,6 +60,20 @@ class UntrustedServer(BackendError):
     """A remote Incus offered a certificate other than the pinned one."""
 
 
+@functools.lru_cache(maxsize=8)
+def _ssl_context(cert: tuple[str, str] | None, pinned: bool) -> ssl.SSLContext:
+    import ssl
+
+    context = ssl.create_default_context()
+    if pinned:  # (an Incus server's own certificate: self-signed, often for another name)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert:
+        context.load_cert_chain(*cert)
+    return context
+
+
+@functools.lru_cache(maxsize=8)
 def _pinned(path: str) -> bytes:
     """The DER bytes of the (first) certificate in PEM file ``path``."""
     import ssl
@@ -85,16 +100,9 @@ class Endpoint(NamedTuple):
 
     def ssl_context(self) -> ssl.SSLContext:
         """TLS for a remote Incus: our client certificate; the server's checked against the system CAs and its
-        host name, or, pinned (``server_cert``), compared whole with the pinned one by :meth:`open`."""
-        import ssl
-
-        context = ssl.create_default_context()
-        if self.server_cert:  # (an Incus server's own certificate: self-signed, often for another name)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.cert:
-            context.load_cert_chain(*self.cert)
-        return context
+        host name, or, pinned (``server_cert``), compared whole with the pinned one by :meth:`open`. Made once
+        per process and endpoint (loading the system CAs and the key is most of a connection's cost otherwise)."""
+        return _ssl_context(self.cert, bool(self.server_cert))
 
     def open(self, timeout: float | None = None) -> sockets.socket:
         """A connected socket to Incus: the unix socket, or TLS to the remote (its certificate checked)."""

@@ -10,6 +10,7 @@ import pytest
 
 from cci_core.config import Override, load_config
 from cci_core.context import SessionEvent
+from cci_core.driver import ExecResult
 from cci_core.errors import UsageError
 from cci_core.plugin_manager import load_plugins
 from cci_core.session import LaunchRequest, SessionManager
@@ -107,3 +108,43 @@ def test_a_workspace_over_max_size_is_refused_at_the_launch_and_nothing_is_left(
         sessions.launch(LaunchRequest(project, kind="run"))
     assert "[sync] exclude" in (caught.value.hint or "")
     assert sessions.driver.containers == {}  # type: ignore[attr-defined]
+
+
+def test_a_synced_run_returns_once_its_copy_is_back_and_its_detached_end_does_not_copy_again(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cci_core.session_record import launcher_id
+
+    sessions = manager(tmp_path, [])
+    released: list[str] = []
+
+    class Helper:
+        launcher = f"{launcher_id().rpartition(':')[0]}:4999998"
+
+        def __call__(self, name: str, delete: bool | None) -> Helper:
+            return self
+
+        def release(self) -> None:
+            released.append("released")
+
+    sessions.detached_end = Helper()  # type: ignore[assignment]
+
+    def run(container: FakeContainer, argv: list[str], **_: object) -> ExecResult:
+        if argv[0] == "sh":  # the run's command writes into the container's copy
+            container.files["/workspace/out.txt"] = (b"done\n", 0o644, 1000, 1000)
+        return ExecResult(0, "", "")
+
+    monkeypatch.setattr(FakeContainer, "exec", run)
+    assert sessions.run(LaunchRequest(project), ["sh", "-c", "echo done > out.txt"]) == 0
+    assert (project / "out.txt").read_text() == "done\n" and released == ["released"]
+    [container] = sessions.driver.containers.values()  # type: ignore[attr-defined]
+    assert container.status() == "running"  # the stop is the detached end's: nothing in it reaches the host
+    assert container.labels()["synced_back"] == "1"
+
+    def no_second_copy(self: FakeContainer, path: str, destination: Path) -> None:
+        raise AssertionError("copied back again")
+
+    monkeypatch.setattr(FakeContainer, "pull_tree", no_second_copy)
+    monkeypatch.setattr("cci_core.session.launcher_id", lambda: Helper.launcher)
+    assert sessions.carry_on_end(container.name)
+    assert container.name not in sessions.driver.containers  # type: ignore[attr-defined]
