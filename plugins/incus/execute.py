@@ -325,7 +325,7 @@ class _Pump:
         again): the command's end of file."""
         self._ended = True
         if self._socket is not None:
-            close_quietly(self._socket)
+            close_quietly(self._socket, linger=True)  # (the end of the input must reach the command whole)
 
 
 def _rewinder(source: BinaryIO) -> Callable[[], object] | None:

@@ -49,7 +49,13 @@ cd -- "$1" || exit 4
 command -v find >/dev/null 2>&1 && command -v tar >/dev/null 2>&1 || exit 127
 find . \( -type f -size +"$2"c -fprintf /dev/stderr 'cci-oversize %s %P\n' \) \
     -o \( \( -type f -o -type d -o -type l \) -print0 \) | tar --null --no-recursion -T - -cf -
+code=$?
+cat >/dev/null
+exit $code
 """
+#: (the shell waits for the end of its input, which cci gives once it has read the whole archive: Incus passes
+#: a command's output on for one second after the command has exited, then drops the rest, which cut the end off
+#: an archive read more slowly than that)
 #: exit codes of a tar that made a whole archive (1: a file changed while read; 2: one vanished or is unreadable)
 _TAR_DONE = (0, 1, 2)
 #: the largest extended (pax) or GNU long-name header accepted
@@ -95,6 +101,7 @@ class _Archive:
         self.stderr = bytearray()
         self.sockets: list[Any] = []
         self.started: Any = None
+        self.stdin: Any = None
 
     def entries(self) -> Iterator[TreeEntry]:
         """The archive's entries; True once they are all passed, False if there was no archive to read."""
@@ -107,10 +114,12 @@ class _Archive:
         try:
             yield from tar_entries(self.pipe, self.limits)
         except _NoArchive:
+            self._end_input()
             code = self._exit_code()
             if code == 4:
                 raise NotFoundError(f"{self.instance}:{self.path} does not exist") from None
             return code == 5  # not a directory: no entries; anything else: walk
+        self._end_input()
         code = self._exit_code()
         if code not in _TAR_DONE:
             raise TreeReadError(f"reading {self.instance}:{self.path}: the archiver inside stopped "
@@ -132,11 +141,14 @@ class _Archive:
         self.sockets.append(err)
         threading.Thread(target=err.run, daemon=True, name="tree-stderr").start()
         self.sockets.append(self.api.websocket(self.started.resource("control")))
-        stdin = self.api.websocket(self.started.resource("0"))
-        self.sockets.append(stdin)
+        self.stdin = self.api.websocket(self.started.resource("0"))  # ended once the archive is read (SCRIPT)
+        self.sockets.append(self.stdin)
+
+    def _end_input(self) -> None:
+        """The archiver's input ends: it exits now (see :data:`SCRIPT`)."""
         from cci_builtin_plugins.incus.websocket import close_quietly
 
-        close_quietly(stdin)
+        close_quietly(self.stdin, linger=True)
 
     def _keep_stderr(self, chunk: bytes) -> None:
         if len(self.stderr) < MAX_STDERR:

@@ -76,9 +76,10 @@ class WebSocket:
                 self._close_sent = True
             self._socket.sendall(head + key + mask(payload, key))
 
-    def close(self, code: int = NORMAL_CLOSURE) -> None:
-        """Say the end (once); the socket itself is closed when :meth:`run` ends, or now if it does not run: over
-        TCP once the server has answered the close (see :meth:`_await_close`)."""
+    def close(self, code: int = NORMAL_CLOSURE, *, linger: bool = False) -> None:
+        """Say the end (once); the socket itself is closed when :meth:`run` ends, or now if it does not run. With
+        ``linger`` (a socket that carried data to the server: a command's input), over TCP only once the server
+        has answered the close (see :meth:`_await_close`)."""
         try:
             self._send_frame(CLOSE, struct.pack("!H", code))
         except OSError:
@@ -87,7 +88,7 @@ class WebSocket:
             if self._running or self._shutting:
                 return
             self._shutting = True
-        if self._socket.family != sockets.AF_UNIX:
+        if linger and self._socket.family != sockets.AF_UNIX:
             self._await_close()
         self._shut()
 
@@ -218,10 +219,10 @@ def _accept(key: bytes) -> str:
     return base64.b64encode(sha1(key + _ACCEPT_GUID).digest()).decode()
 
 
-def close_quietly(socket: Any) -> None:
-    """Close a websocket that the server may have closed already."""
+def close_quietly(socket: Any, *, linger: bool = False) -> None:
+    """Close a websocket that the server may have closed already (``linger``: see :meth:`WebSocket.close`)."""
     try:
-        socket.close()
+        socket.close(linger=True) if linger else socket.close()
     except (OSError, ValueError, RuntimeError):
         pass
 

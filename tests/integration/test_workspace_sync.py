@@ -96,3 +96,28 @@ def test_a_workspace_goes_in_whole_less_its_excludes_and_comes_back_with_both_si
     third, records = sync_to_host(container, "/workspace", workspace, records, excludes=EXCLUDES, limits=LIMITS)
     assert "made" in third.skipped and (workspace / "made").is_dir() and not (workspace / "made").is_symlink()
     assert (workspace / "src/deep/new").read_text() == "x\n"
+
+
+def test_a_tree_read_more_slowly_than_incus_passes_output_on_comes_whole(
+    tmp_path: Path, driver: IncusDriver, launched: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Incus passes a command's output on for one second after the command exits, then drops the rest: the archiver
+    inside waits until cci has read the whole archive (over the loopback remote, whose buffers hold the most)."""
+    import time
+
+    from cci_core.config import Override, load_config
+    from tests import incus_env
+
+    monkeypatch.setenv("INCUS_CONF", str(incus_env.REMOTE_CONF))
+    remote = IncusDriver(load_config(tmp_path, environ={"INCUS_CONF": str(incus_env.REMOTE_CONF)},
+                                     overrides=[Override("incus.remote", incus_env.REMOTE, "test")]))
+    container = remote.get(launched)
+    inside(container, "mkdir -p /srv/tree && cd /srv/tree && "
+                      "for i in $(seq 10 49); do head -c 400000 /dev/urandom > f$i; done")
+    sizes = {}
+    with container.read_tree("/srv/tree", LIMITS) as entries:
+        for entry in entries:
+            if entry.kind == "file" and entry.data is not None:
+                time.sleep(0.25)  # a slow writer on the host: the archive is all sent long before it is read
+                sizes[entry.path.removeprefix("./")] = len(entry.data.read())
+    assert sizes == {f"f{index}": 400000 for index in range(10, 50)}

@@ -39,7 +39,7 @@ class Socket:
             raise OSError("closed")
         self.sent.append(payload)
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = False) -> None:
         self.closed.set()
 
 
