@@ -29,27 +29,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from cci_core.driver import TreeLimits  # noqa: E402  (this checkout's, found through the path above)
+from save import median_s  # noqa: E402  (benchmarks/save.py, beside this one)
 
 TARGET = 0.5
 LIMITS = TreeLimits(max_file=1 << 30, max_bytes=1 << 34, timeout=3600, idle=600)
-
-
-def median_s(action: Callable[[], object], runs: int) -> float:
-    """Median wall time of ``action`` in seconds, after one warm-up."""
-    action()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def make_tree(root: Path, files: int, megabytes: int) -> None:

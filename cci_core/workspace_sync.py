@@ -237,7 +237,7 @@ def sync_to_host(container: Container, source: str, workspace: Path, records: di
     """Bring ``source`` in ``container`` back into the host ``workspace`` (see the module); the report, and the
     manifest to keep for the next sync."""
     report = SyncReport()
-    applier = _Applier(workspace, dict(records), excludes, report)
+    applier = _Applier(workspace, records, excludes, report)
     try:
         with container.read_tree(source, limits) as entries:
             applier.apply_all(entries)
@@ -249,8 +249,8 @@ def sync_to_host(container: Container, source: str, workspace: Path, records: di
 
 class _Applier:
     def __init__(self, workspace: Path, records: dict[str, Record], excludes: Excludes, report: SyncReport) -> None:
-        self.records, self.excludes, self.report = records, excludes, report
-        self.last = dict(records)  # as at the last sync
+        self.records, self.excludes, self.report = dict(records), excludes, report
+        self.last = records  # as at the last sync (only read)
         self.seen: set[str] = set()
         self.unread: list[str] = []  # below these nothing was read: nothing there is removed
         self.directories: dict[str, SafeDirectory | None] = {"": SafeDirectory.at(workspace)}

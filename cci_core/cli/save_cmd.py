@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cci_core.cli.sessions import manager_for, pick_running
+from cci_core.cli.sessions import manager_for, running_session
 from cci_core.cli.signals import interruptible
 from cci_core.cli.state import get_state
 from cci_core.errors import CciError, NotFoundError, UsageError
@@ -21,15 +21,11 @@ def save(ctx: click.Context, name: str | None) -> None:
     same time (the attached cci's, every 5 minutes) goes first or after, whole.
     """
     from cci_core.context import SessionEvent
-    from cci_core.session_record import SessionRecord, State
     from cci_core.session_store import SessionStore, now
 
     manager = manager_for(ctx)
-    info = pick_running(manager, name, str(get_state(ctx).config.workspace), verb="Save")
-    record = SessionRecord.from_labels(info.labels)
-    if record.state is not State.RUNNING:
-        raise UsageError(f"{info.name} is {record.state.value if record.state else 'not running'}: only a running "
-                         "session can be saved", hint="see 'cci list'")
+    info, record = running_session(manager, name, str(get_state(ctx).config.workspace), verb="Save",
+                                   what="session can be saved")
     if not record.tool:
         raise UsageError(f"{info.name} runs no tool (a 'cci run' container): it has no session to save")
     started = now()

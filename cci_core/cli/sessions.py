@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from cci_core.config import Config
     from cci_core.driver import ContainerInfo
     from cci_core.session import DetachedEnd, SessionManager
+    from cci_core.session_record import SessionRecord
     from cci_core.warm_pool import PoolTarget
 
 
@@ -86,6 +87,20 @@ def select(containers: Sequence[ContainerInfo], names: Sequence[str], everything
             raise UsageError(f"{name} is not a cci session container; cci leaves it alone",
                              hint="use 'cci container' commands or incus for it")
     return [ours[name] for name in dict.fromkeys(names)]
+
+
+def running_session(manager: SessionManager, name: str | None, workspace: str, *, verb: str,
+                    what: str) -> tuple[ContainerInfo, SessionRecord]:
+    """:func:`pick_running`'s session and its record, one line when its state is not running (``what``: what only a
+    running session's can be, e.g. "session can be saved")."""
+    from cci_core.session_record import SessionRecord, State
+
+    info = pick_running(manager, name, workspace, verb=verb)
+    record = SessionRecord.from_labels(info.labels)
+    if record.state is not State.RUNNING:
+        raise UsageError(f"{info.name} is {record.state.value if record.state else 'not running'}: only a running "
+                         f"{what}", hint="see 'cci list'")
+    return info, record
 
 
 def pick_running(manager: SessionManager, name: str | None, workspace: str, *, verb: str) -> ContainerInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from cci_core.cli.sessions import manager_for, pick_running
+from cci_core.cli.sessions import manager_for, running_session
 from cci_core.cli.signals import interruptible
 from cci_core.cli.state import get_state
 from cci_core.errors import UsageError
@@ -26,14 +26,9 @@ def sync(ctx: click.Context, name: str | None, direction: str) -> None:
     Back to the host, a file changed on both sides since the last copy keeps the host's version and the
     container's is put beside it (NAME.cci-container-<time>), as at every save.
     """
-    from cci_core.session_record import SessionRecord, State
-
     manager = manager_for(ctx)
-    info = pick_running(manager, name, str(get_state(ctx).config.workspace), verb="Sync")
-    record = SessionRecord.from_labels(info.labels)
-    if record.state is not State.RUNNING:
-        raise UsageError(f"{info.name} is {record.state.value if record.state else 'not running'}: only a running "
-                         "session's workspace can be copied", hint="see 'cci list'")
+    info, record = running_session(manager, name, str(get_state(ctx).config.workspace), verb="Sync",
+                                   what="session's workspace can be copied")
     if not record.synced:
         raise UsageError(f"{info.name} has the workspace mounted, not copied: there is nothing to sync",
                          hint="'cci sync' is for sessions on a remote Incus")
